@@ -1,0 +1,403 @@
+"""`waypost`: the one command for every operational action."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import getpass
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from appliance import audit, config, db, users
+from appliance.roles import ROLES
+
+
+class Context:
+    def __init__(self, config_path):
+        self.config_path = config_path
+        self._settings = None
+
+    @property
+    def settings(self) -> config.Settings:
+        if self._settings is None:
+            try:
+                self._settings = config.load(self.config_path)
+            except config.ConfigError as exc:
+                raise click.ClickException(str(exc))
+        return self._settings
+
+    def open(self):
+        """Open the database, refusing to work on one whose schema is behind the code."""
+        s = self.settings
+        if not s.db_path.exists():
+            raise click.ClickException(f"no database at {s.db_path}: run `waypost init` first")
+        database = db.open_database(s)
+        with db.connection():
+            todo = db.pending(database)
+        if todo:
+            raise click.ClickException(f"the database needs {len(todo)} migration(s): run `waypost db migrate`")
+        return database
+
+    def actor(self) -> audit.Actor:
+        """Commands are run by someone with a shell on the post; record who."""
+        return audit.Actor(f"cli:{getpass.getuser()}", self.settings.post.agency, "local")
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar=config.CONFIG_ENV, default=None,
+              help="TOML configuration file (default: $WAYPOST_CONFIG, else ./waypost.toml if present, else built-in defaults).")
+@click.pass_context
+def main(ctx, config_path):
+    """Waypost: an offline-first licence plate reader post."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(config_path or config.default_config_path())
+
+
+def _report_bootstrap(result) -> None:
+    for line in result.migrations:
+        click.echo(line)
+    rec = result.recovered
+    if rec["temp_files"] or rec["orphan_files"]:
+        click.echo(f"recovered after an interrupted write: removed {rec['temp_files']} temp file(s) and "
+                   f"{rec['orphan_files']} orphan evidence file(s)")
+    if result.admin_password:
+        click.echo("")
+        click.echo("Created the first administrator account.")
+        click.echo("  username: admin")
+        click.echo(f"  password: {result.admin_password}")
+        click.echo("This password is shown once. Sign in and change it.")
+        click.echo("")
+
+
+@main.command()
+@pass_ctx
+def init(ctx):
+    """Create the data directory and database, apply migrations, create a first administrator."""
+    from appliance.service import bootstrap
+    result = bootstrap(ctx.settings)
+    _report_bootstrap(result)
+    click.echo(f"database ready at {ctx.settings.db_path}")
+
+
+@main.command()
+@pass_ctx
+def run(ctx):
+    """Start the post: everything `init` does, then the web UI (and, later, capture and sync)."""
+    from appliance.service import bootstrap, serve
+    s = ctx.settings
+    _report_bootstrap(bootstrap(s))
+    click.echo(f"Waypost post {s.post.id} on http://{s.web.host}:{s.web.port}  (Ctrl-C stops)")
+    serve(s)
+
+
+# --- config ---------------------------------------------------------------------------------
+
+@main.group(name="config")
+def config_group():
+    """Check and document the configuration."""
+
+
+@config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def config_check(ctx, file):
+    """Validate FILE (default: the active configuration) with environment overrides; list every problem."""
+    path = file or ctx.config_path
+    try:
+        config.load(path)
+    except config.ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(f"configuration OK ({path or 'built-in defaults'})")
+
+
+@config_group.command("docs")
+def config_docs():
+    """Print the table of every configuration key (the README's table)."""
+    click.echo(config.docs_markdown(), nl=False)
+
+
+# --- users ----------------------------------------------------------------------------------
+
+@main.group()
+def user():
+    """Manage accounts."""
+
+
+def _date(value: str | None, name: str):
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name)
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(sorted(ROLES)), help="What the account may do.")
+@click.option("--name", "display_name", default="", help="Full name shown in the UI and records.")
+@click.option("--org", "organization", default=None, help="Organization (default: the post's agency).")
+@click.option("--job-title", default="", help="Job title, e.g. Sergeant.")
+@click.option("--password-stdin", is_flag=True, help="Read the initial password from standard input.")
+@pass_ctx
+def user_add(ctx, username, role, display_name, organization, job_title, password_stdin):
+    """Create an account. Without --password-stdin a password is generated and shown once; the
+    person must change it at first sign-in either way."""
+    ctx.open()
+    s = ctx.settings
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else users.generate_password()
+    with db.connection():
+        try:
+            users.add(ctx.actor(), username=username, display_name=display_name,
+                      organization=organization or s.post.agency, role=role, password=password,
+                      job_title=job_title, min_password_length=s.web.min_password_length)
+        except users.UserError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"created {role} account {username}")
+    if not password_stdin:
+        click.echo(f"temporary password (shown once): {password}")
+
+
+@user.command("list")
+@pass_ctx
+def user_list(ctx):
+    """List accounts with role, state and training."""
+    from appliance.models import User
+    ctx.open()
+    with db.connection():
+        rows = list(User.select().order_by(User.username))
+    click.echo(f"{'username':<20} {'role':<11} {'active':<7} {'training':<24} last sign-in")
+    for u in rows:
+        training = ("current" if u.training_current() else "NOT CURRENT")
+        if u.training_expires_on:
+            training += f" (to {u.training_expires_on})"
+        last = u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "never"
+        click.echo(f"{u.username:<20} {u.role:<11} {'yes' if u.active else 'no':<7} {training:<24} {last}")
+
+
+@user.command("disable")
+@click.argument("username")
+@pass_ctx
+def user_disable(ctx, username):
+    """Deactivate an account (it can no longer sign in)."""
+    ctx.open()
+    with db.connection():
+        try:
+            users.set_active(ctx.actor(), username, False)
+        except users.UserError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"disabled {username}")
+
+
+@user.command("enable")
+@click.argument("username")
+@pass_ctx
+def user_enable(ctx, username):
+    """Reactivate an account."""
+    ctx.open()
+    with db.connection():
+        try:
+            users.set_active(ctx.actor(), username, True)
+        except users.UserError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"enabled {username}")
+
+
+@user.command("set-training")
+@click.argument("username")
+@click.option("--completed", required=True, help="Date the ALPR training was completed (YYYY-MM-DD).")
+@click.option("--course", required=True, help="Name of the course, as in the training record.")
+@click.option("--expires", default=None, help="Date the training expires (default: one year after completion).")
+@pass_ctx
+def user_set_training(ctx, username, completed, course, expires):
+    """Record an account's ALPR training. Accounts without current training cannot reach plate data."""
+    ctx.open()
+    done = _date(completed, "--completed")
+    until = _date(expires, "--expires")
+    if until is None:
+        try:
+            until = done.replace(year=done.year + 1)
+        except ValueError:  # 29 February
+            until = done + dt.timedelta(days=365)
+    with db.connection():
+        try:
+            users.set_training(ctx.actor(), username, done, course, until)
+        except users.UserError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"training recorded for {username}: {course}, completed {done}, expires {until}")
+
+
+@user.command("reset-password")
+@click.argument("username")
+@pass_ctx
+def user_reset_password(ctx, username):
+    """Give an account a new temporary password (shown once) and unlock it."""
+    ctx.open()
+    password = users.generate_password()
+    with db.connection():
+        try:
+            users.set_password(ctx.actor(), username, password, ctx.settings.web.min_password_length,
+                               must_change=True)
+        except users.UserError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"temporary password for {username} (shown once): {password}")
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+@main.group(name="audit")
+def audit_group():
+    """Verify and export the hash-chained access log."""
+
+
+@audit_group.command("verify")
+@click.option("--head", "head_text", default=None, help="A head saved earlier ('SEQ HASH') to detect truncation or rewriting.")
+@click.option("--head-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A file holding a saved head.")
+@pass_ctx
+def audit_verify(ctx, head_text, head_file):
+    """Walk the chain; exit 1 naming the first broken record."""
+    ctx.open()
+    expected = None
+    try:
+        if head_file:
+            head_text = head_file.read_text()
+        if head_text:
+            expected = audit.parse_head(head_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head")
+    with db.connection():
+        result = audit.verify(expected)
+    click.echo(result.summary())
+    for note in result.notes:
+        click.echo(note)
+    sys.exit(0 if result.ok else 1)
+
+
+@audit_group.command("head")
+@pass_ctx
+def audit_head(ctx):
+    """Print the last record's 'SEQ HASH', to keep somewhere else for `verify --head`."""
+    ctx.open()
+    with db.connection():
+        seq, digest = audit.head()
+    click.echo(f"{seq} {digest}")
+
+
+@audit_group.command("export")
+@click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--to", "end", default=None, help="Last day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+def audit_export(ctx, start, end, fmt, out):
+    """Export access records of a period. The export itself is recorded."""
+    ctx.open()
+    first = _date(start, "--from")
+    last = _date(end, "--to")
+    lo = dt.datetime.combine(first, dt.time()) if first else None
+    hi = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()) if last else None
+    count = 0
+    with db.connection():
+        with db.write():
+            tmp = out.with_name(out.name + ".part")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                if fmt == "csv":
+                    writer = csv.DictWriter(f, fieldnames=audit.COLUMNS)
+                    writer.writeheader()
+                for row in audit.export_rows(lo, hi):
+                    if fmt == "csv":
+                        writer.writerow(row)
+                    else:
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    count += 1
+            tmp.replace(out)
+            audit.record("audit.export", ctx.actor(), result_count=count,
+                         query={"from": start, "to": end}, details={"format": fmt, "file": out.name})
+    click.echo(f"exported {count} access records to {out}")
+
+
+# --- database -------------------------------------------------------------------------------
+
+@main.group(name="db")
+def db_group():
+    """Database maintenance."""
+
+
+@db_group.command("migrate")
+@pass_ctx
+def db_migrate(ctx):
+    """Apply pending migrations (the database file is backed up first)."""
+    s = ctx.settings
+    db.open_database(s)
+    try:
+        done = db.migrate(s)
+    except db.MigrationError as exc:
+        raise click.ClickException(str(exc))
+    for line in done or ["the database is up to date"]:
+        click.echo(line)
+
+
+@db_group.command("check")
+@pass_ctx
+def db_check(ctx):
+    """SQLite integrity check plus database-versus-evidence-files consistency."""
+    from appliance import store
+    ctx.open()
+    with db.connection():
+        integrity = db.integrity_check()
+        problems = store.check(ctx.settings, store.EvidenceStore(ctx.settings))
+    if integrity != "ok":
+        problems.insert(0, f"sqlite integrity_check: {integrity}")
+    for p in problems:
+        click.echo(p)
+    click.echo("database and evidence store consistent" if not problems else f"{len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)
+
+
+# --- benchmarks -----------------------------------------------------------------------------
+
+@main.group()
+def bench():
+    """Measure throughput on this machine (prints figures; changes only a scratch directory)."""
+
+
+@bench.command("store")
+@click.option("-n", "count", default=2000, show_default=True, help="Reads to store.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch directory (default: a temporary one).")
+def bench_store(count, where):
+    """Reads stored per second: one transaction per read, 5 KB crop and 60 KB frame, fsynced."""
+    from appliance import benchmarks
+    click.echo(json.dumps(benchmarks.store(count, where)))
+
+
+@bench.command("audit")
+@click.option("-n", "count", default=1_000_000, show_default=True, help="Access records to append.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
+def bench_audit(count, where):
+    """Access-log appends per second and `audit verify` records per second."""
+    from appliance import benchmarks
+    click.echo(json.dumps(benchmarks.audit_chain(count, where)))
+
+
+def _register_recognizer_commands():
+    try:
+        from recognizer.cli import eval_command, recognize_command
+    except ModuleNotFoundError as exc:
+        if exc.name != "recognizer.cli":
+            raise
+        return  # the recognizer commands are not built yet
+    main.add_command(eval_command, "eval")
+    main.add_command(recognize_command, "recognize")
+
+
+_register_recognizer_commands()

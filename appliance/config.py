@@ -1,0 +1,309 @@
+"""Typed configuration: one TOML file plus WAYPOST_SECTION__KEY environment overrides.
+
+Every key has a type, a default that works out of the box, bounds where a value can be out of
+range, and a description (the README's configuration table is generated from these, and a test
+keeps it in step). Unknown keys, wrong types and out-of-range values are errors that name the key
+path; `waypost config check` lists all of them at once.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "WAYPOST_"
+CONFIG_ENV = "WAYPOST_CONFIG"
+
+
+class ConfigError(Exception):
+    """One or more problems with the configuration; `problems` lists them as (key path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = ""):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"{len(problems)} configuration problem(s){where}:"]
+        lines += [f"  {key}: {message}" for key, message in problems]
+        super().__init__("\n".join(lines))
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class PostSettings(Section):
+    id: str = Field("post-1", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+                    description="Identity of this post: lower-case letters, digits and dashes. Unique within the agency; "
+                                "headquarters files every read under it.")
+    name: str = Field("Demo post", min_length=1, max_length=80, description="Human name of the site shown in the UI.")
+    agency: str = Field("Demo Police Department", min_length=1, max_length=120,
+                        description="The agency operating the post; recorded as the organization of local accounts.")
+    camera_id: str = Field("cam-1", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+                           description="Identity of the camera at this post, stored with every read.")
+    camera_name: str = Field("Camera 1", min_length=1, max_length=80, description="Human name of the camera.")
+    timezone: str = Field("America/Los_Angeles", description="Time zone for display; everything is stored in UTC.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as America/Los_Angeles)")
+        return value
+
+
+class StorageSettings(Section):
+    data_dir: Path = Field(Path("var"), description="Directory for the database, evidence images and keys. "
+                                                    "Relative paths are taken from the working directory.")
+    db_file: str = Field("waypost.db", min_length=1, description="SQLite database file name inside data_dir.")
+    evidence_dir: str = Field("evidence", min_length=1, description="Directory inside data_dir for plate crops and frames.")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="SQLite synchronous mode. FULL makes every committed read survive a power cut; "
+                            "NORMAL is faster but may lose the last transactions (never corrupts).")
+    busy_timeout_ms: int = Field(5000, ge=100, le=60000, description="How long a writer waits for a lock before failing.")
+    cache_kib: int = Field(8192, ge=512, le=262144, description="SQLite page cache size in KiB (kept modest for a Pi).")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality for stored crops and frames.")
+    min_free_mb: int = Field(512, ge=0, le=1_000_000,
+                             description="Refuse to store new evidence when the data disk has less free space than this.")
+
+
+class CaptureSettings(Section):
+    type: Literal["demo", "picamera2", "video", "folder", "stream"] = Field(
+        "demo", description="Frame source. `demo` is a built-in synthetic street for machines without a camera.")
+    source: str = Field("", description="File, folder or URL for the video, folder and stream sources.")
+    fps: float = Field(10.0, gt=0, le=60, description="Frames per second to process.")
+
+
+class RecognizerSettings(Section):
+    models_dir: Path | None = Field(None, description="Directory with detector.tflite and ocr.tflite; "
+                                                      "empty means the models shipped in recognizer/models.")
+    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime"] = Field(
+        "auto", description="TFLite runtime; auto takes ai_edge_litert, then tflite_runtime.")
+    threads: int = Field(2, ge=1, le=8, description="Inference threads.")
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0,
+                                  description="Reads below this are kept but marked low-confidence.")
+
+
+class WebSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the web UI listens on. A post behind the TLS proxy keeps 127.0.0.1.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the web UI.")
+    threads: int = Field(4, ge=1, le=32, description="waitress worker threads.")
+    secret_key_file: str = Field("secret_key", min_length=1,
+                                 description="File inside data_dir holding the session signing key (made on first start).")
+    session_idle_minutes: int = Field(30, ge=1, le=480, description="A session ends after this many idle minutes (CJIS: 30).")
+    secure_cookies: bool = Field(False, description="Mark cookies Secure. Turn on when the UI is served over TLS.")
+    trusted_proxy: bool = Field(False, description="Trust X-Forwarded-For/Proto from a reverse proxy on this host.")
+    failed_logins_before_lockout: int = Field(5, ge=1, le=20, description="Failed sign-ins before an account is locked.")
+    lockout_minutes: int = Field(30, ge=1, le=1440, description="How long a locked account stays locked.")
+    min_password_length: int = Field(12, ge=8, le=128, description="Minimum password length.")
+
+
+class Purpose(Section):
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_-]{1,19}$", description="Short code stored in access records.")
+    label: str = Field(min_length=3, max_length=120, description="What the code means, shown to users.")
+
+
+DEFAULT_PURPOSES = (
+    Purpose(code="STOLEN-VEH", label="Stolen vehicle or plate investigation"),
+    Purpose(code="WANTED", label="Wanted person or warrant"),
+    Purpose(code="MISSING", label="Missing person, Amber or Silver alert"),
+    Purpose(code="CRIME-INV", label="Investigation of a specific crime (case number required)"),
+    Purpose(code="HIT-VERIFY", label="Verifying a hotlist hit"),
+    Purpose(code="AUDIT", label="Audit of system use"),
+    Purpose(code="COURT", label="Court order or subpoena"),
+)
+
+
+class AuditSettings(Section):
+    purposes: tuple[Purpose, ...] = Field(DEFAULT_PURPOSES, min_length=1,
+                                          description="Purpose codes a user picks from before any access to ALPR data.")
+    case_number_pattern: str = Field(r"^[A-Za-z0-9][A-Za-z0-9/._-]{2,39}$",
+                                     description="Case or incident numbers must match this and contain a digit.")
+
+    @field_validator("case_number_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}")
+        return value
+
+    @field_validator("purposes")
+    @classmethod
+    def _unique(cls, value):
+        codes = [p.code for p in value]
+        dup = sorted({c for c in codes if codes.count(c) > 1})
+        if dup:
+            raise ValueError(f"purpose codes must be unique; repeated: {', '.join(dup)}")
+        return value
+
+
+class SyncSettings(Section):
+    enabled: bool = Field(False, description="Send reads, images and access records to headquarters.")
+    hq_url: str = Field("", description="Base URL of headquarters, e.g. https://hq.example.org.")
+    key_file: str = Field("post_key", min_length=1, description="File inside data_dir with this post's signing key.")
+    batch_max_reads: int = Field(200, ge=1, le=10000, description="Most reads in one batch.")
+    push_interval_s: int = Field(60, ge=5, le=86400, description="Seconds between push attempts when connected.")
+    include_frames: bool = Field(True, description="Send context frames as well as plate crops.")
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self):
+        if self.enabled and not re.match(r"^https?://[^\s/]+", self.hq_url):
+            raise ValueError("hq_url must be an http(s) URL when sync is enabled")
+        return self
+
+
+class RetentionSettings(Section):
+    read_days: int = Field(365, ge=1, le=3650, description="Reads and their images are purged after this many days "
+                                                          "unless under legal hold.")
+    hit_read_days: int = Field(365, ge=1, le=3650, description="Retention for reads that matched a hotlist.")
+    audit_days: int = Field(1825, ge=365, le=36500, description="Access records are kept this long (at least a year).")
+    run_at: str = Field("03:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of the daily purge (HH:MM).")
+
+
+class Settings(Section):
+    post: PostSettings = PostSettings()
+    storage: StorageSettings = StorageSettings()
+    capture: CaptureSettings = CaptureSettings()
+    recognizer: RecognizerSettings = RecognizerSettings()
+    web: WebSettings = WebSettings()
+    audit: AuditSettings = AuditSettings()
+    sync: SyncSettings = SyncSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    # Derived paths: only these (and appliance/db.py) decide where files live.
+    @property
+    def data_dir(self) -> Path:
+        return self.storage.data_dir.expanduser().resolve()
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / self.storage.db_file
+
+    @property
+    def evidence_path(self) -> Path:
+        return self.data_dir / self.storage.evidence_dir
+
+    def purpose_codes(self) -> list[str]:
+        return [p.code for p in self.audit.purposes]
+
+
+SECTIONS = tuple(Settings.model_fields)
+
+
+def _env_overrides(environ) -> tuple[dict, list[tuple[str, str]]]:
+    """WAYPOST_WEB__PORT=8081 -> {"web": {"port": 8081}}. Values are read as TOML when they parse
+    (numbers, booleans, lists) and as plain strings otherwise."""
+    data: dict = {}
+    problems = []
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if parts[0] not in SECTIONS or len(parts) != 2 or not parts[1]:
+            problems.append((name, f"not a configuration key (sections: {', '.join(SECTIONS)}; "
+                                   "form WAYPOST_SECTION__KEY)"))
+            continue
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        data.setdefault(parts[0], {})[parts[1]] = value
+    return data, problems
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        out.append((path, msg))
+    return out
+
+
+def default_config_path() -> Path | None:
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    candidate = Path("waypost.toml")
+    return candidate if candidate.exists() else None
+
+
+def load(path: str | Path | None = None, environ=None) -> Settings:
+    """Read the TOML file (if any), apply environment overrides, validate. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    source = str(path) if path else "defaults"
+    data: dict = {}
+    problems: list[tuple[str, str]] = []
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([(str(path), "file not found")], source)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([(str(path), f"not valid TOML: {exc}")], source)
+    env_data, env_problems = _env_overrides(environ)
+    problems += env_problems
+    try:
+        settings = Settings.model_validate(_merge(data, env_data))
+    except ValidationError as exc:
+        problems += _problems(exc)
+        settings = None
+    if problems:
+        raise ConfigError(problems, source)
+    return settings
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, description) for every key: the source of the README table."""
+    rows = []
+    for section, sfield in Settings.model_fields.items():
+        model = sfield.annotation
+        for key, field in model.model_fields.items():
+            ann = field.annotation
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            if "Literal" in str(ann):
+                type_name = " \\| ".join(repr(a).replace("'", '"') for a in ann.__args__)
+            elif section == "audit" and key == "purposes":
+                type_name = "list of {code, label}"
+            elif "Path" in str(ann):
+                type_name = "path" + (" (optional)" if "None" in str(ann) else "")
+            default = field.default
+            if key == "purposes":
+                default = ", ".join(p.code for p in default)
+            elif isinstance(default, str):
+                default = f'"{default}"'
+            elif isinstance(default, bool):
+                default = str(default).lower()
+            elif default is None:
+                default = "(none)"
+            rows.append((f"{section}.{key}", type_name, str(default), field.description or ""))
+    return rows
+
+
+def docs_markdown() -> str:
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, type_name, default, description in describe():
+        lines.append(f"| `{key}` | {type_name} | `{default}` | {description} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""The one place that knows where the database lives, its pragmas and how its schema is made.
+
+SQLite in WAL mode with foreign keys and a busy timeout, tuned for an SD card. Writers take the
+lock up front (`write()`, BEGIN IMMEDIATE) so two writers never deadlock on an upgrade.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+from appliance import migrations
+from appliance.config import Settings
+from appliance.models import database, utcnow
+
+DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+           "postgres": {"serial": "BIGSERIAL PRIMARY KEY"}}
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def pragmas(settings: Settings) -> dict:
+    return {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "synchronous": settings.storage.synchronous,
+        "busy_timeout": settings.storage.busy_timeout_ms,
+        "cache_size": -settings.storage.cache_kib,
+        "temp_store": "memory",
+    }
+
+
+def open_database(settings: Settings) -> SqliteDatabase:
+    """Bind the models to the configured database file (creating the data directory)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = SqliteDatabase(str(settings.db_path), pragmas=pragmas(settings))
+    database.initialize(db)
+    return db
+
+
+def write():
+    """A write transaction that takes the database lock at once (BEGIN IMMEDIATE)."""
+    return database.atomic(lock_type="IMMEDIATE")
+
+
+@contextmanager
+def connection():
+    """A connection for a thread or a CLI command; closed at the end unless one was already open."""
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield database
+    finally:
+        if opened:
+            database.close()
+
+
+def _ensure_table(db) -> None:
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migration ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)")
+
+
+def applied_versions(db) -> list[int]:
+    _ensure_table(db)
+    return [row[0] for row in db.execute_sql("SELECT version FROM schema_migration ORDER BY version")]
+
+
+def pending(db) -> list[migrations.Migration]:
+    done = set(applied_versions(db))
+    return [m for m in migrations.discover() if m.version not in done]
+
+
+def backup(db_path: Path, label: str) -> Path:
+    """Copy the database with SQLite's online backup (consistent even in WAL mode)."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    target = db_path.with_name(f"{db_path.name}.{label}-{stamp}.bak")
+    src = sqlite3.connect(str(db_path))
+    try:
+        dst = sqlite3.connect(str(target))
+        with dst:
+            src.backup(dst)
+        dst.close()
+    finally:
+        src.close()
+    return target
+
+
+def migrate(settings: Settings, dialect: str = "sqlite") -> list[str]:
+    """Apply pending migrations, each in its own transaction, after backing up a non-empty DB.
+    Returns what was done, one line per step."""
+    db = database.obj or open_database(settings)
+    done = []
+    with connection():
+        todo = pending(db)
+        if not todo:
+            return done
+        if applied_versions(db) and settings.db_path.exists():
+            copy = backup(settings.db_path, f"pre-{todo[0].version:04d}")
+            done.append(f"backed up the database to {copy}")
+        for m in todo:
+            try:
+                with db.atomic("IMMEDIATE"):
+                    for sql in m.module.STATEMENTS:
+                        db.execute_sql(sql.format(**DIALECT[dialect]))
+                    if hasattr(m.module, "apply"):
+                        m.module.apply(db)
+                    db.execute_sql("INSERT INTO schema_migration (version, name, applied_at) VALUES (?, ?, ?)",
+                                   (m.version, m.name, utcnow()))
+            except Exception as exc:
+                raise MigrationError(f"migration {m.version:04d}_{m.name} failed and was rolled back: {exc}") from exc
+            done.append(f"applied migration {m.version:04d}_{m.name}")
+    return done
+
+
+def integrity_check(db=None) -> str:
+    db = db or database
+    return db.execute_sql("PRAGMA integrity_check").fetchone()[0]

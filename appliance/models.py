@@ -1,0 +1,168 @@
+"""The post's tables. The schema itself is made by the numbered migrations in
+appliance/migrations/; these classes must match it (tests/appliance/test_db.py checks)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from peewee import (
+    AutoField, BooleanField, CharField, DatabaseProxy, DateField, DateTimeField, FloatField,
+    ForeignKeyField, IntegerField, Model, TextField,
+)
+
+database = DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: every datetime column holds UTC, converted for display only."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class JSONField(TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Post(BaseModel):
+    id = CharField(primary_key=True)
+    name = CharField()
+    agency = CharField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "post"
+
+
+class Camera(BaseModel):
+    id = CharField(primary_key=True)
+    post = ForeignKeyField(Post, backref="cameras", on_delete="RESTRICT")
+    name = CharField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "camera"
+
+
+class User(BaseModel):
+    id = AutoField()
+    username = CharField(unique=True)
+    display_name = CharField()
+    organization = CharField()
+    job_title = CharField(default="")
+    role = CharField()
+    password_hash = CharField()
+    must_change_password = BooleanField(default=True)
+    active = BooleanField(default=True)
+    training_course = CharField(default="")
+    training_completed_on = DateField(null=True)
+    training_expires_on = DateField(null=True)
+    failed_logins = IntegerField(default=0)
+    locked_until = DateTimeField(null=True)
+    last_login_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "user"
+
+    def training_current(self, today: dt.date | None = None) -> bool:
+        today = today or utcnow().date()
+        return (self.training_completed_on is not None and self.training_completed_on <= today
+                and (self.training_expires_on is None or self.training_expires_on >= today))
+
+
+class Read(BaseModel):
+    id = AutoField()
+    uuid = CharField(unique=True)
+    post_id = CharField()
+    camera_id = CharField()
+    captured_at = DateTimeField(index=True)
+    first_seen_at = DateTimeField(null=True)
+    last_seen_at = DateTimeField(null=True)
+    plate_raw = CharField()
+    plate = CharField(index=True)
+    region = CharField(null=True)
+    region_confidence = FloatField(null=True)
+    confidence = FloatField()
+    char_confidences = JSONField(default=list)
+    alternatives = JSONField(default=list)    # [{"text": ..., "score": ...}], best first
+    box_x = IntegerField(null=True)
+    box_y = IntegerField(null=True)
+    box_w = IntegerField(null=True)
+    box_h = IntegerField(null=True)
+    corners = JSONField(null=True)
+    direction = CharField(null=True)
+    low_confidence = BooleanField(default=False)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "read"
+
+
+class Evidence(BaseModel):
+    id = AutoField()
+    read = ForeignKeyField(Read, backref="evidence", on_delete="CASCADE")
+    kind = CharField()                    # "crop" or "frame"
+    sha256 = CharField(index=True)
+    bytes = IntegerField()
+    width = IntegerField()
+    height = IntegerField()
+    content_type = CharField(default="image/jpeg")
+
+    class Meta:
+        table_name = "evidence"
+        indexes = ((("read", "kind"), True),)
+
+
+class PendingFile(BaseModel):
+    """Files written to the evidence store whose read is not committed yet: the journal that lets a
+    restart delete what a crash left behind without scanning the whole store."""
+    sha256 = CharField(primary_key=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "pending_file"
+
+
+class AccessRecord(BaseModel):
+    seq = IntegerField(primary_key=True)
+    at = CharField()                      # ISO 8601 UTC with microseconds and Z, as hashed
+    username = CharField()
+    organization = CharField()
+    action = CharField(index=True)
+    query = TextField()                   # canonical JSON of the plate or data elements used to query
+    purpose_code = CharField()
+    case_number = CharField()
+    object_ids = TextField()              # canonical JSON list
+    result_count = IntegerField(null=True)
+    client_addr = CharField()
+    details = TextField()                 # canonical JSON object
+    prev_hash = CharField()
+    hash = CharField()
+
+    class Meta:
+        table_name = "access_record"
+
+
+class Outbox(BaseModel):
+    seq = AutoField()
+    kind = CharField()                    # "read", ...
+    object_id = CharField()
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+    batch_id = CharField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+
+
+ALL = (Post, Camera, User, Read, Evidence, PendingFile, AccessRecord, Outbox)

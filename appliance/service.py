@@ -1,0 +1,104 @@
+"""Start and stop the post: one linear sequence, one stop event.
+
+For now the post is its database, evidence store and web UI; capture and sync workers plug into
+`run()` in the same way (issues 4 and 7).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+from dataclasses import dataclass
+
+from appliance import audit, db, users
+from appliance.config import Settings
+from appliance.models import Camera, Post, User
+from appliance.store import EvidenceStore
+
+log = logging.getLogger("waypost")
+
+SYSTEM = "system"
+
+
+def system_actor(settings: Settings) -> audit.Actor:
+    return audit.Actor(SYSTEM, settings.post.agency, "local")
+
+
+@dataclass
+class Bootstrap:
+    migrations: list[str]
+    recovered: dict
+    admin_password: str | None = None   # set only when a first administrator was just created
+
+
+def secret_key(settings: Settings) -> bytes:
+    """The session signing key, made once with mode 0600 and kept in the data directory."""
+    path = settings.data_dir / settings.web.secret_key_file
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def ensure_identity(settings: Settings) -> None:
+    with db.write():
+        post, created = Post.get_or_create(id=settings.post.id,
+                                           defaults={"name": settings.post.name, "agency": settings.post.agency})
+        if not created and (post.name, post.agency) != (settings.post.name, settings.post.agency):
+            post.name, post.agency = settings.post.name, settings.post.agency
+            post.save()
+        Camera.get_or_create(id=settings.post.camera_id,
+                             defaults={"post": post, "name": settings.post.camera_name})
+
+
+def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
+    """Create the first administrator when there is none. Returns the password if it was generated."""
+    if User.select().where(User.role == "admin").exists():
+        return None
+    given = environ.get("WAYPOST_ADMIN_PASSWORD")
+    password = given or users.generate_password()
+    users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
+              display_name="ALPR administrator", organization=settings.post.agency, role="admin",
+              password=password, job_title="ALPR Administrator",
+              min_password_length=settings.web.min_password_length, must_change_password=not given)
+    return None if given else password
+
+
+def bootstrap(settings: Settings, create_admin: bool = True) -> Bootstrap:
+    """Everything `waypost init` and `waypost run` do before serving. Safe to repeat."""
+    db.open_database(settings)
+    done = db.migrate(settings)
+    with db.connection():
+        ensure_identity(settings)
+        recovered = EvidenceStore(settings).recover()
+        password = ensure_admin(settings) if create_admin else None
+    return Bootstrap(done, recovered, password)
+
+
+def serve(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Serve the web UI with waitress until SIGTERM/SIGINT or `stop` is set."""
+    from waitress.server import create_server
+
+    from web import create_app
+
+    stop = stop or threading.Event()
+    app = create_app(settings)
+    server = create_server(app, host=settings.web.host, port=settings.web.port, threads=settings.web.threads,
+                           ident="waypost")
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    log.info("web UI on http://%s:%s", settings.web.host, server.effective_port)
+    with db.connection():
+        with db.write():
+            audit.record("system.start", system_actor(settings), details={"port": server.effective_port})
+    stop.wait()
+    log.info("stopping")
+    server.close()
+    thread.join(timeout=5)

@@ -1,0 +1,255 @@
+"""The evidence store: reads with their plate crop and context frame.
+
+`save_read()` is the only way a read enters the database. Its order makes a crash at any point
+harmless:
+
+1. the images are encoded and the disk is checked for room (nothing written yet);
+2. the files' sha256 names are journalled in `pending_file` (committed);
+3. each file is written to evidence/tmp/, fsynced, renamed to evidence/ab/cd/<sha256>.jpg and
+   its directory fsynced (content-addressed: the same bytes are stored once);
+4. ONE transaction inserts the read, its evidence rows, its outbox row, its access record (when
+   a person stored it) and deletes the journal rows.
+
+`recover()`, run at every start before any writer, deletes what a crash left between 2 and 4:
+temp files, and journalled files that no committed read references.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import os
+import shutil
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from appliance import audit
+from appliance.config import Settings
+from appliance.db import write
+from appliance.models import Evidence, Outbox, PendingFile, Read, utcnow
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class DiskFull(StoreError):
+    pass
+
+
+@dataclass
+class NewRead:
+    """A read as the pipeline hands it over, before it has an id."""
+    plate_raw: str
+    plate: str
+    confidence: float
+    captured_at: dt.datetime                      # naive UTC
+    char_confidences: list[float] = field(default_factory=list)
+    alternatives: list[dict] = field(default_factory=list)   # [{"text": str, "score": float}]
+    region: str | None = None
+    region_confidence: float | None = None
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the frame
+    corners: list | None = None
+    first_seen_at: dt.datetime | None = None
+    last_seen_at: dt.datetime | None = None
+    direction: str | None = None
+    uuid: str | None = None
+    camera_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    sha256: str
+    width: int
+    height: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_jpeg(image, quality: int, what: str) -> Blob:
+    """An RGB/gray numpy array, a PIL image or JPEG bytes -> JPEG bytes with size and sha256."""
+    if isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format != "JPEG":
+                    raise StoreError(f"{what}: expected JPEG bytes, got {img.format}")
+                img.verify()
+                width, height = img.size
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise StoreError(f"{what}: not a readable JPEG image ({exc})") from exc
+    else:
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
+                raise StoreError(f"{what}: expected a non-empty uint8 HxW or HxWx3 array, "
+                                 f"got {image.dtype} {image.shape}")
+            image = Image.fromarray(image)
+        if not isinstance(image, Image.Image):
+            raise StoreError(f"{what}: cannot store an image of type {type(image).__name__}")
+        buf = io.BytesIO()
+        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
+            buf, format="JPEG", quality=quality)
+        data = buf.getvalue()
+        width, height = image.size
+    return Blob(data, hashlib.sha256(data).hexdigest(), width, height)
+
+
+class EvidenceStore:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = settings.evidence_path
+        self.tmp = self.root / "tmp"
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise StoreError(f"not a sha256 evidence name: {sha256!r}")
+        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.jpg"
+
+    def check_room(self, needed: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        floor = self.settings.storage.min_free_mb * 1024 * 1024
+        if free - needed < floor:
+            raise DiskFull(f"not storing evidence: {free // 2**20} MiB free on {self.root}, "
+                           f"storage.min_free_mb is {self.settings.storage.min_free_mb}; "
+                           "free space or let retention purge old reads")
+
+    def put(self, blob: Blob) -> Path:
+        final = self.path_for(blob.sha256)
+        if final.exists():
+            return final
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp / f"{blob.sha256}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.part"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob.data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno == 28:  # ENOSPC
+                raise DiskFull(f"disk full while writing evidence to {self.root}: {exc}") from exc
+            raise StoreError(f"cannot write evidence file {final}: {exc}") from exc
+        _fsync_dir(final.parent)
+        return final
+
+    def read_bytes(self, sha256: str) -> bytes:
+        path = self.path_for(sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"evidence file {sha256} is missing from {self.root}") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"evidence file {sha256} does not match its hash (damaged or altered)")
+        return data
+
+    def _discard(self, sha256s) -> None:
+        """Delete files that no committed evidence row references, and their journal rows."""
+        with write():
+            for sha in sha256s:
+                if not Evidence.select().where(Evidence.sha256 == sha).exists():
+                    self.path_for(sha).unlink(missing_ok=True)
+                PendingFile.delete().where(PendingFile.sha256 == sha).execute()
+
+    def recover(self) -> dict:
+        """Clean up after a crash. Call at start, before any writer runs."""
+        removed_tmp = 0
+        if self.tmp.exists():
+            for part in self.tmp.iterdir():
+                part.unlink(missing_ok=True)
+                removed_tmp += 1
+        pending = [p.sha256 for p in PendingFile.select()]
+        orphans = [sha for sha in pending if not Evidence.select().where(Evidence.sha256 == sha).exists()]
+        self._discard(pending)
+        return {"temp_files": removed_tmp, "journalled": len(pending), "orphan_files": len(orphans)}
+
+    def iter_files(self):
+        if not self.root.exists():
+            return
+        for path in self.root.glob("??/??/*.jpg"):
+            yield path
+
+
+def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, frame,
+              actor: audit.Actor | None = None) -> Read:
+    """Store one read with its images; see the module docstring for why in this order."""
+    if not new.plate or not new.plate.isalnum() or new.plate != new.plate.upper():
+        raise StoreError(f"read plate {new.plate!r} is not normalised (upper-case A-Z and 0-9 only)")
+    if not 0.0 <= new.confidence <= 1.0:
+        raise StoreError(f"read confidence {new.confidence} is outside 0..1")
+    quality = settings.storage.jpeg_quality
+    blobs = {"crop": encode_jpeg(crop, quality, "plate crop")}
+    if frame is not None:
+        blobs["frame"] = encode_jpeg(frame, quality, "context frame")
+    store.check_room(sum(len(b.data) for b in blobs.values()))
+    shas = sorted({b.sha256 for b in blobs.values()})
+
+    with write():
+        for sha in shas:
+            PendingFile.insert(sha256=sha).on_conflict_ignore().execute()
+    try:
+        for blob in blobs.values():
+            store.put(blob)
+        with write():
+            box = new.box or (None, None, None, None)
+            read = Read.create(
+                uuid=new.uuid or str(uuidlib.uuid4()), post_id=settings.post.id,
+                camera_id=new.camera_id or settings.post.camera_id, captured_at=new.captured_at,
+                first_seen_at=new.first_seen_at, last_seen_at=new.last_seen_at, plate_raw=new.plate_raw,
+                plate=new.plate, region=new.region, region_confidence=new.region_confidence,
+                confidence=new.confidence, char_confidences=list(new.char_confidences),
+                alternatives=list(new.alternatives), box_x=box[0], box_y=box[1], box_w=box[2], box_h=box[3],
+                corners=new.corners, direction=new.direction,
+                low_confidence=new.confidence < settings.recognizer.min_confidence)
+            for kind, blob in blobs.items():
+                Evidence.create(read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data),
+                                width=blob.width, height=blob.height)
+            Outbox.create(kind="read", object_id=read.uuid)
+            if actor is not None:
+                audit.record("read.store", actor, objects=[f"read:{read.uuid}"],
+                             details={"plate": new.plate})
+            PendingFile.delete().where(PendingFile.sha256.in_(shas)).execute()
+    except BaseException:
+        try:
+            store._discard(shas)
+        except Exception:
+            pass  # recover() at the next start finishes the job
+        raise
+    return read
+
+
+def check(settings: Settings, store: EvidenceStore) -> list[str]:
+    """Consistency of database and files: every problem as a sentence (empty when all is well)."""
+    problems = []
+    referenced = set()
+    for ev in Evidence.select(Evidence.sha256, Evidence.read):
+        referenced.add(ev.sha256)
+        if not store.path_for(ev.sha256).exists():
+            problems.append(f"read id {ev.read_id}: evidence file {ev.sha256} is missing")
+    for path in store.iter_files():
+        if path.stem not in referenced:
+            problems.append(f"orphan evidence file {path.name} (no read references it)")
+    if store.tmp.exists() and any(store.tmp.iterdir()):
+        problems.append(f"temporary files left in {store.tmp}")
+    stray = Outbox.select().where((Outbox.kind == "read") & ~(Outbox.object_id.in_(Read.select(Read.uuid))))
+    for row in stray:
+        problems.append(f"outbox seq {row.seq} points at read {row.object_id}, which does not exist")
+    no_ev = Read.select().where(~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop"))))
+    for read in no_ev:
+        problems.append(f"read {read.uuid} has no plate crop")
+    if PendingFile.select().exists():
+        problems.append(f"{PendingFile.select().count()} journalled evidence file(s) not yet recovered")
+    return problems

@@ -1,0 +1,68 @@
+import sqlite3
+import types
+
+import pytest
+
+from appliance import db as dbmod
+from appliance import migrations
+from appliance.models import ALL
+
+
+def test_pragmas_on_a_real_file(db, settings):
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == settings.storage.busy_timeout_ms
+    assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert settings.db_path.exists()
+
+
+def test_models_match_the_migrated_schema(db):
+    for model in ALL:
+        table = model._meta.table_name
+        columns = {row[1] for row in db.execute_sql(f'PRAGMA table_info("{table}")')}
+        assert columns, f"migrations create no table {table}"
+        fields = {f.column_name for f in model._meta.sorted_fields}
+        assert fields == columns, f"{table}: model {sorted(fields ^ columns)} differ from schema"
+
+
+def test_migrate_is_idempotent(db, settings):
+    assert dbmod.migrate(settings) == []
+    assert dbmod.applied_versions(db) == [m.version for m in migrations.discover()]
+
+
+def _extra(version, statements):
+    module = types.SimpleNamespace(STATEMENTS=statements)
+    return migrations.Migration(version, "test_extra", module)
+
+
+def test_database_is_backed_up_before_a_migration(db, settings, monkeypatch):
+    real = migrations.discover()
+    extra = _extra(len(real) + 1, ["CREATE TABLE test_extra (id INTEGER PRIMARY KEY)"])
+    monkeypatch.setattr(migrations, "discover", lambda: real + [extra])
+    done = dbmod.migrate(settings)
+    assert done[0].startswith("backed up the database to")
+    backups = list(settings.data_dir.glob("waypost.db.pre-*.bak"))
+    assert len(backups) == 1
+    old = sqlite3.connect(backups[0])
+    tables = {r[0] for r in old.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "read" in tables and "test_extra" not in tables
+    assert db.execute_sql("SELECT count(*) FROM test_extra").fetchone()[0] == 0
+
+
+def test_a_failing_migration_is_rolled_back_and_named(db, settings, monkeypatch):
+    real = migrations.discover()
+    broken = _extra(len(real) + 1, ["CREATE TABLE half_done (id INTEGER)", "THIS IS NOT SQL"])
+    monkeypatch.setattr(migrations, "discover", lambda: real + [broken])
+    with pytest.raises(dbmod.MigrationError, match=r"000\d_test_extra failed"):
+        dbmod.migrate(settings)
+    tables = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "half_done" not in tables
+    assert broken.version not in dbmod.applied_versions(db)
+
+
+def test_foreign_keys_are_enforced(db):
+    from peewee import IntegrityError
+
+    from appliance.models import Evidence
+    with pytest.raises(IntegrityError):
+        Evidence.create(read=999, kind="crop", sha256="0" * 64, bytes=1, width=1, height=1)

@@ -1,0 +1,104 @@
+"""The post's web UI: create_app(settings), one blueprint per area."""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Flask, g, redirect, request, url_for
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from appliance import db
+from appliance.config import Settings
+from appliance.models import User
+from appliance.service import secret_key
+
+csrf = CSRFProtect()
+
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def create_app(settings: Settings) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret_key(settings),
+        WAYPOST=settings,
+        SESSION_COOKIE_NAME="waypost_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.web.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=settings.web.session_idle_minutes),
+        SESSION_REFRESH_EACH_REQUEST=True,   # the lifetime counts from the last request: an idle timeout
+        REMEMBER_COOKIE_DURATION=dt.timedelta(seconds=0),
+        WTF_CSRF_TIME_LIMIT=None,            # the token lives as long as the session
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+    )
+    if settings.web.trusted_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+    db.open_database(settings)
+    csrf.init_app(app)
+
+    login = LoginManager(app)
+    login.login_view = "auth.login"
+    login.login_message = "Sign in to continue."
+    login.session_protection = "strong"
+
+    @login.user_loader
+    def load_user(user_id: str):
+        user = User.get_or_none(User.id == int(user_id))
+        return AccountUser(user) if user and user.active else None
+
+    @app.before_request
+    def _open_db():
+        db.database.connect(reuse_if_open=True)
+        g.settings = settings
+
+    @app.before_request
+    def _force_password_change():
+        if (current_user.is_authenticated and current_user.must_change_password
+                and request.endpoint not in ("auth.password", "auth.logout", "static", "health.index")):
+            return redirect(url_for("auth.password"))
+
+    @app.teardown_request
+    def _close_db(exc):
+        if not db.database.is_closed():
+            db.database.close()
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if request.endpoint != "static":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.context_processor
+    def _globals():
+        return {"post": settings.post}
+
+    from web import auth, health, home
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(home.bp)
+    return app
+
+
+class AccountUser:
+    """flask-login's view of an account: wraps the row, never caches permissions."""
+
+    def __init__(self, user: User):
+        self.user = user
+
+    def __getattr__(self, name):
+        return getattr(self.user, name)
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.user.id)

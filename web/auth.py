@@ -1,0 +1,102 @@
+"""Sign-in, sign-out and password change."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+from appliance import audit, users
+from appliance.db import write
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+
+class SignInForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=40)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()])
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=256)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), EqualTo("new", "The two entries differ.")])
+
+
+class SignOutForm(FlaskForm):
+    pass
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: no scheme, no host, no protocol-relative //host, no backslashes."""
+    if not target:
+        return url_for("home.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("home.index")
+    return target
+
+
+def client_addr() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("home.index"))
+    form = SignInForm()
+    if form.validate_on_submit():
+        try:
+            user = users.authenticate(g.settings, form.username.data, form.password.data, client_addr())
+        except users.SignInRefused as refused:
+            flash(str(refused), "error")
+            return render_template("auth/login.html", form=form), 401
+        session.clear()
+        session.permanent = True
+        from web import AccountUser
+        login_user(AccountUser(user))
+        if user.must_change_password:
+            return redirect(url_for("auth.password"))
+        return redirect(safe_next(request.args.get("next")))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    form = SignOutForm()
+    if form.validate_on_submit():
+        with write():
+            audit.record("auth.logout", users.actor_for(current_user.user, client_addr()),
+                         objects=[f"user:{current_user.id}"])
+        logout_user()
+        session.clear()
+        flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def password():
+    form = PasswordForm()
+    if form.validate_on_submit():
+        user = current_user.user
+        if not users.check_password(user, form.current.data):
+            flash("The current password is wrong.", "error")
+        elif form.new.data == form.current.data:
+            flash("Choose a new password that differs from the current one.", "error")
+        else:
+            try:
+                users.set_password(users.actor_for(user, client_addr()), user.username, form.new.data,
+                                   g.settings.web.min_password_length, must_change=False,
+                                   action="auth.password_change")
+            except users.UserError as exc:
+                flash(str(exc).capitalize() + ".", "error")
+            else:
+                flash("Your password is changed.", "info")
+                return redirect(url_for("home.index"))
+    return render_template("auth/password.html", form=form, min_length=g.settings.web.min_password_length)

@@ -1,0 +1,18 @@
+"""The start page after sign-in: who you are, what your role allows, and why not if it doesn't."""
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user, login_required
+
+from appliance.roles import PLATE_DATA, ROLES, permissions
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+@login_required
+def index():
+    user = current_user.user
+    needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()
+    return render_template("home/index.html", user=user, role=ROLES.get(user.role, {}),
+                           needs_training=needs_training, permissions=sorted(permissions(user.role)))
