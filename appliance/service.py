@@ -79,26 +79,46 @@ def bootstrap(settings: Settings, create_admin: bool = True) -> Bootstrap:
     return Bootstrap(done, recovered, password)
 
 
+class WebServer:
+    """waitress in a thread, stoppable from any thread (the loop closes its own sockets)."""
+
+    def __init__(self, app, host: str, port: int, threads: int = 4):
+        from waitress.server import create_server
+        self.server = create_server(app, host=host, port=port, threads=threads, ident="waypost")
+        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.effective_port
+
+    def start(self) -> "WebServer":
+        self.thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5) -> None:
+        from waitress import wasyncore
+
+        def close_all():
+            self.server.task_dispatcher.shutdown(timeout=timeout_s)
+            wasyncore.close_all(self.server._map)
+
+        self.server.trigger.pull_trigger(close_all)
+        self.thread.join(timeout=timeout_s)
+
+
 def serve(settings: Settings, stop: threading.Event | None = None) -> None:
     """Serve the web UI with waitress until SIGTERM/SIGINT or `stop` is set."""
-    from waitress.server import create_server
-
     from web import create_app
 
     stop = stop or threading.Event()
-    app = create_app(settings)
-    server = create_server(app, host=settings.web.host, port=settings.web.port, threads=settings.web.threads,
-                           ident="waypost")
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    thread = threading.Thread(target=server.run, name="web", daemon=True)
-    thread.start()
-    log.info("web UI on http://%s:%s", settings.web.host, server.effective_port)
+    web = WebServer(create_app(settings), settings.web.host, settings.web.port, settings.web.threads).start()
+    log.info("web UI on http://%s:%s", settings.web.host, web.port)
     with db.connection():
         with db.write():
-            audit.record("system.start", system_actor(settings), details={"port": server.effective_port})
+            audit.record("system.start", system_actor(settings), details={"port": web.port})
     stop.wait()
     log.info("stopping")
-    server.close()
-    thread.join(timeout=5)
+    web.stop()

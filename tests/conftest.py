@@ -1,13 +1,11 @@
 """Fixtures shared by every test package: real settings, a real SQLite file, the real app."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from appliance import config
 from appliance import db as dbmod
-from appliance.service import bootstrap
+from appliance.service import WebServer, bootstrap
 
 
 def make_settings(root, **overrides) -> config.Settings:
@@ -41,10 +39,6 @@ def app(settings, db):
 @pytest.fixture
 def live_server(app):
     """The app served by waitress on 127.0.0.1, as `waypost run` serves it. Yields the base URL."""
-    from waitress.server import create_server
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
+    server = WebServer(app, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
