@@ -271,6 +271,19 @@ def _scenery(rng, arr, text_rgb):
     return np.asarray(img, np.float32)
 
 
+def _glyph(font_path, ch, stroke, size=120):
+    """One character as an L mask, height `size` (cached: fonts render slowly)."""
+    key = ("glyph", font_path, ch, stroke)
+    m = _FONT_CACHE.get(key)
+    if m is None:
+        font = _font(font_path, size)
+        box = font.getbbox(ch, stroke_width=stroke)
+        m = Image.new("L", (box[2] - box[0] + 4, box[3] - box[1] + 4), 0)
+        ImageDraw.Draw(m).text((2 - box[0], 2 - box[1]), ch, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+        m = _FONT_CACHE[key] = m.resize((m.width, size), Image.BILINEAR)
+    return m
+
+
 def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
     """The plate characters as a grayscale alpha mask of a given height, at most max_width wide."""
     size = 120
@@ -286,10 +299,8 @@ def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
             masks.append(ch)
             widths.append(int(size * 0.45))
             continue
-        box = font.getbbox(ch, stroke_width=stroke)
-        m = Image.new("L", (box[2] - box[0] + 4, box[3] - box[1] + 4), 0)
-        ImageDraw.Draw(m).text((2 - box[0], 2 - box[1]), ch, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
-        m = m.resize((max(1, int(m.width * condense)), int(size * 1.0)), Image.BILINEAR)
+        m = _glyph(font_path, ch, stroke)
+        m = m.resize((max(1, int(m.width * condense)), size), Image.NEAREST)
         masks.append(m)
         widths.append(m.width)
     total = int(sum(widths) + gap * (len(widths) - 1))
@@ -316,24 +327,37 @@ def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
     return layer.resize((max(1, int(w)), max(1, int(height))), Image.LANCZOS)
 
 
-def _draw_text_fit(d, xy_center, text, font_path, max_h, max_w, fill):
-    size = max(6, int(max_h))
-    font = _font(font_path, size)
-    box = d.textbbox((0, 0), text, font=font)
-    tw, th = box[2] - box[0], box[3] - box[1]
-    if tw > max_w and tw > 0:
-        size = max(6, int(size * max_w / tw))
+def _text_mask(text, font_path, max_h, max_w):
+    """A header/footer line as an L mask fitted into max_w x max_h (cached by rounded size)."""
+    size = max(6, int(max_h) // 2 * 2)
+    key = ("line", text, font_path, size, int(max_w) // 8)
+    m = _FONT_CACHE.get(key)
+    if m is None:
         font = _font(font_path, size)
-        box = d.textbbox((0, 0), text, font=font)
-        tw, th = box[2] - box[0], box[3] - box[1]
-    d.text((xy_center[0] - tw / 2 - box[0], xy_center[1] - th / 2 - box[1]), text, font=font, fill=fill)
+        box = font.getbbox(text)
+        tw, th = max(1, box[2] - box[0]), max(1, box[3] - box[1])
+        m = Image.new("L", (tw + 2, th + 2), 0)
+        ImageDraw.Draw(m).text((1 - box[0], 1 - box[1]), text, font=font, fill=255)
+        if tw > max_w:
+            m = m.resize((max(1, int(max_w)), max(1, int(m.height * max_w / tw))), Image.BILINEAR)
+        if len(_FONT_CACHE) > 4000:
+            for k in [k for k in _FONT_CACHE if isinstance(k, tuple) and k[0] == "line"]:
+                del _FONT_CACHE[k]
+        _FONT_CACHE[key] = m
+    return m
+
+
+def _draw_text_fit(img, xy_center, text, font_path, max_h, max_w, fill):
+    m = _text_mask(text, font_path, max_h, max_w)
+    img.paste(Image.new("RGBA", m.size, tuple(fill) + (255,)),
+              (int(xy_center[0] - m.width / 2), int(xy_center[1] - m.height / 2)), m)
 
 
 def _sticker(rng, d, x, y, w, h):
     col = tuple(int(c) for c in rng.choice([(230, 40, 40), (250, 200, 30), (40, 150, 60), (40, 90, 200),
                                             (240, 120, 20), (230, 230, 230), (200, 60, 160)]))
     d.rectangle([x, y, x + w, y + h], fill=col, outline=(40, 40, 40))
-    f = _font(_fonts()["header"][0], max(6, int(h * 0.7)))
+    f = _font(_fonts()["header"][0], max(6, int(h * 0.7) // 2 * 2))
     label = str(rng.integers(1, 13)) if rng.random() < 0.5 else f"{rng.integers(0, 100):02d}"
     d.text((x + 2, y + 1), label, font=f, fill=(0, 0, 0))
 
@@ -385,7 +409,7 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     arr = _gradient((W, H), top, bottom)
     if kind != "legacy" and rng.random() < 0.6:
         arr = _scenery(rng, arr, text_rgb)
-    arr += rng.normal(0, rng.uniform(0.3, 1.5), arr.shape).astype(np.float32)   # paint grain
+    arr += rng.standard_normal((H, W, 1), dtype=np.float32) * rng.uniform(0.3, 1.5)   # paint grain
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGBA")
     d = ImageDraw.Draw(img)
 
@@ -396,14 +420,14 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
         fpath = fonts["script"][0] if (script and state == "ca") else \
             str(rng.choice(fonts["script"] if script else fonts["header"]))
         hy = H * rng.uniform(0.10, 0.16)
-        _draw_text_fit(d, (W * rng.uniform(0.45, 0.55), hy), name, fpath, H * rng.uniform(0.13, 0.2), W * 0.6, head_rgb)
+        _draw_text_fit(img, (W * rng.uniform(0.45, 0.55), hy), name, fpath, H * rng.uniform(0.13, 0.2), W * 0.6, head_rgb)
     # Footer slogan / website (a frame may cover it).
     if rng.random() < 0.8:
         slogan = str(rng.choice(SLOGANS.get(state, ["", "dmv.gov", "COUNTY"])))
         if kind == "commercial":
             slogan = "COMMERCIAL"
         if slogan:
-            _draw_text_fit(d, (W / 2, H * 0.89), slogan, str(rng.choice(fonts["header"])), H * rng.uniform(0.07, 0.11), W * 0.55, head_rgb)
+            _draw_text_fit(img, (W / 2, H * 0.89), slogan, str(rng.choice(fonts["header"])), H * rng.uniform(0.07, 0.11), W * 0.55, head_rgb)
 
     # Main characters.
     fpath = str(rng.choice(fonts["plate"]))
@@ -424,7 +448,7 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     if stacked:
         small = "".join(LETTERS[rng.integers(26)] for _ in range(rng.integers(2, 5)))
         sx = tx - W * 0.08 if rng.random() < 0.5 else tx + layer.width + W * 0.02
-        f = _font(str(rng.choice(fonts["header"])), int(th / max(2, len(small)) * 0.95))
+        f = _font(str(rng.choice(fonts["header"])), max(6, int(th / max(2, len(small)) * 0.95) // 2 * 2))
         for i, ch in enumerate(small):
             d.text((sx, ty + i * th / len(small)), ch, font=f, fill=text_rgb)
 
@@ -451,7 +475,7 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
             d.rectangle([0, H - bh, W, H], fill=col)
             dealer = str(rng.choice(["TOYOTA OF SAN JOSE", "HONDA", "AUTO NATION", "CARMAX", "GO BEARS", "FORD",
                                      "SUNSET AUTO", "I'D RATHER BE FISHING"]))
-            _draw_text_fit(d, (W / 2, H - bh / 2), dealer, str(rng.choice(fonts["header"])), bh * 0.7, W * 0.7,
+            _draw_text_fit(img, (W / 2, H - bh / 2), dealer, str(rng.choice(fonts["header"])), bh * 0.7, W * 0.7,
                            (230, 230, 230) if sum(col) < 300 else (20, 20, 20))
         if rng.random() < 0.4:
             d.rectangle([0, 0, W, H * rng.uniform(0.08, 0.14)], fill=col)
@@ -478,7 +502,7 @@ def _car_background(rng, w, h):
     if rng.random() < 0.5:
         base[:] = base.mean()   # grey/black/white cars are the majority
     arr = np.ones((h, w, 3), np.float32) * base
-    arr += rng.normal(0, 6, (h, w, 1))
+    arr += rng.standard_normal((h, w, 1), dtype=np.float32) * 6
     # bumper / grille edges
     for _ in range(rng.integers(0, 4)):
         y = int(rng.uniform(0, h))
@@ -487,7 +511,7 @@ def _car_background(rng, w, h):
 
 
 def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None = None,
-                 out_h: int | None = None) -> Image.Image:
+                 out_h: int | None = None, max_w: float = 330) -> Image.Image:
     """A plate as a detector would crop it from a roadside frame (RGB, before resizing to the model)."""
     import cv2  # opencv-python-headless is in both venvs; imported lazily
 
@@ -511,19 +535,32 @@ def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None
     ctr = np.float32([pw / 2, ph / 2])
     dst = (dst - ctr) @ np.float32([[c, s], [-s, c]]) + ctr
     dst += jitter + np.float32([mx0, my0])
-    # Work at a random internal scale so low-res plates get real aliasing.
+    # Final resolution (plates from 60 px wide upwards). Warp straight to twice that size and
+    # area-downsample at the end, so small plates alias the way a real sensor makes them.
+    target_w = float(np.clip(rng.choice([rng.uniform(60, 130), rng.uniform(100, max(101, max_w))], p=[0.35, 0.65]), 40, 400))
+    work = min(1.0, 1.6 * target_w / cw)
+    dst = dst * work
+    cw, ch = max(8, int(cw * work)), max(8, int(ch * work))
     M = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-    warped = cv2.warpPerspective(rgba, M, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    warped = cv2.warpPerspective(rgba, M, (cw, ch), flags=cv2.INTER_AREA if work < 0.7 else cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
     bg = _car_background(rng, cw, ch)
-    a = warped[..., 3:4].astype(np.float32) / 255.0
+    a = warped[..., 3:4].astype(np.float32) * (1.0 / 255.0)
     img = warped[..., :3].astype(np.float32) * a + bg * (1 - a)
+    return _photometric(rng, img, target_w, out_w, out_h)
 
+
+def _photometric(rng, img, target_w, out_w=None, out_h=None):
+    """Light, weather, sensor and compression effects on a float32 RGB crop; returns PIL RGB."""
+    import cv2
+
+    ch, cw = img.shape[:2]
     # Lighting: gradient shading, low light, glare.
     if rng.random() < 0.5:
         gx = np.linspace(rng.uniform(0.6, 1.2), rng.uniform(0.6, 1.2), cw, dtype=np.float32)[None, :, None]
         img *= gx
     if rng.random() < 0.2:
-        img = img * rng.uniform(0.15, 0.5) + rng.normal(0, rng.uniform(2, 10), img.shape)
+        img = img * rng.uniform(0.15, 0.5) + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(2, 10)
     if rng.random() < 0.12:  # headlight glare blob
         yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
         cx, cy, r = rng.uniform(0, cw), rng.uniform(0, ch), rng.uniform(0.1, 0.5) * cw
@@ -541,22 +578,20 @@ def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None
             cv2.line(streaks, (x, y), (x + int(L * 0.2), y + L), 255, 1)
         img = np.clip(img.astype(np.float32) + streaks[..., None] * rng.uniform(0.15, 0.4), 0, 255).astype(np.uint8)
 
-    # Resolution: plates from 60 px wide upwards, then blur.
-    target_w = int(np.clip(rng.choice([rng.uniform(60, 130), rng.uniform(100, 330)], p=[0.35, 0.65]), 40, 400))
-    scale = target_w / cw
+    scale = min(1.0, target_w / cw)
     img = cv2.resize(img, (max(8, int(cw * scale)), max(8, int(ch * scale))), interpolation=cv2.INTER_AREA)
     r = rng.random()
-    if r < 0.2:   # motion blur (horizontal-ish)
-        k = int(rng.integers(3, 8))
+    if r < 0.15:   # motion blur (horizontal-ish), scaled to the plate's size in pixels
+        k = int(np.clip(rng.integers(3, 8) * img.shape[1] / 200, 3, 7))
         kern = np.zeros((k, k), np.float32)
         kern[k // 2] = 1.0 / k
         rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.normal(0, 15), 1.0)
         kern = cv2.warpAffine(kern, rot, (k, k))
         img = cv2.filter2D(img, -1, kern / max(kern.sum(), 1e-6))
-    elif r < 0.4:  # defocus
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.6))
+    elif r < 0.35:  # defocus
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.2) * max(0.6, img.shape[1] / 160))
     if rng.random() < 0.5:
-        img = np.clip(img.astype(np.float32) + rng.normal(0, rng.uniform(1, 8), img.shape), 0, 255).astype(np.uint8)
+        img = np.clip(img.astype(np.float32) + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(1, 8), 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(15, 90))])
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
