@@ -1,0 +1,159 @@
+"""Find licence plates in a full camera frame.
+
+The model (`models/detector.tflite`) is a small anchor-free CenterNet-style network: the frame is
+letterboxed (scaled to fit, top-left aligned, grey padding) into a 512x288 input, and the model
+returns one stride-4 map with 13 channels per cell:
+
+    0      plate-centre heatmap (sigmoid)
+    1-2    sub-cell offset of the centre (x, y), in cells
+    3-4    ln(width / 16), ln(height / 16) of the plate's axis-aligned box, in input px
+    5-12   the four plate corners (TL, TR, BR, BL; x, y) relative to the centre, in box widths/heights
+
+Decoding (peak picking, boxes, corners) is numpy here, so the model holds only builtin ops.
+Small plates: when a plate is found small (under `zoom_below_px` wide in the input), the same model
+is run again on a zoomed window of the full-resolution frame around it, which gives a tighter box
+and better corners for the OCR crop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from recognizer.runtime import Model, load_model
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "detector.tflite"
+STRIDE = 4
+SIZE_UNIT = 16.0
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[int, int, int, int]                    # x, y, w, h in frame px
+    score: float
+    corners: tuple[tuple[float, float], ...] | None   # TL, TR, BR, BL in frame px
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    scale: float      # input px per frame px
+    width: int        # frame px placed in the input
+    height: int
+
+
+def letterbox(frame: np.ndarray, in_w: int, in_h: int) -> tuple[np.ndarray, Letterbox]:
+    """Scale `frame` to fit (in_w, in_h), top-left aligned, padding grey."""
+    h, w = frame.shape[:2]
+    s = min(in_w / w, in_h / h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    out = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
+    out[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
+    return out, Letterbox(scale=s, width=nw, height=nh)
+
+
+def decode(out: np.ndarray, threshold: float = 0.3, max_det: int = 10) -> list[tuple[float, np.ndarray]]:
+    """(score, corners (4, 2) in input px) for each heatmap peak above threshold.
+
+    `out` is the model output without the batch axis: (H/4, W/4, 13).
+    """
+    heat = np.ascontiguousarray(out[..., 0], dtype=np.float32)
+    peaks = (heat >= threshold) & (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8)))
+    ys, xs = np.nonzero(peaks)
+    if len(ys) == 0:
+        return []
+    order = np.argsort(-heat[ys, xs])[:max_det]
+    results = []
+    for y, x in zip(ys[order], xs[order]):
+        v = out[y, x]
+        cx, cy = (x + v[1]) * STRIDE, (y + v[2]) * STRIDE
+        bw, bh = SIZE_UNIT * np.exp(np.clip(v[3:5], -4, 4))
+        corners = np.array([cx, cy], np.float32) + v[5:13].reshape(4, 2) * np.array([bw, bh], np.float32)
+        results.append((float(heat[y, x]), corners.astype(np.float32)))
+    return results
+
+
+def _box_of(corners: np.ndarray) -> np.ndarray:
+    return np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _nms(dets: list[tuple[float, np.ndarray]], iou: float = 0.4) -> list[tuple[float, np.ndarray]]:
+    keep = []
+    for score, corners in sorted(dets, key=lambda d: -d[0]):
+        b = _box_of(corners)
+        if all(_iou(b, _box_of(k[1])) < iou for k in keep):
+            keep.append((score, corners))
+    return keep
+
+
+class PlateDetector:
+    """Loads the detector once; `detect(frame)` returns plates in frame coordinates, best first."""
+
+    def __init__(self, model_path: str | Path | None = None, threads: int = 1, runtime: str | None = None,
+                 threshold: float = 0.3, zoom_below_px: float = 40.0):
+        self.model: Model = load_model(model_path or DEFAULT_MODEL, threads=threads, runtime=runtime)
+        _, self.in_h, self.in_w, _ = self.model.input_shape
+        self.threshold = threshold
+        self.zoom_below_px = zoom_below_px
+
+    def _run(self, image: np.ndarray) -> tuple[list[tuple[float, np.ndarray]], Letterbox]:
+        x, lb = letterbox(image, self.in_w, self.in_h)
+        out = self.model.run(x[None].astype(np.float32) * (1.0 / 255.0))[0][0]
+        return decode(out, self.threshold), lb
+
+    def _zoom(self, frame: np.ndarray, corners: np.ndarray) -> np.ndarray | None:
+        """Re-detect inside a window around a small plate; corners in frame px, or None."""
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = _box_of(corners)
+        cx, cy, bw = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 8.0)
+        # window so that the plate is ~1/5 of the input width
+        win_w = bw * self.in_w / (self.zoom_below_px * 2.5)
+        win_w = min(win_w, w)
+        win_h = min(win_w * self.in_h / self.in_w, h)
+        wx0 = int(np.clip(cx - win_w / 2, 0, max(0, w - win_w)))
+        wy0 = int(np.clip(cy - win_h / 2, 0, max(0, h - win_h)))
+        crop = frame[wy0:wy0 + int(win_h), wx0:wx0 + int(win_w)]
+        if crop.shape[0] < 8 or crop.shape[1] < 8:
+            return None
+        dets, lb = self._run(crop)
+        best, best_iou = None, 0.1
+        for score, c in dets:
+            c = c / lb.scale + np.array([wx0, wy0], np.float32)
+            o = _iou(_box_of(c), _box_of(corners))
+            if o > best_iou:
+                best, best_iou = c, o
+        return best
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        h, w = frame.shape[:2]
+        dets, lb = self._run(frame)
+        dets = _nms(dets)
+        results = []
+        for score, corners in dets:
+            small = (corners[:, 0].max() - corners[:, 0].min()) < self.zoom_below_px
+            corners = corners / lb.scale
+            if small and self.zoom_below_px > 0 and lb.scale < 1:
+                refined = self._zoom(frame, corners)
+                if refined is not None:
+                    corners = refined
+            corners[:, 0] = np.clip(corners[:, 0], 0, w - 1)
+            corners[:, 1] = np.clip(corners[:, 1], 0, h - 1)
+            x0, y0, x1, y1 = _box_of(corners)
+            box = (int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0))))
+            results.append(Detection(box=box, score=score,
+                                     corners=tuple((float(x), float(y)) for x, y in corners)))
+        return results
