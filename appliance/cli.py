@@ -64,9 +64,9 @@ def _report_bootstrap(result) -> None:
     for line in result.migrations:
         click.echo(line)
     rec = result.recovered
-    if rec["temp_files"] or rec["orphan_files"]:
-        click.echo(f"recovered after an interrupted write: removed {rec['temp_files']} temp file(s) and "
-                   f"{rec['orphan_files']} orphan evidence file(s)")
+    if rec["rolled_forward"] or rec["removed"]:
+        click.echo(f"settled an interrupted write: moved {rec['rolled_forward']} committed evidence file(s) "
+                   f"into place, removed {rec['removed']} uncommitted one(s)")
     if result.admin_password:
         click.echo("")
         click.echo("Created the first administrator account.")

@@ -123,16 +123,6 @@ class Evidence(BaseModel):
         indexes = ((("read", "kind"), True),)
 
 
-class PendingFile(BaseModel):
-    """Files written to the evidence store whose read is not committed yet: the journal that lets a
-    restart delete what a crash left behind without scanning the whole store."""
-    sha256 = CharField(primary_key=True)
-    created_at = DateTimeField(default=utcnow)
-
-    class Meta:
-        table_name = "pending_file"
-
-
 class AccessRecord(BaseModel):
     seq = IntegerField(primary_key=True)
     at = CharField()                      # ISO 8601 UTC with microseconds and Z, as hashed
@@ -165,4 +155,4 @@ class Outbox(BaseModel):
         table_name = "outbox"
 
 
-ALL = (Post, Camera, User, Read, Evidence, PendingFile, AccessRecord, Outbox)
+ALL = (Post, Camera, User, Read, Evidence, AccessRecord, Outbox)

@@ -4,18 +4,22 @@
 harmless:
 
 1. the images are encoded and the disk is checked for room (nothing written yet);
-2. the files' sha256 names are journalled in `pending_file` (committed);
-3. each file is written to evidence/tmp/, fsynced, renamed to evidence/ab/cd/<sha256>.jpg and
-   its directory fsynced (content-addressed: the same bytes are stored once);
-4. ONE transaction inserts the read, its evidence rows, its outbox row, its access record (when
-   a person stored it) and deletes the journal rows.
+2. each new file is written to evidence/tmp/<sha256>.*.part and fsynced, then the tmp
+   directory is fsynced: the bytes are durable before anything refers to them;
+3. ONE transaction inserts the read, its evidence rows, its outbox row and its access record
+   (when a person stored it);
+4. the files are renamed to evidence/ab/cd/<sha256>.jpg (content-addressed: the same bytes are
+   stored once).
 
-`recover()`, run at every start before any writer, deletes what a crash left between 2 and 4:
-temp files, and journalled files that no committed read references.
+`recover()`, run at every start before any writer, settles whatever a crash or power cut left in
+evidence/tmp/: a file whose sha256 a committed read references is moved into place (roll
+forward), any other is deleted. So no step leaves a half-stored read or an orphan file, and a
+read costs three fsyncs (two files and one directory) plus its commit.
 """
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import os
@@ -30,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from appliance import audit
 from appliance.config import Settings
 from appliance.db import write
-from appliance.models import Evidence, Outbox, PendingFile, Read, utcnow
+from appliance.models import Evidence, Outbox, Read
 
 
 class StoreError(RuntimeError):
@@ -125,24 +129,37 @@ class EvidenceStore:
                            f"storage.min_free_mb is {self.settings.storage.min_free_mb}; "
                            "free space or let retention purge old reads")
 
-    def put(self, blob: Blob) -> Path:
-        final = self.path_for(blob.sha256)
-        if final.exists():
-            return final
+    def stage(self, blob: Blob) -> Path | None:
+        """Write the bytes to tmp/ and fsync them; None when the store already has them."""
+        if self.path_for(blob.sha256).exists():
+            return None
         self.tmp.mkdir(parents=True, exist_ok=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{blob.sha256}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.part"
+        part = self.tmp / f"{blob.sha256}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.part"
         try:
-            with open(tmp, "wb") as f:
+            with open(part, "wb") as f:
                 f.write(blob.data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.errno == 28:  # ENOSPC
+            part.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
                 raise DiskFull(f"disk full while writing evidence to {self.root}: {exc}") from exc
-            raise StoreError(f"cannot write evidence file {final}: {exc}") from exc
+            raise StoreError(f"cannot write evidence file {part}: {exc}") from exc
+        return part
+
+    def publish(self, part: Path) -> Path:
+        """Move a staged file to its content-addressed place (after its read committed)."""
+        final = self.path_for(part.name.split(".", 1)[0])
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, final)
+        return final
+
+    def put(self, blob: Blob) -> Path:
+        """Stage, sync and publish at once: for files that need no database row."""
+        part = self.stage(blob)
+        if part is None:
+            return self.path_for(blob.sha256)
+        final = self.publish(part)
         _fsync_dir(final.parent)
         return final
 
@@ -151,30 +168,30 @@ class EvidenceStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise StoreError(f"evidence file {sha256} is missing from {self.root}") from None
+            # A read committed a moment ago may not be published yet.
+            staged = sorted(self.tmp.glob(f"{sha256}.*.part")) if self.tmp.exists() else []
+            if not staged:
+                raise StoreError(f"evidence file {sha256} is missing from {self.root}") from None
+            data = staged[0].read_bytes()
         if hashlib.sha256(data).hexdigest() != sha256:
             raise StoreError(f"evidence file {sha256} does not match its hash (damaged or altered)")
         return data
 
-    def _discard(self, sha256s) -> None:
-        """Delete files that no committed evidence row references, and their journal rows."""
-        with write():
-            for sha in sha256s:
-                if not Evidence.select().where(Evidence.sha256 == sha).exists():
-                    self.path_for(sha).unlink(missing_ok=True)
-                PendingFile.delete().where(PendingFile.sha256 == sha).execute()
-
     def recover(self) -> dict:
-        """Clean up after a crash. Call at start, before any writer runs."""
-        removed_tmp = 0
+        """Settle evidence/tmp/ after a crash. Call at start, before any writer runs."""
+        moved = removed = 0
         if self.tmp.exists():
-            for part in self.tmp.iterdir():
-                part.unlink(missing_ok=True)
-                removed_tmp += 1
-        pending = [p.sha256 for p in PendingFile.select()]
-        orphans = [sha for sha in pending if not Evidence.select().where(Evidence.sha256 == sha).exists()]
-        self._discard(pending)
-        return {"temp_files": removed_tmp, "journalled": len(pending), "orphan_files": len(orphans)}
+            for part in sorted(self.tmp.iterdir()):
+                sha = part.name.split(".", 1)[0]
+                referenced = Evidence.select().where(Evidence.sha256 == sha).exists()
+                if referenced and not self.path_for(sha).exists():
+                    _fsync_dir(self.publish(part).parent)
+                    moved += 1
+                else:
+                    part.unlink(missing_ok=True)
+                    removed += 1
+            _fsync_dir(self.tmp)
+        return {"rolled_forward": moved, "removed": removed}
 
     def iter_files(self):
         if not self.root.exists():
@@ -195,14 +212,15 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
     if frame is not None:
         blobs["frame"] = encode_jpeg(frame, quality, "context frame")
     store.check_room(sum(len(b.data) for b in blobs.values()))
-    shas = sorted({b.sha256 for b in blobs.values()})
 
-    with write():
-        for sha in shas:
-            PendingFile.insert(sha256=sha).on_conflict_ignore().execute()
+    staged: list[Path] = []
     try:
-        for blob in blobs.values():
-            store.put(blob)
+        for blob in {b.sha256: b for b in blobs.values()}.values():
+            part = store.stage(blob)
+            if part is not None:
+                staged.append(part)
+        if staged:
+            _fsync_dir(store.tmp)
         with write():
             box = new.box or (None, None, None, None)
             read = Read.create(
@@ -221,13 +239,12 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
             if actor is not None:
                 audit.record("read.store", actor, objects=[f"read:{read.uuid}"],
                              details={"plate": new.plate})
-            PendingFile.delete().where(PendingFile.sha256.in_(shas)).execute()
     except BaseException:
-        try:
-            store._discard(shas)
-        except Exception:
-            pass  # recover() at the next start finishes the job
+        for part in staged:
+            part.unlink(missing_ok=True)
         raise
+    for part in staged:
+        store.publish(part)
     return read
 
 
@@ -243,13 +260,11 @@ def check(settings: Settings, store: EvidenceStore) -> list[str]:
         if path.stem not in referenced:
             problems.append(f"orphan evidence file {path.name} (no read references it)")
     if store.tmp.exists() and any(store.tmp.iterdir()):
-        problems.append(f"temporary files left in {store.tmp}")
+        problems.append(f"staged files left in {store.tmp} (run `waypost init` or restart to settle them)")
     stray = Outbox.select().where((Outbox.kind == "read") & ~(Outbox.object_id.in_(Read.select(Read.uuid))))
     for row in stray:
         problems.append(f"outbox seq {row.seq} points at read {row.object_id}, which does not exist")
     no_ev = Read.select().where(~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop"))))
     for read in no_ev:
         problems.append(f"read {read.uuid} has no plate crop")
-    if PendingFile.select().exists():
-        problems.append(f"{PendingFile.select().count()} journalled evidence file(s) not yet recovered")
     return problems

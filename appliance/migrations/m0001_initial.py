@@ -62,9 +62,6 @@ STATEMENTS = [
         content_type TEXT NOT NULL)""",
     "CREATE UNIQUE INDEX evidence_read_id_kind ON evidence (read_id, kind)",
     "CREATE INDEX evidence_sha256 ON evidence (sha256)",
-    """CREATE TABLE pending_file (
-        sha256 TEXT PRIMARY KEY,
-        created_at TIMESTAMP NOT NULL)""",
     """CREATE TABLE access_record (
         seq INTEGER PRIMARY KEY,
         at TEXT NOT NULL,

@@ -100,9 +100,13 @@ def chain(db, settings):
 
 
 def reverify(db, head=None):
+    """Verify in one process and split across three; both must reach the same verdict."""
     db.close()
     db.connect()
-    return audit.verify(head)
+    single = audit.verify(head)
+    split = audit.verify(head, workers=3, parallel_from=1)
+    assert (single.ok, single.bad_seq, single.problem) == (split.ok, split.bad_seq, split.problem)
+    return single
 
 
 def test_tamper_modified_field(chain, db):

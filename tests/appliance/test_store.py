@@ -5,7 +5,7 @@ import pytest
 from peewee import IntegrityError
 
 from appliance import audit, store
-from appliance.models import AccessRecord, Evidence, Outbox, PendingFile, Read, utcnow
+from appliance.models import AccessRecord, Evidence, Outbox, Read, utcnow
 from tests.conftest import make_settings
 
 
@@ -43,7 +43,7 @@ def test_save_read_writes_rows_files_and_outbox_together(settings, evidence):
         assert data[:2] == b"\xff\xd8" and len(data) == ev.bytes
         assert evidence.path_for(ev.sha256).stat().st_mode & 0o777 != 0
     assert [o.object_id for o in Outbox.select()] == [read.uuid]
-    assert PendingFile.select().count() == 0
+    assert not evidence.tmp.exists() or not any(evidence.tmp.iterdir())
     assert store.check(settings, evidence) == []
 
 
@@ -98,26 +98,26 @@ def test_failure_inside_the_transaction_leaves_no_files(settings, evidence):
         store.save_read(settings, evidence, new_read(uuid=first.uuid), crop2, frame2)  # duplicate uuid
     assert Read.select().count() == 1
     assert len(list(evidence.iter_files())) == 2
-    assert PendingFile.select().count() == 0
+    assert not any(evidence.tmp.iterdir())
     assert store.check(settings, evidence) == []
 
 
-def test_recover_removes_what_a_crash_left(settings, evidence):
+def test_recover_settles_what_a_crash_left(settings, evidence):
     crop, frame = images()
     kept = store.save_read(settings, evidence, new_read(), crop, frame)
-    # What a process killed between writing files and committing the read leaves behind:
-    blob = store.encode_jpeg(images(5)[0], 90, "crop")
-    PendingFile.create(sha256=blob.sha256)
-    evidence.put(blob)
-    evidence.tmp.mkdir(exist_ok=True)
-    (evidence.tmp / "half-written.part").write_bytes(b"\xff\xd8")
     kept_sha = Evidence.get(Evidence.read == kept.id, Evidence.kind == "crop").sha256
-    PendingFile.create(sha256=kept_sha)      # journalled, but a committed read references it
-    assert store.check(settings, evidence)   # problems before recovery
-    report = evidence.recover()
-    assert report == {"temp_files": 1, "journalled": 2, "orphan_files": 1}
-    assert not evidence.path_for(blob.sha256).exists()
-    assert evidence.path_for(kept_sha).exists()
+    # Killed after the commit, before publishing: the committed read's file is still staged.
+    final = evidence.path_for(kept_sha)
+    evidence.tmp.mkdir(exist_ok=True)
+    final.rename(evidence.tmp / f"{kept_sha}.123.abcd.part")
+    # Killed before the commit: a staged file nobody references, and a half-written one.
+    blob = store.encode_jpeg(images(5)[0], 90, "crop")
+    assert evidence.stage(blob) is not None
+    (evidence.tmp / f"{'e' * 64}.9.ffff.part").write_bytes(b"\xff\xd8")
+    assert evidence.read_bytes(kept_sha)      # still served from tmp before recovery
+    assert store.check(settings, evidence)    # problems before recovery
+    assert evidence.recover() == {"rolled_forward": 1, "removed": 2}
+    assert final.exists() and not evidence.path_for(blob.sha256).exists()
     assert store.check(settings, evidence) == []
 
 
