@@ -76,13 +76,19 @@ def _report_bootstrap(result) -> None:
         click.echo("")
 
 
+def _bootstrap(settings):
+    from appliance.service import bootstrap
+    try:
+        return bootstrap(settings)
+    except (users.UserError, db.MigrationError) as exc:
+        raise click.ClickException(str(exc))
+
+
 @main.command()
 @pass_ctx
 def init(ctx):
     """Create the data directory and database, apply migrations, create a first administrator."""
-    from appliance.service import bootstrap
-    result = bootstrap(ctx.settings)
-    _report_bootstrap(result)
+    _report_bootstrap(_bootstrap(ctx.settings))
     click.echo(f"database ready at {ctx.settings.db_path}")
 
 
@@ -90,9 +96,9 @@ def init(ctx):
 @pass_ctx
 def run(ctx):
     """Start the post: everything `init` does, then the web UI (and, later, capture and sync)."""
-    from appliance.service import bootstrap, serve
+    from appliance.service import serve
     s = ctx.settings
-    _report_bootstrap(bootstrap(s))
+    _report_bootstrap(_bootstrap(s))
     click.echo(f"Waypost post {s.post.id} on http://{s.web.host}:{s.web.port}  (Ctrl-C stops)")
     serve(s)
 

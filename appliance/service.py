@@ -61,10 +61,14 @@ def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
         return None
     given = environ.get("WAYPOST_ADMIN_PASSWORD")
     password = given or users.generate_password()
-    users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
-              display_name="ALPR administrator", organization=settings.post.agency, role="admin",
-              password=password, job_title="ALPR Administrator",
-              min_password_length=settings.web.min_password_length, must_change_password=not given)
+    try:
+        users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
+                  display_name="ALPR administrator", organization=settings.post.agency, role="admin",
+                  password=password, job_title="ALPR Administrator",
+                  min_password_length=settings.web.min_password_length, must_change_password=not given)
+    except users.UserError as exc:
+        raise users.UserError(f"cannot create the first administrator: {exc}"
+                              + (" (from WAYPOST_ADMIN_PASSWORD)" if given else "")) from exc
     return None if given else password
 
 
