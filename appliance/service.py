@@ -72,12 +72,42 @@ def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
     return None if given else password
 
 
+def record_config(settings: Settings) -> list[str]:
+    """Record the effective configuration when it differs from the last one recorded, so every
+    configuration change (file or environment) is in the access log. Returns the changed keys."""
+    import json
+
+    from appliance.models import AccessRecord
+    current = settings.model_dump(mode="json")
+    last = (AccessRecord.select(AccessRecord.details).where(AccessRecord.action == "config.change")
+            .order_by(AccessRecord.seq.desc()).first())
+    previous = json.loads(last.details).get("config", {}) if last else {}
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    old, new = flat(previous), flat(current)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        with db.write():
+            audit.record("config.change", system_actor(settings), query={"keys": changed},
+                         details={"config": current, "changed": changed, "first": not previous})
+    return changed
+
+
 def bootstrap(settings: Settings, create_admin: bool = True) -> Bootstrap:
     """Everything `waypost init` and `waypost run` do before serving. Safe to repeat."""
     db.open_database(settings)
     done = db.migrate(settings)
     with db.connection():
         ensure_identity(settings)
+        record_config(settings)
         recovered = EvidenceStore(settings).recover()
         password = ensure_admin(settings) if create_admin else None
     return Bootstrap(done, recovered, password)

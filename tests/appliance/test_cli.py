@@ -1,0 +1,127 @@
+"""The `waypost` command as an operator uses it, against a real database file."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from appliance.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+           "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": ""}
+
+    def invoke(*args, input=None, code=0, extra_env=None):
+        result = CliRunner().invoke(main, list(args), env={**env, **(extra_env or {})}, input=input)
+        assert result.exit_code == code, result.output
+        return result.output
+    return invoke
+
+
+def test_commands_refuse_to_run_before_init(run):
+    out = run("user", "list", code=1)
+    assert "run `waypost init` first" in out
+
+
+def test_init_creates_the_first_admin_once(run):
+    out = run("init")
+    assert "applied migration 0001_initial" in out
+    password = next(l.split(": ", 1)[1] for l in out.splitlines() if l.strip().startswith("password:"))
+    assert len(password) >= 16
+    again = run("init")
+    assert "password" not in again and "applied migration" not in again
+    listing = run("user", "list")
+    assert "admin" in listing and "NOT CURRENT" in listing
+
+
+def test_admin_password_from_the_environment(run):
+    out = run("init", extra_env={"WAYPOST_ADMIN_PASSWORD": "a passphrase for the chief"})
+    assert "password:" not in out
+
+
+def test_user_lifecycle_is_recorded(run, tmp_path):
+    run("init")
+    out = run("user", "add", "jlee", "--role", "officer", "--name", "Jamie Lee", "--job-title", "Sergeant")
+    assert "temporary password (shown once)" in out
+    run("user", "add", "jlee", "--role", "officer", code=1)                      # duplicate
+    assert "Invalid value for '--role'" in run("user", "add", "kim", "--role", "sheriff", code=2)
+    bad = run("user", "add", "pat", "--role", "officer", "--password-stdin", input="short\n", code=1)
+    assert "at least 12 characters" in bad
+    run("user", "set-training", "jlee", "--completed", "2026-11-01", "--course", "ALPR policy 464")
+    assert "current (to 2027-11-01)" in run("user", "list")
+    bad_date = run("user", "set-training", "jlee", "--completed", "11/01/2026", "--course", "x", code=2)
+    assert "YYYY-MM-DD" in bad_date
+    run("user", "disable", "jlee")
+    assert " no " in [l for l in run("user", "list").splitlines() if l.startswith("jlee")][0]
+    run("user", "enable", "jlee")
+    assert "temporary password for jlee" in run("user", "reset-password", "jlee")
+    run("user", "disable", "nobody", code=1)
+    export = tmp_path / "log.jsonl"
+    run("audit", "export", "--format", "jsonl", "--out", str(export))
+    actions = [json.loads(l)["action"] for l in export.read_text().splitlines()]
+    assert actions[:3] == ["config.change", "user.add", "user.add"]
+    for action in ("user.training", "user.disable", "user.enable", "user.password_reset"):
+        assert action in actions
+    assert all(json.loads(l)["username"].startswith(("cli:", "system")) for l in export.read_text().splitlines())
+    assert "verified" in run("audit", "verify")
+
+
+def test_configuration_changes_are_recorded(run, tmp_path):
+    run("init")
+    run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})
+    run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})   # unchanged: no new record
+    export = tmp_path / "log.jsonl"
+    run("audit", "export", "--format", "jsonl", "--out", str(export))
+    changes = [json.loads(l) for l in export.read_text().splitlines() if '"config.change"' in l]
+    assert len(changes) == 2
+    assert json.loads(changes[1]["details"])["changed"] == ["retention.read_days"]
+
+
+def test_db_check_and_migrate(run):
+    run("init")
+    assert "up to date" in run("db", "migrate")
+    assert "consistent" in run("db", "check")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_waypost_run_serves_and_stops_cleanly(tmp_path):
+    port = free_port()
+    env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_WEB__PORT": str(port),
+           "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    assert json.loads(resp.read())["status"] == "ok"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "waypost run did not start serving"
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            assert "Sign in" in resp.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "password:" in out and "Created the first administrator" in out
