@@ -54,16 +54,16 @@ def build_model(batch=None):
     x_in = keras.Input((INPUT_H, INPUT_W, 1), batch_size=batch, name="image")
     x = cbr(x_in, 32)
     x = layers.MaxPool2D(2)(x)                 # 20x64
-    x = cbr(x, 64)
+    x = cbr(x, 48)
     x = layers.MaxPool2D(2)(x)                 # 10x32
-    x = cbr(x, 96)
-    x = cbr(x, 96)
+    x = cbr(x, 80)
+    x = cbr(x, 80)
     x = layers.MaxPool2D((2, 1))(x)            # 5x32
-    x = cbr(x, 128)
+    x = cbr(x, 112)
     x = layers.MaxPool2D((2, 1))(x)            # 2x32
-    x = cbr(x, 192, k=(x.shape[1], 1), padding="valid")   # collapse height: one 192-d column per 4 px
+    x = cbr(x, 160, k=(x.shape[1], 1), padding="valid")   # collapse height: one 160-d column per 4 px
     for _ in range(2):                         # sequence context along the plate (conv-only)
-        y = cbr(x, 192, k=(1, 3))
+        y = cbr(x, 160, k=(1, 3))
         x = layers.Add()([x, y])
     chars = layers.Conv2D(NUM_CLASSES, 1, name="chars_conv")(x)
     chars = layers.Reshape((INPUT_W // 4, NUM_CLASSES), name="chars")(chars)
@@ -73,13 +73,12 @@ def build_model(batch=None):
 
 
 class ShardPool:
-    """In-memory samples from the shards on disk; new shards are picked up as workers write them."""
+    """Samples from the shards on disk; new shards are picked up as the workers write them."""
 
     def __init__(self, directory: Path, kind: str):
         self.dir, self.kind = directory, kind
         self.loaded: set[str] = set()
-        self.parts = {k: [] for k in ("x", "y", "n", "s")}
-        self.cat = None
+        self.shards: list[dict] = []
 
     def refresh(self):
         new = sorted(p for p in self.dir.glob(f"{self.kind}_*.npz") if p.name not in self.loaded and ".tmp" not in p.name)
@@ -89,19 +88,16 @@ class ShardPool:
             except Exception:  # being written; next refresh
                 continue
             self.loaded.add(p.name)
-            for k in self.parts:
-                self.parts[k].append(shard[k])
-        if new or self.cat is None:
-            if self.parts["x"]:
-                self.cat = {k: np.concatenate(v) for k, v in self.parts.items()}
+            self.shards.append(shard)
         return len(self.loaded)
 
     def __len__(self):
-        return 0 if self.cat is None else len(self.cat["x"])
+        return sum(len(s["x"]) for s in self.shards)
 
     def sample(self, rng, n):
-        idx = rng.integers(0, len(self), n)
-        return {k: v[idx] for k, v in self.cat.items()}
+        ks = rng.integers(0, len(self.shards), n)
+        picks = [(self.shards[k], int(rng.integers(0, len(self.shards[k]["x"])))) for k in ks]
+        return {key: np.stack([sh[key][j] for sh, j in picks]) for key in ("x", "y", "n", "s")}
 
 
 def _augment_batch(rng, x):
@@ -306,8 +302,8 @@ def export(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=9000, help="total optimizer steps (resumes up to this)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--real-frac", type=float, default=0.25, help="share of each batch from real train-fold crops")
     ap.add_argument("--state-weight", type=float, default=0.1)
     ap.add_argument("--synth-shards", type=int, default=160, help=f"synthetic shards of {ocr_data.SHARD_SIZE}")
