@@ -76,8 +76,57 @@ class StorageSettings(Section):
 class CaptureSettings(Section):
     type: Literal["demo", "picamera2", "video", "folder", "stream"] = Field(
         "demo", description="Frame source. `demo` is a built-in synthetic street for machines without a camera.")
-    source: str = Field("", description="File, folder or URL for the video, folder and stream sources.")
-    fps: float = Field(10.0, gt=0, le=60, description="Frames per second to process.")
+    source: str = Field("", description="File (video), directory (folder) or URL (stream, e.g. rtsp://...).")
+    fps: float = Field(10.0, gt=0, le=60, description="Frames per second to process (sources are paced to this).")
+    loop: bool = Field(True, description="Start a video file or image folder again at its end.")
+    width: int = Field(1280, ge=320, le=4608, description="Frame width for the demo and picamera2 (evidence) streams.")
+    height: int = Field(720, ge=240, le=3456, description="Frame height for the demo and picamera2 (evidence) streams.")
+    detect_width: int = Field(960, ge=320, le=4608,
+                              description="Width of the low-resolution stream picamera2 delivers for detection.")
+    exposure_time_us: int = Field(1000, ge=0, le=100000,
+                                  description="picamera2 exposure; short (~1 ms) keeps moving plates sharp; 0 = auto.")
+    analogue_gain: float = Field(0.0, ge=0.0, le=16.0, description="picamera2 analogue gain; 0 = automatic.")
+    reconnect_max_s: float = Field(30.0, ge=1.0, le=600.0,
+                                   description="Longest wait between attempts to reopen a lost camera or stream.")
+    demo_vehicles_per_min: float = Field(12.0, gt=0, le=120, description="Traffic density of the demo street.")
+    demo_seed: int = Field(0, ge=0, description="Seed of the demo street (same seed, same traffic).")
+
+
+class PipelineSettings(Section):
+    roi: tuple[float, float, float, float] = Field(
+        (0.0, 0.0, 1.0, 1.0), description="Region of interest as fractions of the frame: left, top, right, bottom.")
+    motion_threshold: int = Field(18, ge=1, le=255, description="Grey-level change that counts as motion.")
+    min_motion_fraction: float = Field(0.002, ge=0.0, le=1.0,
+                                       description="Share of the region of interest that must change before a frame is read.")
+    pass_timeout_s: float = Field(1.5, gt=0, le=30, description="A vehicle pass ends when its plate is unseen this long.")
+    min_frames_per_pass: int = Field(1, ge=1, le=30, description="Plate sightings needed before a pass is stored.")
+
+    @field_validator("roi")
+    @classmethod
+    def _ordered(cls, value):
+        left, top, right, bottom = value
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+            raise ValueError("roi must be left < right and top < bottom, all between 0 and 1")
+        return value
+
+
+class HotlistSettings(Section):
+    stale_after_hours: int = Field(72, ge=1, le=720,
+                                   description="A list not refreshed for this long produces no alerts (policy: 72 h).")
+    plate_column: str = Field("plate", min_length=1, description="CSV column holding the plate.")
+    state_column: str = Field("state", min_length=1, description="CSV column holding the issuing state.")
+    reason_column: str = Field("reason", min_length=1, description="CSV column holding the reason or category.")
+    entry_date_column: str = Field("entry_date", min_length=1, description="CSV column holding the entry date.")
+    source_ref_column: str = Field("source_ref", min_length=1, description="CSV column holding the source's reference.")
+    date_format: str = Field("%Y-%m-%d", min_length=2, description="strftime format of the entry date column.")
+
+
+class AlertSettings(Section):
+    min_score: float = Field(0.6, ge=0.0, le=1.0, description="Lowest match score that raises an alert.")
+    command: str = Field("", description="Local command run for each new alert (e.g. a buzzer script); "
+                                         "gets the alert as JSON on standard input.")
+    webhook_url: str = Field("", description="URL that receives each new alert as a JSON POST (e.g. dispatch).")
+    gpio_pin: int | None = Field(None, ge=0, le=40, description="GPIO pin driven high for 3 s on a new alert.")
 
 
 class RecognizerSettings(Section):
@@ -172,7 +221,10 @@ class Settings(Section):
     post: PostSettings = PostSettings()
     storage: StorageSettings = StorageSettings()
     capture: CaptureSettings = CaptureSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     recognizer: RecognizerSettings = RecognizerSettings()
+    hotlist: HotlistSettings = HotlistSettings()
+    alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     audit: AuditSettings = AuditSettings()
     sync: SyncSettings = SyncSettings()
@@ -287,8 +339,12 @@ def describe() -> list[tuple[str, str, str, str]]:
                 type_name = " \\| ".join(repr(a).replace("'", '"') for a in ann.__args__)
             elif section == "audit" and key == "purposes":
                 type_name = "list of {code, label}"
+            elif key == "roi":
+                type_name = "[left, top, right, bottom]"
             elif "Path" in str(ann):
                 type_name = "path" + (" (optional)" if "None" in str(ann) else "")
+            elif "None" in str(ann):
+                type_name = next(a.__name__ for a in ann.__args__ if a is not type(None)) + " (optional)"
             default = field.default
             if key == "purposes":
                 default = ", ".join(p.code for p in default)
@@ -298,6 +354,8 @@ def describe() -> list[tuple[str, str, str, str]]:
                 default = str(default).lower()
             elif default is None:
                 default = "(none)"
+            elif isinstance(default, tuple):
+                default = list(default)
             rows.append((f"{section}.{key}", type_name, str(default), field.description or ""))
     return rows
 
