@@ -155,4 +155,80 @@ class Outbox(BaseModel):
         table_name = "outbox"
 
 
-ALL = (Post, Camera, User, Read, Evidence, AccessRecord, Outbox)
+class Hotlist(BaseModel):
+    id = AutoField()
+    name = CharField(unique=True)
+    kind = CharField()                    # "state" (imported files, must stay fresh) or "custom"
+    source = CharField(default="")        # file name of the last import
+    source_sha256 = CharField(default="")
+    refreshed_at = DateTimeField(null=True)
+    entry_count = IntegerField(default=0)
+    stale_recorded_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "hotlist"
+
+
+class HotlistEntry(BaseModel):
+    id = AutoField()
+    hotlist = ForeignKeyField(Hotlist, backref="entries", on_delete="CASCADE")
+    plate = CharField()                   # normalised; custom entries may hold * and ?
+    pattern = BooleanField(default=False)
+    skeleton = CharField()                # OCR-confusable characters folded, for indexed matching
+    state = CharField(default="")
+    reason = CharField()
+    entry_date = DateField(null=True)
+    source_ref = CharField(default="")
+    approved_by = CharField(default="")
+    narrative = TextField(default="")
+    created_by = CharField(default="")
+    created_at = DateTimeField(default=utcnow)
+    removed_at = DateTimeField(null=True)
+    removed_by = CharField(null=True)
+    removed_reason = CharField(null=True)
+
+    class Meta:
+        table_name = "hotlist_entry"
+
+
+class Alert(BaseModel):
+    """A read that matched a hotlist entry. The entry's fields are copied: a state list is
+    replaced whole on every refresh, and the alert must still say what it matched."""
+    id = AutoField()
+    read = ForeignKeyField(Read, backref="alerts", on_delete="CASCADE")
+    entry = ForeignKeyField(HotlistEntry, null=True, on_delete="SET NULL")
+    hotlist_name = CharField()
+    hotlist_refreshed_at = DateTimeField(null=True)
+    entry_plate = CharField()
+    entry_state = CharField()
+    entry_reason = CharField()
+    entry_source_ref = CharField()
+    matched_text = CharField()
+    match_kind = CharField()              # exact | alternative | confusable | pattern
+    score = FloatField()
+    status = CharField(default="unconfirmed")   # unconfirmed | confirmed | misread | not_wanted | other
+    acknowledged_at = DateTimeField(null=True)
+    acknowledged_by = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "alert"
+
+
+class AlertConfirmation(BaseModel):
+    id = AutoField()
+    alert = ForeignKeyField(Alert, backref="confirmations", on_delete="CASCADE")
+    username = CharField()
+    organization = CharField()
+    confirmed_at = DateTimeField(default=utcnow)
+    visual_compared = BooleanField()
+    clets_verified = BooleanField()
+    outcome = CharField()
+    note = TextField(default="")
+
+    class Meta:
+        table_name = "alert_confirmation"
+
+
+ALL = (Post, Camera, User, Read, Evidence, AccessRecord, Outbox, Hotlist, HotlistEntry, Alert, AlertConfirmation)

@@ -26,6 +26,7 @@ import os
 import shutil
 import uuid as uuidlib
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +202,10 @@ class EvidenceStore:
 
 
 def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, frame,
-              actor: audit.Actor | None = None) -> Read:
-    """Store one read with its images; see the module docstring for why in this order."""
+              actor: audit.Actor | None = None, on_stored: Callable[[Read], object] | None = None) -> Read:
+    """Store one read with its images; see the module docstring for why in this order.
+    `on_stored(read)` runs inside the read's transaction (the pipeline raises alerts there, so a
+    read and its alerts commit together)."""
     if not new.plate or not new.plate.isalnum() or new.plate != new.plate.upper():
         raise StoreError(f"read plate {new.plate!r} is not normalised (upper-case A-Z and 0-9 only)")
     if not 0.0 <= new.confidence <= 1.0:
@@ -239,6 +242,8 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
             if actor is not None:
                 audit.record("read.store", actor, objects=[f"read:{read.uuid}"],
                              details={"plate": new.plate})
+            if on_stored is not None:
+                on_stored(read)
     except BaseException:
         for part in staged:
             part.unlink(missing_ok=True)

@@ -1,0 +1,205 @@
+"""Matching reads against hotlists, raising alerts, and the confirmation workflow.
+
+A hit is an unverified lead (Green v. City and County of San Francisco: a misread 3 for 7). An
+alert is UNCONFIRMED until a person records that they compared the plate's characters with the
+image and verified the entry through the state system (CLETS). Dispatchers acknowledge; officers
+confirm.
+
+Scores: a match on the read text is 1.0; on one of the OCR's alternative readings, 0.55 plus up to
+0.35 by how close the alternative's score is to the read's; on OCR-confusable characters
+(0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G), 0.9 less 0.1 per substituted character; a partial custom
+entry (`*`, `?`), 0.75. Alerts are raised from `alerts.min_score` up; the score is shown with
+the alert so a person knows how strong the lead is.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import subprocess
+import threading
+import urllib.request
+from dataclasses import dataclass
+
+from appliance import audit
+from appliance.config import Settings
+from appliance.db import write
+from appliance.hotlist import is_stale, skeleton
+from appliance.models import Alert, AlertConfirmation, Hotlist, HotlistEntry, Read, utcnow
+
+log = logging.getLogger("waypost.alerts")
+
+for _name, _data in (("alert.acknowledge", True), ("alert.confirm", True), ("alert.view", True)):
+    audit.register_action(_name, _data)
+
+OUTCOMES = {
+    "confirmed": "Confirmed: plate and entry verified",
+    "misread": "Misread: the plate in the image is not the listed plate",
+    "not_wanted": "No longer wanted (CLETS shows the entry cleared)",
+    "other": "Other (explain in the note)",
+}
+
+
+class AlertError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Match:
+    entry: HotlistEntry
+    hotlist: Hotlist
+    matched_text: str
+    kind: str
+    score: float
+
+
+def _candidates(read: Read) -> list[tuple[str, str, float]]:
+    """(text, kind, score) for the read's text and each alternative reading."""
+    out = [(read.plate, "exact", 1.0)]
+    top = max(read.confidence, 1e-6)
+    for alt in read.alternatives or []:
+        text = alt.get("text", "")
+        if text and text != read.plate:
+            out.append((text, "alternative", 0.55 + 0.35 * min(1.0, float(alt.get("score", 0.0)) / top)))
+    return out
+
+
+def find_matches(settings: Settings, read: Read) -> list[Match]:
+    """Best match per active entry of every fresh list, best first."""
+    now = utcnow()
+    fresh = {h.id: h for h in Hotlist.select() if not is_stale(h, settings, now)}
+    if not fresh:
+        return []
+    active = HotlistEntry.removed_at.is_null() & HotlistEntry.hotlist.in_(list(fresh))
+    best: dict[int, Match] = {}
+
+    def offer(entry, text, kind, score):
+        if entry.id not in best or score > best[entry.id].score:
+            best[entry.id] = Match(entry, fresh[entry.hotlist_id], text, kind, round(score, 3))
+
+    candidates = _candidates(read)
+    texts = {c[0] for c in candidates}
+    for entry in HotlistEntry.select().where(active & ~HotlistEntry.pattern & HotlistEntry.plate.in_(list(texts))):
+        for text, kind, score in candidates:
+            if entry.plate == text:
+                offer(entry, text, kind, score)
+    folded = skeleton(read.plate)
+    for entry in HotlistEntry.select().where(active & ~HotlistEntry.pattern & (HotlistEntry.skeleton == folded)
+                                             & (HotlistEntry.plate != read.plate)):
+        subs = sum(a != b for a, b in zip(entry.plate, read.plate))
+        offer(entry, read.plate, "confusable", 0.9 - 0.1 * subs)
+    patterns = list(HotlistEntry.select().where(active & HotlistEntry.pattern))
+    for entry in patterns:
+        rx = re.compile(fnmatch.translate(entry.plate))
+        for text, kind, score in candidates:
+            if rx.match(text):
+                offer(entry, text, "pattern", 0.75 if kind == "exact" else min(0.7, score))
+    return sorted((m for m in best.values() if m.score >= settings.alerts.min_score),
+                  key=lambda m: (-m.score, m.entry.id))
+
+
+def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
+    """Create the alerts for a stored read. Call inside the read's own transaction
+    (store.save_read(..., on_stored=...)) so a read and its alerts commit together."""
+    out = []
+    for m in find_matches(settings, read):
+        out.append(Alert.create(
+            read=read, entry=m.entry, hotlist_name=m.hotlist.name, hotlist_refreshed_at=m.hotlist.refreshed_at,
+            entry_plate=m.entry.plate, entry_state=m.entry.state, entry_reason=m.entry.reason,
+            entry_source_ref=m.entry.source_ref, matched_text=m.matched_text, match_kind=m.kind, score=m.score))
+    return out
+
+
+def acknowledge(actor: audit.Actor, alert_id: int, purpose: audit.Purpose) -> Alert:
+    """A dispatcher has seen the alert and is relaying it; it stays unconfirmed."""
+    with write():
+        alert = Alert.get_or_none(Alert.id == alert_id)
+        if alert is None:
+            raise AlertError(f"no alert {alert_id}")
+        if alert.acknowledged_at is None:
+            alert.acknowledged_at, alert.acknowledged_by = utcnow(), actor.username
+            alert.save()
+        audit.record("alert.acknowledge", actor, query={"plate": alert.entry_plate}, purpose=purpose,
+                     objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"], result_count=1)
+    return alert
+
+
+def confirm(actor: audit.Actor, alert_id: int, *, outcome: str, visual_compared: bool, clets_verified: bool,
+            note: str, purpose: audit.Purpose) -> AlertConfirmation:
+    """Record a person's verification of an alert. 'confirmed' needs both checks done; a
+    'misread' needs the visual comparison; 'other' needs a note."""
+    if outcome not in OUTCOMES:
+        raise AlertError(f"outcome must be one of {', '.join(OUTCOMES)}")
+    if outcome == "confirmed" and not (visual_compared and clets_verified):
+        raise AlertError("a hit can be confirmed only after comparing the plate's characters with the image "
+                         "AND verifying the entry through CLETS")
+    if outcome == "misread" and not visual_compared:
+        raise AlertError("a misread is recorded after comparing the plate's characters with the image")
+    if outcome == "other" and len(note.strip()) < 5:
+        raise AlertError("explain the outcome in the note")
+    with write():
+        alert = Alert.get_or_none(Alert.id == alert_id)
+        if alert is None:
+            raise AlertError(f"no alert {alert_id}")
+        record = AlertConfirmation.create(alert=alert, username=actor.username, organization=actor.organization,
+                                          visual_compared=visual_compared, clets_verified=clets_verified,
+                                          outcome=outcome, note=note.strip())
+        alert.status = outcome
+        alert.save()
+        audit.record("alert.confirm", actor, query={"plate": alert.entry_plate}, purpose=purpose,
+                     objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"], result_count=1,
+                     details={"outcome": outcome, "visual_compared": visual_compared,
+                              "clets_verified": clets_verified})
+    return record
+
+
+class Notifier:
+    """Tells the outside world about new alerts: a local command, a webhook, a GPIO pin. Each runs
+    in its own short-lived thread so a slow receiver never holds up the pipeline."""
+
+    def __init__(self, settings: Settings):
+        self.cfg = settings.alerts
+        self.post_id = settings.post.id
+        self._led = None
+
+    def payload(self, alert: Alert) -> dict:
+        read = alert.read
+        return {"alert_id": alert.id, "post": self.post_id, "plate_read": read.plate, "matched": alert.matched_text,
+                "match_kind": alert.match_kind, "score": alert.score, "hotlist": alert.hotlist_name,
+                "entry_plate": alert.entry_plate, "reason": alert.entry_reason,
+                "captured_at": read.captured_at.isoformat() + "Z", "direction": read.direction,
+                "status": "UNCONFIRMED: verify through CLETS and compare the characters with the image"}
+
+    def notify(self, alert: Alert) -> None:
+        body = self.payload(alert)
+        if self.cfg.command:
+            threading.Thread(target=self._command, args=(body,), daemon=True).start()
+        if self.cfg.webhook_url:
+            threading.Thread(target=self._webhook, args=(body,), daemon=True).start()
+        if self.cfg.gpio_pin is not None:
+            threading.Thread(target=self._gpio, daemon=True).start()
+
+    def _command(self, body):
+        try:
+            subprocess.run(self.cfg.command, shell=True, input=json.dumps(body), text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("alert command %r failed: %s", self.cfg.command, exc)
+
+    def _webhook(self, body):
+        req = urllib.request.Request(self.cfg.webhook_url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+        except OSError as exc:
+            log.error("alert webhook %s failed: %s", self.cfg.webhook_url, exc)
+
+    def _gpio(self):
+        try:
+            if self._led is None:
+                from gpiozero import LED  # Raspberry Pi OS: python3-gpiozero
+                self._led = LED(self.cfg.gpio_pin)
+            self._led.blink(on_time=3, off_time=0, n=1, background=False)
+        except Exception as exc:  # no GPIO on this machine, pin busy, ...
+            log.error("alert GPIO pin %s failed: %s", self.cfg.gpio_pin, exc)

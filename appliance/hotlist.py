@@ -1,0 +1,219 @@
+"""Hotlists: state lists imported from CSV files, custom entries typed in by officers.
+
+A state list is replaced whole by each import, in one transaction; a malformed line stops the
+import with every problem named by file, line and field, and nothing changes. A state list not
+refreshed for `hotlist.stale_after_hours` produces no alerts (Barstow 466.5: 72 hours), and the
+first time that is noticed it is written to the access log. Custom entries need the approving
+commander and a narrative (Barstow 466.6); they may be partial plates with `*` and `?`. Entries are
+removed (kept, marked with who, when and why), never deleted. Every change is an access record.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance import audit
+from appliance.config import Settings
+from appliance.db import write
+from appliance.models import Hotlist, HotlistEntry, utcnow
+from recognizer.formats import normalise
+
+for _name in ("hotlist.import", "hotlist.entry_add", "hotlist.entry_remove", "hotlist.stale"):
+    audit.register_action(_name, False)
+
+# OCR-confusable characters fold to one representative: 0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G.
+_FOLD = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "B": "8", "S": "5", "Z": "2",
+                       "G": "6"})
+PLATE = re.compile(r"^[A-Z0-9]{1,8}$")
+PARTIAL = re.compile(r"^[A-Z0-9*?]{1,10}$")
+MAX_PROBLEMS = 25
+
+
+class HotlistError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        super().__init__("\n".join(shown + ([f"... and {more} more"] if more > 0 else [])))
+
+
+def skeleton(plate: str) -> str:
+    return plate.translate(_FOLD)
+
+
+def is_stale(hotlist: Hotlist, settings: Settings, now: dt.datetime | None = None) -> bool:
+    if hotlist.kind != "state":
+        return False
+    now = now or utcnow()
+    return hotlist.refreshed_at is None or now - hotlist.refreshed_at > dt.timedelta(
+        hours=settings.hotlist.stale_after_hours)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    hotlist: str
+    entries: int
+    replaced: int
+
+
+def _parse(settings: Settings, path: Path) -> list[dict]:
+    cfg = settings.hotlist
+    columns = {"plate": cfg.plate_column, "state": cfg.state_column, "reason": cfg.reason_column,
+               "entry_date": cfg.entry_date_column, "source_ref": cfg.source_ref_column}
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise HotlistError([f"{path}: file not found"]) from None
+    except UnicodeDecodeError as exc:
+        raise HotlistError([f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8 CSV"]) from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    # plate and reason are required; state, entry date and source reference are used when present
+    missing = [f"{field} (column {columns[field]!r})" for field in ("plate", "reason") if columns[field] not in header]
+    if missing:
+        raise HotlistError([f"{path}: line 1: header {header!r} lacks {', '.join(missing)}; "
+                            "set the hotlist.*_column keys to this file's column names"])
+    rows, problems = [], []
+    for line, raw in enumerate(reader, start=2):
+        if raw.get(None):
+            problems.append(f"{path}: line {line}: {len(header) + len(raw[None])} fields, the header has {len(header)}")
+            continue
+        values = {field: (raw.get(col) or "").strip() for field, col in columns.items()}
+        if not any(values.values()):
+            continue                       # blank line
+        plate = normalise(values["plate"])
+        if not PLATE.match(plate) or re.search(r"[^A-Za-z0-9 \-]", values["plate"]):
+            problems.append(f"{path}: line {line}: field plate: {values['plate']!r} is not a plate "
+                            "(1-8 letters and digits; spaces and dashes are ignored)")
+            continue
+        state = values["state"].lower()
+        if state and not re.fullmatch(r"[a-z]{2}", state):
+            problems.append(f"{path}: line {line}: field state: {values['state']!r} is not a two-letter code")
+            continue
+        if not values["reason"]:
+            problems.append(f"{path}: line {line}: field reason: empty (every entry needs its reason or category)")
+            continue
+        entry_date = None
+        if values["entry_date"]:
+            try:
+                entry_date = dt.datetime.strptime(values["entry_date"], cfg.date_format).date()
+            except ValueError:
+                problems.append(f"{path}: line {line}: field entry_date: {values['entry_date']!r} does not match "
+                                f"{cfg.date_format!r}")
+                continue
+        rows.append({"plate": plate, "skeleton": skeleton(plate), "state": state, "reason": values["reason"][:200],
+                     "entry_date": entry_date, "source_ref": values["source_ref"][:100]})
+    if problems:
+        raise HotlistError(problems)
+    if not rows:
+        raise HotlistError([f"{path}: no entries; an empty list would silently stop every alert from it"])
+    return rows
+
+
+def import_csv(settings: Settings, path: str | Path, name: str, actor: audit.Actor) -> ImportResult:
+    """Replace the state list `name` with the file's entries, all or nothing."""
+    path = Path(path)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}", name):
+        raise HotlistError([f"list name {name!r}: use 1-40 letters, digits, spaces, '.', '_' or '-'"])
+    rows = _parse(settings, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    now = utcnow()
+    with write():
+        hotlist, _ = Hotlist.get_or_create(name=name, defaults={"kind": "state"})
+        if hotlist.kind != "state":
+            raise HotlistError([f"{name!r} is a custom list; imports replace state lists only"])
+        replaced = HotlistEntry.delete().where(HotlistEntry.hotlist == hotlist).execute()
+        for i in range(0, len(rows), 500):
+            HotlistEntry.insert_many([{**r, "hotlist": hotlist.id, "created_at": now, "created_by": actor.username}
+                                      for r in rows[i:i + 500]]).execute()
+        hotlist.source, hotlist.source_sha256 = path.name, digest
+        hotlist.refreshed_at, hotlist.entry_count, hotlist.stale_recorded_at = now, len(rows), None
+        hotlist.save()
+        audit.record("hotlist.import", actor, objects=[f"hotlist:{hotlist.id}"], result_count=len(rows),
+                     details={"list": name, "file": path.name, "sha256": digest, "replaced": replaced})
+    return ImportResult(name, len(rows), replaced)
+
+
+def custom_list() -> Hotlist:
+    hotlist, _ = Hotlist.get_or_create(name="custom", defaults={"kind": "custom"})
+    return hotlist
+
+
+def add_custom(actor: audit.Actor, plate: str, reason: str, approved_by: str, narrative: str,
+               state: str = "") -> HotlistEntry:
+    """A custom entry; `plate` may be partial with * (any run) and ? (one character)."""
+    text = re.sub(r"[\s-]", "", plate.upper())
+    problems = []
+    if not PARTIAL.match(text):
+        problems.append(f"plate {plate!r}: letters, digits, * and ? only, at most 10")
+    elif len(re.sub(r"[*?]", "", text)) < 3:
+        problems.append(f"plate {plate!r}: a partial plate needs at least 3 known characters")
+    if not reason.strip():
+        problems.append("reason: required")
+    if len(approved_by.strip()) < 3:
+        problems.append("approved_by: the approving commander's name is required for a custom entry")
+    if len(narrative.strip()) < 20:
+        problems.append("narrative: describe the case and why the entry is needed (at least 20 characters)")
+    if state and not re.fullmatch(r"[a-zA-Z]{2}", state):
+        problems.append(f"state {state!r}: a two-letter code")
+    if problems:
+        raise HotlistError(problems)
+    pattern = "*" in text or "?" in text
+    with write():
+        hotlist = custom_list()
+        entry = HotlistEntry.create(hotlist=hotlist, plate=text, pattern=pattern,
+                                    skeleton="" if pattern else skeleton(text), state=state.lower(),
+                                    reason=reason.strip(), approved_by=approved_by.strip(),
+                                    narrative=narrative.strip(), created_by=actor.username)
+        hotlist.entry_count = HotlistEntry.select().where((HotlistEntry.hotlist == hotlist)
+                                                          & HotlistEntry.removed_at.is_null()).count()
+        hotlist.refreshed_at = utcnow()
+        hotlist.save()
+        audit.record("hotlist.entry_add", actor, query={"plate": text}, objects=[f"hotlist_entry:{entry.id}"],
+                     details={"reason": entry.reason, "approved_by": entry.approved_by, "pattern": pattern})
+    return entry
+
+
+def remove_entry(actor: audit.Actor, entry_id: int, reason: str) -> HotlistEntry:
+    """Mark an entry removed (vehicle recovered, warrant served...), keeping who, when and why."""
+    if not reason.strip():
+        raise HotlistError(["reason: say why the entry is removed (e.g. vehicle recovered)"])
+    with write():
+        entry = HotlistEntry.get_or_none(HotlistEntry.id == entry_id)
+        if entry is None or entry.removed_at is not None:
+            raise HotlistError([f"entry {entry_id}: no such active entry"])
+        entry.removed_at, entry.removed_by, entry.removed_reason = utcnow(), actor.username, reason.strip()
+        entry.save()
+        audit.record("hotlist.entry_remove", actor, query={"plate": entry.plate},
+                     objects=[f"hotlist_entry:{entry.id}"], details={"reason": entry.removed_reason})
+    return entry
+
+
+def record_stale(settings: Settings, actor: audit.Actor) -> list[str]:
+    """Write a `hotlist.stale` access record for each list that went stale since last noticed.
+    Returns the names of all stale lists (for warnings)."""
+    now = utcnow()
+    stale = [h for h in Hotlist.select() if is_stale(h, settings, now)]
+    fresh_notice = [h for h in stale if h.stale_recorded_at is None]
+    if fresh_notice:
+        with write():
+            for h in fresh_notice:
+                h.stale_recorded_at = now
+                h.save()
+                audit.record("hotlist.stale", actor, objects=[f"hotlist:{h.id}"],
+                             details={"list": h.name, "refreshed_at": h.refreshed_at.isoformat() + "Z"
+                                      if h.refreshed_at else None,
+                                      "stale_after_hours": settings.hotlist.stale_after_hours})
+    return [h.name for h in stale]
+
+
+def status(settings: Settings) -> list[dict]:
+    now = utcnow()
+    return [{"name": h.name, "kind": h.kind, "entries": h.entry_count,
+             "refreshed_at": h.refreshed_at.isoformat(timespec="seconds") + "Z" if h.refreshed_at else None,
+             "stale": is_stale(h, settings, now)} for h in Hotlist.select().order_by(Hotlist.name)]
