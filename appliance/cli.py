@@ -331,6 +331,77 @@ def audit_export(ctx, start, end, fmt, out):
     click.echo(f"exported {count} access records to {out}")
 
 
+# --- hotlists -------------------------------------------------------------------------------
+
+@main.group(name="hotlist")
+def hotlist_group():
+    """Import and maintain hotlists."""
+
+
+@hotlist_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "name", required=True, help="The list this file replaces, e.g. SVS or NCIC.")
+@pass_ctx
+def hotlist_import(ctx, file, name):
+    """Replace a state list with FILE (CSV). Any malformed line stops the import; nothing changes."""
+    from appliance import hotlist
+    ctx.open()
+    with db.connection():
+        try:
+            result = hotlist.import_csv(ctx.settings, file, name, ctx.actor())
+        except hotlist.HotlistError as exc:
+            raise click.ClickException(f"nothing imported:\n{exc}")
+    click.echo(f"{result.hotlist}: {result.entries} entries imported, {result.replaced} replaced")
+
+
+@hotlist_group.command("list")
+@pass_ctx
+def hotlist_list(ctx):
+    """Lists with their size and freshness."""
+    from appliance import hotlist
+    ctx.open()
+    with db.connection():
+        rows = hotlist.status(ctx.settings)
+    for h in rows:
+        flag = "STALE: produces no alerts" if h["stale"] else "fresh"
+        click.echo(f"{h['name']:<12} {h['kind']:<7} {h['entries']:>8} entries  refreshed {h['refreshed_at']}  {flag}")
+
+
+@hotlist_group.command("add")
+@click.argument("plate")
+@click.option("--reason", required=True)
+@click.option("--approved-by", required=True, help="The commander who approved the entry.")
+@click.option("--narrative", required=True, help="Case and reason for the entry.")
+@click.option("--state", default="")
+@pass_ctx
+def hotlist_add(ctx, plate, reason, approved_by, narrative, state):
+    """Add a custom entry; PLATE may be partial with * and ?."""
+    from appliance import hotlist
+    ctx.open()
+    with db.connection():
+        try:
+            entry = hotlist.add_custom(ctx.actor(), plate, reason, approved_by, narrative, state)
+        except hotlist.HotlistError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"custom entry {entry.id} added: {entry.plate}")
+
+
+@hotlist_group.command("remove")
+@click.argument("entry_id", type=int)
+@click.option("--reason", required=True, help="Why, e.g. 'vehicle recovered'.")
+@pass_ctx
+def hotlist_remove(ctx, entry_id, reason):
+    """Remove an entry (kept on record with who, when and why)."""
+    from appliance import hotlist
+    ctx.open()
+    with db.connection():
+        try:
+            hotlist.remove_entry(ctx.actor(), entry_id, reason)
+        except hotlist.HotlistError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"entry {entry_id} removed")
+
+
 # --- database -------------------------------------------------------------------------------
 
 @main.group(name="db")

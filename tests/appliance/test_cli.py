@@ -125,3 +125,20 @@ def test_waypost_run_serves_and_stops_cleanly(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "password:" in out and "Created the first administrator" in out
+
+
+def test_hotlist_commands(run, tmp_path):
+    run("init")
+    good = tmp_path / "svs.csv"
+    good.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,2026-11-20,S1\n")
+    assert "1 entries imported" in run("hotlist", "import", str(good), "--list", "SVS")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,yesterday,S1\n")
+    out = run("hotlist", "import", str(bad), "--list", "SVS", code=1)
+    assert "nothing imported" in out and "bad.csv: line 2: field entry_date" in out
+    out = run("hotlist", "add", "6TR*9", "--reason", "ROBBERY", "--approved-by", "Capt. Alvarez",
+              "--narrative", "Case 26-004512, partial plate from a witness")
+    entry_id = out.split()[2]
+    assert "SVS" in run("hotlist", "list") and "fresh" in run("hotlist", "list")
+    run("hotlist", "remove", entry_id, "--reason", "suspect arrested")
+    run("hotlist", "remove", entry_id, "--reason", "again", code=1)
