@@ -103,6 +103,7 @@ class Read(BaseModel):
     direction = CharField(null=True)
     low_confidence = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
+    evidence_note = CharField(null=True)   # why images are missing, e.g. low disk space
 
     class Meta:
         table_name = "read"

@@ -64,6 +64,7 @@ class NewRead:
     direction: str | None = None
     uuid: str | None = None
     camera_id: str | None = None
+    evidence_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,15 @@ class EvidenceStore:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise StoreError(f"not a sha256 evidence name: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.jpg"
+
+    def room(self) -> str:
+        """How much evidence may be written now: "full" (crop and frame), "crop" (below
+        storage.min_free_mb: frames are dropped first) or "none" (below half of it: reads are
+        stored without images rather than lost)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        floor = self.settings.storage.min_free_mb * 1024 * 1024
+        return "full" if free >= floor else "crop" if free >= floor // 2 else "none"
 
     def check_room(self, needed: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -211,10 +221,13 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
     if not 0.0 <= new.confidence <= 1.0:
         raise StoreError(f"read confidence {new.confidence} is outside 0..1")
     quality = settings.storage.jpeg_quality
-    blobs = {"crop": encode_jpeg(crop, quality, "plate crop")}
+    blobs = {}
+    if crop is not None:
+        blobs["crop"] = encode_jpeg(crop, quality, "plate crop")
     if frame is not None:
         blobs["frame"] = encode_jpeg(frame, quality, "context frame")
-    store.check_room(sum(len(b.data) for b in blobs.values()))
+    if blobs:
+        store.check_room(sum(len(b.data) for b in blobs.values()))
 
     staged: list[Path] = []
     try:
@@ -234,7 +247,8 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
                 confidence=new.confidence, char_confidences=list(new.char_confidences),
                 alternatives=list(new.alternatives), box_x=box[0], box_y=box[1], box_w=box[2], box_h=box[3],
                 corners=new.corners, direction=new.direction,
-                low_confidence=new.confidence < settings.recognizer.min_confidence)
+                low_confidence=new.confidence < settings.recognizer.min_confidence,
+                evidence_note=new.evidence_note)
             for kind, blob in blobs.items():
                 Evidence.create(read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data),
                                 width=blob.width, height=blob.height)
@@ -269,7 +283,8 @@ def check(settings: Settings, store: EvidenceStore) -> list[str]:
     stray = Outbox.select().where((Outbox.kind == "read") & ~(Outbox.object_id.in_(Read.select(Read.uuid))))
     for row in stray:
         problems.append(f"outbox seq {row.seq} points at read {row.object_id}, which does not exist")
-    no_ev = Read.select().where(~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop"))))
+    no_ev = Read.select().where(Read.evidence_note.is_null()
+                                & ~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop"))))
     for read in no_ev:
         problems.append(f"read {read.uuid} has no plate crop")
     return problems

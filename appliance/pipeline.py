@@ -1,0 +1,270 @@
+"""From frames to vehicle passes: motion gate, detect and read, track, vote, store one read per pass.
+
+A plate is seen in many frames as its vehicle crosses the view. Each sighting joins the track
+whose last box it overlaps (or whose text it repeats); a track that has not been seen for
+`pipeline.pass_timeout_s` is a finished pass and becomes ONE read: the text with the most
+confidence summed over its sightings, the sharpest crop of that text with its frame as context,
+the other readings as alternatives, first/last seen time and the direction of travel. Reads
+below `recognizer.min_confidence` are stored all the same, marked low-confidence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from appliance import alerts, store
+from appliance.config import Settings
+from appliance.models import Read
+
+log = logging.getLogger("waypost.pipeline")
+
+
+@dataclass
+class Sighting:
+    at: dt.datetime
+    box: tuple[int, int, int, int]
+    text: str
+    confidence: float
+    read: object            # recognizer.PlateRead
+    frame: object           # appliance.capture.Frame
+
+
+@dataclass
+class Track:
+    id: int
+    sightings: list[Sighting] = field(default_factory=list)
+
+    @property
+    def last(self) -> Sighting:
+        return self.sightings[-1]
+
+
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union else 0.0
+
+
+def _near(a, b, reach: float = 1.5) -> bool:
+    """The next box lies within `reach` plate widths of the last one (vehicles move between frames)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    dx = abs((ax + aw / 2) - (bx + bw / 2))
+    dy = abs((ay + ah / 2) - (by + bh / 2))
+    return dx <= reach * max(aw, bw) and dy <= reach * 2 * max(ah, bh)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b)) <= 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def vote(sightings: list[Sighting]) -> tuple[str, float, list[dict]]:
+    """(text, confidence, alternatives) for a pass. Confidence is the best single-frame confidence
+    of the winning text, scaled by the share of the pass's evidence that agrees with it."""
+    weight: dict[str, float] = defaultdict(float)
+    best: dict[str, float] = defaultdict(float)
+    for s in sightings:
+        weight[s.text] += s.confidence
+        best[s.text] = max(best[s.text], s.confidence)
+        for alt in s.read.alternatives:
+            weight[alt.text] += alt.score * 0.5     # an alternative is weaker evidence than a top reading
+    total = sum(weight.values()) or 1.0
+    ranked = sorted(weight, key=lambda t: (-weight[t], -best.get(t, 0.0), t))
+    winner = next((t for t in ranked if t in best), ranked[0])
+    confidence = best[winner] * (weight[winner] / total) ** 0.5
+    alternatives = [{"text": t, "score": round(weight[t] / total, 4)} for t in ranked if t != winner][:5]
+    return winner, round(min(1.0, confidence), 4), alternatives
+
+
+def direction(track: Track) -> str | None:
+    """Toward/away from the camera by the plate's growth; else across the view by its motion."""
+    if len(track.sightings) < 2:
+        return None
+    first, last = track.sightings[0].box, track.sightings[-1].box
+    growth = last[2] / max(first[2], 1)
+    dx = (last[0] + last[2] / 2) - (first[0] + first[2] / 2)
+    if growth > 1.15:
+        return "toward camera"
+    if growth < 0.87:
+        return "away from camera"
+    if abs(dx) > first[2]:
+        return "left to right" if dx > 0 else "right to left"
+    return None
+
+
+class MotionGate:
+    """Is anything moving in the region of interest? Compares small grey copies of successive
+    frames, so an empty road costs a resize and a subtraction."""
+
+    WIDTH = 160
+
+    def __init__(self, settings: Settings):
+        self.cfg = settings.pipeline
+        self.previous: np.ndarray | None = None
+
+    def moving(self, image: np.ndarray) -> bool:
+        h, w = image.shape[:2]
+        left, top, right, bottom = self.cfg.roi
+        roi = image[int(top * h):int(bottom * h), int(left * w):int(right * w)]
+        scale = self.WIDTH / roi.shape[1]
+        small = cv2.resize(roi, (self.WIDTH, max(1, int(roi.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small, (5, 5), 0)
+        previous, self.previous = self.previous, grey
+        if previous is None or previous.shape != grey.shape:
+            return True
+        changed = np.count_nonzero(cv2.absdiff(grey, previous) > self.cfg.motion_threshold)
+        return changed >= self.cfg.min_motion_fraction * grey.size
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    frames_read: int = 0
+    sightings: int = 0
+    passes: int = 0
+    reads_stored: int = 0
+    alerts: int = 0
+    errors: int = 0
+
+
+class Pipeline:
+    """Not thread-safe: one pipeline per capture, fed from one thread."""
+
+    def __init__(self, settings: Settings, recognizer, evidence: store.EvidenceStore, bus=None, notifier=None):
+        self.settings = settings
+        self.recognizer = recognizer
+        self.evidence = evidence
+        self.bus = bus
+        self.notifier = notifier
+        self.gate = MotionGate(settings)
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self.stats = Stats()
+        self.low_disk: str | None = None
+
+    # -- per frame --
+    def process(self, frame) -> list[Read]:
+        self.stats.frames += 1
+        stored = self._close_finished(frame.captured_at)
+        if not self.gate.moving(frame.image) and not self.tracks:
+            return stored
+        self.stats.frames_read += 1
+        for plate in self.recognizer.read(frame.image):
+            if not plate.text:
+                continue
+            self.stats.sightings += 1
+            self._assign(Sighting(frame.captured_at, plate.box, plate.text, plate.confidence, plate, frame))
+        return stored
+
+    def flush(self) -> list[Read]:
+        """Close every open pass (end of a clip, or the post stopping)."""
+        stored = [r for t in self.tracks if (r := self._store(t)) is not None]
+        self.tracks = []
+        return stored
+
+    def _assign(self, s: Sighting) -> None:
+        best, best_score = None, 0.0
+        for t in self.tracks:
+            last = t.last
+            score = _iou(last.box, s.box)
+            if score < 0.05 and _near(last.box, s.box):
+                score = 0.05
+            if _one_edit(last.text, s.text) and _near(last.box, s.box, reach=4.0):
+                score += 0.5
+            if score > best_score:
+                best, best_score = t, score
+        if best is None:
+            best = Track(self._next_id)
+            self._next_id += 1
+            self.tracks.append(best)
+        best.sightings.append(s)
+
+    def _close_finished(self, now: dt.datetime) -> list[Read]:
+        timeout = dt.timedelta(seconds=self.settings.pipeline.pass_timeout_s)
+        done = [t for t in self.tracks if now - t.last.at > timeout]
+        self.tracks = [t for t in self.tracks if t not in done]
+        return [r for t in done if (r := self._store(t)) is not None]
+
+    # -- storing a pass --
+    def _evidence_images(self, s: Sighting):
+        frame = s.frame
+        image = frame.hires if frame.hires is not None else frame.image
+        sx = image.shape[1] / frame.image.shape[1]
+        sy = image.shape[0] / frame.image.shape[0]
+        x, y, w, h = s.box
+        mx, my = int(w * sx * 0.15), int(h * sy * 0.25)
+        x0, y0 = max(0, int(x * sx) - mx), max(0, int(y * sy) - my)
+        x1, y1 = min(image.shape[1], int((x + w) * sx) + mx), min(image.shape[0], int((y + h) * sy) + my)
+        crop = np.ascontiguousarray(image[y0:max(y1, y0 + 2), x0:max(x1, x0 + 2)])
+        return crop, image
+
+    def _store(self, track: Track) -> Read | None:
+        if len(track.sightings) < self.settings.pipeline.min_frames_per_pass:
+            return None
+        text, confidence, alternatives = vote(track.sightings)
+        agreeing = [s for s in track.sightings if s.text == text] or track.sightings
+        best = max(agreeing, key=lambda s: (s.confidence, s.box[2]))
+        crop, frame_image = self._evidence_images(best)
+        mode = self.evidence.room()
+        if mode != "full":
+            self.low_disk = mode
+            log.warning("low disk space on %s: storing %s", self.evidence.root,
+                        "reads and plate crops without context frames" if mode == "crop" else "reads without images")
+        else:
+            self.low_disk = None
+        region = best.read.region
+        new = store.NewRead(
+            plate_raw=text, plate=text, confidence=confidence, captured_at=best.at,
+            char_confidences=list(best.read.char_confidences), alternatives=alternatives, region=region,
+            region_confidence=best.read.region_confidence, box=tuple(int(v) for v in best.box),
+            corners=[list(map(float, c)) for c in best.read.corners] if best.read.corners else None,
+            first_seen_at=track.sightings[0].at, last_seen_at=track.sightings[-1].at, direction=direction(track),
+            evidence_note={"full": None, "crop": "context frame not stored: low disk space",
+                           "none": "images not stored: low disk space"}[mode])
+        raised: list = []
+        try:
+            read = store.save_read(self.settings, self.evidence, new,
+                                   crop if mode in ("full", "crop") else None,
+                                   frame_image if mode == "full" else None,
+                                   on_stored=lambda r: raised.extend(alerts.raise_alerts(self.settings, r)))
+        except store.StoreError as exc:
+            self.stats.errors += 1
+            log.error("could not store the read of %s (%d sightings): %s", text, len(track.sightings), exc)
+            return None
+        self.stats.passes += 1
+        self.stats.reads_stored += 1
+        self.stats.alerts += len(raised)
+        if self.bus is not None:
+            self.bus.publish("read", {"id": read.id, "uuid": read.uuid, "plate": read.plate,
+                                      "confidence": read.confidence, "low_confidence": read.low_confidence,
+                                      "captured_at": read.captured_at.isoformat() + "Z",
+                                      "direction": read.direction})
+        for alert in raised:
+            if self.bus is not None:
+                self.bus.publish("alert", {"id": alert.id, "read_id": read.id, "plate": read.plate,
+                                           "entry_plate": alert.entry_plate, "reason": alert.entry_reason,
+                                           "hotlist": alert.hotlist_name, "score": alert.score,
+                                           "match_kind": alert.match_kind, "status": alert.status})
+            if self.notifier is not None:
+                self.notifier.notify(alert)
+        return read
+
+    def status(self) -> dict:
+        return {**dataclasses.asdict(self.stats), "open_passes": len(self.tracks), "low_disk": self.low_disk}
