@@ -56,10 +56,12 @@ def letterbox(frame: np.ndarray, in_w: int, in_h: int) -> tuple[np.ndarray, Lett
     return out, Letterbox(scale=s, width=nw, height=nh)
 
 
-def decode(out: np.ndarray, threshold: float = 0.3, max_det: int = 10) -> list[tuple[float, np.ndarray]]:
-    """(score, corners (4, 2) in input px) for each heatmap peak above threshold.
+def decode(out: np.ndarray, threshold: float = 0.3, max_det: int = 10) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """(score, box (x0, y0, x1, y1), corners (4, 2)) in input px for each heatmap peak >= threshold.
 
-    `out` is the model output without the batch axis: (H/4, W/4, 13).
+    `out` is the model output without the batch axis: (H/4, W/4, 13). The box comes from the
+    size head (trained on real photos too); the corners from the corner head (trained on rendered
+    scenes, where the true corners are known), used to level the plate for the OCR.
     """
     heat = np.ascontiguousarray(out[..., 0], dtype=np.float32)
     peaks = (heat >= threshold) & (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8)))
@@ -69,11 +71,12 @@ def decode(out: np.ndarray, threshold: float = 0.3, max_det: int = 10) -> list[t
     order = np.argsort(-heat[ys, xs])[:max_det]
     results = []
     for y, x in zip(ys[order], xs[order]):
-        v = out[y, x]
+        v = out[y, x].astype(np.float32)
         cx, cy = (x + v[1]) * STRIDE, (y + v[2]) * STRIDE
         bw, bh = SIZE_UNIT * np.exp(np.clip(v[3:5], -4, 4))
+        box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], np.float32)
         corners = np.array([cx, cy], np.float32) + v[5:13].reshape(4, 2) * np.array([bw, bh], np.float32)
-        results.append((float(heat[y, x]), corners.astype(np.float32)))
+        results.append((float(heat[y, x]), box, corners.astype(np.float32)))
     return results
 
 
@@ -89,12 +92,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _nms(dets: list[tuple[float, np.ndarray]], iou: float = 0.4) -> list[tuple[float, np.ndarray]]:
+def _nms(dets, iou: float = 0.4):
     keep = []
-    for score, corners in sorted(dets, key=lambda d: -d[0]):
-        b = _box_of(corners)
-        if all(_iou(b, _box_of(k[1])) < iou for k in keep):
-            keep.append((score, corners))
+    for d in sorted(dets, key=lambda d: -d[0]):
+        if all(_iou(d[1], k[1]) < iou for k in keep):
+            keep.append(d)
     return keep
 
 
@@ -108,19 +110,19 @@ class PlateDetector:
         self.threshold = threshold
         self.zoom_below_px = zoom_below_px
 
-    def _run(self, image: np.ndarray) -> tuple[list[tuple[float, np.ndarray]], Letterbox]:
+    def _run(self, image: np.ndarray) -> tuple[list, Letterbox]:
         x, lb = letterbox(image, self.in_w, self.in_h)
         out = self.model.run(x[None].astype(np.float32) * (1.0 / 255.0))[0][0]
         return decode(out, self.threshold), lb
 
-    def _zoom(self, frame: np.ndarray, corners: np.ndarray) -> np.ndarray | None:
-        """Re-detect inside a window around a small plate; corners in frame px, or None."""
+    def _zoom(self, frame: np.ndarray, box: np.ndarray):
+        """Re-detect inside a window of the full-resolution frame around a small plate.
+        Returns (box, corners) in frame px, or None when the zoomed pass does not confirm it."""
         h, w = frame.shape[:2]
-        x0, y0, x1, y1 = _box_of(corners)
+        x0, y0, x1, y1 = box
         cx, cy, bw = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 8.0)
-        # window so that the plate is ~1/5 of the input width
-        win_w = bw * self.in_w / (self.zoom_below_px * 2.5)
-        win_w = min(win_w, w)
+        # a window in which the plate is about 2.5x the zoom threshold wide in the input
+        win_w = min(bw * self.in_w / (self.zoom_below_px * 2.5), w)
         win_h = min(win_w * self.in_h / self.in_w, h)
         wx0 = int(np.clip(cx - win_w / 2, 0, max(0, w - win_w)))
         wy0 = int(np.clip(cy - win_h / 2, 0, max(0, h - win_h)))
@@ -128,32 +130,37 @@ class PlateDetector:
         if crop.shape[0] < 8 or crop.shape[1] < 8:
             return None
         dets, lb = self._run(crop)
-        best, best_iou = None, 0.1
-        for score, c in dets:
-            c = c / lb.scale + np.array([wx0, wy0], np.float32)
-            o = _iou(_box_of(c), _box_of(corners))
+        best, best_iou = None, 0.2
+        off = np.array([wx0, wy0], np.float32)
+        for _score, b, c in dets:
+            b = b / lb.scale + np.tile(off, 2)
+            o = _iou(b, box)
             if o > best_iou:
-                best, best_iou = c, o
+                best, best_iou = (b, c / lb.scale + off), o
         return best
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Plates in an RGB (or gray) uint8 frame, most confident first, in frame px."""
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         h, w = frame.shape[:2]
         dets, lb = self._run(frame)
-        dets = _nms(dets)
         results = []
-        for score, corners in dets:
-            small = (corners[:, 0].max() - corners[:, 0].min()) < self.zoom_below_px
-            corners = corners / lb.scale
-            if small and self.zoom_below_px > 0 and lb.scale < 1:
-                refined = self._zoom(frame, corners)
+        for score, box, corners in _nms(dets):
+            small = (box[2] - box[0]) < self.zoom_below_px
+            box, corners = box / lb.scale, corners / lb.scale
+            if small and self.zoom_below_px > 0 and lb.scale < 0.9:
+                refined = self._zoom(frame, box)
                 if refined is not None:
-                    corners = refined
+                    box, corners = refined
+            box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
             corners[:, 0] = np.clip(corners[:, 0], 0, w - 1)
             corners[:, 1] = np.clip(corners[:, 1], 0, h - 1)
-            x0, y0, x1, y1 = _box_of(corners)
-            box = (int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0))))
-            results.append(Detection(box=box, score=score,
-                                     corners=tuple((float(x), float(y)) for x, y in corners)))
+            # corners that disagree with the box are not trusted for levelling the crop
+            trusted = _iou(_box_of(corners), box) >= 0.5
+            x0, y0, x1, y1 = box
+            results.append(Detection(
+                box=(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))),
+                score=score,
+                corners=tuple((float(x), float(y)) for x, y in corners) if trusted else None))
         return results

@@ -2,7 +2,7 @@
 
 No TensorFlow here, so the renderer can run in its own process while the model trains:
 
-    python -m recognizer.training.det_data render --shards 0:40     # into $WAYPOST_TRAIN_DIR/scenes
+    python -m recognizer.training.det_data render --shards 0:24     # into $WAYPOST_TRAIN_DIR/scenes
 
 Real photos from shared/data/plates-dev are used for fine-tuning with a fold held out of every
 folder: `fold_of(plate)` hashes the plate text, so the same plate in two photos (the README lists
@@ -35,7 +35,8 @@ N_CH = 14   # target channels: heat, reg weight, offset(2), log size(2), corners
 
 
 def train_dir() -> Path:
-    return Path(os.environ.get("WAYPOST_TRAIN_DIR", Path.home() / ".cache" / "waypost-training")) / "detector"
+    """Checkpoints and rendered shards (outside the repo); WAYPOST_TRAIN_DIR overrides."""
+    return Path(os.environ.get("WAYPOST_TRAIN_DIR") or Path.home() / ".cache" / "waypost-training" / "detector")
 
 
 def dev_root() -> Path:

@@ -3,7 +3,7 @@
     python -m recognizer.training.det_train train --steps 6000 --minutes 100
     python -m recognizer.training.det_train export --out recognizer/models/detector.tflite
 
-Checkpoints live outside the repo in $WAYPOST_TRAIN_DIR/detector (default
+Checkpoints live outside the repo in $WAYPOST_TRAIN_DIR (default
 ~/.cache/waypost-training/detector); `train` resumes from the latest one and stops at --steps or
 after --minutes, whichever comes first, so the same command finishes an interrupted run.
 The learning-rate schedule is a function of the global step, so resuming does not change it.

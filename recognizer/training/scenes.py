@@ -509,8 +509,10 @@ _SIZES = [(1280, 720), (1280, 720), (1280, 720), (1024, 640), (1280, 960), (800,
 
 
 def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
-                 n_plates: int | None = None, degrade: bool = True) -> Scene:
-    """One synthetic frame. `size` is (width, height); plates are 1-3 (sometimes 0) unless given."""
+                 n_plates: int | None = None, degrade: bool = True,
+                 plate_px: tuple[float, float] | None = None) -> Scene:
+    """One synthetic frame. `size` is (width, height); plates are 1-3 (sometimes 0) unless given;
+    `plate_px` bounds the plate widths in px (default: 60 px up to about a quarter of the width)."""
     if size is None:
         size = _SIZES[int(rng.integers(len(_SIZES)))]
     w, h = size
@@ -526,7 +528,9 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
     widths = []
     for _ in range(n_vehicles):
         u = rng.random()
-        if u < 0.9:    # 60 px up to ~25-30% of the frame width, log-uniform
+        if plate_px is not None:
+            pw = rng.uniform(*plate_px)
+        elif u < 0.9:    # 60 px up to ~25-30% of the frame width, log-uniform
             pw = math.exp(rng.uniform(math.log(max(45, 0.035 * w)), math.log(0.3 * w)))
         else:          # close-ups
             pw = rng.uniform(0.3, 0.55) * w
