@@ -140,19 +140,156 @@ class WebServer:
         self.thread.join(timeout=timeout_s)
 
 
-def serve(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Serve the web UI with waitress until SIGTERM/SIGINT or `stop` is set."""
-    from web import create_app
+class PostService:
+    """The running post: capture -> pipeline -> store/alerts, the web UI, periodic upkeep.
+    Started in one order, stopped in the reverse, all on one stop event."""
 
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, with_capture: bool = True):
+        from appliance.events import EventBus
+        self.settings = settings
+        self.stop_event = stop or threading.Event()
+        self.bus = EventBus()
+        self.with_capture = with_capture
+        self.capture = None
+        self.pipeline = None
+        self.recognizer_error: str | None = None
+        self.web: WebServer | None = None
+        self._threads: list[threading.Thread] = []
+        self.started_at = None
+
+    # -- start / stop --
+    def start(self) -> "PostService":
+        from appliance.models import utcnow
+        self.started_at = utcnow()
+        if self.with_capture:
+            self._start_capture()
+        self._spawn("upkeep", self._upkeep)
+        from web import create_app
+        self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
+                             self.settings.web.port, self.settings.web.threads).start()
+        with db.connection():
+            with db.write():
+                audit.record("system.start", system_actor(self.settings),
+                             details={"port": self.web.port, "capture": self.settings.capture.type})
+        log.info("web UI on http://%s:%s", self.settings.web.host, self.web.port)
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.web is not None:
+            self.web.stop()
+        if self.capture is not None:
+            self.capture.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.pipeline is not None:
+            with db.connection():
+                self.pipeline.flush()
+        log.info("stopped")
+
+    def _spawn(self, name, target) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_capture(self) -> None:
+        from appliance.alerts import Notifier
+        from appliance.capture import Capture
+        from appliance.pipeline import Pipeline
+        from appliance.store import EvidenceStore
+        from recognizer import Recognizer
+        s = self.settings
+        if s.capture.type == "demo":
+            self._load_demo_hotlist()
+        try:
+            recognizer = Recognizer(s.recognizer.models_dir, threads=s.recognizer.threads,
+                                    runtime=None if s.recognizer.runtime == "auto" else s.recognizer.runtime)
+        except Exception as exc:  # a missing or damaged model must not take the UI down with it
+            self.recognizer_error = f"{type(exc).__name__}: {exc}"
+            log.error("recognizer not loaded, capture not started: %s", self.recognizer_error)
+            return
+        self.pipeline = Pipeline(s, recognizer, EvidenceStore(s), bus=self.bus, notifier=Notifier(s))
+        self.capture = Capture(s).start()
+        self._spawn("pipeline", self._run_pipeline)
+
+    def _load_demo_hotlist(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from appliance import hotlist
+        from appliance.capture.demo import demo_hotlist_csv
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "demo-hotlist.csv"
+            demo_hotlist_csv(path, seed=self.settings.capture.demo_seed)
+            with db.connection():
+                result = hotlist.import_csv(self.settings, path, "DEMO", system_actor(self.settings))
+        log.info("demo hotlist loaded: %d entries", result.entries)
+
+    def _run_pipeline(self) -> None:
+        with db.connection():
+            while not self.stop_event.is_set():
+                frame = self.capture.get(timeout=0.5)
+                if frame is None:
+                    if self.capture.finished:
+                        self.pipeline.flush()
+                        return
+                    continue
+                try:
+                    self.pipeline.process(frame)
+                except Exception:
+                    self.pipeline.stats.errors += 1
+                    log.exception("pipeline failed on frame %s; continuing", frame.index)
+
+    def _upkeep(self) -> None:
+        from appliance import hotlist
+        while not self.stop_event.is_set():
+            try:
+                with db.connection():
+                    stale = hotlist.record_stale(self.settings, system_actor(self.settings))
+                if stale:
+                    log.warning("stale hotlists produce no alerts: %s", ", ".join(stale))
+            except Exception:
+                log.exception("upkeep failed")
+            self.stop_event.wait(300)
+
+    # -- status --
+    def health(self) -> dict:
+        import shutil
+
+        from appliance import hotlist
+        s = self.settings
+        disk = shutil.disk_usage(s.data_dir)
+        lists = hotlist.status(s)
+        capture = self.capture.status() if self.capture else {"state": "off" if not self.with_capture else "error"}
+        problems = []
+        if self.recognizer_error:
+            problems.append(f"recognizer: {self.recognizer_error}")
+        if capture.get("state") in ("reconnecting", "error"):
+            problems.append(f"camera: {capture.get('last_error')}")
+        if any(h["stale"] for h in lists):
+            problems.append("stale hotlists: " + ", ".join(h["name"] for h in lists if h["stale"]))
+        if disk.free < s.storage.min_free_mb * 1024 * 1024:
+            problems.append("low disk space")
+        return {
+            "status": "ok" if not problems else "degraded",
+            "problems": problems,
+            "post": s.post.id,
+            "camera": capture,
+            "recognizer": {"loaded": self.pipeline is not None, "error": self.recognizer_error},
+            "pipeline": self.pipeline.status() if self.pipeline else None,
+            "disk": {"free_mb": disk.free // 2**20, "min_free_mb": s.storage.min_free_mb},
+            "hotlists": lists,
+            "live_subscribers": self.bus.subscribers,
+        }
+
+
+def serve(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Run the post until SIGTERM/SIGINT or `stop` is set."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    web = WebServer(create_app(settings), settings.web.host, settings.web.port, settings.web.threads).start()
-    log.info("web UI on http://%s:%s", settings.web.host, web.port)
-    with db.connection():
-        with db.write():
-            audit.record("system.start", system_actor(settings), details={"port": web.port})
+    service = PostService(settings, stop).start()
     stop.wait()
     log.info("stopping")
-    web.stop()
+    service.stop()

@@ -19,11 +19,13 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def create_app(settings: Settings) -> Flask:
+def create_app(settings: Settings, service=None) -> Flask:
+    """`service` is the running PostService (live status, events); None in tests of pages alone."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key(settings),
         WAYPOST=settings,
+        WAYPOST_SERVICE=service,
         SESSION_COOKIE_NAME="waypost_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",

@@ -1,7 +1,7 @@
 """Liveness for the service manager and technicians: no ALPR data, so no sign-in needed."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
 from appliance import db
 
@@ -11,4 +11,9 @@ bp = Blueprint("health", __name__, url_prefix="/health")
 @bp.get("")
 def index():
     ok = db.database.execute_sql("SELECT 1").fetchone()[0] == 1
-    return jsonify(status="ok" if ok else "error", post=g.settings.post.id), (200 if ok else 503)
+    service = current_app.config.get("WAYPOST_SERVICE")
+    if not ok:
+        return jsonify(status="error", post=g.settings.post.id, problems=["database"]), 503
+    if service is None:
+        return jsonify(status="ok", post=g.settings.post.id)
+    return jsonify(service.health())
