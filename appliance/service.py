@@ -162,7 +162,11 @@ class PostService:
         from appliance.models import utcnow
         self.started_at = utcnow()
         if self.with_capture:
-            self._start_capture()
+            try:
+                self._start_capture()
+            except Exception as exc:  # the UI, the data and the log stay reachable without a camera
+                self.recognizer_error = self.recognizer_error or f"capture not started: {type(exc).__name__}: {exc}"
+                log.exception("capture not started")
         self._spawn("upkeep", self._upkeep)
         from web import create_app
         self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
