@@ -112,12 +112,14 @@ def test_waypost_run_serves_and_stops_cleanly(tmp_path):
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    assert json.loads(resp.read())["status"] == "ok"
+                    health = json.loads(resp.read())
                     break
             except OSError:
                 assert proc.poll() is None, proc.stdout.read()
                 assert time.monotonic() < deadline, "waypost run did not start serving"
                 time.sleep(0.3)
+        assert health["post"] == "post-1" and set(health) >= {"camera", "recognizer", "disk", "hotlists"}
+        assert (health["status"] == "ok") == (health["problems"] == [])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
             assert "Sign in" in resp.read().decode()
     finally:
