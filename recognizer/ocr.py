@@ -26,19 +26,17 @@ class CropError(ValueError):
     """The image given to the OCR is not a usable plate crop."""
 
 
-def as_gray(crop) -> np.ndarray:
-    """Validate a crop (HxW gray, HxWx3 RGB or HxWx4 RGBA, uint8) and return it as HxW uint8."""
+def check_crop(crop) -> np.ndarray:
+    """Validate a crop (HxW gray, HxWx3 RGB or HxWx4 RGBA, uint8); returns HxW or HxWx3."""
     if not isinstance(crop, np.ndarray):
         raise CropError(f"plate crop must be a numpy uint8 array, got {type(crop).__name__}")
     if crop.dtype != np.uint8:
         raise CropError(f"plate crop must be uint8 (0-255), got dtype {crop.dtype}; convert with .astype(np.uint8)")
     if crop.ndim == 3 and crop.shape[2] == 1:
         crop = crop[..., 0]
-    if crop.ndim == 3 and crop.shape[2] in (3, 4):
-        rgb = crop[..., :3].astype(np.float32)
-        gray = rgb @ np.float32([0.299, 0.587, 0.114])
-        crop = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
-    elif crop.ndim != 2:
+    elif crop.ndim == 3 and crop.shape[2] == 4:
+        crop = crop[..., :3]
+    if not (crop.ndim == 2 or (crop.ndim == 3 and crop.shape[2] == 3)):
         raise CropError(f"plate crop must be HxW or HxWx3, got shape {crop.shape}")
     if crop.shape[0] < 4 or crop.shape[1] < 8:
         raise CropError(f"plate crop is too small to read ({crop.shape[1]}x{crop.shape[0]} px; need at least 8x4)")
@@ -49,9 +47,10 @@ def preprocess(crop, height: int, width: int) -> np.ndarray:
     """Crop -> float32 (height, width) in [0, 1], contrast-stretched. Training uses this too."""
     import cv2
 
-    gray = as_gray(crop)
-    h, w = gray.shape
+    crop = check_crop(crop)
+    h, w = crop.shape[:2]
     interp = cv2.INTER_AREA if (w > width or h > height) else cv2.INTER_LINEAR
+    gray = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
     small = cv2.resize(gray, (width, height), interpolation=interp).astype(np.float32)
     # Stretch between the 2nd and 98th percentile: night IR, low light and glare all land in range.
     flat = small.ravel()
@@ -83,13 +82,31 @@ def greedy_decode(probs: np.ndarray) -> tuple[str, list[float]]:
     return "".join(text), confs
 
 
-def beam_decode(probs: np.ndarray, beam: int = 8, prune: float = 1e-3) -> list[tuple[str, float]]:
-    """CTC prefix beam search. Returns (text, probability) best first; probabilities are the
-    summed probability of all alignments of that text (pruned, so slightly under)."""
+def _squeeze_blanks(probs: np.ndarray, sure: float = 0.995) -> np.ndarray:
+    """Merge each run of near-certain blank columns into one column. Decoding is unchanged (a
+    blank still separates repeats) and the beam search has about half the columns to visit."""
+    keep, prev_sure = [], False
+    for t, is_sure in enumerate(probs[:, BLANK] > sure):
+        if not (is_sure and prev_sure):
+            keep.append(t)
+        prev_sure = is_sure
+    return probs[keep]
+
+
+def beam_decode(probs: np.ndarray, beam: int = 6, prune: float = 0.01, topk: int = 3) -> list[tuple[str, float]]:
+    """CTC prefix beam search. Returns (text, probability) best first; a probability is the summed
+    probability of all alignments of that text (only the `topk` symbols above `prune` per column
+    are expanded, so it slightly undercounts)."""
+    probs = _squeeze_blanks(probs)
+    top = np.argsort(-probs, axis=1)[:, :topk]
     beams = {(): (1.0, 0.0)}  # prefix -> (p ending in blank, p ending in non-blank)
     for t in range(probs.shape[0]):
         row = probs[t]
-        cands = np.nonzero(row > prune)[0]
+        cands = [int(k) for k in top[t] if row[k] > prune]
+        if cands == [BLANK]:
+            pbl = float(row[BLANK])
+            beams = {pre: ((pb + pnb) * pbl, 0.0) for pre, (pb, pnb) in beams.items()}
+            continue
         nxt: dict = {}
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
@@ -99,15 +116,17 @@ def beam_decode(probs: np.ndarray, beam: int = 8, prune: float = 1e-3) -> list[t
                     b, nb = nxt.get(prefix, (0.0, 0.0))
                     nxt[prefix] = (b + total * p, nb)
                     continue
-                ext = prefix + (int(k),)
+                ext = prefix + (k,)
                 b, nb = nxt.get(ext, (0.0, 0.0))
                 if prefix and prefix[-1] == k:
-                    nxt[ext] = (b, nb + pb * p)          # repeat needs a blank in between
+                    nxt[ext] = (b, nb + pb * p)          # a repeat needs a blank in between
                     b2, nb2 = nxt.get(prefix, (0.0, 0.0))
-                    nxt[prefix] = (b2, nb2 + pnb * p)    # or collapses into the same char
+                    nxt[prefix] = (b2, nb2 + pnb * p)    # otherwise it collapses into the same char
                 else:
                     nxt[ext] = (b, nb + total * p)
-        beams = dict(sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam])
+        if len(nxt) > beam:
+            nxt = dict(sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam])
+        beams = nxt
     out = [("".join(ALPHABET[k - 1] for k in prefix), pb + pnb) for prefix, (pb, pnb) in beams.items()]
     out.sort(key=lambda x: -x[1])
     return out
@@ -133,7 +152,7 @@ def _substitutions(text: str, probs: np.ndarray, score: float) -> list[tuple[str
 class PlateOCR:
     """Reads plate crops. Build once per process; `read` is not thread-safe (one interpreter)."""
 
-    def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 8):
+    def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 6):
         path = Path(model_path) if model_path else DEFAULT_MODEL
         meta_path = path.with_suffix(".json")
         if not meta_path.is_file():

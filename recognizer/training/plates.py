@@ -284,6 +284,23 @@ def _glyph(font_path, ch, stroke, size=120):
     return m
 
 
+def _emblem(rng, d, cx, cy, rx, ry, fill=255):
+    """A filled shape like the state outlines, hearts, keystones and logos plates put between
+    character groups or beside them."""
+    kind = rng.integers(4)
+    if kind == 0:
+        d.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
+    elif kind == 1:      # irregular outline (a state's shape)
+        n = int(rng.integers(5, 11))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = rng.uniform(0.55, 1.0, n)
+        d.polygon([(cx + rx * r * math.cos(a), cy + ry * r * math.sin(a)) for a, r in zip(ang, rad)], fill=fill)
+    elif kind == 2:      # keystone / shield
+        d.polygon([(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx * 0.7, cy + ry), (cx - rx * 0.7, cy + ry)], fill=fill)
+    else:                # small stacked sticker-like block
+        d.rectangle([cx - rx * 0.8, cy - ry, cx + rx * 0.8, cy + ry], fill=fill)
+
+
 def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
     """The plate characters as a grayscale alpha mask of a given height, at most max_width wide."""
     size = 120
@@ -295,9 +312,13 @@ def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
             masks.append(None)
             widths.append(int(size * rng.uniform(0.25, 0.5)))
             continue
-        if ch == "-" or ch == "*":
+        if ch == "-":
             masks.append(ch)
             widths.append(int(size * 0.45))
+            continue
+        if ch == "*":
+            masks.append(ch)
+            widths.append(int(size * rng.uniform(0.35, 0.9)))
             continue
         m = _glyph(font_path, ch, stroke)
         m = m.resize((max(1, int(m.width * condense)), size), Image.NEAREST)
@@ -312,13 +333,8 @@ def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
             layer.paste(m, (int(x), 0))
         elif m == "-":
             d.rectangle([x + wdt * 0.2, size * 0.46, x + wdt * 0.8, size * 0.56], fill=255)
-        elif m == "*":   # state-shape / emblem separator, drawn in the text colour
-            r = wdt * 0.35
-            cx, cy = x + wdt / 2, size * 0.5
-            if rng.random() < 0.5:
-                d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-            else:
-                d.polygon([(cx - r, cy - r), (cx + r, cy - r * 0.6), (cx + r * 0.7, cy + r), (cx - r * 0.8, cy + r * 0.8)], fill=255)
+        elif m == "*":   # state-outline / emblem / sticker separator, drawn in the text colour
+            _emblem(rng, d, x + wdt / 2, size * rng.uniform(0.4, 0.6), wdt * 0.45, size * rng.uniform(0.2, 0.45))
         x += wdt + gap
     scale = height / size
     w = layer.width * scale
@@ -398,6 +414,8 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
             fmts = GENERIC_FORMATS
         shown, label = _rand_text(rng, str(rng.choice(fmts)))
 
+    if text is None and " " in shown and rng.random() < 0.15:
+        shown = shown.replace(" ", "*", 1)
     W, H = MOTO_SIZE if kind == "motorcycle" else CAR_SIZE
     if kind == "legacy":
         scheme = CA_LEGACY[rng.integers(len(CA_LEGACY))]
@@ -444,6 +462,10 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
         img.paste(shadow, (tx + 2, ty + 2), layer)
     img.paste(Image.new("RGBA", layer.size, text_rgb + (255,)), (tx, ty), layer)
 
+    if rng.random() < 0.1:   # a bold emblem beside the characters, in the text colour
+        ex = tx - W * rng.uniform(0.02, 0.08) if rng.random() < 0.5 else tx + layer.width + W * rng.uniform(0.02, 0.08)
+        _emblem(rng, d, ex, ty + layer.height / 2, W * rng.uniform(0.03, 0.07), layer.height * rng.uniform(0.3, 0.5),
+                fill=tuple(int(c) for c in text_rgb))
     # Small stacked/vertical characters (not in the label, as in the dev labels).
     if stacked:
         small = "".join(LETTERS[rng.integers(26)] for _ in range(rng.integers(2, 5)))
