@@ -142,7 +142,7 @@ class RecognizerSettings(Section):
 class WebSettings(Section):
     host: str = Field("127.0.0.1", description="Address the web UI listens on. A post behind the TLS proxy keeps 127.0.0.1.")
     port: int = Field(8080, ge=1, le=65535, description="Port of the web UI.")
-    threads: int = Field(4, ge=1, le=32, description="waitress worker threads.")
+    threads: int = Field(8, ge=2, le=64, description="waitress worker threads (each open live view holds one).")
     secret_key_file: str = Field("secret_key", min_length=1,
                                  description="File inside data_dir holding the session signing key (made on first start).")
     session_idle_minutes: int = Field(30, ge=1, le=480, description="A session ends after this many idle minutes (CJIS: 30).")

@@ -6,22 +6,24 @@ training record is current (Civil Code 1798.90.51(b); the policies' "no use befo
 from __future__ import annotations
 
 # Permissions that expose ALPR data (plates, images, reads, alerts).
-PLATE_DATA = frozenset({"reads.search", "reads.view", "alerts.view", "alerts.confirm", "holds.request"})
+PLATE_DATA = frozenset({"reads.search", "reads.view", "alerts.view", "alerts.acknowledge", "alerts.confirm",
+                        "holds.request"})
 
 ROLES: dict[str, dict] = {
     "admin": {
         "label": "ALPR administrator",
         "permissions": {"accounts.manage", "settings.manage", "audit.view", "sharing.approve",
                         "retention.manage", "hotlists.manage", "reads.search", "reads.view",
-                        "alerts.view", "alerts.confirm", "holds.request", "holds.release", "health.view"},
+                        "alerts.view", "alerts.acknowledge", "alerts.confirm", "holds.request", "holds.release", "health.view"},
     },
     "officer": {
         "label": "Officer",
-        "permissions": {"reads.search", "reads.view", "alerts.view", "alerts.confirm", "holds.request"},
+        "permissions": {"reads.search", "reads.view", "alerts.view", "alerts.acknowledge", "alerts.confirm",
+                        "holds.request"},
     },
     "dispatcher": {
         "label": "Dispatcher",
-        "permissions": {"alerts.view", "alerts.confirm"},
+        "permissions": {"alerts.view", "alerts.acknowledge"},
     },
     "auditor": {
         "label": "Auditor",

@@ -4,13 +4,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from appliance import audit, users
 from appliance.db import write
+from web.access import public, signed_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -45,6 +46,7 @@ def client_addr() -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("home.index"))
@@ -66,7 +68,7 @@ def login():
 
 
 @bp.post("/logout")
-@login_required
+@signed_in
 def logout():
     form = SignOutForm()
     if form.validate_on_submit():
@@ -80,7 +82,7 @@ def logout():
 
 
 @bp.route("/password", methods=["GET", "POST"])
-@login_required
+@signed_in
 def password():
     form = PasswordForm()
     if form.validate_on_submit():

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template
-from flask_login import current_user, login_required
+from flask_login import current_user
 
 from appliance.roles import PLATE_DATA, ROLES, permissions
+from web.access import signed_in
 
 bp = Blueprint("home", __name__)
 
 
 @bp.get("/")
-@login_required
+@signed_in
 def index():
     user = current_user.user
     needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()

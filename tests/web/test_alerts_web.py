@@ -1,0 +1,145 @@
+"""Alerts in the web UI: who sees what, the unconfirmed warning, acknowledgement, confirmation,
+images through the logged route, and the live stream."""
+import datetime as dt
+import json
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+from appliance import alerts, audit, hotlist, store, users
+from appliance.models import AccessRecord, Alert, User, utcnow
+from appliance.service import system_actor
+from tests.web.conftest import csrf, sign_in
+
+ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
+
+
+@pytest.fixture
+def alert(settings, db, tmp_path):
+    path = tmp_path / "svs.csv"
+    path.write_text('plate,state,reason,entry_date,source_ref\n7ABC123,ca,<script>alert("x")</script> STOLEN,2026-11-20,S1\n')
+    hotlist.import_csv(settings, path, "SVS", ADMIN)
+    raised = []
+    rng = np.random.default_rng(0)
+    store.save_read(settings, store.EvidenceStore(settings),
+                    store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.91, captured_at=utcnow()),
+                    rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (200, 300, 3), dtype=np.uint8),
+                    on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    return raised[0]
+
+
+@pytest.fixture
+def trained(account):
+    def make(username, role):
+        user = account(username, role)
+        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        return user
+    return make
+
+
+def records(action):
+    return list(AccessRecord.select().where(AccessRecord.action == action).order_by(AccessRecord.seq))
+
+
+def test_officer_sees_the_alert_with_the_warning_and_images(client, alert, trained):
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
+    assert "Unverified lead." in page and "through CLETS" in page
+    assert '<script>alert("x")</script>' not in page and "&lt;script&gt;" in page
+    rec = records("alert.view")[-1]
+    assert rec.username == "officer.lee" and rec.purpose_code == "HIT-VERIFY" and '"plate":"7ABC123"' in rec.query
+    img = client.get(f"/alerts/{alert.id}/image/crop")
+    assert img.status_code == 200 and img.mimetype == "image/jpeg" and img.data[:2] == b"\xff\xd8"
+    assert records("evidence.view")[-1].username == "officer.lee"
+    assert client.get(f"/alerts/{alert.id}/image/../../etc/passwd").status_code == 404
+    assert client.get(f"/alerts/{alert.id}/image/secret").status_code == 404
+    listing = client.get("/alerts").get_data(as_text=True)
+    assert "7ABC123" in listing and "UNCONFIRMED" in listing
+
+
+def test_untrained_and_unauthorised_accounts_get_no_plate_data(client, alert, account, trained):
+    account("officer.new", "officer")                  # no training recorded
+    sign_in(client, "officer.new")
+    resp = client.get(f"/alerts/{alert.id}")
+    assert resp.status_code == 403 and "training" in resp.get_data(as_text=True)
+    assert "7ABC123" not in resp.get_data(as_text=True)
+    assert client.get(f"/alerts/{alert.id}/image/crop").status_code == 403
+    client.post("/auth/logout", data={"csrf_token": csrf(client.get("/").get_data(as_text=True))})
+    trained("auditor.kay", "auditor")
+    sign_in(client, "auditor.kay")
+    assert client.get("/alerts").status_code == 403
+    assert records("alert.view") == []
+
+
+def test_dispatcher_acknowledges_but_cannot_confirm(client, alert, trained):
+    trained("dispatch.ray", "dispatcher")
+    sign_in(client, "dispatch.ray")
+    page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
+    assert 'id="acknowledge"' in page and 'id="record-outcome"' not in page
+    resp = client.post(f"/alerts/{alert.id}/acknowledge", data={"csrf_token": csrf(page)})
+    assert resp.status_code == 302
+    a = Alert.get_by_id(alert.id)
+    assert a.acknowledged_by == "dispatch.ray" and a.status == "unconfirmed"
+    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": csrf(page), "outcome": "confirmed",
+                                                            "visual_compared": "y", "clets_verified": "y"})
+    assert resp.status_code == 403 and Alert.get_by_id(alert.id).status == "unconfirmed"
+
+
+def test_officer_confirms_only_after_both_checks(client, alert, trained):
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    token = csrf(client.get(f"/alerts/{alert.id}").get_data(as_text=True))
+    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
+                                                            "visual_compared": "y"}, follow_redirects=True)
+    assert "AND verifying the entry through CLETS" in resp.get_data(as_text=True)
+    assert Alert.get_by_id(alert.id).status == "unconfirmed"
+    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
+                                                            "visual_compared": "y", "clets_verified": "y",
+                                                            "case_number": "n/a"}, follow_redirects=True)
+    assert "not a case or incident number" in resp.get_data(as_text=True)
+    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
+                                                            "visual_compared": "y", "clets_verified": "y",
+                                                            "case_number": "26-004512", "note": "Stopped at 5th"},
+                       follow_redirects=True)
+    assert "Recorded: Confirmed" in resp.get_data(as_text=True)
+    assert Alert.get_by_id(alert.id).status == "confirmed"
+    rec = records("alert.confirm")[-1]
+    assert (rec.username, rec.purpose_code, rec.case_number) == ("officer.lee", "HIT-VERIFY", "26-004512")
+    no_token = client.post(f"/alerts/{alert.id}/acknowledge")
+    assert no_token.status_code == 400
+    assert audit.verify().ok
+
+
+def test_live_stream_delivers_new_alerts_and_records_them(settings, db, alert, trained, tmp_path):
+    from appliance.service import PostService
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+    trained("officer.lee", "officer")
+    live = make_settings(settings.data_dir, web__port=free_port())
+    service = PostService(live, with_capture=False).start()
+    try:
+        base = f"http://127.0.0.1:{live.web.port}"
+        from http.cookiejar import CookieJar
+        jar = CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = opener.open(base + "/auth/login").read().decode()
+        data = f"username=officer.lee&password=correct+horse+battery+staple&csrf_token={csrf(page)}".encode()
+        opener.open(base + "/auth/login", data=data).read()
+        stream = opener.open(base + "/alerts/stream", timeout=20)
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.readline().startswith(b"retry:")
+        stream.readline()
+        threading.Timer(0.5, lambda: service.bus.publish("alert", {
+            "id": alert.id, "read_id": alert.read_id, "plate": "7ABC123", "entry_plate": "7ABC123",
+            "reason": "STOLEN", "hotlist": "SVS", "score": 1.0, "match_kind": "exact", "status": "unconfirmed"})).start()
+        lines = [stream.readline() for _ in range(3)]
+        assert lines[1] == b"event: alert\n"
+        assert json.loads(lines[2][len(b"data: "):])["entry_plate"] == "7ABC123"
+        stream.close()
+    finally:
+        service.stop()
+    live_views = [r for r in records("alert.view") if "live stream" in r.details]
+    assert len(live_views) == 1 and live_views[0].username == "officer.lee"

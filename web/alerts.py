@@ -1,0 +1,170 @@
+"""Alerts: the live list, one alert with its images, acknowledgement and confirmation.
+
+Viewing an alert shows plate data, so it is an access record like any other. Its purpose is
+fixed (HIT-VERIFY) and its reference is the alert itself: watching for and verifying hits is
+what the hotlist function is for; the confirmation adds the officer's own case or incident
+number when there is one.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Length, Optional
+
+from appliance import alerts as alerting
+from appliance import audit
+from appliance.db import connection, write
+from appliance.models import Alert, AlertConfirmation, Evidence, Read, utcnow
+from appliance.roles import allowed
+from appliance.store import EvidenceStore, StoreError
+from web.access import actor, requires
+
+bp = Blueprint("alerts", __name__, url_prefix="/alerts")
+
+
+def alert_purpose(alert_id) -> audit.Purpose:
+    return audit.Purpose("HIT-VERIFY", f"ALERT-{alert_id}")
+
+
+class AcknowledgeForm(FlaskForm):
+    pass
+
+
+class ConfirmForm(FlaskForm):
+    visual_compared = BooleanField("I compared every character of the plate in the image with the listed plate")
+    clets_verified = BooleanField("I verified the entry is still active through CLETS")
+    outcome = SelectField("Outcome", choices=[SelectChoice(k, v) for k, v in alerting.OUTCOMES.items()])
+    case_number = StringField("Case or incident number (optional)", validators=[Optional(), Length(max=40)])
+    note = TextAreaField("Note", validators=[Length(max=1000)])
+
+
+@bp.get("")
+@requires("alerts.view")
+def index():
+    open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
+                       .order_by(Alert.created_at.desc()).limit(100))
+    recent = list(Alert.select(Alert, Read).join(Read).where(Alert.status != "unconfirmed")
+                  .order_by(Alert.created_at.desc()).limit(20))
+    with write():
+        audit.record("alert.view", actor(), purpose=audit.Purpose("HIT-VERIFY", "ALERT-LIST"),
+                     objects=[f"alert:{a.id}" for a in open_alerts + recent],
+                     result_count=len(open_alerts) + len(recent))
+    return render_template("alerts/index.html", open_alerts=open_alerts, recent=recent)
+
+
+@bp.get("/<int:alert_id>")
+@requires("alerts.view")
+def detail(alert_id: int):
+    alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
+    read = alert.read
+    with write():
+        audit.record("alert.view", actor(), query={"plate": alert.entry_plate}, purpose=alert_purpose(alert.id),
+                     objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1)
+    kinds = {e.kind for e in Evidence.select(Evidence.kind).where(Evidence.read == read)}
+    confirmations = list(AlertConfirmation.select().where(AlertConfirmation.alert == alert)
+                         .order_by(AlertConfirmation.confirmed_at))
+    return render_template("alerts/detail.html", alert=alert, read=read, kinds=kinds, confirmations=confirmations,
+                           ack_form=AcknowledgeForm(), confirm_form=ConfirmForm(),
+                           can_confirm=allowed(current_user.user, "alerts.confirm"),
+                           can_acknowledge=allowed(current_user.user, "alerts.acknowledge"))
+
+
+@bp.get("/<int:alert_id>/image/<kind>")
+@requires("alerts.view")
+def image(alert_id: int, kind: str):
+    if kind not in ("crop", "frame"):
+        abort(404)
+    alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
+    ev = Evidence.get_or_none((Evidence.read == alert.read_id) & (Evidence.kind == kind)) or abort(404)
+    try:
+        data = EvidenceStore(g.settings).read_bytes(ev.sha256)
+    except StoreError as exc:
+        current_app.logger.error("alert %s %s: %s", alert_id, kind, exc)
+        abort(404)
+    with write():
+        audit.record("evidence.view", actor(), query={"plate": alert.entry_plate}, purpose=alert_purpose(alert.id),
+                     objects=[f"read:{alert.read.uuid}", f"evidence:{ev.sha256}"], result_count=1,
+                     details={"kind": kind})
+    resp = Response(data, mimetype="image/jpeg")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/<int:alert_id>/acknowledge")
+@requires("alerts.acknowledge")
+def acknowledge(alert_id: int):
+    if not AcknowledgeForm().validate_on_submit():
+        abort(400)
+    try:
+        alerting.acknowledge(actor(), alert_id, alert_purpose(alert_id))
+    except alerting.AlertError:
+        abort(404)
+    flash("Acknowledged. The alert stays UNCONFIRMED until an officer verifies it.", "info")
+    return redirect(url_for("alerts.detail", alert_id=alert_id))
+
+
+@bp.post("/<int:alert_id>/confirm")
+@requires("alerts.confirm")
+def confirm(alert_id: int):
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400)
+    case = (form.case_number.data or "").strip()
+    try:
+        purpose = audit.check_purpose(g.settings, "HIT-VERIFY", case) if case else alert_purpose(alert_id)
+        alerting.confirm(actor(), alert_id, outcome=form.outcome.data, visual_compared=form.visual_compared.data,
+                         clets_verified=form.clets_verified.data, note=form.note.data or "", purpose=purpose)
+    except (alerting.AlertError, audit.PurposeError) as exc:
+        flash(str(exc)[0].upper() + str(exc)[1:] + ".", "error")
+    else:
+        flash(f"Recorded: {alerting.OUTCOMES[form.outcome.data]}.", "info")
+    return redirect(url_for("alerts.detail", alert_id=alert_id))
+
+
+@bp.get("/stream")
+@requires("alerts.view")
+def stream():
+    """Server-sent events: new alerts (and reads, for the live view) as they are stored."""
+    service = current_app.config.get("WAYPOST_SERVICE")
+    if service is None:
+        abort(503)
+    bus = service.bus
+    who = actor()
+
+    @stream_with_context
+    def events():
+        q = bus.subscribe()
+        try:
+            yield "retry: 3000\n\n"
+            last_beat = time.monotonic()
+            while True:
+                try:
+                    event = q.get(timeout=5)
+                except queue.Empty:
+                    event = None
+                if event is not None and event["type"] == "alert":
+                    data = event["data"]
+                    with connection(), write():   # each alert shown is an access, recorded before it is sent
+                        audit.record("alert.view", who, query={"plate": data["entry_plate"]},
+                                     purpose=alert_purpose(data["id"]), objects=[f"alert:{data['id']}"],
+                                     result_count=1, details={"via": "live stream"})
+                    yield f"id: {event['id']}\nevent: alert\ndata: {json.dumps(data)}\n\n"
+                if time.monotonic() - last_beat > 15:
+                    last_beat = time.monotonic()
+                    yield ": keep-alive\n\n"
+        finally:
+            bus.unsubscribe(q)
+            current_app.logger.debug("live stream of %s closed", who.username)
+
+    resp = Response(events(), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
