@@ -224,7 +224,7 @@ class PostService:
         from appliance.capture.demo import demo_hotlist_csv
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "demo-hotlist.csv"
-            demo_hotlist_csv(path, seed=self.settings.capture.demo_seed)
+            demo_hotlist_csv(path)
             with db.connection():
                 result = hotlist.import_csv(self.settings, path, "DEMO", system_actor(self.settings))
         log.info("demo hotlist loaded: %d entries", result.entries)
