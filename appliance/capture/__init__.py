@@ -167,9 +167,13 @@ class _LatestQueue:
             return dropped
 
     def get(self, timeout: float | None) -> object | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if not self._items and not self.closed:
-                self._cond.wait(timeout)
+            while not self._items and not self.closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             if not self._items:
                 return None
             self._cond.notify_all()    # a blocked put may go on
