@@ -161,6 +161,7 @@ class DemoStreet:
         self._starts: list[float] = []
         self._next_t = 0.0
         self._sprites: dict[int, _Sprite] = {}
+        self.last_vehicles: list[Vehicle] = []     # the vehicle of each truth entry of the last render
         self.background = self._draw_street()
 
     # --- projection
@@ -231,7 +232,7 @@ class DemoStreet:
         # Far to near, so nearer vehicles cover farther ones.
         for v in sorted(vehicles, key=lambda v: -v.z(t)):
             drawn.append((v, self._draw_vehicle(img, v, v.z(t))))
-        truth = []
+        truth, self.last_vehicles = [], []
         min_w = MIN_TRUTH_PLATE * self.width
         for i, (v, (plate_box, _)) in enumerate(drawn):
             if plate_box is None or plate_box[2] < min_w:
@@ -242,6 +243,7 @@ class DemoStreet:
             if any(_overlap(plate_box, extent) for _, (_, extent) in drawn[i + 1:] if extent is not None):
                 continue
             truth.append((v.plate, plate_box))
+            self.last_vehicles.append(v)
         return img, truth
 
     def _draw_vehicle(self, img, v: Vehicle, z: float):
@@ -470,6 +472,14 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     def shade(colour, f):
         return tuple(min(255, int(c * f)) for c in colour)
 
+    def daylight(top: float, bottom: float):
+        """Light from the sky: the top of the body brighter than the bottom (before lamps and plate)."""
+        grad = np.zeros((ch, 1, 4), np.float32)
+        grad[:, 0, :3] = np.linspace(top, bottom, ch, dtype=np.float32)[:, None] * 200
+        grad[:, 0, 3] = 200
+        factor = np.repeat(np.clip(grad, 0, 255).astype(np.uint8), cw, axis=1)
+        cv2.multiply(img, factor, img, 1.0 / 200)
+
     hw = kd.width / 2
     tyre, plastic, glass = (20, 20, 22), (34, 34, 37), (40, 46, 56)
     front = v.front
@@ -479,6 +489,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
             rect(-hw, 2.3, hw, kd.roof, box_col)                                     # box behind the cab
             sym_rect(0.35, hw - 0.05, 0.0, 0.62, tyre)
             rect(-hw + 0.1, 0.45, hw - 0.1, 2.45, body)                              # cab
+            daylight(1.05, 0.82)
             rect(-hw + 0.22, 1.45, hw - 0.22, 2.3, glass)
             poly([(-hw + 0.3, 1.5), (-hw + 0.6, 1.5), (-hw + 0.9, 2.25), (-hw + 0.7, 2.25)], shade(glass, 1.6))
             rect(-0.7, 0.8, 0.7, 1.3, plastic)
@@ -495,6 +506,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
             for xx in (-0.35, 0.35):
                 rect(xx - 0.025, 1.05, xx + 0.025, kd.roof - 0.1, (150, 150, 150))
             rect(-hw, kd.roof - 0.12, hw, kd.roof, shade(box_col, 0.8))
+            daylight(1.04, 0.8)
             rect(-hw + 0.1, 0.55, hw - 0.1, 0.95, (52, 52, 55))                      # chassis
             rect(-hw + 0.1, 0.32, hw - 0.1, 0.42, (90, 92, 96))                      # underride bar
             sym_rect(hw - 0.35, hw - 0.08, 0.62, 0.85, (190, 24, 28))
@@ -513,6 +525,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
         poly([(gx, waist + 0.06), (gx + 0.25, waist + 0.06), (gx + 0.45, roof - 0.1), (gx + 0.3, roof - 0.1)],
              shade(glass, 1.7))
         rect(-hw + 0.05, waist - 0.02, hw - 0.05, waist + 0.01, shade(body, 1.18))   # shoulder highlight
+        daylight(1.08, 0.8)
         if front:
             sym_rect(hw - 0.02, hw + 0.13, waist - 0.02, waist + 0.14, body)         # mirrors
             sym_rect(hw - 0.42, hw - 0.06, waist - 0.28, waist - 0.1, (214, 220, 228))   # headlights
@@ -600,9 +613,11 @@ class DemoSource(FrameSource):
 def write_clip(path, seconds: float, fps: float = 10.0, width: int = 1920, height: int = 1080, seed: int = 0,
                vehicles_per_min: float = 20.0, empty: bool = False) -> dict:
     """Write a demo clip (.avi: MJPG, .mp4: mp4v) and `<path>.truth.json` beside it:
-    {"fps", "width", "height", "seed", "frames": {index: [{"plate", "box"}]}, "passes": [{"plate",
-    "first_frame", "last_frame", "lane", "hotlisted"}]} (passes only of plates that were in the
-    truth of at least one frame). `empty=True` gives the street with no traffic. Returns the truth."""
+    {"fps", "width", "height", "seed", ..., "frames": {index: [{"plate", "box": [x, y, w, h]}]},
+    "passes": [{"vehicle", "plate", "state", "kind", "lane", "first_frame", "last_frame", "hotlisted"}]}.
+    A pass is one vehicle whose plate was in the truth of at least one frame (a plate seen again
+    later is a second pass); lane "oncoming" shows fronts, "outgoing" rears. `empty=True` gives the
+    street with no traffic. Returns the same dict."""
     path = Path(path)
     fourcc = {".avi": "MJPG", ".mp4": "mp4v"}.get(path.suffix.lower())
     if fourcc is None:
@@ -622,15 +637,16 @@ def write_clip(path, seconds: float, fps: float = 10.0, width: int = 1920, heigh
                 image, truth = street.render(index)
             writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             frames[index] = [{"plate": p, "box": list(b)} for p, b in truth]
-            for plate, _ in truth:
-                entry = passes.setdefault(plate, {"plate": plate, "first_frame": index, "hotlisted": plate in hot})
+            for v in ([] if empty else street.last_vehicles):
+                entry = passes.setdefault(v.k, {"vehicle": v.k, "plate": v.plate, "state": v.state.upper(),
+                                                "kind": v.kind.name, "lane": v.lane, "first_frame": index,
+                                                "hotlisted": v.plate in hot})
                 entry["last_frame"] = index
     finally:
         writer.release()
-    lanes = {v.plate: v.lane for v in street._schedule}
     result = {"fps": fps, "width": width, "height": height, "seed": seed, "vehicles_per_min": vehicles_per_min,
               "empty": empty, "frames": frames,
-              "passes": [dict(p, lane=lanes.get(p["plate"])) for p in passes.values()]}
+              "passes": list(passes.values())}
     Path(str(path) + ".truth.json").write_text(json.dumps(result))
     return result
 
