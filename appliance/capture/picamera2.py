@@ -32,6 +32,13 @@ def stream_sizes(settings) -> tuple[tuple[int, int], tuple[int, int]]:
     return main, (lores_w, lores_h)
 
 
+def lores_to_rgb(yuv420: np.ndarray, width: int) -> np.ndarray:
+    """picamera2's YUV420 array, planar I420 of shape (h * 3/2, stride), to RGB (h, width, 3).
+    Converted at the full stride and the row padding cut off after (picamera2's advice)."""
+    rgb = cv2.cvtColor(yuv420, cv2.COLOR_YUV2RGB_I420)
+    return rgb if rgb.shape[1] == width else np.ascontiguousarray(rgb[:, :width])
+
+
 def camera_controls(settings) -> dict:
     frame_us = int(1_000_000 / settings.fps)
     controls = {"FrameDurationLimits": (frame_us, frame_us)}
@@ -99,11 +106,10 @@ class PiCamera2Source(FrameSource):
             raise SourceError(f"camera {self.camera_num} stopped delivering frames after {self._read} "
                               f"({type(exc).__name__}: {exc})") from exc
         self._read += 1
-        _, (lores_w, lores_h) = stream_sizes(self.settings)
-        # picamera2's "RGB888" is B, G, R in memory; lores YUV420 is (h * 3/2, w) planar I420.
+        lores_w = stream_sizes(self.settings)[1][0]
+        # picamera2's "RGB888" is B, G, R in memory.
         hires = np.ascontiguousarray(main[..., 2::-1])
-        image = cv2.cvtColor(lores[:lores_h * 3 // 2, :lores_w], cv2.COLOR_YUV2RGB_I420)
-        return Frame(image=image, hires=hires, captured_at=utcnow(), index=self._next_index(), source=self.name)
+        return Frame(image=lores_to_rgb(lores, lores_w), hires=hires, captured_at=utcnow(), index=self._next_index(), source=self.name)
 
     def close(self) -> None:
         if self._cam is not None:

@@ -357,3 +357,35 @@ def test_write_clip_with_truth_reads_back(tmp_path):
     assert count == 40
     empty = demo.write_clip(tmp_path / "empty.mp4", seconds=1, fps=10, width=640, height=360, empty=True)
     assert empty["passes"] == [] and all(v == [] for v in empty["frames"].values())
+
+
+def test_picamera2_stream_sizes_controls_and_lores_conversion(tmp_path):
+    from appliance.capture.picamera2 import camera_controls, lores_to_rgb, stream_sizes
+
+    settings = capture_settings(tmp_path, type="picamera2", width=2028, height=1520, detect_width=1000,
+                                exposure_time_us=800, analogue_gain=4, fps=12.5)
+    main, lores = stream_sizes(settings)
+    assert main == (2028, 1520) and lores[0] % 64 == 0 and lores[0] <= 1000
+    assert abs(lores[1] / lores[0] - 1520 / 2028) < 0.01 and lores[1] % 2 == 0
+    assert camera_controls(settings) == {"FrameDurationLimits": (80000, 80000), "ExposureTime": 800,
+                                         "AnalogueGain": 4.0, "AeEnable": False}
+    auto = capture_settings(tmp_path, type="picamera2", exposure_time_us=0, analogue_gain=0)
+    assert set(camera_controls(auto)) == {"FrameDurationLimits"}
+
+    # An I420 buffer laid out at a padded stride, as picamera2 hands it over.
+    h, w, stride = 64, 96, 128
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, :48] = (200, 40, 40)
+    rgb[:, 48:] = (40, 60, 210)
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    y, u, v = yuv[:h], yuv[h:h + h // 4].reshape(h // 2, w // 2), yuv[h + h // 4:].reshape(h // 2, w // 2)
+    pad = np.zeros((h * 3 // 2, stride), np.uint8)
+    pad[:h, :w] = y
+    for plane, row0 in ((u, h), (v, h + h // 4)):
+        padded = np.zeros((h // 2, stride // 2), np.uint8)
+        padded[:, :w // 2] = plane
+        pad[row0:row0 + h // 4] = padded.reshape(h // 4, stride)
+    out = lores_to_rgb(pad, w)
+    assert out.shape == (h, w, 3)
+    assert np.abs(out[:, 4:44].astype(int) - (200, 40, 40)).max() < 12
+    assert np.abs(out[:, 52:92].astype(int) - (40, 60, 210)).max() < 12
