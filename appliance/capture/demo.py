@@ -25,7 +25,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -97,6 +97,7 @@ Z_CLIP = 1.0             # nothing nearer than this is drawn
 MIN_TRUTH_PLATE = 0.05   # plates narrower than this fraction of the width are not in `truth`
 MAX_IN_VIEW = 3
 HEADWAY_S = 3.0
+HAZE = (196, 206, 214)   # colour of the air at the end of the street
 
 
 @dataclass
@@ -159,6 +160,7 @@ class DemoStreet:
         self._rng = np.random.default_rng([self.seed, 1])
         self._schedule: list[Vehicle] = []
         self._starts: list[float] = []
+        self._count = 0               # vehicles scheduled so far (the schedule forgets old ones)
         self._next_t = 0.0
         self._sprites: dict[int, _Sprite] = {}
         self.last_vehicles: list[Vehicle] = []     # the vehicle of each truth entry of the last render
@@ -187,7 +189,8 @@ class DemoStreet:
         rng = self._rng
         mean_gap = 60.0 / self.vehicles_per_min
         while self._next_t <= until:
-            k = len(self._schedule)
+            k = self._count
+            self._count += 1
             t = self._next_t
             lane = "oncoming" if rng.random() < 0.55 else "outgoing"
             kind = KINDS[int(rng.choice(len(KINDS), p=[kd.weight for kd in KINDS]))]
@@ -211,6 +214,9 @@ class DemoStreet:
 
     def vehicles_at(self, t: float) -> list[Vehicle]:
         self._extend_schedule(t + 1)
+        if len(self._schedule) > 2000:   # a demo running for days: forget vehicles long gone
+            keep = bisect.bisect_left(self._starts, t - 600)
+            del self._schedule[:keep], self._starts[:keep]
         longest = (Z_FAR + 10) / 6.0
         lo = bisect.bisect_left(self._starts, t - longest)
         hi = bisect.bisect_right(self._starts, t)
@@ -255,32 +261,34 @@ class DemoStreet:
         if far <= Z_CLIP or fade <= 0:
             return None, None
         sprite = self._sprite(v)
-        dark = tuple(int(c * 0.30) for c in (95, 95, 98))
-        # The side toward the camera (the camera is on the centre line).
-        side_x = lane_x + kd.width / 2 if lane_x < 0 else lane_x - kd.width / 2
-        shade = tuple(int(c * 0.72) for c in sprite.body)
-        polys = [(self._quad(lane_x - kd.width / 2 - 0.1, lane_x + kd.width / 2 + 0.1, 0, 0, near - 0.2, far + 0.3), dark),
-                 (self._quad(0, 0, 0.28, kd.waist, near, far, side_x), shade)]
-        if kd.name == "truck":
-            polys.append((self._quad(0, 0, kd.waist, kd.roof, near + (1.9 if v.front else 0), far - (0 if v.front else 1.9),
-                                     side_x), tuple(int(c * 0.8) for c in (225, 222, 212))))
-            polys.append((self._quad(0, 0, 0.05, 0.55, near + 1.0, near + 1.9, side_x), (18, 18, 18)))
-            polys.append((self._quad(0, 0, 0.05, 0.55, far - 2.0, far - 0.8, side_x), (18, 18, 18)))
+        # Shadow on the road, then the side toward the camera (the camera is on the centre line).
+        half = kd.width / 2
+        side_x = lane_x + half if lane_x < 0 else lane_x - half
+        shadow = self._quad(lane_x - half - 0.1, lane_x + half + 0.1, 0, 0, near - 0.2, far + 0.3)
+
+        def side(y0, y1, z0, z1):
+            return self._quad(0, 0, y0, y1, z0, z1, side_x)
+
+        body = tuple(int(c * 0.72) for c in sprite.body)
+        wheel, glass = (18, 18, 18), (38, 42, 50)
+        parts = [side(0.28, kd.waist, near, far), body]
+        if kd.name == "truck":      # the box is behind the cab: its far end for an oncoming truck
+            box0, box1 = (near + 1.9, far) if v.front else (near, far - 1.9)
+            parts += [side(kd.waist, kd.roof, box0, box1), (180, 178, 170),
+                      side(0.05, 0.55, near + 1.0, near + 1.9), wheel, side(0.05, 0.55, far - 2.0, far - 0.8), wheel]
         else:
-            polys.append((self._quad(0, 0, kd.waist, kd.roof - 0.05, near + 0.25, far - 0.3, side_x), shade))
-            polys.append((self._quad(0, 0, kd.waist + 0.05, kd.roof - 0.12, max(near, z + 1.2), far - 0.9, side_x),
-                          (38, 42, 50)))
-            polys.append((self._quad(0, 0, 0.0, 0.62, z + 0.7, z + 1.45, side_x), (18, 18, 18)))
-            polys.append((self._quad(0, 0, 0.0, 0.62, far - 1.3, far - 0.55, side_x), (18, 18, 18)))
+            parts += [side(kd.waist, kd.roof - 0.05, near + 0.25, far - 0.3), body,
+                      side(kd.waist + 0.05, kd.roof - 0.12, max(near, z + 1.2), far - 0.9), glass,
+                      side(0.0, 0.62, z + 0.7, z + 1.45), wheel, side(0.0, 0.62, far - 1.3, far - 0.55), wheel]
         extent = None
-        for quad, colour in polys:
+        for i, (quad, colour) in enumerate([(shadow, (28, 28, 29))] + list(zip(parts[::2], parts[1::2]))):
             if quad is None:
                 continue
-            extent = _union(extent, _bbox(quad)) if colour is not dark else extent
+            if i:    # the shadow does not hide what is behind the vehicle
+                extent = _union(extent, _bbox(quad))
             if fade < 1.0:
-                colour = tuple(int(c * fade + h * (1 - fade)) for c, h in zip(colour, self._haze))
-            pts = np.round(quad * 16).astype(np.int32)
-            cv2.fillConvexPoly(img, pts, colour, cv2.LINE_8, 4)
+                colour = tuple(int(c * fade + h * (1 - fade)) for c, h in zip(colour, HAZE))
+            cv2.fillConvexPoly(img, np.round(quad * 16).astype(np.int32), colour, cv2.LINE_8, 4)
         if z < Z_CLIP:
             return None, extent
         # The front or rear face: a sprite scaled to the depth.
@@ -315,10 +323,6 @@ class DemoStreet:
         return box, extent
 
     # --- drawing, done once
-    @property
-    def _haze(self):
-        return (196, 206, 214)
-
     def _sprite(self, v: Vehicle) -> _Sprite:
         sprite = self._sprites.get(v.k)
         if sprite is None:
@@ -332,7 +336,7 @@ class DemoStreet:
         vy = int(self.vy)
         # Sky, brighter and hazier toward the horizon.
         ys = np.linspace(0, 1, max(vy, 1), dtype=np.float32)[:, None]
-        img[:vy] = (np.float32([118, 160, 210]) * (1 - ys) + np.float32(self._haze) * ys)[:, None, :]
+        img[:vy] = (np.float32([118, 160, 210]) * (1 - ys) + np.float32(HAZE) * ys)[:, None, :]
         # Ground beyond the street: pavement everywhere, then road, kerbs and buildings on top.
         img[vy:] = (150, 148, 142)
         far = 600.0
@@ -375,12 +379,13 @@ class DemoStreet:
             while z < 400:
                 depth = rng.uniform(8, 22)
                 top = rng.uniform(5.5, 9.0) if sgn > 0 else rng.uniform(8.0, 16.0)
-                colour = tuple(float(c) for c in rng.choice(
-                    [(176, 150, 128), (198, 186, 164), (150, 112, 96), (210, 206, 196), (128, 120, 118), (186, 170, 140)]))
+                colour = tuple(float(c) for c in rng.choice([(176, 150, 128), (198, 186, 164), (150, 112, 96),
+                                                             (210, 206, 196), (128, 120, 118), (186, 170, 140)]))
                 fill(self._quad(0, 0, 0.0, top, z, z + depth, sgn * 6.5), colour)
                 # Shop front: dark glass with an awning.
                 fill(self._quad(0, 0, 0.3, 2.8, z + 0.8, z + depth - 0.8, sgn * 6.5), (58, 66, 74))
-                awning = tuple(float(c) for c in rng.choice([(150, 40, 40), (40, 90, 70), (60, 70, 120), (200, 160, 60)]))
+                awning = tuple(float(c) for c in rng.choice([(150, 40, 40), (40, 90, 70), (60, 70, 120),
+                                                             (200, 160, 60)]))
                 fill(self._quad(0, 0, 2.8, 3.3, z + 0.5, z + depth - 0.5, sgn * 6.5), awning)
                 for fy in np.arange(4.2, top - 1.0, 3.0):
                     for wz in np.arange(z + 1.0, z + depth - 1.5, 2.2):
@@ -516,9 +521,11 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
         taper = 0.20 if kd.name == "car" else 0.10 if kd.name == "suv" else 0.05
         sym_rect(hw - 0.42, hw - 0.08, 0.0, 0.42, tyre)
         rect(-hw + 0.02, 0.16, hw - 0.02, 0.5, body if rng.random() < 0.6 else plastic)  # bumper
-        poly([(-hw, 0.4), (hw, 0.4), (hw, waist - 0.06), (hw - 0.06, waist), (-hw + 0.06, waist), (-hw, waist - 0.06)], body)
-        poly([(-hw + 0.08, waist), (hw - 0.08, waist), (hw - 0.08 - taper * 1.6, roof - 0.04),
-              (hw - 0.14 - taper * 1.6, roof), (-hw + 0.14 + taper * 1.6, roof), (-hw + 0.08 + taper * 1.6, roof - 0.04)], body)
+        poly([(-hw, 0.4), (hw, 0.4), (hw, waist - 0.06), (hw - 0.06, waist), (-hw + 0.06, waist),
+              (-hw, waist - 0.06)], body)
+        t = taper * 1.6
+        poly([(-hw + 0.08, waist), (hw - 0.08, waist), (hw - 0.08 - t, roof - 0.04), (hw - 0.14 - t, roof),
+              (-hw + 0.14 + t, roof), (-hw + 0.08 + t, roof - 0.04)], body)
         poly([(-hw + 0.16, waist + 0.04), (hw - 0.16, waist + 0.04), (hw - 0.16 - taper * 1.5, roof - 0.08),
               (-hw + 0.16 + taper * 1.5, roof - 0.08)], glass)
         gx = rng.uniform(-0.3, 0.2)          # a sky reflection on the glass
@@ -580,8 +587,8 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     while min(rgbas[-1].shape[:2]) > 24:
         rgbas.append(cv2.pyrDown(rgbas[-1]))
         scales.append(scales[-1] * rgbas[-1].shape[1] / rgbas[-2].shape[1])
-    levels = [(cv2.cvtColor(r, cv2.COLOR_RGBA2RGB), cv2.threshold(cv2.extractChannel(r, 3), 127, 1, cv2.THRESH_BINARY)[1])
-              for r in rgbas]
+    levels = [(cv2.cvtColor(r, cv2.COLOR_RGBA2RGB),
+               cv2.threshold(cv2.extractChannel(r, 3), 127, 1, cv2.THRESH_BINARY)[1]) for r in rgbas]
     return _Sprite(levels, scales, plate_rect, body)
 
 
