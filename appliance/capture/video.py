@@ -53,6 +53,8 @@ class VideoSource(FrameSource):
         pos, total = self._pos, self._total
         if pos == 0:
             raise SourceError(f"video {self.path}: no frame could be decoded")
+        # FFmpeg drops an undecodable frame by itself; only the count at the end tells (one frame
+        # of slack: some containers announce one more than they hold).
         cut_short = total > 0 and pos < total - 1
         self._cap.release()
         if self.settings.loop:
@@ -62,8 +64,8 @@ class VideoSource(FrameSource):
         if cut_short:
             # Raised after the file is reopened (or marked ended): the capture logs it and the
             # next read() carries on from the start, or ends.
-            raise CorruptFrame(f"video {self.path} is cut short: decoded {pos} of {total} frames, the rest is "
-                               f"truncated or damaged; {'starting again' if self.settings.loop else 'ending'}")
+            raise CorruptFrame(f"video {self.path}: decoded {pos} of the {total} frames it announces, the file is "
+                               f"cut short or damaged; {'starting again' if self.settings.loop else 'ending'}")
         return None if self._ended else self.read()
 
     def close(self) -> None:

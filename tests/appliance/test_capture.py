@@ -50,7 +50,7 @@ def write_video(path, n: int = 12, size=(320, 240), fourcc="MJPG", fps=10):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     assert writer.isOpened()
     for i in range(n):
-        img = np.full((size[1], size[0], 3), 10 + i * 20, np.uint8)
+        img = np.full((size[1], size[0], 3), 10 + i * 240 // max(n - 1, 1), np.uint8)   # 10 .. 250
         img[:40, :40] = (0, 0, 255)                      # BGR red corner
         writer.write(img)
     writer.release()
@@ -389,3 +389,18 @@ def test_picamera2_stream_sizes_controls_and_lores_conversion(tmp_path):
     assert out.shape == (h, w, 3)
     assert np.abs(out[:, 4:44].astype(int) - (200, 40, 40)).max() < 12
     assert np.abs(out[:, 52:92].astype(int) - (40, 60, 210)).max() < 12
+
+
+def test_damaged_frames_inside_a_video_are_skipped_and_counted(tmp_path):
+    data = bytearray(write_video(tmp_path / "clip.avi", n=20).read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 1500] = bytes(1500)      # a frame or two
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    capture = Capture(capture_settings(tmp_path, type="video", source=damaged, loop="false"), paced=False).start()
+    frames = drain(capture)
+    capture.stop()
+    greys = [grey(f) for f in frames]
+    assert 10 < len(frames) < 19 and greys == sorted(greys) and greys[-1] > 240   # read on to the last
+    status = capture.status()
+    assert status["state"] == "ended" and status["errors"] == 1 and str(damaged) in status["last_error"]
