@@ -419,8 +419,11 @@ class DemoStreet:
                 cv2.line(img, (int(bx), int(ty)), (int(ax), int(ty)), (70, 72, 76), max(1, r), cv2.LINE_AA)
                 cv2.rectangle(img, (int(min(ax, ax + 3 * r)), int(ty)), (int(max(ax, ax + 3 * r)), int(ty + 2 * r)),
                               (210, 210, 200), -1)
-        # Light sensor grain and a slight vignette, fixed: the street does not flicker.
-        img += rng.normal(0, 2.0, (h, w, 1)).astype(np.float32)
+        # Wear on the ground (patches, stains), then sensor grain and a slight vignette, all fixed:
+        # the street does not flicker, so an empty road stays still for the motion gate.
+        blotches = cv2.resize(rng.normal(0, 1, (24, 40)).astype(np.float32), (w, h - vy), interpolation=cv2.INTER_CUBIC)
+        img[vy:] += (blotches * 5.0 + rng.normal(0, 3.0, (h - vy, w)).astype(np.float32))[..., None]
+        img += rng.normal(0, 1.5, (h, w, 1)).astype(np.float32)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         d = ((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2
         img *= (1.0 - 0.25 * d)[..., None]
