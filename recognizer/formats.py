@@ -25,7 +25,7 @@ def normalise(text: str | None) -> str:
 # fits no pattern is still returned (vanity plates fit none).
 STATE_PATTERNS = {
     "ca": ["9LLL999", "9L99999", "999L999"],
-    "ny": ["LLL9999"], "tx": ["LLL9999", "LL9L999"], "fl": ["LLLL99", "999LLL"],
+    "ny": ["LLL9999", "L999999L", "99999LL"], "tx": ["LLL9999", "LL9L999"], "fl": ["LLLL99", "999LLL"],
     "nj": ["L99LLL"], "pa": ["LLL9999"], "il": ["LL99999"],
 }
 

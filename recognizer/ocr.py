@@ -99,19 +99,19 @@ def beam_decode(probs: np.ndarray, beam: int = 6, prune: float = 0.01, topk: int
     are expanded, so it slightly undercounts)."""
     probs = _squeeze_blanks(probs)
     top = np.argsort(-probs, axis=1)[:, :topk]
+    # Per column, the expanded symbols and their probabilities as plain Python numbers (fast loop).
+    top_p = np.take_along_axis(probs, top, axis=1)
+    columns = [[(k, p) for k, p in zip(ks, ps) if p > prune] for ks, ps in zip(top.tolist(), top_p.tolist())]
     beams = {(): (1.0, 0.0)}  # prefix -> (p ending in blank, p ending in non-blank)
-    for t in range(probs.shape[0]):
-        row = probs[t]
-        cands = [int(k) for k in top[t] if row[k] > prune]
-        if cands == [BLANK]:
-            pbl = float(row[BLANK])
+    for cands in columns:
+        if len(cands) == 1 and cands[0][0] == BLANK:
+            pbl = cands[0][1]
             beams = {pre: ((pb + pnb) * pbl, 0.0) for pre, (pb, pnb) in beams.items()}
             continue
         nxt: dict = {}
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
-            for k in cands:
-                p = float(row[k])
+            for k, p in cands:
                 if k == BLANK:
                     b, nb = nxt.get(prefix, (0.0, 0.0))
                     nxt[prefix] = (b + total * p, nb)

@@ -139,10 +139,15 @@ def train(args):
     shard_dir = wd / "shards"
     shard_dir.mkdir(exist_ok=True)
 
+    done = wd / "ckpt" / "state.json"
+    if done.exists() and json.loads(done.read_text())["step"] >= args.steps:
+        log(f"checkpoint is already at step >= {args.steps}; nothing to train")
+        return None
     # Renderer workers fill the shard dir in the background (skipping what exists).
     jobs = [("real", i, str(shard_dir)) for i in range(args.real_shards)]
     jobs += [("synth", i, str(shard_dir)) for i in range(args.synth_shards)]
-    jobs.sort(key=lambda j: (j[1] // 4, j[0] != "real"))   # interleave so real data arrives early
+    # interleave so real data arrives early; --synth-from renders the newest shards first
+    jobs.sort(key=lambda j: (j[0] == "synth" and j[1] < args.synth_from, j[1] // 4, j[0] != "real"))
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(args.workers, initializer=ocr_data._nice_worker)
     pending = pool.imap_unordered(ocr_data.write_shard, jobs)
@@ -307,18 +312,21 @@ def main(argv=None):
     ap.add_argument("--real-frac", type=float, default=0.25, help="share of each batch from real train-fold crops")
     ap.add_argument("--state-weight", type=float, default=0.1)
     ap.add_argument("--synth-shards", type=int, default=160, help=f"synthetic shards of {ocr_data.SHARD_SIZE}")
-    ap.add_argument("--real-shards", type=int, default=24, help="augmented real-crop shards")
+    ap.add_argument("--real-shards", type=int, default=20, help="augmented real-crop shards")
+    ap.add_argument("--synth-from", type=int, default=0, help="render synthetic shards from this index first")
     ap.add_argument("--workers", type=int, default=1, help="renderer processes")
     ap.add_argument("--threads", type=int, default=1, help="TF intra-op threads")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--variant", choices=["auto", "int8", "fp32"], default="auto")
-    ap.add_argument("--no-install", dest="install", action="store_false")
+    ap.add_argument("--no-install", dest="install", action="store_false", help="export but keep recognizer/models as is")
+    ap.add_argument("--no-export", dest="export", action="store_false", help="train only (a first phase)")
     args = ap.parse_args(argv)
     if not args.export_only:
         train(args)
-    export(args)
+    if args.export:
+        export(args)
 
 
 if __name__ == "__main__":

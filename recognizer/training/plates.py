@@ -90,10 +90,10 @@ def _font(path, size):
 # '*' a graphic separator (state shape, dot). Gaps/dashes/graphics are not part of the label.
 STATE_FORMATS = {
     "ca": ["1LLL999", "1LLL999", "1LLL999", "1L99999", "999L999", "LLL999", "1LLL999"],
-    "ny": ["LLL-9999", "LLL-9999", "LLL 9999", "LL9-9999", "999-LLL"],
+    "ny": ["LLL-9999", "LLL*9999", "LLL*9999", "LLL 9999", "LL9-9999", "999-LLL", "T999999C", "99999*LL", "99999-LL"],
     "tx": ["LLL-9999", "LL9-L999", "999-LLL", "LLL 9999"],
     "fl": ["LLL L99", "999 LLL", "LLL*L99", "9LL 9LL", "LL9 9LL"],
-    "nj": ["L99-LLL", "L99 LLL", "LLL-99L", "LLL*99L"],
+    "nj": ["L99-LLL", "L99 LLL", "LLL-99L", "LLL*99L", "L99*LLL", "LL-999L"],
     "pa": ["LLL-9999", "LLL 9999", "LLL*9999"],
     "il": ["LL 99999", "L99 9999", "999 9999", "LL9 9999", "999999"],
     "az": ["LLL9999", "999LLL", "LLL 9LL"],
@@ -205,6 +205,8 @@ def _rand_text(rng, pattern):
             ch = DIGITS[1 + rng.integers(9)]
         elif c == "L":
             ch = LETTERS[rng.integers(26)]
+        elif c in "TC":   # literal letters of fixed formats (NY taxi plates: T123456C)
+            ch = c
         elif c == "A":
             ch = (LETTERS + DIGITS)[rng.integers(36)]
         else:
