@@ -72,15 +72,18 @@ def _ms_stats(ms):
     return round(float(np.median(ms)), 3), round(float(np.percentile(ms, 95)), 3)
 
 
-def evaluate_crops(directory, ocr, limit: int | None = None) -> dict:
+def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
     """Read every crop in DIR with `ocr` (a PlateOCR). Returns the summary figures and, under
     "rows", one dict per item (file, truth, read, confidence, ms, state, region, error).
+    `only` restricts the run to a set of file names (as written in labels.csv).
     ms is the time of `ocr.read` (preprocess, inference, decoding), not of decoding the file."""
     from PIL import Image, UnidentifiedImageError
 
     kind, labels = load_labels(directory)
     if kind != "crops":
         raise LabelError(f"{directory} holds scenes; evaluate_crops needs a `file,state,plate` folder")
+    if only is not None:          # a subset by file name, e.g. a held-out fold
+        labels = [lab for lab in labels if lab["file"] in only]
     if limit:
         labels = labels[:limit]
     ocr.read(np.full((40, 128), 128, np.uint8))   # warm-up: first invoke allocates
