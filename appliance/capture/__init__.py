@@ -207,6 +207,7 @@ class Capture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._delivered_at: collections.deque = collections.deque(maxlen=21)   # for the measured fps
         self._status = {
             "state": "starting", "type": self.source.type, "source": self.source.name,
             "frames_delivered": 0, "frames_dropped": 0, "errors": 0, "reconnects": 0,
@@ -248,7 +249,10 @@ class Capture:
     def status(self) -> dict:
         with self._lock:
             out = dict(self._status)
+            times = list(self._delivered_at)
         out["queue_depth"] = len(self._queue)
+        recent = len(times) > 1 and time.monotonic() - times[-1] < 5.0
+        out["fps"] = round((len(times) - 1) / (times[-1] - times[0]), 1) if recent and times[-1] > times[0] else 0.0
         for key in ("last_error_at", "last_frame_at"):
             if out[key] is not None:
                 out[key] = out[key].isoformat() + "Z"
@@ -273,6 +277,7 @@ class Capture:
             self._status["frames_delivered"] += 1
             self._status["frames_dropped"] += int(dropped)
             self._status["last_frame_at"] = frame.captured_at
+            self._delivered_at.append(time.monotonic())
             if self._status["state"] != "ok":
                 self._status["state"] = "ok"
                 self._status["retry_in_s"] = None

@@ -7,6 +7,10 @@ as they go. Plates are drawn by the OCR's own renderer (`recognizer.training.pla
 shipped OCR can read them; in the reading zone a plate is about 7-17 % of the frame width wide
 (90-220 px at 1280x720). Plates are slightly larger relative to the vehicles than real ones.
 
+A vehicle is in view for about 11 s and at most three are in view at once, so the traffic
+saturates at about 16 vehicles a minute whatever `demo_vehicles_per_min` asks for; each plate is
+in reading range (at least 5 % of the width, whole, not hidden) for about 2 s.
+
 Everything follows from `demo_seed`: the traffic (times, lanes, speeds, vehicle kinds and
 colours, plate designs) and so the frames. Vehicle k carries plate PLATES[(k + 5 * seed) % 100],
 and every fifth plate of that fixed sequence is on DEMO_HOTLIST, so every fifth vehicle raises an

@@ -273,6 +273,7 @@ def test_paced_capture_keeps_to_fps(tmp_path):
     assert len(frames) == 10 and frames[-1].index - first.index == 10
     elapsed = (frames[-1].captured_at - first.captured_at).total_seconds()
     assert 0.35 < elapsed < 0.9    # 10 frames at 20 fps: 0.5 s
+    assert 14 < capture.status()["fps"] < 26
 
 
 def test_status_is_json_ready(tmp_path):
