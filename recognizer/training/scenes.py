@@ -71,10 +71,10 @@ def _fallback_plate(rng: np.random.Generator) -> tuple[np.ndarray, str, str | No
     return img, text, "ca"
 
 
-def _plate(rng: np.random.Generator) -> tuple[np.ndarray, str, str | None]:
-    """(RGB plate image, text, state) from the OCR renderer, else the fallback."""
+def _plate(rng: np.random.Generator, **plate_args) -> tuple[np.ndarray, str, str | None]:
+    """(RGBA plate image, text, state) from the OCR renderer, else the fallback."""
     if _plates is not None and hasattr(_plates, "render_plate"):
-        out = _plates.render_plate(rng)
+        out = _plates.render_plate(rng, **plate_args)
         img = getattr(out, "image", None)
         text = getattr(out, "text", None)
         state = getattr(out, "state", None)
@@ -325,7 +325,7 @@ def _warp_into(img, src, dst_corners, alpha=1.0):
     roi[:] = roi * (1 - mask * alpha) + warped * mask * alpha
 
 
-def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plate_mask):
+def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plate_mask, plate_args=None):
     """Draw one vehicle whose plate centre is at (plate_cx, plate_cy) and plate width plate_w px.
     Returns the ScenePlate (or None) and the vehicle's frame bbox."""
     H = _homography(rng, plate_cx, plate_cy, plate_w)
@@ -399,7 +399,7 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
 
     plate = None
     if has_plate:
-        pimg, text, state = _plate(rng)
+        pimg, text, state = _plate(rng, **(plate_args or {}))
         ph, pw = pimg.shape[:2]
         aspect = ph / pw                 # plate height in plate widths
         # recess and frame around the plate
@@ -510,9 +510,10 @@ _SIZES = [(1280, 720), (1280, 720), (1280, 720), (1024, 640), (1280, 960), (800,
 
 def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
                  n_plates: int | None = None, degrade: bool = True,
-                 plate_px: tuple[float, float] | None = None) -> Scene:
+                 plate_px: tuple[float, float] | None = None, plate_args: dict | None = None) -> Scene:
     """One synthetic frame. `size` is (width, height); plates are 1-3 (sometimes 0) unless given;
-    `plate_px` bounds the plate widths in px (default: 60 px up to about a quarter of the width)."""
+    `plate_px` bounds the plate widths in px (default: 60 px up to about a quarter of the width);
+    `plate_args` go to plates.render_plate (e.g. state="ca", kind="standard")."""
     if size is None:
         size = _SIZES[int(rng.integers(len(_SIZES)))]
     w, h = size
@@ -552,7 +553,7 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
         front = rng.random() < 0.3
         kind = "truck" if rng.random() < 0.15 else "car"
         before = [_plate_pixels(img, p) for p in plates]
-        plate, ext, H = _vehicle(img, rng, cx, cy, pw, has_plate, front, kind, plate_mask)
+        plate, ext, H = _vehicle(img, rng, cx, cy, pw, has_plate, front, kind, plate_mask, plate_args)
         boxes.append((ext[0][0], ext[0][1], ext[1][0], ext[1][1]))
         # a nearer vehicle may hide an earlier plate: keep only plates still (almost) intact
         plates = [p for p, b in zip(plates, before) if _changed(b, _plate_pixels(img, p)) < 0.03]
