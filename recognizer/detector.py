@@ -108,11 +108,12 @@ class PlateDetector:
     """Loads the detector once; `detect(frame)` returns plates in frame coordinates, best first."""
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 threshold: float = 0.3, zoom_below_px: float = 40.0):
+                 threshold: float = 0.3, zoom_below_px: float = 40.0, max_zoom: int = 3):
         self.model: Model = load_model(model_path or DEFAULT_MODEL, threads=threads, runtime=runtime)
         _, self.in_h, self.in_w, _ = self.model.input_shape
         self.threshold = threshold
         self.zoom_below_px = zoom_below_px
+        self.max_zoom = max_zoom    # each zoomed pass costs one more model run
 
     def _run(self, image: np.ndarray) -> tuple[list, Letterbox]:
         x, lb = letterbox(image, self.in_w, self.in_h)
@@ -150,8 +151,8 @@ class PlateDetector:
         h, w = frame.shape[:2]
         dets, lb = self._run(frame)
         results = []
-        for score, box, corners in _nms(dets):
-            small = (box[2] - box[0]) < self.zoom_below_px
+        for rank, (score, box, corners) in enumerate(_nms(dets)):
+            small = (box[2] - box[0]) < self.zoom_below_px and rank < self.max_zoom
             box, corners = box / lb.scale, corners / lb.scale
             if small and self.zoom_below_px > 0 and lb.scale < 0.9:
                 refined = self._zoom(frame, box)
