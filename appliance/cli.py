@@ -466,6 +466,20 @@ def bench_audit(count, where):
     click.echo(json.dumps(benchmarks.audit_chain(count, where)))
 
 
+@bench.command("pipeline")
+@click.option("--seconds", default=60.0, show_default=True, help="Length of the synthetic clip.")
+@click.option("--size", default="1920x1080", show_default=True, help="Frame size WIDTHxHEIGHT.")
+@click.option("--fps", default=10.0, show_default=True)
+@click.option("--vehicles-per-min", default=20.0, show_default=True)
+@click.option("--empty", is_flag=True, help="An empty road: what motion gating saves.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
+def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
+    """Frames/s through the whole pipeline, reads per vehicle pass and alert correctness on a demo clip."""
+    from appliance import benchmarks
+    width, height = (int(v) for v in size.lower().split("x"))
+    click.echo(json.dumps(benchmarks.pipeline(seconds, width, height, fps, vehicles_per_min, where, empty)))
+
+
 def _register_recognizer_commands():
     try:
         from recognizer.cli import eval_command, recognize_command

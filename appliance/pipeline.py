@@ -24,6 +24,9 @@ from appliance.models import Read
 
 log = logging.getLogger("waypost.pipeline")
 
+# A reading shorter than this is a fragment (an emblem, one character of a far plate), not a plate.
+MIN_PLATE_CHARS = 2
+
 
 @dataclass
 class Sighting:
@@ -167,7 +170,7 @@ class Pipeline:
             return stored
         self.stats.frames_read += 1
         for plate in self.recognizer.read(frame.image):
-            if not plate.text:
+            if len(plate.text) < MIN_PLATE_CHARS:
                 continue
             self.stats.sightings += 1
             self._assign(Sighting(frame.captured_at, plate.box, plate.text, plate.confidence, plate, frame))

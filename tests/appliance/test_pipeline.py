@@ -1,0 +1,77 @@
+"""The whole pipeline on the demo street with the shipped models: one read per vehicle pass,
+alerts for the hotlisted vehicles and for no others."""
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from appliance import hotlist
+from appliance.capture.demo import DEMO_HOTLIST, DemoStreet, demo_hotlist_csv
+from appliance.capture import Frame
+from appliance.models import Alert, Evidence, Read
+from appliance.pipeline import Pipeline
+from appliance.service import system_actor
+from appliance.store import EvidenceStore, check
+from recognizer import Recognizer
+
+FPS = 10.0
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return Recognizer(threads=1)
+
+
+def run_street(settings, recognizer, seconds, seed=3, vehicles_per_min=20.0):
+    street = DemoStreet(1280, 720, FPS, vehicles_per_min, seed)
+    pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
+    t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
+    passes: dict[str, tuple[int, int]] = {}
+    for index in range(int(seconds * FPS)):
+        image, truth = street.render(index)
+        for plate, _ in truth:
+            first, _ = passes.get(plate, (index, index))
+            passes[plate] = (first, index)
+        pipe.process(Frame(image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
+                           source="test", truth=truth))
+    pipe.flush()
+    return pipe, passes
+
+
+@pytest.mark.slow
+def test_one_read_per_pass_and_alerts_only_for_hotlisted(settings, db, recognizer, tmp_path):
+    demo_hotlist_csv(tmp_path / "demo.csv")
+    hotlist.import_csv(settings, tmp_path / "demo.csv", "DEMO", system_actor(settings))
+    pipe, passes = run_street(settings, recognizer, seconds=40)
+    all_reads = list(Read.select())
+    # far-away fragments are kept, marked low-confidence; the passes are the confident reads
+    reads = [r for r in all_reads if not r.low_confidence]
+    assert all(r.plate in passes or r.low_confidence for r in all_reads)
+    plates = [r.plate for r in reads]
+    assert len(passes) >= 5, "the street should have shown several vehicles"
+    read_right = [p for p in passes if p in plates]
+    # every vehicle gives one read; nearly all of them read exactly
+    detail = f"reads {sorted((r.plate, round(r.confidence, 2), r.first_seen_at.second) for r in reads)} passes {sorted(passes.items())}"
+    assert len(reads) == len(passes), detail
+    assert len(read_right) >= 0.8 * len(passes), (sorted(plates), sorted(passes))
+    assert all(plates.count(p) == 1 for p in read_right)
+    hot = {e["plate"] for e in DEMO_HOTLIST}
+    alerted = {a.read.plate for a in Alert.select().join(Read)}
+    assert alerted == {p for p in read_right if p in hot}
+    for r in all_reads:
+        assert r.first_seen_at <= r.captured_at <= r.last_seen_at
+        assert {e.kind for e in Evidence.select().where(Evidence.read == r)} == {"crop", "frame"}
+        assert len(r.alternatives) >= 1
+    assert check(settings, EvidenceStore(settings)) == []
+
+
+@pytest.mark.slow
+def test_an_empty_road_costs_almost_nothing(settings, db, recognizer):
+    street = DemoStreet(1280, 720, FPS, 0.001, 0)
+    pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
+    t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
+    for index in range(50):
+        pipe.process(Frame(image=street.background, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
+                           source="test"))
+    assert pipe.stats.frames == 50 and pipe.stats.frames_read == 1   # only the first frame, to have a reference
+    assert Read.select().count() == 0
