@@ -26,7 +26,8 @@ test: $(STAMP)
 
 # Rebuild the shipped TFLite models (hours on a 2-core machine; uses its own TensorFlow venv).
 models:
-	bash recognizer/training/build.sh all
+	bash recognizer/training/build.sh ocr
+	bash recognizer/training/build.sh det
 
 bench: $(STAMP)
 	$(BIN)/waypost bench store
