@@ -41,6 +41,16 @@ class Context:
             raise click.ClickException(f"the database needs {len(todo)} migration(s): run `waypost db migrate`")
         return database
 
+    def run(self, action, *args, **kwargs):
+        """Open the database, run one domain action, and turn its refusal into a clean CLI error."""
+        from appliance.hotlist import HotlistError
+        self.open()
+        with db.connection():
+            try:
+                return action(*args, **kwargs)
+            except (users.UserError, HotlistError) as exc:
+                raise click.ClickException(str(exc))
+
     def actor(self) -> audit.Actor:
         """Commands are run by someone with a shell on the post; record who."""
         return audit.Actor(f"cli:{getpass.getuser()}", self.settings.post.agency, "local")
@@ -194,12 +204,7 @@ def user_list(ctx):
 @pass_ctx
 def user_disable(ctx, username):
     """Deactivate an account (it can no longer sign in)."""
-    ctx.open()
-    with db.connection():
-        try:
-            users.set_active(ctx.actor(), username, False)
-        except users.UserError as exc:
-            raise click.ClickException(str(exc))
+    ctx.run(users.set_active, ctx.actor(), username, False)
     click.echo(f"disabled {username}")
 
 
@@ -208,12 +213,7 @@ def user_disable(ctx, username):
 @pass_ctx
 def user_enable(ctx, username):
     """Reactivate an account."""
-    ctx.open()
-    with db.connection():
-        try:
-            users.set_active(ctx.actor(), username, True)
-        except users.UserError as exc:
-            raise click.ClickException(str(exc))
+    ctx.run(users.set_active, ctx.actor(), username, True)
     click.echo(f"enabled {username}")
 
 
@@ -225,7 +225,6 @@ def user_enable(ctx, username):
 @pass_ctx
 def user_set_training(ctx, username, completed, course, expires):
     """Record an account's ALPR training. Accounts without current training cannot reach plate data."""
-    ctx.open()
     done = _date(completed, "--completed")
     until = _date(expires, "--expires")
     if until is None:
@@ -233,11 +232,7 @@ def user_set_training(ctx, username, completed, course, expires):
             until = done.replace(year=done.year + 1)
         except ValueError:  # 29 February
             until = done + dt.timedelta(days=365)
-    with db.connection():
-        try:
-            users.set_training(ctx.actor(), username, done, course, until)
-        except users.UserError as exc:
-            raise click.ClickException(str(exc))
+    ctx.run(users.set_training, ctx.actor(), username, done, course, until)
     click.echo(f"training recorded for {username}: {course}, completed {done}, expires {until}")
 
 
@@ -246,14 +241,9 @@ def user_set_training(ctx, username, completed, course, expires):
 @pass_ctx
 def user_reset_password(ctx, username):
     """Give an account a new temporary password (shown once) and unlock it."""
-    ctx.open()
     password = users.generate_password()
-    with db.connection():
-        try:
-            users.set_password(ctx.actor(), username, password, ctx.settings.web.min_password_length,
-                               must_change=True)
-        except users.UserError as exc:
-            raise click.ClickException(str(exc))
+    ctx.run(users.set_password, ctx.actor(), username, password, ctx.settings.web.min_password_length,
+            must_change=True)
     click.echo(f"temporary password for {username} (shown once): {password}")
 
 
@@ -377,12 +367,7 @@ def hotlist_list(ctx):
 def hotlist_add(ctx, plate, reason, approved_by, narrative, state):
     """Add a custom entry; PLATE may be partial with * and ?."""
     from appliance import hotlist
-    ctx.open()
-    with db.connection():
-        try:
-            entry = hotlist.add_custom(ctx.actor(), plate, reason, approved_by, narrative, state)
-        except hotlist.HotlistError as exc:
-            raise click.ClickException(str(exc))
+    entry = ctx.run(hotlist.add_custom, ctx.actor(), plate, reason, approved_by, narrative, state)
     click.echo(f"custom entry {entry.id} added: {entry.plate}")
 
 
@@ -393,12 +378,7 @@ def hotlist_add(ctx, plate, reason, approved_by, narrative, state):
 def hotlist_remove(ctx, entry_id, reason):
     """Remove an entry (kept on record with who, when and why)."""
     from appliance import hotlist
-    ctx.open()
-    with db.connection():
-        try:
-            hotlist.remove_entry(ctx.actor(), entry_id, reason)
-        except hotlist.HotlistError as exc:
-            raise click.ClickException(str(exc))
+    ctx.run(hotlist.remove_entry, ctx.actor(), entry_id, reason)
     click.echo(f"entry {entry_id} removed")
 
 

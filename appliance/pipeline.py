@@ -21,6 +21,7 @@ import numpy as np
 from appliance import alerts, store
 from appliance.config import Settings
 from appliance.models import Read
+from recognizer.evaluate import box_iou
 
 log = logging.getLogger("waypost.pipeline")
 
@@ -46,16 +47,6 @@ class Track:
     @property
     def last(self) -> Sighting:
         return self.sightings[-1]
-
-
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union else 0.0
 
 
 def _near(a, b, reach: float = 1.5) -> bool:
@@ -186,7 +177,7 @@ class Pipeline:
         best, best_score = None, 0.0
         for t in self.tracks:
             last = t.last
-            score = _iou(last.box, s.box)
+            score = box_iou(last.box, s.box)
             if score < 0.05 and _near(last.box, s.box):
                 score = 0.05
             if _one_edit(last.text, s.text) and _near(last.box, s.box, reach=4.0):
