@@ -122,23 +122,25 @@ class EvidenceStore:
             raise StoreError(f"not a sha256 evidence name: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.jpg"
 
+    def _free_and_floor(self) -> tuple[int, int]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free, self.settings.storage.min_free_mb * 1024 * 1024
+
     def room(self) -> str:
         """How much evidence may be written now: "full" (crop and frame), "crop" (below
         storage.min_free_mb: frames are dropped first) or "none" (below half of it: reads are
         stored without images rather than lost)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.root).free
-        floor = self.settings.storage.min_free_mb * 1024 * 1024
+        free, floor = self._free_and_floor()
         return "full" if free >= floor else "crop" if free >= floor // 2 else "none"
 
     def check_room(self, needed: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.root).free
-        floor = self.settings.storage.min_free_mb * 1024 * 1024
-        if free - needed < floor:
+        """The hard floor under room(): no image is written that would leave less than half of
+        storage.min_free_mb free (between half and all of it, room() already drops frames)."""
+        free, floor = self._free_and_floor()
+        if free - needed < floor // 2:
             raise DiskFull(f"not storing evidence: {free // 2**20} MiB free on {self.root}, "
-                           f"storage.min_free_mb is {self.settings.storage.min_free_mb}; "
-                           "free space or let retention purge old reads")
+                           f"storage.min_free_mb is {self.settings.storage.min_free_mb} (images stop at half "
+                           "of it); free space or let retention purge old reads")
 
     def stage(self, blob: Blob) -> Path | None:
         """Write the bytes to tmp/ and fsync them; None when the store already has them."""
@@ -163,15 +165,6 @@ class EvidenceStore:
         final = self.path_for(part.name.split(".", 1)[0])
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
-        return final
-
-    def put(self, blob: Blob) -> Path:
-        """Stage, sync and publish at once: for files that need no database row."""
-        part = self.stage(blob)
-        if part is None:
-            return self.path_for(blob.sha256)
-        final = self.publish(part)
-        _fsync_dir(final.parent)
         return final
 
     def read_bytes(self, sha256: str) -> bytes:

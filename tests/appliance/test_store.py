@@ -132,3 +132,17 @@ def test_damaged_evidence_file_is_reported(settings, evidence):
         evidence.read_bytes(sha)
     with pytest.raises(store.StoreError, match="not a sha256"):
         evidence.path_for("../../etc/passwd")
+
+
+def test_low_disk_between_half_and_all_of_the_floor_still_takes_crops(tmp_path, db):
+    """room() says "crop" there, so the pipeline hands over a crop without its frame: it must be stored."""
+    import shutil
+    free_mb = shutil.disk_usage(tmp_path).free // 2**20
+    settings = make_settings(tmp_path / "data", storage__min_free_mb=int(free_mb * 1.5))
+    evidence = store.EvidenceStore(settings)
+    assert evidence.room() == "crop"
+    crop, _ = images()
+    read = store.save_read(settings, evidence, new_read(evidence_note="context frame not stored: low disk space"),
+                           crop, None)
+    assert [e.kind for e in Evidence.select().where(Evidence.read == read.id)] == ["crop"]
+    assert store.check(settings, evidence) == []
