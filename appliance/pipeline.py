@@ -198,14 +198,12 @@ class Pipeline:
 
     # -- storing a pass --
     def _evidence_images(self, s: Sighting):
-        frame = s.frame
-        image = frame.hires if frame.hires is not None else frame.image
-        sx = image.shape[1] / frame.image.shape[1]
-        sy = image.shape[0] / frame.image.shape[0]
-        x, y, w, h = s.box
-        mx, my = int(w * sx * 0.15), int(h * sy * 0.25)
-        x0, y0 = max(0, int(x * sx) - mx), max(0, int(y * sy) - my)
-        x1, y1 = min(image.shape[1], int((x + w) * sx) + mx), min(image.shape[0], int((y + h) * sy) + my)
+        """The plate crop (with a margin) and the context frame, from the evidence-resolution frame."""
+        image, scale = s.frame.evidence, s.frame.evidence_scale
+        x, y, w, h = (v * scale for v in s.box)
+        mx, my = int(w * 0.15), int(h * 0.25)
+        x0, y0 = max(0, int(x) - mx), max(0, int(y) - my)
+        x1, y1 = min(image.shape[1], int(x + w) + mx), min(image.shape[0], int(y + h) + my)
         crop = np.ascontiguousarray(image[y0:max(y1, y0 + 2), x0:max(x1, x0 + 2)])
         return crop, image
 

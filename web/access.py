@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort, render_template, request
+from flask import render_template, request
 from flask_login import current_user
 
 from appliance import audit

@@ -11,8 +11,7 @@ import json
 import queue
 import time
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, stream_with_context, url_for)
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
@@ -22,7 +21,7 @@ from wtforms.validators import Length, Optional
 from appliance import alerts as alerting
 from appliance import audit
 from appliance.db import connection, write
-from appliance.models import Alert, AlertConfirmation, Evidence, Read, utcnow
+from appliance.models import Alert, AlertConfirmation, Evidence, Read
 from appliance.roles import allowed
 from appliance.store import EvidenceStore, StoreError
 from web.access import actor, requires

@@ -48,7 +48,7 @@ def test_sigkill_at_random_points_loses_and_leaves_nothing(tmp_path):
         saved.update(run_and_kill(data_dir, kill, rng.uniform(0.2, 1.5)))
 
         # Restart as the service does, then check everything.
-        result = bootstrap(settings, create_admin=False)
+        bootstrap(settings, create_admin=False)
         with db.connection() as database:
             assert database.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok", f"kill {kill}"
             verified = audit.verify()

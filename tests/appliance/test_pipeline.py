@@ -1,6 +1,5 @@
 """The whole pipeline on the demo street with the shipped models: one read per vehicle pass,
 alerts for the hotlisted vehicles and for no others."""
-import dataclasses
 import datetime as dt
 
 import pytest

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from appliance import alerts, audit, hotlist, store, users
-from appliance.models import AccessRecord, Alert, User, utcnow
-from appliance.service import system_actor
+from appliance.models import AccessRecord, Alert, utcnow
 from tests.web.conftest import csrf, sign_in
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
