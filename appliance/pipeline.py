@@ -39,14 +39,49 @@ class Sighting:
     frame: object           # appliance.capture.Frame
 
 
+def _evidence_rank(s: Sighting) -> tuple[float, int]:
+    """Which sighting of a text gives the pass its evidence: the most confident, then the widest."""
+    return s.confidence, s.box[2]
+
+
 @dataclass
 class Track:
     id: int
     sightings: list[Sighting] = field(default_factory=list)
+    best_by_text: dict[str, Sighting] = field(default_factory=dict)
+    weight: dict[str, float] = field(default_factory=dict)
+
+    MAX_FRAMES = 4      # evidence candidates held per pass (each is a whole frame)
+
+    def add(self, s: Sighting) -> None:
+        """Append a sighting. Frames are held only by the best sighting of each of the texts with
+        the most weight so far: a pass of a slow vehicle is hundreds of frames and only one of
+        them becomes evidence."""
+        self.sightings.append(s)
+        self.weight[s.text] = self.weight.get(s.text, 0.0) + s.confidence
+        held = self.best_by_text.get(s.text)
+        if held is not None and _evidence_rank(s) <= _evidence_rank(held):
+            s.frame = None
+        else:
+            if held is not None:
+                held.frame = None
+            self.best_by_text[s.text] = s
+        holding = [t for t, h in self.best_by_text.items() if h.frame is not None]
+        for text in sorted(holding, key=lambda t: -self.weight[t])[self.MAX_FRAMES:]:
+            self.best_by_text[text].frame = None
 
     @property
     def last(self) -> Sighting:
         return self.sightings[-1]
+
+    def evidence_for(self, text: str) -> Sighting:
+        """The sighting whose frame gives the evidence of a pass read as `text`: its best sighting
+        of that text, or, when that text never gathered weight enough to keep a frame, the best
+        sighting that kept one (the same vehicle in the same pass)."""
+        best = self.best_by_text.get(text)
+        if best is not None and best.frame is not None:
+            return best
+        return max((s for s in self.best_by_text.values() if s.frame is not None), key=_evidence_rank)
 
 
 def _near(a, b, reach: float = 1.5) -> bool:
@@ -188,7 +223,7 @@ class Pipeline:
             best = Track(self._next_id)
             self._next_id += 1
             self.tracks.append(best)
-        best.sightings.append(s)
+        best.add(s)
 
     def _close_finished(self, now: dt.datetime) -> list[Read]:
         timeout = dt.timedelta(seconds=self.settings.pipeline.pass_timeout_s)
@@ -211,8 +246,8 @@ class Pipeline:
         if len(track.sightings) < self.settings.pipeline.min_frames_per_pass:
             return None
         text, confidence, alternatives = vote(track.sightings)
-        agreeing = [s for s in track.sightings if s.text == text] or track.sightings
-        best = max(agreeing, key=lambda s: (s.confidence, s.box[2]))
+        reading = track.best_by_text[text]     # the text's own best sighting: its per-character scores
+        best = track.evidence_for(text)          # the sighting whose frame is the evidence
         crop, frame_image = self._evidence_images(best)
         mode = self.evidence.room()
         if mode != "full":
@@ -221,11 +256,10 @@ class Pipeline:
                         "reads and plate crops without context frames" if mode == "crop" else "reads without images")
         else:
             self.low_disk = None
-        region = best.read.region
         new = store.NewRead(
             plate_raw=text, plate=text, confidence=confidence, captured_at=best.at,
-            char_confidences=list(best.read.char_confidences), alternatives=alternatives, region=region,
-            region_confidence=best.read.region_confidence, box=tuple(int(v) for v in best.box),
+            char_confidences=list(reading.read.char_confidences), alternatives=alternatives,
+            region=reading.read.region, region_confidence=reading.read.region_confidence, box=tuple(int(v) for v in best.box),
             corners=[list(map(float, c)) for c in best.read.corners] if best.read.corners else None,
             first_seen_at=track.sightings[0].at, last_seen_at=track.sightings[-1].at, direction=direction(track),
             evidence_note={"full": None, "crop": "context frame not stored: low disk space",

@@ -61,3 +61,24 @@ def test_motion_gate(settings):
     car = noisy.copy()
     car[150:260, 200:380] = 200
     assert gate.moving(car)
+
+
+def test_a_long_pass_holds_few_frames_and_keeps_the_winners_best():
+    """Memory stays bounded on a slow vehicle: only the best sighting of the heaviest texts keeps
+    its frame, and the voted text's evidence is its own sharpest, most confident sighting."""
+    track = Track(1)
+    frames = []
+    for i in range(300):
+        text = "7ABC123" if i % 3 else f"7ABC1{i % 50:02d}"          # noise: 50 different misreads
+        conf = 0.6 + 0.3 * ((i * 37) % 100) / 100
+        s = sighting(text, conf, box=(100 + i, 100, 80 + i // 10, 40), t=i / 20)
+        s.frame = object()
+        frames.append(s)
+        track.add(s)
+        assert sum(x.frame is not None for x in track.sightings) <= Track.MAX_FRAMES
+    text, _, _ = vote(track.sightings)
+    assert text == "7ABC123"
+    shown = track.evidence_for(text)
+    agreeing = [s for s in frames if s.text == text]
+    assert shown is max(agreeing, key=lambda s: (s.confidence, s.box[2]))
+    assert shown.frame is not None
