@@ -6,7 +6,7 @@ harmless:
 1. the images are encoded and the disk is checked for room (nothing written yet);
 2. each new file is written to evidence/tmp/<sha256>.*.part and fsynced, then the tmp
    directory is fsynced: the bytes are durable before anything refers to them;
-3. ONE transaction inserts the read, its evidence rows, its outbox row and its access record
+3. ONE transaction inserts the read, its evidence rows, its search index entry, its outbox row and its access record
    (when a person stored it);
 4. the files are renamed to evidence/ab/cd/<sha256>.jpg (content-addressed: the same bytes are
    stored once).
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from appliance import audit
+from appliance import audit, search
 from appliance.config import Settings
 from appliance.db import write
 from appliance.models import Evidence, Outbox, Read
@@ -245,6 +245,7 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
             for kind, blob in blobs.items():
                 Evidence.create(read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data),
                                 width=blob.width, height=blob.height)
+            search.index_read(read.id, read.plate, read.alternatives)
             Outbox.create(kind="read", object_id=read.uuid)
             if actor is not None:
                 audit.record("read.store", actor, objects=[f"read:{read.uuid}"],

@@ -1,0 +1,344 @@
+"""Finding reads by plate: exact, wildcard, partial and similar, across every stored reading.
+
+A read is found by its plate AND by its alternative readings (a 3 read as an 8 is still the
+vehicle an officer is looking for). Every text of a read goes, folded to its OCR skeleton
+(0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G each become one character), into `read_text`: an SQLite FTS5
+table with the trigram tokenizer, contentless and without positions (detail=none), keyed by the
+read's id. It only proposes candidates: a query is turned into trigrams that every match must
+contain, FTS5 returns the ids holding all of them (newest first), and each candidate is then
+checked against its real texts. So the index can be small and approximate while results stay
+exact.
+
+- exact:   every trigram of the folded plate;
+- wildcard (`*` any run, `?` one character) and partial (contains): the trigrams of each run of
+  at least three known characters. A pattern without such a run cannot use the index; it is
+  refused unless a time range bounds the scan (see MAX_SCAN);
+- similar: texts within one edit (substitution, insertion, deletion) of the plate after folding,
+  so confusable characters cost nothing. For each position i one of them may differ, so a match
+  holds every trigram of plate[:i] and of plate[i+1:]: one FTS query per position, unioned.
+  Ranked: same text, then confusable-only, then one edit; a plate before an alternative; newest.
+
+`index_read()` must be called in the read's own transaction (store.save_read does), and
+`unindex_read()` before a read is deleted: the table is contentless, so it is told what to remove.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+
+from appliance.db import database
+from appliance.hotlist import skeleton
+from appliance.models import Alert, Read
+
+MODES = ("exact", "wildcard", "partial", "similar")
+ALT_COLUMNS = 4                 # alternatives indexed per read, best first (besides the plate)
+MAX_SCAN = 200_000              # reads a pattern without a usable run may scan (time range required)
+MIN_SIMILAR = 4                 # shortest plate for a similar search
+PAGE_MAX = 100
+
+_PLATE = re.compile(r"^[A-Z0-9]{1,10}$")
+_PATTERN = re.compile(r"^[A-Z0-9*?]{1,12}$")
+
+
+class SearchError(ValueError):
+    """The query cannot be run as given; the message says why and what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    text: str
+    mode: str = "exact"
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    camera_id: str | None = None
+    min_confidence: float | None = None
+    alerts_only: bool = False
+
+    def as_record(self) -> dict:
+        """The query as stored in the access record (the data used to query)."""
+        out = {"plate": self.text, "mode": self.mode}
+        if self.since:
+            out["since"] = self.since.isoformat(timespec="seconds") + "Z"
+        if self.until:
+            out["until"] = self.until.isoformat(timespec="seconds") + "Z"
+        if self.camera_id:
+            out["camera"] = self.camera_id
+        if self.min_confidence is not None:
+            out["min_confidence"] = self.min_confidence
+        if self.alerts_only:
+            out["alerts_only"] = True
+        return out
+
+
+@dataclasses.dataclass
+class Hit:
+    read: Read
+    matched: str            # the text that matched (the plate or one alternative)
+    on_alternative: bool
+    rank: tuple = ()        # (kind, ...sort keys); kind is "match", or for similar: same/confusable/one edit
+
+    @property
+    def kind(self) -> str:
+        return self.rank[0]
+
+
+@dataclasses.dataclass
+class Page:
+    hits: list[Hit]
+    next_before: int | None      # pass as `before` for the next (older) page
+    scanned: int                 # candidates examined (for the benchmark and the log)
+
+
+# -- the index --------------------------------------------------------------------------------------
+
+def texts_of(plate: str, alternatives) -> list[str]:
+    """The plate and its best alternatives, as indexed."""
+    alts = [a["text"] if isinstance(a, dict) else a for a in (alternatives or [])]
+    return [plate] + [t for t in alts if t and t != plate][:ALT_COLUMNS]
+
+
+def _columns(plate: str, alternatives) -> list[str]:
+    texts = [skeleton(t) for t in texts_of(plate, alternatives)]
+    return texts + [""] * (1 + ALT_COLUMNS - len(texts))
+
+
+_COLS = ", ".join(["plate"] + [f"alt{i}" for i in range(1, ALT_COLUMNS + 1)])
+_MARKS = ", ".join("?" * (1 + ALT_COLUMNS))
+
+
+def index_read(read_id: int, plate: str, alternatives) -> None:
+    database.execute_sql(f"INSERT INTO read_text (rowid, {_COLS}) VALUES (?, {_MARKS})",
+                         [read_id, *_columns(plate, alternatives)])
+
+
+def unindex_read(read_id: int, plate: str, alternatives) -> None:
+    database.execute_sql(f"INSERT INTO read_text (read_text, rowid, {_COLS}) VALUES ('delete', ?, {_MARKS})",
+                         [read_id, *_columns(plate, alternatives)])
+
+
+# -- queries ------------------------------------------------------------------------------------------
+
+def normalise(text: str, mode: str) -> str:
+    text = re.sub(r"[\s\-.·]", "", (text or "").upper())
+    if mode not in MODES:
+        raise SearchError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "wildcard":
+        text = re.sub(r"\*+", "*", text)
+        if not _PATTERN.fullmatch(text):
+            raise SearchError("a wildcard plate uses letters, digits, * (any run) and ? (one character), "
+                              "at most 12 in all")
+        if not re.search(r"[A-Z0-9]", text):
+            raise SearchError("a wildcard plate needs at least one known character")
+    elif not _PLATE.fullmatch(text):
+        raise SearchError("a plate is 1 to 10 letters and digits (spaces and dashes are ignored)")
+    if mode == "similar" and len(text) < MIN_SIMILAR:
+        raise SearchError(f"a similar-plate search needs at least {MIN_SIMILAR} characters")
+    return text
+
+
+def _trigrams(run: str) -> set[str]:
+    return {run[i:i + 3] for i in range(len(run) - 2)}
+
+
+def _match_expr(trigrams: set[str]) -> str:
+    return " AND ".join(f'"{t}"' for t in sorted(trigrams))
+
+
+def _pattern_regex(mode: str, text: str) -> re.Pattern:
+    if mode == "exact":
+        return re.compile(re.escape(text))
+    if mode == "partial":
+        return re.compile(".*" + re.escape(text) + ".*")
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text))
+
+
+def _edit1(a: str, b: str) -> int | None:
+    """0 when equal, 1 when one edit apart, else None."""
+    if a == b:
+        return 0
+    if abs(len(a) - len(b)) > 1:
+        return None
+    if len(a) == len(b):
+        return 1 if sum(x != y for x, y in zip(a, b)) == 1 else None
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return 1 if short[i:] == long_[i + 1:] else None
+
+
+def candidate_queries(q: Query) -> list[str] | None:
+    """FTS5 MATCH expressions whose union holds every match; None when the index cannot help."""
+    if q.mode == "similar":
+        folded = skeleton(q.text)
+        out = []
+        for i in range(len(folded)):
+            grams = _trigrams(folded[:i]) | _trigrams(folded[i + 1:])
+            if grams:
+                out.append(_match_expr(grams))
+            else:                     # short plate: spell out the texts one edit away at i
+                for c in "0123456789ACEFHJKMNPRTUVWXY":     # the skeleton alphabet
+                    for variant in (folded[:i] + c + folded[i + 1:], folded[:i] + c + folded[i:]):
+                        if len(_trigrams(variant)) > 0:
+                            out.append(_match_expr(_trigrams(variant)))
+                deleted = folded[:i] + folded[i + 1:]
+                if _trigrams(deleted):
+                    out.append(_match_expr(_trigrams(deleted)))
+        return sorted(set(out)) if out else None
+    runs = re.split(r"[*?]", q.text) if q.mode == "wildcard" else [q.text]
+    grams = set().union(*(_trigrams(skeleton(r)) for r in runs))
+    return [_match_expr(grams)] if grams else None
+
+
+def _filters(q: Query) -> tuple[str, list]:
+    where, args = [], []
+    if q.since:
+        where.append("r.captured_at >= ?")
+        args.append(q.since)
+    if q.until:
+        where.append("r.captured_at <= ?")
+        args.append(q.until)
+    if q.camera_id:
+        where.append("r.camera_id = ?")
+        args.append(q.camera_id)
+    if q.min_confidence is not None:
+        where.append("r.confidence >= ?")
+        args.append(q.min_confidence)
+    if q.alerts_only:
+        where.append(f"EXISTS (SELECT 1 FROM {Alert._meta.table_name} a WHERE a.read_id = r.id)")
+    return " AND ".join(where), args
+
+
+def _similar_hit(q: Query, read: Read) -> Hit | None:
+    folded = skeleton(q.text)
+    best = None
+    for i, text in enumerate(texts_of(read.plate, read.alternatives)):
+        d = _edit1(folded, skeleton(text))
+        if d is None:
+            continue
+        kind = "same" if text == q.text else "confusable" if d == 0 else "one edit"
+        rank = (kind, ("same", "confusable", "one edit").index(kind), i > 0, -read.id)
+        if best is None or rank[1:] < best.rank[1:]:
+            best = Hit(read, text, i > 0, rank)
+    return best
+
+
+def search(q: Query, limit: int = 25, before: int | None = None) -> Page:
+    """Newest first (similar: best first); `before` continues after the last page's oldest read."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise SearchError(f"page size must be 1 to {PAGE_MAX}")
+    q = dataclasses.replace(q, text=normalise(q.text, q.mode))
+    matches = candidate_queries(q)
+    where, args = _filters(q)
+    regex = _pattern_regex(q.mode, q.text)
+    if matches is None:
+        return _scan(q, regex, where, args, limit, before)
+    if q.mode == "similar":
+        return _similar(q, matches, where, args, limit, before)
+    return _indexed(q, matches[0], regex, where, args, limit, before)
+
+
+def _accept(regex: re.Pattern, read: Read) -> Hit | None:
+    """Exact, wildcard and partial searches match the real texts (the folded index only
+    proposes); "similar" is the search that forgives confusable characters."""
+    for i, text in enumerate(texts_of(read.plate, read.alternatives)):
+        if regex.fullmatch(text):
+            return Hit(read, text, i > 0, ("match", i > 0, -read.id))
+    return None
+
+
+def _rows(sql: str, args: list):
+    cursor = database.execute_sql(sql, args)
+    names = [d[0] for d in cursor.description]
+    while True:
+        chunk = cursor.fetchmany(64)
+        if not chunk:
+            return
+        for row in chunk:
+            yield Read(**dict(zip(names, row)))
+
+
+_READ_COLUMNS = ", ".join(f"r.{f.column_name}" for f in Read._meta.sorted_fields)
+
+
+def _indexed(q, match, regex, where, args, limit, before) -> Page:
+    sql = (f"SELECT {_READ_COLUMNS} FROM read_text t JOIN read r ON r.id = t.rowid "
+           f"WHERE read_text MATCH ?" + (" AND t.rowid < ?" if before else "") + (f" AND {where}" if where else "")
+           + " ORDER BY t.rowid DESC")
+    hits, scanned = [], 0
+    for read in _rows(sql, [match] + ([before] if before else []) + args):
+        scanned += 1
+        hit = _accept(regex, _decoded(read))
+        if hit is not None:
+            hits.append(hit)
+            if len(hits) > limit:
+                break
+    return _page(hits, limit, scanned)
+
+
+def _scan(q, regex, where, args, limit, before) -> Page:
+    if not (q.since and q.until):
+        raise SearchError("this pattern has no three known characters in a row, so it would search every "
+                          "read: give a time range (from and to), or more characters")
+    sql = (f"SELECT {_READ_COLUMNS} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
+           + " ORDER BY r.id DESC")
+    hits, scanned = [], 0
+    for read in _rows(sql, args + ([before] if before else [])):
+        scanned += 1
+        if scanned > MAX_SCAN:
+            raise SearchError(f"this pattern would scan more than {MAX_SCAN:,} reads in that time range: "
+                              "narrow the range or give three known characters in a row")
+        hit = _accept(regex, _decoded(read))
+        if hit is not None:
+            hits.append(hit)
+            if len(hits) > limit:
+                break
+    return _page(hits, limit, scanned)
+
+
+def _similar(q, matches, where, args, limit, before) -> Page:
+    """All candidates are ranked (few: within one edit), then paged by position in the ranking."""
+    ids: set[int] = set()
+    for match in matches:
+        ids.update(r[0] for r in database.execute_sql("SELECT rowid FROM read_text WHERE read_text MATCH ?", [match]))
+    hits = []
+    for chunk in _chunks(sorted(ids, reverse=True), 500):
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN ({marks})" + (f" AND {where}" if where else "")
+        for read in _rows(sql, list(chunk) + args):
+            hit = _similar_hit(q, _decoded(read))
+            if hit is not None:
+                hits.append(hit)
+    hits.sort(key=lambda h: h.rank[1:])
+    start = 0
+    if before is not None:      # `before` is the position in the ranking for similar searches
+        start = before
+    page = hits[start:start + limit]
+    return Page(page, start + limit if len(hits) > start + limit else None, len(ids))
+
+
+def _chunks(seq, n):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _decoded(read: Read) -> Read:
+    """Rows built from raw SQL hold JSON text; decode the fields the checks use."""
+    import json
+    for name in ("alternatives", "char_confidences", "corners"):
+        value = getattr(read, name)
+        if isinstance(value, str):
+            setattr(read, name, json.loads(value))
+    for name in ("captured_at", "first_seen_at", "last_seen_at", "created_at"):
+        value = getattr(read, name)
+        if isinstance(value, str):
+            setattr(read, name, Read._meta.fields[name].python_value(value))
+    read.low_confidence = bool(read.low_confidence)
+    return read
+
+
+def _page(hits: list[Hit], limit: int, scanned: int) -> Page:
+    more = len(hits) > limit
+    hits = hits[:limit]
+    return Page(hits, hits[-1].read.id if more and hits else None, scanned)
