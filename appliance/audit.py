@@ -48,6 +48,7 @@ ACTIONS: dict[str, bool] = {
     "audit.export": False,
     "read.search": True,
     "read.view": True,
+    "read.live": True,
     "evidence.view": True,
     "read.store": False,
 }

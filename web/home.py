@@ -1,19 +1,49 @@
-"""The start page after sign-in: who you are, what your role allows, and why not if it doesn't."""
+"""The start page after sign-in, and the areas in the navigation bar.
+
+Each account starts where its work is: officers and administrators who may see plate data on
+the live view, dispatchers on the alerts. Everyone else (and anyone whose training is not current)
+gets the start page, which says who they are, what their role allows, and why not if it doesn't.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from appliance.roles import PLATE_DATA, ROLES, permissions
+from appliance.roles import PLATE_DATA, ROLES, allowed, permissions
 from web.access import signed_in
 
 bp = Blueprint("home", __name__)
+
+# (key, label, endpoint, permission), in the order they appear in the bar.
+AREAS = (
+    ("live", "Live", "live.index", "reads.view"),
+    ("search", "Search", "reads.search", "reads.search"),
+    ("alerts", "Alerts", "alerts.index", "alerts.view"),
+)
 
 
 @bp.get("/")
 @signed_in
 def index():
     user = current_user.user
+    if allowed(user, "reads.view") and "live.index" in current_app.view_functions:
+        return redirect(url_for("live.index"))
+    if allowed(user, "alerts.view"):
+        return redirect(url_for("alerts.index"))
     needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()
     return render_template("home/index.html", user=user, role=ROLES.get(user.role, {}),
                            needs_training=needs_training, permissions=sorted(permissions(user.role)))
+
+
+@bp.app_context_processor
+def _navigation():
+    def nav_links() -> list[dict]:
+        """The areas this account may use now; an area whose blueprint is not installed is left out."""
+        if not current_user.is_authenticated:
+            return []
+        user = current_user.user
+        return [{"key": key, "label": label, "url": url_for(endpoint),
+                 "current": request.blueprint == endpoint.partition(".")[0]}
+                for key, label, endpoint, permission in AREAS
+                if endpoint in current_app.view_functions and allowed(user, permission)]
+    return {"nav_links": nav_links}

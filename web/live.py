@@ -1,0 +1,235 @@
+"""The live view: the latest reads and the open alerts, updated as the post stores them, with the
+post's status (camera, hotlist freshness, disk) beside them.
+
+Seeing a read is an access to ALPR data like a search result (Civil Code 1798.90.52), so the
+reads panel stays empty until the officer has stated a purpose and case number (web.purpose), and
+every listing and every read sent over the stream is recorded with that purpose. Alerts carry the
+fixed hit-verification purpose of web.alerts.
+
+The site-wide warning banner (stale hotlist, low disk) is computed here too, because it is the
+same status the live view shows in full.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import time
+
+from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, stream_with_context,
+                   url_for)
+from flask_login import current_user
+
+from appliance import audit
+from appliance import hotlist as hotlists
+from appliance.db import connection, write
+from appliance.models import Alert, Camera, Read, User
+from appliance.roles import allowed
+from web import purpose as stated
+from web.access import actor, requires
+from web.alerts import alert_purpose
+
+bp = Blueprint("live", __name__, url_prefix="/live")
+
+LATEST_READS = 25
+OPEN_ALERTS = 50
+ALERT_LIST_PURPOSE = audit.Purpose("HIT-VERIFY", "ALERT-LIST")   # the same as the alerts page's list
+RECHECK_S = 15        # how often an open stream re-checks that the account may still see plate data
+
+
+def read_url(read_id: int) -> str | None:
+    """The read's detail page, once the reads blueprint provides one."""
+    if "reads.detail" not in current_app.view_functions:
+        return None
+    return url_for("reads.detail", read_id=read_id)
+
+
+def post_status() -> dict:
+    """Camera, hotlists and disk as the running service sees them; hotlists alone without one.
+    Computed once per request: the banner and the live view's status strip share it."""
+    if "post_status" not in g:
+        g.post_status = _post_status()
+    return g.post_status
+
+
+def _post_status() -> dict:
+    service = current_app.config.get("WAYPOST_SERVICE")
+    settings = g.settings
+    if service is None:
+        return {"camera": None, "hotlists": hotlists.status(settings), "disk": None, "low_disk": None}
+    health = service.health()
+    disk = health["disk"]
+    pipeline = health.get("pipeline") or {}
+    low = pipeline.get("low_disk") or (disk["free_mb"] < disk["min_free_mb"] and "floor") or None
+    return {"camera": health["camera"], "hotlists": health["hotlists"], "disk": disk, "low_disk": low}
+
+
+def disk_text(status: dict) -> str:
+    disk = status["disk"]
+    if disk is None:
+        return f"{shutil.disk_usage(g.settings.data_dir).free // 2**20} MB free"
+    return f"{disk['free_mb']} MB free (minimum {disk['min_free_mb']} MB)"
+
+
+def warnings(status: dict) -> list[str]:
+    """Plain sentences for the banner: what is wrong and what it means for the officer."""
+    out = []
+    for h in status["hotlists"]:
+        if h["stale"]:
+            when = f"last refreshed {h['refreshed_at'].replace('T', ' ').rstrip('Z')} UTC" \
+                if h["refreshed_at"] else "never refreshed"
+            out.append(f"Hotlist {h['name']} is stale ({when}): do not rely on it; alerts may be missing "
+                       f"or out of date until it is refreshed.")
+    if status["low_disk"]:
+        what = {"crop": "reads are stored with plate crops only, without context frames",
+                "none": "reads are stored without images"}.get(status["low_disk"], "the post is short of space")
+        out.append(f"Low disk space on the post: {what}. Tell the technician.")
+    return out
+
+
+@bp.app_context_processor
+def _banner():
+    def site_warnings() -> list[str]:
+        # Called by base.html only for signed-in pages, so the login page costs nothing.
+        try:
+            return warnings(post_status())
+        except Exception:   # the banner must never take a page down with it
+            current_app.logger.exception("status for the warning banner")
+            return ["The post's status could not be read. Check the health page."]
+    return {"site_warnings": site_warnings}
+
+
+def _camera_names() -> dict[str, str]:
+    return {c.id: c.name for c in Camera.select(Camera.id, Camera.name)}
+
+
+@bp.get("")
+@requires("reads.view")
+def index():
+    return _page(stated.PurposeForm())
+
+
+def _page(form: stated.PurposeForm, status_code: int = 200):
+    user = current_user.user
+    purpose = stated.current()
+    reads = None
+    if purpose is not None:
+        reads = list(Read.select().order_by(Read.captured_at.desc(), Read.id.desc()).limit(LATEST_READS))
+    open_alerts = None
+    if allowed(user, "alerts.view"):
+        open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
+                           .order_by(Alert.created_at.desc()).limit(OPEN_ALERTS))
+    if reads is not None or open_alerts is not None:
+        with write():
+            if reads is not None:
+                audit.record("read.live", actor(), query={"latest_reads": LATEST_READS}, purpose=purpose,
+                             objects=[f"read:{r.uuid}" for r in reads], result_count=len(reads))
+            if open_alerts is not None:
+                audit.record("alert.view", actor(), purpose=ALERT_LIST_PURPOSE,
+                             objects=[f"alert:{a.id}" for a in open_alerts], result_count=len(open_alerts),
+                             details={"via": "live view"})
+    return render_template("live/index.html", reads=reads, open_alerts=open_alerts, purpose=purpose, form=form,
+                           status=post_status(), disk=disk_text(post_status()), cameras=_camera_names(), read_url=read_url,
+                           live=current_app.config.get("WAYPOST_SERVICE") is not None), status_code
+
+
+@bp.post("/purpose")
+@requires("reads.view")
+def purpose():
+    form = stated.PurposeForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            abort(400)
+        return _page(form, 400)
+    checked = form.checked()
+    if checked is None:
+        return _page(form, 400)
+    stated.remember(checked)
+    return redirect(url_for("live.index"))
+
+
+@bp.get("/stream")
+@requires("reads.view")
+def stream():
+    """Server-sent events: each new read (only with a stated purpose) and each new alert.
+
+    Every item is recorded as an access before it is sent. The stream ends after the idle time of
+    a session (the page then asks for a reload, which is the officer's own act), so a live view left
+    open does not keep showing plate data past the idle sign-out.
+    """
+    service = current_app.config.get("WAYPOST_SERVICE")
+    if service is None:
+        abort(503)
+    bus = service.bus
+    who = actor()
+    user_id = current_user.user.id
+    purpose = stated.current()
+    with_alerts = allowed(current_user.user, "alerts.view")
+    idle_s = g.settings.web.session_idle_minutes * 60
+    app = current_app._get_current_object()
+
+    def still_allowed() -> bool:
+        with connection():
+            user = User.get_or_none(User.id == user_id)
+            return allowed(user, "reads.view")
+
+    def read_event(event) -> str | None:
+        data = event["data"]
+        with connection(), write():   # recorded before it is sent, in one transaction with the lookup
+            read = Read.get_or_none(Read.id == data["id"])
+            if read is None:
+                return None
+            audit.record("read.live", who, query={"latest_reads": "live"}, purpose=purpose,
+                         objects=[f"read:{read.uuid}"], result_count=1, details={"via": "live stream"})
+            camera = Camera.get_or_none(Camera.id == read.camera_id)
+        payload = {"id": read.id, "plate": read.plate, "confidence": read.confidence,
+                   "low_confidence": read.low_confidence,
+                   "captured_at": read.captured_at.strftime("%Y-%m-%d %H:%M:%S"),
+                   "camera": camera.name if camera else read.camera_id, "direction": read.direction,
+                   "url": read_url(read.id)}
+        return f"id: {event['id']}\nevent: read\ndata: {json.dumps(payload)}\n\n"
+
+    def alert_event(event) -> str:
+        data = event["data"]
+        with connection(), write():
+            audit.record("alert.view", who, query={"plate": data["entry_plate"]}, purpose=alert_purpose(data["id"]),
+                         objects=[f"alert:{data['id']}"], result_count=1, details={"via": "live view stream"})
+        payload = dict(data, url=url_for("alerts.detail", alert_id=data["id"]))
+        return f"id: {event['id']}\nevent: alert\ndata: {json.dumps(payload)}\n\n"
+
+    @stream_with_context
+    def events():
+        q = bus.subscribe()
+        started = last_check = time.monotonic()
+        try:
+            yield "retry: 3000\n\n"
+            while True:
+                try:
+                    event = q.get(timeout=5)
+                except queue.Empty:
+                    event = None
+                if event is not None and event["type"] == "read" and purpose is not None:
+                    text = read_event(event)
+                    if text:
+                        yield text
+                elif event is not None and event["type"] == "alert" and with_alerts:
+                    yield alert_event(event)
+                now = time.monotonic()
+                if now - started > idle_s:
+                    yield 'event: end\ndata: {"reason": "idle"}\n\n'
+                    return
+                if now - last_check > RECHECK_S:
+                    last_check = now
+                    if not still_allowed():
+                        yield 'event: end\ndata: {"reason": "access"}\n\n'
+                        return
+                    yield ": keep-alive\n\n"
+        finally:
+            bus.unsubscribe(q)
+            app.logger.debug("live view stream of %s closed", who.username)
+
+    resp = Response(events(), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
+
