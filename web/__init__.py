@@ -82,11 +82,12 @@ def create_app(settings: Settings, service=None) -> Flask:
     def _globals():
         return {"post": settings.post}
 
-    from web import alerts, auth, health, home, live
+    from web import alerts, auth, health, home, live, reads
     app.register_blueprint(alerts.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
+    app.register_blueprint(reads.bp)
     app.register_blueprint(live.bp)
     return app
 

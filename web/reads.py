@@ -1,0 +1,156 @@
+"""Search, one read, its images. Plate data: every view needs a stated purpose and writes an
+access record (who, when, the data used to query, the purpose) in the transaction that reads.
+
+A search is a POST (CSRF-protected; the case number never lands in a URL, a proxy log or the
+browser history). Its purpose stays with the session (web/purpose.py), so opening a result and its
+images is recorded under the same purpose and case. The images are found by the read's id in the
+database, never by a path or a name from the request.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateTimeLocalField, DecimalField, HiddenField, IntegerField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
+
+from appliance import audit, search
+from appliance.db import write
+from appliance.models import Alert, Camera, Evidence, Read
+from appliance.store import EvidenceStore, StoreError
+from web import purpose as purposes
+from web.access import actor, requires
+
+bp = Blueprint("reads", __name__, url_prefix="/reads")
+
+PAGE = 25
+MODES = [SelectChoice("exact", "Exact plate"), SelectChoice("wildcard", "Wildcard (* any run, ? one character)"),
+         SelectChoice("partial", "Contains"), SelectChoice("similar", "Similar (misread characters, one edit)")]
+
+
+class SearchForm(purposes.PurposeForm):
+    plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
+    mode = SelectField("Match", choices=MODES, default="exact")
+    since = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    until = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    camera = SelectField("Camera", validators=[Optional()])
+    min_confidence = DecimalField("Minimum confidence", places=2, validators=[Optional(), NumberRange(0, 1)])
+    alerts_only = BooleanField("Only reads with a hotlist alert")
+    before = IntegerField(validators=[Optional(), NumberRange(min=0)])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.camera.choices = [SelectChoice("", "All cameras")] + [
+            SelectChoice(c.id, f"{c.name} ({c.id})") for c in Camera.select().order_by(Camera.id)]
+
+    def query(self) -> search.Query:
+        return search.Query(
+            text=self.plate.data or "", mode=self.mode.data,
+            since=self.since.data, until=self.until.data, camera_id=self.camera.data or None,
+            min_confidence=float(self.min_confidence.data) if self.min_confidence.data is not None else None,
+            alerts_only=bool(self.alerts_only.data))
+
+
+class PurposeOnlyForm(purposes.PurposeForm):
+    next_read = HiddenField()
+
+
+@bp.get("/search")
+@requires("reads.search")
+def search_form():
+    return render_template("reads/search.html", form=SearchForm(), page=None)
+
+
+@bp.post("/search")
+@requires("reads.search")
+def search_results():
+    form = SearchForm()
+    if not form.validate_on_submit():
+        return render_template("reads/search.html", form=form, page=None), 400
+    stated = form.checked()
+    if stated is None:          # no purpose, no data: the form comes back with the reason
+        return render_template("reads/search.html", form=form, page=None), 400
+    query = form.query()
+    if query.since and query.until and query.since > query.until:
+        form.until.errors = ["'To' is before 'From'."]
+        return render_template("reads/search.html", form=form, page=None), 400
+    try:
+        with write():
+            page = search.search(query, limit=PAGE, before=form.before.data)
+            audit.record("read.search", actor(), query=query.as_record(), purpose=stated,
+                         objects=[f"read:{h.read.uuid}" for h in page.hits], result_count=len(page.hits),
+                         details={"before": form.before.data} if form.before.data else None)
+    except search.SearchError as exc:
+        form.plate.errors = [str(exc)[0].upper() + str(exc)[1:] + "."]
+        return render_template("reads/search.html", form=form, page=None), 400
+    purposes.remember(stated)
+    alerted = _alerted({h.read.id for h in page.hits})
+    return render_template("reads/search.html", form=form, page=page, query=query, alerted=alerted,
+                           thumbs=_with_crop({h.read.id for h in page.hits}))
+
+
+@bp.route("/<int:read_id>", methods=["GET", "POST"])
+@requires("reads.view")
+def detail(read_id: int):
+    stated = purposes.current()
+    if request.method == "POST":
+        form = PurposeOnlyForm()
+        if form.validate_on_submit() and (stated := form.checked()) is not None:
+            purposes.remember(stated)
+            return redirect(url_for("reads.detail", read_id=read_id))
+        return render_template("reads/purpose.html", form=form, read_id=read_id), 400
+    if stated is None:
+        return render_template("reads/purpose.html", form=PurposeOnlyForm(), read_id=read_id), 403
+    read = Read.get_or_none(Read.id == read_id) or abort(404)
+    with write():
+        audit.record("read.view", actor(), query={"read": read.uuid}, purpose=stated,
+                     objects=[f"read:{read.uuid}"], result_count=1)
+    kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
+    alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
+    return render_template("reads/detail.html", read=read, kinds=kinds, alerts=alerts, purpose=stated,
+                           seen_for=_seen_for(read))
+
+
+@bp.get("/<int:read_id>/image/<kind>")
+@requires("reads.view")
+def image(read_id: int, kind: str):
+    if kind not in ("crop", "frame"):
+        abort(404)
+    stated = purposes.current()
+    if stated is None:
+        abort(403, "state a purpose (search or open the read) before viewing images")
+    read = Read.get_or_none(Read.id == read_id) or abort(404)
+    ev = Evidence.get_or_none((Evidence.read == read) & (Evidence.kind == kind)) or abort(404)
+    try:
+        data = EvidenceStore(g.settings).read_bytes(ev.sha256)
+    except StoreError as exc:
+        current_app.logger.error("read %s %s: %s", read_id, kind, exc)
+        abort(404)
+    with write():
+        audit.record("evidence.view", actor(), query={"read": read.uuid}, purpose=stated,
+                     objects=[f"read:{read.uuid}", f"evidence:{ev.sha256}"], result_count=1,
+                     details={"kind": kind})
+    resp = Response(data, mimetype="image/jpeg")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _alerted(ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    return {a.read_id for a in Alert.select(Alert.read).where(Alert.read.in_(list(ids)))}
+
+
+def _with_crop(ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    return {e.read_id for e in Evidence.select(Evidence.read).where(Evidence.read.in_(list(ids)) & (Evidence.kind == "crop"))}
+
+
+def _seen_for(read: Read) -> str | None:
+    if read.first_seen_at and read.last_seen_at:
+        seconds = (read.last_seen_at - read.first_seen_at) / dt.timedelta(seconds=1)
+        return f"{seconds:.1f} s"
+    return None
