@@ -1,6 +1,7 @@
 """Throughput figures for `waypost bench`. Each works in a scratch directory of its own."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import struct
@@ -159,3 +160,140 @@ def pipeline(seconds: float = 60, width: int = 1920, height: int = 1080, fps: fl
         "hotlisted_passes": len(hot), "hotlisted_alerted": len(hot & alerted),
         "alerts_for_other_vehicles": len(alerted - hot),
     }
+
+
+# -- search at scale ----------------------------------------------------------------------------------
+
+_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
+_DIGITS = "0123456789"
+_CONFUSE = {"0": "OD", "O": "0D", "D": "0O", "1": "I", "I": "1", "8": "B", "B": "8", "5": "S", "S": "5",
+            "2": "Z", "Z": "2", "6": "G", "G": "6"}
+
+
+def _plate(rng) -> str:
+    """US-like serials: California's 9AAA999 most, other states' layouts, some vanity plates."""
+    kind = rng.random()
+    pick = lambda alphabet, n: "".join(alphabet[i] for i in rng.integers(0, len(alphabet), n))  # noqa: E731
+    if kind < 0.55:
+        return pick(_DIGITS[1:], 1) + pick(_LETTERS, 3) + pick(_DIGITS, 3)
+    if kind < 0.75:
+        return pick(_LETTERS, 3) + pick(_DIGITS, 4)
+    if kind < 0.85:
+        return pick(_DIGITS, 3) + pick(_LETTERS, 3)
+    if kind < 0.93:
+        return pick(_DIGITS, 1) + pick(_LETTERS, 2) + pick(_DIGITS, 4)
+    return pick(_LETTERS + _DIGITS, int(rng.integers(3, 8)))
+
+
+def _misread(plate: str, rng) -> str:
+    i = int(rng.integers(0, len(plate)))
+    c = plate[i]
+    options = _CONFUSE.get(c) or (_DIGITS if c.isdigit() else _LETTERS)
+    return plate[:i] + options[int(rng.integers(0, len(options)))] + plate[i + 1:]
+
+
+def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_000, progress=None) -> dict:
+    """Add synthetic reads (rows only: evidence rows point at no file) until the database holds
+    `count`: plates of US layouts, a fifth of them regulars seen again and again, 1-3 alternative
+    readings each, two cameras, a year of timestamps. Indexed exactly as save_read indexes."""
+    import json
+    import uuid
+
+    from appliance import search
+    rng = np.random.default_rng(seed)
+    regulars = [_plate(rng) for _ in range(max(1000, count // 50))]
+    database = db.database
+    have = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
+    start_at = utcnow() - dt.timedelta(days=365)
+    step = dt.timedelta(days=365) / max(count, 1)
+    cols = ", ".join(["plate"] + [f"alt{i}" for i in range(1, search.ALT_COLUMNS + 1)])
+    t0 = time.perf_counter()
+    done = have
+    while done < count:
+        n = min(batch, count - done)
+        reads, evidence, outbox, fts = [], [], [], []
+        base_id = (database.execute_sql("SELECT coalesce(max(id), 0) FROM read").fetchone()[0]) + 1
+        for k in range(n):
+            rid = base_id + k
+            plate = regulars[int(rng.integers(0, len(regulars)))] if rng.random() < 0.2 else _plate(rng)
+            alts = []
+            for _ in range(int(rng.integers(1, 4))):
+                alt = _misread(plate, rng)
+                if alt != plate and alt not in [a["text"] for a in alts]:
+                    alts.append({"text": alt, "score": round(float(rng.uniform(0.01, 0.3)), 4)})
+            at = start_at + step * (done + k)
+            conf = round(float(rng.uniform(0.5, 0.99)), 4)
+            x, y = int(rng.integers(0, 1700)), int(rng.integers(300, 900))
+            reads.append((rid, str(uuid.UUID(bytes=rng.bytes(16), version=4)), settings.post.id,
+                          "cam-1" if rng.random() < 0.7 else "cam-2", at, at - dt.timedelta(seconds=2), at,
+                          plate, plate, "ca", 0.8, conf,
+                          json.dumps([round(float(c), 3) for c in rng.uniform(0.6, 1.0, len(plate))]),
+                          json.dumps(alts), x, y, 120, 60,
+                          json.dumps([[x, y], [x + 120, y], [x + 120, y + 60], [x, y + 60]]),
+                          "toward" if rng.random() < 0.5 else "away", conf < 0.6, at))
+            evidence.append((rid, "crop", rng.bytes(32).hex(), 5000, 180, 60))
+            evidence.append((rid, "frame", rng.bytes(32).hex(), 60000, 1280, 720))
+            outbox.append(("read", reads[-1][1], at))
+            fts.append((rid, *search._columns(plate, alts)))
+        with db.write():
+            database.execute_sql("SELECT 1")
+            cur = database.cursor()
+            cur.executemany(
+                "INSERT INTO read (id, uuid, post_id, camera_id, captured_at, first_seen_at, last_seen_at, plate_raw, "
+                "plate, region, region_confidence, confidence, char_confidences, alternatives, box_x, box_y, box_w, "
+                "box_h, corners, direction, low_confidence, created_at) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", reads)
+            cur.executemany("INSERT INTO evidence (read_id, kind, sha256, bytes, width, height, content_type) "
+                            "VALUES (?, ?, ?, ?, ?, ?, 'image/jpeg')", evidence)
+            cur.executemany("INSERT INTO outbox (kind, object_id, created_at) VALUES (?, ?, ?)", outbox)
+            cur.executemany(f"INSERT INTO read_text (rowid, {cols}) VALUES (?, ?, ?, ?, ?, ?)", fts)
+        done += n
+        if progress:
+            progress(done, count, time.perf_counter() - t0)
+    return {"added": done - have, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def search_at_scale(count: int = 10_000_000, where: Path | None = None, queries: int = 100, seed: int = 7,
+                    progress=None) -> dict:
+    """Fill a scratch database to `count` reads (kept in `where` for the next run), then time the
+    first page of each kind of search on plates that are there (and misread ones for similar)."""
+    from appliance import search
+    from appliance.service import bootstrap
+
+    settings = _scratch_settings(where)
+    bootstrap(settings, create_admin=False)
+    with db.connection():
+        filled = fill(settings, count, progress=progress)
+        database = db.database
+        database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        n_reads = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
+        max_id = database.execute_sql("SELECT max(id) FROM read").fetchone()[0]
+        rng = np.random.default_rng(seed)
+        samples = []
+        while len(samples) < queries:
+            row = database.execute_sql("SELECT plate FROM read WHERE id = ?", [int(rng.integers(1, max_id + 1))]).fetchone()
+            if row and len(row[0]) >= 6:
+                samples.append(row[0])
+        cases = {
+            "exact": [search.Query(p) for p in samples],
+            "wildcard": [search.Query(p[:3] + "*", "wildcard") if i % 2 else
+                         search.Query(p[:1] + "?" + p[2:-1] + "?", "wildcard") for i, p in enumerate(samples)],
+            "partial": [search.Query(p[1:5], "partial") for p in samples],
+            "similar": [search.Query(_misread(p, rng), "similar") for p in samples],
+        }
+        out = {"benchmark": "search", "reads": n_reads, "filled": filled}
+        for mode, qs in cases.items():
+            times, found = [], 0
+            for q in qs:
+                t = time.perf_counter()
+                page = search.search(q, limit=25)
+                times.append((time.perf_counter() - t) * 1000)
+                found += bool(page.hits)
+            out[mode] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
+                         "p95_ms": round(float(np.percentile(times, 95)), 1),
+                         "max_ms": round(max(times), 1), "queries": len(qs), "with_results": found}
+        db_bytes = sum(p.stat().st_size for p in settings.data_dir.glob(settings.storage.db_file + "*"))
+        out["db_bytes"] = db_bytes
+        out["db_bytes_per_read"] = round(db_bytes / max(n_reads, 1), 1)
+        out["data_dir"] = str(settings.data_dir)
+    return out

@@ -460,6 +460,22 @@ def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
     click.echo(json.dumps(benchmarks.pipeline(seconds, width, height, fps, vehicles_per_min, where, empty)))
 
 
+@bench.command("search")
+@click.option("-n", "count", default=10_000_000, show_default=True, help="Reads in the scratch database.")
+@click.option("--queries", default=100, show_default=True, help="Searches of each kind to time.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch directory; reuse it to skip the fill next time.")
+def bench_search(count, queries, where):
+    """First-page latency of exact, wildcard, partial and similar plate searches, and database
+    bytes per read, on a scratch database filled with synthetic reads."""
+    from appliance import benchmarks
+
+    def progress(done, total, seconds):
+        if done % 500_000 < 20_000 or done == total:
+            click.echo(f"filled {done:,}/{total:,} reads in {seconds:.0f} s", err=True)
+    click.echo(json.dumps(benchmarks.search_at_scale(count, where, queries, progress=progress)))
+
+
 def _register_recognizer_commands():
     try:
         from recognizer.cli import eval_command, recognize_command

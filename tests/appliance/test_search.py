@@ -133,3 +133,16 @@ def test_unindex_removes_a_read_from_the_index(settings, reads):
     count = dbmod.database.execute_sql("SELECT count(*) FROM read_text WHERE read_text MATCH '\"XYZ\"'").fetchone()[0]
     assert count == 0
     assert json.loads(json.dumps(search.search(Query("5LMN432")).hits[0].read.alternatives))[0]["text"] == "5LMN482"
+
+
+def test_benchmark_fill_indexes_like_save_read(settings, db):
+    """The search benchmark's synthetic reads are found by their plates and alternatives, so its
+    figures measure the same index the post uses."""
+    from appliance import benchmarks
+    benchmarks.fill(settings, 3000, batch=1000)
+    assert Read.select().count() == 3000
+    for read in Read.select().where(Read.id % 97 == 0):
+        found = search.search(Query(read.plate), limit=100)
+        assert read.id in [h.read.id for h in found.hits]
+        for alt in read.alternatives:
+            assert read.id in [h.read.id for h in search.search(Query(alt["text"]), limit=100).hits]
