@@ -101,8 +101,8 @@ def detail(read_id: int):
             purposes.remember(stated)
             return redirect(url_for("reads.detail", read_id=read_id))
         return render_template("reads/purpose.html", form=form, read_id=read_id), 400
-    if stated is None:
-        return render_template("reads/purpose.html", form=PurposeOnlyForm(), read_id=read_id), 403
+    if stated is None:          # allowed, but not before saying why: the form, and no data
+        return render_template("reads/purpose.html", form=PurposeOnlyForm(), read_id=read_id)
     read = Read.get_or_none(Read.id == read_id) or abort(404)
     with write():
         audit.record("read.view", actor(), query={"read": read.uuid}, purpose=stated,
@@ -119,8 +119,8 @@ def image(read_id: int, kind: str):
     if kind not in ("crop", "frame"):
         abort(404)
     stated = purposes.current()
-    if stated is None:
-        abort(403, "state a purpose (search or open the read) before viewing images")
+    if stated is None:          # 428: allowed, but a purpose must be stated first (403 means "not you")
+        abort(428, "state a purpose (search, or open the read) before viewing its images")
     read = Read.get_or_none(Read.id == read_id) or abort(404)
     ev = Evidence.get_or_none((Evidence.read == read) & (Evidence.kind == kind)) or abort(404)
     try:
