@@ -82,7 +82,8 @@ def create_app(settings: Settings, service=None) -> Flask:
     def _globals():
         return {"post": settings.post}
 
-    from web import alerts, auth, health, home, live, reads
+    from web import admin, alerts, auth, health, home, live, reads
+    app.register_blueprint(admin.bp)
     app.register_blueprint(alerts.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)

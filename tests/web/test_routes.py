@@ -116,3 +116,18 @@ def test_plate_data_permissions_are_refused_without_current_training(app, settin
     sign_in(client, "officer.u")
     resp = client.get("/reads/search")
     assert resp.status_code == 403 and "training" in resp.get_data(as_text=True).lower()
+
+
+def test_administrators_see_the_roles_table_from_the_code(app, settings, account):
+    account("admin.ro", "admin")
+    client = app.test_client()
+    sign_in(client, "admin.ro")
+    html = client.get("/admin/roles").get_data(as_text=True)
+    for role in ROLES.values():
+        assert role["label"] in html
+    # the dispatcher's column says yes exactly for its two permissions
+    import re
+    rows = re.findall(r'<tr><th scope="row">.*?\((\w+\.\w+)\).*?</th>(.*?)</tr>', html, re.S)
+    dispatcher_col = list(ROLES).index("dispatcher")
+    granted = {perm for perm, cells in rows if re.findall(r'class="(yes|no)"', cells)[dispatcher_col] == "yes"}
+    assert granted == ROLES["dispatcher"]["permissions"]
