@@ -1,21 +1,103 @@
-// Live alerts: listens to the server-sent events of /alerts/stream and puts each new alert at the
-// top of the page. Text goes in with textContent only, never as HTML.
+// Live updates over server-sent events. Two pages use it:
+//  - the alerts page (#live, /alerts/stream): each new alert goes on top of the page;
+//  - the live view (#live-view, /live/stream): new reads go on top of the reads table, new
+//    alerts on top of the open alerts, each with the rule that an alert must be verified.
+// Text goes in with textContent only, never as HTML: plate text and hotlist reasons come from
+// cameras and outside files.
 (function () {
   "use strict";
+  if (!window.EventSource) { return; }
+  var MAX_READS = 50;
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+
+  function alertsPage(live) {
+    var source = new EventSource(live.dataset.stream);
+    source.addEventListener("alert", function (e) {
+      var a = JSON.parse(e.data);
+      var box = el("p", "flash error live-alert");
+      var link = el("a", null, "NEW ALERT (UNCONFIRMED): " + a.plate + " matches " + a.entry_plate + " on " +
+        a.hotlist + " (" + a.reason + ", " + a.match_kind + " " + Number(a.score).toFixed(2) + ")");
+      link.href = live.dataset.detail + "/" + encodeURIComponent(a.id);
+      box.appendChild(link);
+      live.insertBefore(box, live.firstChild);
+    });
+    source.onerror = function () { live.dataset.state = "reconnecting"; };
+    source.onopen = function () { live.dataset.state = "open"; };
+  }
+
+  function liveView(view) {
+    var state = document.getElementById("live-state");
+    var reads = document.querySelector("#latest-reads tbody");
+    var alerts = document.getElementById("open-alerts");
+    var source = new EventSource(view.dataset.stream);
+    function say(text) { if (state) { state.textContent = text; } view.dataset.state = text; }
+
+    function cell(row, label, node) {
+      var td = el("td");
+      td.dataset.label = label;
+      td.appendChild(node);
+      row.appendChild(td);
+    }
+
+    source.addEventListener("read", function (e) {
+      if (!reads) { return; }
+      var r = JSON.parse(e.data);
+      var row = el("tr", "new" + (r.low_confidence ? " low" : ""));
+      var plate = el(r.url ? "a" : "span", "plate big", r.plate);
+      if (r.url) { plate.href = r.url; }
+      cell(row, "Plate", plate);
+      cell(row, "Time (UTC)", document.createTextNode(r.captured_at));
+      cell(row, "Camera", document.createTextNode(r.camera));
+      var conf = el("span", null, Number(r.confidence).toFixed(2));
+      if (r.low_confidence) { conf.appendChild(document.createTextNode(" ")); conf.appendChild(el("span", "low-mark", "LOW")); }
+      cell(row, "Confidence", conf);
+      cell(row, "Direction", document.createTextNode(r.direction || "\u2014"));
+      reads.insertBefore(row, reads.firstChild);
+      while (reads.rows.length > MAX_READS) { reads.deleteRow(reads.rows.length - 1); }
+      var none = document.getElementById("no-reads");
+      if (none) { none.hidden = true; }
+    });
+
+    source.addEventListener("alert", function (e) {
+      if (!alerts) { return; }
+      var a = JSON.parse(e.data);
+      var item = el("li", "alert-item unconfirmed new");
+      var plate = el("a", "plate big", a.plate);
+      plate.href = a.url;
+      item.appendChild(plate);
+      var what = el("span", null, "matches ");
+      what.appendChild(el("span", "plate", a.entry_plate));
+      what.appendChild(document.createTextNode(" on " + a.hotlist + " (" + a.reason + "), " + a.match_kind + " " +
+        Number(a.score).toFixed(2)));
+      item.appendChild(what);
+      item.appendChild(el("span", "status unconfirmed", "UNCONFIRMED"));
+      item.appendChild(el("span", "must-verify",
+        "Not verified: confirm through CLETS and compare the characters with the image before any action."));
+      alerts.insertBefore(item, alerts.firstChild);
+      var none = document.getElementById("no-open-alerts");
+      if (none) { none.hidden = true; }
+    });
+
+    source.addEventListener("end", function (e) {
+      source.close();
+      var why = JSON.parse(e.data).reason;
+      say(why === "idle" ? "Live updates paused after the idle time. Reload the page to resume."
+        : "Live updates stopped: this account may no longer see plate data. Reload the page.");
+    });
+    source.onopen = function () { say("Live: new reads and alerts appear as they are stored."); };
+    source.onerror = function () {
+      if (source.readyState !== EventSource.CLOSED) { say("Connection lost; reconnecting\u2026"); }
+    };
+  }
+
+  var view = document.getElementById("live-view");
+  if (view && view.dataset.stream) { liveView(view); }
   var live = document.getElementById("live");
-  if (!live || !window.EventSource) { return; }
-  var source = new EventSource(live.dataset.stream);
-  source.addEventListener("alert", function (e) {
-    var a = JSON.parse(e.data);
-    var box = document.createElement("p");
-    box.className = "flash error live-alert";
-    var link = document.createElement("a");
-    link.href = live.dataset.detail + "/" + encodeURIComponent(a.id);
-    link.textContent = "NEW ALERT (UNCONFIRMED): " + a.plate + " matches " + a.entry_plate + " on " + a.hotlist +
-      " (" + a.reason + ", " + a.match_kind + " " + Number(a.score).toFixed(2) + ")";
-    box.appendChild(link);
-    live.insertBefore(box, live.firstChild);
-  });
-  source.onerror = function () { live.dataset.state = "reconnecting"; };
-  source.onopen = function () { live.dataset.state = "open"; };
+  if (live && live.dataset.stream) { alertsPage(live); }
 }());

@@ -1,0 +1,306 @@
+"""The live view: no reads before a stated purpose, every listing and streamed read recorded with
+it, dispatchers kept out, hostile text escaped, the status strip and the site-wide warning banner,
+and where each role lands after sign-in."""
+import datetime as dt
+import json
+import re
+import threading
+import urllib.request
+from http.cookiejar import CookieJar
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+
+from appliance import alerts, audit, hotlist, store, users
+from appliance.models import AccessRecord, Hotlist, Read, utcnow
+from tests.web.conftest import PASSWORD, csrf, sign_in
+
+ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
+HOSTILE = '<script>alert("x")</script>'
+
+
+def save(settings, plate, *, camera_id=None, direction="north", on_stored=None, confidence=0.93):
+    rng = np.random.default_rng(len(plate))
+    return store.save_read(settings, store.EvidenceStore(settings),
+                           store.NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=utcnow(),
+                                         direction=direction, camera_id=camera_id),
+                           rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None, on_stored=on_stored)
+
+
+def import_list(settings, tmp_path, reason="STOLEN", name="SVS"):
+    path = tmp_path / f"{name}.csv"
+    path.write_text(f"plate,state,reason,entry_date,source_ref\n7ABC123,ca,{reason},2026-11-20,S1\n")
+    hotlist.import_csv(settings, path, name, ADMIN)
+
+
+@pytest.fixture
+def trained(account):
+    def make(username, role):
+        user = account(username, role)
+        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        return user
+    return make
+
+
+def records(action, via=None):
+    rows = AccessRecord.select().where(AccessRecord.action == action).order_by(AccessRecord.seq)
+    return [r for r in rows if via is None or via in r.details]
+
+
+def state_purpose(client, code="STOLEN-VEH", case="26-004512"):
+    page = client.get("/live").get_data(as_text=True)
+    return client.post("/live/purpose", data={"purpose": code, "case_number": case, "csrf_token": csrf(page)})
+
+
+def test_reads_are_listed_only_after_a_purpose_and_the_listing_is_recorded(client, settings, trained):
+    read = save(settings, "8XYZ555", direction="southbound", confidence=0.41)
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+
+    page = client.get("/live").get_data(as_text=True)
+    assert 'id="purpose-form"' in page and "8XYZ555" not in page
+    assert records("read.live") == []
+
+    refused = state_purpose(client, case="n/a")
+    assert refused.status_code == 400
+    assert "not a case or incident number" in refused.get_data(as_text=True)
+    assert "8XYZ555" not in refused.get_data(as_text=True) and records("read.live") == []
+    no_token = client.post("/live/purpose", data={"purpose": "STOLEN-VEH", "case_number": "26-004512"})
+    assert no_token.status_code == 400
+
+    resp = state_purpose(client)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/live"
+    page = client.get("/live").get_data(as_text=True)
+    assert "8XYZ555" in page and "southbound" in page and "LOW" in page and 'id="purpose-form"' not in page
+    app = client.application
+    if "reads.detail" in app.view_functions:
+        with app.test_request_context():
+            from flask import url_for
+            assert f'href="{url_for("reads.detail", read_id=read.id)}"' in page
+    [rec] = records("read.live")
+    # The four statutory fields: date/time, the data used to query, the username, the purpose.
+    assert rec.at.startswith(str(utcnow().year)) and json.loads(rec.query) == {"latest_reads": 25}
+    assert (rec.username, rec.organization) == ("officer.lee", settings.post.agency)
+    assert (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "26-004512")
+    assert json.loads(rec.object_ids) == [f"read:{read.uuid}"] and rec.result_count == 1
+    assert audit.verify().ok
+
+
+def test_dispatcher_is_refused_the_live_view_and_lands_on_the_alerts(client, trained, account):
+    trained("dispatch.ray", "dispatcher")
+    sign_in(client, "dispatch.ray")
+    assert client.get("/").headers["Location"] == "/alerts"
+    refused = client.get("/live")
+    assert refused.status_code == 403
+    assert client.get("/live/stream").status_code == 403
+    assert client.post("/live/purpose", data={"purpose": "STOLEN-VEH", "case_number": "26-1"}).status_code in (400, 403)
+    nav = client.get("/alerts").get_data(as_text=True)
+    assert 'id="nav-alerts"' in nav and 'id="nav-live"' not in nav and 'id="nav-search"' not in nav
+    assert records("read.live") == []
+
+
+def test_each_role_starts_where_its_work_is(client, trained, account):
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    assert client.get("/").headers["Location"] == "/live"
+    nav = client.get("/live").get_data(as_text=True)
+    assert 'id="nav-live"' in nav and 'id="nav-alerts"' in nav
+    if "reads.search" in client.application.view_functions:
+        assert 'id="nav-search"' in nav
+    client.post("/auth/logout", data={"csrf_token": csrf(nav)})
+
+    account("officer.new", "officer")            # untrained: stays on the start page, which says why
+    sign_in(client, "officer.new")
+    home = client.get("/")
+    assert home.status_code == 200 and "training-required" in home.get_data(as_text=True)
+    assert 'id="nav-live"' not in home.get_data(as_text=True)
+    assert client.get("/live").status_code == 403
+
+
+def test_hostile_text_is_escaped_on_the_live_view(client, settings, trained, tmp_path):
+    import_list(settings, tmp_path, reason=f"{HOSTILE} STOLEN")
+    save(settings, "7ABC123", on_stored=lambda r: alerts.raise_alerts(settings, r))
+    # Plates are normalised when stored; a row edited outside the product must still not run.
+    Read.update(plate=HOSTILE, direction="<img src=x onerror=alert(1)>").where(Read.plate == "7ABC123").execute()
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    state_purpose(client)
+    page = client.get("/live").get_data(as_text=True)
+    assert HOSTILE not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert page.count("&lt;script&gt;") >= 3        # the read, the alert's read, the alert's reason
+    # The strict CSP allows no inline code: every script comes from a file, no style attributes.
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page) and " style=" not in page
+
+
+def test_open_alerts_carry_the_verification_rule(client, settings, trained, tmp_path):
+    import_list(settings, tmp_path)
+    save(settings, "7ABC123", on_stored=lambda r: alerts.raise_alerts(settings, r))
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get("/live").get_data(as_text=True)
+    panel = page[page.index('id="open-alerts"'):page.index('id="no-open-alerts"')]
+    assert "7ABC123" in panel and "UNCONFIRMED" in panel
+    assert "confirm through CLETS and compare the characters with the image before any action" in panel
+    rec = records("alert.view", via="live view")[-1]
+    assert rec.username == "officer.lee" and rec.purpose_code == "HIT-VERIFY" and rec.result_count == 1
+    assert records("read.live") == []               # alerts shown, but no reads without a purpose
+
+
+def test_stale_hotlist_shows_the_banner_and_the_status_strip(client, settings, trained, account, tmp_path):
+    import_list(settings, tmp_path)
+    account("tech.ortiz", "technician")
+    sign_in(client, "tech.ortiz")
+    assert 'id="site-warnings"' not in client.get("/").get_data(as_text=True)
+
+    old = utcnow() - dt.timedelta(hours=settings.hotlist.stale_after_hours + 1)
+    Hotlist.update(refreshed_at=old).where(Hotlist.name == "SVS").execute()
+    page = client.get("/").get_data(as_text=True)       # a page without plate data shows it too
+    banner = page[page.index('id="site-warnings"'):page.index("<main>")]
+    assert "Hotlist SVS is stale" in banner and old.strftime("%Y-%m-%d %H:%M") in banner
+    assert "do not rely on it" in banner
+
+    client.post("/auth/logout", data={"csrf_token": csrf(page)})
+    assert 'id="site-warnings"' not in client.get("/auth/login").get_data(as_text=True)
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    strip = client.get("/live").get_data(as_text=True)
+    strip = strip[strip.index('id="hotlist-status"'):strip.index('id="disk-state"')]
+    assert 'class="state bad"' in strip and "SVS:" in strip and "STALE" in strip
+
+
+def _sign_in_over_http(base):
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    page = opener.open(base + "/auth/login").read().decode()
+    opener.open(base + "/auth/login", data=urlencode(
+        {"username": "officer.lee", "password": PASSWORD, "csrf_token": csrf(page)}).encode()).read()
+    return opener
+
+
+def _next_event(stream) -> tuple[str, dict]:
+    """The next event of an SSE stream, skipping keep-alive comments and the retry line."""
+    kind, data = None, None
+    while True:
+        line = stream.readline()
+        assert line, "the stream ended"
+        if line.startswith(b"event: "):
+            kind = line[7:].strip().decode()
+        elif line.startswith(b"data: "):
+            data = json.loads(line[6:])
+        elif line == b"\n" and kind:
+            return kind, data
+
+
+def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, trained, tmp_path):
+    from appliance.service import PostService
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+    trained("officer.lee", "officer")
+    read = save(settings, "6DEF789", direction="eastbound")
+    live = make_settings(settings.data_dir, web__port=free_port())
+    service = PostService(live, with_capture=False).start()
+    try:
+        base = f"http://127.0.0.1:{live.web.port}"
+        opener = _sign_in_over_http(base)
+        read_event = {"id": read.id, "uuid": read.uuid, "plate": read.plate, "confidence": read.confidence,
+                      "low_confidence": False, "captured_at": read.captured_at.isoformat() + "Z",
+                      "direction": "eastbound"}
+        alert_event = {"id": 99, "read_id": read.id, "plate": "6DEF789", "entry_plate": "6DEF789",
+                       "reason": HOSTILE, "hotlist": "SVS", "score": 1.0, "match_kind": "exact",
+                       "status": "unconfirmed"}
+
+        # Without a stated purpose the read is not sent; the alert (its own purpose) is.
+        stream = opener.open(base + "/live/stream", timeout=20)
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.readline().startswith(b"retry:")
+
+        def publish_both():
+            service.bus.publish("read", read_event)
+            service.bus.publish("alert", alert_event)
+        threading.Timer(0.5, publish_both).start()
+        kind, data = _next_event(stream)
+        assert kind == "alert" and data["url"] == "/alerts/99" and data["reason"] == HOSTILE
+        stream.close()
+        assert records("read.live") == []
+
+        page = opener.open(base + "/live").read().decode()
+        opener.open(base + "/live/purpose", data=urlencode(
+            {"purpose": "CRIME-INV", "case_number": "26-000777", "csrf_token": csrf(page)}).encode()).read()
+        stream = opener.open(base + "/live/stream", timeout=20)
+        stream.readline()
+        threading.Timer(0.5, lambda: service.bus.publish("read", read_event)).start()
+        kind, data = _next_event(stream)
+        assert kind == "read" and data["plate"] == "6DEF789" and data["direction"] == "eastbound"
+        assert data["camera"] and data["captured_at"] == read.captured_at.strftime("%Y-%m-%d %H:%M:%S")
+        stream.close()
+    finally:
+        service.stop()
+    [rec] = records("read.live", via="live stream")
+    assert (rec.username, rec.purpose_code, rec.case_number) == ("officer.lee", "CRIME-INV", "26-000777")
+    assert json.loads(rec.object_ids) == [f"read:{read.uuid}"] and rec.result_count == 1
+    # The listing of the page (after the purpose) is the only other read.live.
+    assert len(records("read.live")) == 2
+    assert audit.verify().ok
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
+def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, tmp_path):
+    """A read arrives live in the page, the theme toggle sticks, nothing breaks the CSP, and the
+    phone layout has no sideways scrolling. Screenshots are kept in the test's tmp_path."""
+    from playwright.sync_api import sync_playwright
+
+    from appliance.service import PostService
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+    trained("officer.lee", "officer")
+    save(settings, "4GHJ321", direction="northbound", confidence=0.42)
+    live = make_settings(settings.data_dir, web__port=free_port())
+    service = PostService(live, with_capture=False).start()
+    base = f"http://127.0.0.1:{live.web.port}"
+    errors = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+            page = context.new_page()
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(base + "/")
+            page.fill("#username", "officer.lee")
+            page.fill("#password", PASSWORD)
+            page.click("main button[type=submit]")
+            assert page.url == base + "/live"
+            assert page.locator("#purpose-form").is_visible() and "4GHJ321" not in page.content()
+            page.select_option("#purpose", "STOLEN-VEH")
+            page.fill("#case_number", "26-004512")
+            page.click("#state-purpose")
+            assert page.locator("#latest-reads").inner_text().count("4GHJ321") == 1
+            page.wait_for_function("document.getElementById('live-view').dataset.state.startsWith('Live')")
+            dark_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+            new = save(live, "5KLM654", direction="southbound")
+            service.bus.publish("read", {"id": new.id, "uuid": new.uuid, "plate": new.plate})
+            page.wait_for_selector("#latest-reads tbody tr.new >> text=5KLM654", timeout=10_000)
+            assert page.locator("#latest-reads tbody tr").first.inner_text().startswith("5KLM654")
+            page.screenshot(path=str(tmp_path / "live-laptop-dark.png"), full_page=True)
+
+            page.click("#theme-toggle")
+            light_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert light_bg != dark_bg
+            page.reload()
+            assert page.evaluate("document.documentElement.dataset.theme") == "light"
+
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.click("#theme-toggle")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            page.screenshot(path=str(tmp_path / "live-phone-dark.png"), full_page=True)
+            browser.close()
+    finally:
+        service.stop()
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    assert len(records("read.live", via="live stream")) == 1
