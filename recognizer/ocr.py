@@ -2,7 +2,10 @@
 
 The model sees one grayscale plate crop resized to a fixed size (recognizer/models/ocr.json) and
 returns per-column character logits (CTC, blank = index 0) plus state logits. Decoding happens
-here: a pruned CTC prefix beam search gives the text, its probability and the runner-up readings
+here, in numpy: a pruned CTC prefix beam search and the greedy path's runner-ups propose readings,
+letter/digit look-alike swaps (0/O, 1/I, 5/S, 8/B, 2/Z, 6/G, ...) are added where the OCR is
+unsure, every candidate is scored exactly under CTC and weighed by the plate-format prior of
+recognizer/formats.py. The best is the read; the next ones, with scores, are the alternatives
 that fuzzy search and hotlist matching use. TensorFlow is never imported.
 """
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import ALPHABET, normalise
+from .formats import ALPHABET, SWAPS, format_prior, normalise
 from .result import Alternative, PlateRead
 from .runtime import load_model
 
@@ -20,6 +23,10 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "ocr.tflite"
 BLANK = 0  # CTC blank; characters are ALPHABET[i - 1]
 MIN_ALTERNATIVES = 3
+# Decoding with the plate-format prior (recognizer/formats.py):
+PRIOR_WEIGHT = 1.0        # exponent on the prior's lift; 1 = plain Bayes
+SWAP_MIN_RATIO = 1e-3     # try a look-alike swap when the OCR gives it >= this share of the read char
+STATE_CONFIDENT = 0.8     # use the state's own formats only when the state head is this sure
 
 
 class CropError(ValueError):
@@ -132,27 +139,108 @@ def beam_decode(probs: np.ndarray, beam: int = 6, prune: float = 0.01, topk: int
     return out
 
 
-def _substitutions(text: str, probs: np.ndarray, score: float) -> list[tuple[str, float]]:
-    """Per-position runner-ups from the greedy alignment, scored relative to the best read."""
+def _greedy_columns(probs: np.ndarray) -> list[int]:
+    """For each character of the greedy read, the column where it is most probable."""
     best = probs.argmax(axis=1)
-    alts, i, prev = [], -1, BLANK
+    cols, prev = [], BLANK
     for t, k in enumerate(best):
         if k != BLANK and k != prev:
-            i += 1
-            row = probs[t].copy()
-            p1 = row[k]
-            row[[BLANK, k]] = 0.0
-            k2 = int(row.argmax())
-            if i < len(text) and row[k2] > 0:
-                alts.append((text[:i] + ALPHABET[k2 - 1] + text[i + 1:], score * float(row[k2] / max(p1, 1e-9))))
+            cols.append(t)
+        elif k != BLANK and probs[t, k] > probs[cols[-1], k]:
+            cols[-1] = t
         prev = k
-    return alts
+    return cols
+
+
+def _substitutions(text: str, probs: np.ndarray, cols: list[int]) -> list[str]:
+    """Per-position runner-ups of the greedy read (candidates for ranking, not yet scored)."""
+    out = []
+    for i, t in enumerate(cols[: len(text)]):
+        row = probs[t].copy()
+        row[[BLANK, ALPHABET.index(text[i]) + 1]] = 0.0
+        k2 = int(row.argmax())
+        if row[k2] > 0:
+            out.append(text[:i] + ALPHABET[k2 - 1] + text[i + 1:])
+    return out
+
+
+def _swaps(text: str, probs: np.ndarray, cols: list[int], min_ratio: float, max_positions: int = 4) -> list[str]:
+    """Variants of `text` with letter/digit look-alikes swapped (formats.SWAPS) where the OCR gives
+    the look-alike at least `min_ratio` of the read character's probability. Single swaps of every
+    such pair, plus every combination over the `max_positions` most ambivalent positions."""
+    options = []   # (ratio, position, replacement)
+    for i, t in enumerate(cols[: len(text)]):
+        c = text[i]
+        p_c = probs[t, ALPHABET.index(c) + 1]
+        for d in SWAPS.get(c, ""):
+            r = probs[t, ALPHABET.index(d) + 1] / max(p_c, 1e-9)
+            if r >= min_ratio:
+                options.append((float(r), i, d))
+    if not options:
+        return []
+    out = [text[:i] + d + text[i + 1:] for _, i, d in options]
+    best_per_pos: dict[int, str] = {}
+    for r, i, d in sorted(options, reverse=True):
+        if i not in best_per_pos and len(best_per_pos) < max_positions:
+            best_per_pos[i] = d
+    positions = sorted(best_per_pos)
+    for mask in range(1, 1 << len(positions)):
+        chars = list(text)
+        for j, i in enumerate(positions):
+            if mask >> j & 1:
+                chars[i] = best_per_pos[i]
+        out.append("".join(chars))
+    return out
+
+
+def ctc_scores(probs: np.ndarray, texts: list[str]) -> np.ndarray:
+    """Exact CTC probability P(text | columns) of each text (forward algorithm, all texts at once)."""
+    n = len(texts)
+    L = max((len(t) for t in texts), default=0)
+    S = 2 * L + 1
+    lab = np.zeros((n, S), np.int64)          # blank, c1, blank, c2, ... (padded with blanks)
+    for j, t in enumerate(texts):
+        if t:
+            lab[j, 1: 2 * len(t): 2] = [ALPHABET.index(c) + 1 for c in t]
+    skip = np.zeros((n, S), bool)             # s-2 -> s allowed: a character unlike the one before
+    skip[:, 2:] = (lab[:, 2:] != BLANK) & (lab[:, 2:] != lab[:, :-2])
+    p = probs.astype(np.float64)
+    alpha = np.zeros((n, S))
+    alpha[:, 0] = p[0, BLANK]
+    if S > 1:
+        alpha[:, 1] = p[0, lab[:, 1]]
+    for t in range(1, p.shape[0]):
+        nxt = alpha.copy()
+        nxt[:, 1:] += alpha[:, :-1]
+        nxt[:, 2:] += np.where(skip[:, 2:], alpha[:, :-2], 0.0)
+        alpha = nxt * p[t][lab]
+    ends = np.array([2 * len(t) for t in texts])
+    rows = np.arange(n)
+    return alpha[rows, ends] + np.where(ends > 0, alpha[rows, np.maximum(ends - 1, 0)], 0.0)
+
+
+def _reweigh_per_length(texts: list[str], ocr_p: np.ndarray, lift: np.ndarray, n_base: int) -> np.ndarray:
+    """score = P_ocr(n) * P(text | n). P_ocr(n) is the OCR's mass on the first `n_base` candidates
+    (the readings found without the prior) of length n; P(text | n) is proportional to
+    P_ocr(text) * lift(text) among all candidates of length n. So the prior moves mass only between
+    readings of the same length (it knows layouts, not how many characters a crop shows), and the
+    total stays the OCR's (a blurred crop stays unconfident whatever its format)."""
+    lengths = np.array([len(t) for t in texts])
+    weighed = ocr_p * lift
+    scores = ocr_p.copy()
+    for n in np.unique(lengths):
+        m = lengths == n
+        mass = ocr_p[:n_base][m[:n_base]].sum()
+        if weighed[m].sum() > 0 and mass > 0:
+            scores[m] = weighed[m] / weighed[m].sum() * mass
+    return scores
 
 
 class PlateOCR:
     """Reads plate crops. Build once per process; `read` is not thread-safe (one interpreter)."""
 
-    def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 6):
+    def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 6,
+                 prior_weight: float = PRIOR_WEIGHT):
         path = Path(model_path) if model_path else DEFAULT_MODEL
         meta_path = path.with_suffix(".json")
         if not meta_path.is_file():
@@ -163,6 +251,9 @@ class PlateOCR:
         self.height, self.width = int(self.meta["input_height"]), int(self.meta["input_width"])
         self.states = list(self.meta.get("states", []))
         self.beam = beam
+        # prior_weight 0 turns the plate-format prior off (pure OCR ranking).
+        self.prior_weight = float(prior_weight)
+        self.prior = format_prior() if self.prior_weight > 0 else None
         self.model = load_model(path, threads=threads, runtime=runtime)
         self.runtime = self.model.runtime
         outs = self.model.outputs
@@ -184,35 +275,63 @@ class PlateOCR:
         return [self.read(c) for c in crops]
 
     def decode(self, chars: np.ndarray, state_logits: np.ndarray | None = None) -> PlateRead:
+        """Column logits -> PlateRead. The candidates (beam readings, per-position runner-ups and
+        letter/digit look-alike swaps) are scored exactly under CTC, then weighed by the plate-format
+        prior within each length (see _reweigh_per_length)."""
         probs = _softmax(chars.astype(np.float32))
         greedy, greedy_confs = greedy_decode(probs)
-        beams = beam_decode(probs, beam=self.beam)
-        text, score = beams[0] if beams else (greedy, 0.0)
-        if text == greedy:
-            char_conf = tuple(greedy_confs)
-        else:
-            each = score ** (1.0 / max(len(text), 1))
-            char_conf = tuple(each for _ in text)
-        seen, alts = {text}, []
-        for cand, s in beams[1:] + _substitutions(greedy, probs, score):
-            if cand and cand not in seen:
-                seen.add(cand)
-                alts.append(Alternative(cand, round(float(s), 6)))
-        alts.sort(key=lambda a: -a.score)
         region, region_conf = None, None
         if state_logits is not None and self.states:
             sp = _softmax(state_logits.astype(np.float32))
             i = int(sp.argmax())
             if self.states[i] != "other":
                 region, region_conf = self.states[i], float(sp[i])
+        beams = beam_decode(probs, beam=self.beam)
+        cols = _greedy_columns(probs)
+        # The readings found without the prior first: their mass per length is the OCR's alone.
+        found = dict.fromkeys([t for t, _ in beams] + [greedy] + _substitutions(greedy, probs, cols))
+        found.pop("", None)
+        n_base = len(found)
+        if self.prior is not None:
+            for base in dict.fromkeys([greedy, beams[0][0] if beams else greedy]):
+                if len(base) == len(cols):
+                    found.update(dict.fromkeys(_swaps(base, probs, cols, SWAP_MIN_RATIO)))
+        texts = list(found)
+        if not texts:
+            return PlateRead(text="", confidence=0.0, char_confidences=(), alternatives=(),
+                             region=region, region_confidence=region_conf)
+        ocr_p = ctc_scores(probs, texts)
+        scores = ocr_p
+        if self.prior is not None and ocr_p.sum() > 0:
+            state_weight = region_conf if (region_conf or 0.0) >= STATE_CONFIDENT else 0.0
+            lift = np.exp(self.prior_weight * np.array(self.prior.log_weights(texts, region, state_weight)))
+            scores = _reweigh_per_length(texts, ocr_p, lift, n_base)
+        order = np.argsort(-scores, kind="stable")
+        text, score = texts[order[0]], float(scores[order[0]])
+        char_conf = self._char_confidences(text, score, texts, scores, greedy, greedy_confs)
+        alts = [Alternative(texts[j], round(float(scores[j]), 6)) for j in order[1: 1 + max(MIN_ALTERNATIVES, 5)]]
         return PlateRead(
             text=normalise(text),
-            confidence=float(score) if text else 0.0,
-            char_confidences=tuple(round(c, 6) for c in char_conf),
-            alternatives=tuple(alts[: max(MIN_ALTERNATIVES, 5)]),
+            confidence=min(1.0, score),
+            char_confidences=tuple(round(min(1.0, c), 6) for c in char_conf),
+            alternatives=tuple(alts),
             region=region,
             region_confidence=region_conf,
         )
+
+    @staticmethod
+    def _char_confidences(text, score, texts, scores, greedy, greedy_confs) -> list[float]:
+        """The greedy column confidence where `text` agrees with the greedy read. Where a swap or a
+        runner-up of the same length won: the share of the same-length candidates' score that has
+        this character there. A reading of another length: the geometric mean of its score."""
+        if text == greedy:
+            return list(greedy_confs)
+        if len(text) != len(greedy):
+            return [score ** (1.0 / len(text))] * len(text)
+        same = [(t, s) for t, s in zip(texts, scores) if len(t) == len(text)]
+        total = sum(s for _, s in same) or 1.0
+        return [greedy_confs[i] if c == greedy[i] else float(sum(s for t, s in same if t[i] == c) / total)
+                for i, c in enumerate(text)]
 
 
 def read_crop_file(path, ocr: PlateOCR) -> PlateRead:
@@ -228,4 +347,4 @@ def read_crop_file(path, ocr: PlateOCR) -> PlateRead:
     return ocr.read(arr)
 
 
-__all__ = ["PlateOCR", "CropError", "preprocess", "greedy_decode", "beam_decode", "read_crop_file"]
+__all__ = ["PlateOCR", "CropError", "preprocess", "greedy_decode", "beam_decode", "ctc_scores", "read_crop_file"]

@@ -11,6 +11,8 @@ model="${1:-}"
 case "$model" in
   ocr)
     export WAYPOST_TRAIN_DIR="${WAYPOST_TRAIN_DIR:-$HOME/.cache/waypost-training/ocr}"
+    # The decoder's plate-format prior, walked from the same generator's formats (a second).
+    "$PY" -m recognizer.training.format_table
     # Phase 1: from scratch, cosine LR 1.5e-3 -> 1e-5 over 5000 steps of 32 (a quarter real crops).
     nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 5000 --synth-shards 100 --real-shards 20 --no-export "$@"
     # Phase 2: resume at a lower LR with more real crops and 40 more synthetic shards, then export

@@ -26,7 +26,9 @@ DEGRADES_PER_PLATE = 3   # rendering a plate costs more than degrading it: reuse
 US_STATES = ("al ak az ar ca co ct de dc fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh "
              "nj nm ny nc nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy").split()
 STATES = US_STATES + ["other"]
-DATA = Path(os.environ.get("WAYPOST_DATA_DIR", "/work/shared/data/plates-dev"))
+# The shared data sits beside the checkout (../shared/data/plates-dev), as for the detector
+# (det_data.DEV_ROOT); WAYPOST_DATA_DIR points elsewhere.
+DATA = Path(os.environ.get("WAYPOST_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "plates-dev")
 HOLDOUT_PERCENT = 40
 
 

@@ -1,6 +1,7 @@
 """The shipped OCR model, read through the runtime with real TFLite inference (no mocks)."""
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from PIL import Image
 
 from recognizer import formats
 from recognizer.evaluate import char_error_rate, evaluate_crops, load_labels, LabelError
-from recognizer.ocr import DEFAULT_MODEL, CropError, PlateOCR, beam_decode, greedy_decode, read_crop_file
+from recognizer.ocr import (DEFAULT_MODEL, CropError, PlateOCR, _reweigh_per_length, beam_decode, ctc_scores,
+                           greedy_decode, read_crop_file)
 from recognizer.runtime import available_runtimes
 from recognizer.training.plates import render_plate
 
@@ -134,6 +136,103 @@ def test_ctc_decoders_collapse_repeats_only_across_blanks():
     text, score = beam_decode(probs)[0]
     assert text == "7AABC1"
     assert 0.0 < score <= 1.0
+
+
+def _logits(columns, T=32, n=37):
+    """CTC logits from columns given as a symbol ('-' = blank, probability 0.9) or a dict
+    {symbol: probability} for an unsure column; the rest of each column's mass is spread thin."""
+    p = np.full((T, n), 1e-4, np.float32)
+    for t in range(T):
+        col = columns[t] if t < len(columns) else "-"
+        col = {col: 0.9} if isinstance(col, str) else col
+        for ch, q in col.items():
+            p[t, 0 if ch == "-" else formats.ALPHABET.index(ch) + 1] = q
+    return np.log(p / p.sum(axis=1, keepdims=True))
+
+
+def _spell(text, unsure=None):
+    """Columns spelling `text` with blanks between, position i replaced by unsure[i] if given."""
+    cols = ["-"]
+    for i, ch in enumerate(text):
+        cols += [(unsure or {}).get(i, ch), "-"]
+    return cols
+
+
+@pytest.fixture(scope="module")
+def ocr_plain():
+    return PlateOCR(threads=1, prior_weight=0)
+
+
+@pytest.mark.parametrize("ocr_lean, ambiguous, expected", [
+    ("824B0J", {4: {"0": 0.5, "O": 0.4}}, "824BOJ"),      # O among letters: 999LLL
+    ("471NZ0", {5: {"0": 0.55, "O": 0.35}}, "471NZO"),
+    ("0IT643", {0: {"0": 0.5, "O": 0.4}}, "OIT643"),
+    ("IABC234", {0: {"I": 0.5, "1": 0.4}}, "1ABC234"),    # California: a digit leads
+    ("7ABC1Z3", {5: {"Z": 0.5, "2": 0.4}}, "7ABC123"),
+])
+def test_format_prior_decides_where_the_ocr_is_unsure(ocr, ocr_plain, ocr_lean, ambiguous, expected):
+    logits = _logits(_spell(ocr_lean, ambiguous))
+    assert ocr_plain.decode(logits).text == ocr_lean          # the OCR alone leans the wrong way
+    read = ocr.decode(logits)
+    assert read.text == expected
+    assert ocr_lean in [a.text for a in read.alternatives]    # the OCR's own reading stays findable
+    assert len(read.alternatives) >= 3
+    assert [a.score for a in read.alternatives] == sorted((a.score for a in read.alternatives), reverse=True)
+    assert 0.0 < read.confidence <= 1.0 and len(read.char_confidences) == len(read.text)
+
+
+@pytest.mark.parametrize("text, ambiguous", [
+    ("1ABC234", {0: {"1": 0.5, "I": 0.4}}),                # a California plate is not "IABC234"
+    ("5SOB120", {2: {"O": 0.5, "0": 0.4}, 0: {"5": 0.5, "S": 0.4}}),
+    ("824B0J", {4: {"0": 0.98, "O": 0.0002}}),            # the OCR is sure: the prior is soft
+    ("C0NNMAN", {1: {"0": 0.5, "O": 0.4}}),                # vanity: no layout either way, OCR decides
+    ("CONNMAN", {1: {"O": 0.5, "0": 0.4}}),
+])
+def test_format_prior_leaves_good_reads_alone(ocr, text, ambiguous):
+    assert ocr.decode(_logits(_spell(text, ambiguous))).text == text
+
+
+def test_a_confident_state_brings_its_own_formats(ocr):
+    logits = _logits(_spell("5XN9714", {0: {"5": 0.8, "S": 0.15}}))
+    assert ocr.decode(logits).text == "5XN9714"           # pooled: 9LL9999 is a generic layout too
+    state = np.full(len(ocr.states), -5.0, np.float32)
+    state[ocr.states.index("ny")] = 5.0                   # the state head is sure it is New York
+    read = ocr.decode(logits, state)
+    assert (read.region, read.text) == ("ny", "SXN9714")  # New York serials are LLL9999
+
+
+def test_rendered_california_plates_read_as_well_with_the_prior(ocr, ocr_plain):
+    plates = rendered_plates(16, seed=31, state="ca", kind="standard")
+    with_prior = [ocr.read(img).text for img, _, _ in plates]
+    plain = [ocr_plain.read(img).text for img, _, _ in plates]
+    labels = [t for _, t, _ in plates]
+    assert sum(map(str.__eq__, with_prior, labels)) >= sum(map(str.__eq__, plain, labels)) >= 12
+    for read, label in zip(with_prior, labels):
+        if len(read) == len(label) and label[0].isdigit():
+            assert read[0].isdigit(), (label, read)
+
+
+def test_ctc_scores_sum_every_alignment():
+    """Brute force over every path of a 4-column output over blank, A and B."""
+    rng = np.random.default_rng(0)
+    p = np.zeros((4, 37))
+    p[:, [0, 11, 12]] = rng.dirichlet([1, 1, 1], size=4)   # blank, A, B
+    expected = {}
+    for path in itertools.product([0, 11, 12], repeat=4):
+        collapsed = [k for i, k in enumerate(path) if k and (i == 0 or k != path[i - 1])]
+        text = "".join(formats.ALPHABET[k - 1] for k in collapsed)
+        expected[text] = expected.get(text, 0.0) + np.prod([p[t, k] for t, k in enumerate(path)])
+    texts = ["", "A", "AB", "AA", "BAB", "ABAB", "AAB"]
+    assert ctc_scores(p, texts) == pytest.approx([expected.get(t, 0.0) for t in texts], abs=1e-12)
+
+
+def test_the_prior_moves_mass_only_within_a_length():
+    texts = ["ABC", "A8C", "ABCD", "A8CD"]
+    ocr_p = np.array([0.4, 0.1, 0.3, 0.05])
+    scores = _reweigh_per_length(texts, ocr_p, np.array([1.0, 9.0, 1.0, 100.0]), n_base=3)
+    assert scores[:2].sum() == pytest.approx(0.5)          # length 3 keeps the OCR's 0.5
+    assert scores[2:].sum() == pytest.approx(0.3)          # length 4: the base reading's mass only
+    assert scores[1] > scores[0] and scores[3] > scores[2]
 
 
 def test_normalise_keeps_plate_characters_only():
