@@ -14,11 +14,12 @@ from web.access import signed_in
 
 bp = Blueprint("home", __name__)
 
-# (key, label, endpoint, permission), in the order they appear in the bar.
+# (key, label, endpoints, permission), in the order they appear in the bar; the first endpoint of
+# the area that the app has is the link.
 AREAS = (
-    ("live", "Live", "live.index", "reads.view"),
-    ("search", "Search", "reads.search", "reads.search"),
-    ("alerts", "Alerts", "alerts.index", "alerts.view"),
+    ("live", "Live", ("live.index",), "reads.view"),
+    ("search", "Search", ("reads.search_form", "reads.search"), "reads.search"),
+    ("alerts", "Alerts", ("alerts.index",), "alerts.view"),
 )
 
 
@@ -42,8 +43,11 @@ def _navigation():
         if not current_user.is_authenticated:
             return []
         user = current_user.user
-        return [{"key": key, "label": label, "url": url_for(endpoint),
-                 "current": request.blueprint == endpoint.partition(".")[0]}
-                for key, label, endpoint, permission in AREAS
-                if endpoint in current_app.view_functions and allowed(user, permission)]
+        links = []
+        for key, label, endpoints, permission in AREAS:
+            endpoint = next((e for e in endpoints if e in current_app.view_functions), None)
+            if endpoint and allowed(user, permission):
+                links.append({"key": key, "label": label, "url": url_for(endpoint),
+                              "current": request.blueprint == endpoint.partition(".")[0]})
+        return links
     return {"nav_links": nav_links}

@@ -161,6 +161,7 @@ def stream():
     if service is None:
         abort(503)
     bus = service.bus
+    stopping = getattr(service, "stop_event", None)
     who = actor()
     user_id = current_user.user.id
     purpose = stated.current()
@@ -203,9 +204,9 @@ def stream():
         started = last_check = time.monotonic()
         try:
             yield "retry: 3000\n\n"
-            while True:
+            while stopping is None or not stopping.is_set():   # the service's shutdown waits for this thread
                 try:
-                    event = q.get(timeout=5)
+                    event = q.get(timeout=1)
                 except queue.Empty:
                     event = None
                 if event is not None and event["type"] == "read" and purpose is not None:

@@ -106,7 +106,7 @@ def test_each_role_starts_where_its_work_is(client, trained, account):
     assert client.get("/").headers["Location"] == "/live"
     nav = client.get("/live").get_data(as_text=True)
     assert 'id="nav-live"' in nav and 'id="nav-alerts"' in nav
-    if "reads.search" in client.application.view_functions:
+    if {"reads.search_form", "reads.search"} & set(client.application.view_functions):
         assert 'id="nav-search"' in nav
     client.post("/auth/logout", data={"csrf_token": csrf(nav)})
 
