@@ -21,7 +21,7 @@ from wtforms.validators import Length, Optional
 from appliance import alerts as alerting
 from appliance import audit
 from appliance.db import connection, write
-from appliance.models import Alert, AlertConfirmation, Evidence, Read
+from appliance.models import Alert, AlertConfirmation, Evidence, Read, User
 from appliance.roles import allowed
 from appliance.store import EvidenceStore, StoreError
 from web.access import actor, requires
@@ -136,17 +136,25 @@ def stream():
     if service is None:
         abort(503)
     bus = service.bus
+    stopping = getattr(service, "stop_event", None)
     who = actor()
+    user_id = current_user.user.id
+    idle_s = g.settings.web.session_idle_minutes * 60
+    app = current_app._get_current_object()
+
+    def still_allowed() -> bool:
+        with connection():
+            return allowed(User.get_or_none(User.id == user_id), "alerts.view")
 
     @stream_with_context
     def events():
         q = bus.subscribe()
+        started = last_check = time.monotonic()
         try:
             yield "retry: 3000\n\n"
-            last_beat = time.monotonic()
-            while True:
+            while stopping is None or not stopping.is_set():   # the service's shutdown waits for this thread
                 try:
-                    event = q.get(timeout=5)
+                    event = q.get(timeout=1)
                 except queue.Empty:
                     event = None
                 if event is not None and event["type"] == "alert":
@@ -156,12 +164,19 @@ def stream():
                                      purpose=alert_purpose(data["id"]), objects=[f"alert:{data['id']}"],
                                      result_count=1, details={"via": "live stream"})
                     yield f"id: {event['id']}\nevent: alert\ndata: {json.dumps(data)}\n\n"
-                if time.monotonic() - last_beat > 15:
-                    last_beat = time.monotonic()
+                now = time.monotonic()
+                if now - started > idle_s:        # no way round the idle sign-out by leaving a page open
+                    yield 'event: end\ndata: {"reason": "idle"}\n\n'
+                    return
+                if now - last_check > 15:
+                    last_check = now
+                    if not still_allowed():
+                        yield 'event: end\ndata: {"reason": "access"}\n\n'
+                        return
                     yield ": keep-alive\n\n"
         finally:
             bus.unsubscribe(q)
-            current_app.logger.debug("live stream of %s closed", who.username)
+            app.logger.debug("live stream of %s closed", who.username)
 
     resp = Response(events(), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-store"
