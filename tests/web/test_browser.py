@@ -57,3 +57,88 @@ def test_first_sign_in_change_password_and_sign_out(live_server, account, page, 
     assert "You are signed out." in page.content()
     page.goto(live_server + "/")
     assert "/auth/login" in page.url
+
+
+@pytest.fixture
+def artifacts(request):
+    """Screenshots kept after the run: $WAYPOST_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
+    import os
+    from pathlib import Path
+    root = Path(os.environ.get("WAYPOST_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
+    folder = root / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path, page, artifacts):
+    """The whole officer journey against a running post with the demo street and the shipped
+    models: sign in, state a purpose, see a hotlist alert arrive live, run a purpose-bound
+    wildcard search, open a read with its images. Every step leaves its access record."""
+    import datetime as dt
+
+    from appliance import audit, users
+    from appliance import db as dbmod
+    from appliance.models import AccessRecord, Read
+    from appliance.service import PostService, bootstrap, system_actor
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "post", web__port=free_port(), capture__type="demo",
+                             capture__demo_vehicles_per_min=30, recognizer__threads=1)
+    bootstrap(settings, create_admin=False)
+    with dbmod.connection():
+        users.add(system_actor(settings), username="officer.diaz", display_name="Officer Diaz",
+                  organization=settings.post.agency, role="officer", password=PASSWORD,
+                  must_change_password=False)
+        users.set_training(system_actor(settings), "officer.diaz", completed_on=dt.date.today() - dt.timedelta(days=5),
+                           expires_on=dt.date.today() + dt.timedelta(days=360), course="POST ALPR 101")
+    service = PostService(settings).start()
+    base = f"http://127.0.0.1:{settings.web.port}"
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(base + "/")
+        page.fill("#username", "officer.diaz")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        assert page.url == base + "/live"
+        page.select_option("#purpose", "STOLEN-VEH")
+        page.fill("#case_number", "26-017734")
+        page.click("#state-purpose")
+        assert "Purpose STOLEN-VEH, case 26-017734" in page.locator("#stated-purpose").inner_text()
+
+        # every fifth demo vehicle is on the demo hotlist: its alert arrives without a reload
+        alert = page.locator("#open-alerts li").first
+        alert.wait_for(timeout=120_000)
+        assert "UNCONFIRMED" in alert.inner_text() and "CLETS" in alert.inner_text()
+        page.locator("#latest-reads tbody tr").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "1-live-alert.png"), full_page=True)
+
+        with dbmod.connection():
+            plate = Read.select().order_by(Read.id).first().plate
+        page.click("nav >> text=Search")
+        page.fill("#plate", plate[:3] + "*")
+        page.select_option("#mode", "wildcard")
+        assert page.input_value("#case_number") == "26-017734"          # the stated purpose carries over
+        page.click("#search")
+        rows = page.locator("#result-table tbody tr")
+        assert rows.count() >= 1
+        assert plate in page.locator("#result-table").inner_text()
+        page.screenshot(path=str(artifacts / "2-search-results.png"), full_page=True)
+
+        page.click(f"#result-table a.plate:text-is('{plate}')")
+        assert page.locator("h1 .plate").inner_text() == plate
+        crop = page.locator("#crop")
+        crop.wait_for()
+        from playwright.sync_api import expect
+        expect(crop).to_have_js_property("complete", True)
+        assert crop.evaluate("img => img.naturalWidth") > 0
+        page.screenshot(path=str(artifacts / "3-read-detail.png"), full_page=True)
+    finally:
+        service.stop()
+
+    with dbmod.connection():
+        actions = {r.action for r in AccessRecord.select().where(AccessRecord.username == "officer.diaz")}
+        searches = list(AccessRecord.select().where(AccessRecord.action == "read.search"))
+        assert audit.verify().ok
+    assert {"auth.login", "read.live", "alert.view", "read.search", "read.view", "evidence.view"} <= actions
+    assert searches[0].case_number == "26-017734" and plate[:3] + "*" in searches[0].query
