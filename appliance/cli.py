@@ -476,6 +476,19 @@ def bench_search(count, queries, where):
     click.echo(json.dumps(benchmarks.search_at_scale(count, where, queries, progress=progress)))
 
 
+@bench.command("live-page")
+@click.option("--loads", default=30, show_default=True, help="Reloads to time.")
+@click.option("--no-capture", is_flag=True, help="Without the demo capture running beside the web UI.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
+def bench_live_page(loads, no_capture, where):
+    """Load time of the live view in chromium with a warm cache (needs the dev requirements)."""
+    from appliance import benchmarks
+    try:
+        click.echo(json.dumps(benchmarks.live_page(loads, where, capture=not no_capture)))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc))
+
+
 def _register_recognizer_commands():
     try:
         from recognizer.cli import eval_command, recognize_command

@@ -118,7 +118,10 @@ class WebServer:
 
     def __init__(self, app, host: str, port: int, threads: int = 4):
         from waitress.server import create_server
-        self.server = create_server(app, host=host, port=port, threads=threads, ident="waypost")
+        # channel_request_lookahead: waitress keeps reading the socket while a view runs, so a live
+        # stream sees its browser leave (environ["waitress.client_disconnected"]) and frees its thread
+        self.server = create_server(app, host=host, port=port, threads=threads, ident="waypost",
+                                    channel_request_lookahead=4)
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
     @property

@@ -11,7 +11,7 @@ import json
 import queue
 import time
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, stream_with_context, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, stream_with_context, url_for)
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
@@ -146,15 +146,17 @@ def stream():
         with connection():
             return allowed(User.get_or_none(User.id == user_id), "alerts.view")
 
+    gone = request.environ.get("waitress.client_disconnected", lambda: False)   # the browser left
+
     @stream_with_context
     def events():
         q = bus.subscribe()
         started = last_check = time.monotonic()
         try:
             yield "retry: 3000\n\n"
-            while stopping is None or not stopping.is_set():   # the service's shutdown waits for this thread
+            while (stopping is None or not stopping.is_set()) and not gone():   # shutdown waits for this thread
                 try:
-                    event = q.get(timeout=1)
+                    event = q.get(timeout=0.5)
                 except queue.Empty:
                     event = None
                 if event is not None and event["type"] == "alert":

@@ -16,7 +16,7 @@ import queue
 import shutil
 import time
 
-from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, stream_with_context,
+from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, stream_with_context,
                    url_for)
 from flask_login import current_user
 
@@ -198,15 +198,17 @@ def stream():
         payload = dict(data, url=url_for("alerts.detail", alert_id=data["id"]))
         return f"id: {event['id']}\nevent: alert\ndata: {json.dumps(payload)}\n\n"
 
+    gone = request.environ.get("waitress.client_disconnected", lambda: False)   # the browser left
+
     @stream_with_context
     def events():
         q = bus.subscribe()
         started = last_check = time.monotonic()
         try:
             yield "retry: 3000\n\n"
-            while stopping is None or not stopping.is_set():   # the service's shutdown waits for this thread
+            while (stopping is None or not stopping.is_set()) and not gone():   # shutdown waits for this thread
                 try:
-                    event = q.get(timeout=1)
+                    event = q.get(timeout=0.5)
                 except queue.Empty:
                     event = None
                 if event is not None and event["type"] == "read" and purpose is not None:

@@ -304,3 +304,30 @@ def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, t
         service.stop()
     assert not [e for e in errors if "Content Security Policy" in e], errors
     assert len(records("read.live", via="live stream")) == 1
+
+
+def test_streams_left_by_their_browsers_free_their_threads(settings, db, trained):
+    """Reloading the live view many times must not use up the server's worker threads: each
+    abandoned stream notices its browser left and ends within a second."""
+    import time
+    import urllib.request
+
+    from appliance.service import PostService
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+    trained("officer.lee", "officer")
+    live = make_settings(settings.data_dir, web__port=free_port(), web__threads=3)
+    service = PostService(live, with_capture=False).start()
+    try:
+        base = f"http://127.0.0.1:{live.web.port}"
+        opener = _sign_in_over_http(base)
+        for path in ["/live/stream", "/alerts/stream"] * 4:          # more streams than threads
+            stream = opener.open(base + path, timeout=10)
+            assert stream.readline().startswith(b"retry:")
+            stream.close()
+        time.sleep(1.5)
+        started = time.monotonic()
+        assert urllib.request.urlopen(base + "/health", timeout=5).status == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        service.stop()
