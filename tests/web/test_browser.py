@@ -52,9 +52,10 @@ def test_first_sign_in_change_password_and_sign_out(live_server, account, page, 
     assert page.locator("#training-required").is_visible()
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
 
+    from playwright.sync_api import expect
     page.click("text=Sign out")
-    assert "/auth/login" in page.url
-    assert "You are signed out." in page.content()
+    page.wait_for_url("**/auth/login")
+    expect(page.locator("main")).to_contain_text("You are signed out.")
     page.goto(live_server + "/")
     assert "/auth/login" in page.url
 
