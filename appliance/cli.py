@@ -501,3 +501,22 @@ def _register_recognizer_commands():
 
 
 _register_recognizer_commands()
+
+
+# Command groups that live beside their domain (each module defines `register(main)`).
+COMMAND_MODULES = ("appliance.holds_cli", "appliance.sharing_cli")
+
+
+def _register_domain_commands():
+    import importlib
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(main)
+
+
+_register_domain_commands()
