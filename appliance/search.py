@@ -266,15 +266,7 @@ def _indexed(q, match, regex, where, args, limit, before) -> Page:
     sql = (f"SELECT {_READ_COLUMNS} FROM read_text t JOIN read r ON r.id = t.rowid "
            f"WHERE read_text MATCH ?" + (" AND t.rowid < ?" if before else "") + (f" AND {where}" if where else "")
            + " ORDER BY t.rowid DESC")
-    hits, scanned = [], 0
-    for read in _rows(sql, [match] + ([before] if before else []) + args):
-        scanned += 1
-        hit = _accept(regex, _decoded(read))
-        if hit is not None:
-            hits.append(hit)
-            if len(hits) > limit:
-                break
-    return _page(hits, limit, scanned)
+    return _first_page(_rows(sql, [match] + ([before] if before else []) + args), regex, limit)
 
 
 def _scan(q, regex, where, args, limit, before) -> Page:
@@ -283,11 +275,16 @@ def _scan(q, regex, where, args, limit, before) -> Page:
                           "read: give a time range (from and to), or more characters")
     sql = (f"SELECT {_READ_COLUMNS} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
            + " ORDER BY r.id DESC")
+    return _first_page(_rows(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
+
+
+def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
+    """Check candidates newest first until a page (and one more, to know there is a next) matched."""
     hits, scanned = [], 0
-    for read in _rows(sql, args + ([before] if before else [])):
+    for read in reads:
         scanned += 1
-        if scanned > MAX_SCAN:
-            raise SearchError(f"this pattern would scan more than {MAX_SCAN:,} reads in that time range: "
+        if max_scan is not None and scanned > max_scan:
+            raise SearchError(f"this pattern would scan more than {max_scan:,} reads in that time range: "
                               "narrow the range or give three known characters in a row")
         hit = _accept(regex, _decoded(read))
         if hit is not None:

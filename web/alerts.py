@@ -8,10 +8,8 @@ number when there is one.
 from __future__ import annotations
 
 import json
-import queue
-import time
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, stream_with_context, url_for)
+from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
@@ -21,9 +19,9 @@ from wtforms.validators import Length, Optional
 from appliance import alerts as alerting
 from appliance import audit
 from appliance.db import connection, write
-from appliance.models import Alert, AlertConfirmation, Evidence, Read, User
+from appliance.models import Alert, AlertConfirmation, Evidence, Read
 from appliance.roles import allowed
-from appliance.store import EvidenceStore, StoreError
+from web import events, evidence
 from web.access import actor, requires
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
@@ -79,22 +77,8 @@ def detail(alert_id: int):
 @bp.get("/<int:alert_id>/image/<kind>")
 @requires("alerts.view")
 def image(alert_id: int, kind: str):
-    if kind not in ("crop", "frame"):
-        abort(404)
     alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
-    ev = Evidence.get_or_none((Evidence.read == alert.read_id) & (Evidence.kind == kind)) or abort(404)
-    try:
-        data = EvidenceStore(g.settings).read_bytes(ev.sha256)
-    except StoreError as exc:
-        current_app.logger.error("alert %s %s: %s", alert_id, kind, exc)
-        abort(404)
-    with write():
-        audit.record("evidence.view", actor(), query={"plate": alert.entry_plate}, purpose=alert_purpose(alert.id),
-                     objects=[f"read:{alert.read.uuid}", f"evidence:{ev.sha256}"], result_count=1,
-                     details={"kind": kind})
-    resp = Response(data, mimetype="image/jpeg")
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return evidence.image_response(alert.read, kind, {"plate": alert.entry_plate}, alert_purpose(alert.id))
 
 
 @bp.post("/<int:alert_id>/acknowledge")
@@ -131,56 +115,16 @@ def confirm(alert_id: int):
 @bp.get("/stream")
 @requires("alerts.view")
 def stream():
-    """Server-sent events: new alerts (and reads, for the live view) as they are stored."""
-    service = current_app.config.get("WAYPOST_SERVICE")
-    if service is None:
-        abort(503)
-    bus = service.bus
-    stopping = getattr(service, "stop_event", None)
+    """Server-sent events: each new alert, recorded as an access before it is sent."""
     who = actor()
-    user_id = current_user.user.id
-    idle_s = g.settings.web.session_idle_minutes * 60
-    app = current_app._get_current_object()
 
-    def still_allowed() -> bool:
-        with connection():
-            return allowed(User.get_or_none(User.id == user_id), "alerts.view")
+    def render(event) -> str | None:
+        if event["type"] != "alert":
+            return None
+        data = event["data"]
+        with connection(), write():
+            audit.record("alert.view", who, query={"plate": data["entry_plate"]}, purpose=alert_purpose(data["id"]),
+                         objects=[f"alert:{data['id']}"], result_count=1, details={"via": "live stream"})
+        return events.sse(event["id"], "alert", json.dumps(data))
 
-    gone = request.environ.get("waitress.client_disconnected", lambda: False)   # the browser left
-
-    @stream_with_context
-    def events():
-        q = bus.subscribe()
-        started = last_check = time.monotonic()
-        try:
-            yield "retry: 3000\n\n"
-            while (stopping is None or not stopping.is_set()) and not gone():   # shutdown waits for this thread
-                try:
-                    event = q.get(timeout=0.5)
-                except queue.Empty:
-                    event = None
-                if event is not None and event["type"] == "alert":
-                    data = event["data"]
-                    with connection(), write():   # each alert shown is an access, recorded before it is sent
-                        audit.record("alert.view", who, query={"plate": data["entry_plate"]},
-                                     purpose=alert_purpose(data["id"]), objects=[f"alert:{data['id']}"],
-                                     result_count=1, details={"via": "live stream"})
-                    yield f"id: {event['id']}\nevent: alert\ndata: {json.dumps(data)}\n\n"
-                now = time.monotonic()
-                if now - started > idle_s:        # no way round the idle sign-out by leaving a page open
-                    yield 'event: end\ndata: {"reason": "idle"}\n\n'
-                    return
-                if now - last_check > 15:
-                    last_check = now
-                    if not still_allowed():
-                        yield 'event: end\ndata: {"reason": "access"}\n\n'
-                        return
-                    yield ": keep-alive\n\n"
-        finally:
-            bus.unsubscribe(q)
-            app.logger.debug("live stream of %s closed", who.username)
-
-    resp = Response(events(), mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Accel-Buffering"] = "no"
-    return resp
+    return events.stream("alerts.view", render)

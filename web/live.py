@@ -12,20 +12,18 @@ same status the live view shows in full.
 from __future__ import annotations
 
 import json
-import queue
 import shutil
-import time
 
-from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, stream_with_context,
-                   url_for)
+from flask import (Blueprint, abort, current_app, g, redirect, render_template, url_for)
 from flask_login import current_user
 
 from appliance import audit
 from appliance import hotlist as hotlists
 from appliance.db import connection, write
-from appliance.models import Alert, Camera, Read, User
+from appliance.models import Alert, Camera, Read
 from appliance.roles import allowed
 from web import purpose as stated
+from web import events
 from web.access import actor, requires
 from web.alerts import alert_purpose
 
@@ -34,7 +32,6 @@ bp = Blueprint("live", __name__, url_prefix="/live")
 LATEST_READS = 25
 OPEN_ALERTS = 50
 ALERT_LIST_PURPOSE = audit.Purpose("HIT-VERIFY", "ALERT-LIST")   # the same as the alerts page's list
-RECHECK_S = 15        # how often an open stream re-checks that the account may still see plate data
 
 
 def read_url(read_id: int) -> str | None:
@@ -157,22 +154,9 @@ def stream():
     a session (the page then asks for a reload, which is the officer's own act), so a live view left
     open does not keep showing plate data past the idle sign-out.
     """
-    service = current_app.config.get("WAYPOST_SERVICE")
-    if service is None:
-        abort(503)
-    bus = service.bus
-    stopping = getattr(service, "stop_event", None)
     who = actor()
-    user_id = current_user.user.id
     purpose = stated.current()
     with_alerts = allowed(current_user.user, "alerts.view")
-    idle_s = g.settings.web.session_idle_minutes * 60
-    app = current_app._get_current_object()
-
-    def still_allowed() -> bool:
-        with connection():
-            user = User.get_or_none(User.id == user_id)
-            return allowed(user, "reads.view")
 
     def read_event(event) -> str | None:
         data = event["data"]
@@ -188,7 +172,7 @@ def stream():
                    "captured_at": read.captured_at.strftime("%Y-%m-%d %H:%M:%S"),
                    "camera": camera.name if camera else read.camera_id, "direction": read.direction,
                    "url": read_url(read.id)}
-        return f"id: {event['id']}\nevent: read\ndata: {json.dumps(payload)}\n\n"
+        return events.sse(event["id"], "read", json.dumps(payload))
 
     def alert_event(event) -> str:
         data = event["data"]
@@ -196,43 +180,14 @@ def stream():
             audit.record("alert.view", who, query={"plate": data["entry_plate"]}, purpose=alert_purpose(data["id"]),
                          objects=[f"alert:{data['id']}"], result_count=1, details={"via": "live view stream"})
         payload = dict(data, url=url_for("alerts.detail", alert_id=data["id"]))
-        return f"id: {event['id']}\nevent: alert\ndata: {json.dumps(payload)}\n\n"
+        return events.sse(event["id"], "alert", json.dumps(payload))
 
-    gone = request.environ.get("waitress.client_disconnected", lambda: False)   # the browser left
+    def render(event) -> str | None:
+        if event["type"] == "read" and purpose is not None:
+            return read_event(event)
+        if event["type"] == "alert" and with_alerts:
+            return alert_event(event)
+        return None
 
-    @stream_with_context
-    def events():
-        q = bus.subscribe()
-        started = last_check = time.monotonic()
-        try:
-            yield "retry: 3000\n\n"
-            while (stopping is None or not stopping.is_set()) and not gone():   # shutdown waits for this thread
-                try:
-                    event = q.get(timeout=0.5)
-                except queue.Empty:
-                    event = None
-                if event is not None and event["type"] == "read" and purpose is not None:
-                    text = read_event(event)
-                    if text:
-                        yield text
-                elif event is not None and event["type"] == "alert" and with_alerts:
-                    yield alert_event(event)
-                now = time.monotonic()
-                if now - started > idle_s:
-                    yield 'event: end\ndata: {"reason": "idle"}\n\n'
-                    return
-                if now - last_check > RECHECK_S:
-                    last_check = now
-                    if not still_allowed():
-                        yield 'event: end\ndata: {"reason": "access"}\n\n'
-                        return
-                    yield ": keep-alive\n\n"
-        finally:
-            bus.unsubscribe(q)
-            app.logger.debug("live view stream of %s closed", who.username)
-
-    resp = Response(events(), mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Accel-Buffering"] = "no"
-    return resp
+    return events.stream("reads.view", render)
 

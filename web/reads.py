@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
-from flask_wtf import FlaskForm
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from wtforms import BooleanField, DateTimeLocalField, DecimalField, HiddenField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
@@ -19,7 +18,7 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from appliance import audit, search
 from appliance.db import write
 from appliance.models import Alert, Camera, Evidence, Read
-from appliance.store import EvidenceStore, StoreError
+from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
 
@@ -116,25 +115,11 @@ def detail(read_id: int):
 @bp.get("/<int:read_id>/image/<kind>")
 @requires("reads.view")
 def image(read_id: int, kind: str):
-    if kind not in ("crop", "frame"):
-        abort(404)
     stated = purposes.current()
     if stated is None:          # 428: allowed, but a purpose must be stated first (403 means "not you")
         abort(428, "state a purpose (search, or open the read) before viewing its images")
     read = Read.get_or_none(Read.id == read_id) or abort(404)
-    ev = Evidence.get_or_none((Evidence.read == read) & (Evidence.kind == kind)) or abort(404)
-    try:
-        data = EvidenceStore(g.settings).read_bytes(ev.sha256)
-    except StoreError as exc:
-        current_app.logger.error("read %s %s: %s", read_id, kind, exc)
-        abort(404)
-    with write():
-        audit.record("evidence.view", actor(), query={"read": read.uuid}, purpose=stated,
-                     objects=[f"read:{read.uuid}", f"evidence:{ev.sha256}"], result_count=1,
-                     details={"kind": kind})
-    resp = Response(data, mimetype="image/jpeg")
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return evidence.image_response(read, kind, {"read": read.uuid}, stated)
 
 
 def _alerted(ids: set[int]) -> set[int]:

@@ -252,7 +252,9 @@ CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which(
 def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, tmp_path):
     """A read arrives live in the page, the theme toggle sticks, nothing breaks the CSP, and the
     phone layout has no sideways scrolling. Screenshots are kept in the test's tmp_path."""
-    from playwright.sync_api import sync_playwright
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
 
     from appliance.service import PostService
     from tests.appliance.test_cli import free_port
@@ -274,13 +276,14 @@ def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, t
             page.fill("#username", "officer.lee")
             page.fill("#password", PASSWORD)
             page.click("main button[type=submit]")
-            assert page.url == base + "/live"
-            assert page.locator("#purpose-form").is_visible() and "4GHJ321" not in page.content()
+            page.wait_for_url(base + "/live")
+            expect(page.locator("#purpose-form")).to_be_visible()
+            assert "4GHJ321" not in page.content()
             page.select_option("#purpose", "STOLEN-VEH")
             page.fill("#case_number", "26-004512")
             page.click("#state-purpose")
             assert page.locator("#latest-reads").inner_text().count("4GHJ321") == 1
-            page.wait_for_function("document.getElementById('live-view').dataset.state.startsWith('Live')")
+            expect(page.locator("#live-view")).to_have_attribute("data-state", re.compile("^Live"))
             dark_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
 
             new = save(live, "5KLM654", direction="southbound")
