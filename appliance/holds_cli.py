@@ -1,0 +1,137 @@
+"""`waypost hold ...` (legal holds) and `waypost retention ...` (the purge and its benchmark)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+from appliance import db
+
+
+def _when(value: str | None, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
+                                 param_hint=name)
+
+
+@click.group(name="hold")
+def hold_group():
+    """Legal holds: reads kept out of the automatic purge."""
+
+
+@hold_group.command("place")
+@click.option("--read", "read_ref", default=None, help="One read, by its id or uuid.")
+@click.option("--plate", default=None, help="Or every read a plate search finds in the period.")
+@click.option("--mode", type=click.Choice(["exact", "wildcard", "partial", "similar"]), default="exact",
+              show_default=True)
+@click.option("--from", "since", default=None, help="Start of the period (UTC), with --plate.")
+@click.option("--to", "until", default=None, help="End of the period (UTC), with --plate.")
+@click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV.")
+@click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under.")
+@click.option("--reason", required=True, help="What the data is or may be evidence of.")
+@click.pass_obj
+def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_number, reason):
+    """Place a hold on one read (--read) or on the reads a search finds in a period (--plate)."""
+    from appliance import holds, search
+    from appliance.models import Read
+    if bool(read_ref) == bool(plate):
+        raise click.UsageError("give either --read or --plate (with --from and --to)")
+    ctx.open()
+    with db.connection():
+        try:
+            if read_ref:
+                read = (Read.get_or_none(Read.id == int(read_ref)) if read_ref.isdigit()
+                        else Read.get_or_none(Read.uuid == read_ref))
+                if read is None:
+                    raise click.ClickException(f"no read {read_ref!r} (give its id or uuid)")
+                hold = holds.place_on_read(ctx.settings, ctx.actor(), read.id, purpose_code, case_number, reason)
+            else:
+                query = search.Query(plate, mode, since=_when(since, "--from"), until=_when(until, "--to"))
+                hold = holds.place_on_query(ctx.settings, ctx.actor(), query, purpose_code, case_number, reason)
+        except holds.HoldError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s)")
+
+
+@hold_group.command("list")
+@click.option("--active", is_flag=True, help="Only holds not released.")
+@click.pass_obj
+def hold_list(ctx, active):
+    """Holds with their case, reads and state (the listing is recorded)."""
+    from appliance import holds
+    ctx.open()
+    with db.connection():
+        rows = holds.listing(ctx.actor(), active_only=active)
+    for h in rows:
+        state = "ACTIVE" if h.active else f"released {h.released_at:%Y-%m-%d} by {h.released_by}"
+        click.echo(f"{h.id:>5} {h.case_number:<16} {h.kind:<5} {h.read_count:>7} read(s)  placed "
+                   f"{h.placed_at:%Y-%m-%d} by {h.placed_by}  {state}  {h.reason}")
+
+
+@hold_group.command("release")
+@click.argument("hold_id", type=int)
+@click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
+@click.pass_obj
+def hold_release(ctx, hold_id, reason):
+    """Release a hold (its reads become subject to retention again)."""
+    from appliance import holds
+    ctx.open()
+    with db.connection():
+        try:
+            hold = holds.release(ctx.actor(), hold_id, reason)
+        except holds.HoldError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"hold {hold.id} (case {hold.case_number}) released")
+
+
+@click.group(name="retention")
+def retention_group():
+    """Purge reads past their retention period."""
+
+
+@retention_group.command("run")
+@click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
+@click.option("--batch", default=2000, show_default=True, help="Reads per transaction.")
+@click.pass_obj
+def retention_run(ctx, dry_run, batch):
+    """Purge now what the daily run would purge (reads, their images, outbox rows and alerts),
+    except reads under legal hold; one access record for the run."""
+    from appliance import retention
+    ctx.open()
+    with db.connection():
+        result = retention.run(ctx.settings, ctx.actor(), dry_run=dry_run, batch=batch)
+    for line in result.lines():
+        click.echo(line)
+
+
+@retention_group.command("bench")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/bs10m"),
+              show_default=True, help="Directory holding a filled waypost.db (from `waypost bench search`); only read.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Scratch directory the database is copied to and purged in.")
+@click.option("--fraction", default=0.25, show_default=True, help="Share of the reads (the oldest) to purge.")
+@click.option("--sample", default=5000, show_default=True, help="Purged reads given real image files.")
+@click.option("--batch", default=2000, show_default=True)
+@click.option("--no-copy", is_flag=True, help="Reuse the copy already in --dir.")
+def retention_bench(source, where, fraction, sample, batch, no_copy):
+    """Time a purge of the oldest quarter of a large database while searches run beside it."""
+    from appliance import retention_bench as bench
+    if where.resolve() == source.resolve():
+        raise click.BadParameter("the scratch directory must not be the source: the source is never modified",
+                                 param_hint="--dir")
+
+    def progress(batches, seconds):
+        if batches % 100 == 0:
+            click.echo(f"{batches} batches in {seconds:.0f} s", err=True)
+    click.echo(json.dumps(bench.run(source, where, fraction, sample, batch, copy=not no_copy, progress=progress)))
+
+
+def register(main) -> None:
+    main.add_command(hold_group)
+    main.add_command(retention_group)
