@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -81,19 +82,34 @@ def get(username: str) -> User:
     return user
 
 
-def set_active(actor: audit.Actor, username: str, active: bool) -> User:
+def set_active(actor: audit.Actor, username: str, active: bool, reason: str = "") -> User:
+    """Deactivate or reactivate. Nobody deactivates their own account (another administrator must),
+    and the last active administrator stays: without one, nobody could create accounts or record
+    training. Both are checked inside the transaction so two administrators cannot race past them."""
     with write():
         user = get(username)
+        if not active and user.active:
+            if actor.username == user.username:
+                raise UserError("you cannot deactivate your own account; another administrator must do it")
+            if user.role == "admin" and not (User.select().where((User.role == "admin") & (User.active == True)  # noqa: E712
+                                                                   & (User.id != user.id)).exists()):
+                raise UserError(f"{username!r} is the last active administrator; create or reactivate another "
+                                "administrator account first")
         user.active = active
         user.updated_at = utcnow()
         user.save()
+        details = {"username": username}
+        if reason:
+            details["reason"] = reason
         audit.record("user.enable" if active else "user.disable", actor, objects=[f"user:{user.id}"],
-                     details={"username": username})
+                     details=details)
     return user
 
 
 def set_training(actor: audit.Actor, username: str, completed_on: dt.date, course: str,
                  expires_on: dt.date | None) -> User:
+    if not course.strip():
+        raise UserError("the training course is required (its name as in the training record)")
     if expires_on is not None and expires_on <= completed_on:
         raise UserError("the training expiry date must be after the completion date")
     if completed_on > utcnow().date():
@@ -126,6 +142,83 @@ def set_password(actor: audit.Actor, username: str, password: str, min_length: i
         user.save()
         audit.record(action, actor, objects=[f"user:{user.id}"], details={"username": username})
     return user
+
+
+def one_time_password(username: str, min_length: int) -> str:
+    """A generated password that passes password_problem() for this account (random text can
+    contain a short username, so draw again when it does)."""
+    while True:
+        password = secrets.token_urlsafe(max(min_length, 20))[:max(min_length, 20)]
+        if password_problem(password, min_length, username) is None:
+            return password
+
+
+def create(actor: audit.Actor, *, username: str, display_name: str, organization: str, role: str,
+           job_title: str, min_password_length: int) -> tuple[User, str]:
+    """A new account with a one-time password, returned for showing once; it must be changed at
+    the first sign-in."""
+    password = one_time_password(username, min_password_length)
+    user = add(actor, username=username, display_name=display_name, organization=organization, role=role,
+               password=password, job_title=job_title, min_password_length=min_password_length,
+               must_change_password=True)
+    return user, password
+
+
+def reset_password(actor: audit.Actor, username: str, min_length: int) -> tuple[User, str]:
+    """A new one-time password (returned for showing once) that must be changed at the next sign-in;
+    unlocks the account."""
+    password = one_time_password(username, min_length)
+    return set_password(actor, username, password, min_length, must_change=True), password
+
+
+# --- the account review (Barstow 466.6(d): accounts of people no longer authorized are deactivated)
+
+STALE_AFTER_DAYS = 90
+EXPIRING_WITHIN_DAYS = 30
+audit.register_action("user.review", False)
+
+
+def training_state(user: User, today: dt.date | None = None) -> str:
+    """missing | expired | expiring (within EXPIRING_WITHIN_DAYS) | current."""
+    today = today or utcnow().date()
+    if user.training_completed_on is None:
+        return "missing"
+    if not user.training_current(today):
+        return "expired"
+    if user.training_expires_on and user.training_expires_on <= today + dt.timedelta(days=EXPIRING_WITHIN_DAYS):
+        return "expiring"
+    return "current"
+
+
+def is_stale(user: User, now: dt.datetime | None = None) -> bool:
+    """Not signed in for STALE_AFTER_DAYS, or never signed in and made longer ago than that."""
+    cutoff = (now or utcnow()) - dt.timedelta(days=STALE_AFTER_DAYS)
+    return (user.last_login_at or user.created_at) < cutoff
+
+
+@dataclass
+class Review:
+    stale: list[User]
+    training: list[User]
+    admins: list[User]
+
+    def usernames(self) -> dict[str, list[str]]:
+        return {"stale": [u.username for u in self.stale], "training": [u.username for u in self.training],
+                "admins": [u.username for u in self.admins]}
+
+
+def review(actor: audit.Actor, now: dt.datetime | None = None) -> Review:
+    """Active accounts to look at: unused, without current training, and every administrator.
+    Looking is itself recorded (who reviewed which accounts, and when)."""
+    now = now or utcnow()
+    with write():
+        active = list(User.select().where(User.active == True).order_by(User.username))  # noqa: E712
+        found = Review(stale=[u for u in active if is_stale(u, now)],
+                       training=[u for u in active if training_state(u, now.date()) in ("missing", "expired")],
+                       admins=[u for u in active if u.role == "admin"])
+        audit.record("user.review", actor, objects=[f"user:{u.id}" for u in active], result_count=len(active),
+                     details=found.usernames())
+    return found
 
 
 class SignInRefused(Exception):
