@@ -1,0 +1,162 @@
+"""`waypost sharing ...` (data-sharing requests) and `waypost evidence ...` (export, offline verify)."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from appliance import db
+
+
+def _when(value: str, name: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
+                                 param_hint=name) from None
+
+
+def _act(ctx, action, *args, **kwargs):
+    """Run one domain action on the post's database; a refusal becomes a clean error (exit 1)."""
+    from appliance import audit, sharing
+    ctx.open()
+    with db.connection():
+        try:
+            return action(*args, **kwargs)
+        except (sharing.SharingError, audit.PurposeError) as exc:
+            where = f" ({exc.field})" if getattr(exc, "field", None) else ""
+            raise click.ClickException(f"{exc}{where}") from None
+
+
+@click.group(name="sharing")
+def sharing_group():
+    """Data-sharing requests from other California public agencies (Civil Code 1798.90.55)."""
+
+
+@sharing_group.command("types")
+def sharing_types():
+    """The agency types a request can name, and which are refused."""
+    from appliance import sharing
+    for key, label in sharing.AGENCY_TYPES.items():
+        click.echo(f"{key:22} {label}")
+
+
+@sharing_group.command("request")
+@click.option("--agency", "agency_name", required=True, help="Name of the requesting agency.")
+@click.option("--agency-type", required=True, help="One of `waypost sharing types`.")
+@click.option("--state", "agency_state", required=True, help="The agency's state, two letters (CA).")
+@click.option("--requester", "requester_name", required=True, help="Name of the person requesting.")
+@click.option("--title", "requester_title", required=True, help="Their title or rank.")
+@click.option("--contact", "requester_contact", required=True, help="Their telephone or e-mail.")
+@click.option("--intended-purpose", required=True, help="The purpose in the request's own words.")
+@click.option("--authority", "legal_authority", required=True,
+              help="Legal authority or the requesting agency's case number.")
+@click.option("--plate", required=True, help="The plate asked for (wildcards * and ? with --match wildcard).")
+@click.option("--match", "match_mode", type=click.Choice(["exact", "wildcard"]), default="exact", show_default=True)
+@click.option("--from", "since", required=True, help="Start of the period (UTC).")
+@click.option("--to", "until", required=True, help="End of the period (UTC).")
+@click.option("--purpose", "purpose_code", required=True, help="This department's purpose code, e.g. CRIME-INV.")
+@click.option("--case", "case_number", required=True, help="Case or incident number the request is filed under.")
+@click.pass_obj
+def sharing_request(ctx, purpose_code, case_number, since, until, **fields):
+    """Record a written request (pending until the ALPR administrator decides)."""
+    from appliance import audit, sharing
+    new = sharing.NewRequest(period_start_at=_when(since, "--from"), period_end_at=_when(until, "--to"), **fields)
+    req = _act(ctx, sharing.create, ctx.settings, ctx.actor(), new, audit.Purpose(purpose_code, case_number))
+    click.echo(f"sharing request {req.id} recorded (pending): {req.agency_name}, plate {req.plate}")
+
+
+@sharing_group.command("list")
+@click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
+@click.pass_obj
+def sharing_list(ctx, status):
+    """Requests on file, newest first."""
+    from appliance import sharing
+    for req in _act(ctx, sharing.listing, status):
+        click.echo(f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
+                   f"plate {req.plate}  case {req.case_number}")
+
+
+@sharing_group.command("show")
+@click.argument("request_id", type=int)
+@click.pass_obj
+def sharing_show(ctx, request_id):
+    """One request, its decision and its exports."""
+    from appliance import sharing
+
+    def show():
+        req = sharing.get(request_id)
+        click.echo(f"Status:            {req.status}")
+        for line in sharing.statement_lines(req)[:-2]:
+            click.echo(line)
+        if req.decided_by:
+            click.echo(f"Decision:          {req.status} by {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: "
+                       f"{req.decision_note}")
+        for e in req.exports.order_by(sharing.SharingExport.id):
+            click.echo(f"Export:            {e.exported_at:%Y-%m-%d %H:%M} UTC by {e.exported_by}, {e.read_count} read(s), "
+                       f"access record {e.record_seq}")
+    _act(ctx, show)
+
+
+def _decide(ctx, request_id, approve, note):
+    from appliance import sharing
+    req = _act(ctx, sharing.decide, ctx.settings, ctx.actor(), request_id, approve, note)
+    click.echo(f"sharing request {req.id} {req.status}")
+
+
+@sharing_group.command("approve")
+@click.argument("request_id", type=int)
+@click.option("--note", required=True, help="Why, and on whose authority.")
+@click.pass_obj
+def sharing_approve(ctx, request_id, note):
+    """Approve a pending request (the ALPR administrator's decision)."""
+    _decide(ctx, request_id, True, note)
+
+
+@sharing_group.command("deny")
+@click.argument("request_id", type=int)
+@click.option("--note", required=True, help="Why.")
+@click.pass_obj
+def sharing_deny(ctx, request_id, note):
+    """Deny a pending request."""
+    _decide(ctx, request_id, False, note)
+
+
+@click.group(name="evidence")
+def evidence_group():
+    """Evidence ZIPs: make one for an approved request, check one offline."""
+
+
+@evidence_group.command("export")
+@click.option("--request", "request_id", type=int, required=True, help="An approved sharing request.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip here).")
+@click.pass_obj
+def evidence_export(ctx, request_id, out):
+    """Write the evidence ZIP of an approved sharing request."""
+    from appliance import sharing
+    out = out or Path(f"waypost-evidence-request-{request_id}-{dt.datetime.utcnow():%Y%m%dT%H%M%SZ}.zip")
+    if out.exists():
+        raise click.ClickException(f"{out} already exists; give another --out")
+    summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
+    click.echo(f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
+               f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}")
+
+
+@evidence_group.command("verify")
+@click.argument("zip_path", type=click.Path(dir_okay=False, path_type=Path))
+def evidence_verify(zip_path):
+    """Check an evidence ZIP offline (no database needed); exit 1 naming the first problem."""
+    from appliance import export
+    report = export.verify(zip_path)
+    if not report.ok:
+        raise click.ClickException(f"{zip_path}: {report.problem}")
+    click.echo(f"{zip_path}: OK")
+    for fact in report.facts:
+        click.echo(f"  {fact}")
+
+
+def register(main) -> None:
+    main.add_command(sharing_group)
+    main.add_command(evidence_group)
