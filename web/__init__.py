@@ -82,7 +82,7 @@ def create_app(settings: Settings, service=None) -> Flask:
     def _globals():
         return {"post": settings.post}
 
-    from web import admin, alerts, auth, health, home, live, policy, reads
+    from web import admin, alerts, auth, health, holds, home, live, policy, reads
     app.register_blueprint(admin.bp)
     app.register_blueprint(alerts.bp)
     app.register_blueprint(auth.bp)
@@ -90,6 +90,7 @@ def create_app(settings: Settings, service=None) -> Flask:
     app.register_blueprint(home.bp)
     app.register_blueprint(reads.bp)
     app.register_blueprint(live.bp)
+    app.register_blueprint(holds.bp)
     app.register_blueprint(policy.bp)
     return app
 
