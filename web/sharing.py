@@ -1,0 +1,167 @@
+"""Data-sharing requests: the list, a new written request, its review and its evidence export.
+
+The web layer only collects and shows; appliance/sharing.py decides. So the recipient rule
+(California state and local public agencies only) is enforced there, and the form merely offers
+the refused kinds of agency so that choosing one gets the refusal and its reason on the page.
+
+Recording a request needs sharing.request (officers and administrators with current training);
+approving, denying and exporting need sharing.approve (the ALPR administrator). The export is a
+POST (CSRF-protected, never triggered by a link or a prefetch) and answers 409 with the reason,
+having written nothing, for a request that is not approved.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, Optional
+
+from appliance import audit, sharing
+from appliance.roles import allowed
+from web import purpose as purposes
+from web.access import actor, requires
+
+bp = Blueprint("sharing", __name__, url_prefix="/sharing")
+
+FIELDS = ("agency_name", "agency_type", "agency_state", "requester_name", "requester_title", "requester_contact",
+          "intended_purpose", "legal_authority", "plate", "match_mode", "period_start_at", "period_end_at")
+
+
+class RequestForm(purposes.PurposeForm):
+    agency_name = StringField("Agency name", validators=[InputRequired(), Length(max=120)])
+    agency_type = SelectField("Agency type", validators=[InputRequired()])
+    agency_state = StringField("Agency state", default="CA", validators=[InputRequired(), Length(max=8)])
+    requester_name = StringField("Name of the person requesting", validators=[InputRequired(), Length(max=120)])
+    requester_title = StringField("Their title or rank", validators=[InputRequired(), Length(max=120)])
+    requester_contact = StringField("Their telephone or e-mail", validators=[InputRequired(), Length(max=160)])
+    intended_purpose = TextAreaField("Intended purpose (as the request states it)",
+                                     validators=[InputRequired(), Length(max=2000)])
+    legal_authority = StringField("Legal authority or their case number", validators=[InputRequired(), Length(max=200)])
+    plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
+    match_mode = SelectField("Match", choices=[SelectChoice("exact", "Exact plate"),
+                                               SelectChoice("wildcard", "Wildcard (* any run, ? one character)")],
+                             default="exact")
+    period_start_at = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    period_end_at = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agency_type.choices = [SelectChoice("", "— choose the kind of agency —")] + [
+            SelectChoice(key, label) for key, label in sharing.AGENCY_TYPES.items()]
+
+    def new_request(self) -> sharing.NewRequest:
+        return sharing.NewRequest(**{name: getattr(self, name).data for name in FIELDS})
+
+
+class DecisionForm(FlaskForm):
+    note = TextAreaField("Note (recorded with the decision)", validators=[InputRequired(), Length(max=2000)])
+
+
+class ExportForm(FlaskForm):
+    pass
+
+
+@bp.get("/")
+@requires("sharing.request")
+def index():
+    status = request.args.get("status") or None
+    if status not in (None, *sharing.STATUSES):
+        abort(404)
+    return render_template("sharing/index.html", requests=sharing.listing(status), status=status,
+                           statuses=sharing.STATUSES)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@requires("sharing.request")
+def new():
+    form = RequestForm()
+    if request.method == "GET":
+        return render_template("sharing/new.html", form=form, refused=None)
+    if not form.validate_on_submit():
+        return render_template("sharing/new.html", form=form, refused=None), 400
+    stated = form.checked()
+    if stated is None:
+        return render_template("sharing/new.html", form=form, refused=None), 400
+    try:
+        req = sharing.create(g.settings, actor(), form.new_request(), stated)
+    except sharing.RecipientRefused as exc:
+        return render_template("sharing/new.html", form=form, refused=str(exc)), 400
+    except sharing.SharingError as exc:
+        field = getattr(form, exc.field or "", None) or form.agency_name
+        field.errors = list(field.errors or []) + [str(exc)[0].upper() + str(exc)[1:] + "."]
+        return render_template("sharing/new.html", form=form, refused=None), 400
+    flash(f"Request {req.id} from {req.agency_name} recorded. It is pending until the ALPR administrator "
+          "approves or denies it.", "info")
+    return redirect(url_for("sharing.detail", request_id=req.id))
+
+
+def _detail(req, decision=None, problem=None, status=200):
+    may_decide = allowed(current_user.user, "sharing.approve")
+    return render_template("sharing/detail.html", req=req, exports=list(req.exports.order_by(sharing.SharingExport.id)),
+                           may_decide=may_decide, decision=decision or DecisionForm(), export_form=ExportForm(),
+                           problem=problem), status
+
+
+def _get(request_id: int) -> sharing.SharingRequest:
+    return sharing.SharingRequest.get_or_none(sharing.SharingRequest.id == request_id) or abort(404)
+
+
+@bp.get("/<int:request_id>")
+@requires("sharing.request")
+def detail(request_id: int):
+    return _detail(_get(request_id))
+
+
+@bp.post("/<int:request_id>/decide")
+@requires("sharing.approve")
+def decide(request_id: int):
+    req = _get(request_id)
+    form = DecisionForm()
+    choice = request.form.get("decision")
+    if not form.validate_on_submit() or choice not in ("approve", "deny"):
+        if choice not in ("approve", "deny"):
+            form.note.errors = list(form.note.errors or []) + ["Choose Approve or Deny."]
+        return _detail(req, form, status=400)
+    try:
+        req = sharing.decide(g.settings, actor(), req.id, choice == "approve", form.note.data)
+    except sharing.SharingError as exc:
+        return _detail(_get(request_id), form, problem=str(exc), status=409 if exc.field == "decision" else 400)
+    flash(f"Request {req.id} {req.status}.", "info")
+    return redirect(url_for("sharing.detail", request_id=req.id))
+
+
+@bp.post("/<int:request_id>/export")
+@requires("sharing.approve")
+def export(request_id: int):
+    req = _get(request_id)
+    if not ExportForm().validate_on_submit():
+        abort(400)
+    if req.status != "approved":    # refused before anything is read, written or logged
+        return _detail(req, problem=f"Request {req.id} is {req.status}, not approved: only an approved request can "
+                                    "produce an export. Nothing was exported.", status=409)
+    folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
+    name = f"waypost-evidence-request-{req.id}-{sharing.utcnow():%Y%m%dT%H%M%SZ}.zip"
+    try:
+        summary = sharing.export(g.settings, actor(), req.id, os.path.join(folder, name))
+        # The open file outlives its name: nothing of the export stays on the post's disk.
+        handle = open(summary.path, "rb")
+    except (sharing.SharingError, audit.PurposeError) as exc:
+        return _detail(_get(request_id), problem=str(exc), status=409)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    resp = send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name,
+                     max_age=0, etag=False, conditional=False)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _exports_dir() -> str:
+    path = g.settings.data_dir / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
