@@ -46,6 +46,8 @@ ACTIONS: dict[str, bool] = {
     "system.start": False,
     "audit.verify": False,
     "audit.export": False,
+    "audit.view": False,       # browsing the access log (the filter is the query)
+    "audit.report": False,     # a quarterly or annual report produced
     "read.search": True,
     "read.view": True,
     "read.live": True,
@@ -307,3 +309,94 @@ def export_rows(start: dt.datetime | None = None, end: dt.datetime | None = None
 
 
 COLUMNS = _COLUMNS
+
+
+def digest(rec: dict) -> str | None:
+    """The hash a record (a dict with the COLUMNS, e.g. from export_rows or a bundle) should carry.
+    None when a field holds a control character (such a record was edited outside the product)."""
+    return _digest(tuple(rec.get(c) for c in _COLUMNS[:13]))
+
+
+def sealed(rows, prev_hash: str):
+    """Chain rows of the first 12 columns (seq .. details, already cleaned and canonical) in order,
+    yielding full rows with prev_hash and hash. For bulk fills of scratch databases (benchmarks,
+    tests); the product appends with record()."""
+    for row in rows:
+        row = tuple(row[:12]) + (prev_hash,)
+        prev_hash = _digest(row)
+        yield row + (prev_hash,)
+
+
+def stamp(moment: dt.datetime) -> str:
+    """A UTC datetime (naive means UTC) in the stored `at` form, for comparisons with `at`."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Filter:
+    """What the access log browser narrows by. Dates are UTC datetimes, `until` exclusive."""
+    username: str = ""
+    action: str = ""           # an exact action name, or a family such as "hotlist.*"
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    query: str = ""            # substring of the query field (plate or other data used to query)
+    purpose_code: str = ""
+
+    def as_record(self) -> dict:
+        """The filter as it is written into the 'audit.view' record's query."""
+        out = {k: v for k, v in (("username", self.username), ("action", self.action),
+                                 ("query", self.query), ("purpose", self.purpose_code)) if v}
+        if self.since:
+            out["since"] = stamp(self.since)
+        if self.until:
+            out["until"] = stamp(self.until)
+        return out
+
+    def where(self) -> tuple[list[str], list]:
+        clauses, params = [], []
+        if self.username:
+            clauses.append("username = ?")
+            params.append(self.username)
+        if self.action.endswith(".*"):
+            # A range on the indexed column instead of LIKE (which ignores the index).
+            family = self.action[:-1]
+            clauses.append("action >= ? AND action < ?")
+            params += [family, family[:-1] + chr(ord(family[-1]) + 1)]
+        elif self.action:
+            clauses.append("action = ?")
+            params.append(self.action)
+        if self.since:
+            clauses.append("at >= ?")
+            params.append(stamp(self.since))
+        if self.until:
+            clauses.append("at < ?")
+            params.append(stamp(self.until))
+        if self.query:
+            clauses.append("instr(lower(query), ?) > 0")
+            params.append(self.query.lower())
+        if self.purpose_code:
+            clauses.append("purpose_code = ?")
+            params.append(self.purpose_code)
+        return clauses, params
+
+
+@dataclass
+class LogPage:
+    records: list[dict]
+    next_before: int | None    # pass as `before` for the next (older) page; None on the last page
+
+
+def browse(flt: Filter, before: int | None = None, limit: int = 50) -> LogPage:
+    """Records matching the filter, newest first, one keyset page (seq < before)."""
+    clauses, params = flt.where()
+    if before:
+        clauses.append("seq < ?")
+        params.append(int(before))
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM access_record"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    rows = database.execute_sql(sql + " ORDER BY seq DESC LIMIT ?", params + [limit + 1]).fetchall()
+    records = [dict(zip(_COLUMNS, r)) for r in rows[:limit]]
+    return LogPage(records, records[-1]["seq"] if len(rows) > limit else None)

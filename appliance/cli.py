@@ -258,9 +258,19 @@ def audit_group():
 @click.option("--head", "head_text", default=None, help="A head saved earlier ('SEQ HASH') to detect truncation or rewriting.")
 @click.option("--head-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A file holding a saved head.")
+@click.option("--bundle", "bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Check a signed bundle file offline instead of this post's log (no database needed).")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --bundle: the post's public key (PEM, e.g. the post_key.pub file) the bundle must be signed with.")
 @pass_ctx
-def audit_verify(ctx, head_text, head_file):
-    """Walk the chain; exit 1 naming the first broken record."""
+def audit_verify(ctx, head_text, head_file, bundle_file, public_key):
+    """Walk the chain; exit 1 naming the first broken record. With --bundle, check a signed bundle:
+    its signature, every record's hash and the chain inside it."""
+    if bundle_file:
+        _verify_bundle(bundle_file, public_key)
+        return
+    if public_key:
+        raise click.BadParameter("only with --bundle", param_hint="--public-key")
     ctx.open()
     expected = None
     try:
@@ -319,6 +329,115 @@ def audit_export(ctx, start, end, fmt, out):
             audit.record("audit.export", ctx.actor(), result_count=count,
                          query={"from": start, "to": end}, details={"format": fmt, "file": out.name})
     click.echo(f"exported {count} access records to {out}")
+
+
+def _verify_bundle(path: Path, public_key: Path | None) -> None:
+    from appliance import bundle
+    key = None
+    if public_key:
+        try:
+            key = bundle.load_public_key(public_key.read_bytes(), str(public_key))
+        except bundle.BundleError as exc:
+            raise click.BadParameter(str(exc), param_hint="--public-key")
+    result = bundle.verify(path.read_bytes(), key)
+    click.echo(result.summary())
+    if result.ok and key is None:
+        click.echo("no --public-key given: the signature only shows the bundle is intact; check that key id "
+                   f"{result.key_id} is the post's (`waypost audit key` on the post).")
+    sys.exit(0 if result.ok else 1)
+
+
+def _period(start, end):
+    first = _date(start, "--from")
+    last = _date(end, "--to")
+    if first and last and last < first:
+        raise click.BadParameter(f"{end} is before --from {start}", param_hint="--to")
+    lo = dt.datetime.combine(first, dt.time()) if first else None
+    hi = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()) if last else None
+    return lo, hi
+
+
+@audit_group.command("bundle")
+@click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--to", "end", default=None, help="Last day (YYYY-MM-DD, UTC), inclusive.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+def audit_bundle(ctx, start, end, out):
+    """Export the records of a period as a JSON bundle signed with the post's Ed25519 key, for
+    `waypost audit verify --bundle FILE --public-key post_key.pub` anywhere. The export is recorded."""
+    from appliance import bundle
+    lo, hi = _period(start, end)
+    ctx.open()
+    with db.connection():
+        try:
+            made = bundle.write_bundle(ctx.settings, out, ctx.actor(), lo, hi)
+        except bundle.BundleError as exc:
+            raise click.ClickException(str(exc))
+    span = f"records {made.first_seq}..{made.last_seq}" if made.count else "no records"
+    click.echo(f"wrote {made.count} access records ({span}) to {out}, signed by key {made.key_id}")
+    click.echo(f"public key: {bundle.public_key_file(ctx.settings)}")
+
+
+@audit_group.command("key")
+@pass_ctx
+def audit_key(ctx):
+    """Print the post's public key (PEM) and its key id; the key is made on first use."""
+    from appliance import bundle
+    try:
+        key = bundle.post_key(ctx.settings).public_key()
+    except bundle.BundleError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(bundle.public_pem(key).decode(), nl=False)
+    click.echo(f"key id {bundle.key_id(key)}  ({bundle.public_key_file(ctx.settings)})")
+
+
+# --- reports --------------------------------------------------------------------------------
+
+@main.group(name="report")
+def report_group():
+    """The quarterly audit and the annual report (the same figures as the web pages)."""
+
+
+def _report(ctx, kind, label, fmt, out):
+    from appliance import reports
+    ctx.open()
+    with db.connection():
+        try:
+            report = reports.quarterly(ctx.settings, label) if kind == "quarterly" else reports.annual(ctx.settings, label)
+        except reports.ReportError as exc:
+            raise click.BadParameter(str(exc), param_hint="PERIOD")
+        with db.write():
+            reports.record_viewed(ctx.actor(), report, "cli")
+    text = json.dumps(reports.as_dict(report), indent=2, ensure_ascii=False) if fmt == "json" else reports.as_text(report)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote the {kind} report for {report.period.label} to {out}")
+    else:
+        click.echo(text)
+    if not report.chain.ok:
+        sys.exit(1)
+
+
+@report_group.command("quarterly")
+@click.argument("period", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@pass_ctx
+def report_quarterly(ctx, period, fmt, out):
+    """The quarterly audit for PERIOD (YEAR-QN, e.g. 2025-Q1; default: the last full quarter).
+    Exits 1 when the access log's chain is broken."""
+    from appliance import reports
+    _report(ctx, "quarterly", period or reports.previous_quarter(ctx.settings.post.timezone), fmt, out)
+
+
+@report_group.command("annual")
+@click.argument("year", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@pass_ctx
+def report_annual(ctx, year, fmt, out):
+    """The annual report to the chief for YEAR (default: last year)."""
+    _report(ctx, "annual", year or str(dt.date.today().year - 1), fmt, out)
 
 
 # --- hotlists -------------------------------------------------------------------------------
@@ -444,6 +563,17 @@ def bench_audit(count, where):
     """Access-log appends per second and `audit verify` records per second."""
     from appliance import benchmarks
     click.echo(json.dumps(benchmarks.audit_chain(count, where)))
+
+
+@bench.command("report")
+@click.option("-n", "count", default=1_000_000, show_default=True, help="Access records in the scratch log.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch directory; reuse it to skip the fill next time.")
+def bench_report(count, where):
+    """Seconds for the quarterly audit (with and without the chain verification) over a quarter of
+    COUNT access records."""
+    from appliance import benchmarks
+    click.echo(json.dumps(benchmarks.report(count, where)))
 
 
 @bench.command("pipeline")
