@@ -35,6 +35,7 @@ PERMISSION_LABELS = {
     "accounts.manage": "Accounts and training records",
     "settings.manage": "Settings",
     "audit.view": "Access log, audits and reports",
+    "sharing.request": "Record data-sharing requests from other agencies",
     "sharing.approve": "Approve data-sharing requests",
     "retention.manage": "Retention and purges",
     "hotlists.manage": "Hotlists and custom entries",

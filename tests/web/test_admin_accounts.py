@@ -282,3 +282,70 @@ def test_hostile_names_are_shown_as_text(app, admin, account):
         assert hostile not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[1]
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in pages[-1]      # job titles are on the public policy
+
+
+from tests.web.test_browser import CHROMIUM, artifacts, page  # noqa: E402,F401  (the chromium and screenshot fixtures)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
+def test_browser_an_administrator_creates_an_account_and_records_its_training(live_server, account, page, artifacts):
+    from playwright.sync_api import expect
+    account("admin.chen", "admin")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(live_server + "/auth/login")
+    page.fill("#username", "admin.chen")
+    page.fill("#password", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(live_server + "/")
+    page.goto(live_server + "/admin/accounts")
+    page.click("#link-new-account")
+    page.fill("#username", "officer.park")
+    page.fill("#display_name", "Dana Park")
+    page.fill("#job_title", "Patrol Officer")
+    page.select_option("#role", "officer")
+    page.screenshot(path=str(artifacts / "1-new-account.png"), full_page=True)
+    page.click("#create-account")
+    password = page.locator("#one-time-password").inner_text()
+    assert len(password) >= 12
+    page.screenshot(path=str(artifacts / "2-one-time-password.png"), full_page=True)
+
+    page.click("#to-account")
+    expect(page.locator("#account-training")).to_contain_text("not recorded")
+    done = TODAY - dt.timedelta(days=2)
+    page.fill("#completed_on", done.isoformat())
+    page.fill("#course", "POST ALPR 101")
+    page.click("#record-training")
+    expect(page.locator(".flash")).to_contain_text("Training recorded for officer.park")
+    expect(page.locator("#account-training")).to_contain_text("current")
+    expect(page.locator("#account-training")).to_contain_text(str(done.replace(year=done.year + 1)))
+    page.screenshot(path=str(artifacts / "3-training-recorded.png"), full_page=True)
+
+    page.goto(live_server + "/admin/accounts")
+    row = page.locator("#account-officer\\.park")
+    expect(row).to_contain_text("Dana Park")
+    expect(row).to_contain_text("POST ALPR 101")
+    page.screenshot(path=str(artifacts / "4-accounts.png"), full_page=True)
+    page.goto(live_server + "/admin/accounts/review")
+    expect(page.locator("#review-admins")).to_contain_text("admin.chen")
+    page.screenshot(path=str(artifacts / "5-review.png"), full_page=True)
+
+    # the new account signs in with the one-time password and must choose its own
+    page.click("text=Sign out")
+    page.wait_for_url("**/auth/login")
+    page.fill("#username", "officer.park")
+    page.fill("#password", password)
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/auth/password")
+    expect(page.locator(".notice")).to_contain_text("temporary password")
+
+    # the public policy, from the sign-in page of a visitor with no session, names the new job title
+    visitor = page.context.browser.new_context().new_page()
+    visitor.goto(live_server + "/auth/login")
+    visitor.click("#policy-link")
+    expect(visitor.locator("#role-officer")).to_contain_text("Patrol Officer")
+    visitor.screenshot(path=str(artifacts / "6-policy.png"), full_page=True)
+
+    actions = [(r.action, r.username) for r in AccessRecord.select().order_by(AccessRecord.seq)]
+    assert ("user.add", "admin.chen") in actions and ("user.training", "admin.chen") in actions
+    assert ("user.review", "admin.chen") in actions

@@ -62,6 +62,9 @@ def test_the_policy_states_what_the_configuration_enforces(app, account):
     # (B) every role, its permissions, the job titles holding it, and that training is required
     for key, role in ROLES.items():
         assert f'id="role-{key}"' in html and role["label"] in html
+    every = {p for role in ROLES.values() for p in role["permissions"]}
+    role_table = re.search(r'<table class="list" id="role-list">.*?</table>', html, re.S).group(0)
+    assert not [p for p in every if p in role_table], "a permission without words in web.admin.PERMISSION_LABELS"
     officer_row = re.search(r'<tr id="role-officer">.*?</tr>', html, re.S).group(0)
     assert "Search reads by plate" in officer_row and "plate data" in officer_row
     assert "Training is required" in html
