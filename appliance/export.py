@@ -458,3 +458,46 @@ def _verify(path: Path) -> list[str]:
             f"access record {rec['seq']} ({rec['action']} by {rec['username']}, {rec['purpose_code']} "
             f"case {rec['case_number']}) hash {rec['hash']} recomputes",
             f"confirm record {rec['seq']} has this hash in the post's access log to show the export is genuine"]
+
+
+# -- for a legal hold --------------------------------------------------------------------------------
+
+audit.register_action("hold.export", True)
+
+
+def _held_reads(hold_id: int, page: int = _BATCH):
+    """The reads a hold keeps that still exist, by id in pages (memory stays bounded)."""
+    from appliance.holds import HoldRead
+    after = 0
+    while True:
+        batch = list(Read.select().join(HoldRead, on=(HoldRead.read == Read.id))
+                     .where((HoldRead.hold == hold_id) & (Read.id > after)).order_by(Read.id).limit(page))
+        yield from batch
+        if len(batch) < page:
+            return
+        after = batch[-1].id
+
+
+def for_hold(settings: Settings, actor: audit.Actor, hold_id: int, out: Path) -> Summary:
+    """The evidence ZIP of an active legal hold's reads, recorded under the hold's own purpose and
+    case number (hold.export). A released hold is refused: its data is no longer kept as evidence."""
+    from appliance.holds import HoldError, LegalHold
+
+    def active() -> LegalHold:
+        hold = LegalHold.get_or_none(LegalHold.id == hold_id)
+        if hold is None:
+            raise HoldError(f"there is no hold {hold_id}")
+        if hold.released_at is not None:
+            raise HoldError(f"hold {hold.id} was released on {hold.released_at:%Y-%m-%d %H:%M} UTC by "
+                            f"{hold.released_by}: only an active hold can produce an export. Nothing was exported.")
+        return hold
+
+    hold = active()
+    lines = [f"Legal hold:        {hold.id} ({hold.kind}), case {hold.case_number}",
+             f"Reason:            {hold.reason}",
+             f"Reads selected by: {hold.query}",
+             f"Placed by:         {hold.placed_by} ({hold.placed_org}) on {hold.placed_at:%Y-%m-%d %H:%M} UTC"]
+    reason = Reason(action="hold.export", purpose=audit.Purpose(hold.purpose_code, hold.case_number),
+                    query={"hold": hold.id, **hold.query_record}, objects=[f"hold:{hold.id}"],
+                    subject=f"legal hold {hold.id}", statement=lines, still_allowed=active)
+    return build_zip(settings, actor, _held_reads(hold.id), reason, out=out)

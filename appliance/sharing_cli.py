@@ -20,11 +20,12 @@ def _when(value: str, name: str) -> dt.datetime:
 def _act(ctx, action, *args, **kwargs):
     """Run one domain action on the post's database; a refusal becomes a clean error (exit 1)."""
     from appliance import audit, sharing
+    from appliance.holds import HoldError
     ctx.open()
     with db.connection():
         try:
             return action(*args, **kwargs)
-        except (sharing.SharingError, audit.PurposeError) as exc:
+        except (sharing.SharingError, audit.PurposeError, HoldError) as exc:
             where = f" ({exc.field})" if getattr(exc, "field", None) else ""
             raise click.ClickException(f"{exc}{where}") from None
 
@@ -129,17 +130,24 @@ def evidence_group():
 
 
 @evidence_group.command("export")
-@click.option("--request", "request_id", type=int, required=True, help="An approved sharing request.")
+@click.option("--request", "request_id", type=int, default=None, help="An approved sharing request.")
+@click.option("--hold", "hold_id", type=int, default=None, help="Or an active legal hold.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip here).")
+              help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip or ...-hold-ID-... here).")
 @click.pass_obj
-def evidence_export(ctx, request_id, out):
-    """Write the evidence ZIP of an approved sharing request."""
-    from appliance import sharing
-    out = out or Path(f"waypost-evidence-request-{request_id}-{dt.datetime.utcnow():%Y%m%dT%H%M%SZ}.zip")
+def evidence_export(ctx, request_id, hold_id, out):
+    """Write the evidence ZIP of an approved sharing request (--request) or an active legal hold (--hold)."""
+    from appliance import export, sharing
+    if (request_id is None) == (hold_id is None):
+        raise click.UsageError("give either --request ID or --hold ID")
+    kind, ref = ("request", request_id) if request_id is not None else ("hold", hold_id)
+    out = out or Path(f"waypost-evidence-{kind}-{ref}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.zip")
     if out.exists():
         raise click.ClickException(f"{out} already exists; give another --out")
-    summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
+    if request_id is not None:
+        summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
+    else:
+        summary = _act(ctx, export.for_hold, ctx.settings, ctx.actor(), hold_id, out)
     click.echo(f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
                f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}")
 

@@ -227,3 +227,30 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
     assert [r.action for r in AccessRecord.select().where(AccessRecord.action.startswith("sharing."))
             .order_by(AccessRecord.seq)] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export"]
     assert audit.verify().ok
+
+
+def test_an_export_for_a_legal_hold_verifies_and_a_released_hold_is_refused(settings, db, stored, tmp_path):  # noqa: F811
+    from appliance import holds, search
+    from tests.appliance.test_sharing import T0
+    import datetime as dt
+    hold = holds.place_on_query(settings, OFFICER, search.Query("7ABC123", "exact", since=T0 - dt.timedelta(hours=1),
+                                                                until=T0 + dt.timedelta(hours=1)),
+                                "CRIME-INV", "2026-004400", "Robbery suspect vehicle, court case pending")
+    summary = export.for_hold(settings, ADMIN, hold.id, tmp_path / "hold.zip")
+    assert summary.read_count == 2 and export.verify(summary.path).ok
+    [rec] = AccessRecord.select().where(AccessRecord.action == "hold.export")
+    assert (rec.username, rec.purpose_code, rec.case_number, rec.result_count) == ("admin.chen", "CRIME-INV",
+                                                                                   "2026-004400", 2)
+    with zipfile.ZipFile(summary.path) as zf:
+        assert "Robbery suspect vehicle" in zf.read("STATEMENT.txt").decode()
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    made = CliRunner().invoke(main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "b.zip")],
+                              env=env)
+    assert made.exit_code == 0 and export.verify(tmp_path / "b.zip").ok, made.output
+    holds.release(ADMIN, hold.id, "Case closed by the district attorney")
+    with pytest.raises(holds.HoldError, match="only an active hold"):
+        export.for_hold(settings, ADMIN, hold.id, tmp_path / "late.zip")
+    assert not (tmp_path / "late.zip").exists()
+    result = CliRunner().invoke(main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "c.zip")],
+                                env=env)
+    assert result.exit_code == 1 and "only an active hold" in result.output
