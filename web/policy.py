@@ -45,8 +45,9 @@ def _first_seq_from(at: dt.datetime) -> int:
     """The first access record at or after `at`. Records are appended in time order, so a binary
     search over seq finds it in a few primary-key lookups (no index on `at` needed)."""
     stamp = _audit_stamp(at)
-    lo, hi = database.execute_sql("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) FROM access_record").fetchone()
-    hi += 1                                 # one past the end: nothing at or after `at`
+    # min() and max() in separate queries: together they would scan the table instead of seeking
+    lo = database.execute_sql("SELECT coalesce(min(seq), 1) FROM access_record").fetchone()[0]
+    hi = database.execute_sql("SELECT coalesce(max(seq), 0) FROM access_record").fetchone()[0] + 1   # one past the end
     while lo < hi:
         mid = (lo + hi) // 2
         row = database.execute_sql("SELECT at FROM access_record WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
@@ -82,7 +83,8 @@ def figures(now: dt.datetime | None = None) -> Figures:
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     last_month_start = (month_start - dt.timedelta(days=1)).replace(day=1)
     day30 = now - dt.timedelta(days=30)
-    reads, oldest = database.execute_sql("SELECT count(*), min(captured_at) FROM read").fetchone()
+    reads = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
+    oldest = database.execute_sql("SELECT min(captured_at) FROM read").fetchone()[0]     # apart: an index seek
     hits = Alert.select().where(Alert.created_at >= day30)
     return Figures(
         reads=reads,
