@@ -71,6 +71,7 @@ class Result:
     batches: int = 0
     seconds: float = 0.0
     interrupted_runs: list[dict] = field(default_factory=list)
+    stopped: bool = False
 
     def lines(self) -> list[str]:
         verb = "would purge" if self.dry_run else "purged"
@@ -90,7 +91,8 @@ class Result:
         for run in self.interrupted_runs:
             out.append(f"recorded interrupted run {run['id']}: {run['reads']} read(s) purged before it stopped")
         if not self.dry_run:
-            out.append(f"{self.batches} batch(es) in {self.seconds:.1f} s")
+            out.append(f"{self.batches} batch(es) in {self.seconds:.1f} s"
+                       + (" (stopped early: the rest goes in the next run)" if self.stopped else ""))
         return out
 
 
@@ -184,7 +186,7 @@ def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
     return result
 
 
-def _record(actor: audit.Actor, run_id: int, interrupted: bool = False) -> dict:
+def _record(actor: audit.Actor, run_id: int, interrupted: bool = False, stopped: bool = False) -> dict:
     """The one access record of a run, in the caller's write transaction, and the run closed."""
     cols = ("id", "started_at", "read_cutoff", "hit_cutoff", "reads", "hit_reads", "evidence_rows", "alerts",
             "outbox_rows", "files", "oldest_at", "newest_at")
@@ -195,6 +197,8 @@ def _record(actor: audit.Actor, run_id: int, interrupted: bool = False) -> dict:
     details = {k: row[k] for k in cols if k != "id"}
     if interrupted:
         details["interrupted"] = True
+    if stopped:
+        details["stopped"] = True     # the service was stopping; the rest is purged by the next run
     audit.record("retention.purge", actor, query={"read_cutoff": row["read_cutoff"], "hit_cutoff": row["hit_cutoff"]},
                  objects=[f"retention_run:{run_id}"], result_count=row["reads"], details=details)
     database.execute_sql("UPDATE retention_run SET finished_at = ? WHERE id = ?", [utcnow(), run_id])
@@ -296,9 +300,10 @@ def _purge_batch(root: str, run_id: int, where: str, params: list, after: tuple 
 
 
 def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: dt.datetime | None = None,
-        batch: int = BATCH, progress=None, pause_s: float = 0.0) -> Result:
-    """Purge what is past retention (see the module docstring). `progress(result)` is called after
-    each batch; `pause_s` is slept between batches (lets other writers in on a slow card)."""
+        batch: int = BATCH, progress=None, pause_s: float = 0.0, stop=None) -> Result:
+    """Purge what is past retention (see the module docstring). `progress(batches)` is called after
+    each batch; `pause_s` is slept between batches (lets other writers in on a slow card); a set
+    `stop` event ends the run after the current batch (recorded as stopped; the rest goes next time)."""
     if dry_run:
         return plan(settings, now)
     if batch < 1:
@@ -319,7 +324,7 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
         run_id = cursor.lastrowid
     where = _where(settings)
     params = [max(read_cut, hit_cut), read_cut, hit_cut]
-    after, batches = None, 0
+    after, batches, stopped = None, 0, False
     while True:
         after = _purge_batch(str(store.root), run_id, where, params, after, batch)
         if after is None:
@@ -328,16 +333,19 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
         _settle_files(store)
         if progress:
             progress(batches)
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
         if pause_s:
             time.sleep(pause_s)
     _settle_files(store)
     held, unsent = _kept(settings, read_cut, hit_cut)
     past = _audit_past(settings, now)
     with write():
-        row = _record(actor, run_id)
+        row = _record(actor, run_id, stopped=stopped)
     result = Result(False, _stamp(read_cut), _stamp(hit_cut), row["reads"], row["hit_reads"], row["evidence_rows"],
                     row["alerts"], row["outbox_rows"], row["files"], row["oldest_at"], row["newest_at"],
-                    held, unsent, past, batches, round(time.perf_counter() - started, 2), interrupted)
+                    held, unsent, past, batches, round(time.perf_counter() - started, 2), interrupted, stopped)
     return result
 
 

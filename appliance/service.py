@@ -259,8 +259,21 @@ class PostService:
                 warned = stale
             except Exception:
                 log.exception("upkeep failed")
+            self._daily_retention()
             _return_free_memory()
             self.stop_event.wait(60)
+
+    def _daily_retention(self) -> None:
+        """The daily purge at retention.run_at (post time zone); see appliance/retention.py.
+        It runs in batches, so the web UI and the pipeline go on while it works."""
+        from appliance import retention
+        try:
+            with db.connection():
+                if retention.due(self.settings):
+                    result = retention.run(self.settings, system_actor(self.settings), stop=self.stop_event)
+                    log.info("retention: %s", "; ".join(result.lines()))
+        except Exception:    # tomorrow's run records what this one purged (retention_run) and goes on
+            log.exception("retention run failed")
 
     # -- status --
     def health(self) -> dict:

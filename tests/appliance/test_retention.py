@@ -234,3 +234,28 @@ def test_cli_dry_run_and_run(settings, db, monkeypatch, tmp_path):
     assert Read.get_or_none(Read.id == old.id) is None
     [rec] = purge_records()
     assert rec.username.startswith("cli:")
+
+
+def test_the_service_runs_the_purge_once_a_day_and_stops_between_batches(tmp_path):
+    import threading
+
+    from appliance.service import PostService, bootstrap
+    settings = make_settings(tmp_path / "svc", retention__read_days=30, retention__run_at="00:00")
+    bootstrap(settings, create_admin=False)
+    with dbmod.connection():
+        reads = [add_read(settings, f"3GHJ{100 + i}", 40, i) for i in range(3)]
+    service = PostService(settings, with_capture=False)
+    service._daily_retention()
+    service._daily_retention()          # the same day: not again
+    with dbmod.connection():
+        assert Read.select().count() == 0
+        [rec] = purge_records()
+        assert rec.username == "system" and rec.result_count == 3
+        # a stop between batches ends the run with what it did, recorded as stopped
+        more = [add_read(settings, f"3GHK{100 + i}", 40, i) for i in range(3)]
+        stop = threading.Event()
+        stop.set()
+        result = retention.run(settings, ACTOR, batch=1, stop=stop)
+        assert result.reads == 1 and result.stopped and Read.select().count() == 2
+        assert json.loads(purge_records()[-1].details)["stopped"] is True
+    assert len(reads) == len(more) == 3
