@@ -82,7 +82,7 @@ def create_app(settings: Settings, service=None) -> Flask:
     def _globals():
         return {"post": settings.post}
 
-    from web import admin, alerts, auth, health, holds, home, live, policy, reads, sharing
+    from web import admin, alerts, audit, auth, health, holds, home, live, policy, reads, sharing
     app.register_blueprint(admin.bp)
     app.register_blueprint(alerts.bp)
     app.register_blueprint(auth.bp)
@@ -93,6 +93,7 @@ def create_app(settings: Settings, service=None) -> Flask:
     app.register_blueprint(holds.bp)
     app.register_blueprint(policy.bp)
     app.register_blueprint(sharing.bp)
+    app.register_blueprint(audit.bp)
     return app
 
 
