@@ -178,8 +178,8 @@ def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
             "SELECT DISTINCT e.sha256 FROM evidence e JOIN temp.retention_plan p ON p.id = e.read_id "
             "WHERE NOT EXISTS (SELECT 1 FROM evidence x WHERE x.sha256 = e.sha256 "
             "AND x.read_id NOT IN (SELECT id FROM temp.retention_plan))")]
-        store = EvidenceStore(settings)
-        result.files = sum(store.path_for(s).exists() for s in shas)
+        root = str(EvidenceStore(settings).root)
+        result.files = sum(os.path.exists(_file(root, s)) for s in shas)
         result.held_kept, result.unsent_kept = _kept(settings, read_cut, hit_cut)
         result.audit_past_retention = _audit_past(settings, now)
         database.execute_sql("DROP TABLE temp.retention_plan")

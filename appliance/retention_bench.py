@@ -68,19 +68,20 @@ def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, 
                     path.write_bytes(data)
                     database.execute_sql("UPDATE evidence SET sha256 = ?, bytes = ? WHERE read_id = ? AND kind = ?",
                                          [sha, len(data), rid, kind])
-                    files[group].append(path)
+                    files[group].append((rid, path))
         for purged, kept in shared:     # the kept read's crop becomes the purged read's crop
             sha = database.execute_sql("SELECT sha256 FROM evidence WHERE read_id = ? AND kind = 'crop'",
                                        [purged]).fetchone()[0]
             database.execute_sql("UPDATE evidence SET sha256 = ? WHERE read_id = ? AND kind = 'crop'", [sha, kept])
-            files["shared"].append(store.path_for(sha))
+            files["shared"].append((kept, store.path_for(sha)))
         alert_ids = [int(i) for i in rng.integers(lo, hi + 1, 1000)]
         database.cursor().executemany(
             "INSERT INTO alert (read_id, hotlist_name, entry_plate, entry_state, entry_reason, entry_source_ref, "
             "matched_text, match_kind, score, status, created_at) "
             "SELECT id, 'SVS', plate, 'CA', 'stolen', '', plate, 'exact', 1.0, 'unconfirmed', captured_at "
             "FROM read WHERE id = ?", [(i,) for i in alert_ids])
-    files["purged"] = [p for p in files["purged"] if p not in set(files["shared"])]
+    shared_paths = {p for _, p in files["shared"]}
+    files["purged"] = [(rid, p) for rid, p in files["purged"] if p not in shared_paths]
     # a query hold on a plate seen in the purged range
     plate, at = database.execute_sql("SELECT plate, captured_at FROM read WHERE id = ?", [purged_ids[-1]]).fetchone()
     at = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
@@ -159,6 +160,8 @@ def run(source: Path, where: Path, fraction: float = 0.25, sample: int = 5000, b
             "SELECT count(*) FROM hold_read hr JOIN read r ON r.id = hr.read_id WHERE hr.hold_id = ?",
             [setup["hold"].id]).fetchone()[0]
         files = setup["files"]
+        held = {r[0] for r in database.execute_sql("SELECT read_id FROM hold_read")}
+        should_go = [p for rid, p in files["purged"] if rid not in held]
         verify = audit.verify()
         ms = np.array([m for _, m in latencies]) if latencies else np.array([0.0])
         out.update({
@@ -168,9 +171,9 @@ def run(source: Path, where: Path, fraction: float = 0.25, sample: int = 5000, b
             "held_kept": result.held_kept, "hold_reads_survived": held_left == setup["hold"].read_count,
             "batches": result.batches, "batch_size": batch, "purge_s": round(purge_s, 1),
             "reads_per_s": round(result.reads / purge_s) if purge_s else None,
-            "sample_files_gone": sum(not p.exists() for p in files["purged"]), "sample_files": len(files["purged"]),
-            "kept_files_present": all(p.exists() for p in files["kept"]),
-            "shared_files_present": all(p.exists() for p in files["shared"]),
+            "sample_files_gone": sum(not p.exists() for p in should_go), "sample_files": len(should_go),
+            "kept_files_present": all(p.exists() for _, p in files["kept"]),
+            "shared_files_present": all(p.exists() for _, p in files["shared"]),
             "searches": len(latencies), "search_errors": errors[:5], "search_error_count": len(errors),
             "search_p50_ms": round(float(np.percentile(ms, 50)), 1),
             "search_p95_ms": round(float(np.percentile(ms, 95)), 1),
