@@ -1,6 +1,7 @@
 """The access log pages through the real app: filters, keyset pages, verification after tampering
 with the real file, exports and reports; each view an access record; everyone else refused."""
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 from appliance import audit, bundle, reports
 from appliance import db as dbmod
 from appliance.models import AccessRecord
-from tests.appliance.test_reports import LOG, put
+from tests.appliance.test_reports import LOG, _read, put
 from tests.web.conftest import csrf, sign_in
 
 
@@ -212,11 +213,15 @@ def test_quarterly_report_page_renders_for_an_auditor(client, auditor):
 
 
 def test_annual_report_and_index(client, auditor, settings):
+    with dbmod.write():
+        _read(dt.datetime(2025, 3, 3, 9, 0))
+        _read(dt.datetime(2025, 6, 3, 9, 0), "misread")
     sign_in(client, "auditor.kim")
     index = client.get("/audit/reports").get_data(as_text=True)
     assert reports.previous_quarter(settings.post.timezone) in index
     resp = client.get("/audit/reports/annual/2025")
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and 'id="total-sharing">2<' in html and html.count("<svg") == 3
+    assert 'id="total-reads">2<' in html and 'id="total-misreads">1 (100.0% of hits)' in html
     assert client.get("/audit/reports/quarterly/2025-Q9").status_code == 404
     assert client.get("/audit/reports/go?kind=annual&period=2025").headers["Location"].endswith("/audit/reports/annual/2025")
