@@ -157,8 +157,6 @@ def test_an_edited_access_record_fails_its_own_hash(evidence, tmp_path):
         doc["records"][0]["username"] = "someone.else"
         return json.dumps(doc).encode()
 
-    def fix(manifest, holder={}):
-        pass
     bad = rewrite(evidence, tmp_path / "a.zip", change)
     with zipfile.ZipFile(bad) as zf:
         new = zf.read("access_record.json")
@@ -230,9 +228,10 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
 
 
 def test_an_export_for_a_legal_hold_verifies_and_a_released_hold_is_refused(settings, db, stored, tmp_path):  # noqa: F811
+    import datetime as dt
+
     from appliance import holds, search
     from tests.appliance.test_sharing import T0
-    import datetime as dt
     hold = holds.place_on_query(settings, OFFICER, search.Query("7ABC123", "exact", since=T0 - dt.timedelta(hours=1),
                                                                 until=T0 + dt.timedelta(hours=1)),
                                 "CRIME-INV", "2026-004400", "Robbery suspect vehicle, court case pending")
