@@ -20,6 +20,10 @@ AREAS = (
     ("live", "Live", ("live.index",), "reads.view"),
     ("search", "Search", ("reads.search_form", "reads.search"), "reads.search"),
     ("alerts", "Alerts", ("alerts.index",), "alerts.view"),
+    ("holds", "Holds", ("holds.index",), "holds.request"),
+    ("sharing", "Sharing", ("sharing.index",), "sharing.request"),
+    ("audit", "Audit", ("audit.index",), "audit.view"),
+    ("admin", "Accounts", ("admin.accounts",), "accounts.manage"),
 )
 
 
