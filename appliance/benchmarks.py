@@ -292,7 +292,8 @@ def search_at_scale(count: int = 10_000_000, where: Path | None = None, queries:
             out[mode] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
                          "p95_ms": round(float(np.percentile(times, 95)), 1),
                          "max_ms": round(max(times), 1), "queries": len(qs), "with_results": found}
-        db_bytes = sum(p.stat().st_size for p in settings.data_dir.glob(settings.storage.db_file + "*"))
+        db_bytes = sum(p.stat().st_size for p in (settings.db_path, settings.db_path.with_name(settings.db_path.name + "-wal"))
+                       if p.exists())     # not the backups a migration leaves beside it
         out["db_bytes"] = db_bytes
         out["db_bytes_per_read"] = round(db_bytes / max(n_reads, 1), 1)
         out["data_dir"] = str(settings.data_dir)

@@ -35,6 +35,7 @@ MODES = ("exact", "wildcard", "partial", "similar")
 ALT_COLUMNS = 4                 # alternatives indexed per read, best first (besides the plate)
 MAX_SCAN = 200_000              # reads a pattern without a usable run may scan (time range required)
 MIN_SIMILAR = 4                 # shortest plate for a similar search
+SKELETON_ALPHABET = "0123456789ACEFHJKMNPRTUVWXY"   # what plates fold to (see hotlist.skeleton)
 PAGE_MAX = 100
 
 _PLATE = re.compile(r"^[A-Z0-9]{1,10}$")
@@ -175,16 +176,15 @@ def candidate_queries(q: Query) -> list[str] | None:
         out = []
         for i in range(len(folded)):
             grams = _trigrams(folded[:i]) | _trigrams(folded[i + 1:])
-            if grams:
+            if len(grams) >= 2:
                 out.append(_match_expr(grams))
-            else:                     # short plate: spell out the texts one edit away at i
-                for c in "0123456789ACEFHJKMNPRTUVWXY":     # the skeleton alphabet
-                    for variant in (folded[:i] + c + folded[i + 1:], folded[:i] + c + folded[i:]):
-                        if len(_trigrams(variant)) > 0:
-                            out.append(_match_expr(_trigrams(variant)))
-                deleted = folded[:i] + folded[i + 1:]
-                if _trigrams(deleted):
-                    out.append(_match_expr(_trigrams(deleted)))
+                continue
+            # One trigram (or none) left intact around i proposes tens of thousands of reads in
+            # a big database: spell out the texts one edit away at i instead, each fully indexed.
+            variants = [folded[:i] + c + folded[i + 1:] for c in SKELETON_ALPHABET]       # substitution
+            variants += [folded[:i] + c + folded[i:] for c in SKELETON_ALPHABET]          # insertion
+            variants.append(folded[:i] + folded[i + 1:])                                  # deletion
+            out.extend(_match_expr(_trigrams(v)) for v in variants if _trigrams(v))
         return sorted(set(out)) if out else None
     runs = re.split(r"[*?]", q.text) if q.mode == "wildcard" else [q.text]
     grams = set().union(*(_trigrams(skeleton(r)) for r in runs))
@@ -299,20 +299,25 @@ def _similar(q, matches, where, args, limit, before) -> Page:
     ids: set[int] = set()
     for match in matches:
         ids.update(r[0] for r in database.execute_sql("SELECT rowid FROM read_text WHERE read_text MATCH ?", [match]))
-    hits = []
+    import json
+    ranked = []         # checked on the texts alone; whole rows are read for the page only
     for chunk in _chunks(sorted(ids, reverse=True), 500):
         marks = ", ".join("?" * len(chunk))
-        sql = f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN ({marks})" + (f" AND {where}" if where else "")
-        for read in _rows(sql, list(chunk) + args):
-            hit = _similar_hit(q, _decoded(read))
+        sql = (f"SELECT r.id, r.plate, r.alternatives FROM read r WHERE r.id IN ({marks})"
+               + (f" AND {where}" if where else ""))
+        for read_id, plate, alternatives in database.execute_sql(sql, list(chunk) + args):
+            hit = _similar_hit(q, Read(id=read_id, plate=plate, alternatives=json.loads(alternatives or "[]")))
             if hit is not None:
-                hits.append(hit)
-    hits.sort(key=lambda h: h.rank[1:])
-    start = 0
-    if before is not None:      # `before` is the position in the ranking for similar searches
-        start = before
-    page = hits[start:start + limit]
-    return Page(page, start + limit if len(hits) > start + limit else None, len(ids))
+                ranked.append(hit)
+    ranked.sort(key=lambda h: h.rank[1:])
+    start = before or 0         # `before` is the position in the ranking for similar searches
+    page = ranked[start:start + limit]
+    if page:
+        full = {r.id: r for r in _rows(f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN "
+                                       f"({', '.join('?' * len(page))})", [h.read.id for h in page])}
+        for hit in page:
+            hit.read = _decoded(full[hit.read.id])
+    return Page(page, start + limit if len(ranked) > start + limit else None, len(ids))
 
 
 def _chunks(seq, n):
