@@ -146,3 +146,12 @@ def test_benchmark_fill_indexes_like_save_read(settings, db):
         assert read.id in [h.read.id for h in found.hits]
         for alt in read.alternatives:
             assert read.id in [h.read.id for h in search.search(Query(alt["text"]), limit=100).hits]
+
+
+def test_similar_finds_a_change_where_only_one_trigram_stays_intact(settings, db):
+    """106BYB read as 106XYB: around the changed fourth character only "106" stays whole, so the
+    search spells out the one-edit variants there; it must still find the read, and not 106BYY9."""
+    store(settings, "106BYB")
+    store(settings, "106BYY9", minutes=1)
+    assert plates(search.search(Query("106XYB", "similar"))) == ["106BYB"]
+    assert plates(search.search(Query("16BYB", "similar"))) == ["106BYB"]          # a dropped character
