@@ -634,7 +634,7 @@ _register_recognizer_commands()
 
 
 # Command groups that live beside their domain (each module defines `register(main)`).
-COMMAND_MODULES = ("appliance.holds_cli", "appliance.sharing_cli")
+COMMAND_MODULES = ("appliance.holds_cli", "appliance.sharing_cli", "appliance.sync_cli")
 
 
 def _register_domain_commands():
