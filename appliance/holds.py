@@ -146,14 +146,25 @@ def place_on_query(settings: Settings, actor: audit.Actor, query: search.Query, 
         raise HoldError("hold not placed: the period ends before it starts")
     if query.until - query.since > dt.timedelta(days=MAX_PERIOD_DAYS):
         raise HoldError(f"hold not placed: the period is longer than {MAX_PERIOD_DAYS} days")
-    with write():
+    # The search runs in a read snapshot, not under the write lock: a wide one may take seconds,
+    # and the pipeline must go on storing reads meanwhile.
+    with database.atomic():
         try:
             found = matching_reads(query)
         except search.SearchError as exc:
             raise HoldError(f"hold not placed: {exc}") from exc
+    with write():
+        # a read purged between the snapshot and now is no longer there to hold
+        ids = {f[0] for f in found}
+        present = set()
+        listed = sorted(ids)
+        for i in range(0, len(listed), 5000):
+            chunk = listed[i:i + 5000]
+            present.update(r[0] for r in database.execute_sql(
+                f"SELECT id FROM read WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        found = sorted(f for f in found if f[0] in present)
         if not found:
             raise HoldError("hold not placed: the search finds no reads in that period")
-        found.sort()
         return _create(actor, purpose, "query", reason, query.as_record(), [f[0] for f in found],
                        [f[1] for f in found])
 

@@ -48,6 +48,11 @@ from appliance.models import database, utcnow
 from appliance.store import EvidenceStore
 
 BATCH = 2000
+# WAL pages a purge lets accumulate before a checkpoint (~200 MB at 4 KiB pages). A purge rewrites
+# the same index pages batch after batch; checkpointing every 1,000 pages (SQLite's default) wrote
+# each of them back again and again and doubled the time of a large purge (bench: 4,500 -> 6,800
+# reads/s at 10 M reads). Set on the purging connection only, for the run, and restored after.
+WAL_PAGES = 50_000
 
 audit.register_action("retention.purge", False)
 
@@ -325,19 +330,24 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
     where = _where(settings)
     params = [max(read_cut, hit_cut), read_cut, hit_cut]
     after, batches, stopped = None, 0, False
-    while True:
-        after = _purge_batch(str(store.root), run_id, where, params, after, batch)
-        if after is None:
-            break
-        batches += 1
-        _settle_files(store)
-        if progress:
-            progress(batches)
-        if stop is not None and stop.is_set():
-            stopped = True
-            break
-        if pause_s:
-            time.sleep(pause_s)
+    autocheckpoint = database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0]
+    database.execute_sql(f"PRAGMA wal_autocheckpoint = {max(WAL_PAGES, autocheckpoint)}")
+    try:
+        while True:
+            after = _purge_batch(str(store.root), run_id, where, params, after, batch)
+            if after is None:
+                break
+            batches += 1
+            _settle_files(store)
+            if progress:
+                progress(batches)
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            if pause_s:
+                time.sleep(pause_s)
+    finally:
+        database.execute_sql(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
     _settle_files(store)
     held, unsent = _kept(settings, read_cut, hit_cut)
     past = _audit_past(settings, now)
