@@ -1,0 +1,173 @@
+"""`waypost sync ...` (the post's side) and `waypost hq ...` (headquarters)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from appliance import bundle, db
+
+HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
+
+
+@click.group(name="sync")
+def sync_group():
+    """Send this post's reads, images and access records to headquarters."""
+
+
+@sync_group.command("keygen")
+@click.pass_obj
+def sync_keygen(ctx):
+    """Make this post's signing key (if missing) and print what headquarters needs to enrol it."""
+    s = ctx.settings
+    try:
+        key = bundle.post_key(s)
+    except bundle.BundleError as exc:
+        raise click.ClickException(str(exc))
+    public = key.public_key()
+    click.echo(f"post id:     {s.post.id}")
+    click.echo(f"key id:      {bundle.key_id(public)}")
+    click.echo(f"public key:  {bundle.public_key_file(s)}")
+    click.echo(bundle.public_pem(public).decode().rstrip())
+    click.echo(f"enrol it at headquarters: waypost hq enroll --post {s.post.id} --name NAME "
+               f"--public-key {bundle.public_key_file(s).name}")
+
+
+def _need_hq_url(s) -> None:
+    if not s.sync.hq_url:
+        raise click.ClickException("sync.hq_url is not set: set it in the config file "
+                                   "(or WAYPOST_SYNC__HQ_URL) to headquarters' base URL")
+
+
+@sync_group.command("push")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Stop after this many batches.")
+@click.pass_obj
+def sync_push(ctx, max_batches):
+    """Send what headquarters does not hold yet, oldest first; a range is marked sent only once acknowledged."""
+    from sync import post
+    s = ctx.settings
+    _need_hq_url(s)
+    ctx.open()
+    with db.connection():
+        try:
+            result = post.push(s, max_batches=max_batches)
+        except post.SyncError as exc:
+            raise click.ClickException(str(exc))
+    for line in result.lines():
+        click.echo(line)
+
+
+@sync_group.command("status")
+@click.option("--offline", is_flag=True, help="Do not ask headquarters for its position.")
+@click.pass_obj
+def sync_status(ctx, offline):
+    """What waits to be sent, and (unless --offline) what headquarters holds."""
+    from sync import post
+    s = ctx.settings
+    ctx.open()
+    with db.connection():
+        local = post.local_status(s)
+    click.echo(f"reads waiting: {local['pending']}"
+               + (f" (outbox seq {local['pending_from']}..{local['pending_to']})" if local["pending"] else ""))
+    click.echo(f"acknowledged up to outbox seq {local['acked_seq']}"
+               + (f", last at {local['last_acked_at']} UTC" if local["last_acked_at"] else ""))
+    click.echo(f"access log head: record {local['chain_head']}")
+    if local["unacked_batch"]:
+        click.echo("a built batch waits for headquarters' answer (sent again on the next push)")
+    if offline or not s.sync.hq_url:
+        return
+    try:
+        pos = post.fetch_position(s)
+    except post.SyncError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
+
+
+# --- headquarters ------------------------------------------------------------------------------
+
+def _hq_target(ctx, database) -> str:
+    return database or os.environ.get(HQ_DB_ENV) or str(ctx.settings.data_dir / "hq.sqlite")
+
+
+database_option = click.option("--database", default=None,
+                               help=f"Headquarters database: a SQLite file or a postgresql:// URL "
+                                    f"(default: ${HQ_DB_ENV}, else hq.sqlite in data_dir).")
+
+
+@click.group(name="hq")
+def hq_group():
+    """Headquarters: receive batches from posts, enrol posts, show their status."""
+
+
+@hq_group.command("serve")
+@database_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--max-batch-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest batch body accepted (compressed).")
+@click.pass_obj
+def hq_serve(ctx, database, host, port, threads, max_batch_mb):
+    """Serve the headquarters API and status page (waitress) until interrupted."""
+    import waitress
+
+    from sync.web import create_hq_app
+    target = _hq_target(ctx, database)
+    app = create_hq_app(target, max_batch_mb * 1024 * 1024)
+    click.echo(f"headquarters on http://{host}:{port}/hq (database {target})")
+    waitress.serve(app, host=host, port=port, threads=threads,
+                   max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
+
+
+@hq_group.command("enroll")
+@database_option
+@click.option("--post", "post_id", required=True, help="The post's id (post.id in its config).")
+@click.option("--name", default="", help="A name for people (default: the id).")
+@click.option("--public-key", "public_key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The post's public key file (<key_file>.pub from `waypost sync keygen`).")
+@click.pass_obj
+def hq_enroll(ctx, database, post_id, name, public_key):
+    """Enrol a post's public key (again, to replace it)."""
+    from sync import hq
+    hq.open_hq(_hq_target(ctx, database))
+    with hq.hq_database.connection_context():
+        try:
+            post = hq.enroll(post_id, name, public_key.read_bytes())
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
+
+
+@hq_group.command("status")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def hq_status(ctx, database, as_json):
+    """Each post: last contact, what is held, backlog, access log chain status."""
+    from sync import hq
+    hq.open_hq(_hq_target(ctx, database))
+    with hq.hq_database.connection_context():
+        rows = hq.status()
+        for row in rows:
+            ok, bad, message = hq.verify_chain(row["post"])
+            row["chain_verified"] = ok
+            row["chain_message"] = message
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        click.echo("no post enrolled")
+    for r in rows:
+        chain = ("verified" if r["chain_status"] == "verified" and r["chain_verified"]
+                 else f"BROKEN (first bad record {r['first_bad_seq']}): {r['chain_problem'] or r['chain_message']}")
+        click.echo(f"{r['post']} ({r['name']}): last contact {r['last_contact_at'] or 'never'}, {r['reads']} read(s), "
+                   f"outbox seq {r['last_seq']}, backlog {r['backlog']}, access log up to {r['chain_seq']} {chain}")
+        if r["last_refusal"]:
+            click.echo(f"  last refusal: {r['last_refusal']['problem']}: {r['last_refusal']['message']}")
+
+
+def register(main) -> None:
+    main.add_command(sync_group)
+    main.add_command(hq_group)

@@ -1,0 +1,546 @@
+"""Headquarters: its own database (every post's reads, images and a copy of each post's access
+log) and the ingest of one batch.
+
+Ingest is one transaction: either the whole batch is stored and the post's position moves to
+its end, or nothing is stored and the refusal goes to the batch log (in a transaction of its
+own) with the problem named. A batch headquarters already holds (the same batch id, or the same
+range with the same contents) is acknowledged again without being stored twice.
+
+The database is a SQLite file by default; a URL (postgresql://...) selects PostgreSQL.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid as uuidlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from peewee import (
+    AutoField, BlobField, CharField, DatabaseProxy, DateTimeField, IntegerField, IntegrityError, Model,
+    SqliteDatabase, TextField,
+)
+
+from appliance import audit, bundle
+from appliance.models import JSONField, utcnow
+from sync import protocol
+from sync.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+hq_database = DatabaseProxy()
+
+GENESIS = audit.GENESIS
+DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
+RECORD_COLUMNS = audit.COLUMNS
+
+
+class HQModel(Model):
+    class Meta:
+        database = hq_database
+        legacy_table_names = False
+
+
+class HQPost(HQModel):
+    id = CharField(primary_key=True)
+    name = CharField()
+    public_key = CharField()               # base64 of the raw Ed25519 key
+    key_id = CharField()
+    enrolled_at = DateTimeField(default=utcnow)
+    last_contact_at = DateTimeField(null=True)
+    last_seq = IntegerField(default=0)      # the post's outbox sequence held up to here
+    chain_seq = IntegerField(default=0)     # the post's access log held up to here
+    chain_hash = CharField(default=GENESIS)
+    chain_status = CharField(default="verified")   # verified | broken
+    chain_problem = TextField(default="")
+    first_bad_seq = IntegerField(null=True)
+    backlog = IntegerField(default=0)       # reads the post said were still waiting
+
+    class Meta:
+        table_name = "hq_post"
+
+
+class HQRead(HQModel):
+    id = AutoField()
+    post_id = CharField()
+    uuid = CharField()
+    seq = IntegerField()
+    captured_at = CharField()
+    plate = CharField()
+    content_hash = CharField()
+    data = JSONField()
+
+    class Meta:
+        table_name = "hq_read"
+
+
+class HQImage(HQModel):
+    sha256 = CharField(primary_key=True)
+    content_type = CharField()
+    width = IntegerField()
+    height = IntegerField()
+    size = IntegerField()
+    data = BlobField()
+
+    class Meta:
+        table_name = "hq_image"
+
+
+class HQAccessRecord(HQModel):
+    id = AutoField()
+    post_id = CharField()
+    seq = IntegerField()
+    at = CharField()
+    username = CharField()
+    organization = CharField()
+    action = CharField()
+    query = TextField()
+    purpose_code = CharField()
+    case_number = CharField()
+    object_ids = TextField()
+    result_count = IntegerField(null=True)
+    client_addr = CharField()
+    details = TextField()
+    prev_hash = CharField()
+    hash = CharField()
+
+    class Meta:
+        table_name = "hq_access_record"
+
+
+class HQAlert(HQModel):
+    id = AutoField()
+    post_id = CharField()
+    alert_id = IntegerField()
+    read_uuid = CharField()
+    data = JSONField()
+
+    class Meta:
+        table_name = "hq_alert"
+
+
+class HQBatch(HQModel):
+    id = AutoField()
+    batch_id = CharField()
+    post_id = CharField()
+    first_seq = IntegerField(null=True)
+    last_seq = IntegerField(null=True)
+    chain_first = IntegerField(null=True)
+    chain_last = IntegerField(null=True)
+    reads = IntegerField(default=0)
+    records = IntegerField(default=0)
+    size = IntegerField(default=0)
+    status = CharField()                    # stored | duplicate | refused
+    problem = CharField(default="")
+    message = TextField(default="")
+    remote_addr = CharField(default="")
+    received_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "hq_batch"
+
+
+MODELS = (HQPost, HQRead, HQImage, HQAccessRecord, HQAlert, HQBatch)
+
+DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"},
+           "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"}}
+
+# Headquarters' schema, versioned like the post's (a change is a new entry, never an edit).
+SCHEMA = [
+    (1, [
+        """CREATE TABLE hq_post (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, public_key TEXT NOT NULL, key_id TEXT NOT NULL,
+            enrolled_at TIMESTAMP NOT NULL, last_contact_at TIMESTAMP,
+            last_seq BIGINT NOT NULL DEFAULT 0, chain_seq BIGINT NOT NULL DEFAULT 0,
+            chain_hash TEXT NOT NULL, chain_status TEXT NOT NULL DEFAULT 'verified',
+            chain_problem TEXT NOT NULL DEFAULT '', first_bad_seq BIGINT, backlog BIGINT NOT NULL DEFAULT 0)""",
+        """CREATE TABLE hq_read (
+            id {serial}, post_id TEXT NOT NULL, uuid TEXT NOT NULL, seq BIGINT NOT NULL,
+            captured_at TEXT NOT NULL, plate TEXT NOT NULL, content_hash TEXT NOT NULL, data TEXT NOT NULL)""",
+        "CREATE UNIQUE INDEX hq_read_post_uuid ON hq_read (post_id, uuid)",
+        "CREATE INDEX hq_read_post_seq ON hq_read (post_id, seq)",
+        "CREATE INDEX hq_read_plate ON hq_read (plate)",
+        """CREATE TABLE hq_image (
+            sha256 TEXT PRIMARY KEY, content_type TEXT NOT NULL, width INTEGER NOT NULL,
+            height INTEGER NOT NULL, size INTEGER NOT NULL, data {blob} NOT NULL)""",
+        """CREATE TABLE hq_access_record (
+            id {serial}, post_id TEXT NOT NULL, seq BIGINT NOT NULL, at TEXT NOT NULL, username TEXT NOT NULL,
+            organization TEXT NOT NULL, action TEXT NOT NULL, query TEXT NOT NULL, purpose_code TEXT NOT NULL,
+            case_number TEXT NOT NULL, object_ids TEXT NOT NULL, result_count INTEGER, client_addr TEXT NOT NULL,
+            details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
+        "CREATE UNIQUE INDEX hq_access_record_post_seq ON hq_access_record (post_id, seq)",
+        """CREATE TABLE hq_alert (
+            id {serial}, post_id TEXT NOT NULL, alert_id BIGINT NOT NULL, read_uuid TEXT NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE UNIQUE INDEX hq_alert_post_alert ON hq_alert (post_id, alert_id)",
+        """CREATE TABLE hq_batch (
+            id {serial}, batch_id TEXT NOT NULL, post_id TEXT NOT NULL, first_seq BIGINT, last_seq BIGINT,
+            chain_first BIGINT, chain_last BIGINT, reads INTEGER NOT NULL DEFAULT 0,
+            records INTEGER NOT NULL DEFAULT 0, size BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL,
+            problem TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '',
+            remote_addr TEXT NOT NULL DEFAULT '', received_at TIMESTAMP NOT NULL)""",
+        "CREATE INDEX hq_batch_batch_id ON hq_batch (batch_id)",
+        "CREATE INDEX hq_batch_post ON hq_batch (post_id, id)",
+    ]),
+]
+
+
+class HQError(RuntimeError):
+    pass
+
+
+# --- the database ------------------------------------------------------------------------------
+
+def open_hq(target: str | Path):
+    """Bind the headquarters models to `target` (a SQLite file path, or a postgresql:// URL) and
+    bring its schema up to date. Returns the database."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from playhouse.db_url import connect
+        db = connect(text)
+        dialect = "postgres"
+    else:
+        path = Path(text).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = SqliteDatabase(str(path), pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "FULL",
+                                                "busy_timeout": 10000, "cache_size": -16384})
+        dialect = "sqlite"
+    hq_database.initialize(db)
+    with db.connection_context():
+        db.execute_sql("CREATE TABLE IF NOT EXISTS hq_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+        done = {row[0] for row in db.execute_sql("SELECT version FROM hq_schema")}
+        for version, statements in SCHEMA:
+            if version in done:
+                continue
+            with db.atomic():
+                for sql in statements:
+                    db.execute_sql(sql.format(**DIALECT[dialect]))
+                db.execute_sql(f"INSERT INTO hq_schema (version, applied_at) VALUES ({db.param}, {db.param})",
+                               (version, utcnow()))
+    return db
+
+
+def _write():
+    db = hq_database.obj
+    return db.atomic(lock_type="IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
+
+
+def enroll(post_id: str, name: str, public_key_text: bytes) -> HQPost:
+    """Enrol a post (or replace its key). The key is PEM or base64 of the raw 32 bytes."""
+    post_id = post_id.strip()
+    if not post_id:
+        raise HQError("a post id is required")
+    try:
+        key = bundle.load_public_key(public_key_text, f"the public key for post {post_id}")
+    except bundle.BundleError as exc:
+        raise HQError(str(exc)) from None
+    raw = base64.b64encode(bundle.raw_public(key)).decode()
+    with _write():
+        post = HQPost.get_or_none(HQPost.id == post_id)
+        if post is None:
+            post = HQPost.create(id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key))
+        else:
+            post.name, post.public_key, post.key_id = name or post.name, raw, bundle.key_id(key)
+            post.save()
+    return post
+
+
+def position(post: HQPost) -> dict:
+    return {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash}
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    status: str                  # stored | duplicate
+    batch_id: str
+    post_id: str
+    reads: int
+    records: int
+    position: dict
+
+    def as_json(self) -> dict:
+        return {"status": self.status, "batch": self.batch_id, "reads": self.reads, "records": self.records,
+                "position": self.position}
+
+
+class Refused(Exception):
+    def __init__(self, error: ProtocolError, position: dict | None = None):
+        super().__init__(str(error))
+        self.problem = error.problem
+        self.message = error.message
+        self.http_status = error.http_status
+        self.position = position
+
+    def as_json(self) -> dict:
+        return {"status": "refused", "problem": self.problem, "message": self.message, "position": self.position}
+
+
+class _Batch:
+    """What one ingest learns as it goes, for the batch log."""
+
+    def __init__(self):
+        self.header: dict = {}
+        self.post: HQPost | None = None
+        self.reads = 0
+        self.records = 0
+        self.signature_ok = False
+        self.first_bad_seq: int | None = None
+
+
+def ingest(body, length: int | None, max_bytes: int = DEFAULT_MAX_BATCH_BYTES, remote_addr: str = "",
+           after_store=None) -> Outcome:
+    """Store one batch read from the binary stream `body`. Raises Refused (nothing stored, the
+    refusal logged). `after_store()` runs after the commit and before the answer (fault tests)."""
+    seen = _Batch()
+    try:
+        if length is not None and length > max_bytes:
+            raise ProtocolError("oversized", f"the batch is {length} bytes; this headquarters takes at most {max_bytes}")
+        with _write():
+            outcome = _ingest(body, max_bytes, remote_addr, seen)
+    except ProtocolError as exc:
+        return _refuse(exc, seen, remote_addr, length)
+    if after_store is not None:
+        after_store()
+    return outcome
+
+
+def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | None):
+    header = seen.header
+    chain = header.get("chain") if isinstance(header.get("chain"), dict) else {}
+    with _write():
+        HQBatch.create(batch_id=str(header.get("batch", ""))[:100], post_id=str(header.get("post", ""))[:100],
+                       first_seq=_int_or_none(header.get("first_seq")), last_seq=_int_or_none(header.get("last_seq")),
+                       chain_first=_int_or_none(chain.get("first_seq")), chain_last=_int_or_none(chain.get("last_seq")),
+                       size=length or 0, status="refused", problem=exc.problem, message=exc.message,
+                       remote_addr=remote_addr)
+        post = HQPost.get_or_none(HQPost.id == seen.post.id) if seen.post is not None else None
+        if post is not None and seen.signature_ok:
+            post.last_contact_at = utcnow()
+            if exc.problem == "broken_chain" and post.chain_status != "broken":
+                post.chain_status, post.chain_problem, post.first_bad_seq = "broken", exc.message, seen.first_bad_seq
+            post.save()
+    log.warning("refused a batch from %s (%s): %s", header.get("post", "?"), remote_addr, exc)
+    raise Refused(exc, position(post) if post is not None else
+                  (position(seen.post) if seen.post is not None else None))
+
+
+def _int_or_none(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
+    reader = protocol.Reader(body, max_bytes * 4)
+    items = iter(reader)
+    header = protocol.header_fields(next(items))
+    seen.header = header
+    post = HQPost.get_or_none(HQPost.id == header["post"])
+    if post is None:
+        raise ProtocolError("unknown_post", f"post {header['post']!r} is not enrolled here: "
+                                            "enrol its public key with `waypost hq enroll`")
+    seen.post = post
+    public_key = bundle.load_public_key(post.public_key.encode())
+    first, last, chain = header["first_seq"], header["last_seq"], header["chain"]
+    mode = _mode(post, header)
+
+    deferred: ProtocolError | None = None     # a content fault, raised once the signature is known good
+    next_seq, want_record = first, chain["first_seq"]
+    prev_hash = post.chain_hash if mode == "new" else chain["prev_hash"]
+    read_rows, images, alerts, records = [], {}, [], []
+    for item in items:
+        kind = item["t"]
+        if kind == "read":
+            where = f"line {reader.lines} (read)"
+            read, imgs, seq = item.get("read"), item.get("images", []), item.get("seq")
+            if not isinstance(read, dict) or not isinstance(imgs, list) or not protocol._is_int(seq):
+                raise ProtocolError("malformed", f"{where}: needs seq, read and images")
+            if not next_seq <= seq <= last:
+                raise ProtocolError("malformed", f"{where}: seq {seq} is outside the batch's range or out of order")
+            next_seq = seq + 1
+            for name in ("uuid", "captured_at", "plate"):
+                if not isinstance(read.get(name), str) or not read[name]:
+                    raise ProtocolError("malformed", f"{where}: read field {name!r} must be a non-empty string")
+            for im in imgs:
+                if not isinstance(im, dict):
+                    raise ProtocolError("malformed", f"{where}: an image is not an object")
+                data = protocol.decode_image(im, f"{where}, read {read['uuid']}")
+                images[im["sha256"]] = (im, data)
+            digest = protocol.content_hash(read, imgs)
+            if mode == "new":
+                read_rows.append({"post_id": post.id, "uuid": read["uuid"], "seq": seq,
+                                  "captured_at": read["captured_at"], "plate": read["plate"],
+                                  "content_hash": digest,
+                                  "data": dict(read, images=[{k: v for k, v in im.items() if k != "data"}
+                                                             for im in imgs])})
+                for alert in item.get("alerts") or []:
+                    if not isinstance(alert, dict) or not protocol._is_int(alert.get("id")):
+                        raise ProtocolError("malformed", f"{where}: an alert needs an id")
+                    alerts.append({"post_id": post.id, "alert_id": alert["id"], "read_uuid": read["uuid"],
+                                   "data": alert})
+                if len(read_rows) >= 500:
+                    _flush(read_rows, images, alerts, records)
+            elif deferred is None:
+                held = HQRead.get_or_none((HQRead.post_id == post.id) & (HQRead.uuid == read["uuid"]))
+                if held is None or held.content_hash != digest:
+                    deferred = ProtocolError("overlap", f"{where}: read {read['uuid']} (seq {seq}) is in a range "
+                                                        "headquarters already holds, but differs from what it holds")
+            seen.reads += 1
+        elif kind == "access":
+            rec = item.get("record")
+            where = f"line {reader.lines} (access record)"
+            if not isinstance(rec, dict) or any(c not in rec for c in RECORD_COLUMNS):
+                raise ProtocolError("malformed", f"{where}: needs every column of an access record")
+            if rec["seq"] != want_record or rec["seq"] > chain["last_seq"]:
+                raise ProtocolError("malformed", f"{where}: seq {rec['seq']} where {want_record} was due "
+                                                 f"(the header says {chain['first_seq']}..{chain['last_seq']})")
+            want_record += 1
+            if deferred is None:
+                if rec["prev_hash"] != prev_hash:
+                    seen.first_bad_seq = rec["seq"]
+                    deferred = ProtocolError("broken_chain", f"access record {rec['seq']}: its prev_hash does not "
+                                                             f"link to record {rec['seq'] - 1} as headquarters holds it"
+                                             if rec["seq"] == chain["first_seq"] else
+                                             f"access record {rec['seq']}: its prev_hash does not link to record "
+                                             f"{rec['seq'] - 1}")
+                elif audit.digest(rec) != rec["hash"]:
+                    seen.first_bad_seq = rec["seq"]
+                    deferred = ProtocolError("broken_chain", f"access record {rec['seq']}: its hash does not match "
+                                                             "its fields (altered on the post)")
+                elif mode == "held":
+                    held = HQAccessRecord.get_or_none((HQAccessRecord.post_id == post.id)
+                                                      & (HQAccessRecord.seq == rec["seq"]))
+                    if held is None or held.hash != rec["hash"]:
+                        seen.first_bad_seq = rec["seq"]
+                        deferred = ProtocolError("broken_chain", f"access record {rec['seq']} differs from the copy "
+                                                                 "headquarters holds (the post's log was rewritten)")
+            prev_hash = rec["hash"]
+            if mode == "new":
+                records.append(dict({c: rec[c] for c in RECORD_COLUMNS}, post_id=post.id))
+            seen.records += 1
+        else:
+            raise ProtocolError("malformed", f"line {reader.lines}: unknown line type {kind!r}")
+    if want_record != chain["last_seq"] + 1:
+        raise ProtocolError("malformed", f"the header announces access records up to {chain['last_seq']}, "
+                                         f"the batch carries them up to {want_record - 1}")
+    reader.verify(public_key)
+    seen.signature_ok = True
+    if deferred is not None:
+        raise deferred
+    if mode == "new":
+        _flush(read_rows, images, alerts, records)
+        post.last_seq = max(post.last_seq, last)
+        if chain["last_seq"] >= chain["first_seq"]:
+            post.chain_seq, post.chain_hash = chain["last_seq"], prev_hash
+    post.last_contact_at = utcnow()
+    if protocol._is_int(header.get("backlog")):
+        post.backlog = header["backlog"]
+    post.save()
+    status = "stored" if mode == "new" else "duplicate"
+    HQBatch.create(batch_id=header["batch"], post_id=post.id, first_seq=first, last_seq=last,
+                   chain_first=chain["first_seq"], chain_last=chain["last_seq"], reads=seen.reads,
+                   records=seen.records, size=reader.bytes, status=status, remote_addr=remote_addr)
+    return Outcome(status, header["batch"], post.id, seen.reads, seen.records, position(post))
+
+
+def _mode(post: HQPost, header: dict) -> str:
+    """"new" (the batch continues what headquarters holds), "held" (headquarters holds its whole
+    range already: compare, acknowledge, store nothing), or a ProtocolError."""
+    first, last, chain = header["first_seq"], header["last_seq"], header["chain"]
+    stored = (HQBatch.select().where((HQBatch.post_id == post.id) & (HQBatch.batch_id == header["batch"])
+                                     & (HQBatch.status == "stored")).first())
+    if stored is not None:
+        latest = (HQBatch.select(HQBatch.id).where((HQBatch.post_id == post.id) & (HQBatch.status == "stored"))
+                  .order_by(HQBatch.id.desc()).first())
+        if latest.id != stored.id:
+            raise ProtocolError("replay", f"batch {header['batch']} was stored on {stored.received_at:%Y-%m-%d %H:%M:%S} "
+                                          "UTC and later batches have been stored since: an old batch sent again")
+        return "held"
+    reads_held = last <= post.last_seq
+    chain_held = chain["last_seq"] <= post.chain_seq
+    if reads_held and chain_held:
+        return "held"
+    if first > post.last_seq + 1:
+        raise ProtocolError("gap", f"the batch starts at outbox seq {first}; headquarters holds up to "
+                                   f"{post.last_seq}, so {post.last_seq + 1}..{first - 1} would be missing")
+    if chain["first_seq"] > post.chain_seq + 1:
+        raise ProtocolError("gap", f"the batch's access records start at {chain['first_seq']}; headquarters "
+                                   f"holds the log up to {post.chain_seq}")
+    if first != post.last_seq + 1:
+        raise ProtocolError("overlap", f"the batch's range {first}..{last} overlaps what headquarters holds "
+                                       f"(up to {post.last_seq})")
+    if chain["first_seq"] != post.chain_seq + 1:
+        raise ProtocolError("overlap", f"the batch's access records {chain['first_seq']}..{chain['last_seq']} "
+                                       f"overlap what headquarters holds (up to {post.chain_seq})")
+    # A first record that does not link to headquarters' copy is found (and reported as a broken
+    # chain, once the signature is known good) when the records are read.
+    return "new"
+
+
+def _flush(read_rows, images, alerts, records) -> None:
+    if read_rows:
+        try:
+            HQRead.insert_many(read_rows).execute()
+        except IntegrityError as exc:
+            raise ProtocolError("overlap", f"a read of the batch is already held under another seq: {exc}") from None
+        read_rows.clear()
+    if images:
+        known = {row.sha256 for row in HQImage.select(HQImage.sha256).where(HQImage.sha256.in_(list(images)))}
+        rows = [{"sha256": sha, "content_type": str(im.get("content_type", "image/jpeg")),
+                 "width": int(im.get("width") or 0), "height": int(im.get("height") or 0), "size": len(data),
+                 "data": data} for sha, (im, data) in images.items() if sha not in known]
+        if rows:
+            HQImage.insert_many(rows).execute()
+        images.clear()
+    if alerts:
+        for row in alerts:
+            (HQAlert.insert(**row).on_conflict(conflict_target=[HQAlert.post_id, HQAlert.alert_id],
+                                               update={HQAlert.data: row["data"]}).execute())
+        alerts.clear()
+    if records:
+        try:
+            HQAccessRecord.insert_many(records).execute()
+        except IntegrityError as exc:
+            raise ProtocolError("overlap", f"an access record of the batch is already held: {exc}") from None
+        records.clear()
+
+
+# --- status ------------------------------------------------------------------------------------
+
+def status() -> list[dict]:
+    rows = []
+    for post in HQPost.select().order_by(HQPost.id):
+        reads = HQRead.select().where(HQRead.post_id == post.id).count()
+        last_refusal = (HQBatch.select().where((HQBatch.post_id == post.id) & (HQBatch.status == "refused"))
+                        .order_by(HQBatch.id.desc()).first())
+        rows.append({"post": post.id, "name": post.name, "key_id": post.key_id,
+                     "last_contact_at": post.last_contact_at, "last_seq": post.last_seq, "reads": reads,
+                     "chain_seq": post.chain_seq, "chain_status": post.chain_status,
+                     "chain_problem": post.chain_problem, "first_bad_seq": post.first_bad_seq,
+                     "backlog": post.backlog,
+                     "last_refusal": None if last_refusal is None else
+                     {"problem": last_refusal.problem, "message": last_refusal.message,
+                      "at": last_refusal.received_at}})
+    return rows
+
+
+def verify_chain(post_id: str) -> tuple[bool, int | None, str]:
+    """Walk the copy of a post's access log: (ok, first bad seq, message)."""
+    prev, want = GENESIS, 1
+    query = HQAccessRecord.select().where(HQAccessRecord.post_id == post_id).order_by(HQAccessRecord.seq)
+    for rec in query.dicts().iterator():
+        if rec["seq"] != want:
+            return False, want, f"record {want} is missing"
+        if rec["prev_hash"] != prev or audit.digest(rec) != rec["hash"]:
+            return False, rec["seq"], f"record {rec['seq']} does not verify"
+        prev, want = rec["hash"], want + 1
+    return True, None, f"{want - 1} record(s) verify"
+
+
+def new_batch_id() -> str:
+    return str(uuidlib.uuid4())
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,339 @@
+"""The post's side of sync: build batches from the outbox and the access log, push them to
+headquarters, and mark a range sent only once headquarters has acknowledged it.
+
+Where to start is headquarters' word, not the post's: each push first asks headquarters for its
+position (the outbox seq and access record it holds up to, with that record's hash) and builds
+from there. So a headquarters restored from an old backup gets back what it lost, and the outbox's
+sent marks are brought in line with it (unmarked above its position, so retention keeps them).
+
+A built batch is written to <data_dir>/sync/unacked.batch (complete and fsynced, then renamed)
+and sent again, byte for byte, until headquarters answers for it: if headquarters stored it but
+the answer was lost, the second delivery is acknowledged as a duplicate.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import http.client
+import json
+import logging
+import os
+import random
+import threading
+import urllib.parse
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance import audit, bundle, db
+from appliance.config import Settings
+from appliance.models import Alert, AlertConfirmation, Evidence, Read, database, utcnow
+from appliance.store import EvidenceStore, StoreError
+from sync import protocol
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_BATCH = 5000
+READ_CHUNK = 100
+
+
+class SyncError(RuntimeError):
+    """Headquarters could not be reached or answered oddly: try again later."""
+
+
+class Refused(SyncError):
+    def __init__(self, status: int, answer: dict):
+        self.status = status
+        self.problem = answer.get("problem", "?")
+        self.message = answer.get("message", "")
+        self.position = answer.get("position")
+        super().__init__(f"headquarters refused the batch ({status} {self.problem}): {self.message}")
+
+
+@dataclass
+class Position:
+    last_seq: int
+    chain_seq: int
+    chain_hash: str
+
+    @classmethod
+    def of(cls, answer: dict) -> "Position":
+        try:
+            return cls(int(answer["last_seq"]), int(answer["chain_seq"]), str(answer["chain_hash"]))
+        except (KeyError, TypeError, ValueError):
+            raise SyncError(f"headquarters sent no usable position: {answer!r}") from None
+
+
+@dataclass
+class PushResult:
+    batches: int = 0
+    duplicates: int = 0
+    reads: int = 0
+    records: int = 0
+    bytes: int = 0
+    position: Position | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        pos = self.position
+        out = [f"sent {self.batches} batch(es): {self.reads} read(s), {self.records} access record(s), "
+               f"{self.bytes} bytes; {self.duplicates} acknowledged as already held"]
+        if pos is not None:
+            out.append(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
+        return out + self.notes
+
+
+# --- talking to headquarters -------------------------------------------------------------------
+
+def _request(settings: Settings, method: str, path: str, body=None, length: int | None = None,
+             timeout_s: float = 120) -> tuple[int, dict]:
+    url = urllib.parse.urlsplit(settings.sync.hq_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SyncError(f"sync.hq_url {settings.sync.hq_url!r} is not an http(s) URL")
+    cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = cls(url.hostname, url.port, timeout=timeout_s)
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
+    try:
+        conn.request(method, url.path.rstrip("/") + path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise SyncError(f"headquarters at {settings.sync.hq_url} did not answer {method} {path}: "
+                        f"{type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(data) if data else {}
+    except ValueError:
+        answer = {}
+    if response.status >= 500 or not isinstance(answer, dict):
+        raise SyncError(f"headquarters answered {response.status} to {method} {path}: {data[:200]!r}")
+    return response.status, answer
+
+
+def fetch_position(settings: Settings) -> Position:
+    status, answer = _request(settings, "GET", f"/hq/v1/posts/{urllib.parse.quote(settings.post.id)}/position",
+                              timeout_s=30)
+    if status != 200:
+        raise Refused(status, answer)
+    return Position.of(answer)
+
+
+# --- the outbox marks --------------------------------------------------------------------------
+
+def reconcile(pos: Position) -> tuple[int, int]:
+    """Bring the outbox's sent marks in line with headquarters' position: rows it holds are sent,
+    rows above it are not (it may have been restored from an older backup). Returns (marked, unmarked)."""
+    with db.write():
+        marked = database.execute_sql("UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL",
+                                      (utcnow(), pos.last_seq)).rowcount
+        unmarked = database.execute_sql("UPDATE outbox SET sent_at = NULL, batch_id = NULL "
+                                        "WHERE seq > ? AND sent_at IS NOT NULL", (pos.last_seq,)).rowcount
+    return marked, unmarked
+
+
+def mark_acked(header: dict, pos: Position) -> None:
+    upto = min(header["last_seq"], pos.last_seq)
+    with db.write():
+        database.execute_sql("UPDATE outbox SET sent_at = ?, batch_id = ? WHERE seq >= ? AND seq <= ? "
+                             "AND sent_at IS NULL", (utcnow(), header["batch"], header["first_seq"], upto))
+
+
+# --- building a batch --------------------------------------------------------------------------
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
+
+
+def _plain_dict(row: dict, skip=()) -> dict:
+    return {k: _iso(v) for k, v in row.items() if k not in skip}
+
+
+def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int | None = None) -> dict | None:
+    """Write the next batch after `pos` to `fileobj`; its header, or None when nothing waits."""
+    max_reads = max_reads or settings.sync.batch_max_reads
+    rows = database.execute_sql("SELECT seq, kind, object_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                (pos.last_seq, max_reads)).fetchall()
+    records_last = database.execute_sql("SELECT max(seq) FROM access_record").fetchone()[0] or 0
+    chain_last = min(records_last, pos.chain_seq + MAX_RECORDS_PER_BATCH)
+    if not rows and chain_last <= pos.chain_seq:
+        return None
+    first_seq = pos.last_seq + 1
+    last_seq = rows[-1][0] if rows else pos.last_seq
+    backlog = database.execute_sql("SELECT count(*) FROM outbox WHERE seq > ?", (last_seq,)).fetchone()[0]
+    header = {"t": "header", "format": protocol.FORMAT, "post": settings.post.id, "batch": str(uuidlib.uuid4()),
+              "first_seq": first_seq, "last_seq": last_seq,
+              "chain": {"first_seq": pos.chain_seq + 1, "last_seq": chain_last, "prev_hash": pos.chain_hash},
+              "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+              "key_id": bundle.key_id(key.public_key()), "backlog": backlog}
+    writer = protocol.Writer(fileobj)
+    writer.line(header)
+    store = EvidenceStore(settings)
+    kinds = ("crop", "frame") if settings.sync.include_frames else ("crop",)
+    reads = 0
+    for start in range(0, len(rows), READ_CHUNK):
+        chunk = [r for r in rows[start:start + READ_CHUNK] if r[1] == "read"]
+        by_uuid = {r.uuid: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk]))}
+        ids = [r.id for r in by_uuid.values()]
+        evidence: dict[int, list] = {}
+        for ev in Evidence.select().where(Evidence.read.in_(ids) & Evidence.kind.in_(kinds)).order_by(Evidence.kind):
+            evidence.setdefault(ev.read_id, []).append(ev)
+        alerts: dict[int, list] = {}
+        for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
+            confirmations = [_plain_dict(c, skip=("alert",)) for c in
+                             AlertConfirmation.select().where(AlertConfirmation.alert == alert["id"]).dicts()]
+            alerts.setdefault(alert["read"], []).append(dict(_plain_dict(alert, skip=("read", "entry")),
+                                                             confirmations=confirmations))
+        for seq, kind, object_id in chunk:
+            read = by_uuid.get(object_id)
+            if read is None:
+                continue          # purged since (retention): the range stays contiguous without it
+            images, missing = [], []
+            for ev in evidence.get(read.id, []):
+                try:
+                    data = store.read_bytes(ev.sha256)
+                except StoreError as exc:
+                    missing.append({"kind": ev.kind, "sha256": ev.sha256, "problem": str(exc)})
+                    continue
+                images.append({"kind": ev.kind, "sha256": ev.sha256, "content_type": ev.content_type,
+                               "width": ev.width, "height": ev.height, "bytes": ev.bytes,
+                               "data": base64.b64encode(data).decode()})
+            item = {"t": "read", "seq": seq, "read": _plain_dict(read.__data__, skip=("id",)), "images": images,
+                    "alerts": alerts.get(read.id, [])}
+            if missing:
+                item["missing_images"] = missing
+            writer.line(item)
+            reads += 1
+    if chain_last > pos.chain_seq:
+        cursor = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record "
+                                      "WHERE seq > ? AND seq <= ? ORDER BY seq", (pos.chain_seq, chain_last))
+        while batch := cursor.fetchmany(1000):
+            for row in batch:
+                writer.line({"t": "access", "record": dict(zip(audit.COLUMNS, row))})
+    writer.finish(key)
+    header["reads"] = reads
+    return header
+
+
+# --- pushing -----------------------------------------------------------------------------------
+
+def _spool(settings: Settings) -> Path:
+    path = settings.data_dir / "sync"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _header_of(path: Path) -> dict | None:
+    try:
+        with gzip.open(path, "rb") as f:
+            header = json.loads(f.readline())
+        return protocol.header_fields(header)
+    except (OSError, EOFError, ValueError, protocol.ProtocolError):
+        return None
+
+
+def _send(settings: Settings, path: Path) -> tuple[int, dict]:
+    with open(path, "rb") as f:
+        return _request(settings, "POST", "/hq/v1/batches", body=f, length=os.fstat(f.fileno()).st_size)
+
+
+def push(settings: Settings, max_batches: int | None = None, stop: threading.Event | None = None) -> PushResult:
+    """Send everything waiting, oldest first. Raises SyncError when headquarters cannot be reached
+    (what was acknowledged so far stays marked) and Refused when it refuses a batch."""
+    key = bundle.post_key(settings)
+    spool = _spool(settings)
+    unacked, part = spool / "unacked.batch", spool / "unacked.batch.part"
+    part.unlink(missing_ok=True)          # a build interrupted by a crash: never sent, made again
+    result = PushResult()
+    pos = fetch_position(settings)
+    result.position = pos
+    marked, unmarked = reconcile(pos)
+    if unmarked:
+        result.notes.append(f"headquarters holds less than it had acknowledged: {unmarked} read(s) will be sent again")
+    if marked:
+        result.notes.append(f"headquarters already held {marked} read(s) not yet marked sent here")
+    resets = 0
+    while max_batches is None or result.batches + result.duplicates < max_batches:
+        if stop is not None and stop.is_set():
+            break
+        header = _header_of(unacked) if unacked.exists() else None
+        if header is None:
+            unacked.unlink(missing_ok=True)
+            with open(part, "wb") as f:
+                header = build_batch(settings, key, pos, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if header is None:
+                part.unlink(missing_ok=True)
+                break
+            os.replace(part, unacked)
+        size = unacked.stat().st_size
+        status, answer = _send(settings, unacked)
+        if status == 200:
+            unacked.unlink(missing_ok=True)
+            pos = Position.of(answer.get("position") or {})
+            mark_acked(header, pos)
+            result.position = pos
+            if answer.get("status") == "duplicate":
+                result.duplicates += 1
+            else:
+                result.batches += 1
+                result.reads += int(answer.get("reads") or 0)
+                result.records += int(answer.get("records") or 0)
+                result.bytes += size
+            continue
+        unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position
+        refusal = Refused(status, answer)
+        if refusal.problem in ("gap", "overlap", "replay") and refusal.position and resets < 3:
+            resets += 1
+            pos = Position.of(refusal.position)
+            reconcile(pos)
+            result.notes.append(f"headquarters answered {refusal.problem}; rebuilt from its position")
+            continue
+        raise refusal
+    return result
+
+
+def local_status(settings: Settings) -> dict:
+    row = database.execute_sql("SELECT count(*), min(seq), max(seq) FROM outbox WHERE sent_at IS NULL").fetchone()
+    sent = database.execute_sql("SELECT max(seq), max(sent_at) FROM outbox WHERE sent_at IS NOT NULL").fetchone()
+    head = audit.head()
+    return {"pending": row[0], "pending_from": row[1], "pending_to": row[2], "acked_seq": sent[0] or 0,
+            "last_acked_at": sent[1], "chain_head": head[0],
+            "unacked_batch": (settings.data_dir / "sync" / "unacked.batch").exists()}
+
+
+# --- the background worker ---------------------------------------------------------------------
+
+def backoff_s(failures: int, base_s: float = 5.0, cap_s: float = 900.0, rng=random.random) -> float:
+    """Capped exponential backoff with jitter (between half and all of the capped delay)."""
+    delay = min(cap_s, base_s * 2 ** max(0, failures - 1))
+    return delay * (0.5 + rng() / 2)
+
+
+class Pusher:
+    """Pushes every sync.push_interval_s while headquarters answers; backs off when it does not."""
+
+    def __init__(self, settings: Settings, stop: threading.Event):
+        self.settings = settings
+        self.stop = stop
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_result: PushResult | None = None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with db.connection():
+                    self.last_result = push(self.settings, stop=self.stop)
+                self.failures, self.last_error = 0, None
+                wait = self.settings.sync.push_interval_s
+            except Exception as exc:     # never let the worker die: the next attempt may succeed
+                self.failures += 1
+                self.last_error = str(exc)
+                wait = backoff_s(self.failures, cap_s=max(60.0, self.settings.sync.push_interval_s * 15))
+                log.warning("sync push failed (attempt %d, next in %.0f s): %s", self.failures, wait, exc)
+            self.stop.wait(wait)

@@ -1,0 +1,194 @@
+"""The batch format, used by both ends (the post writes it, headquarters reads it).
+
+A batch is gzip'd JSON lines, one object per line, canonical JSON (sorted keys, no spaces):
+
+    {"t": "header", "format": "waypost-batch/1", "post": ID, "batch": UUID,
+     "first_seq": N, "last_seq": M,          # a contiguous range of the post's outbox sequence
+                                             # (last_seq = first_seq - 1: no reads, records only)
+     "chain": {"first_seq": A, "last_seq": B, "prev_hash": H},   # the access records carried;
+                                             # H is the hash of record A - 1 (what HQ already holds)
+     "created_at": ISO, "key_id": ..., "backlog": reads still waiting after this batch}
+    {"t": "read", "seq": S, "read": {...}, "images": [{kind, sha256, content_type, width, height,
+                                                        bytes, data (base64)}], "alerts": [...]}
+    ...
+    {"t": "access", "record": {seq, at, ... prev_hash, hash}}
+    ...
+    {"t": "end", "sha256": hex, "signature": base64}
+
+The trailer is not hashed: its sha256 is over the uncompressed bytes of every line before it and
+its signature is the post's Ed25519 signature over MAGIC + that digest. So a batch is written and
+read in one pass with bounded memory, whatever its size.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import zlib
+
+from cryptography.exceptions import InvalidSignature
+
+FORMAT = "waypost-batch/1"
+MAGIC = FORMAT.encode() + b"\n"
+CONTENT_TYPE = "application/x-waypost-batch+gzip"
+MAX_LINE_BYTES = 32 * 1024 * 1024
+
+# problem -> HTTP status headquarters answers with. Every refusal names one of these.
+PROBLEMS = {
+    "malformed": 400,
+    "bad_signature": 403,
+    "unknown_post": 404,
+    "gap": 409,
+    "overlap": 409,
+    "broken_chain": 409,
+    "replay": 409,
+    "oversized": 413,
+}
+
+
+class ProtocolError(ValueError):
+    """A batch headquarters refuses: `problem` is a key of PROBLEMS, `message` says what and where."""
+
+    def __init__(self, problem: str, message: str):
+        super().__init__(f"{problem}: {message}")
+        self.problem = problem
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return PROBLEMS[self.problem]
+
+
+def canonical_line(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def signed_message(digest: bytes) -> bytes:
+    return MAGIC + digest
+
+
+class Writer:
+    """Writes one batch to a binary file object; call `finish(key)` once, at the end."""
+
+    def __init__(self, fileobj):
+        self._gz = gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=1, mtime=0)
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def line(self, obj) -> None:
+        data = canonical_line(obj)
+        self._sha.update(data)
+        self._gz.write(data)
+        self.bytes += len(data)
+
+    def finish(self, private_key) -> str:
+        digest = self._sha.digest()
+        signature = private_key.sign(signed_message(digest))
+        self._gz.write(canonical_line({"t": "end", "sha256": digest.hex(),
+                                       "signature": base64.b64encode(signature).decode()}))
+        self._gz.close()
+        return digest.hex()
+
+
+class Reader:
+    """Iterates the objects of a batch (header first, trailer excluded). After the iteration,
+    `verify(public_key)` checks the signature. Every fault raises ProtocolError."""
+
+    def __init__(self, fileobj, max_bytes: int):
+        self._gz = gzip.GzipFile(fileobj=fileobj, mode="rb")
+        self._sha = hashlib.sha256()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.lines = 0
+        self.trailer: dict | None = None
+
+    def __iter__(self):
+        while True:
+            try:
+                data = self._gz.readline(MAX_LINE_BYTES + 1)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ProtocolError("malformed", f"the body is not a complete gzip stream "
+                                                 f"(after line {self.lines}): {exc}") from None
+            if not data:
+                raise ProtocolError("malformed", f"the batch ends after line {self.lines} without its signed trailer")
+            self.lines += 1
+            self.bytes += len(data)
+            if self.bytes > self.max_bytes:
+                raise ProtocolError("oversized", f"the batch unpacks to more than {self.max_bytes} bytes "
+                                                 f"(at line {self.lines})")
+            if not data.endswith(b"\n"):
+                raise ProtocolError("malformed", f"line {self.lines} is longer than {MAX_LINE_BYTES} bytes "
+                                                 "or not terminated")
+            try:
+                obj = json.loads(data)
+            except ValueError as exc:
+                raise ProtocolError("malformed", f"line {self.lines} is not JSON: {exc}") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+                raise ProtocolError("malformed", f"line {self.lines} is not an object with a type \"t\"")
+            if self.lines == 1 and obj["t"] != "header":
+                raise ProtocolError("malformed", "the first line is not the batch header")
+            if obj["t"] == "end":
+                self.trailer = obj
+                try:
+                    rest = self._gz.read(1)
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise ProtocolError("malformed", f"the body is not a complete gzip stream: {exc}") from None
+                if rest:
+                    raise ProtocolError("malformed", f"data follows the trailer (line {self.lines})")
+                return
+            self._sha.update(data)
+            yield obj
+
+    def verify(self, public_key) -> None:
+        if self.trailer is None:
+            raise ProtocolError("malformed", "the batch has no trailer")
+        digest = self._sha.digest()
+        if self.trailer.get("sha256") != digest.hex():
+            raise ProtocolError("bad_signature", "the trailer's sha256 does not match the batch's lines "
+                                                 "(altered or truncated in transit)")
+        try:
+            signature = base64.b64decode(self.trailer.get("signature") or "", validate=True)
+            public_key.verify(signature, signed_message(digest))
+        except (InvalidSignature, ValueError, TypeError):
+            raise ProtocolError("bad_signature", "the signature does not verify with the post's enrolled public key")
+
+
+def header_fields(header: dict) -> dict:
+    """The header's fields, checked for type; raises ProtocolError naming the bad one."""
+    if header.get("format") != FORMAT:
+        raise ProtocolError("malformed", f"unsupported format {header.get('format')!r}; this headquarters reads {FORMAT}")
+    for name in ("post", "batch"):
+        if not isinstance(header.get(name), str) or not header[name] or len(header[name]) > 100:
+            raise ProtocolError("malformed", f"header field {name!r} must be a non-empty string")
+    for name in ("first_seq", "last_seq"):
+        if not _is_int(header.get(name)) or header[name] < 0:
+            raise ProtocolError("malformed", f"header field {name!r} must be a whole number >= 0")
+    if header["last_seq"] < header["first_seq"] - 1 or header["first_seq"] < 1:
+        raise ProtocolError("malformed", f"header range [{header['first_seq']}, {header['last_seq']}] is not a range")
+    chain = header.get("chain")
+    if (not isinstance(chain, dict) or not _is_int(chain.get("first_seq")) or not _is_int(chain.get("last_seq"))
+            or not isinstance(chain.get("prev_hash"), str) or chain["first_seq"] < 1
+            or chain["last_seq"] < chain["first_seq"] - 1):
+        raise ProtocolError("malformed", "header field 'chain' must be {first_seq, last_seq, prev_hash} with a range")
+    return header
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def decode_image(image: dict, where: str) -> bytes:
+    try:
+        data = base64.b64decode(image["data"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError("malformed", f"{where}: image data is missing or not base64") from None
+    if hashlib.sha256(data).hexdigest() != image.get("sha256"):
+        raise ProtocolError("malformed", f"{where}: image {image.get('kind')!r} does not match its sha256")
+    return data
+
+
+def content_hash(read: dict, images: list[dict]) -> str:
+    """What headquarters compares to tell 'the same read again' from 'a different read'."""
+    meta = sorted(({k: v for k, v in im.items() if k != "data"} for im in images), key=lambda m: m.get("kind", ""))
+    return hashlib.sha256(canonical_line({"read": read, "images": meta})).hexdigest()

@@ -1,0 +1,106 @@
+"""A post (real SQLite file, real evidence files) and a headquarters served by waitress on
+127.0.0.1 over its own SQLite file."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from appliance import audit, bundle, store
+from appliance import db as dbmod
+from appliance.models import utcnow
+from appliance.service import WebServer, bootstrap
+from sync import hq
+from sync.web import create_hq_app
+from tests.conftest import make_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HQServer:
+    """Headquarters in a thread, on a fixed port so that it can be stopped and started again."""
+
+    def __init__(self, path, port, max_batch_bytes=hq.DEFAULT_MAX_BATCH_BYTES):
+        self.path, self.port, self.max_batch_bytes = path, port, max_batch_bytes
+        self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "HQServer":
+        self.server = WebServer(create_hq_app(str(self.path), self.max_batch_bytes), "127.0.0.1", self.port).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def hq_port():
+    return free_port()
+
+
+@pytest.fixture
+def hq_path(tmp_path):
+    return tmp_path / "hq" / "hq.sqlite"
+
+
+@pytest.fixture
+def settings(tmp_path, hq_port):
+    return make_settings(tmp_path / "data", sync__hq_url=f"http://127.0.0.1:{hq_port}", sync__batch_max_reads=2)
+
+
+@pytest.fixture
+def db(settings):
+    bootstrap(settings, create_admin=False)
+    with dbmod.connection() as database:
+        yield database
+
+
+@pytest.fixture
+def hq_server(settings, db, hq_path, hq_port):
+    """Headquarters with this post enrolled; its database stays bound for the test's assertions."""
+    server = HQServer(hq_path, hq_port).start()
+    with hq.hq_database.connection_context():
+        hq.enroll(settings.post.id, "Test post", _public(settings))
+    yield server
+    server.stop()
+
+
+def _public(settings) -> bytes:
+    bundle.post_key(settings)
+    return bundle.public_key_file(settings).read_bytes()
+
+
+def add_reads(settings, n, seed=0, actor=True):
+    """n reads with a crop and a frame, each stored with an access record (as a person storing it)."""
+    evidence = store.EvidenceStore(settings)
+    who = audit.Actor("cli:tester", settings.post.agency, "local") if actor else None
+    rng = np.random.default_rng(seed)
+    reads = []
+    for i in range(n):
+        crop = rng.integers(0, 256, (30, 80, 3), dtype=np.uint8)
+        frame = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+        new = store.NewRead(plate_raw=f"7ABC{seed:02d}{i}", plate=f"7ABC{seed:02d}{i}", confidence=0.9,
+                            captured_at=utcnow(), alternatives=[{"text": "7A8C123", "score": 0.05}])
+        reads.append(store.save_read(settings, evidence, new, crop, frame, actor=who))
+    return reads
+
+
+def post_reads() -> dict[str, str]:
+    """uuid -> content hash of every read on the post, computed as headquarters computes it."""
+    from appliance.models import Read
+    return {r.uuid: r.plate for r in Read.select()}
+
+
+def hq_reads(post_id) -> dict[str, str]:
+    with hq.hq_database.connection_context():
+        return {r.uuid: r.plate for r in hq.HQRead.select().where(hq.HQRead.post_id == post_id)}
