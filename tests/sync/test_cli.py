@@ -1,0 +1,59 @@
+"""waypost sync ... and waypost hq ... through click, against a real headquarters."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from appliance import bundle
+from appliance.cli import main
+from sync import hq
+from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads
+
+
+def run(settings, *args, env=None):
+    result = CliRunner().invoke(main, list(args), env={
+        "WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_SYNC__HQ_URL": settings.sync.hq_url, "WAYPOST_CONFIG": "", **(env or {})})
+    return result
+
+
+def test_keygen_enroll_push_and_status(settings, db, hq_path, hq_port):
+    out = run(settings, "sync", "keygen")
+    assert out.exit_code == 0, out.output
+    key_id = bundle.key_id(bundle.post_key(settings).public_key())
+    assert key_id in out.output and "BEGIN PUBLIC KEY" in out.output and "waypost hq enroll" in out.output
+    enrolled = run(settings, "hq", "enroll", "--database", str(hq_path), "--post", settings.post.id,
+                   "--name", "Main St", "--public-key", str(bundle.public_key_file(settings)))
+    assert enrolled.exit_code == 0 and key_id in enrolled.output, enrolled.output
+    add_reads(settings, 3)
+    offline = run(settings, "sync", "status", "--offline")
+    assert "reads waiting: 3" in offline.output
+    refused = run(settings, "sync", "push")
+    assert refused.exit_code != 0 and "did not answer" in refused.output
+    server = HQServer(hq_path, hq_port).start()
+    try:
+        pushed = run(settings, "sync", "push")
+        assert pushed.exit_code == 0 and "3 read(s)" in pushed.output, pushed.output
+        status = run(settings, "sync", "status")
+        assert "reads waiting: 0" in status.output and "headquarters holds outbox seq up to 3" in status.output
+    finally:
+        server.stop()
+    assert hq_reads(settings.post.id) == post_reads()
+    shown = run(settings, "hq", "status", "--database", str(hq_path))
+    assert shown.exit_code == 0 and "Main St" in shown.output and "3 read(s)" in shown.output
+    assert "verified" in shown.output
+
+
+def test_enroll_refuses_a_file_that_is_not_a_key(settings, tmp_path, hq_path):
+    bad = tmp_path / "key.pub"
+    bad.write_text("hello")
+    out = run(settings, "hq", "enroll", "--database", str(hq_path), "--post", "post-1", "--public-key", str(bad))
+    assert out.exit_code != 0 and "not an Ed25519 public key" in out.output
+
+
+def test_status_page_lists_posts(settings, db, hq_server):
+    import urllib.request
+    add_reads(settings, 1)
+    from sync import post
+    post.push(settings)
+    page = urllib.request.urlopen(f"{hq_server.url}/hq").read().decode()
+    assert "Test post" in page and "verified up to record" in page
