@@ -158,6 +158,7 @@ class PostService:
         self.recognizer_error: str | None = None
         self.web: WebServer | None = None
         self._threads: list[threading.Thread] = []
+        self.pusher = None
         self.started_at = None
 
     # -- start / stop --
@@ -171,6 +172,8 @@ class PostService:
                 self.recognizer_error = self.recognizer_error or f"capture not started: {type(exc).__name__}: {exc}"
                 log.exception("capture not started")
         self._spawn("upkeep", self._upkeep)
+        if self.settings.sync.enabled:
+            self._start_sync()
         from web import create_app
         self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
                              self.settings.web.port, self.settings.web.threads).start()
@@ -218,6 +221,12 @@ class PostService:
         self.pipeline = Pipeline(s, recognizer, EvidenceStore(s), bus=self.bus, notifier=Notifier(s))
         self.capture = Capture(s).start()
         self._spawn("pipeline", self._run_pipeline)
+
+    def _start_sync(self) -> None:
+        """Push to headquarters in the background (sync/post.py: backoff, marks only on ack)."""
+        from sync.post import Pusher
+        self.pusher = Pusher(self.settings, self.stop_event)
+        self._spawn("sync", self.pusher.run)
 
     def _load_demo_hotlist(self) -> None:
         import tempfile
