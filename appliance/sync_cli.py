@@ -168,6 +168,21 @@ def hq_status(ctx, database, as_json):
             click.echo(f"  last refusal: {r['last_refusal']['problem']}: {r['last_refusal']['message']}")
 
 
+@click.command("sync")
+@click.option("-n", "count", default=20_000, show_default=True, help="Reads in the backlog.")
+@click.option("--batch-max-reads", default=1000, show_default=True)
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch directory; reuse it to skip the fill next time.")
+def bench_sync(count, batch_max_reads, where):
+    """Reads per second pushed over loopback to headquarters (SQLite) from a backlog with 5 KB
+    crops, and the post's peak resident memory during the catch-up."""
+    from sync import bench
+    click.echo(json.dumps(bench.run(count, where, batch_max_reads)))
+
+
 def register(main) -> None:
     main.add_command(sync_group)
     main.add_command(hq_group)
+    bench = main.commands.get("bench")
+    if isinstance(bench, click.Group):
+        bench.add_command(bench_sync)

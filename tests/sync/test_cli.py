@@ -57,3 +57,13 @@ def test_status_page_lists_posts(settings, db, hq_server):
     post.push(settings)
     page = urllib.request.urlopen(f"{hq_server.url}/hq").read().decode()
     assert "Test post" in page and "verified up to record" in page
+
+
+def test_bench_sync_pushes_the_whole_backlog(tmp_path):
+    import json
+    result = CliRunner().invoke(main, ["bench", "sync", "-n", "30", "--batch-max-reads", "8", "--dir", str(tmp_path / "b")],
+                                env={"WAYPOST_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert figures["held_at_hq"] == 30 and figures["chain_verified"] and figures["post_peak_rss_mib"] > 0
+    assert "sent 4 batch(es): 30 read(s)" in figures["output"][0]
