@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import gzip
 import http.client
 import json
@@ -243,8 +244,18 @@ def _send(settings: Settings, path: Path) -> tuple[int, dict]:
 def push(settings: Settings, max_batches: int | None = None, stop: threading.Event | None = None) -> PushResult:
     """Send everything waiting, oldest first. Raises SyncError when headquarters cannot be reached
     (what was acknowledged so far stays marked) and Refused when it refuses a batch."""
-    key = bundle.post_key(settings)
     spool = _spool(settings)
+    with open(spool / "push.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SyncError("another push is running on this post (the service's pusher or another "
+                            "`waypost sync push`); try again when it has finished") from None
+        return _push(settings, spool, max_batches, stop)
+
+
+def _push(settings: Settings, spool: Path, max_batches: int | None, stop: threading.Event | None) -> PushResult:
+    key = bundle.post_key(settings)
     unacked, part = spool / "unacked.batch", spool / "unacked.batch.part"
     part.unlink(missing_ok=True)          # a build interrupted by a crash: never sent, made again
     result = PushResult()

@@ -76,3 +76,15 @@ def test_an_interrupted_build_is_discarded_and_made_again(settings, db, hq_serve
     result = post.push(settings)
     assert result.reads == 2 and not (spool / "unacked.batch.part").exists()
     assert hq_reads(settings.post.id) == post_reads()
+
+
+def test_two_pushes_at_once_are_refused_rather_than_interleaved(settings, db, hq_server):
+    import fcntl
+    add_reads(settings, 1)
+    spool = settings.data_dir / "sync"
+    spool.mkdir(parents=True, exist_ok=True)
+    with open(spool / "push.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(post.SyncError, match="another push is running"):
+            post.push(settings)
+    assert post.push(settings).reads == 1
