@@ -178,7 +178,7 @@ def run(source: Path, where: Path, fraction: float = 0.25, sample: int = 5000, b
             "search_p50_ms": round(float(np.percentile(ms, 50)), 1),
             "search_p95_ms": round(float(np.percentile(ms, 95)), 1),
             "search_p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "search_max_ms": round(float(ms.max()), 1),
+            "search_max_ms": round(float(ms.max()), 1), "searches_over_1s": int((ms > 1000).sum()),
             "search_max_ms_by_mode": {m: round(max(v for k, v in latencies if k == m), 1)
                                       for m in sorted({k for k, _ in latencies})},
             "audit_verify_ok": verify.ok,
