@@ -201,6 +201,9 @@ class SyncSettings(Section):
     batch_max_reads: int = Field(200, ge=1, le=10000, description="Most reads in one batch.")
     push_interval_s: int = Field(60, ge=5, le=86400, description="Seconds between push attempts when connected.")
     include_frames: bool = Field(True, description="Send context frames as well as plate crops.")
+    hq_public_key: str = Field("", pattern=r"^([A-Za-z0-9+/]{43}=)?$",
+                               description="Headquarters' public key (base64, from `waypost hq keygen`) allowed to "
+                                           "pull batches from this post at /sync/batch; empty: pull is off.")
 
     @model_validator(mode="after")
     def _url_when_enabled(self):
