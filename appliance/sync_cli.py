@@ -127,17 +127,57 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
 @click.option("--name", default="", help="A name for people (default: the id).")
 @click.option("--public-key", "public_key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The post's public key file (<key_file>.pub from `waypost sync keygen`).")
+@click.option("--pull-url", default=None, help="The post's web address, for `waypost hq pull` (e.g. http://post-1:8080).")
 @click.pass_obj
-def hq_enroll(ctx, database, post_id, name, public_key):
+def hq_enroll(ctx, database, post_id, name, public_key, pull_url):
     """Enrol a post's public key (again, to replace it)."""
     from sync import hq
     hq.open_hq(_hq_target(ctx, database))
     with hq.hq_database.connection_context():
         try:
-            post = hq.enroll(post_id, name, public_key.read_bytes())
+            post = hq.enroll(post_id, name, public_key.read_bytes(), pull_url)
         except hq.HQError as exc:
             raise click.ClickException(str(exc))
     click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
+
+
+@hq_group.command("keygen")
+@database_option
+@click.pass_obj
+def hq_keygen(ctx, database):
+    """Make headquarters' key (if missing) and print the value of sync.hq_public_key for the posts."""
+    import base64
+    from sync import hq
+    target = _hq_target(ctx, database)
+    key = hq.hq_key(target).public_key()
+    click.echo(f"key id: {bundle.key_id(key)}")
+    click.echo(f"set on each post that headquarters may pull from: sync.hq_public_key = "
+               f"\"{base64.b64encode(bundle.raw_public(key)).decode()}\"")
+
+
+@hq_group.command("pull")
+@database_option
+@click.option("--post", "post_id", default=None, help="The post to pull from.")
+@click.option("--all", "pull_all", is_flag=True, help="Every enrolled post with a pull URL.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Per post.")
+@click.pass_obj
+def hq_pull(ctx, database, post_id, pull_all, max_batches):
+    """Fetch what posts hold and headquarters does not (signed requests to each post's /sync/batch)."""
+    from sync import hq
+    if bool(post_id) == bool(pull_all):
+        raise click.UsageError("give --post ID or --all")
+    target = _hq_target(ctx, database)
+    hq.open_hq(target)
+    key = hq.hq_key(target)
+    with hq.hq_database.connection_context():
+        ids = [post_id] if post_id else [p.id for p in hq.HQPost.select().where(hq.HQPost.pull_url != "")]
+    failed = False
+    for pid in ids:
+        result = hq.pull(pid, key, max_batches=max_batches)
+        click.echo(result.line())
+        failed = failed or bool(result.problem)
+    if failed:
+        raise click.ClickException("some posts could not be pulled from completely (see above)")
 
 
 @hq_group.command("status")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import re
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class HQPost(HQModel):
     chain_problem = TextField(default="")
     first_bad_seq = IntegerField(null=True)
     backlog = IntegerField(default=0)       # reads the post said were still waiting
+    pull_url = CharField(default="")        # the post's web address, for `waypost hq pull`
 
     class Meta:
         table_name = "hq_post"
@@ -183,6 +185,7 @@ SCHEMA = [
         "CREATE INDEX hq_batch_batch_id ON hq_batch (batch_id)",
         "CREATE INDEX hq_batch_post ON hq_batch (post_id, id)",
     ]),
+    (2, ["ALTER TABLE hq_post ADD COLUMN pull_url TEXT NOT NULL DEFAULT ''"]),
 ]
 
 
@@ -226,11 +229,13 @@ def _write():
     return db.atomic(lock_type="IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
 
 
-def enroll(post_id: str, name: str, public_key_text: bytes) -> HQPost:
+def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None = None) -> HQPost:
     """Enrol a post (or replace its key). The key is PEM or base64 of the raw 32 bytes."""
     post_id = post_id.strip()
     if not post_id:
         raise HQError("a post id is required")
+    if pull_url and not re.match(r"^https?://[^\s/]+", pull_url):
+        raise HQError(f"pull URL {pull_url!r} is not an http(s) URL")
     try:
         key = bundle.load_public_key(public_key_text, f"the public key for post {post_id}")
     except bundle.BundleError as exc:
@@ -239,9 +244,12 @@ def enroll(post_id: str, name: str, public_key_text: bytes) -> HQPost:
     with _write():
         post = HQPost.get_or_none(HQPost.id == post_id)
         if post is None:
-            post = HQPost.create(id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key))
+            post = HQPost.create(id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key),
+                                 pull_url=pull_url or "")
         else:
             post.name, post.public_key, post.key_id = name or post.name, raw, bundle.key_id(key)
+            if pull_url is not None:
+                post.pull_url = pull_url
             post.save()
     return post
 
@@ -336,7 +344,10 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     items = iter(reader)
     header = protocol.header_fields(next(items))
     seen.header = header
-    post = HQPost.get_or_none(HQPost.id == header["post"])
+    query = HQPost.select().where(HQPost.id == header["post"])
+    if not isinstance(hq_database.obj, SqliteDatabase):
+        query = query.for_update()      # one batch per post at a time (SQLite: BEGIN IMMEDIATE does it)
+    post = query.first()
     if post is None:
         raise ProtocolError("unknown_post", f"post {header['post']!r} is not enrolled here: "
                                             "enrol its public key with `waypost hq enroll`")
@@ -544,3 +555,80 @@ def new_batch_id() -> str:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- pull --------------------------------------------------------------------------------------
+
+def hq_key(target: str | Path):
+    """Headquarters' own signing key (for pull requests), made on first use beside a SQLite
+    database, or in the current directory for a database URL: <dir>/hq_key and hq_key.pub."""
+    from types import SimpleNamespace
+    text = str(target)
+    where = Path.cwd() if "://" in text else Path(text).expanduser().resolve().parent
+    return bundle.post_key(SimpleNamespace(data_dir=where, sync=SimpleNamespace(key_file="hq_key")))
+
+
+@dataclass
+class Pulled:
+    post_id: str
+    batches: int = 0
+    duplicates: int = 0
+    reads: int = 0
+    records: int = 0
+    problem: str = ""
+
+    def line(self) -> str:
+        text = (f"{self.post_id}: pulled {self.batches} batch(es), {self.reads} read(s), {self.records} access "
+                f"record(s); {self.duplicates} already held")
+        return text + (f"; stopped: {self.problem}" if self.problem else "")
+
+
+def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 120) -> Pulled:
+    """Fetch batches from one post until it has nothing more, ingesting each as it streams in."""
+    import http.client
+    import urllib.parse
+    result = Pulled(post_id)
+    while max_batches is None or result.batches + result.duplicates < max_batches:
+        with hq_database.connection_context():
+            post = HQPost.get_or_none(HQPost.id == post_id)
+        if post is None:
+            result.problem = f"post {post_id!r} is not enrolled"
+            return result
+        if not post.pull_url:
+            result.problem = "no pull URL enrolled for this post (waypost hq enroll --pull-url)"
+            return result
+        url = urllib.parse.urlsplit(post.pull_url)
+        path = url.path.rstrip("/") + "/sync/batch?" + urllib.parse.urlencode(
+            {"last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash})
+        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname, url.port, timeout=timeout_s)
+        try:
+            conn.request("GET", path, headers={"X-Waypost-Date": date, "X-Waypost-Signature": signature})
+            response = conn.getresponse()
+            if response.status == 204:
+                return result
+            if response.status != 200:
+                result.problem = f"the post answered {response.status}: {response.read(500).decode(errors='replace')}"
+                return result
+            length = response.getheader("Content-Length")
+            with hq_database.connection_context():
+                try:
+                    outcome = ingest(response, int(length) if length else None, remote_addr=post.pull_url)
+                except Refused as refused:
+                    result.problem = f"{refused.problem}: {refused.message}"
+                    return result
+        except (OSError, http.client.HTTPException) as exc:
+            result.problem = f"the post at {post.pull_url} did not answer: {type(exc).__name__}: {exc}"
+            return result
+        finally:
+            conn.close()
+        if outcome.status == "duplicate":
+            result.duplicates += 1      # the post pushed the same range meanwhile: its next batch comes next time
+            return result
+        else:
+            result.batches += 1
+            result.reads += outcome.reads
+            result.records += outcome.records
+    return result

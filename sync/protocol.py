@@ -192,3 +192,16 @@ def content_hash(read: dict, images: list[dict]) -> str:
     """What headquarters compares to tell 'the same read again' from 'a different read'."""
     meta = sorted(({k: v for k, v in im.items() if k != "data"} for im in images), key=lambda m: m.get("kind", ""))
     return hashlib.sha256(canonical_line({"read": read, "images": meta})).hexdigest()
+
+
+# --- pull: headquarters asks a post for its next batch ------------------------------------------
+
+PULL_MAGIC = b"waypost-pull/1\n"
+PULL_SKEW_S = 300
+
+
+def pull_message(post_id: str, path_and_query: str, date: str) -> bytes:
+    """What headquarters signs (and the post checks) for GET /sync/batch: the post, the exact
+    path with its query (headquarters' position) and the time, so a request is good for one post,
+    one position and a few minutes."""
+    return PULL_MAGIC + "\n".join((post_id, path_and_query, date)).encode("utf-8")

@@ -94,6 +94,8 @@ def create_app(settings: Settings, service=None) -> Flask:
     app.register_blueprint(policy.bp)
     app.register_blueprint(sharing.bp)
     app.register_blueprint(audit.bp)
+    from sync import post_web
+    app.register_blueprint(post_web.bp)
     return app
 
 

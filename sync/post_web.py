@@ -1,0 +1,88 @@
+"""The post's pull endpoint: headquarters fetches the next batch with a request signed by its key
+(sync.hq_public_key). The query is headquarters' position; what it holds is marked sent here
+(that is its acknowledgement of the previous batch), and the next batch is built after it."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import tempfile
+
+from cryptography.exceptions import InvalidSignature
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.wsgi import wrap_file
+
+from appliance import bundle
+from sync import post, protocol
+from web.access import public
+
+bp = Blueprint("sync", __name__, url_prefix="/sync")
+
+
+def _refuse(status: int, problem: str, message: str):
+    return jsonify({"status": "refused", "problem": problem, "message": message}), status
+
+
+def _check_signature(settings) -> str | None:
+    """None when the request is signed by headquarters' key within the allowed skew, else why not."""
+    date, signature = request.headers.get("X-Waypost-Date", ""), request.headers.get("X-Waypost-Signature", "")
+    if not date or not signature:
+        return "the request carries no X-Waypost-Date and X-Waypost-Signature"
+    try:
+        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
+    skew = abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
+    if skew > protocol.PULL_SKEW_S:
+        return f"X-Waypost-Date is {skew:.0f} s from this post's clock (at most {protocol.PULL_SKEW_S} s)"
+    key = bundle.load_public_key(settings.sync.hq_public_key.encode(), "sync.hq_public_key")
+    path = request.full_path if request.query_string else request.path
+    try:
+        key.verify(base64.b64decode(signature, validate=True),
+                   protocol.pull_message(settings.post.id, path, date))
+    except (InvalidSignature, ValueError):
+        return "the signature does not verify with sync.hq_public_key"
+    return None
+
+
+@bp.get("/batch")
+@public        # authenticated by headquarters' signature, not by a session
+def batch():
+    settings = g.settings
+    if not settings.sync.hq_public_key:
+        return _refuse(404, "pull_disabled", "pull is off on this post: set sync.hq_public_key to enable it")
+    problem = _check_signature(settings)
+    if problem:
+        return _refuse(401, "bad_signature", problem)
+    try:
+        pos = post.Position(int(request.args["last_seq"]), int(request.args["chain_seq"]),
+                            str(request.args["chain_hash"]))
+    except (KeyError, ValueError):
+        return _refuse(400, "malformed", "give last_seq, chain_seq and chain_hash (headquarters' position)")
+    spool = post._spool(settings)
+    lock = open(spool / "push.lock", "a")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _refuse(503, "busy", "a push to headquarters is running on this post; ask again shortly")
+        post.reconcile(pos)
+        body = tempfile.TemporaryFile(dir=spool)
+        try:
+            header = post.build_batch(settings, bundle.post_key(settings), pos, body)
+        except BaseException:
+            body.close()
+            raise
+    finally:
+        lock.close()
+    if header is None:
+        body.close()
+        return Response(status=204)
+    size = body.tell()
+    body.seek(0)
+    response = Response(wrap_file(request.environ, body), mimetype=protocol.CONTENT_TYPE, direct_passthrough=True)
+    response.content_length = size
+    response.headers["X-Waypost-Batch"] = header["batch"]
+    current_app.logger.info("pull: batch %s (%s..%s) to %s", header["batch"], header["first_seq"],
+                            header["last_seq"], request.remote_addr)
+    return response

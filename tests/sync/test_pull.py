@@ -1,0 +1,96 @@
+"""Headquarters pulls from the post's /sync/batch over real HTTP, with requests signed by its key."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appliance import bundle
+from appliance.cli import main
+from appliance.models import Outbox
+from appliance.service import WebServer
+from sync import hq, protocol
+from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
+
+
+@pytest.fixture
+def pull_env(settings, db, hq_path):
+    """(post settings with pull on, the post's base URL, headquarters' key), the post enrolled."""
+    hq.open_hq(hq_path)
+    key = hq.hq_key(hq_path)
+    raw = base64.b64encode(bundle.raw_public(key.public_key())).decode()
+    on = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_public_key": raw})})
+    from web import create_app
+    server = WebServer(create_app(on), "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{server.port}"
+    with hq.hq_database.connection_context():
+        hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=url)
+    yield on, url, key
+    server.stop()
+
+
+def test_pull_fetches_everything_once_and_the_post_marks_it_sent(settings, db, pull_env):
+    on, url, key = pull_env
+    add_reads(settings, 5)                         # batch_max_reads is 2
+    result = hq.pull(settings.post.id, key)
+    assert (result.batches, result.reads, result.problem) == (3, 5, "")
+    assert hq_reads(settings.post.id) == post_reads()
+    with hq.hq_database.connection_context():
+        assert hq.verify_chain(settings.post.id)[0]
+    # the request that found nothing more carried headquarters' position: everything is marked
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 0
+    again = hq.pull(settings.post.id, key)
+    assert (again.batches, again.reads) == (0, 0)
+
+
+def _get(url, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _signed(settings, key, path, date=None):
+    date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sig = base64.b64encode(key.sign(protocol.pull_message(settings.post.id, path, date))).decode()
+    return {"X-Waypost-Date": date, "X-Waypost-Signature": sig}
+
+
+def test_pull_requests_must_be_signed_by_headquarters_recently(settings, db, pull_env):
+    on, url, key = pull_env
+    add_reads(settings, 1)
+    path = f"/sync/batch?last_seq=0&chain_seq=0&chain_hash={'0' * 64}"
+    assert _get(url + path)[0] == 401
+    assert _get(url + path, _signed(settings, Ed25519PrivateKey.generate(), path))[0] == 401
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, body = _get(url + path, _signed(settings, key, path, old))
+    assert status == 401 and b"from this post's clock" in body
+    other = "/sync/batch?last_seq=0&chain_seq=0&chain_hash=" + "1" * 64     # signed for another position
+    assert _get(url + other, _signed(settings, key, path))[0] == 401
+    status, body = _get(url + path, _signed(settings, key, path))
+    assert status == 200 and body[:2] == b"\x1f\x8b"
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 1     # nothing marked before an ack
+
+
+def test_pull_is_off_without_a_configured_key(settings, db, live_server):
+    status, body = _get(live_server + "/sync/batch?last_seq=0&chain_seq=0&chain_hash=x")
+    assert status == 404 and b"pull_disabled" in body
+
+
+def test_hq_pull_command(settings, db, pull_env, hq_path):
+    on, url, key = pull_env
+    add_reads(settings, 3)
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_CONFIG": ""}
+    out = CliRunner().invoke(main, ["hq", "pull", "--all", "--database", str(hq_path)], env=env)
+    assert out.exit_code == 0 and "3 read(s)" in out.output, out.output
+    assert hq_reads(settings.post.id) == post_reads()
+    usage = CliRunner().invoke(main, ["hq", "pull", "--database", str(hq_path)], env=env)
+    assert usage.exit_code != 0 and "--post ID or --all" in usage.output
+    shown = CliRunner().invoke(main, ["hq", "keygen", "--database", str(hq_path)], env=env)
+    assert base64.b64encode(bundle.raw_public(key.public_key())).decode() in shown.output
