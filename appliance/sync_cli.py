@@ -91,6 +91,11 @@ def _hq_target(ctx, database) -> str:
     return database or os.environ.get(HQ_DB_ENV) or str(ctx.settings.data_dir / "hq.sqlite")
 
 
+def _key_dir(ctx, target: str):
+    """Headquarters' key lives beside its SQLite file, or in data_dir with a database URL."""
+    return ctx.settings.data_dir if "://" in target else None
+
+
 database_option = click.option("--database", default=None,
                                help=f"Headquarters database: a SQLite file or a postgresql:// URL "
                                     f"(default: ${HQ_DB_ENV}, else hq.sqlite in data_dir).")
@@ -149,7 +154,7 @@ def hq_keygen(ctx, database):
     import base64
     from sync import hq
     target = _hq_target(ctx, database)
-    key = hq.hq_key(target).public_key()
+    key = hq.hq_key(target, _key_dir(ctx, target)).public_key()
     click.echo(f"key id: {bundle.key_id(key)}")
     click.echo(f"set on each post that headquarters may pull from: sync.hq_public_key = "
                f"\"{base64.b64encode(bundle.raw_public(key)).decode()}\"")
@@ -168,7 +173,7 @@ def hq_pull(ctx, database, post_id, pull_all, max_batches):
         raise click.UsageError("give --post ID or --all")
     target = _hq_target(ctx, database)
     hq.open_hq(target)
-    key = hq.hq_key(target)
+    key = hq.hq_key(target, _key_dir(ctx, target))
     with hq.hq_database.connection_context():
         ids = [post_id] if post_id else [p.id for p in hq.HQPost.select().where(hq.HQPost.pull_url != "")]
     failed = False

@@ -559,12 +559,14 @@ def now_iso() -> str:
 
 # --- pull --------------------------------------------------------------------------------------
 
-def hq_key(target: str | Path):
-    """Headquarters' own signing key (for pull requests), made on first use beside a SQLite
-    database, or in the current directory for a database URL: <dir>/hq_key and hq_key.pub."""
+def hq_key(target: str | Path, key_dir: Path | None = None):
+    """Headquarters' own signing key (for pull requests), made on first use: <dir>/hq_key and
+    hq_key.pub, in key_dir, else beside a SQLite database (a database URL needs key_dir)."""
     from types import SimpleNamespace
     text = str(target)
-    where = Path.cwd() if "://" in text else Path(text).expanduser().resolve().parent
+    if key_dir is None and "://" in text:
+        raise HQError("with a database URL, say where headquarters' key lives (key_dir)")
+    where = Path(key_dir) if key_dir is not None else Path(text).expanduser().resolve().parent
     return bundle.post_key(SimpleNamespace(data_dir=where, sync=SimpleNamespace(key_file="hq_key")))
 
 

@@ -2,7 +2,14 @@
 127.0.0.1 over its own SQLite file."""
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
 import socket
+import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +50,86 @@ class HQServer:
             self.server = None
 
 
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+_db_numbers = itertools.count(1)
+
+
+def _as_postgres(args, **kw):
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + [str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A private PostgreSQL 15 instance on 127.0.0.1 for this test run (skipped where there is none)."""
+    if not (PGBIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 server binaries are not installed (apt install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="waypost-pg-"))
+    os.chmod(root, 0o755)
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    os.chmod(data, 0o700)
+    port = free_port()
+    _as_postgres([PGBIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+    _as_postgres([PGBIN / "pg_ctl", "-D", data, "-o", f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 "
+                  "-c fsync=off", "-l", data / "server.log", "-w", "start"])
+    yield port
+    _as_postgres([PGBIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"])
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def pg_sql(port, sql, database="postgres"):
+    import psycopg2
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname=database)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hq_target(request, tmp_path):
+    """Headquarters' database: a SQLite file, or a fresh database on the private PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "hq" / "hq.sqlite")
+    port = request.getfixturevalue("pg_server")
+    name = f"hq_{os.getpid()}_{next(_db_numbers)}"
+    pg_sql(port, f"CREATE DATABASE {name}")
+    return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+
+
+def snapshot(target: str) -> str:
+    """A copy of headquarters' database as it is now (its server stopped), for restore()."""
+    if "://" not in target:
+        copy = target + ".backup"
+        src = sqlite3.connect(target)
+        with sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        src.close()
+        return copy
+    base, name = target.rsplit("/", 1)
+    hq.hq_database.close()
+    pg_sql(int(base.rsplit(":", 1)[1]), f"CREATE DATABASE {name}_backup TEMPLATE {name}")
+    return f"{name}_backup"
+
+
+def restore(target: str, copy: str) -> None:
+    if "://" not in target:
+        for suffix in ("", "-wal", "-shm"):
+            Path(target + suffix).unlink(missing_ok=True)
+        shutil.copy(copy, target)
+        return
+    base, name = target.rsplit("/", 1)
+    hq.hq_database.close()
+    port = int(base.rsplit(":", 1)[1])
+    pg_sql(port, f"DROP DATABASE {name} WITH (FORCE)")
+    pg_sql(port, f"CREATE DATABASE {name} TEMPLATE {copy}")
+
+
 @pytest.fixture
 def hq_port():
     return free_port()
@@ -66,9 +153,9 @@ def db(settings):
 
 
 @pytest.fixture
-def hq_server(settings, db, hq_path, hq_port):
+def hq_server(settings, db, hq_target, hq_port):
     """Headquarters with this post enrolled; its database stays bound for the test's assertions."""
-    server = HQServer(hq_path, hq_port).start()
+    server = HQServer(hq_target, hq_port).start()
     with hq.hq_database.connection_context():
         hq.enroll(settings.post.id, "Test post", _public(settings))
     yield server

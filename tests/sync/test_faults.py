@@ -36,7 +36,8 @@ def start_hq(settings, hq_path, port, fault=None) -> subprocess.Popen:
     raise AssertionError("headquarters did not start")
 
 
-def test_headquarters_killed_between_storing_and_answering(settings, db, hq_path, hq_port):
+def test_headquarters_killed_between_storing_and_answering(settings, db, hq_target, hq_port):
+    hq_path = hq_target
     hq.open_hq(hq_path)
     with hq.hq_database.connection_context():
         hq.enroll(settings.post.id, "Test post", _public(settings))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
-import sqlite3
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance import audit, bundle
 from appliance.models import Evidence, Outbox, Read
 from sync import hq, post, protocol
-from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads
+from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads, restore, snapshot
 
 
 def hq_counts(post_id):
@@ -138,9 +136,9 @@ def db_write():
 @pytest.mark.parametrize("kind,status", [
     ("bad_signature", 403), ("unknown_post", 404), ("gap", 409), ("overlap", 409), ("broken_chain", 409),
     ("malformed", 400), ("oversized", 413), ("replay", 409)])
-def test_bad_batches_are_refused_naming_the_problem_and_change_nothing(settings, db, hq_path, hq_port, kind, status):
+def test_bad_batches_are_refused_naming_the_problem_and_change_nothing(settings, db, hq_target, hq_port, kind, status):
     from tests.sync.conftest import _public
-    server = HQServer(hq_path, hq_port, max_batch_bytes=1024 * 1024).start()
+    server = HQServer(hq_target, hq_port, max_batch_bytes=1024 * 1024).start()
     try:
         with hq.hq_database.connection_context():
             hq.enroll(settings.post.id, "Test post", _public(settings))
@@ -191,21 +189,17 @@ def test_a_record_altered_before_it_was_sent_is_refused(settings, db, hq_server)
     assert hq_counts(settings.post.id)["reads"] == 0
 
 
-def test_the_post_resends_what_a_restored_headquarters_lost(settings, db, hq_server, hq_path, tmp_path):
+def test_the_post_resends_what_a_restored_headquarters_lost(settings, db, hq_server, hq_target):
     add_reads(settings, 3)
     post.push(settings)
-    backup = tmp_path / "hq-backup.sqlite"
-    src = sqlite3.connect(hq_path)
-    with sqlite3.connect(backup) as dst:
-        src.backup(dst)
-    src.close()
+    hq_server.stop()
+    backup = snapshot(hq_target)
+    hq_server.start()
     add_reads(settings, 3, seed=1)
     post.push(settings)
     assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 0
     hq_server.stop()
-    for suffix in ("", "-wal", "-shm"):
-        (hq_path.parent / (hq_path.name + suffix)).unlink(missing_ok=True)
-    shutil.copy(backup, hq_path)
+    restore(hq_target, backup)
     hq_server.start()
     assert len(hq_reads(settings.post.id)) == 3
     result = post.push(settings)
