@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from appliance import bundle
 from appliance.models import Outbox
 from sync import hq, post
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
@@ -89,3 +90,75 @@ def test_two_pushes_at_once_are_refused_rather_than_interleaved(settings, db, hq
         with pytest.raises(post.SyncError, match="another push is running"):
             post.push(settings)
     assert post.push(settings).reads == 1
+
+
+class CuttingProxy:
+    """Forwards one connection to headquarters and cuts it after `limit` bytes of the request."""
+
+    def __init__(self, target_port, limit):
+        import threading
+        self.limit = limit
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.target_port = target_port
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        client, _ = self.sock.accept()
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        sent = 0
+        while sent < self.limit:
+            data = client.recv(min(65536, self.limit - sent))
+            if not data:
+                break
+            upstream.sendall(data)
+            sent += len(data)
+        upstream.close()            # cut in the middle of the upload, both ways
+        client.close()
+        self.sock.close()
+
+
+def test_a_connection_cut_in_the_middle_of_an_upload(settings, db, hq_server):
+    add_reads(settings, 2)
+    proxy = CuttingProxy(hq_server.port, limit=6000)
+    cut = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_url": f"http://127.0.0.1:{proxy.port}"})})
+    # the position request goes through the real address; the batch through the cutting proxy
+    path = settings.data_dir / "sync-test.batch"
+    with open(path, "wb") as f:
+        post.build_batch(settings, bundle.post_key(settings), post.fetch_position(settings), f)
+    assert path.stat().st_size > 6000
+    with pytest.raises(post.SyncError):
+        post._send(cut, path)
+    assert hq_reads(settings.post.id) == {}
+    with hq.hq_database.connection_context():
+        assert hq.HQPost.get_by_id(settings.post.id).last_seq == 0
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 2
+    assert post.push(settings).reads == 2
+    assert hq_reads(settings.post.id) == post_reads()
+
+
+def test_batches_out_of_order_and_twice(settings, db, hq_server):
+    import io
+    from appliance import audit
+    add_reads(settings, 4)          # batch_max_reads 2: two batches
+    key = bundle.post_key(settings)
+    first_buf, second_buf = io.BytesIO(), io.BytesIO()
+    h1 = post.build_batch(settings, key, post.Position(0, 0, audit.GENESIS), first_buf)
+    # the second batch as the post would build it once the first is held
+    records = list(audit.export_rows())
+    h2 = post.build_batch(settings, key, post.Position(h1["last_seq"], len(records), records[-1]["hash"]), second_buf)
+    send = lambda body: post._request(settings, "POST", "/hq/v1/batches", body=body, length=len(body))
+    status, answer = send(second_buf.getvalue())
+    assert (status, answer["problem"]) == (409, "gap")
+    assert send(first_buf.getvalue())[1]["status"] == "stored"
+    assert send(first_buf.getvalue())[1]["status"] == "duplicate"
+    assert send(second_buf.getvalue())[1]["status"] == "stored"
+    assert send(second_buf.getvalue())[1]["status"] == "duplicate"
+    status, answer = send(first_buf.getvalue())
+    assert (status, answer["problem"]) == (409, "replay")
+    assert hq_reads(settings.post.id) == post_reads()
+    with hq.hq_database.connection_context():
+        assert hq.verify_chain(settings.post.id)[0]
