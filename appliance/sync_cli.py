@@ -216,13 +216,16 @@ def hq_status(ctx, database, as_json):
 @click.command("sync")
 @click.option("-n", "count", default=20_000, show_default=True, help="Reads in the backlog.")
 @click.option("--batch-max-reads", default=1000, show_default=True)
+@click.option("--mode", type=click.Choice(["push", "pull"]), default="push", show_default=True)
+@click.option("--hq-database", default=None, help="A postgresql:// URL (its hq tables are emptied first); "
+                                                  "default: a SQLite file in the scratch directory.")
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch directory; reuse it to skip the fill next time.")
-def bench_sync(count, batch_max_reads, where):
-    """Reads per second pushed over loopback to headquarters (SQLite) from a backlog with 5 KB
+def bench_sync(count, batch_max_reads, mode, hq_database, where):
+    """Reads per second sent over loopback to headquarters (push or pull) from a backlog with 5 KB
     crops, and the post's peak resident memory during the catch-up."""
     from sync import bench
-    click.echo(json.dumps(bench.run(count, where, batch_max_reads)))
+    click.echo(json.dumps(bench.run(count, where, batch_max_reads, hq_database=hq_database, mode=mode)))
 
 
 def register(main) -> None:

@@ -1,6 +1,7 @@
 """waypost sync ... and waypost hq ... through click, against a real headquarters."""
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from appliance import bundle
@@ -59,11 +60,12 @@ def test_status_page_lists_posts(settings, db, hq_server):
     assert "Test post" in page and "verified up to record" in page
 
 
-def test_bench_sync_pushes_the_whole_backlog(tmp_path):
+@pytest.mark.parametrize("mode,line", [("push", "sent 4 batch(es): 30 read(s)"), ("pull", "pulled 4 batch(es), 30 read(s)")])
+def test_bench_sync_sends_the_whole_backlog(tmp_path, mode, line):
     import json
-    result = CliRunner().invoke(main, ["bench", "sync", "-n", "30", "--batch-max-reads", "8", "--dir", str(tmp_path / "b")],
-                                env={"WAYPOST_CONFIG": ""})
+    result = CliRunner().invoke(main, ["bench", "sync", "-n", "30", "--batch-max-reads", "8", "--mode", mode,
+                                       "--dir", str(tmp_path / "b")], env={"WAYPOST_CONFIG": ""})
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert figures["held_at_hq"] == 30 and figures["chain_verified"] and figures["post_peak_rss_mib"] > 0
-    assert "sent 4 batch(es): 30 read(s)" in figures["output"][0]
+    assert line in figures["output"][0]
