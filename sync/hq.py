@@ -58,6 +58,7 @@ class HQPost(HQModel):
     first_bad_seq = IntegerField(null=True)
     backlog = IntegerField(default=0)       # reads the post said were still waiting
     pull_url = CharField(default="")        # the post's web address, for `waypost hq pull`
+    confirmation_id = IntegerField(default=0)   # the post's alert confirmations held up to here
 
     class Meta:
         table_name = "hq_post"
@@ -186,6 +187,7 @@ SCHEMA = [
         "CREATE INDEX hq_batch_post ON hq_batch (post_id, id)",
     ]),
     (2, ["ALTER TABLE hq_post ADD COLUMN pull_url TEXT NOT NULL DEFAULT ''"]),
+    (3, ["ALTER TABLE hq_post ADD COLUMN confirmation_id BIGINT NOT NULL DEFAULT 0"]),
 ]
 
 
@@ -255,7 +257,8 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
 
 
 def position(post: HQPost) -> dict:
-    return {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash}
+    return {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
+            "confirmation_id": post.confirmation_id}
 
 
 # --- ingest ------------------------------------------------------------------------------------
@@ -354,6 +357,12 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     seen.post = post
     public_key = bundle.load_public_key(post.public_key.encode())
     first, last, chain = header["first_seq"], header["last_seq"], header["chain"]
+    confirmations = header.get("confirmations")
+    if confirmations is not None and (not isinstance(confirmations, dict)
+                                      or not protocol._is_int(confirmations.get("after"))
+                                      or not protocol._is_int(confirmations.get("upto"))
+                                      or confirmations["upto"] < confirmations["after"]):
+        raise ProtocolError("malformed", "header field 'confirmations' must be {after, upto} with after <= upto")
     mode = _mode(post, header)
 
     deferred: ProtocolError | None = None     # a content fault, raised once the signature is known good
@@ -398,6 +407,15 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                     deferred = ProtocolError("overlap", f"{where}: read {read['uuid']} (seq {seq}) is in a range "
                                                         "headquarters already holds, but differs from what it holds")
             seen.reads += 1
+        elif kind == "confirmation":
+            alert = item.get("alert")
+            if (not isinstance(alert, dict) or not protocol._is_int(alert.get("id"))
+                    or not isinstance(alert.get("read_uuid"), str)):
+                raise ProtocolError("malformed", f"line {reader.lines} (confirmation): needs the alert with its id "
+                                                 "and read_uuid")
+            if mode == "new":
+                alerts.append({"post_id": post.id, "alert_id": alert["id"], "read_uuid": alert["read_uuid"],
+                               "data": alert})
         elif kind == "access":
             rec = item.get("record")
             where = f"line {reader.lines} (access record)"
@@ -444,6 +462,8 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
         post.last_seq = max(post.last_seq, last)
         if chain["last_seq"] >= chain["first_seq"]:
             post.chain_seq, post.chain_hash = chain["last_seq"], prev_hash
+        if confirmations is not None:
+            post.confirmation_id = max(post.confirmation_id, confirmations["upto"])
     post.last_contact_at = utcnow()
     if protocol._is_int(header.get("backlog")):
         post.backlog = header["backlog"]
@@ -470,8 +490,12 @@ def _mode(post: HQPost, header: dict) -> str:
         return "held"
     reads_held = last <= post.last_seq
     chain_held = chain["last_seq"] <= post.chain_seq
-    if reads_held and chain_held:
+    confirmations = header.get("confirmations") or {"after": 0, "upto": 0}
+    if reads_held and chain_held and confirmations["upto"] <= post.confirmation_id:
         return "held"
+    if confirmations["after"] > post.confirmation_id:
+        raise ProtocolError("gap", f"the batch's alert confirmations start after {confirmations['after']}; "
+                                   f"headquarters holds them up to {post.confirmation_id}")
     if first > post.last_seq + 1:
         raise ProtocolError("gap", f"the batch starts at outbox seq {first}; headquarters holds up to "
                                    f"{post.last_seq}, so {post.last_seq + 1}..{first - 1} would be missing")
@@ -601,7 +625,8 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             return result
         url = urllib.parse.urlsplit(post.pull_url)
         path = url.path.rstrip("/") + "/sync/batch?" + urllib.parse.urlencode(
-            {"last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash})
+            {"last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
+             "confirmation_id": post.confirmation_id})
         date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection

@@ -57,11 +57,13 @@ class Position:
     last_seq: int
     chain_seq: int
     chain_hash: str
+    confirmation_id: int = 0
 
     @classmethod
     def of(cls, answer: dict) -> "Position":
         try:
-            return cls(int(answer["last_seq"]), int(answer["chain_seq"]), str(answer["chain_hash"]))
+            return cls(int(answer["last_seq"]), int(answer["chain_seq"]), str(answer["chain_hash"]),
+                       int(answer.get("confirmation_id", 0)))
         except (KeyError, TypeError, ValueError):
             raise SyncError(f"headquarters sent no usable position: {answer!r}") from None
 
@@ -153,6 +155,15 @@ def _plain_dict(row: dict, skip=()) -> dict:
     return {k: _iso(v) for k, v in row.items() if k not in skip}
 
 
+def _alert_dict(alert: dict) -> dict:
+    """An alert as headquarters keeps it: its fields, its read's uuid and every confirmation."""
+    read_uuid = Read.select(Read.uuid).where(Read.id == alert["read"]).scalar()
+    confirmations = [_plain_dict(c, skip=("alert",)) for c in
+                     AlertConfirmation.select().where(AlertConfirmation.alert == alert["id"])
+                     .order_by(AlertConfirmation.id).dicts()]
+    return dict(_plain_dict(alert, skip=("read", "entry")), read_uuid=read_uuid, confirmations=confirmations)
+
+
 def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int | None = None) -> dict | None:
     """Write the next batch after `pos` to `fileobj`; its header, or None when nothing waits."""
     max_reads = max_reads or settings.sync.batch_max_reads
@@ -160,7 +171,8 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
                                 (pos.last_seq, max_reads)).fetchall()
     records_last = database.execute_sql("SELECT max(seq) FROM access_record").fetchone()[0] or 0
     chain_last = min(records_last, pos.chain_seq + MAX_RECORDS_PER_BATCH)
-    if not rows and chain_last <= pos.chain_seq:
+    conf_upto = database.execute_sql("SELECT coalesce(max(id), 0) FROM alert_confirmation").fetchone()[0]
+    if not rows and chain_last <= pos.chain_seq and conf_upto <= pos.confirmation_id:
         return None
     first_seq = pos.last_seq + 1
     last_seq = rows[-1][0] if rows else pos.last_seq
@@ -169,7 +181,8 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
               "first_seq": first_seq, "last_seq": last_seq,
               "chain": {"first_seq": pos.chain_seq + 1, "last_seq": chain_last, "prev_hash": pos.chain_hash},
               "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-              "key_id": bundle.key_id(key.public_key()), "backlog": backlog}
+              "key_id": bundle.key_id(key.public_key()), "backlog": backlog,
+              "confirmations": {"after": pos.confirmation_id, "upto": max(conf_upto, pos.confirmation_id)}}
     writer = protocol.Writer(fileobj)
     writer.line(header)
     store = EvidenceStore(settings)
@@ -184,10 +197,7 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
             evidence.setdefault(ev.read_id, []).append(ev)
         alerts: dict[int, list] = {}
         for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
-            confirmations = [_plain_dict(c, skip=("alert",)) for c in
-                             AlertConfirmation.select().where(AlertConfirmation.alert == alert["id"]).dicts()]
-            alerts.setdefault(alert["read"], []).append(dict(_plain_dict(alert, skip=("read", "entry")),
-                                                             confirmations=confirmations))
+            alerts.setdefault(alert["read"], []).append(_alert_dict(alert))
         for seq, kind, object_id in chunk:
             read = by_uuid.get(object_id)
             if read is None:
@@ -208,6 +218,17 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
                 item["missing_images"] = missing
             writer.line(item)
             reads += 1
+    if conf_upto > pos.confirmation_id:
+        # alerts confirmed since headquarters last heard, whose read it holds or gets now (an alert
+        # whose read is still to come travels with its read, confirmations and all)
+        confirmed = database.execute_sql(
+            "SELECT DISTINCT a.id FROM alert_confirmation c JOIN alert a ON a.id = c.alert_id "
+            "JOIN read r ON r.id = a.read_id JOIN outbox o ON o.object_id = r.uuid AND o.kind = 'read' "
+            "WHERE c.id > ? AND c.id <= ? AND o.seq <= ? ORDER BY a.id",
+            (pos.confirmation_id, conf_upto, last_seq)).fetchall()
+        for (alert_id,) in confirmed:
+            alert = Alert.select().where(Alert.id == alert_id).dicts().get()
+            writer.line({"t": "confirmation", "alert": _alert_dict(alert)})
     if chain_last > pos.chain_seq:
         cursor = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record "
                                       "WHERE seq > ? AND seq <= ? ORDER BY seq", (pos.chain_seq, chain_last))

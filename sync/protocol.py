@@ -7,10 +7,13 @@ A batch is gzip'd JSON lines, one object per line, canonical JSON (sorted keys, 
                                              # (last_seq = first_seq - 1: no reads, records only)
      "chain": {"first_seq": A, "last_seq": B, "prev_hash": H},   # the access records carried;
                                              # H is the hash of record A - 1 (what HQ already holds)
+     "confirmations": {"after": C, "upto": D},  # alert confirmations (by id) this batch accounts for
      "created_at": ISO, "key_id": ..., "backlog": reads still waiting after this batch}
     {"t": "read", "seq": S, "read": {...}, "images": [{kind, sha256, content_type, width, height,
                                                         bytes, data (base64)}], "alerts": [...]}
     ...
+    {"t": "confirmation", "alert": {id, read_uuid, status, ..., "confirmations": [...]}}
+    ...                                      # alerts confirmed after their read was sent
     {"t": "access", "record": {seq, at, ... prev_hash, hash}}
     ...
     {"t": "end", "sha256": hex, "signature": base64}

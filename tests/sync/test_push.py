@@ -212,3 +212,29 @@ def test_backoff_is_capped_with_jitter():
     assert post.backoff_s(1, rng=lambda: 1.0) == 5.0
     assert post.backoff_s(3, rng=lambda: 0.0) == 10.0
     assert post.backoff_s(50, cap_s=900, rng=lambda: 1.0) == 900
+
+
+def test_an_alert_confirmed_after_its_read_was_sent_reaches_headquarters(settings, db, hq_server):
+    from appliance import alerts
+    from appliance.db import write
+    from appliance.models import Alert, utcnow
+    read = add_reads(settings, 1)[0]
+    with write():
+        alert = Alert.create(read=read, hotlist_name="SVS", entry_plate=read.plate, entry_state="CA",
+                             entry_reason="stolen", entry_source_ref="", matched_text=read.plate, match_kind="exact",
+                             score=1.0, created_at=utcnow())
+    post.push(settings)
+
+    def held_alert():
+        with hq.hq_database.connection_context():
+            return hq.HQAlert.get((hq.HQAlert.post_id == settings.post.id) & (hq.HQAlert.alert_id == alert.id)).data
+
+    assert held_alert()["status"] == "unconfirmed" and held_alert()["read_uuid"] == read.uuid
+    officer = audit.Actor("officer.one", settings.post.agency, "local")
+    alerts.confirm(officer, alert.id, outcome="confirmed", visual_compared=True, clets_verified=True, note="",
+                   purpose=audit.Purpose(settings.purpose_codes()[0], "2026-00123"))
+    assert post.push(settings).batches == 1
+    data = held_alert()
+    assert data["status"] == "confirmed" and [c["username"] for c in data["confirmations"]] == ["officer.one"]
+    assert post.push(settings).batches == 0          # nothing more to say
+    assert_hq_holds_the_post(settings)
