@@ -185,6 +185,44 @@ def hq_pull(ctx, database, post_id, pull_all, max_batches):
         raise click.ClickException("some posts could not be pulled from completely (see above)")
 
 
+@hq_group.group("hotlist")
+def hq_hotlist():
+    """State lists published to the posts (each post fetches new or changed lists on contact)."""
+
+
+@hq_hotlist.command("add")
+@database_option
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def hq_hotlist_add(ctx, database, name, path):
+    """Publish the CSV at PATH as list NAME (replacing the list of that name)."""
+    from sync import hq
+    hq.open_hq(_hq_target(ctx, database))
+    with hq.hq_database.connection_context():
+        try:
+            published = hq.publish_hotlist(name, path.read_bytes())
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"published hotlist {published.name}: {published.size} bytes, sha256 {published.sha256[:16]}...")
+
+
+@hq_hotlist.command("list")
+@database_option
+@click.pass_obj
+def hq_hotlist_list(ctx, database):
+    """The lists published to the posts."""
+    from sync import hq
+    hq.open_hq(_hq_target(ctx, database))
+    with hq.hq_database.connection_context():
+        rows = list(hq.HQHotlist.select(hq.HQHotlist.name, hq.HQHotlist.size, hq.HQHotlist.sha256,
+                                        hq.HQHotlist.published_at).order_by(hq.HQHotlist.name))
+    if not rows:
+        click.echo("no hotlist published")
+    for h in rows:
+        click.echo(f"{h.name}: {h.size} bytes, published {h.published_at:%Y-%m-%d %H:%M} UTC, sha256 {h.sha256[:16]}...")
+
+
 @hq_group.command("status")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -144,7 +144,19 @@ class HQBatch(HQModel):
         table_name = "hq_batch"
 
 
-MODELS = (HQPost, HQRead, HQImage, HQAccessRecord, HQAlert, HQBatch)
+class HQHotlist(HQModel):
+    """A state list as published to the posts: the file itself, fetched by each post on contact."""
+    name = CharField(primary_key=True)
+    sha256 = CharField()
+    size = IntegerField()
+    data = BlobField()
+    published_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "hq_hotlist"
+
+
+MODELS = (HQPost, HQRead, HQImage, HQAccessRecord, HQAlert, HQBatch, HQHotlist)
 
 DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"},
            "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"}}
@@ -188,6 +200,8 @@ SCHEMA = [
     ]),
     (2, ["ALTER TABLE hq_post ADD COLUMN pull_url TEXT NOT NULL DEFAULT ''"]),
     (3, ["ALTER TABLE hq_post ADD COLUMN confirmation_id BIGINT NOT NULL DEFAULT 0"]),
+    (4, ["""CREATE TABLE hq_hotlist (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
+            data {blob} NOT NULL, published_at TIMESTAMP NOT NULL)"""]),
 ]
 
 
@@ -539,6 +553,41 @@ def _flush(read_rows, images, alerts, records) -> None:
         except IntegrityError as exc:
             raise ProtocolError("overlap", f"an access record of the batch is already held: {exc}") from None
         records.clear()
+
+
+# --- hotlists, headquarters to posts ----------------------------------------------------------
+
+def publish_hotlist(name: str, data: bytes) -> HQHotlist:
+    """Publish (or replace) a state list; posts fetch it on their next contact."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}", name):
+        raise HQError(f"list name {name!r}: use 1-40 letters, digits, spaces, '.', '_' or '-'")
+    if not data.strip():
+        raise HQError(f"the file for list {name!r} is empty")
+    import hashlib
+    digest = hashlib.sha256(data).hexdigest()
+    with _write():
+        HQHotlist.insert(name=name, sha256=digest, size=len(data), data=data, published_at=utcnow()).on_conflict(
+            conflict_target=[HQHotlist.name],
+            update={HQHotlist.sha256: digest, HQHotlist.size: len(data), HQHotlist.data: data,
+                    HQHotlist.published_at: utcnow()}).execute()
+    return HQHotlist.get_by_id(name)
+
+
+def check_post_request(post_id: str, path: str, date: str, signature: str) -> str | None:
+    """None when a post's GET is signed with its enrolled key within the allowed skew, else why not."""
+    from cryptography.exceptions import InvalidSignature
+    post = HQPost.get_or_none(HQPost.id == post_id)
+    if post is None:
+        return f"post {post_id!r} is not enrolled here"
+    problem = protocol.check_date(date)
+    if problem:
+        return problem
+    try:
+        key = bundle.load_public_key(post.public_key.encode())
+        key.verify(base64.b64decode(signature, validate=True), protocol.post_get_message(post_id, path, date))
+    except (InvalidSignature, ValueError, bundle.BundleError):
+        return "the signature does not verify with the post's enrolled key"
+    return None
 
 
 # --- status ------------------------------------------------------------------------------------

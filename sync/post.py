@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import tempfile
 import threading
 import urllib.parse
 import uuid as uuidlib
@@ -90,17 +91,24 @@ class PushResult:
 # --- talking to headquarters -------------------------------------------------------------------
 
 def _request(settings: Settings, method: str, path: str, body=None, length: int | None = None,
-             timeout_s: float = 120) -> tuple[int, dict]:
+             timeout_s: float = 120, raw: bool = False) -> tuple[int, dict | bytes]:
+    """One request to headquarters. GETs are signed with the post's key (batches sign themselves).
+    Returns (status, JSON object) or, with raw, (status, bytes) for a 200."""
     url = urllib.parse.urlsplit(settings.sync.hq_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise SyncError(f"sync.hq_url {settings.sync.hq_url!r} is not an http(s) URL")
     cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     conn = cls(url.hostname, url.port, timeout=timeout_s)
+    full_path = url.path.rstrip("/") + path
     headers = {"Accept": "application/json"}
     if body is not None:
         headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
+    else:
+        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signature = bundle.post_key(settings).sign(protocol.post_get_message(settings.post.id, full_path, date))
+        headers.update({"X-Waypost-Date": date, "X-Waypost-Signature": base64.b64encode(signature).decode()})
     try:
-        conn.request(method, url.path.rstrip("/") + path, body=body, headers=headers)
+        conn.request(method, full_path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -108,6 +116,8 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
                         f"{type(exc).__name__}: {exc}") from None
     finally:
         conn.close()
+    if raw and response.status == 200:
+        return response.status, data
     try:
         answer = json.loads(data) if data else {}
     except ValueError:
@@ -123,6 +133,40 @@ def fetch_position(settings: Settings) -> Position:
     if status != 200:
         raise Refused(status, answer)
     return Position.of(answer)
+
+
+def fetch_hotlists(settings: Settings) -> list[str]:
+    """Import each list headquarters publishes that is new or changed here (a state list is
+    replaced whole, all or nothing, with its own access record). Returns one line per list."""
+    import hashlib
+    from appliance import hotlist
+    from appliance.models import Hotlist
+    from appliance.service import system_actor
+    quoted = urllib.parse.quote(settings.post.id)
+    status, answer = _request(settings, "GET", f"/hq/v1/posts/{quoted}/hotlists", timeout_s=60)
+    if status != 200:
+        raise Refused(status, answer)
+    lines = []
+    for item in answer.get("hotlists") or []:
+        name, sha = str(item.get("name", "")), str(item.get("sha256", ""))
+        local = Hotlist.get_or_none(Hotlist.name == name)
+        if local is not None and local.source_sha256 == sha:
+            continue
+        status, data = _request(settings, "GET", f"/hq/v1/posts/{quoted}/hotlists/{urllib.parse.quote(name)}",
+                                timeout_s=300, raw=True)
+        if status != 200 or hashlib.sha256(data).hexdigest() != sha:
+            lines.append(f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)")
+            continue
+        with tempfile.TemporaryDirectory(dir=_spool(settings)) as tmp:
+            path = Path(tmp) / f"{name}.csv"
+            path.write_bytes(data)
+            try:
+                result = hotlist.import_csv(settings, path, name, system_actor(settings))
+            except hotlist.HotlistError as exc:
+                lines.append(f"hotlist {name}: not imported: {exc}")
+                continue
+        lines.append(f"hotlist {name}: {result.entries} entries from headquarters")
+    return lines
 
 
 # --- the outbox marks --------------------------------------------------------------------------
@@ -326,6 +370,10 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
             result.notes.append(f"headquarters answered {refusal.problem}; rebuilt from its position")
             continue
         raise refusal
+    try:
+        result.notes.extend(fetch_hotlists(settings))
+    except SyncError as exc:       # the batches are delivered; the lists are fetched next time
+        result.notes.append(f"hotlists not fetched: {exc}")
     return result
 
 

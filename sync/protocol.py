@@ -208,3 +208,27 @@ def pull_message(post_id: str, path_and_query: str, date: str) -> bytes:
     path with its query (headquarters' position) and the time, so a request is good for one post,
     one position and a few minutes."""
     return PULL_MAGIC + "\n".join((post_id, path_and_query, date)).encode("utf-8")
+
+
+# --- a post's requests to headquarters (position, hotlists) -------------------------------------
+
+POST_GET_MAGIC = b"waypost-post-get/1\n"
+
+
+def post_get_message(post_id: str, path_and_query: str, date: str) -> bytes:
+    """What a post signs for a GET to headquarters (its position, the hotlists): the post, the exact
+    path and the time. Hotlists are law-enforcement data: only enrolled posts may fetch them."""
+    return POST_GET_MAGIC + "\n".join((post_id, path_and_query, date)).encode("utf-8")
+
+
+def check_date(date: str) -> str | None:
+    """None when `date` (YYYY-MM-DDTHH:MM:SSZ) is within PULL_SKEW_S of this clock, else why not."""
+    import datetime as dt
+    try:
+        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
+    skew = abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
+    if skew > PULL_SKEW_S:
+        return f"X-Waypost-Date is {skew:.0f} s from this clock (at most {PULL_SKEW_S} s)"
+    return None

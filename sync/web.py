@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-from flask import Flask, abort, jsonify, render_template_string, request
+from flask import Flask, Response, abort, jsonify, render_template_string, request
 
 from sync import hq
 
@@ -56,13 +56,47 @@ def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYT
             return jsonify(refused.as_json()), refused.http_status
         return jsonify(outcome.as_json())
 
-    @app.get("/hq/v1/posts/<post_id>/position")
-    def post_position(post_id):
+    def signed_by(post_id):
+        """None when the request is the post's own (signed GET), else a refusal to return."""
         post = hq.HQPost.get_or_none(hq.HQPost.id == post_id)
         if post is None:
             return jsonify({"status": "refused", "problem": "unknown_post",
                             "message": f"post {post_id!r} is not enrolled here: enrol it with `waypost hq enroll`"}), 404
-        return jsonify(hq.position(post))
+        path = request.full_path if request.query_string else request.path
+        problem = hq.check_post_request(post_id, path, request.headers.get("X-Waypost-Date", ""),
+                                        request.headers.get("X-Waypost-Signature", ""))
+        if problem:
+            return jsonify({"status": "refused", "problem": "bad_signature", "message": problem}), 401
+        return None
+
+    @app.get("/hq/v1/posts/<post_id>/position")
+    def post_position(post_id):
+        refused = signed_by(post_id)
+        if refused:
+            return refused
+        return jsonify(hq.position(hq.HQPost.get_by_id(post_id)))
+
+    @app.get("/hq/v1/posts/<post_id>/hotlists")
+    def hotlists(post_id):
+        refused = signed_by(post_id)
+        if refused:
+            return refused
+        return jsonify({"hotlists": [{"name": h.name, "sha256": h.sha256, "size": h.size,
+                                      "published_at": h.published_at.isoformat() + "Z"}
+                                     for h in hq.HQHotlist.select(hq.HQHotlist.name, hq.HQHotlist.sha256,
+                                                                  hq.HQHotlist.size, hq.HQHotlist.published_at)
+                                     .order_by(hq.HQHotlist.name)]})
+
+    @app.get("/hq/v1/posts/<post_id>/hotlists/<name>")
+    def hotlist_file(post_id, name):
+        refused = signed_by(post_id)
+        if refused:
+            return refused
+        hotlist = hq.HQHotlist.get_or_none(hq.HQHotlist.name == name)
+        if hotlist is None:
+            return jsonify({"status": "refused", "problem": "unknown_hotlist", "message": f"no list {name!r}"}), 404
+        return Response(bytes(hotlist.data), mimetype="text/csv",
+                        headers={"X-Waypost-Sha256": hotlist.sha256})
 
     @app.get("/hq/v1/status")
     def status_json():
