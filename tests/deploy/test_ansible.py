@@ -1,0 +1,165 @@
+"""deploy/ansible: lint, syntax check, and a real converge of the roles into scratch roots.
+
+The converge (converge.yml) runs the common, post and hq roles on this machine with the local
+connection, every path under a temporary directory and the system-only tasks (apt, users,
+service starts, sshd -t, nft, hostname) off. It is run twice; the second run must change nothing.
+"""
+from __future__ import annotations
+
+import getpass
+import grp
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "deploy" / "ansible"
+BIN = Path(sys.executable).parent
+PLAYBOOKS = ("site.yml", "post.yml", "hq.yml")
+
+pytestmark = pytest.mark.skipif(not (BIN / "ansible-playbook").exists(),
+                                reason="ansible-core is not installed in this venv (requirements-dev.txt)")
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(ANSIBLE_DIR / "roles")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_LOCAL_TEMP"] = env["ANSIBLE_REMOTE_TEMP"] = str(Path(extra.pop("tmp", "/tmp")) / ".ansible-tmp")
+    env.update(extra)
+    return env
+
+
+def _run(args, env, cwd=ANSIBLE_DIR, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ansible_lint_production_profile(tmp_path):
+    result = _run([str(BIN / "ansible-lint"), "--profile", "production", "--nocolor"], _env(tmp=tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failure(s), 0 warning(s)" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_playbook_syntax(playbook, tmp_path):
+    result = _run([str(BIN / "ansible-playbook"), "-i", "inventories/example/hosts.yml", "--syntax-check", playbook],
+                  _env(tmp=tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _recap(output: str) -> dict:
+    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-3000:]
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("converge")
+    version = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    env = _env(tmp=scratch, WAYPOST_TEST_ROOT=str(scratch), WAYPOST_TEST_USER=getpass.getuser(),
+               WAYPOST_TEST_GROUP=grp.getgrgid(os.getgid()).gr_name, WAYPOST_TEST_REPO=str(ROOT),
+               WAYPOST_TEST_VERSION=version)
+    for name in list(env):
+        if name.startswith("WAYPOST_") and "__" in name:   # config overrides would leak into `config check`
+            del env[name]
+    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3",
+           "-e", "ansible_become=false", str(ROOT / "tests" / "deploy" / "converge.yml")]
+    runs = []
+    for _ in range(2):
+        result = _run(cmd, env)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+        runs.append(_recap(result.stdout))
+    key = (scratch / "post/var/lib/waypost/post_key").read_bytes()
+    return {"root": scratch, "runs": runs, "version": version, "key": key}
+
+
+def test_converge_twice_second_run_changes_nothing(converged):
+    first, second = converged["runs"]
+    assert first["changed"] > 0 and first["failed"] == 0
+    assert second["changed"] == 0, second
+
+
+def test_post_units_installed_enabled_and_hardened(converged):
+    etc = converged["root"] / "post/etc/systemd/system"
+    for unit in ("waypost.service", "waypost-retention.service", "waypost-retention.timer",
+                 "waypost-sync-push.service", "waypost-sync-push.timer"):
+        assert (etc / unit).is_file(), unit
+    assert os.readlink(etc / "multi-user.target.wants/waypost.service") == "/etc/systemd/system/waypost.service"
+    assert (etc / "timers.target.wants/waypost-retention.timer").is_symlink()
+    assert (etc / "timers.target.wants/waypost-sync-push.timer").is_symlink()
+    service = (etc / "waypost.service").read_text()
+    for line in ("Restart=on-failure", "NoNewPrivileges=true", "ProtectSystem=strict", "PrivateTmp=true",
+                 "ProtectHome=true", f"ReadWritePaths={converged['root']}/post/var/lib/waypost"):
+        assert line in service
+    assert "WatchdogSec" not in service.replace("no WatchdogSec", "")
+    assert "retention run" in (etc / "waypost-retention.service").read_text()
+    assert "sync push" in (etc / "waypost-sync-push.service").read_text()
+
+
+def test_post_app_installed_config_validates_and_key_kept(converged):
+    root = converged["root"] / "post"
+    waypost = root / "opt/waypost/venv/bin/waypost"
+    config = root / "etc/waypost/waypost.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    check = subprocess.run([str(waypost), "config", "check", str(config)], capture_output=True, text=True, env=env)
+    assert check.returncode == 0 and "configuration OK" in check.stdout, check.stdout + check.stderr
+    text = config.read_text()
+    assert 'id = "post-test"' in text and "trusted_proxy = true" in text and "secure_cookies = true" in text
+    assert 'host = "127.0.0.1"' in text
+    assert (root / f"opt/waypost/venv/.waypost-installed-{converged['version']}").exists()
+    # venv made with --system-site-packages (picamera2 from apt on the Pi)
+    assert "include-system-site-packages = true" in (root / "opt/waypost/venv/pyvenv.cfg").read_text()
+    keygen = subprocess.run([str(waypost), "--config", str(config), "sync", "keygen"], capture_output=True,
+                            text=True, env=env)
+    assert keygen.returncode == 0, keygen.stderr
+    assert (root / "var/lib/waypost/post_key").read_bytes() == converged["key"]   # made once, kept
+
+
+def test_firewall_ssh_and_tls(converged):
+    post_rules = (converged["root"] / "post/etc/nftables.conf").read_text()
+    hq_rules = (converged["root"] / "hq/etc/nftables.conf").read_text()
+    assert "policy drop;" in post_rules and "tcp dport 22 accept" in post_rules
+    assert "tcp dport { 443 } accept" in post_rules
+    assert "tcp dport { 443, 8443 } accept" in hq_rules
+    nft = Path("/usr/sbin/nft")
+    if nft.exists():
+        assert subprocess.run([str(nft), "-c", "-f", str(converged["root"] / "post/etc/nftables.conf")]).returncode == 0
+    sshd = (converged["root"] / "post/etc/ssh/sshd_config.d/10-waypost.conf").read_text()
+    assert "PermitRootLogin no" in sshd and "PasswordAuthentication no" in sshd
+    cert = converged["root"] / "post/etc/waypost/tls/server.crt"
+    out = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-subject"], capture_output=True, text=True)
+    assert "post-test" in out.stdout
+    assert oct((converged["root"] / "post/etc/waypost/tls/server.key").stat().st_mode & 0o777) == "0o600"
+    site = (converged["root"] / "post/etc/nginx/sites-available/waypost-post.conf").read_text()
+    assert "listen 443 ssl;" in site and "proxy_pass http://127.0.0.1:8080;" in site
+
+
+def test_hq_enrolled_post_and_backup_restore(converged):
+    root = converged["root"] / "hq"
+    database = root / "var/lib/waypost/hq.sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    waypost = str(root / "opt/waypost/venv/bin/waypost")
+    status = subprocess.run([waypost, "hq", "status", "--json", "--database", str(database)],
+                            capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "post-test" in json.dumps(json.loads(status.stdout))
+    backup = subprocess.run([str(root / "usr/local/sbin/waypost-hq-backup")], capture_output=True, text=True)
+    assert backup.returncode == 0, backup.stderr
+    made = Path(backup.stdout.split("backup: ", 1)[1].strip())
+    assert made.is_file()
+    database.unlink()
+    restore = subprocess.run([str(root / "usr/local/sbin/waypost-hq-restore"), str(made)], capture_output=True,
+                             text=True)
+    assert restore.returncode == 0, restore.stderr
+    status = subprocess.run([waypost, "hq", "status", "--json", "--database", str(database)],
+                            capture_output=True, text=True, env=env)
+    assert "post-test" in status.stdout, status.stdout + status.stderr
