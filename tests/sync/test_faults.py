@@ -162,3 +162,28 @@ def test_batches_out_of_order_and_twice(settings, db, hq_server):
     assert hq_reads(settings.post.id) == post_reads()
     with hq.hq_database.connection_context():
         assert hq.verify_chain(settings.post.id)[0]
+
+
+def test_the_post_killed_while_building_a_batch(settings, db, hq_server):
+    """`waypost sync push` SIGKILLed while it writes its batch file: nothing is marked, the next
+    push makes the batch again, headquarters ends up with exactly the post's reads."""
+    from appliance import benchmarks
+    benchmarks.fill(settings, 3000)
+    spool = settings.data_dir / "sync"
+    env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir), WAYPOST_STORAGE__MIN_FREE_MB="0",
+               WAYPOST_SYNC__HQ_URL=settings.sync.hq_url, WAYPOST_SYNC__BATCH_MAX_READS="3000", WAYPOST_CONFIG="")
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "sync", "push"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (spool / "unacked.batch.part").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 3000
+    if (spool / "unacked.batch.part").exists():      # caught while building (on a loaded machine it may
+        assert not (spool / "unacked.batch").exists()    # have got as far as sending: also recoverable)
+        assert hq_reads(settings.post.id) == {}
+    big = settings.model_copy(update={"sync": settings.sync.model_copy(update={"batch_max_reads": 3000})})
+    result = post.push(big)
+    assert result.reads == 3000 and not (spool / "unacked.batch.part").exists()
+    assert hq_reads(settings.post.id) == post_reads()
