@@ -34,6 +34,7 @@ hq_database = DatabaseProxy()
 
 GENESIS = audit.GENESIS
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 8 * 1024 * 1024
 RECORD_COLUMNS = audit.COLUMNS
 
 
@@ -383,6 +384,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     next_seq, want_record = first, chain["first_seq"]
     prev_hash = post.chain_hash if mode == "new" else chain["prev_hash"]
     read_rows, images, alerts, records = [], {}, [], []
+    pending_bytes = 0                         # image bytes held for the next insert (memory stays bounded)
     for item in items:
         kind = item["t"]
         if kind == "read":
@@ -400,7 +402,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                 if not isinstance(im, dict):
                     raise ProtocolError("malformed", f"{where}: an image is not an object")
                 data = protocol.decode_image(im, f"{where}, read {read['uuid']}")
-                images[im["sha256"]] = (im, data)
+                if mode == "new":
+                    images[im["sha256"]] = (im, data)
+                    pending_bytes += len(data)
             digest = protocol.content_hash(read, imgs)
             if mode == "new":
                 read_rows.append({"post_id": post.id, "uuid": read["uuid"], "seq": seq,
@@ -413,8 +417,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                         raise ProtocolError("malformed", f"{where}: an alert needs an id")
                     alerts.append({"post_id": post.id, "alert_id": alert["id"], "read_uuid": read["uuid"],
                                    "data": alert})
-                if len(read_rows) >= 500:
+                if len(read_rows) >= 500 or pending_bytes > FLUSH_BYTES:
                     _flush(read_rows, images, alerts, records)
+                    pending_bytes = 0
             elif deferred is None:
                 held = HQRead.get_or_none((HQRead.post_id == post.id) & (HQRead.uuid == read["uuid"]))
                 if held is None or held.content_hash != digest:
