@@ -50,7 +50,7 @@ class Refused(SyncError):
         self.problem = answer.get("problem", "?")
         self.message = answer.get("message", "")
         self.position = answer.get("position")
-        super().__init__(f"headquarters refused the batch ({status} {self.problem}): {self.message}")
+        super().__init__(f"headquarters refused ({status} {self.problem}): {self.message}")
 
 
 @dataclass
