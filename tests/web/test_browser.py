@@ -117,12 +117,12 @@ def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path,
         with dbmod.connection():
             plate = Read.select().order_by(Read.id).first().plate
         page.click("nav >> text=Search")
+        page.wait_for_url("**/reads/search")
         page.fill("#plate", plate[:3] + "*")
         page.select_option("#mode", "wildcard")
         assert page.input_value("#case_number") == "26-017734"          # the stated purpose carries over
         page.click("#search")
-        rows = page.locator("#result-table tbody tr")
-        assert rows.count() >= 1
+        page.locator("#result-table tbody tr").first.wait_for()
         assert plate in page.locator("#result-table").inner_text()
         page.screenshot(path=str(artifacts / "2-search-results.png"), full_page=True)
 
