@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import logging
 import re
-import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -626,13 +625,6 @@ def verify_chain(post_id: str) -> tuple[bool, int | None, str]:
         prev, want = rec["hash"], want + 1
     return True, None, f"{want - 1} record(s) verify"
 
-
-def new_batch_id() -> str:
-    return str(uuidlib.uuid4())
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --- pull --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import audit, bundle
 from appliance.models import Evidence, Outbox, Read
-from sync import hq, post, protocol
+from sync import hq, post
 from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads, restore, snapshot
 
 
