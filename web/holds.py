@@ -107,9 +107,11 @@ def detail(hold_id: int):
         if form.validate() and (stated := form.checked()) is not None:
             purposes.remember(stated)
             return redirect(url_for("holds.detail", hold_id=hold_id))
-        return render_template("holds/purpose.html", form=form, hold_id=hold_id), 400
+        return render_template("shared/purpose_required.html", form=form, what="this hold",
+                               action=url_for("holds.detail", hold_id=hold_id)), 400
     if stated is None:          # the held reads are plate data: a purpose first
-        return render_template("holds/purpose.html", form=form, hold_id=hold_id)
+        return render_template("shared/purpose_required.html", form=form, what="this hold",
+                               action=url_for("holds.detail", hold_id=hold_id))
     hold, reads = holds.held_reads(actor(), stated, hold_id)
     can_release = hold.active and allowed(current_user.user, "holds.release")
     return render_template("holds/detail.html", hold=hold, reads=reads, purpose=stated,

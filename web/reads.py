@@ -99,9 +99,11 @@ def detail(read_id: int):
         if form.validate_on_submit() and (stated := form.checked()) is not None:
             purposes.remember(stated)
             return redirect(url_for("reads.detail", read_id=read_id))
-        return render_template("reads/purpose.html", form=form, read_id=read_id), 400
+        return render_template("shared/purpose_required.html", form=form, what="this read",
+                               action=url_for("reads.detail", read_id=read_id)), 400
     if stated is None:          # allowed, but not before saying why: the form, and no data
-        return render_template("reads/purpose.html", form=PurposeOnlyForm(), read_id=read_id)
+        return render_template("shared/purpose_required.html", form=PurposeOnlyForm(), what="this read",
+                               action=url_for("reads.detail", read_id=read_id))
     read = Read.get_or_none(Read.id == read_id) or abort(404)
     with write():
         audit.record("read.view", actor(), query={"read": read.uuid}, purpose=stated,
