@@ -111,8 +111,8 @@ def retention_run(ctx, dry_run, batch):
 
 
 @retention_group.command("bench")
-@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/bs10m"),
-              show_default=True, help="Directory holding a filled waypost.db (from `waypost bench search`); only read.")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory holding a filled waypost.db (`waypost bench search --dir DIR` leaves one); only read.")
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Scratch directory the database is copied to and purged in.")
 @click.option("--fraction", default=0.25, show_default=True, help="Share of the reads (the oldest) to purge.")
