@@ -21,6 +21,7 @@ import numpy as np
 from appliance import alerts, store
 from appliance.config import Settings
 from appliance.models import Read
+from appliance.search import edits_within_one
 from recognizer.evaluate import box_iou
 
 log = logging.getLogger("waypost.pipeline")
@@ -94,14 +95,7 @@ def _near(a, b, reach: float = 1.5) -> bool:
 
 
 def _one_edit(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b)) <= 1
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+    return edits_within_one(a, b) is not None
 
 
 def vote(sightings: list[Sighting]) -> tuple[str, float, list[dict]]:

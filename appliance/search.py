@@ -154,7 +154,7 @@ def _pattern_regex(mode: str, text: str) -> re.Pattern:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text))
 
 
-def _edit1(a: str, b: str) -> int | None:
+def edits_within_one(a: str, b: str) -> int | None:
     """0 when equal, 1 when one edit apart, else None."""
     if a == b:
         return 0
@@ -214,7 +214,7 @@ def _similar_hit(q: Query, read: Read) -> Hit | None:
     folded = skeleton(q.text)
     best = None
     for i, text in enumerate(texts_of(read.plate, read.alternatives)):
-        d = _edit1(folded, skeleton(text))
+        d = edits_within_one(folded, skeleton(text))
         if d is None:
             continue
         kind = "same" if text == q.text else "confusable" if d == 0 else "one edit"
@@ -249,14 +249,8 @@ def _accept(regex: re.Pattern, read: Read) -> Hit | None:
 
 
 def _rows(sql: str, args: list):
-    cursor = database.execute_sql(sql, args)
-    names = [d[0] for d in cursor.description]
-    while True:
-        chunk = cursor.fetchmany(64)
-        if not chunk:
-            return
-        for row in chunk:
-            yield Read(**dict(zip(names, row)))
+    """Reads from raw SQL, lazily, with their fields decoded (JSON, dates) as peewee does."""
+    return Read.raw(sql, *args).iterator()
 
 
 _READ_COLUMNS = ", ".join(f"r.{f.column_name}" for f in Read._meta.sorted_fields)
@@ -286,7 +280,7 @@ def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
         if max_scan is not None and scanned > max_scan:
             raise SearchError(f"this pattern would scan more than {max_scan:,} reads in that time range: "
                               "narrow the range or give three known characters in a row")
-        hit = _accept(regex, _decoded(read))
+        hit = _accept(regex, read)
         if hit is not None:
             hits.append(hit)
             if len(hits) > limit:
@@ -316,28 +310,13 @@ def _similar(q, matches, where, args, limit, before) -> Page:
         full = {r.id: r for r in _rows(f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN "
                                        f"({', '.join('?' * len(page))})", [h.read.id for h in page])}
         for hit in page:
-            hit.read = _decoded(full[hit.read.id])
+            hit.read = full[hit.read.id]
     return Page(page, start + limit if len(ranked) > start + limit else None, len(ids))
 
 
 def _chunks(seq, n):
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
-
-
-def _decoded(read: Read) -> Read:
-    """Rows built from raw SQL hold JSON text; decode the fields the checks use."""
-    import json
-    for name in ("alternatives", "char_confidences", "corners"):
-        value = getattr(read, name)
-        if isinstance(value, str):
-            setattr(read, name, json.loads(value))
-    for name in ("captured_at", "first_seen_at", "last_seen_at", "created_at"):
-        value = getattr(read, name)
-        if isinstance(value, str):
-            setattr(read, name, Read._meta.fields[name].python_value(value))
-    read.low_confidence = bool(read.low_confidence)
-    return read
 
 
 def _page(hits: list[Hit], limit: int, scanned: int) -> Page:
