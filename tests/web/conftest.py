@@ -1,11 +1,14 @@
+import datetime as dt
 import re
+import shutil
 
 import pytest
 
-from appliance import users
+from appliance import audit, users
 from appliance.service import system_actor
 
 PASSWORD = "correct horse battery staple"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")     # Debian's, driven by Playwright
 
 
 def csrf(html: str) -> str:
@@ -33,5 +36,43 @@ def account(settings, db):
 
 
 @pytest.fixture
+def trained(account):
+    """Make an account with current ALPR training: trained(username, role)."""
+    def make(username, role):
+        user = account(username, role)
+        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        return user
+    return make
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"])
+        context = browser.new_context()
+        pg = context.new_page()
+        errors = []
+        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        yield pg
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+        browser.close()
+
+
+@pytest.fixture
+def artifacts(request):
+    """Screenshots kept after the run: $WAYPOST_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
+    import os
+    from pathlib import Path
+    root = Path(os.environ.get("WAYPOST_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
+    folder = root / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -11,7 +11,7 @@ from appliance.audit import verify
 from appliance.models import AccessRecord, User, utcnow
 from appliance.roles import allowed
 from appliance.service import system_actor
-from tests.web.conftest import PASSWORD, csrf, sign_in
+from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 
 TODAY = dt.date.today()
 
@@ -284,7 +284,6 @@ def test_hostile_names_are_shown_as_text(app, admin, account):
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in pages[-1]      # job titles are on the public policy
 
 
-from tests.web.test_browser import CHROMIUM, artifacts, page  # noqa: E402,F401  (the chromium and screenshot fixtures)
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """Alerts in the web UI: who sees what, the unconfirmed warning, acknowledgement, confirmation,
 images through the logged route, and the live stream."""
-import datetime as dt
 import json
 import threading
 import urllib.request
@@ -8,7 +7,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from appliance import alerts, audit, hotlist, store, users
+from appliance import alerts, audit, hotlist, store
 from appliance.models import AccessRecord, Alert, utcnow
 from tests.web.conftest import csrf, sign_in
 
@@ -27,15 +26,6 @@ def alert(settings, db, tmp_path):
                     rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (200, 300, 3), dtype=np.uint8),
                     on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
     return raised[0]
-
-
-@pytest.fixture
-def trained(account):
-    def make(username, role):
-        user = account(username, role)
-        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
-        return user
-    return make
 
 
 def records(action):

@@ -1,32 +1,12 @@
 """The sign-in journey in a real browser (Debian's chromium driven by Playwright)."""
-import shutil
-
 import pytest
 
-from tests.web.conftest import PASSWORD
+from tests.web.conftest import CHROMIUM, PASSWORD
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)"),
 ]
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"])
-        context = browser.new_context()
-        pg = context.new_page()
-        errors = []
-        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        yield pg
-        assert not [e for e in errors if "Content Security Policy" in e], errors
-        browser.close()
 
 
 def test_first_sign_in_change_password_and_sign_out(live_server, account, page, tmp_path):
@@ -58,17 +38,6 @@ def test_first_sign_in_change_password_and_sign_out(live_server, account, page, 
     expect(page.locator("main")).to_contain_text("You are signed out.")
     page.goto(live_server + "/")
     assert "/auth/login" in page.url
-
-
-@pytest.fixture
-def artifacts(request):
-    """Screenshots kept after the run: $WAYPOST_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
-    import os
-    from pathlib import Path
-    root = Path(os.environ.get("WAYPOST_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
-    folder = root / request.node.name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path, page, artifacts):

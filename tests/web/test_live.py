@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from appliance import alerts, audit, hotlist, store, users
+from appliance import alerts, audit, hotlist, store
 from appliance.models import AccessRecord, Hotlist, Read, utcnow
-from tests.web.conftest import PASSWORD, csrf, sign_in
+from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 HOSTILE = '<script>alert("x")</script>'
@@ -32,15 +32,6 @@ def import_list(settings, tmp_path, reason="STOLEN", name="SVS"):
     path = tmp_path / f"{name}.csv"
     path.write_text(f"plate,state,reason,entry_date,source_ref\n7ABC123,ca,{reason},2026-11-20,S1\n")
     hotlist.import_csv(settings, path, name, ADMIN)
-
-
-@pytest.fixture
-def trained(account):
-    def make(username, role):
-        user = account(username, role)
-        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
-        return user
-    return make
 
 
 def records(action, via=None):
@@ -244,7 +235,6 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
     assert audit.verify().ok
 
 
-CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
 
 
 @pytest.mark.slow

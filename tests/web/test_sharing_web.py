@@ -1,7 +1,6 @@
 """Sharing requests through the real app: the recipient rule, review, and the export download."""
 import datetime as dt
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -10,12 +9,11 @@ from appliance import export, sharing, users
 from appliance.models import AccessRecord
 from appliance.service import system_actor
 from appliance.store import EvidenceStore, NewRead, save_read
-from tests.web.conftest import PASSWORD, csrf, sign_in
+from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 
 T0 = dt.datetime(2026, 5, 11, 8, 15)
 TRAINED = dict(completed_on=dt.date.today() - dt.timedelta(days=10),
                expires_on=dt.date.today() + dt.timedelta(days=300), course="POST ALPR 101")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
@@ -224,4 +222,3 @@ def test_browser_admin_records_approves_and_downloads(live_server, people, store
     assert [r.action for r in records()] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export"]
 
 
-from tests.web.test_browser import artifacts, page  # noqa: E402,F401  (chromium fixtures)
