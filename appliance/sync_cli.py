@@ -126,6 +126,18 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
                    max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
 
 
+def _hq_run(ctx, database, action, *args):
+    """Open headquarters' database, run one action, and turn its refusal into a clean CLI error
+    (as appliance.cli.Context.run does for the post)."""
+    from sync import hq
+    hq.open_hq(_hq_target(ctx, database))
+    with hq.hq_database.connection_context():
+        try:
+            return action(*args)
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc))
+
+
 @hq_group.command("enroll")
 @database_option
 @click.option("--post", "post_id", required=True, help="The post's id (post.id in its config).")
@@ -137,12 +149,7 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
 def hq_enroll(ctx, database, post_id, name, public_key, pull_url):
     """Enrol a post's public key (again, to replace it)."""
     from sync import hq
-    hq.open_hq(_hq_target(ctx, database))
-    with hq.hq_database.connection_context():
-        try:
-            post = hq.enroll(post_id, name, public_key.read_bytes(), pull_url)
-        except hq.HQError as exc:
-            raise click.ClickException(str(exc))
+    post = _hq_run(ctx, database, hq.enroll, post_id, name, public_key.read_bytes(), pull_url)
     click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
 
 
@@ -198,12 +205,7 @@ def hq_hotlist():
 def hq_hotlist_add(ctx, database, name, path):
     """Publish the CSV at PATH as list NAME (replacing the list of that name)."""
     from sync import hq
-    hq.open_hq(_hq_target(ctx, database))
-    with hq.hq_database.connection_context():
-        try:
-            published = hq.publish_hotlist(name, path.read_bytes())
-        except hq.HQError as exc:
-            raise click.ClickException(str(exc))
+    published = _hq_run(ctx, database, hq.publish_hotlist, name, path.read_bytes())
     click.echo(f"published hotlist {published.name}: {published.size} bytes, sha256 {published.sha256[:16]}...")
 
 
