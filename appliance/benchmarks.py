@@ -308,11 +308,10 @@ def live_page(loads: int = 30, where: Path | None = None, capture: bool = True) 
     import shutil
     import socket
 
-    from appliance import users
+    from appliance import hotlist, search, users
     from appliance.alerts import raise_alerts
-    from appliance.capture.demo import demo_hotlist_csv
-    from appliance import hotlist
-    from appliance.models import Read
+    from appliance.capture.demo import DEMO_HOTLIST, demo_hotlist_csv
+    from appliance.models import Read, User
     from appliance.service import PostService, bootstrap, system_actor
     try:
         from playwright.sync_api import sync_playwright
@@ -334,13 +333,15 @@ def live_page(loads: int = 30, where: Path | None = None, capture: bool = True) 
         fill(settings, 5000)
         demo_hotlist_csv(root / "hot.csv")
         hotlist.import_csv(settings, root / "hot.csv", "DEMO", system_actor(settings))
-        plates = [e["plate"] for e in __import__("appliance.capture.demo", fromlist=["DEMO_HOTLIST"]).DEMO_HOTLIST[:5]]
+        plates = [e["plate"] for e in DEMO_HOTLIST[:5]]
         with db.write():
-            for read in Read.select().order_by(Read.id.desc()).limit(5):
+            for read in Read.select().order_by(Read.id.desc()).limit(5):   # five reads become hotlisted
+                search.unindex_read(read.id, read.plate, read.alternatives)
                 read.plate = plates.pop()
                 read.save()
+                search.index_read(read.id, read.plate, read.alternatives)
                 raise_alerts(settings, read)
-        if not users.User.select().where(users.User.username == "bench.officer").exists():
+        if not User.select().where(User.username == "bench.officer").exists():
             users.add(system_actor(settings), username="bench.officer", display_name="Bench Officer",
                       organization=settings.post.agency, role="officer", password=password, must_change_password=False)
             users.set_training(system_actor(settings), "bench.officer", completed_on=utcnow().date() - dt.timedelta(days=1),

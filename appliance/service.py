@@ -5,6 +5,7 @@ For now the post is its database, evidence store and web UI; capture and sync wo
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -319,12 +320,19 @@ def _return_free_memory() -> None:
     """Hand memory freed by finished passes back to the system. Frames are megabytes each and
     glibc keeps freed blocks in its arenas, so a post's resident size otherwise creeps up towards
     its busiest minute. A no-op where the C library is not glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
     import ctypes
     import ctypes.util
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def serve(settings: Settings, stop: threading.Event | None = None) -> None:
