@@ -158,8 +158,8 @@ class HQHotlist(HQModel):
 
 MODELS = (HQPost, HQRead, HQImage, HQAccessRecord, HQAlert, HQBatch, HQHotlist)
 
-DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"},
-           "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"}}
+DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "bytewise": "TEXT"},
+           "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "bytewise": 'TEXT COLLATE "C"'}}
 
 # Headquarters' schema, versioned like the post's (a change is a new entry, never an edit).
 SCHEMA = [
@@ -202,6 +202,19 @@ SCHEMA = [
     (3, ["ALTER TABLE hq_post ADD COLUMN confirmation_id BIGINT NOT NULL DEFAULT 0"]),
     (4, ["""CREATE TABLE hq_hotlist (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
             data {blob} NOT NULL, published_at TIMESTAMP NOT NULL)"""]),
+    # The officers' search (sync/hq_search.py): one row per text of a read (its plate, then its
+    # alternatives), filled from hq_read after ingest, never by it. Byte order (COLLATE "C" on
+    # PostgreSQL) so that a plate prefix is an index range on either database.
+    (5, ["""CREATE TABLE hq_read_text (
+            read_id BIGINT NOT NULL, alt INTEGER NOT NULL, post_id TEXT NOT NULL, camera_id TEXT NOT NULL,
+            captured_at {bytewise} NOT NULL, text {bytewise} NOT NULL, folded {bytewise} NOT NULL,
+            reversed {bytewise} NOT NULL, PRIMARY KEY (read_id, alt))""",
+         "CREATE INDEX hq_read_text_text ON hq_read_text (text, captured_at)",
+         "CREATE INDEX hq_read_text_folded ON hq_read_text (folded)",
+         "CREATE INDEX hq_read_text_reversed ON hq_read_text (reversed, captured_at)",
+         "CREATE INDEX hq_read_text_captured ON hq_read_text (captured_at, read_id)",
+         "CREATE TABLE hq_camera (post_id TEXT NOT NULL, camera_id TEXT NOT NULL, PRIMARY KEY (post_id, camera_id))",
+         "CREATE INDEX hq_alert_read ON hq_alert (post_id, read_uuid)"]),
 ]
 
 
