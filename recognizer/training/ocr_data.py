@@ -17,11 +17,14 @@ from PIL import Image
 
 from recognizer.formats import ALPHABET, normalise
 from recognizer.ocr import preprocess
+from recognizer.training.intl_plates import render_intl_plate
 from recognizer.training.plates import _photometric, degrade_crop, render_plate
 
 INPUT_H, INPUT_W = 40, 128
 MAX_LABEL = 10
 SHARD_SIZE = 1024
+# Synthetic shards numbered from here hold EU and Brazilian plates (intl_plates.py) instead of US ones.
+INTL_BASE = 50_000
 DEGRADES_PER_PLATE = 3   # rendering a plate costs more than degrading it: reuse each one
 US_STATES = ("al ak az ar ca co ct de dc fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh "
              "nj nm ny nc nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy").split()
@@ -55,11 +58,12 @@ def _pack(images, texts, states):
 
 def synth_shard(index: int, size: int = SHARD_SIZE) -> dict:
     rng = np.random.default_rng(1_000_003 * (index + 1))
+    render = render_intl_plate if index >= INTL_BASE else render_plate
     images, texts, states = [], [], []
     while len(images) < size:
-        plate, text, state = render_plate(rng)
+        plate, text, state = render(rng)
         for _ in range(DEGRADES_PER_PLATE):
-            crop = degrade_crop(rng, plate, max_w=220)
+            crop = degrade_crop(rng, plate, max_w=260 if index >= INTL_BASE else 220)
             images.append(preprocess(np.asarray(crop), INPUT_H, INPUT_W))
             texts.append(text)
             states.append(state)

@@ -146,8 +146,9 @@ def train(args):
     # Renderer workers fill the shard dir in the background (skipping what exists).
     jobs = [("real", i, str(shard_dir)) for i in range(args.real_shards)]
     jobs += [("synth", i, str(shard_dir)) for i in range(args.synth_shards)]
+    jobs += [("synth", ocr_data.INTL_BASE + i, str(shard_dir)) for i in range(args.intl_shards)]
     # interleave so real data arrives early; --synth-from renders the newest shards first
-    jobs.sort(key=lambda j: (j[0] == "synth" and j[1] < args.synth_from, j[1] // 4, j[0] != "real"))
+    jobs.sort(key=lambda j: (j[0] == "synth" and j[1] < args.synth_from, j[1] % ocr_data.INTL_BASE // 4, j[0] != "real"))
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(args.workers, initializer=ocr_data._nice_worker)
     pending = pool.imap_unordered(ocr_data.write_shard, jobs)
@@ -312,6 +313,8 @@ def main(argv=None):
     ap.add_argument("--real-frac", type=float, default=0.25, help="share of each batch from real train-fold crops")
     ap.add_argument("--state-weight", type=float, default=0.1)
     ap.add_argument("--synth-shards", type=int, default=160, help=f"synthetic shards of {ocr_data.SHARD_SIZE}")
+    ap.add_argument("--intl-shards", type=int, default=0,
+                    help="synthetic EU/Brazilian plate shards (intl_plates.py), numbered from INTL_BASE")
     ap.add_argument("--real-shards", type=int, default=20, help="augmented real-crop shards")
     ap.add_argument("--synth-from", type=int, default=0, help="render synthetic shards from this index first")
     ap.add_argument("--workers", type=int, default=1, help="renderer processes")
