@@ -60,6 +60,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group()
+@click.version_option(package_name="waypost", prog_name="waypost")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar=config.CONFIG_ENV, default=None,
               help="TOML configuration file (default: $WAYPOST_CONFIG, else ./waypost.toml if present, else built-in defaults).")
