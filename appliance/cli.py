@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import getpass
+import importlib
 import json
 import logging
 import sys
@@ -59,7 +60,33 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group()
+LAZY_COMMANDS = {"eval": ("recognizer.cli", "eval_command"), "recognize": ("recognizer.cli", "recognize_command")}
+
+
+class _Main(click.Group):
+    """The `waypost` group. The recognizer's commands are imported only when one of them is named
+    (or the command list is shown): their package loads numpy and OpenCV, some 60 MB of memory that
+    `waypost sync push` and the other commands do not need."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | {n for n in LAZY_COMMANDS if self.get_command(ctx, n)})
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module_name, attr = LAZY_COMMANDS[cmd_name]
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                return None      # the recognizer commands are not built yet
+            command = getattr(module, attr)
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="waypost", prog_name="waypost")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar=config.CONFIG_ENV, default=None,
@@ -620,26 +647,11 @@ def bench_live_page(loads, no_capture, where):
         raise click.ClickException(str(exc))
 
 
-def _register_recognizer_commands():
-    try:
-        from recognizer.cli import eval_command, recognize_command
-    except ModuleNotFoundError as exc:
-        if exc.name != "recognizer.cli":
-            raise
-        return  # the recognizer commands are not built yet
-    main.add_command(eval_command, "eval")
-    main.add_command(recognize_command, "recognize")
-
-
-_register_recognizer_commands()
-
-
 # Command groups that live beside their domain (each module defines `register(main)`).
 COMMAND_MODULES = ("appliance.holds_cli", "appliance.sharing_cli", "appliance.sync_cli")
 
 
 def _register_domain_commands():
-    import importlib
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
