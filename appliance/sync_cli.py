@@ -103,7 +103,13 @@ database_option = click.option("--database", default=None,
 
 @click.group(name="hq")
 def hq_group():
-    """Headquarters: receive batches from posts, enrol posts, show their status."""
+    """Headquarters: receive batches from posts, enrol posts, show their status, and serve the
+    officers' search across every post.
+
+    Headquarters keeps two databases: the posts' data (--database: a SQLite file or a
+    postgresql:// URL) and its own accounts and access log (the configuration's data_dir, as on a
+    post). Accounts are managed with the same commands as on a post, run with headquarters'
+    configuration: `waypost user add`, `waypost user set-training`, `waypost audit verify`."""
 
 
 @hq_group.command("serve")
@@ -115,15 +121,30 @@ def hq_group():
               help="Largest batch body accepted (compressed).")
 @click.pass_obj
 def hq_serve(ctx, database, host, port, threads, max_batch_mb):
-    """Serve the headquarters API and status page (waitress) until interrupted."""
+    """Serve headquarters (waitress) until interrupted: the sync API for the posts (signed, no
+    session) and, for people signed in, the posts page and the search across every post
+    (/hq/reads/search; a purpose and case number, and an access record, for every search, read
+    and image). On first start it creates the accounts database in data_dir and an administrator,
+    whose password it prints once (or takes from WAYPOST_ADMIN_PASSWORD), as `waypost init` does."""
+    import threading
+
     import waitress
 
+    from appliance.cli import _bootstrap, _report_bootstrap
+    from sync import hq_search
     from sync.web import create_hq_app
+    s = ctx.settings
     target = _hq_target(ctx, database)
-    app = create_hq_app(target, max_batch_mb * 1024 * 1024)
-    click.echo(f"headquarters on http://{host}:{port}/hq (database {target})")
-    waitress.serve(app, host=host, port=port, threads=threads,
-                   max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
+    _report_bootstrap(_bootstrap(s))
+    app = create_hq_app(target, max_batch_mb * 1024 * 1024, settings=s)
+    stop = threading.Event()
+    hq_search.Indexer(stop).start()
+    click.echo(f"headquarters on http://{host}:{port}/ (reads in {target}; accounts and access log in {s.db_path})")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads,
+                       max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
+    finally:
+        stop.set()
 
 
 def _hq_run(ctx, database, action, *args):

@@ -1,54 +1,82 @@
-"""The headquarters web application: the batch endpoint posts push to, the position a post asks
-for before it builds batches, and a status page of the posts.
+"""The headquarters web application.
 
-Batches authenticate themselves (each is signed with its post's enrolled key), so the API needs no
-session. The status page shows no plate data (post names, sequence numbers, chain status).
+- The sync API (/hq/v1/...): the batch endpoint posts push to, the position and the hotlists a
+  post asks for. Every request authenticates itself with its post's enrolled key (a signed batch,
+  or a signed GET), so the API has no session and no CSRF token.
+- With `settings` (as `waypost hq serve` runs it): the people's side, on the post's own machinery
+  (web.base_app: sign-in, roles, training, CSRF, the hash-chained access log in headquarters'
+  accounts database under settings.data_dir): the posts page, the officers' search across every
+  post (web/hq.py), account administration and the access log pages.
+
+Without settings the app is the API alone: tests that run a post in the same process use it, as
+the accounts database of the post and of headquarters would otherwise share one binding.
 """
 from __future__ import annotations
 
 import os
 import signal
 
-from flask import Flask, Response, abort, jsonify, render_template_string, request
+from flask import Blueprint, Flask, Response, abort, jsonify, request
 
+from appliance.config import Settings
 from sync import hq
-
-STATUS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Waypost headquarters</title></head>
-<body><h1>Waypost headquarters: posts</h1>
-{% if not posts %}<p>No post is enrolled yet: <code>waypost hq enroll</code>.</p>{% else %}
-<table>
-<thead><tr><th>Post</th><th>Name</th><th>Key id</th><th>Last contact (UTC)</th><th>Reads held</th>
-<th>Outbox seq held</th><th>Backlog on the post</th><th>Access log</th><th>Last refusal</th></tr></thead>
-<tbody>{% for p in posts %}<tr>
-<td>{{ p.post }}</td><td>{{ p.name }}</td><td>{{ p.key_id }}</td>
-<td>{{ p.last_contact_at.strftime('%Y-%m-%d %H:%M:%S') if p.last_contact_at else 'never' }}</td>
-<td>{{ p.reads }}</td><td>{{ p.last_seq }}</td><td>{{ p.backlog }}</td>
-<td>{% if p.chain_status == 'verified' %}verified up to record {{ p.chain_seq }}{% else %}BROKEN
- (first bad record {{ p.first_bad_seq }}): {{ p.chain_problem }}{% endif %}</td>
-<td>{% if p.last_refusal %}{{ p.last_refusal.problem }}: {{ p.last_refusal.message }}{% endif %}</td>
-</tr>{% endfor %}</tbody></table>{% endif %}
-</body></html>"""
+from web.access import public
 
 
-def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYTES) -> Flask:
-    app = Flask("waypost_hq")
+def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYTES,
+                  settings: Settings | None = None) -> Flask:
+    """`database`: headquarters' SQLite file or postgresql:// URL. `settings`: the configuration
+    whose data_dir holds the accounts database (made by `waypost init` or `waypost hq serve`)."""
+    if settings is None:
+        app = Flask("waypost_hq")
+    else:
+        from web import admin as admin_pages
+        from web import audit as audit_pages
+        from web import auth, base_app, csrf, health, home, policy
+        from web import hq as hq_pages
+        app = base_app(settings)
+        for blueprint in (auth.bp, admin_pages.bp, audit_pages.bp, health.bp, home.bp, policy.bp, hq_pages.bp):
+            app.register_blueprint(blueprint)
     hq.open_hq(database)
-    # Fault tests only: die between storing a batch and answering for it, as a power cut would.
-    kill_after_store = os.environ.get("WAYPOST_HQ_FAULT") == "kill-after-store"
 
     @app.before_request
-    def _connect():
+    def _connect_hq():
         hq.hq_database.connect(reuse_if_open=True)
 
     @app.teardown_request
-    def _close(exc):
+    def _close_hq(exc):
         if not hq.hq_database.is_closed():
             hq.hq_database.close()
 
-    @app.post("/hq/v1/batches")
+    api = api_blueprint(max_batch_bytes)
+    if settings is not None:
+        csrf.exempt(api)
+    app.register_blueprint(api)
+
+    @app.get("/")
+    @public
+    def root():
+        if settings is None:
+            abort(404)
+        from flask import redirect, url_for
+        return redirect(url_for("home.index"))
+
+    return app
+
+
+def api_blueprint(max_batch_bytes: int) -> Blueprint:
+    """The sync API: signed by the posts, no session."""
+    bp = Blueprint("hq_api", __name__, url_prefix="/hq/v1")
+    # Fault tests only: die between storing a batch and answering for it, as a power cut would.
+    kill_after_store = os.environ.get("WAYPOST_HQ_FAULT") == "kill-after-store"
+
+    @bp.post("/batches")
+    @public
     def batches():
         after = (lambda: os.kill(os.getpid(), signal.SIGKILL)) if kill_after_store else None
+        # The pages' 2 MiB form limit is not the batches' limit: ingest checks the size itself, so
+        # that an oversized batch gets its named, logged refusal.
+        request.max_content_length = 1 << 62
         try:
             outcome = hq.ingest(request.stream, request.content_length, max_batch_bytes,
                                 request.remote_addr or "", after_store=after)
@@ -69,14 +97,16 @@ def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYT
             return jsonify({"status": "refused", "problem": "bad_signature", "message": problem}), 401
         return None
 
-    @app.get("/hq/v1/posts/<post_id>/position")
+    @bp.get("/posts/<post_id>/position")
+    @public
     def post_position(post_id):
         refused = signed_by(post_id)
         if refused:
             return refused
         return jsonify(hq.position(hq.HQPost.get_by_id(post_id)))
 
-    @app.get("/hq/v1/posts/<post_id>/hotlists")
+    @bp.get("/posts/<post_id>/hotlists")
+    @public
     def hotlists(post_id):
         refused = signed_by(post_id)
         if refused:
@@ -87,7 +117,8 @@ def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYT
                                                                   hq.HQHotlist.size, hq.HQHotlist.published_at)
                                      .order_by(hq.HQHotlist.name)]})
 
-    @app.get("/hq/v1/posts/<post_id>/hotlists/<name>")
+    @bp.get("/posts/<post_id>/hotlists/<name>")
+    @public
     def hotlist_file(post_id, name):
         refused = signed_by(post_id)
         if refused:
@@ -98,20 +129,4 @@ def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYT
         return Response(bytes(hotlist.data), mimetype="text/csv",
                         headers={"X-Waypost-Sha256": hotlist.sha256})
 
-    @app.get("/hq/v1/status")
-    def status_json():
-        return jsonify({"posts": [dict(p, last_contact_at=p["last_contact_at"].isoformat() + "Z"
-                                       if p["last_contact_at"] else None,
-                                       last_refusal=None if p["last_refusal"] is None else
-                                       dict(p["last_refusal"], at=p["last_refusal"]["at"].isoformat() + "Z"))
-                                  for p in hq.status()]})
-
-    @app.get("/hq")
-    def status_page():
-        return render_template_string(STATUS_PAGE, posts=hq.status())
-
-    @app.get("/")
-    def root():
-        abort(404)
-
-    return app
+    return bp

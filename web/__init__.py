@@ -21,6 +21,27 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 def create_app(settings: Settings, service=None) -> Flask:
     """`service` is the running PostService (live status, events); None in tests of pages alone."""
+    app = base_app(settings, service)
+    from web import admin, alerts, audit, auth, health, holds, home, live, policy, reads, sharing
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(alerts.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(reads.bp)
+    app.register_blueprint(live.bp)
+    app.register_blueprint(holds.bp)
+    app.register_blueprint(policy.bp)
+    app.register_blueprint(sharing.bp)
+    app.register_blueprint(audit.bp)
+    from sync import post_web
+    app.register_blueprint(post_web.bp)
+    return app
+
+
+def base_app(settings: Settings, service=None) -> Flask:
+    """The application without its areas: sessions, sign-in, CSRF, the accounts database, headers.
+    The post (create_app) and headquarters (sync.web.create_hq_app) each add their blueprints."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key(settings),
@@ -82,20 +103,6 @@ def create_app(settings: Settings, service=None) -> Flask:
     def _globals():
         return {"post": settings.post}
 
-    from web import admin, alerts, audit, auth, health, holds, home, live, policy, reads, sharing
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(alerts.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(home.bp)
-    app.register_blueprint(reads.bp)
-    app.register_blueprint(live.bp)
-    app.register_blueprint(holds.bp)
-    app.register_blueprint(policy.bp)
-    app.register_blueprint(sharing.bp)
-    app.register_blueprint(audit.bp)
-    from sync import post_web
-    app.register_blueprint(post_web.bp)
     return app
 
 

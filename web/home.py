@@ -18,7 +18,8 @@ bp = Blueprint("home", __name__)
 # the area that the app has is the link.
 AREAS = (
     ("live", "Live", ("live.index",), "reads.view"),
-    ("search", "Search", ("reads.search_form", "reads.search"), "reads.search"),
+    ("search", "Search", ("reads.search_form", "reads.search", "hq.search_form"), "reads.search"),
+    ("posts", "Posts", ("hq.posts",), "health.view"),
     ("alerts", "Alerts", ("alerts.index",), "alerts.view"),
     ("holds", "Holds", ("holds.index",), "holds.request"),
     ("sharing", "Sharing", ("sharing.index",), "sharing.request"),
@@ -31,10 +32,11 @@ AREAS = (
 @signed_in
 def index():
     user = current_user.user
-    if allowed(user, "reads.view") and "live.index" in current_app.view_functions:
-        return redirect(url_for("live.index"))
-    if allowed(user, "alerts.view"):
-        return redirect(url_for("alerts.index"))
+    # The first place of work this app has (a post: live view, alerts; headquarters: search, posts).
+    for endpoint, permission in (("live.index", "reads.view"), ("hq.search_form", "reads.search"),
+                                 ("alerts.index", "alerts.view"), ("hq.posts", "health.view")):
+        if endpoint in current_app.view_functions and allowed(user, permission):
+            return redirect(url_for(endpoint))
     needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()
     return render_template("home/index.html", user=user, role=ROLES.get(user.role, {}),
                            needs_training=needs_training, permissions=sorted(permissions(user.role)))

@@ -51,15 +51,6 @@ def test_enroll_refuses_a_file_that_is_not_a_key(settings, tmp_path, hq_path):
     assert out.exit_code != 0 and "not an Ed25519 public key" in out.output
 
 
-def test_status_page_lists_posts(settings, db, hq_server):
-    import urllib.request
-    add_reads(settings, 1)
-    from sync import post
-    post.push(settings)
-    page = urllib.request.urlopen(f"{hq_server.url}/hq").read().decode()
-    assert "Test post" in page and "verified up to record" in page
-
-
 @pytest.mark.parametrize("mode,line", [("push", "sent 4 batch(es): 30 read(s)"), ("pull", "pulled 4 batch(es), 30 read(s)")])
 def test_bench_sync_sends_the_whole_backlog(tmp_path, mode, line):
     import json

@@ -18,7 +18,8 @@ from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
 
 
 def start_hq(settings, hq_path, port, fault=None) -> subprocess.Popen:
-    env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir))
+    # Headquarters' own data directory (its accounts database and access log), not the post's.
+    env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir.parent / "hq-data"))
     env.pop("WAYPOST_HQ_FAULT", None)
     if fault:
         env["WAYPOST_HQ_FAULT"] = fault

@@ -1,0 +1,340 @@
+"""The officers' search at headquarters: every post's reads by plate (exact, wildcard, contains,
+similar), filtered by post, camera and time range, newest first, on SQLite or PostgreSQL.
+
+A read is found by its plate AND its alternative readings, as on the post (appliance/search.py,
+whose rules and messages this shares). `hq_read_text` holds one row per text of a read (the plate,
+then its best alternatives), the text folded to its OCR skeleton, and the text reversed; all
+byte-ordered, so that every search is an index lookup or range on either database:
+
+- exact:    text = plate;
+- wildcard: the known characters before the first `*`/`?` are a range of `text`, or those after
+            the last one a range of `reversed`; LIKE checks the rest;
+- contains, or a wildcard without two known characters at either end: LIKE over the rows of a
+            time range (from and to are required, as the post requires them for a pattern it
+            cannot index);
+- similar:  every text within one edit of the plate after folding is spelled out (about 30 per
+            character) and looked up in `folded`; ranked same, confusable, one edit, plate before
+            alternative, newest.
+
+The table is filled from hq_read by catch_up(), never by ingest (a batch stays one insert per
+chunk): `waypost hq serve` runs it every few seconds in a thread, and every search runs it first,
+so a search sees every read stored before it started. Nothing here writes an access record or
+checks a purpose: the web layer (web/hq.py) does both before any of this data leaves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import threading
+
+from peewee import SQL, BigIntegerField, CharField, CompositeKey, IntegerField, NodeList, Tuple, fn
+
+from appliance.hotlist import skeleton
+from appliance.search import (
+    SKELETON_ALPHABET,
+    SearchError,
+    edits_within_one,
+    normalise,
+    texts_of,
+)
+from sync import hq
+
+log = logging.getLogger(__name__)
+
+MODES = ("exact", "wildcard", "partial", "similar")
+PAGE_MAX = 100
+CHUNK = 2000            # reads indexed per transaction
+# PostgreSQL hands out ids before commit, so a read with a lower id can become visible after a
+# higher one was indexed: each catch-up looks again at this many ids below the highest indexed.
+MARGIN = 20_000
+
+class HQReadText(hq.HQModel):
+    read_id = BigIntegerField()
+    alt = IntegerField()                 # 0: the plate; 1..: its alternatives, best first
+    post_id = CharField()
+    camera_id = CharField()
+    captured_at = CharField()
+    text = CharField()
+    folded = CharField()
+    reversed = CharField()
+
+    class Meta:
+        table_name = "hq_read_text"
+        primary_key = CompositeKey("read_id", "alt")
+
+
+class HQCamera(hq.HQModel):
+    post_id = CharField()
+    camera_id = CharField()
+
+    class Meta:
+        table_name = "hq_camera"
+        primary_key = CompositeKey("post_id", "camera_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    text: str
+    mode: str = "exact"
+    post_id: str | None = None
+    camera_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def as_record(self) -> dict:
+        """The query as stored in the access record (the data used to query)."""
+        out = {"plate": self.text, "mode": self.mode, "at": "headquarters"}
+        if self.post_id:
+            out["post"] = self.post_id
+        if self.camera_id:
+            out["camera"] = self.camera_id
+        if self.since:
+            out["since"] = self.since.isoformat(timespec="seconds") + "Z"
+        if self.until:
+            out["until"] = self.until.isoformat(timespec="seconds") + "Z"
+        return out
+
+
+@dataclasses.dataclass
+class Hit:
+    read: hq.HQRead
+    matched: str
+    on_alternative: bool
+    kind: str = "match"            # similar: same | confusable | one edit
+
+    def has_image(self, kind: str) -> bool:
+        return any(im.get("kind") == kind for im in self.read.data.get("images") or [])
+
+
+@dataclasses.dataclass
+class Page:
+    hits: list[Hit]
+    next_cursor: str | None        # pass as `cursor` for the next (older, or lower-ranked) page
+    candidates: int                # rows examined
+
+
+# --- the index -------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+
+
+def _stamp(value) -> str:
+    return str(value).replace(" ", "T")
+
+
+def catch_up(chunk: int = CHUNK) -> int:
+    """Index the reads hq_read holds and hq_read_text does not yet; returns how many."""
+    db = hq.hq_database
+    p = db.param
+    done = 0
+    with _lock:
+        top = db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
+        cursor = max(0, top - MARGIN)
+        while True:
+            rows = db.execute_sql(
+                f"SELECT r.id, r.post_id, r.captured_at, r.plate, r.data FROM hq_read r WHERE r.id > {p} "
+                f"AND NOT EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id) ORDER BY r.id LIMIT {p}",
+                (cursor, chunk)).fetchall()
+            if not rows:
+                return done
+            texts, cams = [], set()
+            for read_id, post_id, captured_at, plate, data in rows:
+                data = json.loads(data) if isinstance(data, str) else (data or {})
+                camera = str(data.get("camera_id") or "")
+                for alt, text in enumerate(dict.fromkeys(texts_of(plate, data.get("alternatives")))):
+                    texts.append({"read_id": read_id, "alt": alt, "post_id": post_id, "camera_id": camera,
+                                  "captured_at": _stamp(captured_at), "text": text, "folded": skeleton(text),
+                                  "reversed": text[::-1]})
+                cams.add((post_id, camera))
+            with hq._write():
+                for start in range(0, len(texts), 500):
+                    HQReadText.insert_many(texts[start:start + 500]).on_conflict_ignore().execute()
+                HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
+                    .on_conflict_ignore().execute()
+            cursor = rows[-1][0]
+            done += len(rows)
+
+
+class Indexer(threading.Thread):
+    """Keeps the index close behind ingest, so that a search after a large sync does not wait."""
+
+    def __init__(self, stop: threading.Event, interval_s: float = 5.0):
+        super().__init__(name="hq-index", daemon=True)
+        self.stop, self.interval_s = stop, interval_s
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with hq.hq_database.connection_context():
+                    catch_up()
+            except Exception:       # a busy or restarting database: try again at the next tick
+                log.exception("indexing reads for the search")
+            self.stop.wait(self.interval_s)
+
+
+# --- search ----------------------------------------------------------------------------------------
+
+def _filters(q: Query) -> list:
+    T = HQReadText
+    out = []
+    if q.post_id:
+        out.append(T.post_id == q.post_id)
+    if q.camera_id:
+        out.append(T.camera_id == q.camera_id)
+    if q.since:
+        out.append(T.captured_at >= q.since.strftime("%Y-%m-%dT%H:%M:%S"))
+    if q.until:
+        out.append(T.captured_at <= q.until.strftime("%Y-%m-%dT%H:%M:%S.999999"))
+    return out
+
+
+def _bump(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _pattern(q: Query) -> list:
+    """The conditions on hq_read_text for exact, wildcard and partial searches."""
+    T = HQReadText
+    if q.mode == "exact":
+        return [T.text == q.text]
+    if q.mode == "partial":
+        like, prefix, suffix = f"%{q.text}%", "", ""
+    else:
+        like = q.text.replace("*", "%").replace("?", "_")
+        prefix = re.match(r"[A-Z0-9]*", q.text).group(0)
+        suffix = re.search(r"[A-Z0-9]*$", q.text).group(0)[::-1]
+    # LIKE spelled out: peewee turns its LIKE operator into GLOB on SQLite.
+    conds = [NodeList((T.text, SQL("LIKE"), like))]
+    if len(prefix) >= 2 and len(prefix) >= len(suffix):
+        conds += [T.text >= prefix, T.text < _bump(prefix)]
+    elif len(suffix) >= 2:
+        conds += [T.reversed >= suffix, T.reversed < _bump(suffix)]
+    elif not (q.since and q.until):
+        raise SearchError("a 'contains' search, or a wildcard without two known characters at its start or "
+                          "end, looks at every read: give a time range (from and to), or anchor the pattern "
+                          "(e.g. 7AB* or *123)")
+    return conds
+
+
+def search(q: Query, limit: int = 25, cursor: str | None = None) -> Page:
+    if not 1 <= limit <= PAGE_MAX:
+        raise SearchError(f"page size must be 1 to {PAGE_MAX}")
+    q = dataclasses.replace(q, text=normalise(q.text, q.mode))
+    catch_up()
+    if q.mode == "similar":
+        return _similar(q, limit, cursor)
+    T = HQReadText
+    conds = _pattern(q) + _filters(q)
+    if cursor:
+        at, _, read_id = cursor.rpartition("|")
+        if not at or not read_id.isdigit():
+            raise SearchError(f"the page cursor {cursor[:40]!r} is not one this search made; search again")
+        conds.append(Tuple(T.captured_at, T.read_id) < Tuple(at, int(read_id)))
+    where = conds[0]
+    for cond in conds[1:]:
+        where &= cond
+    rows = list(T.select(T.read_id, fn.MIN(T.alt).alias("alt"), T.captured_at).where(where)
+                .group_by(T.read_id, T.captured_at).order_by(T.captured_at.desc(), T.read_id.desc())
+                .limit(limit + 1).tuples())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    reads = _reads([r[0] for r in rows])
+    hits = [_hit(reads[read_id], alt) for read_id, alt, _ in rows if read_id in reads]
+    return Page(hits, f"{rows[-1][2]}|{rows[-1][0]}" if more and rows else None, len(rows))
+
+
+def _similar(q: Query, limit: int, cursor: str | None) -> Page:
+    if cursor is not None and not cursor.isdigit():
+        raise SearchError(f"the page cursor {cursor[:40]!r} is not one this search made; search again")
+    T = HQReadText
+    folded = skeleton(q.text)
+    variants = {folded} | {folded[:i] + folded[i + 1:] for i in range(len(folded))}
+    for i in range(len(folded) + 1):
+        for c in SKELETON_ALPHABET:
+            variants.add(folded[:i] + c + folded[i:])              # insertion
+            if i < len(folded):
+                variants.add(folded[:i] + c + folded[i + 1:])      # substitution
+    where = T.folded.in_(sorted(variants))
+    for cond in _filters(q):
+        where &= cond
+    best: dict[int, tuple] = {}
+    rows = 0
+    for read_id, alt, text, captured_at in T.select(T.read_id, T.alt, T.text, T.captured_at).where(where).tuples():
+        rows += 1
+        d = edits_within_one(folded, skeleton(text))
+        if d is None:
+            continue
+        kind = "same" if text == q.text else "confusable" if d == 0 else "one edit"
+        rank = (("same", "confusable", "one edit").index(kind), alt > 0)
+        if read_id not in best or rank < best[read_id][0]:
+            best[read_id] = (rank, kind, alt, captured_at)
+    ordered = sorted(best.items(), key=lambda kv: (kv[1][3], kv[0]), reverse=True)     # newest first...
+    ordered.sort(key=lambda kv: kv[1][0])                                              # ...within each rank
+    start = int(cursor or 0)
+    page = ordered[start:start + limit]
+    reads = _reads([read_id for read_id, _ in page])
+    hits = []
+    for read_id, (_, kind, alt, _) in page:
+        if read_id in reads:
+            hit = _hit(reads[read_id], alt)
+            hit.kind = kind
+            hits.append(hit)
+    return Page(hits, str(start + limit) if len(ordered) > start + limit else None, rows)
+
+
+def _reads(ids: list[int]) -> dict[int, hq.HQRead]:
+    if not ids:
+        return {}
+    return {r.id: r for r in hq.HQRead.select().where(hq.HQRead.id.in_(ids))}
+
+
+def _hit(read: hq.HQRead, alt: int) -> Hit:
+    texts = list(dict.fromkeys(texts_of(read.plate, read.data.get("alternatives"))))
+    return Hit(read, texts[alt] if alt < len(texts) else read.plate, alt > 0)
+
+
+# --- one read, its images, what the form offers ---------------------------------------------------
+
+def read(read_id: int) -> hq.HQRead | None:
+    return hq.HQRead.get_or_none(hq.HQRead.id == read_id)
+
+
+def alerts_for(reads: list[hq.HQRead]) -> dict[tuple[str, str], list[dict]]:
+    """(post id, read uuid) -> the hotlist alerts the post raised on it."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for post_id in {r.post_id for r in reads}:
+        uuids = [r.uuid for r in reads if r.post_id == post_id]
+        for a in hq.HQAlert.select().where((hq.HQAlert.post_id == post_id) & hq.HQAlert.read_uuid.in_(uuids)):
+            out.setdefault((post_id, a.read_uuid), []).append(a.data)
+    return out
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+def image(read: hq.HQRead, kind: str) -> tuple[dict, bytes] | None:
+    """The read's image of this kind, found through the read (never by a name from the request) and
+    checked against its sha256. None when the read has none; ImageError when the stored bytes differ."""
+    meta = next((im for im in read.data.get("images") or [] if im.get("kind") == kind), None)
+    if meta is None:
+        return None
+    row = hq.HQImage.get_or_none(hq.HQImage.sha256 == meta.get("sha256"))
+    if row is None:
+        return None
+    data = bytes(row.data)
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise ImageError(f"image {row.sha256} of read {read.id} does not match its sha256")
+    return meta, data
+
+
+def cameras() -> list[tuple[str, str]]:
+    return [(c.post_id, c.camera_id) for c in HQCamera.select().order_by(HQCamera.post_id, HQCamera.camera_id)]
+
+
+def posts() -> dict[str, str]:
+    return {p.id: p.name for p in hq.HQPost.select(hq.HQPost.id, hq.HQPost.name).order_by(hq.HQPost.id)}
