@@ -289,9 +289,28 @@ def bench_sync(count, batch_max_reads, mode, hq_database, where):
     click.echo(json.dumps(bench.run(count, where, batch_max_reads, hq_database=hq_database, mode=mode)))
 
 
+@click.command("hq-search")
+@click.option("-n", "count", default=300_000, show_default=True, help="Synthetic reads at headquarters.")
+@click.option("--hq-database", default=None, help="An EMPTY postgresql:// database; default: a SQLite file in "
+                                                  "a scratch directory.")
+@click.option("--repeat", default=5, show_default=True, help="Runs of each search (the median is printed).")
+def bench_hq_search(count, hq_database, repeat):
+    """Milliseconds per search page at headquarters (exact, wildcard, contains, similar) over a
+    database of N reads, and the time to index them for the search."""
+    import tempfile
+
+    from sync import hq, hq_search
+    target = hq_database or str(Path(tempfile.mkdtemp(prefix="waypost-bench-hq-search-")) / "hq.sqlite")
+    try:
+        click.echo(json.dumps(hq_search.bench(target, count, repeat)))
+    except hq.HQError as exc:
+        raise click.ClickException(str(exc))
+
+
 def register(main) -> None:
     main.add_command(sync_group)
     main.add_command(hq_group)
     bench = main.commands.get("bench")
     if isinstance(bench, click.Group):
         bench.add_command(bench_sync)
+        bench.add_command(bench_hq_search)

@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 
-from peewee import SQL, BigIntegerField, CharField, CompositeKey, IntegerField, NodeList, Tuple, fn
+from peewee import SQL, BigIntegerField, CharField, CompositeKey, IntegerField, NodeList, SqliteDatabase, Tuple, fn
 
 from appliance.hotlist import skeleton
 from appliance.search import (
@@ -49,8 +49,11 @@ MODES = ("exact", "wildcard", "partial", "similar")
 PAGE_MAX = 100
 CHUNK = 2000            # reads indexed per transaction
 # PostgreSQL hands out ids before commit, so a read with a lower id can become visible after a
-# higher one was indexed: each catch-up looks again at this many ids below the highest indexed.
-MARGIN = 20_000
+# higher one was indexed (two posts' batches committing out of order): each catch-up looks again
+# at this many ids below the highest indexed, and the indexer thread looks at all of them every
+# FULL_EVERY_S. (SQLite has one writer at a time: its ids become visible in order.)
+MARGIN = 5_000
+FULL_EVERY_S = 600
 
 class HQReadText(hq.HQModel):
     read_id = BigIntegerField()
@@ -126,14 +129,19 @@ def _stamp(value) -> str:
     return str(value).replace(" ", "T")
 
 
-def catch_up(chunk: int = CHUNK) -> int:
-    """Index the reads hq_read holds and hq_read_text does not yet; returns how many."""
+_TEXT_COLUMNS = "read_id, alt, post_id, camera_id, captured_at, text, folded, reversed"
+
+
+def catch_up(chunk: int = CHUNK, full: bool = False) -> int:
+    """Index the reads hq_read holds and hq_read_text does not yet; returns how many. `full`
+    looks at every read (else only from a little below the highest indexed)."""
     db = hq.hq_database
     p = db.param
     done = 0
     with _lock:
         top = db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
-        cursor = max(0, top - MARGIN)
+        margin = 0 if isinstance(db.obj, SqliteDatabase) else MARGIN
+        cursor = 0 if full else max(0, top - margin)
         while True:
             rows = db.execute_sql(
                 f"SELECT r.id, r.post_id, r.captured_at, r.plate, r.data FROM hq_read r WHERE r.id > {p} "
@@ -146,13 +154,15 @@ def catch_up(chunk: int = CHUNK) -> int:
                 data = json.loads(data) if isinstance(data, str) else (data or {})
                 camera = str(data.get("camera_id") or "")
                 for alt, text in enumerate(dict.fromkeys(texts_of(plate, data.get("alternatives")))):
-                    texts.append({"read_id": read_id, "alt": alt, "post_id": post_id, "camera_id": camera,
-                                  "captured_at": _stamp(captured_at), "text": text, "folded": skeleton(text),
-                                  "reversed": text[::-1]})
+                    texts.append((read_id, alt, post_id, camera, _stamp(captured_at), text, skeleton(text), text[::-1]))
                 cams.add((post_id, camera))
             with hq._write():
+                # Plain multi-row INSERTs: peewee's statement builder costs more than the database here.
                 for start in range(0, len(texts), 500):
-                    HQReadText.insert_many(texts[start:start + 500]).on_conflict_ignore().execute()
+                    part = texts[start:start + 500]
+                    db.execute_sql(f"INSERT INTO hq_read_text ({_TEXT_COLUMNS}) VALUES "
+                                   + ", ".join([f"({', '.join([p] * 8)})"] * len(part)) + " ON CONFLICT DO NOTHING",
+                                   [v for row in part for v in row])
                 HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
                     .on_conflict_ignore().execute()
             cursor = rows[-1][0]
@@ -167,10 +177,15 @@ class Indexer(threading.Thread):
         self.stop, self.interval_s = stop, interval_s
 
     def run(self) -> None:
+        import time
+        full_at = 0.0
         while not self.stop.is_set():
             try:
                 with hq.hq_database.connection_context():
-                    catch_up()
+                    full = time.monotonic() >= full_at
+                    catch_up(full=full)
+                    if full:
+                        full_at = time.monotonic() + FULL_EVERY_S
             except Exception:       # a busy or restarting database: try again at the next tick
                 log.exception("indexing reads for the search")
             self.stop.wait(self.interval_s)
@@ -338,3 +353,71 @@ def cameras() -> list[tuple[str, str]]:
 
 def posts() -> dict[str, str]:
     return {p.id: p.name for p in hq.HQPost.select(hq.HQPost.id, hq.HQPost.name).order_by(hq.HQPost.id)}
+
+
+# --- benchmark -------------------------------------------------------------------------------------
+
+def bench(target: str, count: int, repeat: int = 5, seed: int = 7) -> dict:
+    """Fill an empty headquarters database with `count` synthetic reads over 30 days and 4 posts
+    (California-style plates, one or two alternatives each), index them, and time each kind of
+    search. Returns the figures (milliseconds are medians of `repeat` runs)."""
+    import random
+    import statistics
+    import time
+    rng = random.Random(seed)
+    hq.open_hq(target)
+    db = hq.hq_database
+    letters, digits = "ABCDEFGHJKLMNPRSTUVWXYZ", "0123456789"
+    confuse = {"8": "B", "B": "8", "0": "D", "D": "0", "1": "I", "5": "S", "S": "5", "2": "Z", "Z": "2"}
+    start = dt.datetime(2026, 10, 1)
+    with db.connection_context():
+        if hq.HQRead.select().limit(1).count():
+            raise hq.HQError("the benchmark needs an empty headquarters database (it adds synthetic reads)")
+        t0 = time.perf_counter()
+        plates = []
+        for first in range(0, count, 1000):
+            rows = []
+            for i in range(first, min(count, first + 1000)):
+                plate = rng.choice(digits[1:]) + "".join(rng.choices(letters, k=3)) + "".join(rng.choices(digits, k=3))
+                alts = []
+                for _ in range(rng.choice((1, 2))):
+                    j = rng.randrange(len(plate))
+                    alts.append({"text": plate[:j] + confuse.get(plate[j], rng.choice(letters)) + plate[j + 1:],
+                                 "score": 0.05})
+                at = start + dt.timedelta(seconds=30 * 86400 * i / count)
+                post_id = f"post-{i % 4 + 1}"
+                plates.append(plate)
+                rows.append({"post_id": post_id, "uuid": f"bench-{i}", "seq": i // 4 + 1,
+                             "captured_at": at.isoformat(timespec="microseconds"), "plate": plate,
+                             "content_hash": "0" * 64,
+                             "data": {"camera_id": "cam-1", "plate": plate, "confidence": 0.9, "alternatives": alts,
+                                      "images": [{"kind": "crop", "sha256": "0" * 64}]}})
+            with hq._write():
+                hq.HQRead.insert_many(rows).execute()
+        filled_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        indexed = catch_up()
+        index_s = time.perf_counter() - t0
+        known = plates[count // 2]
+        day = start + dt.timedelta(days=15)
+        queries = {
+            "exact": Query(known),
+            "exact_alternative_or_none": Query("9ZZZ999"),
+            "wildcard_prefix": Query(known[:3] + "*", "wildcard"),
+            "wildcard_suffix": Query("*" + known[-3:], "wildcard"),
+            "wildcard_inner": Query(known[:2] + "?" + known[3:6] + "?", "wildcard"),
+            "contains_one_day": Query(known[2:5], "partial", since=day, until=day + dt.timedelta(days=1)),
+            "similar": Query(known, "similar"),
+        }
+        figures = {"database": "postgresql" if "://" in target else "sqlite", "reads": count,
+                   "fill_s": round(filled_s, 1), "index_s": round(index_s, 1),
+                   "index_reads_per_s": round(indexed / index_s) if index_s else None, "search_ms": {}, "hits": {}}
+        for name, q in queries.items():
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                page = search(q, limit=25)
+                times.append((time.perf_counter() - t0) * 1000)
+            figures["search_ms"][name] = round(statistics.median(times), 1)
+            figures["hits"][name] = len(page.hits)
+    return figures

@@ -335,3 +335,26 @@ def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
     actions = [r[0] for r in con.execute("SELECT action FROM access_record ORDER BY seq")]
     con.close()
     assert "user.add" in actions and actions[-1] == "auth.login"
+
+
+def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_target):
+    """A read whose id is below ones already indexed (on PostgreSQL two batches can commit out of
+    id order) is still found: the catch-up looks below the highest indexed id, and the indexer's
+    full pass looks at every read."""
+    hq.open_hq(hq_target)
+
+    def add(read_id, plate):
+        hq.HQRead.insert(id=read_id, post_id="post-a", uuid=f"u{read_id}", seq=read_id,
+                         captured_at=f"2026-11-0{read_id % 9 + 1}T10:00:00", plate=plate, content_hash="0" * 64,
+                         data={"camera_id": "cam-a", "alternatives": [{"text": "7XYZ999", "score": 0.1}]}).execute()
+
+    with hq.hq_database.connection_context():
+        add(10, "7ABC111")
+        assert hq_search.catch_up() == 1
+        add(5, "7ABC555")                                   # committed late, with a lower id (captured later)
+        hq_search.catch_up(full=True)
+        assert [h.read.plate for h in hq_search.search(hq_search.Query("7XYZ999")).hits] == ["7ABC555", "7ABC111"]
+        assert hq_search.catch_up(full=True) == 0          # nothing twice
+        rows = hq_search.HQReadText.select().where(hq_search.HQReadText.read_id == 5).count()
+    assert rows == 2                                         # the plate and its alternative
+    hq.hq_database.close()
