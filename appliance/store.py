@@ -23,6 +23,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from appliance import audit
 from appliance.config import Settings
 from appliance.db import write
 from appliance.models import Evidence, Outbox, Read
+
+
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class StoreError(RuntimeError):
@@ -119,7 +123,7 @@ class EvidenceStore:
         self.tmp = self.root / "tmp"
 
     def path_for(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        if not SHA256_NAME.fullmatch(sha256):
             raise StoreError(f"not a sha256 evidence name: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.jpg"
 

@@ -277,16 +277,35 @@ def hq_status(ctx, database, as_json):
 @click.command("sync")
 @click.option("-n", "count", default=20_000, show_default=True, help="Reads in the backlog.")
 @click.option("--batch-max-reads", default=1000, show_default=True)
-@click.option("--mode", type=click.Choice(["push", "pull"]), default="push", show_default=True)
-@click.option("--hq-database", default=None, help="A postgresql:// URL (its hq tables are emptied first); "
-                                                  "default: a SQLite file in the scratch directory.")
+@click.option("--mode", type=click.Choice(["push", "pull", "all"]), default="all", show_default=True)
+@click.option("--hq", "hq_kind", type=click.Choice(["sqlite", "postgresql", "all"]), default=None,
+              help="Headquarters' database (default: all with --hq-database, else sqlite).")
+@click.option("--hq-database", default=None, help="The postgresql:// URL of the PostgreSQL runs (its hq tables "
+                                                  "are emptied first); SQLite runs use a file in the scratch directory.")
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch directory; reuse it to skip the fill next time.")
-def bench_sync(count, batch_max_reads, mode, hq_database, where):
-    """Reads per second sent over loopback to headquarters (push or pull) from a backlog with 5 KB
-    crops, and the post's peak resident memory during the catch-up."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of one line.")
+def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_json):
+    """Reads per second sent over loopback to headquarters from a backlog with 5 KB crops, by push
+    and by pull, into SQLite and PostgreSQL, with the peak resident memory of the post and of
+    headquarters (each in its own process) and the load average before and after each run."""
+    import tempfile
+
     from sync import bench
-    click.echo(json.dumps(bench.run(count, where, batch_max_reads, hq_database=hq_database, mode=mode)))
+    hq_kind = hq_kind or ("all" if hq_database else "sqlite")
+    kinds = ["sqlite", "postgresql"] if hq_kind == "all" else [hq_kind]
+    if "postgresql" in kinds and not (hq_database or "").startswith(("postgresql://", "postgres://")):
+        raise click.UsageError("the PostgreSQL runs need --hq-database postgresql://user@host:port/database")
+    modes = list(bench.MODES) if mode == "all" else [mode]
+    where = where or Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))     # one fill for every run
+    for one_mode in modes:
+        for kind in kinds:
+            try:
+                figures = bench.run(count, where, batch_max_reads, hq_database=hq_database if kind == "postgresql"
+                                    else None, mode=one_mode)
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc))
+            click.echo(json.dumps(figures) if as_json else bench.line(figures))
 
 
 @click.command("hq-search")

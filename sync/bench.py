@@ -1,17 +1,25 @@
-"""`waypost bench sync`: reads per second pushed over loopback from a backlog, and the post's peak
-memory while it catches up.
+"""`waypost bench sync`: reads per second sent over loopback from a backlog, by push and by pull,
+into a SQLite or a PostgreSQL headquarters, with the peak memory of the post and of headquarters.
 
 A scratch post is filled with `count` reads (appliance.benchmarks.fill), each given its own
-5 KB plate crop file (random bytes: like a JPEG, they do not compress); headquarters is served by
-waitress in this process over a fresh SQLite file (or the PostgreSQL database a URL names, emptied);
-the post runs in a child process (`waypost sync push`, or its web app answering `hq pull`), so
-the peak resident memory measured is the post's alone.
+5 KB plate crop file (random bytes: like a JPEG, they do not compress). For each combination,
+headquarters' tables are emptied (a fresh SQLite file, or the PostgreSQL database a URL names) and
+the post's outbox is unmarked, then the whole backlog is sent:
+
+- push: headquarters' sync API in one child process, `waypost sync push` in another;
+- pull: the post's web app in one child process, `waypost hq pull --post ID` in another.
+
+So each peak resident memory measured (getrusage of that child alone) is one side's own. The
+headquarters child serves the sync API only: the search indexer that `waypost hq serve` also runs
+works on what ingest stored, beside it, and is not timed here.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
-import resource
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +29,8 @@ from pathlib import Path
 from appliance import benchmarks, bundle, config, db
 from appliance.service import WebServer, bootstrap
 from appliance.store import EvidenceStore
+
+MODES = ("push", "pull")
 
 
 def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
@@ -45,21 +55,35 @@ def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
                 db.database.cursor().executemany("UPDATE evidence SET sha256 = ?, bytes = ? WHERE id = ?", updates)
 
 
-def serve_post() -> None:
-    """The post's web app in this (child) process until SIGTERM: the pull benchmark's post."""
-    import signal
+def _serve_until_sigterm(app, port: int) -> None:
     import threading
-    from web import create_app
-    settings = config.load(None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = WebServer(create_app(settings), "127.0.0.1", settings.web.port).start()
+    server = WebServer(app, "127.0.0.1", port).start()
     stop.wait()
     server.stop()
 
 
-def _wait_port(port: int, proc, timeout_s: float = 30) -> None:
-    import socket
+def serve_post() -> None:
+    """The post's web app in this (child) process until SIGTERM: the pull benchmark's post."""
+    from web import create_app
+    settings = config.load(None)
+    _serve_until_sigterm(create_app(settings), settings.web.port)
+
+
+def serve_hq(target: str, port: int) -> None:
+    """Headquarters' sync API in this (child) process until SIGTERM: the push benchmark's HQ."""
+    from sync.web import create_hq_app
+    _serve_until_sigterm(create_hq_app(target), port)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc, log: Path, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -67,82 +91,135 @@ def _wait_port(port: int, proc, timeout_s: float = 30) -> None:
             return
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"the post did not start: {proc.stdout.read()}")
+                raise RuntimeError(f"a benchmark server did not start: {log.read_text()[-2000:]}") from None
             time.sleep(0.1)
-    raise RuntimeError("the post did not start in time")
+    raise RuntimeError(f"a benchmark server did not listen on port {port} within {timeout_s:.0f} s")
+
+
+class _Child:
+    """A child process whose peak resident memory is its own (os.wait4, not RUSAGE_CHILDREN)."""
+
+    def __init__(self, name: str, args: list[str], env: dict, logs: Path):
+        self.log = logs / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.peak_kib = 0
+        self.cpu_s = 0.0
+
+    def wait(self, terminate: bool = False) -> int:
+        if terminate and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_kib = usage.ru_maxrss
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1000, crop_bytes: int = 5000,
         hq_database: str | None = None, mode: str = "push", progress=None) -> dict:
-    """Fill (or reuse) a scratch post, empty headquarters, and time one catch-up by push or pull."""
-    import base64
-    import socket
-
+    """Fill (or reuse) a scratch post, empty headquarters, and time one catch-up by push or pull
+    into `hq_database` (a postgresql:// URL; None: a SQLite file in the scratch directory)."""
     from sync import hq
-    from sync.web import create_hq_app
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
     root = Path(where) if where else Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))
-    post_dir, hq_path = root / "post", root / "hq" / "hq.sqlite"
+    post_dir, hq_dir = root / "post", root / "hq"
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     env = {"WAYPOST_STORAGE__DATA_DIR": str(post_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
     settings = config.load(None, environ=env)
     bootstrap(settings, create_admin=False)
     t0 = time.perf_counter()
     _fill(settings, count, crop_bytes, progress)
     fill_s = time.perf_counter() - t0
-    target = hq_database or str(hq_path)
+    target = hq_database or str(hq_dir / "hq.sqlite")
     if hq_database is None:
         for suffix in ("", "-wal", "-shm"):
-            hq_path.with_name(hq_path.name + suffix).unlink(missing_ok=True)
+            Path(target + suffix).unlink(missing_ok=True)
     with db.connection():
+        backlog = db.database.execute_sql("SELECT count(*) FROM outbox WHERE kind = 'read'").fetchone()[0]
         db.database.execute_sql("UPDATE outbox SET sent_at = NULL, batch_id = NULL")
-    (post_dir / "sync" / "unacked.batch").unlink(missing_ok=True)
+    for name in ("unacked.batch", "unacked.batch.part", "next.batch.part"):
+        (post_dir / "sync" / name).unlink(missing_ok=True)
+    post_port, hq_port = _free_port(), _free_port()
     hq.open_hq(target)
     with hq.hq_database.connection_context():
-        for model in (hq.HQRead, hq.HQImage, hq.HQAccessRecord, hq.HQAlert, hq.HQBatch, hq.HQPost):
-            model.delete().execute()       # a fresh headquarters (the URL's database is reused)
-        hq.enroll(settings.post.id, "bench", bundle.public_pem(bundle.post_key(settings).public_key()))
-    server = WebServer(create_hq_app(target), "127.0.0.1", 0, threads=2).start()
-    child_env = dict(os.environ, **env, WAYPOST_SYNC__HQ_URL=f"http://127.0.0.1:{server.port}",
+        for model in reversed(hq.MODELS):
+            if model is not hq.HQHotlist:
+                model.delete().execute()       # a fresh headquarters (the URL's database is reused)
+        hq.enroll(settings.post.id, "bench", bundle.public_pem(bundle.post_key(settings).public_key()),
+                  pull_url=f"http://127.0.0.1:{post_port}")
+    hq.hq_database.close()
+    child_env = dict(os.environ, **env, WAYPOST_SYNC__HQ_URL=f"http://127.0.0.1:{hq_port}",
                      WAYPOST_SYNC__BATCH_MAX_READS=str(batch_max_reads), WAYPOST_SYNC__INCLUDE_FRAMES="false",
-                     WAYPOST_CONFIG="")
-    output = []
-    try:
-        if mode == "push":
+                     WAYPOST_CONFIG="", WAYPOST_WEB__PORT=str(post_port))
+    python = sys.executable
+    load_before = _load()
+    if mode == "push":
+        server = _Child("hq", [python, "-c", f"from sync.bench import serve_hq; serve_hq({target!r}, {hq_port})"],
+                        child_env, logs)
+        try:
+            _wait_port(hq_port, server.proc, server.log)
             t1 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "appliance", "sync", "push"], env=child_env,
-                                  capture_output=True, text=True)
+            client = _Child("post", [python, "-m", "appliance", "sync", "push"], child_env, logs)
+            code = client.wait()
             sync_s = time.perf_counter() - t1
-            if proc.returncode != 0:
-                raise RuntimeError(f"push failed: {proc.stdout}{proc.stderr}")
-            output = proc.stdout.strip().splitlines()
-        else:
-            key = hq.hq_key(target, root / "hq")
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            child_env.update(WAYPOST_WEB__PORT=str(port), WAYPOST_SYNC__HQ_PUBLIC_KEY=base64.b64encode(
-                bundle.raw_public(key.public_key())).decode())
-            proc = subprocess.Popen([sys.executable, "-c", "from sync.bench import serve_post; serve_post()"],
-                                    env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            try:
-                _wait_port(port, proc)
-                with hq.hq_database.connection_context():
-                    hq.HQPost.update(pull_url=f"http://127.0.0.1:{port}").execute()
-                t1 = time.perf_counter()
-                pulled = hq.pull(settings.post.id, key)
-                sync_s = time.perf_counter() - t1
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-            if pulled.problem:
-                raise RuntimeError(f"pull failed: {pulled.problem}")
-            output = [pulled.line()]
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        with hq.hq_database.connection_context():
-            held = hq.HQRead.select().count()
-            ok, _, _ = hq.verify_chain(settings.post.id)
-    finally:
-        server.stop()
-    return {"mode": mode, "hq_database": "postgresql" if "://" in target else "sqlite", "reads": count,
+            server.wait(terminate=True)
+        finally:
+            server.kill()
+        post_child, hq_child = client, server
+    else:
+        key = hq.hq_key(target, hq_dir)
+        child_env["WAYPOST_SYNC__HQ_PUBLIC_KEY"] = base64.b64encode(bundle.raw_public(key.public_key())).decode()
+        server = _Child("post", [python, "-c", "from sync.bench import serve_post; serve_post()"], child_env, logs)
+        try:
+            _wait_port(post_port, server.proc, server.log)
+            hq_env = dict(child_env, WAYPOST_STORAGE__DATA_DIR=str(hq_dir))
+            t1 = time.perf_counter()
+            client = _Child("hq", [python, "-m", "appliance", "hq", "pull", "--database", target,
+                                   "--post", settings.post.id], hq_env, logs)
+            code = client.wait()
+            sync_s = time.perf_counter() - t1
+            server.wait(terminate=True)
+        finally:
+            server.kill()
+        post_child, hq_child = server, client
+    load_after = _load()
+    if code != 0:
+        raise RuntimeError(f"{mode} failed ({code}): {client.output()[-3000:]}")
+    hq.open_hq(target)
+    with hq.hq_database.connection_context():
+        held = hq.HQRead.select().count()
+        ok, _, _ = hq.verify_chain(settings.post.id)
+    hq.hq_database.close()
+    output = [line for line in client.output().splitlines() if line.startswith(("sent ", "headquarters holds ",
+                                                                                 f"{settings.post.id}: "))]
+    return {"mode": mode, "hq_database": "postgresql" if "://" in target else "sqlite", "reads": backlog,
             "held_at_hq": held, "chain_verified": ok, "crop_bytes": crop_bytes, "batch_max_reads": batch_max_reads,
             "fill_s": round(fill_s, 1), "sync_s": round(sync_s, 1), "reads_per_s": round(held / sync_s),
-            "post_peak_rss_mib": round(peak_kib / 1024, 1), "dir": str(root), "output": output}
+            "post_peak_rss_mib": round(post_child.peak_kib / 1024, 1),
+            "hq_peak_rss_mib": round(hq_child.peak_kib / 1024, 1),
+            "post_cpu_s": round(post_child.cpu_s, 1), "hq_cpu_s": round(hq_child.cpu_s, 1),
+            "load_before": load_before, "load_after": load_after, "dir": str(root), "output": output}
+
+
+def line(figures: dict) -> str:
+    """One printed line per combination."""
+    f = figures
+    return (f"{f['mode']:4} -> {f['hq_database']:10}  {f['held_at_hq']:>7} of {f['reads']} reads in {f['sync_s']:7.1f} s: "
+            f"{f['reads_per_s']:>5} reads/s;  post peak RSS {f['post_peak_rss_mib']:6.1f} MiB;  "
+            f"HQ peak RSS {f['hq_peak_rss_mib']:6.1f} MiB;  CPU s post {f['post_cpu_s']}, HQ {f['hq_cpu_s']};  chain {'verified' if f['chain_verified'] else 'BROKEN'};  "
+            f"load {f['load_before']} -> {f['load_after']}")

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -544,20 +545,49 @@ def _mode(post: HQPost, header: dict) -> str:
     return "new"
 
 
+READ_INSERT = ("hq_read", ("post_id", "uuid", "seq", "captured_at", "plate", "content_hash", "data"))
+IMAGE_INSERT = ("hq_image", ("sha256", "content_type", "width", "height", "size", "data"))
+RECORD_INSERT = ("hq_access_record", ("post_id", *RECORD_COLUMNS))
+
+
+def _insert(table_columns: tuple[str, tuple[str, ...]], rows: list[tuple], on_conflict: str = "") -> None:
+    """Insert `rows` in one statement per page, straight to the driver (sqlite3's executemany;
+    psycopg2's execute_values, a few multi-row INSERTs rather than a round trip per row). Building
+    the same INSERT through the ORM cost headquarters more than reading the batch."""
+    table, columns = table_columns
+    db = hq_database.obj
+    names = ", ".join(columns)
+    cursor = db.cursor()
+    if isinstance(db, SqliteDatabase):
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}) {on_conflict}",
+                           rows)
+    else:
+        from psycopg2.extras import execute_values
+        execute_values(cursor, f"INSERT INTO {table} ({names}) VALUES %s {on_conflict}", rows, page_size=500)
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    errors: tuple[type[Exception], ...] = (IntegrityError, sqlite3.IntegrityError)
+    try:
+        import psycopg2
+    except ImportError:
+        return errors
+    return (*errors, psycopg2.IntegrityError)
+
+
 def _flush(read_rows, images, alerts, records) -> None:
     if read_rows:
         try:
-            HQRead.insert_many(read_rows).execute()
-        except IntegrityError as exc:
+            _insert(READ_INSERT, [(r["post_id"], r["uuid"], r["seq"], r["captured_at"], r["plate"], r["content_hash"],
+                                   HQRead.data.db_value(r["data"])) for r in read_rows])
+        except _integrity_errors() as exc:
             raise ProtocolError("overlap", f"a read of the batch is already held under another seq: {exc}") from None
         read_rows.clear()
     if images:
-        known = {row.sha256 for row in HQImage.select(HQImage.sha256).where(HQImage.sha256.in_(list(images)))}
-        rows = [{"sha256": sha, "content_type": str(im.get("content_type", "image/jpeg")),
-                 "width": int(im.get("width") or 0), "height": int(im.get("height") or 0), "size": len(data),
-                 "data": data} for sha, (im, data) in images.items() if sha not in known]
-        if rows:
-            HQImage.insert_many(rows).execute()
+        # the same crop from another post or an earlier batch is held once
+        _insert(IMAGE_INSERT, [(sha, str(im.get("content_type", "image/jpeg")), int(im.get("width") or 0),
+                                int(im.get("height") or 0), len(data), data) for sha, (im, data) in images.items()],
+                on_conflict="ON CONFLICT (sha256) DO NOTHING")
         images.clear()
     if alerts:
         for row in alerts:
@@ -566,8 +596,9 @@ def _flush(read_rows, images, alerts, records) -> None:
         alerts.clear()
     if records:
         try:
-            HQAccessRecord.insert_many(records).execute()
-        except IntegrityError as exc:
+            fields = [HQAccessRecord._meta.columns[c] for c in RECORD_COLUMNS]     # their types, as the ORM would
+            _insert(RECORD_INSERT, [(r["post_id"], *(f.db_value(r[f.column_name]) for f in fields)) for r in records])
+        except _integrity_errors() as exc:
             raise ProtocolError("overlap", f"an access record of the batch is already held: {exc}") from None
         records.clear()
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS_PER_BATCH = 5000
 READ_CHUNK = 100
+SEND_BLOCK_BYTES = 1024 * 1024
 
 
 class SyncError(RuntimeError):
@@ -98,7 +99,9 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
     if url.scheme not in ("http", "https") or not url.hostname:
         raise SyncError(f"sync.hq_url {settings.sync.hq_url!r} is not an http(s) URL")
     cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = cls(url.hostname, url.port, timeout=timeout_s)
+    # large send blocks: the body goes out in a few system calls, not one per 8 KiB (each of which
+    # would wait for the GIL while the next batch is built in another thread)
+    conn = cls(url.hostname, url.port, timeout=timeout_s, blocksize=SEND_BLOCK_BYTES)
     full_path = url.path.rstrip("/") + path
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -139,7 +142,7 @@ def fetch_hotlists(settings: Settings) -> list[str]:
     """Import each list headquarters publishes that is new or changed here (a state list is
     replaced whole, all or nothing, with its own access record). Returns one line per list."""
     import hashlib
-    from appliance import hotlist
+
     from appliance.models import Hotlist
     from appliance.service import system_actor
     quoted = urllib.parse.quote(settings.post.id)
@@ -157,6 +160,7 @@ def fetch_hotlists(settings: Settings) -> list[str]:
         if status != 200 or hashlib.sha256(data).hexdigest() != sha:
             lines.append(f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)")
             continue
+        from appliance import hotlist     # only now: it loads the recognizer's plate formats (and OpenCV)
         with tempfile.TemporaryDirectory(dir=_spool(settings)) as tmp:
             path = Path(tmp) / f"{name}.csv"
             path.write_bytes(data)
@@ -208,8 +212,19 @@ def _alert_dict(alert: dict) -> dict:
     return dict(_plain_dict(alert, skip=("read", "entry")), read_uuid=read_uuid, confirmations=confirmations)
 
 
-def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int | None = None) -> dict | None:
-    """Write the next batch after `pos` to `fileobj`; its header, or None when nothing waits."""
+@dataclass
+class Plan:
+    """What the next batch after `pos` holds, decided before a byte of it is written (so that the
+    pull endpoint can answer 204 or start streaming)."""
+    pos: Position
+    header: dict
+    rows: list
+    chain_last: int
+    conf_upto: int
+
+
+def plan_batch(settings: Settings, key, pos: Position, max_reads: int | None = None) -> Plan | None:
+    """The next batch after `pos`, or None when nothing waits."""
     max_reads = max_reads or settings.sync.batch_max_reads
     rows = database.execute_sql("SELECT seq, kind, object_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                                 (pos.last_seq, max_reads)).fetchall()
@@ -220,48 +235,61 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
         return None
     first_seq = pos.last_seq + 1
     last_seq = rows[-1][0] if rows else pos.last_seq
-    backlog = database.execute_sql("SELECT count(*) FROM outbox WHERE seq > ?", (last_seq,)).fetchone()[0]
+    # counted in the (sent_at, seq) index, not the table: a third of the time, every batch
+    backlog = database.execute_sql("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND seq > ?",
+                                   (last_seq,)).fetchone()[0]
     header = {"t": "header", "format": protocol.FORMAT, "post": settings.post.id, "batch": str(uuidlib.uuid4()),
               "first_seq": first_seq, "last_seq": last_seq,
               "chain": {"first_seq": pos.chain_seq + 1, "last_seq": chain_last, "prev_hash": pos.chain_hash},
               "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
               "key_id": bundle.key_id(key.public_key()), "backlog": backlog,
               "confirmations": {"after": pos.confirmation_id, "upto": max(conf_upto, pos.confirmation_id)}}
-    writer = protocol.Writer(fileobj)
-    writer.line(header)
+    return Plan(pos, header, rows, chain_last, conf_upto)
+
+
+def _lines(settings: Settings, plan: Plan, tally: dict):
+    """The batch's lines before its trailer, one object at a time; `tally` gets "reads" and
+    "chain_hash" (the hash of the last access record carried)."""
+    pos, header, rows, chain_last, conf_upto = plan.pos, plan.header, plan.rows, plan.chain_last, plan.conf_upto
+    last_seq = header["last_seq"]
+    yield header
     store = EvidenceStore(settings)
     kinds = ("crop", "frame") if settings.sync.include_frames else ("crop",)
     reads = 0
     for start in range(0, len(rows), READ_CHUNK):
         chunk = [r for r in rows[start:start + READ_CHUNK] if r[1] == "read"]
-        by_uuid = {r.uuid: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk]))}
-        ids = [r.id for r in by_uuid.values()]
+        # plain rows (the same values a model's __data__ holds) rather than model instances
+        by_uuid = {r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk])).dicts()}
+        ids = [r["id"] for r in by_uuid.values()]
         evidence: dict[int, list] = {}
-        for ev in Evidence.select().where(Evidence.read.in_(ids) & Evidence.kind.in_(kinds)).order_by(Evidence.kind):
-            evidence.setdefault(ev.read_id, []).append(ev)
+        for ev in (Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256, Evidence.content_type,
+                                   Evidence.width, Evidence.height, Evidence.bytes)
+                   .where(Evidence.read.in_(ids) & Evidence.kind.in_(kinds)).order_by(Evidence.kind).tuples()):
+            evidence.setdefault(ev[0], []).append(ev)
         alerts: dict[int, list] = {}
         for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
             alerts.setdefault(alert["read"], []).append(_alert_dict(alert))
-        for seq, kind, object_id in chunk:
+        for seq, _kind, object_id in chunk:
             read = by_uuid.get(object_id)
             if read is None:
                 continue          # purged since (retention): the range stays contiguous without it
             images, missing = [], []
-            for ev in evidence.get(read.id, []):
+            for _read_id, kind, sha256, content_type, width, height, size in evidence.get(read["id"], []):
                 try:
-                    data = store.read_bytes(ev.sha256)
+                    data = store.read_bytes(sha256)
                 except StoreError as exc:
-                    missing.append({"kind": ev.kind, "sha256": ev.sha256, "problem": str(exc)})
+                    missing.append({"kind": kind, "sha256": sha256, "problem": str(exc)})
                     continue
-                images.append({"kind": ev.kind, "sha256": ev.sha256, "content_type": ev.content_type,
-                               "width": ev.width, "height": ev.height, "bytes": ev.bytes,
+                images.append({"kind": kind, "sha256": sha256, "content_type": content_type,
+                               "width": width, "height": height, "bytes": size,
                                "data": base64.b64encode(data).decode()})
-            item = {"t": "read", "seq": seq, "read": _plain_dict(read.__data__, skip=("id",)), "images": images,
-                    "alerts": alerts.get(read.id, [])}
+            item = {"t": "read", "seq": seq, "read": _plain_dict(read, skip=("id",)), "images": images,
+                    "alerts": alerts.get(read["id"], [])}
             if missing:
                 item["missing_images"] = missing
-            writer.line(item)
+            yield item
             reads += 1
+            tally["reads"] = reads
     if conf_upto > pos.confirmation_id:
         # alerts confirmed since headquarters last heard, whose read it holds or gets now (an alert
         # whose read is still to come travels with its read, confirmations and all)
@@ -272,16 +300,75 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
             (pos.confirmation_id, conf_upto, last_seq)).fetchall()
         for (alert_id,) in confirmed:
             alert = Alert.select().where(Alert.id == alert_id).dicts().get()
-            writer.line({"t": "confirmation", "alert": _alert_dict(alert)})
+            yield {"t": "confirmation", "alert": _alert_dict(alert)}
     if chain_last > pos.chain_seq:
         cursor = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record "
                                       "WHERE seq > ? AND seq <= ? ORDER BY seq", (pos.chain_seq, chain_last))
         while batch := cursor.fetchmany(1000):
             for row in batch:
-                writer.line({"t": "access", "record": dict(zip(audit.COLUMNS, row))})
+                record = dict(zip(audit.COLUMNS, row))
+                yield {"t": "access", "record": record}
+                tally["chain_hash"] = record["hash"]
+
+
+def _written(plan: Plan, tally: dict) -> dict:
+    """The header of a written batch with two entries that are not sent: "reads" (how many it
+    carries) and "next" (headquarters' position once it has stored it: where the next batch starts)."""
+    pos = plan.pos
+    return dict(plan.header, reads=tally["reads"],
+                next=Position(plan.header["last_seq"], max(plan.chain_last, pos.chain_seq), tally["chain_hash"],
+                              max(plan.conf_upto, pos.confirmation_id)))
+
+
+def write_batch(settings: Settings, key, plan: Plan, fileobj) -> dict:
+    """Write the planned batch to `fileobj` (anything with write()); its header (see _written)."""
+    tally = {"reads": 0, "chain_hash": plan.pos.chain_hash}
+    writer = protocol.Writer(fileobj)
+    for obj in _lines(settings, plan, tally):
+        writer.line(obj)
     writer.finish(key)
-    header["reads"] = reads
-    return header
+    return _written(plan, tally)
+
+
+def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int | None = None) -> dict | None:
+    """Write the next batch after `pos` to `fileobj`; its header (see write_batch), or None when
+    nothing waits."""
+    plan = plan_batch(settings, key, pos, max_reads)
+    return None if plan is None else write_batch(settings, key, plan, fileobj)
+
+
+class _Chunks:
+    """A file object for Writer that hands what it was given to a generator in pieces."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.parts.append(data)
+            self.size += len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        return data
+
+
+def stream_batch(settings: Settings, key, plan: Plan, chunk_bytes: int = 256 * 1024):
+    """The planned batch as gzip pieces of about `chunk_bytes`, made as they are sent (the pull
+    endpoint): headquarters checks and stores the first reads while the post is still reading the
+    last ones from its disk, and the post never holds more than a piece of it."""
+    tally = {"reads": 0, "chain_hash": plan.pos.chain_hash}
+    out = _Chunks()
+    writer = protocol.Writer(out)
+    for obj in _lines(settings, plan, tally):
+        writer.line(obj)
+        if out.size >= chunk_bytes:
+            yield out.take()
+    writer.finish(key)
+    yield out.take()
 
 
 # --- pushing -----------------------------------------------------------------------------------
@@ -319,10 +406,51 @@ def push(settings: Settings, max_batches: int | None = None, stop: threading.Eve
         return _push(settings, spool, max_batches, stop)
 
 
+class _Ahead:
+    """The next batch, built in a thread from the position headquarters will hold once it has
+    stored the batch being sent, so that the post reads and packs while headquarters checks and
+    stores. It is used only if headquarters answers with exactly that position; otherwise it is
+    thrown away and the next batch is built from what headquarters said. It is never sent before
+    it has been renamed to unacked.batch, so the guarantees of one spooled batch hold."""
+
+    def __init__(self, settings: Settings, key, pos: Position, path: Path):
+        self.pos, self.path = pos, path
+        self.header: dict | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._build, args=(settings, key), name="sync-build-ahead",
+                                       daemon=True)
+        self.thread.start()
+
+    def _build(self, settings: Settings, key) -> None:
+        try:
+            with db.connection(), open(self.path, "wb") as f:
+                self.header = build_batch(settings, key, self.pos, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException as exc:     # reported by building again in the pushing thread
+            self.error = exc
+
+    def take(self, pos: Position, unacked: Path) -> dict | None:
+        """The batch's header, its file now `unacked`, if it was built from `pos`; else None."""
+        self.thread.join()
+        if self.error is None and self.header is not None and pos == self.pos:
+            os.replace(self.path, unacked)
+            return self.header
+        if self.error is not None:
+            log.warning("building the next batch ahead failed (built again now): %s", self.error)
+        self.path.unlink(missing_ok=True)
+        return None
+
+    def discard(self) -> None:
+        self.thread.join()
+        self.path.unlink(missing_ok=True)
+
+
 def _push(settings: Settings, spool: Path, max_batches: int | None, stop: threading.Event | None) -> PushResult:
     key = bundle.post_key(settings)
-    unacked, part = spool / "unacked.batch", spool / "unacked.batch.part"
+    unacked, part, ahead_part = spool / "unacked.batch", spool / "unacked.batch.part", spool / "next.batch.part"
     part.unlink(missing_ok=True)          # a build interrupted by a crash: never sent, made again
+    ahead_part.unlink(missing_ok=True)
     result = PushResult()
     pos = fetch_position(settings)
     result.position = pos
@@ -332,44 +460,57 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
     if marked:
         result.notes.append(f"headquarters already held {marked} read(s) not yet marked sent here")
     resets = 0
-    while max_batches is None or result.batches + result.duplicates < max_batches:
-        if stop is not None and stop.is_set():
-            break
-        header = _header_of(unacked) if unacked.exists() else None
-        if header is None:
-            unacked.unlink(missing_ok=True)
-            with open(part, "wb") as f:
-                header = build_batch(settings, key, pos, f)
-                f.flush()
-                os.fsync(f.fileno())
-            if header is None:
-                part.unlink(missing_ok=True)
+    ahead: _Ahead | None = None
+    try:
+        while max_batches is None or result.batches + result.duplicates < max_batches:
+            if stop is not None and stop.is_set():
                 break
-            os.replace(part, unacked)
-        size = unacked.stat().st_size
-        status, answer = _send(settings, unacked)
-        if status == 200:
-            unacked.unlink(missing_ok=True)
-            pos = Position.of(answer.get("position") or {})
-            mark_acked(header, pos)
-            result.position = pos
-            if answer.get("status") == "duplicate":
-                result.duplicates += 1
-            else:
-                result.batches += 1
-                result.reads += int(answer.get("reads") or 0)
-                result.records += int(answer.get("records") or 0)
-                result.bytes += size
-            continue
-        unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position
-        refusal = Refused(status, answer)
-        if refusal.problem in ("gap", "overlap", "replay") and refusal.position and resets < 3:
-            resets += 1
-            pos = Position.of(refusal.position)
-            reconcile(pos)
-            result.notes.append(f"headquarters answered {refusal.problem}; rebuilt from its position")
-            continue
-        raise refusal
+            header = None
+            if ahead is not None:
+                header = ahead.take(pos, unacked)
+                ahead = None
+            if header is None and unacked.exists():
+                header = _header_of(unacked)
+            if header is None:
+                unacked.unlink(missing_ok=True)
+                with open(part, "wb") as f:
+                    header = build_batch(settings, key, pos, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if header is None:
+                    part.unlink(missing_ok=True)
+                    break
+                os.replace(part, unacked)
+            last = max_batches is not None and result.batches + result.duplicates + 1 >= max_batches
+            if "next" in header and not last:
+                ahead = _Ahead(settings, key, header["next"], ahead_part)
+            size = unacked.stat().st_size
+            status, answer = _send(settings, unacked)
+            if status == 200:
+                unacked.unlink(missing_ok=True)
+                pos = Position.of(answer.get("position") or {})
+                mark_acked(header, pos)
+                result.position = pos
+                if answer.get("status") == "duplicate":
+                    result.duplicates += 1
+                else:
+                    result.batches += 1
+                    result.reads += int(answer.get("reads") or 0)
+                    result.records += int(answer.get("records") or 0)
+                    result.bytes += size
+                continue
+            unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position
+            refusal = Refused(status, answer)
+            if refusal.problem in ("gap", "overlap", "replay") and refusal.position and resets < 3:
+                resets += 1
+                pos = Position.of(refusal.position)
+                reconcile(pos)
+                result.notes.append(f"headquarters answered {refusal.problem}; rebuilt from its position")
+                continue
+            raise refusal
+    finally:
+        if ahead is not None:
+            ahead.discard()
     try:
         result.notes.extend(fetch_hotlists(settings))
     except SyncError as exc:       # the batches are delivered; the lists are fetched next time

@@ -1,18 +1,18 @@
 """The post's pull endpoint: headquarters fetches the next batch with a request signed by its key
 (sync.hq_public_key). The query is headquarters' position; what it holds is marked sent here
-(that is its acknowledgement of the previous batch), and the next batch is built after it."""
+(that is its acknowledgement of the previous batch), and the next batch is built after it and
+streamed as it is built."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import fcntl
-import tempfile
 
 from cryptography.exceptions import InvalidSignature
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.wsgi import wrap_file
 
-from appliance import bundle
+from appliance import bundle, db
+from appliance.service import _return_free_memory
 from sync import post, protocol
 from web.access import public
 
@@ -65,24 +65,33 @@ def batch():
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             return _refuse(503, "busy", "a push to headquarters is running on this post; ask again shortly")
         post.reconcile(pos)
-        body = tempfile.TemporaryFile(dir=spool)
-        try:
-            header = post.build_batch(settings, bundle.post_key(settings), pos, body)
-        except BaseException:
-            body.close()
-            raise
-    finally:
+        key = bundle.post_key(settings)
+        plan = post.plan_batch(settings, key, pos)
+    except BaseException:
         lock.close()
-    if header is None:
-        body.close()
+        raise
+    if plan is None:
+        lock.close()
         return Response(status=204)
-    size = body.tell()
-    body.seek(0)
-    response = Response(wrap_file(request.environ, body), mimetype=protocol.CONTENT_TYPE, direct_passthrough=True)
-    response.content_length = size
-    response.headers["X-Waypost-Batch"] = header["batch"]
-    current_app.logger.info("pull: batch %s (%s..%s) to %s", header["batch"], header["first_seq"],
-                            header["last_seq"], request.remote_addr)
+
+    def body():
+        # streamed as it is built (chunked): headquarters ingests while the post still reads, and
+        # no copy of the batch is kept here. The request's connection is closed by the time the
+        # server iterates this, so it opens its own. A failure half-way cuts the stream, which
+        # headquarters refuses as an incomplete batch (nothing stored, nothing marked here).
+        with db.connection():
+            yield from post.stream_batch(settings, key, plan)
+
+    response = Response(body(), mimetype=protocol.CONTENT_TYPE)
+    response.call_on_close(lock.close)      # the lock is held until the last byte has gone
+    # Each of the server's threads builds in its own malloc arena (SQLite's page cache, the JSON of
+    # a thousand reads), and glibc keeps what a finished batch freed: over a catch-up the post
+    # would grow by a batch's working set for every thread that served one. Hand it back.
+    response.call_on_close(_return_free_memory)
+    response.headers["X-Waypost-Batch"] = plan.header["batch"]
+    current_app.logger.info("pull: batch %s (%s..%s) to %s", plan.header["batch"], plan.header["first_seq"],
+                            plan.header["last_seq"], request.remote_addr)
     return response

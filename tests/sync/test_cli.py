@@ -55,8 +55,9 @@ def test_enroll_refuses_a_file_that_is_not_a_key(settings, tmp_path, hq_path):
 def test_bench_sync_sends_the_whole_backlog(tmp_path, mode, line):
     import json
     result = CliRunner().invoke(main, ["bench", "sync", "-n", "30", "--batch-max-reads", "8", "--mode", mode,
-                                       "--dir", str(tmp_path / "b")], env={"WAYPOST_CONFIG": ""})
+                                       "--json", "--dir", str(tmp_path / "b")], env={"WAYPOST_CONFIG": ""})
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
-    assert figures["held_at_hq"] == 30 and figures["chain_verified"] and figures["post_peak_rss_mib"] > 0
+    assert figures["held_at_hq"] == 30 and figures["chain_verified"]
+    assert figures["post_peak_rss_mib"] > 0 and figures["hq_peak_rss_mib"] > 0 and figures["hq_database"] == "sqlite"
     assert line in figures["output"][0]
