@@ -358,3 +358,19 @@ def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_tar
         rows = hq_search.HQReadText.select().where(hq_search.HQReadText.read_id == 5).count()
     assert rows == 2                                         # the plate and its alternative
     hq.hq_database.close()
+
+
+def test_the_administrator_sees_headquarters_access_log_and_accounts(hq_site):
+    app, _, _ = hq_site
+    officer = app.test_client()
+    sign_in(officer, "officer.lee")
+    assert _search(officer, "7ABC010").status_code == 200
+    admin = app.test_client()
+    sign_in(admin, "admin.ray")
+    assert admin.get("/").headers["Location"].endswith("/hq/reads/search")     # the admin's place of work here
+    log = admin.get("/audit/").get_data(as_text=True)
+    assert "officer.lee" in log and "read.search" in log and "24-001234" in log
+    accounts = admin.get("/admin/accounts").get_data(as_text=True)
+    assert "disp.kay" in accounts and "officer.new" in accounts
+    nav = admin.get("/hq").get_data(as_text=True)
+    assert 'id="nav-search"' in nav and 'id="nav-posts"' in nav and 'id="nav-audit"' in nav
