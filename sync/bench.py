@@ -66,7 +66,9 @@ def _serve_until_sigterm(app, port: int) -> None:
 
 def serve_post() -> None:
     """The post's web app in this (child) process until SIGTERM: the pull benchmark's post."""
+    from appliance.service import limit_malloc_arenas
     from web import create_app
+    limit_malloc_arenas()           # as `waypost run` does
     settings = config.load(None)
     _serve_until_sigterm(create_app(settings), settings.web.port)
 

@@ -238,3 +238,38 @@ def test_an_alert_confirmed_after_its_read_was_sent_reaches_headquarters(setting
     assert data["status"] == "confirmed" and [c["username"] for c in data["confirmations"]] == ["officer.one"]
     assert post.push(settings).batches == 0          # nothing more to say
     assert_hq_holds_the_post(settings)
+
+
+def test_a_batch_says_where_headquarters_will_stand_once_it_is_stored(settings, db, hq_server):
+    """header["next"] is the position headquarters answers with: the next batch can be built
+    while this one is being stored."""
+    add_reads(settings, 3)
+    key = bundle.post_key(settings)
+    pos = post.fetch_position(settings)
+    for _ in range(2):
+        spooled = settings.data_dir / "sync" / "one.batch"
+        spooled.parent.mkdir(parents=True, exist_ok=True)
+        with open(spooled, "wb") as f:
+            header = post.build_batch(settings, key, pos, f)
+        status, answer = post._send(settings, spooled)
+        assert status == 200 and answer["status"] == "stored"
+        pos = post.Position.of(answer["position"])
+        assert header["next"] == pos
+    assert pos.last_seq == 3 and pos.chain_seq == header["chain"]["last_seq"] > 0     # batches of 2 reads, then 1
+
+
+def test_a_batch_built_ahead_is_used_only_from_the_position_it_was_built_for(settings, db):
+    add_reads(settings, 3)
+    key = bundle.post_key(settings)
+    spool = settings.data_dir / "sync"
+    spool.mkdir(parents=True, exist_ok=True)
+    first = post.build_batch(settings, key, post.Position(0, 0, audit.GENESIS), io.BytesIO())
+    unacked, ahead_part = spool / "unacked.batch", spool / "next.batch.part"
+
+    elsewhere = post.Position(0, 0, audit.GENESIS)          # headquarters answered otherwise
+    assert post._Ahead(settings, key, first["next"], ahead_part).take(elsewhere, unacked) is None
+    assert not ahead_part.exists() and not unacked.exists()
+
+    taken = post._Ahead(settings, key, first["next"], ahead_part).take(first["next"], unacked)
+    assert taken is not None and taken["first_seq"] == first["last_seq"] + 1
+    assert not ahead_part.exists() and post._header_of(unacked)["batch"] == taken["batch"]
