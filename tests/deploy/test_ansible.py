@@ -3,6 +3,9 @@
 The converge (converge.yml) runs the common, post and hq roles on this machine with the local
 connection, every path under a temporary directory and the system-only tasks (apt, users,
 service starts, sshd -t, nft, hostname) off. It is run twice; the second run must change nothing.
+It needs no root, so it is the converge a developer's machine runs, and the only one of headquarters
+on SQLite (with its backup and restore); test_real_converge.py applies the playbooks to real Debian
+roots with the system tasks on.
 """
 from __future__ import annotations
 
@@ -140,7 +143,7 @@ def test_firewall_ssh_and_tls(converged):
     assert "post-test" in out.stdout
     assert oct((converged["root"] / "post/etc/waypost/tls/server.key").stat().st_mode & 0o777) == "0o600"
     site = (converged["root"] / "post/etc/nginx/sites-available/waypost-post.conf").read_text()
-    assert "listen 443 ssl;" in site and "proxy_pass http://127.0.0.1:8080;" in site
+    assert "listen 443 ssl http2;" in site and "proxy_pass http://127.0.0.1:8080;" in site
 
 
 def test_hq_enrolled_post_and_backup_restore(converged):
