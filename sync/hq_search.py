@@ -18,7 +18,8 @@ byte-ordered, so that every search is an index lookup or range on either databas
 
 The table is filled from hq_read by catch_up(), never by ingest (a batch stays one insert per
 chunk): `waypost hq serve` runs it every few seconds in a thread, and every search runs it first,
-so a search sees every read stored before it started. Nothing here writes an access record or
+so a search sees every read stored before it started (unless more than SEARCH_CATCH_UP wait: the
+page then says that the newest reads are not searched yet). Nothing here writes an access record or
 checks a purpose: the web layer (web/hq.py) does both before any of this data leaves.
 """
 from __future__ import annotations
@@ -54,6 +55,10 @@ CHUNK = 2000            # reads indexed per transaction
 # FULL_EVERY_S. (SQLite has one writer at a time: its ids become visible in order.)
 MARGIN = 5_000
 FULL_EVERY_S = 600
+# A search indexes at most about this many reads itself (a few seconds); beyond that (the first
+# start after an upgrade, a very large sync) it answers from what is indexed and says so, while
+# the indexer thread catches up.
+SEARCH_CATCH_UP = 20_000
 
 class HQReadText(hq.HQModel):
     read_id = BigIntegerField()
@@ -118,6 +123,7 @@ class Page:
     hits: list[Hit]
     next_cursor: str | None        # pass as `cursor` for the next (older, or lower-ranked) page
     candidates: int                # rows examined
+    behind: bool = False           # reads stored but not yet indexed (after a large sync or an upgrade)
 
 
 # --- the index -------------------------------------------------------------------------------------
@@ -132,21 +138,23 @@ def _stamp(value) -> str:
 _TEXT_COLUMNS = "read_id, alt, post_id, camera_id, captured_at, text, folded, reversed"
 
 
-def catch_up(chunk: int = CHUNK, full: bool = False) -> int:
+def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -> int:
     """Index the reads hq_read holds and hq_read_text does not yet; returns how many. `full`
-    looks at every read (else only from a little below the highest indexed)."""
+    looks at every read (else only from a little below the highest indexed); `limit` stops
+    after about that many. The lock is held a chunk at a time, so that a search's catch-up and
+    the indexer's take turns instead of one waiting for the other's whole backlog."""
     db = hq.hq_database
     p = db.param
     done = 0
-    with _lock:
-        top = db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
-        margin = 0 if isinstance(db.obj, SqliteDatabase) else MARGIN
-        cursor = 0 if full else max(0, top - margin)
-        while True:
+    top = db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
+    margin = 0 if isinstance(db.obj, SqliteDatabase) else MARGIN
+    cursor = 0 if full else max(0, top - margin)
+    while limit is None or done < limit:
+        with _lock:
             rows = db.execute_sql(
                 f"SELECT r.id, r.post_id, r.captured_at, r.plate, r.data FROM hq_read r WHERE r.id > {p} "
                 f"AND NOT EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id) ORDER BY r.id LIMIT {p}",
-                (cursor, chunk)).fetchall()
+                (cursor, chunk if limit is None else min(chunk, limit - done))).fetchall()
             if not rows:
                 return done
             texts, cams = [], set()
@@ -165,8 +173,16 @@ def catch_up(chunk: int = CHUNK, full: bool = False) -> int:
                                    [v for row in part for v in row])
                 HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
                     .on_conflict_ignore().execute()
-            cursor = rows[-1][0]
-            done += len(rows)
+        cursor = rows[-1][0]
+        done += len(rows)
+    return done
+
+
+def behind() -> bool:
+    """Whether headquarters holds reads above the highest one indexed (a search would miss them)."""
+    return hq.hq_database.execute_sql(
+        "SELECT 1 FROM hq_read WHERE id > (SELECT coalesce(max(read_id), 0) FROM hq_read_text) LIMIT 1"
+    ).fetchone() is not None
 
 
 class Indexer(threading.Thread):
@@ -239,9 +255,14 @@ def search(q: Query, limit: int = 25, cursor: str | None = None) -> Page:
     if not 1 <= limit <= PAGE_MAX:
         raise SearchError(f"page size must be 1 to {PAGE_MAX}")
     q = dataclasses.replace(q, text=normalise(q.text, q.mode))
-    catch_up()
-    if q.mode == "similar":
-        return _similar(q, limit, cursor)
+    catch_up(limit=SEARCH_CATCH_UP)
+    late = behind()
+    page = _similar(q, limit, cursor) if q.mode == "similar" else _search(q, limit, cursor)
+    page.behind = late
+    return page
+
+
+def _search(q: Query, limit: int, cursor: str | None) -> Page:
     T = HQReadText
     conds = _pattern(q) + _filters(q)
     if cursor:
