@@ -153,8 +153,11 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -
         with _lock:
             rows = db.execute_sql(
                 f"SELECT r.id, r.post_id, r.captured_at, r.plate, r.data FROM hq_read r WHERE r.id > {p} "
-                f"AND NOT EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id) ORDER BY r.id LIMIT {p}",
-                (cursor, chunk if limit is None else min(chunk, limit - done))).fetchall()
+                # t.read_id's own bound lets PostgreSQL's merge anti-join start at the cursor
+                # instead of walking the whole index.
+                f"AND NOT EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id AND t.read_id > {p}) "
+                f"ORDER BY r.id LIMIT {p}",
+                (cursor, cursor, chunk if limit is None else min(chunk, limit - done))).fetchall()
             if not rows:
                 return done
             texts, cams = [], set()
@@ -180,9 +183,9 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -
 
 def behind() -> bool:
     """Whether headquarters holds reads above the highest one indexed (a search would miss them)."""
-    return hq.hq_database.execute_sql(
-        "SELECT 1 FROM hq_read WHERE id > (SELECT coalesce(max(read_id), 0) FROM hq_read_text) LIMIT 1"
-    ).fetchone() is not None
+    db = hq.hq_database      # two index lookups (as one statement PostgreSQL plans a scan of hq_read)
+    held = db.execute_sql("SELECT coalesce(max(id), 0) FROM hq_read").fetchone()[0]
+    return held > db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
 
 
 class Indexer(threading.Thread):
