@@ -144,3 +144,46 @@ def test_importing_the_recognizer_does_not_import_tensorflow():
             "Recognizer().read(np.zeros((64, 64, 3), np.uint8));"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _long_plate_frames(n, seed):
+    """A rendered EU plate (520 x 110 mm) pasted on a plain frame: (frame, text, plate box x, y, w, h)."""
+    from recognizer.training.intl_plates import render_eu_plate
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        plate, text = render_eu_plate(rng)
+        plate = plate.resize((plate.width * 60 // plate.height, 60))
+        frame = Image.new("RGB", (640, 360), (70, 72, 75))
+        x, y = int(rng.integers(40, 640 - plate.width - 40)), int(rng.integers(40, 250))
+        frame.paste(plate, (x, y), plate)
+        out.append((np.asarray(frame), text, (x, y, plate.width, plate.height)))
+    return out
+
+
+def test_a_box_that_cuts_a_long_plate_short_is_widened(rec):
+    """The detector draws US-shaped (2:1) boxes, a little taller than the plate; on a long EU plate
+    such a box covers only the middle characters, and the read of a crop widened about its centre
+    must win."""
+    frames = _long_plate_frames(10, seed=5)
+    whole = cut_short = 0
+    for frame, text, (x, y, w, h) in frames:
+        bh = int(h * 1.2)
+        narrow = Detection(box=(x + w // 2 - bh, y - (bh - h) // 2, 2 * bh, bh), score=0.9, corners=None)
+        cut = rec.ocr.read(plate_crop(frame, narrow)).text
+        [read] = rec.read(frame, detections=[narrow])
+        cut_short += cut != text
+        whole += read.text == text
+        assert read.box == narrow.box   # the read still points at the detection
+    assert cut_short >= 6, f"the narrow boxes cut only {cut_short} of 10 plates short"
+    assert whole >= 8, f"{whole} of 10 long plates read whole"
+
+
+def test_a_right_box_keeps_its_read(rec):
+    """Widening never replaces a read that the wider crop does not extend."""
+    for sc in clean_scenes(4, seed=23):
+        truth = sc.plates[0]
+        det = Detection(box=truth.box, score=0.9, corners=None)
+        [read] = rec.read(sc.image, detections=[det])
+        assert read.text == rec.ocr.read(plate_crop(sc.image, det)).text
