@@ -137,6 +137,9 @@ class RecognizerSettings(Section):
     threads: int = Field(2, ge=1, le=8, description="Inference threads.")
     min_confidence: float = Field(0.6, ge=0.0, le=1.0,
                                   description="Reads below this are kept but marked low-confidence.")
+    second_look: bool = Field(True, description="When a frame shows no plate, search its four corner windows at "
+                                                "twice the resolution (small, distant plates; 4 more detector runs "
+                                                "on such frames).")
 
 
 class WebSettings(Section):

@@ -80,10 +80,10 @@ class Recognizer:
     """Detector + OCR, each interpreter built once. Not thread-safe: one per worker thread."""
 
     def __init__(self, models_dir: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 min_detection_score: float = 0.3):
+                 min_detection_score: float = 0.3, second_look: bool = True):
         d = Path(models_dir) if models_dir else MODELS_DIR
         self.detector = PlateDetector(d / "detector.tflite", threads=threads, runtime=runtime,
-                                      threshold=min_detection_score)
+                                      threshold=min_detection_score, second_look=second_look)
         self.ocr = PlateOCR(d / "ocr.tflite", threads=threads, runtime=runtime)
         self.runtime = self.detector.model.runtime
 

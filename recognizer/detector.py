@@ -29,6 +29,10 @@ DEFAULT_MODEL = MODELS_DIR / "detector.tflite"
 STRIDE = 4
 SIZE_UNIT = 16.0
 PAD_VALUE = 114
+# Second look (see PlateDetector.detect): corner windows of this share of the frame's width and
+# height, searched when the first pass found nothing in a frame shrunk below this scale.
+WINDOW = 0.6
+SECOND_LOOK_BELOW = 0.55
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,13 @@ class PlateDetector:
     """Loads the detector once; `detect(frame)` returns plates in frame coordinates, best first."""
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 threshold: float = 0.3, zoom_below_px: float = 40.0, max_zoom: int = 3):
+                 threshold: float = 0.3, zoom_below_px: float = 40.0, max_zoom: int = 3, second_look: bool = True):
         self.model: Model = load_model(model_path or DEFAULT_MODEL, threads=threads, runtime=runtime)
         _, self.in_h, self.in_w, _ = self.model.input_shape
         self.threshold = threshold
         self.zoom_below_px = zoom_below_px
         self.max_zoom = max_zoom    # each zoomed pass costs one more model run
+        self.second_look = second_look
 
     def _run(self, image: np.ndarray) -> tuple[list, Letterbox]:
         x, lb = letterbox(image, self.in_w, self.in_h)
@@ -145,27 +150,54 @@ class PlateDetector:
         return best
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Plates in an RGB (or gray) uint8 frame, most confident first, in frame px."""
+        """Plates in an RGB (or gray) uint8 frame, most confident first, in frame px.
+
+        Second look: when the whole frame, shrunk into the model's input, shows no plate and the
+        shrinking was strong (SECOND_LOOK_BELOW), the four overlapping corner windows of the frame
+        (each WINDOW of its width and height) are searched at about twice the resolution. A plate
+        60 px wide in a 1920 px frame is 16 px in the whole-frame input, below what the model finds
+        reliably; in a window it is 27 px. It costs four more model runs, only on frames where the
+        first pass found nothing.
+        """
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        h, w = frame.shape[:2]
         dets, lb = self._run(frame)
-        results = []
-        for rank, (score, box, corners) in enumerate(_nms(dets)):
-            small = (box[2] - box[0]) < self.zoom_below_px and rank < self.max_zoom
-            box, corners = box / lb.scale, corners / lb.scale
-            if small and self.zoom_below_px > 0 and lb.scale < 0.9:
-                refined = self._zoom(frame, box)
-                if refined is not None:
-                    box, corners = refined
-            box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
-            corners[:, 0] = np.clip(corners[:, 0], 0, w - 1)
-            corners[:, 1] = np.clip(corners[:, 1], 0, h - 1)
-            # corners that disagree with the box are not trusted for levelling the crop
-            trusted = _iou(_box_of(corners), box) >= 0.5
-            x0, y0, x1, y1 = box
-            results.append(Detection(
-                box=(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))),
-                score=score,
-                corners=tuple((float(x), float(y)) for x, y in corners) if trusted else None))
-        return results
+        found = [(score, box / lb.scale, corners / lb.scale, (box[2] - box[0]) < self.zoom_below_px, lb.scale)
+                 for score, box, corners in _nms(dets)]
+        if not found and self.second_look and lb.scale < SECOND_LOOK_BELOW:
+            found = self._windows(frame)
+        return [self._finish(frame, rank, *f) for rank, f in enumerate(found)]
+
+    def _windows(self, frame: np.ndarray) -> list:
+        h, w = frame.shape[:2]
+        ww, wh = int(w * WINDOW), int(h * WINDOW)
+        found = []
+        for x0 in (0, w - ww):
+            for y0 in (0, h - wh):
+                dets, lb = self._run(frame[y0:y0 + wh, x0:x0 + ww])
+                off = np.array([x0, y0], np.float32)
+                for score, box, corners in dets:
+                    found.append((score, box / lb.scale + np.tile(off, 2), corners / lb.scale + off,
+                                  (box[2] - box[0]) < self.zoom_below_px, lb.scale))
+        # a plate where two windows overlap is found twice: keep the surer one
+        kept = _nms([(f[0], f[1], f) for f in found])
+        return [k[2] for k in kept]
+
+    def _finish(self, frame, rank, score, box, corners, small, scale) -> Detection:
+        """A detection in frame px: small ones re-detected zoomed in, clipped, corners checked."""
+        h, w = frame.shape[:2]
+        if small and rank < self.max_zoom and self.zoom_below_px > 0 and scale < 0.9:
+            refined = self._zoom(frame, box)
+            if refined is not None:
+                box, corners = refined
+        box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
+        corners = corners.copy()
+        corners[:, 0] = np.clip(corners[:, 0], 0, w - 1)
+        corners[:, 1] = np.clip(corners[:, 1], 0, h - 1)
+        # corners that disagree with the box are not trusted for levelling the crop
+        trusted = _iou(_box_of(corners), box) >= 0.5
+        x0, y0, x1, y1 = box
+        return Detection(
+            box=(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))),
+            score=score,
+            corners=tuple((float(x), float(y)) for x, y in corners) if trusted else None)

@@ -22,11 +22,14 @@ def recognizer():
 
 
 def run_street(settings, recognizer, seconds, seed=3, vehicles_per_min=20.0):
+    """Runs the pipeline over the demo street. Returns the pipeline, the passes (plate -> first and
+    last frame in the street's truth) and the plates of the vehicles still on the road at the end."""
     street = DemoStreet(1280, 720, FPS, vehicles_per_min, seed)
     pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
     t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
     passes: dict[str, tuple[int, int]] = {}
-    for index in range(int(seconds * FPS)):
+    frames = int(seconds * FPS)
+    for index in range(frames):
         image, truth = street.render(index)
         for plate, _ in truth:
             first, _ = passes.get(plate, (index, index))
@@ -34,18 +37,23 @@ def run_street(settings, recognizer, seconds, seed=3, vehicles_per_min=20.0):
         pipe.process(Frame(image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
                            source="test", truth=truth))
     pipe.flush()
-    return pipe, passes
+    still_coming = {v.plate for v in street.vehicles_at((frames - 1) / FPS)}
+    return pipe, passes, still_coming
 
 
 @pytest.mark.slow
 def test_one_read_per_pass_and_alerts_only_for_hotlisted(settings, db, recognizer, tmp_path):
     demo_hotlist_csv(tmp_path / "demo.csv")
     hotlist.import_csv(settings, tmp_path / "demo.csv", "DEMO", system_actor(settings))
-    pipe, passes = run_street(settings, recognizer, seconds=40)
+    pipe, passes, on_road_at_end = run_street(settings, recognizer, seconds=40)
     all_reads = list(Read.select())
-    # far-away fragments are kept, marked low-confidence; the passes are the confident reads
-    reads = [r for r in all_reads if not r.low_confidence]
-    assert all(r.plate in passes or r.low_confidence for r in all_reads)
+    # far-away fragments are kept, marked low-confidence; the passes are the confident reads.
+    # The detector's second look can read a distant vehicle before it is big enough to count in
+    # the street's truth: such a read must be a vehicle still on the road when the run stops.
+    confident = [r for r in all_reads if not r.low_confidence]
+    early = [r.plate for r in confident if r.plate not in passes]
+    assert all(p in on_road_at_end for p in early), (early, sorted(on_road_at_end))
+    reads = [r for r in confident if r.plate in passes]
     plates = [r.plate for r in reads]
     assert len(passes) >= 5, "the street should have shown several vehicles"
     read_right = [p for p in passes if p in plates]
