@@ -123,7 +123,17 @@ class WebServer:
         # stream sees its browser leave (environ["waitress.client_disconnected"]) and frees its thread
         self.server = create_server(app, host=host, port=port, threads=threads, ident="waypost",
                                     channel_request_lookahead=4)
-        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="web", daemon=True)
+        self._stopping = threading.Event()
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:
+            # stop() closes every socket from inside the loop; the same loop pass may then poll
+            # one it has just closed (EBADF). That is the end we asked for, not a fault.
+            if not self._stopping.is_set():
+                raise
 
     @property
     def port(self) -> int:
@@ -140,6 +150,7 @@ class WebServer:
             self.server.task_dispatcher.shutdown(timeout=timeout_s)
             wasyncore.close_all(self.server._map)
 
+        self._stopping.set()
         self.server.trigger.pull_trigger(close_all)
         self.thread.join(timeout=timeout_s)
 
