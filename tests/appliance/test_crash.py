@@ -36,16 +36,32 @@ def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
     return [l for l in lines if l]
 
 
+def first_write_s(data_dir: Path) -> float:
+    """How long the writer takes, on this machine now, from its start to its first saved read."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    t0 = time.monotonic()
+    try:
+        proc.stdout.readline()
+        return time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_leaves_nothing(tmp_path):
     data_dir = tmp_path / "post"
     settings = make_settings(data_dir)
     rng = random.Random(20261122)
+    # On a loaded machine start-up alone can outlast the longest delay: every other kill waits
+    # for the writer's measured start-up first, so that half of them land mid-write.
+    startup = first_write_s(tmp_path / "calibration")
     saved: set[str] = set()
     reads_seen = 0
     for kill in range(KILLS):
         # Short delays land in start-up (migration, recovery), longer ones mid-write.
-        saved.update(run_and_kill(data_dir, kill, rng.uniform(0.2, 1.5)))
+        saved.update(run_and_kill(data_dir, kill, rng.uniform(0.2, 1.5) + (startup if kill % 2 else 0.0)))
 
         # Restart as the service does, then check everything.
         bootstrap(settings, create_admin=False)
