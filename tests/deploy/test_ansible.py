@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,23 +147,99 @@ def test_firewall_ssh_and_tls(converged):
     assert "listen 443 ssl http2;" in site and "proxy_pass http://127.0.0.1:8080;" in site
 
 
+def _hq_env(root: Path) -> dict:
+    """hq.env as systemd reads it (KEY=value, the value possibly in single quotes)."""
+    values = {}
+    for line in (root / "etc/waypost/hq.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key] = value[1:-1] if value.startswith("'") else value
+    return values
+
+
+def test_hq_config_sign_in_behind_tls_and_first_admin_env(converged):
+    root = converged["root"] / "hq"
+    config = root / "etc/waypost/waypost.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    check = subprocess.run([str(root / "opt/waypost/venv/bin/waypost"), "config", "check", str(config)], check=False,
+                           capture_output=True, text=True, env=env)
+    assert check.returncode == 0 and "configuration OK" in check.stdout, check.stdout + check.stderr
+    text = config.read_text()
+    for line in ("secure_cookies = true", "trusted_proxy = true", 'name = "Test headquarters"',
+                 'agency = "Test Police Department"', 'db_file = "waypost.db"'):
+        assert line in text, line
+    hq_env = root / "etc/waypost/hq.env"
+    assert oct(hq_env.stat().st_mode & 0o777) == "0o600"
+    assert _hq_env(root)["WAYPOST_ADMIN_PASSWORD"] == "a passphrase for headquarters"
+    assert "WAYPOST_ADMIN_PASSWORD" not in (root / "etc/systemd/system/waypost-hq-backup.service").read_text()
+
+
+def _backups(output: str) -> list[Path]:
+    return [Path(line.split("backup: ", 1)[1]) for line in output.splitlines() if line.startswith("backup: ")]
+
+
 def test_hq_enrolled_post_and_backup_restore(converged):
+    """Both databases are backed up as a pair and restored: the posts' reads (hq.sqlite) and the
+    accounts and access log (waypost.db, made here by `waypost init`, the bootstrap `hq serve` runs,
+    with the first administrator's password from hq.env)."""
     root = converged["root"] / "hq"
     database = root / "var/lib/waypost/hq.sqlite"
+    accounts = root / "var/lib/waypost/waypost.db"
+    config = str(root / "etc/waypost/waypost.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
     waypost = str(root / "opt/waypost/venv/bin/waypost")
-    status = subprocess.run([waypost, "hq", "status", "--json", "--database", str(database)],
-                            capture_output=True, text=True, env=env)
-    assert status.returncode == 0, status.stderr
+    python = str(root / "opt/waypost/venv/bin/python")
+    backup_dir = root / "var/backups/waypost"
+    password = _hq_env(root)["WAYPOST_ADMIN_PASSWORD"]
+
+    def run(*args, check=True, **extra):
+        result = subprocess.run([str(a) for a in args], check=False, capture_output=True, text=True, env={**env, **extra})
+        assert not check or result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def accounts_state():
+        """(access records, hash of the last one, whether admin signs in with the vault password)"""
+        out = run(python, "-c", "import sys; from appliance import config, db, users\n"
+                  "s = config.load(sys.argv[1]); db.open_database(s)\n"
+                  "with db.connection():\n"
+                  "    n, last = db.open_database(s).execute_sql("
+                  "'SELECT count(*), (SELECT hash FROM access_record ORDER BY seq DESC LIMIT 1) FROM access_record')"
+                  ".fetchone()\n"
+                  "    print(n, last, users.check_password(users.get('admin'), sys.argv[2]))", config, password)
+        return out.stdout.split()
+
+    init = run(waypost, "--config", config, "init", WAYPOST_ADMIN_PASSWORD=password)
+    assert "password:" not in init.stdout          # given, so not printed
+    before = accounts_state()
+    assert int(before[0]) > 0 and before[2] == "True", before
+    status = run(waypost, "hq", "status", "--json", "--database", database)
     assert "post-test" in json.dumps(json.loads(status.stdout))
-    backup = subprocess.run([str(root / "usr/local/sbin/waypost-hq-backup")], capture_output=True, text=True)
-    assert backup.returncode == 0, backup.stderr
-    made = Path(backup.stdout.split("backup: ", 1)[1].strip())
-    assert made.is_file()
-    database.unlink()
-    restore = subprocess.run([str(root / "usr/local/sbin/waypost-hq-restore"), str(made)], capture_output=True,
-                             text=True)
-    assert restore.returncode == 0, restore.stderr
-    status = subprocess.run([waypost, "hq", "status", "--json", "--database", str(database)],
-                            capture_output=True, text=True, env=env)
-    assert "post-test" in status.stdout, status.stdout + status.stderr
+
+    made = _backups(run(root / "usr/local/sbin/waypost-hq-backup").stdout)
+    assert [p.name.split("-", 1)[0] for p in made] == ["hq", "accounts"], made
+    assert made[0].name.split("-", 1)[1].split(".")[0] == made[1].name.split("-", 1)[1].split(".")[0]
+    assert all(p.is_file() for p in made)
+    for path in (database, accounts):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    restore = run(root / "usr/local/sbin/waypost-hq-restore", made[0])
+    assert f"restored {made[1]}" in restore.stdout
+    status = run(waypost, "hq", "status", "--json", "--database", database)
+    assert "post-test" in status.stdout
+    assert accounts_state() == before
+    verify = run(waypost, "--config", config, "audit", "verify")
+    assert verify.returncode == 0
+    assert "admin" in run(waypost, "--config", config, "user", "list").stdout
+
+    # A pair missing its accounts file restores nothing unless --reads-only says so.
+    made[1].unlink()
+    refused = run(root / "usr/local/sbin/waypost-hq-restore", made[0], check=False)
+    assert refused.returncode == 2 and "incomplete" in refused.stderr, refused.stderr
+    assert accounts_state() == before
+
+    # Retention: the newest hq_backup_keep (2) of each kind stay.
+    newer = []
+    for _ in range(3):
+        time.sleep(1.1)                            # one stamp per second
+        newer += _backups(run(root / "usr/local/sbin/waypost-hq-backup").stdout)
+    assert sorted(p.name for p in backup_dir.iterdir()) == sorted(p.name for p in newer[2:])

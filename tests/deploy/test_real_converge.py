@@ -413,11 +413,19 @@ def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
     waypost = "/opt/waypost/venv/bin/waypost"
     assert (root / "var/lib/waypost/enrolled/post-ci.pub").read_text() == \
         (converged["roots"]["post-ci"] / "var/lib/waypost/post_key.pub").read_text().strip() + "\n"
+    config = "/etc/waypost/waypost.toml"
+    # The accounts database as the first `waypost hq serve` makes it (the same bootstrap as init).
+    in_root(root, waypost, "--config", config, "init", user="waypost")
+    accounts = root / "var/lib/waypost/waypost.db"
+    records = in_root(root, waypost, "--config", config, "audit", "head", user="waypost").stdout
     with _postgresql(root):
         status = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost")
         assert "post-ci" in json.dumps(json.loads(status.stdout))
         backup = in_root(root, "/usr/local/sbin/waypost-hq-backup", user="waypost").stdout
-        made = backup.split("backup: ", 1)[1].strip()
+        made, made_accounts = [line.split("backup: ", 1)[1] for line in backup.splitlines()
+                               if line.startswith("backup: ")]
+        assert made.endswith(".dump") and made_accounts.endswith(".sqlite"), backup
+        accounts.unlink()
         in_root(root, "runuser", "-u", "postgres", "--", "dropdb", "waypost")
         in_root(root, "runuser", "-u", "postgres", "--", "createdb", "--owner=waypost", "waypost")
         empty = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost",
@@ -426,4 +434,8 @@ def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
         in_root(root, "/usr/local/sbin/waypost-hq-restore", made)
         status = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost")
         assert "post-ci" in status.stdout
+    # Back, owned by the service account, its access log intact up to the same record.
+    assert accounts.stat().st_uid == int(in_root(root, "id", "-u", "waypost").stdout)
+    in_root(root, waypost, "--config", config, "audit", "verify", user="waypost")
+    assert in_root(root, waypost, "--config", config, "audit", "head", user="waypost").stdout == records
 
