@@ -33,7 +33,7 @@ from appliance.db import write
 from sync import hq, hq_search
 from web import purpose as purposes
 from web.access import actor, requires
-from web.reads import MODES
+from web.reads import MODES, checked_search
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
 
@@ -142,15 +142,9 @@ def search_form():
 @requires("reads.search")
 def search_results():
     form = SearchForm()
-    if not form.validate_on_submit():
-        return render_template("hq/search.html", form=form, page=None), 400
-    stated = form.checked()
-    if stated is None:          # no purpose, no data: the form comes back with the reason
-        return render_template("hq/search.html", form=form, page=None), 400
-    query = form.query()
-    if query.since and query.until and query.since > query.until:
-        form.until.errors = ["'To' is before 'From'."]
-        return render_template("hq/search.html", form=form, page=None), 400
+    stated, query, refusal = checked_search(form, "hq/search.html")
+    if refusal:
+        return refusal
     try:
         page = hq_search.search(query, limit=PAGE, cursor=form.cursor.data or None)
     except hq_search.SearchError as exc:

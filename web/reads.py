@@ -52,6 +52,25 @@ class SearchForm(purposes.PurposeForm):
             alerts_only=bool(self.alerts_only.data))
 
 
+def checked_search(form, template: str):
+    """A submitted search form's stated purpose and query, as (purpose, query, None); or, when the
+    form, the purpose or the time range is wrong, (None, None, the form back with its reasons and
+    no data, 400). Used by the post's search and headquarters' search alike."""
+    def refused():
+        return None, None, (render_template(template, form=form, page=None), 400)
+
+    if not form.validate_on_submit():
+        return refused()
+    stated = form.checked()
+    if stated is None:          # no purpose, no data: the form comes back with the reason
+        return refused()
+    query = form.query()
+    if query.since and query.until and query.since > query.until:
+        form.until.errors = ["'To' is before 'From'."]
+        return refused()
+    return stated, query, None
+
+
 class PurposeOnlyForm(purposes.PurposeForm):
     next_read = HiddenField()
 
@@ -66,15 +85,9 @@ def search_form():
 @requires("reads.search")
 def search_results():
     form = SearchForm()
-    if not form.validate_on_submit():
-        return render_template("reads/search.html", form=form, page=None), 400
-    stated = form.checked()
-    if stated is None:          # no purpose, no data: the form comes back with the reason
-        return render_template("reads/search.html", form=form, page=None), 400
-    query = form.query()
-    if query.since and query.until and query.since > query.until:
-        form.until.errors = ["'To' is before 'From'."]
-        return render_template("reads/search.html", form=form, page=None), 400
+    stated, query, refusal = checked_search(form, "reads/search.html")
+    if refusal:
+        return refusal
     try:
         with write():
             page = search.search(query, limit=PAGE, before=form.before.data)
