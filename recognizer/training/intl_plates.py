@@ -17,10 +17,12 @@ from PIL import Image, ImageDraw
 
 from recognizer.training import plates
 from recognizer.training.plates import (
+    _dirt,
     _draw_text_fit,
     _fonts,
     _gradient,
     _rand_text,
+    _round_corners,
     _text_layer,
 )
 
@@ -124,16 +126,8 @@ def _finish(rng, img, d, W, H):
             r, g = H * 0.03, int(rng.integers(80, 200))
             d.ellipse([bx - r, H * 0.1 - r, bx + r, H * 0.1 + r], fill=(g, g, g), outline=(40, 40, 40))
     if rng.random() < 0.35:
-        a = np.asarray(img).astype(np.float32)
-        noise = Image.fromarray((rng.random((H // 8, W // 8)) * 255).astype(np.uint8)).resize((W, H), Image.BICUBIC)
-        n = np.asarray(noise, np.float32)[..., None] / 255.0
-        s = rng.uniform(0.1, 0.4)
-        a[..., :3] = a[..., :3] * (1 - s * n) + np.array([90, 75, 55], np.float32) * s * n
-        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGBA")
-    mask = Image.new("L", (W, H), 0)
-    ImageDraw.Draw(mask).rounded_rectangle([0, 0, W - 1, H - 1], radius=int(H * 0.06), fill=255)
-    img.putalpha(mask)
-    return img
+        img = _dirt(rng, img, 0.4)
+    return _round_corners(img, 0.06)
 
 
 def render_intl_plate(rng: np.random.Generator):

@@ -503,21 +503,30 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
                            (230, 230, 230) if sum(col) < 300 else (20, 20, 20))
         if rng.random() < 0.4:
             d.rectangle([0, 0, W, H * rng.uniform(0.08, 0.14)], fill=col)
-    # Dirt and wear.
     if rng.random() < 0.4:
-        a = np.asarray(img).astype(np.float32)
-        noise = Image.fromarray((rng.random((H // 8, W // 8)) * 255).astype(np.uint8)).resize((W, H), Image.BICUBIC)
-        n = np.asarray(noise, np.float32)[..., None] / 255.0
-        strength = rng.uniform(0.1, 0.45)
-        dirt = np.array([90, 75, 55], np.float32)
-        a[..., :3] = a[..., :3] * (1 - strength * n) + dirt * strength * n
-        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGBA")
+        img = _dirt(rng, img, 0.45)
+    return _round_corners(img, 0.07), label, state
 
-    # Rounded corners as alpha.
+
+def _dirt(rng, img: Image.Image, max_strength: float) -> Image.Image:
+    """Dirt and wear: blotchy brown over the paint, up to max_strength where it is thickest."""
+    W, H = img.size
+    a = np.asarray(img).astype(np.float32)
+    noise = Image.fromarray((rng.random((H // 8, W // 8)) * 255).astype(np.uint8)).resize((W, H), Image.BICUBIC)
+    n = np.asarray(noise, np.float32)[..., None] / 255.0
+    strength = rng.uniform(0.1, max_strength)
+    dirt = np.array([90, 75, 55], np.float32)
+    a[..., :3] = a[..., :3] * (1 - strength * n) + dirt * strength * n
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGBA")
+
+
+def _round_corners(img: Image.Image, radius: float) -> Image.Image:
+    """The plate's rounded corners as alpha; radius as a share of its height."""
+    W, H = img.size
     mask = Image.new("L", (W, H), 0)
-    ImageDraw.Draw(mask).rounded_rectangle([0, 0, W - 1, H - 1], radius=int(H * 0.07), fill=255)
+    ImageDraw.Draw(mask).rounded_rectangle([0, 0, W - 1, H - 1], radius=int(H * radius), fill=255)
     img.putalpha(mask)
-    return img, label, state
+    return img
 
 
 # --- degradations a fixed post sees ---------------------------------------------------------
