@@ -20,10 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("WAYPOST_CRASH_KILLS", "50"))
 
 
+def start_writer(data_dir: Path, seed: int, stderr=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), str(seed)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
 def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
     """Start the writer, SIGKILL it after delay_s, return the uuids it reported as saved."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), str(seed)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_writer(data_dir, seed)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(l.strip() for l in proc.stdout), daemon=True)
     reader.start()
@@ -38,8 +42,7 @@ def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
 
 def first_write_s(data_dir: Path) -> float:
     """How long the writer takes, on this machine now, from its start to its first saved read."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), "0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = start_writer(data_dir, 0, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     try:
         proc.stdout.readline()
