@@ -191,7 +191,6 @@ class PlateDetector:
             if refined is not None:
                 box, corners = refined
         box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
-        corners = corners.copy()
         corners[:, 0] = np.clip(corners[:, 0], 0, w - 1)
         corners[:, 1] = np.clip(corners[:, 1], 0, h - 1)
         # corners that disagree with the box are not trusted for levelling the crop
