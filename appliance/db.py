@@ -35,8 +35,16 @@ def pragmas(settings: Settings) -> dict:
 
 
 def open_database(settings: Settings) -> SqliteDatabase:
-    """Bind the models to the configured database file (creating the data directory)."""
+    """Bind the models to the configured database file (creating the data directory).
+
+    Binding the same file with the same pragmas again keeps the database object already bound:
+    threads of the running post (upkeep, sync, pipeline) may be inside a transaction on it, and
+    swapping it under them would leave their transaction open on a connection nobody commits."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    current = database.obj
+    if (isinstance(current, SqliteDatabase) and current.database == str(settings.db_path)
+            and dict(current._pragmas) == pragmas(settings)):
+        return current
     db = SqliteDatabase(str(settings.db_path), pragmas=pragmas(settings))
     database.initialize(db)
     return db

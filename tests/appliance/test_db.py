@@ -66,3 +66,35 @@ def test_foreign_keys_are_enforced(db):
     from appliance.models import Evidence
     with pytest.raises(IntegrityError):
         Evidence.create(read=999, kind="crop", sha256="0" * 64, bytes=1, width=1, height=1)
+
+
+def test_opening_the_same_database_again_leaves_open_transactions_alone(db, settings):
+    """The service's threads start before the web app binds the database: binding it again must
+    not swap the database object under a thread that is inside a write transaction."""
+    import threading
+    db.execute_sql("CREATE TABLE probe (x INTEGER)")
+    inside, rebound = threading.Event(), threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            with dbmod.connection(), dbmod.write():
+                db.execute_sql("INSERT INTO probe VALUES (1)")
+                inside.set()
+                rebound.wait(5)
+                db.execute_sql("INSERT INTO probe VALUES (2)")
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert inside.wait(5)
+    assert dbmod.open_database(settings) is db.obj
+    rebound.set()
+    thread.join(10)
+    assert errors == []
+    with dbmod.write():          # the writer's lock is gone: its transaction was committed
+        db.execute_sql("INSERT INTO probe VALUES (3)")
+    plain = sqlite3.connect(settings.db_path)
+    assert [r[0] for r in plain.execute("SELECT x FROM probe ORDER BY x")] == [1, 2, 3]
+    plain.close()
