@@ -12,6 +12,7 @@ from appliance import db
 from appliance.config import Settings
 from appliance.models import User
 from appliance.service import secret_key
+from web import clock
 
 csrf = CSRFProtect()
 
@@ -56,6 +57,7 @@ def base_app(settings: Settings, service=None) -> Flask:
         REMEMBER_COOKIE_DURATION=dt.timedelta(seconds=0),
         WTF_CSRF_TIME_LIMIT=None,            # the token lives as long as the session
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        WAYPOST_ZONE=clock.zone_of(settings),   # pages show times in it; everything is stored in UTC
     )
     if settings.web.trusted_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
@@ -99,9 +101,11 @@ def base_app(settings: Settings, service=None) -> Flask:
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    app.add_template_filter(clock.localtime, "localtime")
+
     @app.context_processor
     def _globals():
-        return {"post": settings.post}
+        return {"post": settings.post, "time_zone": clock.zone_label(app.config["WAYPOST_ZONE"])}
 
     return app
 

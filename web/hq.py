@@ -24,7 +24,7 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, HiddenField, SelectField, StringField
+from wtforms import HiddenField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional
 
@@ -33,7 +33,8 @@ from appliance.db import write
 from sync import hq, hq_search
 from web import purpose as purposes
 from web.access import actor, requires
-from web.reads import MODES, checked_search
+from web.clock import LocalDateTimeField
+from web.reads import MODES, checked_search, recorded
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
 
@@ -45,8 +46,8 @@ class SearchForm(purposes.PurposeForm):
     mode = SelectField("Match", choices=MODES, default="exact")
     post = SelectField("Post", validators=[Optional()])
     camera = SelectField("Camera", validators=[Optional()])
-    since = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
-    until = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    since = LocalDateTimeField("From", validators=[Optional()])
+    until = LocalDateTimeField("To", validators=[Optional()], latest=True)
     cursor = HiddenField()
 
     def __init__(self, *args, **kwargs):
@@ -60,7 +61,7 @@ class SearchForm(purposes.PurposeForm):
         post_id, _, camera = (self.camera.data or "").partition("/")
         return hq_search.Query(text=self.plate.data or "", mode=self.mode.data,
                                post_id=self.post.data or (post_id if camera else None) or None,
-                               camera_id=camera or None, since=self.since.data, until=self.until.data)
+                               camera_id=camera or None, since=self.since.utc, until=self.until.utc)
 
 
 class VerifyForm(FlaskForm):
@@ -151,7 +152,7 @@ def search_results():
         form.plate.errors = [str(exc)[0].upper() + str(exc)[1:] + "."]
         return render_template("hq/search.html", form=form, page=None), 400
     with write():               # committed before the page is rendered: no record, no results
-        audit.record("read.search", actor(), query=query.as_record(), purpose=stated,
+        audit.record("read.search", actor(), query=recorded(query, form), purpose=stated,
                      objects=[f"read:{h.read.post_id}/{h.read.uuid}" for h in page.hits],
                      result_count=len(page.hits), details={"cursor": form.cursor.data} if form.cursor.data else None)
     purposes.remember(stated)

@@ -23,7 +23,7 @@ from appliance.db import connection, write
 from appliance.models import Alert, Camera, Read
 from appliance.roles import allowed
 from web import purpose as stated
-from web import events
+from web import clock, events
 from web.access import actor, requires
 from web.alerts import alert_purpose
 
@@ -169,7 +169,7 @@ def stream():
             camera = Camera.get_or_none(Camera.id == read.camera_id)
         payload = {"id": read.id, "plate": read.plate, "confidence": read.confidence,
                    "low_confidence": read.low_confidence,
-                   "captured_at": read.captured_at.strftime("%Y-%m-%d %H:%M:%S"),
+                   "captured_at": clock.localtime(read.captured_at),    # shown as is, as the page's rows
                    "camera": camera.name if camera else read.camera_id, "direction": read.direction,
                    "url": read_url(read.id)}
         return events.sse(event["id"], "read", json.dumps(payload))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
-from wtforms import BooleanField, DateTimeLocalField, DecimalField, HiddenField, IntegerField, SelectField, StringField
+from wtforms import BooleanField, DecimalField, HiddenField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
@@ -21,6 +21,7 @@ from appliance.models import Alert, Camera, Evidence, Read
 from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
+from web.clock import LocalDateTimeField, window_record
 
 bp = Blueprint("reads", __name__, url_prefix="/reads")
 
@@ -32,8 +33,8 @@ MODES = [SelectChoice("exact", "Exact plate"), SelectChoice("wildcard", "Wildcar
 class SearchForm(purposes.PurposeForm):
     plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
     mode = SelectField("Match", choices=MODES, default="exact")
-    since = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
-    until = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    since = LocalDateTimeField("From", validators=[Optional()])
+    until = LocalDateTimeField("To", validators=[Optional()], latest=True)
     camera = SelectField("Camera", validators=[Optional()])
     min_confidence = DecimalField("Minimum confidence", places=2, validators=[Optional(), NumberRange(0, 1)])
     alerts_only = BooleanField("Only reads with a hotlist alert")
@@ -47,7 +48,7 @@ class SearchForm(purposes.PurposeForm):
     def query(self) -> search.Query:
         return search.Query(
             text=self.plate.data or "", mode=self.mode.data,
-            since=self.since.data, until=self.until.data, camera_id=self.camera.data or None,
+            since=self.since.utc, until=self.until.utc, camera_id=self.camera.data or None,
             min_confidence=float(self.min_confidence.data) if self.min_confidence.data is not None else None,
             alerts_only=bool(self.alerts_only.data))
 
@@ -71,6 +72,12 @@ def checked_search(form, template: str):
     return stated, query, None
 
 
+def recorded(query, form) -> dict:
+    """The query as its access record keeps it: the window as UTC instants ('Z'), and as typed
+    with its offset and the zone."""
+    return {**query.as_record(), **window_record(form.since, form.until)}
+
+
 class PurposeOnlyForm(purposes.PurposeForm):
     next_read = HiddenField()
 
@@ -91,7 +98,7 @@ def search_results():
     try:
         with write():
             page = search.search(query, limit=PAGE, before=form.before.data)
-            audit.record("read.search", actor(), query=query.as_record(), purpose=stated,
+            audit.record("read.search", actor(), query=recorded(query, form), purpose=stated,
                          objects=[f"read:{h.read.uuid}" for h in page.hits], result_count=len(page.hits),
                          details={"before": form.before.data} if form.before.data else None)
     except search.SearchError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -165,7 +166,7 @@ def test_a_search_across_posts_is_recorded_with_its_query_and_purpose_and_the_ch
 
 
 def test_search_modes_filters_and_pages(hq_site):
-    app, _, _ = hq_site
+    app, settings, _ = hq_site
     client = app.test_client()
     sign_in(client, "officer.lee")
 
@@ -185,7 +186,7 @@ def test_search_modes_filters_and_pages(hq_site):
     # Contains needs a time range (it cannot use an index); with one it works.
     refused = _search(client, "BC0", "partial")
     assert refused.status_code == 400 and "time range" in refused.get_data(as_text=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(ZoneInfo(settings.post.timezone))     # the form takes headquarters' local time
     window = {"since": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
               "until": (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")}
     assert len(plates(_search(client, "BC0", "partial", **window))) == 5

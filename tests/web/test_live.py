@@ -8,6 +8,7 @@ import threading
 import urllib.request
 from http.cookiejar import CookieJar
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from appliance import alerts, audit, hotlist, store
 from appliance.models import AccessRecord, Hotlist, Read, utcnow
 from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
+from web.clock import localtime
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 HOSTILE = '<script>alert("x")</script>'
@@ -223,7 +225,7 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
         threading.Timer(0.5, lambda: service.bus.publish("read", read_event)).start()
         kind, data = _next_event(stream)
         assert kind == "read" and data["plate"] == "6DEF789" and data["direction"] == "eastbound"
-        assert data["camera"] and data["captured_at"] == read.captured_at.strftime("%Y-%m-%d %H:%M:%S")
+        assert data["camera"] and data["captured_at"] == localtime(read.captured_at, tz=ZoneInfo(settings.post.timezone))
         stream.close()
     finally:
         service.stop()

@@ -52,7 +52,7 @@
       var plate = el(r.url ? "a" : "span", "plate big", r.plate);
       if (r.url) { plate.href = r.url; }
       cell(row, "Plate", plate);
-      cell(row, "Time (UTC)", document.createTextNode(r.captured_at));
+      cell(row, "Time", document.createTextNode(r.captured_at));
       cell(row, "Camera", document.createTextNode(r.camera));
       var conf = el("span", null, Number(r.confidence).toFixed(2));
       if (r.low_confidence) { conf.appendChild(document.createTextNode(" ")); conf.appendChild(el("span", "low-mark", "LOW")); }
