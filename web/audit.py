@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, after_this_request, g, redirect, render_template, request, send_file, url_for
 from flask_wtf import FlaskForm
-from wtforms import DateField, DateTimeLocalField, IntegerField, SelectField, StringField
+from wtforms import DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
@@ -24,6 +24,7 @@ from appliance import audit, bundle, reports
 from appliance.db import write
 from appliance.models import database
 from web.access import actor, requires
+from web.clock import LocalDateTimeField, window_record
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
@@ -33,8 +34,8 @@ PAGE = 50
 class LogFilterForm(FlaskForm):
     username = StringField("Username", validators=[Optional(), Length(max=80)])
     action = SelectField("Action", validators=[Optional()])
-    since = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
-    until = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    since = LocalDateTimeField("From", validators=[Optional()])
+    until = LocalDateTimeField("To", validators=[Optional()], latest=True)
     query = StringField("Plate or data queried (contains)", validators=[Optional(), Length(max=80)])
     purpose = SelectField("Purpose", validators=[Optional()])
     before = IntegerField(validators=[Optional(), NumberRange(min=1)])
@@ -50,7 +51,7 @@ class LogFilterForm(FlaskForm):
 
     def filter(self) -> audit.Filter:
         return audit.Filter(username=(self.username.data or "").strip(), action=self.action.data or "",
-                            since=self.since.data, until=self.until.data, query=(self.query.data or "").strip(),
+                            since=self.since.utc, until=self.until.utc, query=(self.query.data or "").strip(),
                             purpose_code=self.purpose.data or "")
 
 
@@ -70,7 +71,8 @@ def _show(form: LogFilterForm, status: int = 200):
     flt = form.filter()
     with write():
         page = audit.browse(flt, before=form.before.data, limit=PAGE)
-        audit.record("audit.view", actor(), query=flt.as_record(), result_count=len(page.records),
+        audit.record("audit.view", actor(), query={**flt.as_record(), **window_record(form.since, form.until)},
+                     result_count=len(page.records),
                      details={"before": form.before.data} if form.before.data else None)
     return render_template("audit/index.html", form=form, page=page, filtered=bool(flt.as_record()),
                            verify_form=VerifyForm()), status
@@ -89,7 +91,7 @@ def search():
     if not form.validate_on_submit():
         return render_template("audit/index.html", form=form, page=None, filtered=True,
                                verify_form=VerifyForm()), 400
-    if form.since.data and form.until.data and form.since.data > form.until.data:
+    if form.since.data and form.until.data and form.since.utc > form.until.utc:
         form.until.errors = ["'To' is before 'From'."]
         return render_template("audit/index.html", form=form, page=None, filtered=True,
                                verify_form=VerifyForm()), 400

@@ -56,12 +56,18 @@ def to_local(value, tz: ZoneInfo) -> dt.datetime:
 
 def localtime(value, fmt: str = "datetime", tz: ZoneInfo | None = None) -> str:
     """Jinja filter: `{{ read.captured_at|localtime }}` -> '2026-11-28 22:14:03 PST'; formats:
-    datetime (default), minutes, date, time, time_minutes. None shows as an empty string."""
+    datetime (default), minutes, date, time, time_minutes. None shows as an empty string.
+
+    A value that is not a time is shown as it is stored: the access log's verification page shows
+    a tampered record, and must show it as found rather than fail."""
     if value is None or value == "":
         return ""
     if fmt not in FORMATS:
         raise ValueError(f"localtime format {fmt!r} is not one of {', '.join(FORMATS)}")
-    return to_local(value, tz or zone()).strftime(FORMATS[fmt])
+    try:
+        return to_local(value, tz or zone()).strftime(FORMATS[fmt])
+    except (ValueError, TypeError, OverflowError):
+        return str(value)
 
 
 def zone_label(tz: ZoneInfo | None = None) -> str:

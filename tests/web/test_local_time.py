@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import json
 import re
+import sqlite3
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -95,8 +96,9 @@ def test_localtime_shows_one_instant_with_its_zone_from_every_stored_form():
     assert clock.localtime(FALL_BACK_PDT, tz=LA) == "2026-11-01 01:30:00 PDT"
     assert clock.localtime(FALL_BACK_PST, tz=LA) == "2026-11-01 01:30:00 PST"
     assert clock.localtime(None, tz=LA) == ""
+    assert clock.localtime("tampered", tz=LA) == "tampered"             # shown as stored, never a failed page
     with pytest.raises(ValueError, match="not ISO-8601"):
-        clock.localtime("yesterday", tz=LA)
+        clock.to_local("yesterday", LA)
     with pytest.raises(ValueError, match="not one of"):
         clock.localtime(WINTER, "weekday", tz=LA)
 
@@ -203,7 +205,7 @@ def hq_app(tmp_path):
 
 
 def test_headquarters_shows_and_takes_its_own_zone(hq_app):
-    app, settings = hq_app
+    app, _ = hq_app
     client = app.test_client()
     sign_in(client, "officer.lee")
     form = client.get("/hq/reads/search").get_data(as_text=True)
@@ -238,3 +240,23 @@ def test_the_access_log_shows_each_record_to_the_second_with_its_zone(client, of
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d P[SD]T", shown)
     assert f'<td class="nowrap">{shown}</td>' in row
     assert "2026-11-01T08:00:00Z" in row and "2026-11-01T01:45:00-08:00" in row    # the query as recorded
+
+
+def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, settings, officer, trained, stored):
+    sign_in(client, "officer.lee")
+    search(client, since="2026-11-29T06:00", until="2026-11-29T06:30")
+    target = AccessRecord.get(AccessRecord.action == "read.search").seq
+    dbmod.database.close()
+    conn = sqlite3.connect(settings.db_path)
+    with conn:
+        conn.execute("UPDATE access_record SET at = 'yesterday at noon' WHERE seq = ?", (target,))
+    conn.close()
+    trained("auditor.kim", "auditor")
+    auditor = client.application.test_client()
+    sign_in(auditor, "auditor.kim")
+    token = csrf(auditor.get("/audit/").get_data(as_text=True))
+    resp = auditor.post("/audit/verify", data={"csrf_token": token})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and f"BROKEN at record {target}" in html
+    bad = html[html.index(f'id="bad-{target}"'):]
+    assert '<td class="nowrap">yesterday at noon</td>' in bad[:bad.index("</tr>")]
