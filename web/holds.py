@@ -6,13 +6,14 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import InputRequired, Length
 
 from appliance import holds, search
 from appliance.roles import allowed
 from web import purpose as purposes
 from web.access import actor, requires
+from web.clock import LocalDateTimeField
 from web.reads import MODES
 
 bp = Blueprint("holds", __name__, url_prefix="/holds")
@@ -25,8 +26,8 @@ class ReadHoldForm(purposes.PurposeForm):
 class QueryHoldForm(ReadHoldForm):
     plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
     mode = SelectField("Match", choices=MODES, default="exact")
-    since = DateTimeLocalField("From (UTC)", validators=[InputRequired()], format="%Y-%m-%dT%H:%M")
-    until = DateTimeLocalField("To (UTC)", validators=[InputRequired()], format="%Y-%m-%dT%H:%M")
+    since = LocalDateTimeField("From", validators=[InputRequired()])
+    until = LocalDateTimeField("To", validators=[InputRequired()], latest=True)
 
 
 class ReleaseForm(FlaskForm):
@@ -65,7 +66,7 @@ def new():
     stated = form.checked()
     if stated is None:
         return render_template("holds/new.html", form=form), 400
-    query = search.Query(form.plate.data or "", form.mode.data, since=form.since.data, until=form.until.data)
+    query = search.Query(form.plate.data or "", form.mode.data, since=form.since.utc, until=form.until.utc)
     try:
         hold = holds.place_on_query(g.settings, actor(), query, stated.code, stated.case_number, form.reason.data)
     except holds.HoldError as exc:

@@ -18,7 +18,7 @@ import tempfile
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional
 
@@ -26,6 +26,7 @@ from appliance import audit, sharing
 from appliance.roles import allowed
 from web import purpose as purposes
 from web.access import actor, requires
+from web.clock import LocalDateTimeField
 
 bp = Blueprint("sharing", __name__, url_prefix="/sharing")
 
@@ -47,8 +48,8 @@ class RequestForm(purposes.PurposeForm):
     match_mode = SelectField("Match", choices=[SelectChoice("exact", "Exact plate"),
                                                SelectChoice("wildcard", "Wildcard (* any run, ? one character)")],
                              default="exact")
-    period_start_at = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
-    period_end_at = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    period_start_at = LocalDateTimeField("From", validators=[Optional()])
+    period_end_at = LocalDateTimeField("To", validators=[Optional()], latest=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -56,7 +57,9 @@ class RequestForm(purposes.PurposeForm):
             SelectChoice(key, label) for key, label in sharing.AGENCY_TYPES.items()]
 
     def new_request(self) -> sharing.NewRequest:
-        return sharing.NewRequest(**{name: getattr(self, name).data for name in FIELDS})
+        fields = {name: getattr(self, name).data for name in FIELDS}
+        return sharing.NewRequest(**dict(fields, period_start_at=self.period_start_at.utc,     # typed local, kept UTC
+                                         period_end_at=self.period_end_at.utc))
 
 
 class DecisionForm(FlaskForm):

@@ -134,7 +134,7 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
     sign_in(client, "officer.lee")
     page = client.get("/holds/new").get_data(as_text=True)
     resp = client.post("/holds/new", data={
-        "plate": "7ABC*", "mode": "wildcard", "since": "2026-11-20T09:00", "until": "2026-11-20T10:00",
+        "plate": "7ABC*", "mode": "wildcard", "since": "2026-11-20T01:00", "until": "2026-11-20T02:00",    # PST
         "purpose": "STOLEN-VEH", "case_number": "2026-000417", "reason": "Reads of a stolen vehicle",
         "csrf_token": csrf(page)})
     assert resp.status_code == 302, resp.get_data(as_text=True)
@@ -148,6 +148,7 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
     assert sorted(r.read_id for r in holds.HoldRead.select()) == ids and holds.active_holds_on(later.id) == []
     html = client.get(resp.headers["Location"]).get_data(as_text=True)     # purpose remembered from the form
     assert re.findall(r'class="plate" href="/reads/\d+">(\w+)<', html) == ["7ABC128", "7ABC123"]
+    assert "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:00 PST" in html     # the window as typed
     [rec] = records("hold.place")
     assert rec.result_count == 2 and (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "2026-000417")
 
