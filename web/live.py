@@ -22,8 +22,8 @@ from appliance import hotlist as hotlists
 from appliance.db import connection, write
 from appliance.models import Alert, Camera, Read
 from appliance.roles import allowed
-from web import purpose as stated
 from web import clock, events
+from web import purpose as stated
 from web.access import actor, requires
 from web.alerts import alert_purpose
 
