@@ -140,6 +140,8 @@ class RecognizerSettings(Section):
     second_look: bool = Field(True, description="When a frame shows no plate, search its four corner windows at "
                                                 "twice the resolution (small, distant plates; 4 more detector runs "
                                                 "on such frames).")
+    ocr_views: int = Field(3, ge=1, le=3, description="Crops of each detected plate the OCR reads together (usual, tight "
+                                                     "and loose margins; their scores are averaged): 1 to 3, 1 is the fastest.")
 
 
 class WebSettings(Section):

@@ -226,7 +226,7 @@ class PostService:
         try:
             recognizer = Recognizer(s.recognizer.models_dir, threads=s.recognizer.threads,
                                     runtime=None if s.recognizer.runtime == "auto" else s.recognizer.runtime,
-                                    second_look=s.recognizer.second_look)
+                                    second_look=s.recognizer.second_look, ocr_views=s.recognizer.ocr_views)
         except Exception as exc:  # a missing or damaged model must not take the UI down with it
             self.recognizer_error = f"{type(exc).__name__}: {exc}"
             log.error("recognizer not loaded, capture not started: %s", self.recognizer_error)

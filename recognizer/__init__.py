@@ -34,6 +34,12 @@ MAX_CROP_W = 400
 # confident, so a US plate whose box is right keeps its read (no US dev scene changed when this
 # was added; the EU and Brazilian scenes' exact match went from 0.06 to 0.68 and 0.46 to 0.75).
 WIDE_ASPECT = 4.0
+# The views of a detected plate the OCR reads together (PlateOCR.decode_views): the crop with the
+# usual margins, a tight one and a loose one, as (margin_x, margin_y) fractions of the plate.
+SCENE_VIEWS = ((CROP_MARGIN_X, CROP_MARGIN_Y), (0.03, 0.06), (0.12, 0.22))
+# read_crop reads a given crop and the crop padded (ocr.crop_views): a third view would take a
+# crop's read past the 2 ms it may cost on this project's reference machine.
+CROP_VIEWS = 2
 
 
 def _plate_size(c: np.ndarray) -> tuple[float, float]:
@@ -80,11 +86,15 @@ class Recognizer:
     """Detector + OCR, each interpreter built once. Not thread-safe: one per worker thread."""
 
     def __init__(self, models_dir: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 min_detection_score: float = 0.3, second_look: bool = True):
+                 min_detection_score: float = 0.3, second_look: bool = True, ocr_views: int = len(SCENE_VIEWS),
+                 crop_views: int = CROP_VIEWS):
+        if not 1 <= ocr_views <= len(SCENE_VIEWS):
+            raise ValueError(f"ocr_views must be 1 to {len(SCENE_VIEWS)}, got {ocr_views}")
         d = Path(models_dir) if models_dir else MODELS_DIR
         self.detector = PlateDetector(d / "detector.tflite", threads=threads, runtime=runtime,
                                       threshold=min_detection_score, second_look=second_look)
-        self.ocr = PlateOCR(d / "ocr.tflite", threads=threads, runtime=runtime)
+        self.ocr = PlateOCR(d / "ocr.tflite", threads=threads, runtime=runtime, views=crop_views)
+        self.ocr_views = ocr_views
         self.runtime = self.detector.model.runtime
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
@@ -106,16 +116,18 @@ class Recognizer:
         return reads
 
     def _read_detection(self, frame: np.ndarray, det: Detection) -> PlateRead:
-        """The OCR's read of one detection: its box, or the box widened to WIDE_ASPECT when that
-        reads the same characters and more (a long plate the box cut short)."""
-        read = self.ocr.read(plate_crop(frame, det))
+        """The OCR's read of one detection: its crops with the margins of SCENE_VIEWS read together,
+        or the box widened to WIDE_ASPECT when that reads the same characters and more (a long
+        plate the box cut short)."""
+        read = self.ocr.read_views([plate_crop(frame, det, mx, my) for mx, my in SCENE_VIEWS[:self.ocr_views]])
         x, y, bw, bh = det.box
         if not read.text or bw >= WIDE_ASPECT * bh:
             return read
         w = frame.shape[1]
         x0 = int(max(0, x + bw / 2 - WIDE_ASPECT * bh / 2))
         x1 = int(min(w, x + bw / 2 + WIDE_ASPECT * bh / 2))
-        wide = self.ocr.read(plate_crop(frame, Detection(box=(x0, y, x1 - x0, bh), score=det.score, corners=None)))
+        wide = self.ocr.read_views([plate_crop(frame, Detection(box=(x0, y, x1 - x0, bh), score=det.score,
+                                                                corners=None))])
         if len(wide.text) > len(read.text) and read.text in wide.text and wide.confidence >= 0.5 * read.confidence:
             return wide
         return read

@@ -27,6 +27,11 @@ MIN_ALTERNATIVES = 3
 PRIOR_WEIGHT = 1.0        # exponent on the prior's lift; 1 = plain Bayes
 SWAP_MIN_RATIO = 1e-3     # try a look-alike swap when the OCR gives it >= this share of the read char
 STATE_CONFIDENT = 0.8     # use the state's own formats only when the state head is this sure
+# Views of one crop read together (decode_views): the crop itself, the crop padded with its edge
+# pixels, the crop trimmed; (x, y) fractions of its width and height on each side.
+PAD_VIEW = (0.04, 0.08)
+TRIM_VIEW = (0.03, 0.05)
+MAX_VIEWS = 3
 
 
 class CropError(ValueError):
@@ -48,6 +53,23 @@ def check_crop(crop) -> np.ndarray:
     if crop.shape[0] < 4 or crop.shape[1] < 8:
         raise CropError(f"plate crop is too small to read ({crop.shape[1]}x{crop.shape[0]} px; need at least 8x4)")
     return crop
+
+
+def crop_views(crop: np.ndarray, n: int) -> list[np.ndarray]:
+    """Up to `n` views of a checked crop: itself, padded with its edge pixels (PAD_VIEW), trimmed
+    (TRIM_VIEW). A view that would change nothing (a crop of a few pixels), or leave too little to
+    read, is left out."""
+    h, w = crop.shape[:2]
+    out = [crop]
+    if n >= 2:
+        dx, dy = round(w * PAD_VIEW[0]), round(h * PAD_VIEW[1])
+        if dx or dy:
+            out.append(np.pad(crop, ((dy, dy), (dx, dx)) + ((0, 0),) * (crop.ndim - 2), mode="edge"))
+    if n >= 3:
+        dx, dy = round(w * TRIM_VIEW[0]), round(h * TRIM_VIEW[1])
+        if (dx or dy) and w - 2 * dx >= 8 and h - 2 * dy >= 4:
+            out.append(crop[dy:h - dy, dx:w - dx])
+    return out
 
 
 def preprocess(crop, height: int, width: int) -> np.ndarray:
@@ -240,7 +262,10 @@ class PlateOCR:
     """Reads plate crops. Build once per process; `read` is not thread-safe (one interpreter)."""
 
     def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 6,
-                 prior_weight: float = PRIOR_WEIGHT):
+                 prior_weight: float = PRIOR_WEIGHT, views: int = 1):
+        if not 1 <= views <= MAX_VIEWS:
+            raise ValueError(f"views must be 1 to {MAX_VIEWS}, got {views}")
+        self.views = views
         path = Path(model_path) if model_path else DEFAULT_MODEL
         meta_path = path.with_suffix(".json")
         if not meta_path.is_file():
@@ -268,39 +293,61 @@ class PlateOCR:
         return chars, state
 
     def read(self, crop) -> PlateRead:
-        chars, state_logits = self.logits(crop)
-        return self.decode(chars, state_logits)
+        """One crop's read: `views` views of it (the crop, then padded and trimmed; see crop_views)."""
+        if self.views == 1:
+            return self.decode(*self.logits(crop))
+        return self.read_views(crop_views(check_crop(crop), self.views))
+
+    def read_views(self, crops) -> PlateRead:
+        """One read from several crops of the same plate (different margins): see decode_views."""
+        outs = [self.logits(c) for c in crops]
+        return self.decode_views([c for c, _ in outs], [s for _, s in outs if s is not None] or None)
 
     def read_batch(self, crops) -> list[PlateRead]:
         return [self.read(c) for c in crops]
 
     def decode(self, chars: np.ndarray, state_logits: np.ndarray | None = None) -> PlateRead:
-        """Column logits -> PlateRead. The candidates (beam readings, per-position runner-ups and
-        letter/digit look-alike swaps) are scored exactly under CTC, then weighed by the plate-format
-        prior within each length (see _reweigh_per_length)."""
-        probs = _softmax(chars.astype(np.float32))
-        greedy, greedy_confs = greedy_decode(probs)
+        """Column logits of one crop -> PlateRead (decode_views with one view)."""
+        return self.decode_views([chars], None if state_logits is None else [state_logits])
+
+    def decode_views(self, chars_list: list[np.ndarray], state_list: list[np.ndarray] | None = None) -> PlateRead:
+        """Column logits of one or more views of a plate -> PlateRead. Each view proposes readings
+        (beam readings, per-position runner-ups and letter/digit look-alike swaps); every candidate
+        is scored exactly under CTC in every view and the scores are averaged (an ensemble over
+        views: a character one crop cuts or blurs is seen in another), then weighed by the
+        plate-format prior within each length (see _reweigh_per_length). The first view is the
+        reference for the per-character confidences."""
+        views = [_softmax(c.astype(np.float32)) for c in chars_list]
         region, region_conf = None, None
-        if state_logits is not None and self.states:
-            sp = _softmax(state_logits.astype(np.float32))
+        if state_list and self.states:
+            sp = np.mean([_softmax(s.astype(np.float32)) for s in state_list], axis=0)
             i = int(sp.argmax())
             if self.states[i] != "other":
                 region, region_conf = self.states[i], float(sp[i])
-        beams = beam_decode(probs, beam=self.beam)
-        cols = _greedy_columns(probs)
         # The readings found without the prior first: their mass per length is the OCR's alone.
-        found = dict.fromkeys([t for t, _ in beams] + [greedy] + _substitutions(greedy, probs, cols))
+        found: dict[str, None] = {}
+        seeds = []
+        for probs in views:
+            greedy_v, confs_v = greedy_decode(probs)
+            beams = beam_decode(probs, beam=self.beam)
+            cols = _greedy_columns(probs)
+            found.update(dict.fromkeys([t for t, _ in beams] + [greedy_v] + _substitutions(greedy_v, probs, cols)))
+            seeds.append((probs, cols, greedy_v, confs_v, beams[0][0] if beams else greedy_v))
+        greedy, greedy_confs = seeds[0][2], seeds[0][3]
         found.pop("", None)
         n_base = len(found)
         if self.prior is not None:
-            for base in dict.fromkeys([greedy, beams[0][0] if beams else greedy]):
-                if len(base) == len(cols):
-                    found.update(dict.fromkeys(_swaps(base, probs, cols, SWAP_MIN_RATIO)))
+            for probs, cols, greedy_v, _, best_v in seeds:
+                for base in dict.fromkeys([greedy_v, best_v]):
+                    if len(base) == len(cols):
+                        found.update(dict.fromkeys(_swaps(base, probs, cols, SWAP_MIN_RATIO)))
         texts = list(found)
         if not texts:
             return PlateRead(text="", confidence=0.0, char_confidences=(), alternatives=(),
                              region=region, region_confidence=region_conf)
-        ocr_p = ctc_scores(probs, texts)
+        ocr_p = ctc_scores(views[0], texts)
+        if len(views) > 1:
+            ocr_p = np.mean([ocr_p] + [ctc_scores(p, texts) for p in views[1:]], axis=0)
         scores = ocr_p
         if self.prior is not None and ocr_p.sum() > 0:
             state_weight = region_conf if (region_conf or 0.0) >= STATE_CONFIDENT else 0.0

@@ -12,9 +12,20 @@ import pytest
 from PIL import Image
 
 from recognizer import formats
-from recognizer.evaluate import char_error_rate, evaluate_crops, load_labels, LabelError
-from recognizer.ocr import (DEFAULT_MODEL, CropError, PlateOCR, _reweigh_per_length, beam_decode, ctc_scores,
-                           greedy_decode, read_crop_file)
+from recognizer.evaluate import LabelError, char_error_rate, evaluate_crops, load_labels
+from recognizer.ocr import (
+    DEFAULT_MODEL,
+    PAD_VIEW,
+    TRIM_VIEW,
+    CropError,
+    PlateOCR,
+    _reweigh_per_length,
+    beam_decode,
+    crop_views,
+    ctc_scores,
+    greedy_decode,
+    read_crop_file,
+)
 from recognizer.runtime import available_runtimes
 from recognizer.training.plates import render_plate
 
@@ -270,3 +281,46 @@ def test_evaluate_crops_on_rendered_folder(ocr, tmp_path):
     assert res["exact_match"] >= 3 / 6      # the five rendered plates are clean and front-on
     assert [r["error"] != "" for r in rows] == [False] * 5 + [True]
     assert res["ms_median"] is not None and res["ms_median"] < 50
+
+
+# --- reading several views of one plate together ------------------------------------------------
+
+def test_one_view_reads_exactly_as_the_plain_decoder(ocr):
+    for img, _, _ in rendered_plates(4, seed=31):
+        chars, state = ocr.logits(img)
+        single, views = ocr.decode(chars, state), ocr.decode_views([chars], [state])
+        assert (single.text, single.confidence, single.alternatives) == (views.text, views.confidence, views.alternatives)
+
+
+def test_a_view_that_cuts_a_character_off_is_outvoted(ocr):
+    """The tight view loses the last character; read together with two whole views the plate
+    comes back whole, while that view alone reads it short."""
+    img, text, _ = rendered_plates(1, seed=5, state="ca", kind="standard")[0]
+    w = img.shape[1]
+    cut = np.ascontiguousarray(img[:, : int(w * 0.80)])
+    assert ocr.read(img).text == text
+    assert ocr.read(cut).text != text
+    fused = ocr.read_views([cut, img, crop_views(img, 2)[1]])     # the cut view first: it is the reference
+    assert fused.text == text
+    assert len(fused.char_confidences) == len(text) and len(fused.alternatives) >= 3
+
+
+def test_crop_views_pad_and_trim_and_skip_what_is_too_small():
+    crop = np.arange(40 * 100, dtype=np.uint8).reshape(40, 100)
+    same, padded, trimmed = crop_views(crop, 3)
+    assert same is crop
+    assert padded.shape == (40 + 2 * round(40 * PAD_VIEW[1]), 100 + 2 * round(100 * PAD_VIEW[0]))
+    assert (padded[0, 0], padded[-1, -1]) == (crop[0, 0], crop[-1, -1])      # edge pixels, not black
+    assert trimmed.shape == (40 - 2 * round(40 * TRIM_VIEW[1]), 100 - 2 * round(100 * TRIM_VIEW[0]))
+    assert crop_views(np.zeros((20, 60, 3), np.uint8), 2)[1].shape[2] == 3
+    assert len(crop_views(np.zeros((4, 9), np.uint8), 3)) == 1               # nothing to pad or trim
+    assert len(crop_views(np.zeros((4, 60), np.uint8), 3)) == 3
+    assert len(crop_views(np.zeros((4, 9), np.uint8), 1)) == 1
+
+
+def test_views_are_checked(ocr):
+    with pytest.raises(ValueError, match="views must be 1 to 3"):
+        PlateOCR(views=0)
+    three = PlateOCR(threads=1, views=3)
+    plates = rendered_plates(6, seed=77, state="ca", kind="standard")
+    assert sum(three.read(img).text == text for img, text, _ in plates) >= 5

@@ -187,3 +187,18 @@ def test_a_right_box_keeps_its_read(rec):
         det = Detection(box=truth.box, score=0.9, corners=None)
         [read] = rec.read(sc.image, detections=[det])
         assert read.text == rec.ocr.read(plate_crop(sc.image, det)).text
+
+
+def test_one_or_three_views_of_each_plate_read_clean_scenes_alike():
+    """ocr_views only adds views (tight and loose margins) to the usual crop: clean plates read
+    the same either way, and the setting is bounded."""
+    one, three = Recognizer(threads=1, ocr_views=1), Recognizer(threads=1, ocr_views=3)
+    right = {1: 0, 3: 0}
+    for sc in clean_scenes(6, seed=23):
+        truth = sc.plates[0]
+        for n, r in ((1, one), (3, three)):
+            reads = [x for x in r.read(sc.image) if _iou(x.box, truth.box) >= 0.3]
+            right[n] += bool(reads) and reads[0].text == truth.text
+    assert right[3] >= right[1] >= 4, right
+    with pytest.raises(ValueError, match="ocr_views must be 1 to 3"):
+        Recognizer(ocr_views=4)
