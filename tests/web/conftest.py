@@ -25,6 +25,19 @@ def sign_in(client, username, password=PASSWORD, next_url=None):
                                   "csrf_token": csrf(page.get_data(as_text=True))})
 
 
+def tamper_record(settings, seq: int, column: str, value) -> None:
+    """Change one column of one access record behind the application's back (a plain sqlite3
+    connection, the app's own one closed first), as someone with the file would."""
+    import sqlite3
+
+    from appliance import db as dbmod
+    dbmod.database.close()
+    conn = sqlite3.connect(settings.db_path)
+    with conn:
+        conn.execute(f"UPDATE access_record SET {column} = ? WHERE seq = ?", (value, seq))
+    conn.close()
+
+
 @pytest.fixture
 def account(settings, db):
     """Make an account: account(username, role, must_change=False)."""

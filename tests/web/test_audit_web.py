@@ -5,7 +5,6 @@ import datetime as dt
 import io
 import json
 import re
-import sqlite3
 
 import pytest
 
@@ -13,7 +12,7 @@ from appliance import audit, bundle, reports
 from appliance import db as dbmod
 from appliance.models import AccessRecord
 from tests.appliance.test_reports import LOG, _read, put
-from tests.web.conftest import csrf, sign_in
+from tests.web.conftest import csrf, sign_in, tamper_record
 
 
 @pytest.fixture
@@ -136,11 +135,7 @@ def test_verify_ok_then_names_the_first_broken_record(client, auditor, settings)
     html = verify(client).get_data(as_text=True)
     assert 'id="chain-ok"' in html and f"{audit.head()[0] - 1} " in html
     target = AccessRecord.get(AccessRecord.action == "sharing.request").seq
-    dbmod.database.close()
-    conn = sqlite3.connect(settings.db_path)
-    with conn:
-        conn.execute("UPDATE access_record SET query = '{\"agency\":\"Reno PD\"}' WHERE seq = ?", (target,))
-    conn.close()
+    tamper_record(settings, target, "query", '{"agency":"Reno PD"}')
     resp = verify(client)
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and 'id="chain-broken"' in html

@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import json
 import re
-import sqlite3
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -24,7 +23,7 @@ from appliance.store import EvidenceStore, NewRead, save_read
 from sync import hq
 from sync.web import create_hq_app
 from tests.conftest import make_settings
-from tests.web.conftest import PASSWORD, csrf, sign_in
+from tests.web.conftest import PASSWORD, csrf, sign_in, tamper_record
 from web import clock
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -246,11 +245,7 @@ def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, sett
     sign_in(client, "officer.lee")
     search(client, since="2026-11-29T06:00", until="2026-11-29T06:30")
     target = AccessRecord.get(AccessRecord.action == "read.search").seq
-    dbmod.database.close()
-    conn = sqlite3.connect(settings.db_path)
-    with conn:
-        conn.execute("UPDATE access_record SET at = 'yesterday at noon' WHERE seq = ?", (target,))
-    conn.close()
+    tamper_record(settings, target, "at", "yesterday at noon")
     trained("auditor.kim", "auditor")
     auditor = client.application.test_client()
     sign_in(auditor, "auditor.kim")
