@@ -216,7 +216,13 @@ def _swaps(text: str, probs: np.ndarray, cols: list[int], min_ratio: float, max_
 
 
 def ctc_scores(probs: np.ndarray, texts: list[str]) -> np.ndarray:
-    """Exact CTC probability P(text | columns) of each text (forward algorithm, all texts at once)."""
+    """Exact CTC probability P(text | columns) of each text (forward algorithm, all texts at once).
+    `probs` is (columns, symbols), or (views, columns, symbols) for several views of one plate
+    read in one pass; the result is (texts,) or (views, texts)."""
+    p = probs.astype(np.float64)
+    single = p.ndim == 2
+    if single:
+        p = p[None]
     n = len(texts)
     L = max((len(t) for t in texts), default=0)
     S = 2 * L + 1
@@ -226,19 +232,20 @@ def ctc_scores(probs: np.ndarray, texts: list[str]) -> np.ndarray:
             lab[j, 1: 2 * len(t): 2] = [ALPHABET.index(c) + 1 for c in t]
     skip = np.zeros((n, S), bool)             # s-2 -> s allowed: a character unlike the one before
     skip[:, 2:] = (lab[:, 2:] != BLANK) & (lab[:, 2:] != lab[:, :-2])
-    p = probs.astype(np.float64)
-    alpha = np.zeros((n, S))
-    alpha[:, 0] = p[0, BLANK]
+    views = p.shape[0]
+    alpha = np.zeros((views, n, S))
+    alpha[:, :, 0] = p[:, 0, BLANK][:, None]
     if S > 1:
-        alpha[:, 1] = p[0, lab[:, 1]]
-    for t in range(1, p.shape[0]):
+        alpha[:, :, 1] = p[:, 0][:, lab[:, 1]]
+    for t in range(1, p.shape[1]):
         nxt = alpha.copy()
-        nxt[:, 1:] += alpha[:, :-1]
-        nxt[:, 2:] += np.where(skip[:, 2:], alpha[:, :-2], 0.0)
-        alpha = nxt * p[t][lab]
+        nxt[:, :, 1:] += alpha[:, :, :-1]
+        nxt[:, :, 2:] += np.where(skip[:, 2:], alpha[:, :, :-2], 0.0)
+        alpha = nxt * p[:, t][:, lab]
     ends = np.array([2 * len(t) for t in texts])
     rows = np.arange(n)
-    return alpha[rows, ends] + np.where(ends > 0, alpha[rows, np.maximum(ends - 1, 0)], 0.0)
+    out = alpha[:, rows, ends] + np.where(ends > 0, alpha[:, rows, np.maximum(ends - 1, 0)], 0.0)
+    return out[0] if single else out
 
 
 def _reweigh_per_length(texts: list[str], ocr_p: np.ndarray, lift: np.ndarray, n_base: int) -> np.ndarray:
@@ -345,9 +352,7 @@ class PlateOCR:
         if not texts:
             return PlateRead(text="", confidence=0.0, char_confidences=(), alternatives=(),
                              region=region, region_confidence=region_conf)
-        ocr_p = ctc_scores(views[0], texts)
-        if len(views) > 1:
-            ocr_p = np.mean([ocr_p] + [ctc_scores(p, texts) for p in views[1:]], axis=0)
+        ocr_p = ctc_scores(views[0], texts) if len(views) == 1 else ctc_scores(np.stack(views), texts).mean(axis=0)
         scores = ocr_p
         if self.prior is not None and ocr_p.sum() > 0:
             state_weight = region_conf if (region_conf or 0.0) >= STATE_CONFIDENT else 0.0

@@ -2,8 +2,9 @@
 
     python -m recognizer.training.ocr_report [--model recognizer/models/ocr.tflite] [--nyc DIR]
 
-Runs the shipped runtime (PlateOCR, 1 thread) through recognizer.evaluate.evaluate_crops, so the
-figures are the ones `waypost eval` gives. The fold is the deterministic plate-text hash fold of
+Runs the shipped runtime (PlateOCR, 1 thread, the crop views `waypost eval` reads:
+recognizer.CROP_VIEWS) through recognizer.evaluate.evaluate_crops, so the figures are the ones
+`waypost eval` gives. The fold is the deterministic plate-text hash fold of
 ocr_data.holdout().
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from recognizer import CROP_VIEWS
 from recognizer.evaluate import evaluate_crops, load_labels
 from recognizer.ocr import PlateOCR
 from recognizer.training.ocr_data import DATA, holdout
@@ -22,8 +24,9 @@ def main(argv=None):
     ap.add_argument("--runtime", default=None)
     ap.add_argument("--nyc", default=str(DATA.parent / "plates-extra" / "reported-ocr-nyc"))
     ap.add_argument("--errors", action="store_true", help="list held-out misreads")
+    ap.add_argument("--views", type=int, default=CROP_VIEWS, help="views of each crop read together (1-3)")
     args = ap.parse_args(argv)
-    ocr = PlateOCR(args.model, threads=1, runtime=args.runtime)
+    ocr = PlateOCR(args.model, threads=1, runtime=args.runtime, views=args.views)
     crops = DATA / "openalpr-us" / "crops"
     _, rows = load_labels(crops)
     held = {r["file"] for r in rows if holdout(r["plate"])}

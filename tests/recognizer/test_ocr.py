@@ -324,3 +324,13 @@ def test_views_are_checked(ocr):
     three = PlateOCR(threads=1, views=3)
     plates = rendered_plates(6, seed=77, state="ca", kind="standard")
     assert sum(three.read(img).text == text for img, text, _ in plates) >= 5
+
+
+def test_ctc_scores_of_several_views_in_one_pass_equal_each_view_alone():
+    rng = np.random.default_rng(3)
+    views = rng.dirichlet(np.ones(len(formats.ALPHABET) + 1), size=(3, 12))
+    texts = ["", "A", "AA", "7ABC", "0O0", "ZZZZZZ"]
+    together = ctc_scores(views, texts)
+    assert together.shape == (3, len(texts))
+    for v in range(3):
+        np.testing.assert_allclose(together[v], ctc_scores(views[v], texts), rtol=1e-12)
