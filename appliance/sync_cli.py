@@ -131,7 +131,7 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     import waitress
 
     from appliance.cli import _bootstrap, _report_bootstrap
-    from sync import hq_search
+    from sync import hq_retention, hq_search
     from sync.web import create_hq_app
     s = ctx.settings
     target = _hq_target(ctx, database)
@@ -139,6 +139,7 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     app = create_hq_app(target, max_batch_mb * 1024 * 1024, settings=s)
     stop = threading.Event()
     hq_search.Indexer(stop).start()
+    hq_retention.Daily(s, stop).start()     # the daily purge at retention.run_at (post.timezone)
     click.echo(f"headquarters on http://{host}:{port}/ (reads in {target}; accounts and access log in {s.db_path})")
     try:
         waitress.serve(app, host=host, port=port, threads=threads,
@@ -272,6 +273,114 @@ def hq_status(ctx, database, as_json):
                    f"outbox seq {r['last_seq']}, backlog {r['backlog']}, access log up to {r['chain_seq']} {chain}")
         if r["last_refusal"]:
             click.echo(f"  last refusal: {r['last_refusal']['problem']}: {r['last_refusal']['message']}")
+
+
+def _hq_open_both(ctx, database):
+    """Headquarters' database, and its accounts database (data_dir) for the access record."""
+    from sync import hq
+    ctx.open()
+    hq.open_hq(_hq_target(ctx, database))
+
+
+def _utc(value: str | None, name: str, end: bool = False):
+    """A time given in UTC; a bare date as --to means the whole of that day."""
+    import datetime as dt
+
+    from appliance.holds_cli import _when
+    when = _when(value, name)
+    if end and when is not None and len(value.strip()) == 10:
+        when += dt.timedelta(days=1, microseconds=-1)
+    return when
+
+
+@hq_group.group("hold")
+def hq_hold():
+    """Legal holds at headquarters: reads kept out of headquarters' purge (`waypost hq retention`).
+    Each place, release and listing is recorded in headquarters' access log."""
+
+
+@hq_hold.command("place")
+@database_option
+@click.option("--post", "post_id", default=None, help="The post whose reads are held.")
+@click.option("--all-posts", is_flag=True, help="Or the reads of every post.")
+@click.option("--plate", required=True, help="The plate; with --mode wildcard, * is any run and ? one character.")
+@click.option("--mode", type=click.Choice(["exact", "wildcard"]), default="exact", show_default=True)
+@click.option("--from", "since", required=True, help="Start of the capture period (UTC).")
+@click.option("--to", "until", required=True, help="End of the capture period (UTC; a date: the whole day).")
+@click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV.")
+@click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under.")
+@click.option("--reason", required=True, help="What the data is or may be evidence of.")
+@click.pass_obj
+def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, purpose_code, case_number, reason):
+    """Hold the reads of one post (--post) or every post (--all-posts) whose plate or an alternative
+    reading matches, captured in the period; reads arriving later that match are held too."""
+    from sync import hq, hq_holds
+    if bool(post_id) == bool(all_posts):
+        raise click.UsageError("give either --post ID or --all-posts")
+    since_at, until_at = _utc(since, "--from"), _utc(until, "--to", end=True)
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        try:
+            hold, covered = hq_holds.place(ctx.settings, ctx.actor(), post_id=post_id, plate=plate, mode=mode,
+                                           since=since_at, until=until_at, purpose_code=purpose_code,
+                                           case_number=case_number, reason=reason)
+        except hq_holds.HoldError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.describe()}; "
+               f"covers {covered} read(s) held now")
+
+
+@hq_hold.command("release")
+@database_option
+@click.argument("hold_id", type=int)
+@click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
+@click.pass_obj
+def hq_hold_release(ctx, database, hold_id, reason):
+    """Release a hold (its reads become subject to retention again unless another hold covers them)."""
+    from sync import hq, hq_holds
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        try:
+            hold = hq_holds.release(ctx.actor(), hold_id, reason)
+        except hq_holds.HoldError as exc:
+            raise click.ClickException(str(exc))
+    click.echo(f"hold {hold.id} (case {hold.case_number}) released")
+
+
+@hq_hold.command("list")
+@database_option
+@click.option("--active", is_flag=True, help="Only holds not released.")
+@click.pass_obj
+def hq_hold_list(ctx, database, active):
+    """Holds with their case, what they cover and their state (the listing is recorded)."""
+    from sync import hq, hq_holds
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        rows = hq_holds.listing(ctx.actor(), active_only=active)
+    if not rows:
+        click.echo("no hold" + (" active" if active else "") + " at headquarters")
+    for h in rows:
+        state = "ACTIVE" if h.active else f"released {h.released_at:%Y-%m-%d} by {h.released_by}"
+        click.echo(f"{h.id:>5} {h.case_number:<16} {h.describe()}  placed {h.placed_at:%Y-%m-%d} by "
+                   f"{h.placed_by}  {state}  {h.reason}")
+
+
+@hq_group.command("retention")
+@database_option
+@click.option("--dry-run", is_flag=True, help="Print what would be purged; change nothing.")
+@click.option("--batch", type=click.IntRange(min=1), default=2000, show_default=True, help="Reads per transaction.")
+@click.pass_obj
+def hq_retention(ctx, database, dry_run, batch):
+    """Purge now what headquarters' daily run (in `waypost hq serve`) would: reads past
+    retention.read_days (with an alert: retention.hit_read_days), their alerts, images and search
+    rows, except reads under a headquarters legal hold; one access record for the run."""
+    from sync import hq
+    from sync import hq_retention as retention
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        result = retention.run(ctx.settings, ctx.actor(), dry_run=dry_run, batch=batch)
+    for line in result.lines():
+        click.echo(line)
 
 
 @click.command("sync")

@@ -216,6 +216,19 @@ SCHEMA = [
          "CREATE INDEX hq_read_text_captured ON hq_read_text (captured_at, read_id)",
          "CREATE TABLE hq_camera (post_id TEXT NOT NULL, camera_id TEXT NOT NULL, PRIMARY KEY (post_id, camera_id))",
          "CREATE INDEX hq_alert_read ON hq_alert (post_id, read_uuid)"]),
+    # Retention at headquarters (sync/hq_retention.py): legal holds (sync/hq_holds.py), one row per
+    # purge run, and the capture-time index the purge walks (oldest first, keyset on id).
+    (6, ["""CREATE TABLE hq_legal_hold (
+            id {serial}, post_id TEXT, plate TEXT NOT NULL, mode TEXT NOT NULL, pattern TEXT NOT NULL,
+            since TEXT NOT NULL, until TEXT NOT NULL, reason TEXT NOT NULL, purpose_code TEXT NOT NULL,
+            case_number TEXT NOT NULL, placed_by TEXT NOT NULL, placed_org TEXT NOT NULL,
+            placed_at TIMESTAMP NOT NULL, released_by TEXT, released_at TIMESTAMP, release_reason TEXT)""",
+         """CREATE TABLE hq_retention_run (
+            id {serial}, started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, read_cutoff TEXT NOT NULL,
+            hit_cutoff TEXT NOT NULL, reads BIGINT NOT NULL DEFAULT 0, hit_reads BIGINT NOT NULL DEFAULT 0,
+            alerts BIGINT NOT NULL DEFAULT 0, images BIGINT NOT NULL DEFAULT 0, texts BIGINT NOT NULL DEFAULT 0,
+            oldest_at TEXT, newest_at TEXT)""",
+         "CREATE INDEX hq_read_captured ON hq_read (captured_at, id)"]),
 ]
 
 

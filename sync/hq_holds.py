@@ -1,0 +1,181 @@
+"""Legal holds at headquarters: reads kept out of headquarters' purge (sync/hq_retention.py).
+
+A post's hold freezes the set of reads it covers (appliance/holds.py); headquarters' copy is a
+rule instead, because the reads it must keep may still be on their way from a post that was
+offline: a hold covers every read of one post (or of every post) whose plate, or one of its
+alternative readings, matches an exact plate or a wildcard (`*` any run, `?` one character, the
+post's search rules), captured in a stated period. Retention skips a read while any active hold
+covers it; once the hold is released, the next run purges what is past its period.
+
+Placing a hold selects reads by plate, so it is an access to ALPR data: it needs a purpose and
+a case or incident number (audit.check_purpose, as on the post) and a reason. The hold is never
+deleted: a release is recorded on it (who, when, why).
+
+Placing, releasing and listing each write an access record in headquarters' access log (the
+accounts database under data_dir, the one its pages record to). That is another database than
+headquarters' data (which may be PostgreSQL), so the two cannot be one transaction: the record is
+written and committed inside the hold's transaction, just before it commits. If the record cannot
+be written the hold is not changed; if headquarters' commit failed after the record's, the log
+would show an attempt that did not take effect, never an action without its record.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import AutoField, CharField, DateTimeField, TextField
+
+from appliance import audit
+from appliance.config import Settings
+from appliance.db import write
+from appliance.models import utcnow
+from appliance.search import SearchError, normalise
+from sync import hq
+
+MAX_PERIOD_DAYS = 3660     # as on the post: at most the longest retention period
+MODES = ("exact", "wildcard")
+
+# The post's action names, with the query saying "at": "headquarters" (as headquarters' search does).
+audit.register_action("hold.place", True)
+audit.register_action("hold.release", False)
+audit.register_action("hold.list", False)
+
+
+class HoldError(ValueError):
+    """A hold cannot be placed or released as asked; the message says why and what to change."""
+
+
+class HQLegalHold(hq.HQModel):
+    id = AutoField()
+    post_id = CharField(null=True)        # None: every post
+    plate = CharField()                   # as typed, normalised
+    mode = CharField()                    # exact | wildcard
+    pattern = CharField()                 # the plate as a LIKE pattern
+    since = CharField()                   # captured-at window, UTC, as hq_read.captured_at is written
+    until = CharField()
+    reason = TextField()
+    purpose_code = CharField()
+    case_number = CharField()
+    placed_by = CharField()
+    placed_org = CharField()
+    placed_at = DateTimeField(default=utcnow)
+    released_by = CharField(null=True)
+    released_at = DateTimeField(null=True)
+    release_reason = TextField(null=True)
+
+    class Meta:
+        table_name = "hq_legal_hold"
+
+    @property
+    def active(self) -> bool:
+        return self.released_at is None
+
+    def describe(self) -> str:
+        where = f"post {self.post_id}" if self.post_id else "every post"
+        return f"{self.mode} {self.plate} at {where}, captured {self.since} to {self.until} UTC"
+
+
+# The SQL retention uses to keep held reads (r is hq_read's alias). A read is matched by its
+# plate or by any text the search index holds for it (its alternatives); retention only purges
+# reads that are indexed, so a hold sees every text of a read before the read can go.
+HELD_SQL = ("EXISTS (SELECT 1 FROM hq_legal_hold h WHERE h.released_at IS NULL "
+            "AND (h.post_id IS NULL OR h.post_id = r.post_id) "
+            "AND r.captured_at >= h.since AND r.captured_at <= h.until "
+            "AND (r.plate LIKE h.pattern OR EXISTS (SELECT 1 FROM hq_read_text t "
+            "WHERE t.read_id = r.id AND t.text LIKE h.pattern)))")
+
+
+def _reason(reason: str | None, what: str) -> str:
+    reason = " ".join((reason or "").split())
+    if len(reason) < 10:
+        raise HoldError(f"{what}: give a reason of at least 10 characters (what the data is or may be evidence of)")
+    if len(reason) > 500:
+        raise HoldError(f"{what}: the reason is {len(reason)} characters; keep it to 500")
+    return reason
+
+
+def _stamp(value: dt.datetime, end: bool = False) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + (".999999" if end else "")
+
+
+def place(settings: Settings, actor: audit.Actor, *, post_id: str | None, plate: str, mode: str,
+          since: dt.datetime | None, until: dt.datetime | None, purpose_code: str | None,
+          case_number: str | None, reason: str | None) -> tuple[HQLegalHold, int]:
+    """Place a hold; returns it and how many reads headquarters holds now that it covers. The
+    caller has headquarters' database and the accounts database connected."""
+    try:
+        purpose = audit.check_purpose(settings, purpose_code, case_number)
+    except audit.PurposeError as exc:
+        raise HoldError(f"hold not placed: {exc}") from exc
+    reason = _reason(reason, "hold not placed")
+    if mode not in MODES:
+        raise HoldError(f"hold not placed: mode {mode!r}: choose exact or wildcard")
+    try:
+        text = normalise(plate, mode)
+    except SearchError as exc:
+        hint = " (a plate with * or ? needs --mode wildcard)" if mode == "exact" and any(c in (plate or "") for c in "*?") else ""
+        raise HoldError(f"hold not placed: plate {plate!r}: {exc}{hint}") from exc
+    if since is None or until is None:
+        raise HoldError("hold not placed: a hold needs a period of capture times (from and to)")
+    if since > until:
+        raise HoldError(f"hold not placed: the period ends ({until:%Y-%m-%d %H:%M}) before it starts "
+                        f"({since:%Y-%m-%d %H:%M})")
+    if until - since > dt.timedelta(days=MAX_PERIOD_DAYS):
+        raise HoldError(f"hold not placed: the period is longer than {MAX_PERIOD_DAYS} days")
+    post_id = (post_id or "").strip() or None
+    pattern = text.replace("*", "%").replace("?", "_")
+    query = {"at": "headquarters", "post": post_id or "*", "plate": text, "mode": mode,
+             "since": _stamp(since), "until": _stamp(until, end=True)}
+    with hq._write():
+        if post_id is not None and hq.HQPost.get_or_none(hq.HQPost.id == post_id) is None:
+            raise HoldError(f"hold not placed: post {post_id!r} is not enrolled here (see `waypost hq status`)")
+        hold = HQLegalHold.create(post_id=post_id, plate=text, mode=mode, pattern=pattern, since=query["since"],
+                                  until=query["until"], reason=reason, purpose_code=purpose.code,
+                                  case_number=purpose.case_number, placed_by=actor.username,
+                                  placed_org=actor.organization)
+        covered = covered_count(hold.id)
+        with write():
+            audit.record("hold.place", actor, query=query, purpose=purpose, objects=[f"hq_hold:{hold.id}"],
+                         result_count=covered, details={"reason": reason})
+    return hold, covered
+
+
+def covered_count(hold_id: int) -> int:
+    """Reads headquarters holds now that the hold covers (whether or not they are past retention)."""
+    p = hq.hq_database.param
+    held = HELD_SQL.replace("WHERE h.released_at IS NULL", f"WHERE h.id = {p}", 1)
+    # the first terms let the capture-time index narrow the scan to the hold's period
+    return hq.hq_database.execute_sql(
+        f"SELECT count(*) FROM hq_read r, hq_legal_hold w WHERE w.id = {p} AND r.captured_at >= w.since "
+        f"AND r.captured_at <= w.until AND {held}", (hold_id, hold_id)).fetchone()[0]
+
+
+def release(actor: audit.Actor, hold_id: int, reason: str | None) -> HQLegalHold:
+    """Release a hold: its reads become subject to retention again unless another hold covers them."""
+    reason = _reason(reason, "hold not released")
+    with hq._write():
+        hold = HQLegalHold.get_or_none(HQLegalHold.id == hold_id)
+        if hold is None:
+            raise HoldError(f"hold not released: there is no hold {hold_id} at headquarters "
+                            "(see `waypost hq hold list`)")
+        if not hold.active:
+            raise HoldError(f"hold not released: hold {hold_id} was already released on "
+                            f"{hold.released_at:%Y-%m-%d %H:%M} UTC by {hold.released_by}")
+        hold.released_at, hold.released_by, hold.release_reason = utcnow(), actor.username, reason
+        hold.save()
+        with write():
+            audit.record("hold.release", actor, query={"at": "headquarters", "hold": hold.id},
+                         objects=[f"hq_hold:{hold.id}"],
+                         details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by})
+    return hold
+
+
+def listing(actor: audit.Actor, active_only: bool = False) -> list[HQLegalHold]:
+    """Holds, newest first; the listing itself is recorded."""
+    q = HQLegalHold.select().order_by(HQLegalHold.id.desc())
+    if active_only:
+        q = q.where(HQLegalHold.released_at.is_null())
+    holds = list(q)
+    with write():           # committed before the caller shows anything
+        audit.record("hold.list", actor, query={"at": "headquarters", "active_only": active_only},
+                     result_count=len(holds), objects=[f"hq_hold:{h.id}" for h in holds[:1000]])
+    return holds
