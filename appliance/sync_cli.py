@@ -125,7 +125,8 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     session) and, for people signed in, the posts page and the search across every post
     (/hq/reads/search; a purpose and case number, and an access record, for every search, read
     and image). On first start it creates the accounts database in data_dir and an administrator,
-    whose password it prints once (or takes from WAYPOST_ADMIN_PASSWORD), as `waypost init` does."""
+    whose password it prints once (or takes from WAYPOST_ADMIN_PASSWORD), as `waypost init` does.
+    It purges reads past retention daily at retention.run_at (see `waypost hq retention`)."""
     import threading
 
     import waitress

@@ -333,7 +333,8 @@ def due(settings: Settings, now: dt.datetime | None = None) -> bool:
 
 class Daily(threading.Thread):
     """`waypost hq serve`'s daily purge: looks every `interval_s` whether today's run is due. A
-    failed run is logged and tried again at the next look (the run record keeps what it did)."""
+    failure is logged and never ends the thread: a run that could not start is tried at the next
+    look; one that started counts as today's, and the next day's run records what it purged."""
 
     def __init__(self, settings: Settings, stop: threading.Event, interval_s: float = 60.0):
         super().__init__(name="hq-retention", daemon=True)
