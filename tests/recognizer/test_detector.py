@@ -58,16 +58,16 @@ def test_finds_small_degraded_plates(detector):
 
 
 def test_second_look_finds_distant_plates_the_whole_frame_misses(detector):
-    # 40-50 px plates in a 1920x1080 frame are 11-13 px in the whole-frame input; the corner
-    # windows see them at 18-22 px
-    scenes = rendered_scenes(10, seed=505, size=(1920, 1080), degrade=False, plate_px=(40, 50))
+    # 30-40 px plates in a 1920x1080 frame are 8-11 px in the whole-frame input; the corner
+    # windows see them at 14-18 px
+    scenes = rendered_scenes(10, seed=505, size=(1920, 1080), degrade=False, plate_px=(30, 40))
     first_pass_only = PlateDetector(threads=1, second_look=False)
 
     def found(det):
         return sum(any(_iou(d.box, sc.plates[0].box) >= 0.3 for d in det.detect(sc.image)) for sc in scenes)
 
     without, with_second_look = found(first_pass_only), found(detector)
-    assert with_second_look >= 6, f"found {with_second_look} of 10 distant plates"
+    assert with_second_look >= 8, f"found {with_second_look} of 10 distant plates"
     assert with_second_look > without + 2, (without, with_second_look)
 
 
