@@ -10,14 +10,19 @@ import click
 from appliance import db
 
 
-def _when(value: str | None, name: str) -> dt.datetime | None:
+def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
+    """A time given in UTC. A bare date is the start of that day, or with `end` (a --to) the
+    whole of it: --from 2026-11-20 --to 2026-11-20 is that day."""
     if value is None:
         return None
     try:
-        return dt.datetime.fromisoformat(value)
+        when = dt.datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
                                  param_hint=name)
+    if end and len(value.strip()) == 10:
+        when += dt.timedelta(days=1, microseconds=-1)
+    return when
 
 
 @click.group(name="hold")
@@ -31,7 +36,7 @@ def hold_group():
 @click.option("--mode", type=click.Choice(["exact", "wildcard", "partial", "similar"]), default="exact",
               show_default=True)
 @click.option("--from", "since", default=None, help="Start of the period (UTC), with --plate.")
-@click.option("--to", "until", default=None, help="End of the period (UTC), with --plate.")
+@click.option("--to", "until", default=None, help="End of the period (UTC; a date: the whole day), with --plate.")
 @click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV.")
 @click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under.")
 @click.option("--reason", required=True, help="What the data is or may be evidence of.")
@@ -52,7 +57,7 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
                     raise click.ClickException(f"no read {read_ref!r} (give its id or uuid)")
                 hold = holds.place_on_read(ctx.settings, ctx.actor(), read.id, purpose_code, case_number, reason)
             else:
-                query = search.Query(plate, mode, since=_when(since, "--from"), until=_when(until, "--to"))
+                query = search.Query(plate, mode, since=_when(since, "--from"), until=_when(until, "--to", end=True))
                 hold = holds.place_on_query(ctx.settings, ctx.actor(), query, purpose_code, case_number, reason)
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))

@@ -284,14 +284,9 @@ def _hq_open_both(ctx, database):
 
 
 def _utc(value: str | None, name: str, end: bool = False):
-    """A time given in UTC; a bare date as --to means the whole of that day."""
-    import datetime as dt
-
+    """A time given in UTC; a bare date as --to means the whole of that day (as `waypost hold`)."""
     from appliance.holds_cli import _when
-    when = _when(value, name)
-    if end and when is not None and len(value.strip()) == 10:
-        when += dt.timedelta(days=1, microseconds=-1)
-    return when
+    return _when(value, name, end)
 
 
 @hq_group.group("hold")

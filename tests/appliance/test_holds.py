@@ -118,3 +118,14 @@ def test_cli_place_list_release(settings, db):
     assert out.exit_code == 0, out.output
     assert [r.action for r in AccessRecord.select().where(AccessRecord.action.startswith("hold."))] == [
         "hold.place", "hold.list", "hold.release"]
+
+
+def test_cli_a_bare_date_as_to_is_the_whole_day(settings, db):
+    from appliance.cli import main
+    add_read(settings, "7ABC123", 0)                       # 2026-03-01 12:00 UTC
+    add_read(settings, "7ABC123", 24 * 60)                 # the next day: outside
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    out = CliRunner().invoke(main, ["hold", "place", "--plate", "7ABC123", "--from", "2026-03-01", "--to", "2026-03-01",
+                                    "--purpose", "CRIME-INV", "--case", "26-004512",
+                                    "--reason", "Vehicle seen leaving a robbery"], env=env)
+    assert out.exit_code == 0 and "1 read(s)" in out.output, out.output
