@@ -57,7 +57,10 @@ def ensure_identity(settings: Settings) -> None:
 
 
 def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
-    """Create the first administrator when there is none. Returns the password if it was generated."""
+    """Create the first administrator when there is none. Returns the password if it was generated.
+    The password must be changed at the first sign-in either way: a generated one was printed on a
+    console, and one given in WAYPOST_ADMIN_PASSWORD (the provisioning vault) is known to whoever
+    provisioned the host."""
     if User.select().where(User.role == "admin").exists():
         return None
     given = environ.get("WAYPOST_ADMIN_PASSWORD")
@@ -66,7 +69,7 @@ def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
         users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
                   display_name="ALPR administrator", organization=settings.post.agency, role="admin",
                   password=password, job_title="ALPR Administrator",
-                  min_password_length=settings.web.min_password_length, must_change_password=not given)
+                  min_password_length=settings.web.min_password_length, must_change_password=True)
     except users.UserError as exc:
         raise users.UserError(f"cannot create the first administrator: {exc}"
                               + (" (from WAYPOST_ADMIN_PASSWORD)" if given else "")) from exc

@@ -45,9 +45,14 @@ def test_init_creates_the_first_admin_once(run):
     assert "admin" in listing and "NOT CURRENT" in listing
 
 
-def test_admin_password_from_the_environment(run):
+def test_admin_password_from_the_environment(run, tmp_path):
+    import sqlite3
     out = run("init", extra_env={"WAYPOST_ADMIN_PASSWORD": "a passphrase for the chief"})
     assert "password:" not in out
+    con = sqlite3.connect(next((tmp_path / "data").glob("*.db")))
+    # known to whoever provisioned the host (the vault): changed at the first sign-in
+    assert con.execute("SELECT must_change_password FROM user WHERE username = 'admin'").fetchone() == (1,)
+    con.close()
 
 
 def test_user_lifecycle_is_recorded(run, tmp_path):

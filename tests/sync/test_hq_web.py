@@ -332,7 +332,13 @@ def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
         assert refused.value.code == 404                                      # signed API: unknown post
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', landed.read().decode()).group(1)
         form = urllib.parse.urlencode({"username": "admin", "password": PASSWORD, "csrf_token": token}).encode()
-        posts_page = opener.open(f"{base}/auth/login?next=/hq", data=form)
+        change = opener.open(f"{base}/auth/login?next=/hq", data=form)
+        # the vault's password is known to whoever provisioned the host: the admin chooses a new one first
+        assert change.url == f"{base}/auth/password"
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', change.read().decode()).group(1)
+        new = "a new passphrase only the chief knows"
+        form = urllib.parse.urlencode({"current": PASSWORD, "new": new, "confirm": new, "csrf_token": token}).encode()
+        posts_page = opener.open(f"{base}/auth/password", data=form)      # changed: home is the posts page
         assert posts_page.url == f"{base}/hq" and "No post is enrolled yet" in posts_page.read().decode()
     finally:
         proc.terminate()
@@ -341,7 +347,7 @@ def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
     con = sqlite3.connect(data / make_settings(data).storage.db_file)
     actions = [r[0] for r in con.execute("SELECT action FROM access_record ORDER BY seq")]
     con.close()
-    assert "user.add" in actions and actions[-1] == "auth.login"
+    assert "user.add" in actions and actions[-2:] == ["auth.login", "auth.password_change"]
 
 
 def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_target, monkeypatch):
