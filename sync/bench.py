@@ -130,6 +130,23 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def _timed_pair(server: tuple, client: tuple, server_env: dict, logs) -> tuple:
+    """Start the server child (name, command, port), wait for its port, time the client child
+    (name, command, env) to the end, then stop the server. Returns (client, server, seconds)."""
+    name, cmd, port = server
+    child = _Child(name, cmd, server_env, logs)
+    try:
+        _wait_port(port, child.proc, child.log)
+        t1 = time.perf_counter()
+        other = _Child(client[0], client[1], client[2], logs)
+        other.wait()
+        seconds = time.perf_counter() - t1
+        child.wait(terminate=True)
+    finally:
+        child.kill()
+    return other, child, seconds
+
+
 def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1000, crop_bytes: int = 5000,
         hq_database: str | None = None, mode: str = "push", progress=None) -> dict:
     """Fill (or reuse) a scratch post, empty headquarters, and time one catch-up by push or pull
@@ -171,34 +188,20 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
     python = sys.executable
     load_before = _load()
     if mode == "push":
-        server = _Child("hq", [python, "-c", f"from sync.bench import serve_hq; serve_hq({target!r}, {hq_port})"],
-                        child_env, logs)
-        try:
-            _wait_port(hq_port, server.proc, server.log)
-            t1 = time.perf_counter()
-            client = _Child("post", [python, "-m", "appliance", "sync", "push"], child_env, logs)
-            code = client.wait()
-            sync_s = time.perf_counter() - t1
-            server.wait(terminate=True)
-        finally:
-            server.kill()
+        client, server, sync_s = _timed_pair(
+            ("hq", [python, "-c", f"from sync.bench import serve_hq; serve_hq({target!r}, {hq_port})"], hq_port),
+            ("post", [python, "-m", "appliance", "sync", "push"], child_env), child_env, logs)
         post_child, hq_child = client, server
     else:
         key = hq.hq_key(target, hq_dir)
         child_env["WAYPOST_SYNC__HQ_PUBLIC_KEY"] = base64.b64encode(bundle.raw_public(key.public_key())).decode()
-        server = _Child("post", [python, "-c", "from sync.bench import serve_post; serve_post()"], child_env, logs)
-        try:
-            _wait_port(post_port, server.proc, server.log)
-            hq_env = dict(child_env, WAYPOST_STORAGE__DATA_DIR=str(hq_dir))
-            t1 = time.perf_counter()
-            client = _Child("hq", [python, "-m", "appliance", "hq", "pull", "--database", target,
-                                   "--post", settings.post.id], hq_env, logs)
-            code = client.wait()
-            sync_s = time.perf_counter() - t1
-            server.wait(terminate=True)
-        finally:
-            server.kill()
+        hq_env = dict(child_env, WAYPOST_STORAGE__DATA_DIR=str(hq_dir))
+        client, server, sync_s = _timed_pair(
+            ("post", [python, "-c", "from sync.bench import serve_post; serve_post()"], post_port),
+            ("hq", [python, "-m", "appliance", "hq", "pull", "--database", target, "--post", settings.post.id],
+             hq_env), child_env, logs)
         post_child, hq_child = server, client
+    code = client.proc.returncode
     load_after = _load()
     if code != 0:
         raise RuntimeError(f"{mode} failed ({code}): {client.output()[-3000:]}")
