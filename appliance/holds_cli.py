@@ -25,6 +25,16 @@ def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None
     return when
 
 
+def filed_under(command):
+    """The options every hold is placed with, at a post and at headquarters: --purpose, --case, --reason."""
+    for option in reversed((
+            click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV."),
+            click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under."),
+            click.option("--reason", required=True, help="What the data is or may be evidence of."))):
+        command = option(command)
+    return command
+
+
 @click.group(name="hold")
 def hold_group():
     """Legal holds: reads kept out of the automatic purge."""
@@ -37,9 +47,7 @@ def hold_group():
               show_default=True)
 @click.option("--from", "since", default=None, help="Start of the period (UTC), with --plate.")
 @click.option("--to", "until", default=None, help="End of the period (UTC; a date: the whole day), with --plate.")
-@click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV.")
-@click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under.")
-@click.option("--reason", required=True, help="What the data is or may be evidence of.")
+@filed_under
 @click.pass_obj
 def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_number, reason):
     """Place a hold on one read (--read) or on the reads a search finds in a period (--plate)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from appliance import bundle, db
+from appliance.holds_cli import _when, filed_under
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
 
@@ -283,12 +284,6 @@ def _hq_open_both(ctx, database):
     hq.open_hq(_hq_target(ctx, database))
 
 
-def _utc(value: str | None, name: str, end: bool = False):
-    """A time given in UTC; a bare date as --to means the whole of that day (as `waypost hold`)."""
-    from appliance.holds_cli import _when
-    return _when(value, name, end)
-
-
 @hq_group.group("hold")
 def hq_hold():
     """Legal holds at headquarters: reads kept out of headquarters' purge (`waypost hq retention`).
@@ -303,9 +298,7 @@ def hq_hold():
 @click.option("--mode", type=click.Choice(["exact", "wildcard"]), default="exact", show_default=True)
 @click.option("--from", "since", required=True, help="Start of the capture period (UTC).")
 @click.option("--to", "until", required=True, help="End of the capture period (UTC; a date: the whole day).")
-@click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV.")
-@click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under.")
-@click.option("--reason", required=True, help="What the data is or may be evidence of.")
+@filed_under
 @click.pass_obj
 def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, purpose_code, case_number, reason):
     """Hold the reads of one post (--post) or every post (--all-posts) whose plate or an alternative
@@ -313,7 +306,7 @@ def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, 
     from sync import hq, hq_holds
     if bool(post_id) == bool(all_posts):
         raise click.UsageError("give either --post ID or --all-posts")
-    since_at, until_at = _utc(since, "--from"), _utc(until, "--to", end=True)
+    since_at, until_at = _when(since, "--from"), _when(until, "--to", end=True)
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         try:
