@@ -364,13 +364,20 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
 def due(settings: Settings, now: dt.datetime | None = None) -> bool:
     """Is today's run due? Today (in the post's time zone) at retention.run_at or later, and no
     run started today yet: a post that was off at run_at purges when it comes back that day."""
+    return due_after(settings, lambda: database.execute_sql("SELECT max(started_at) FROM retention_run").fetchone()[0],
+                     now)
+
+
+def due_after(settings: Settings, last_started, now: dt.datetime | None = None) -> bool:
+    """The daily rule of `due` for any run table: `last_started()` gives the latest run's start
+    (UTC, a datetime or its ISO text; None when there was none). Asked only once run_at has come."""
     zone = ZoneInfo(settings.post.timezone)
     now = now or utcnow()
     local = now.replace(tzinfo=dt.timezone.utc).astimezone(zone)
     hour, minute = (int(p) for p in settings.retention.run_at.split(":"))
     if (local.hour, local.minute) < (hour, minute):
         return False
-    last = database.execute_sql("SELECT max(started_at) FROM retention_run").fetchone()[0]
+    last = last_started()
     if last is None:
         return True
     if isinstance(last, str):

@@ -38,7 +38,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from peewee import AutoField, CharField, DateTimeField, IntegerField
 
@@ -316,19 +315,10 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
 
 def due(settings: Settings, now: dt.datetime | None = None) -> bool:
     """Today (in post.timezone) at retention.run_at or later, and no run started today yet: a
-    headquarters that was down at run_at purges when it comes back that day."""
-    zone = ZoneInfo(settings.post.timezone)
-    now = now or utcnow()
-    local = now.replace(tzinfo=dt.UTC).astimezone(zone)
-    hour, minute = (int(part) for part in settings.retention.run_at.split(":"))
-    if (local.hour, local.minute) < (hour, minute):
-        return False
-    last = hq.hq_database.execute_sql("SELECT max(started_at) FROM hq_retention_run").fetchone()[0]
-    if last is None:
-        return True
-    if isinstance(last, str):
-        last = dt.datetime.fromisoformat(last)
-    return last.replace(tzinfo=dt.UTC).astimezone(zone).date() < local.date()
+    headquarters that was down at run_at purges when it comes back that day (the post's rule)."""
+    from appliance.retention import due_after
+    return due_after(settings, lambda: hq.hq_database.execute_sql(
+        "SELECT max(started_at) FROM hq_retention_run").fetchone()[0], now)
 
 
 class Daily(threading.Thread):
