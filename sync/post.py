@@ -406,6 +406,16 @@ def push(settings: Settings, max_batches: int | None = None, stop: threading.Eve
         return _push(settings, spool, max_batches, stop)
 
 
+def _build_file(settings: Settings, key, pos: Position, path: Path) -> dict | None:
+    """build_batch into the file `path`, on disk before it returns (a batch is sent only from a
+    file that survives a crash); its header, or None when nothing waits."""
+    with open(path, "wb") as f:
+        header = build_batch(settings, key, pos, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return header
+
+
 class _Ahead:
     """The next batch, built in a thread from the position headquarters will hold once it has
     stored the batch being sent, so that the post reads and packs while headquarters checks and
@@ -423,10 +433,8 @@ class _Ahead:
 
     def _build(self, settings: Settings, key) -> None:
         try:
-            with db.connection(), open(self.path, "wb") as f:
-                self.header = build_batch(settings, key, self.pos, f)
-                f.flush()
-                os.fsync(f.fileno())
+            with db.connection():
+                self.header = _build_file(settings, key, self.pos, self.path)
         except BaseException as exc:     # reported by building again in the pushing thread
             self.error = exc
 
@@ -473,10 +481,7 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
                 header = _header_of(unacked)
             if header is None:
                 unacked.unlink(missing_ok=True)
-                with open(part, "wb") as f:
-                    header = build_batch(settings, key, pos, f)
-                    f.flush()
-                    os.fsync(f.fileno())
+                header = _build_file(settings, key, pos, part)
                 if header is None:
                     part.unlink(missing_ok=True)
                     break
