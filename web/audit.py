@@ -24,7 +24,8 @@ from appliance import audit, bundle, reports
 from appliance.db import write
 from appliance.models import database
 from web.access import actor, requires
-from web.clock import LocalDateTimeField, window_record
+from web.clock import LocalDateTimeField
+from web.reads import recorded
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
@@ -71,7 +72,7 @@ def _show(form: LogFilterForm, status: int = 200):
     flt = form.filter()
     with write():
         page = audit.browse(flt, before=form.before.data, limit=PAGE)
-        audit.record("audit.view", actor(), query={**flt.as_record(), **window_record(form.since, form.until)},
+        audit.record("audit.view", actor(), query=recorded(flt, form),
                      result_count=len(page.records),
                      details={"before": form.before.data} if form.before.data else None)
     return render_template("audit/index.html", form=form, page=page, filtered=bool(flt.as_record()),

@@ -73,8 +73,8 @@ def checked_search(form, template: str):
 
 
 def recorded(query, form) -> dict:
-    """The query as its access record keeps it: the window as UTC instants ('Z'), and as typed
-    with its offset and the zone."""
+    """The query (anything with as_record(): a search or the access log's filter) as its access
+    record keeps it: the window as UTC instants ('Z'), and as typed with its offset and the zone."""
     return {**query.as_record(), **window_record(form.since, form.until)}
 
 
