@@ -44,7 +44,12 @@ _PLATE_FONT_NAMES = [
     "NimbusSans-Bold.otf", "LiberationSans-Bold.ttf", "FreeSansBold.ttf", "URWGothic-Demi.otf",
     "DejaVuSansMono-Bold.ttf", "LiberationMono-Bold.ttf", "NimbusMonoPS-Bold.otf",
     "Roboto-Medium.ttf", "Roboto-Bold.ttf", "NimbusSansNarrow-Regular.otf",
+    # Tall condensed faces nearer the US plate faces (narrow T, flagged 1, O barely unlike 0).
+    "OSP-DIN.ttf", "BebasNeue-Bold.otf", "BebasNeue-Regular.otf", "routed-gothic-narrow.ttf",
+    "routed-gothic.ttf",
 ]
+# Faces drawn with a hairline: the renderer always thickens them by at least this stroke.
+_MIN_STROKE = {"routed-gothic-narrow.ttf": 3, "routed-gothic.ttf": 3}
 _HEADER_FONT_NAMES = [
     "NimbusSans-Bold.otf", "LiberationSerif-Bold.ttf", "NimbusRoman-Bold.otf", "C059-Bold.otf",
     "DejaVuSans-Bold.ttf", "RobotoCondensed-Bold.ttf", "URWBookman-Demi.otf", "FreeSerifBold.ttf",
@@ -69,8 +74,9 @@ def _fonts():
     if not _FONT_CACHE:
         plate = _find_fonts(_PLATE_FONT_NAMES)
         if not plate:
-            raise RuntimeError("no plate fonts found: apt-get install fonts-dejavu fonts-liberation "
-                               "fonts-urw-base35 fonts-roboto fonts-freefont-ttf (see ASSETS.md)")
+            raise RuntimeError("no plate fonts found: apt-get install fonts-dejavu-core fonts-liberation "
+                               "fonts-urw-base35 fonts-roboto-unhinted fonts-freefont-ttf fonts-opendin "
+                               "fonts-bebas-neue fonts-routed-gothic (see ASSETS.md)")
         _FONT_CACHE["plate"] = plate
         _FONT_CACHE["header"] = _find_fonts(_HEADER_FONT_NAMES) or plate
         _FONT_CACHE["script"] = _find_fonts(_SCRIPT_FONT_NAMES) or _FONT_CACHE["header"]
@@ -452,8 +458,8 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     # Main characters.
     fpath = str(rng.choice(fonts["plate"]))
     condense = rng.uniform(0.55, 0.95)
-    stroke = int(rng.integers(0, 5))
-    th = H * (rng.uniform(0.36, 0.5) if kind != "motorcycle" else rng.uniform(0.4, 0.5))
+    stroke = max(int(rng.integers(0, 5)), _MIN_STROKE.get(os.path.basename(fpath), 0))
+    th = H * (rng.uniform(0.36, 0.56) if kind != "motorcycle" else rng.uniform(0.4, 0.5))
     stacked = rng.random() < 0.15 and kind not in ("motorcycle",)
     margin = W * (0.16 if stacked else 0.06)
     layer = _text_layer(rng, shown, fpath, th, W - 2 * margin, condense, stroke)
