@@ -10,6 +10,13 @@ case or incident number, checked by the same rule as every other access (audit.c
 the hold is filed under that case number. Releasing a hold is an administrator's decision
 (permission holds.release, checked by the web layer; a shell on the post is an administrator's),
 recorded with who, when and why. The hold itself is never deleted: it stays on file, released.
+
+Headquarters keeps its own copy of the reads, so a hold must reach it: placing and releasing each
+queue an event in the outbox, in the same transaction as the hold and its access record, and the
+event travels with the next batch (push or pull) in outbox order, after the reads before it. A
+hold placed while headquarters is out of reach arrives when it is back, and its release after it.
+`for_headquarters` is what a batch carries for an event (sync/post.py); headquarters keeps it as
+a hold of this post (sync/hq_holds.py) that only a release here can end.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from peewee import AutoField, CharField, CompositeKey, DateTimeField, ForeignKey
 from appliance import audit, search
 from appliance.config import Settings
 from appliance.db import write
-from appliance.models import BaseModel, Read, database, utcnow
+from appliance.models import BaseModel, Outbox, Read, database, utcnow
 
 MAX_READS = 100_000        # reads one query hold may freeze (a larger set is a query to narrow)
 MAX_PERIOD_DAYS = 3660     # a query hold's period, at most the longest retention period
@@ -30,6 +37,9 @@ audit.register_action("hold.place", True)
 audit.register_action("hold.release", False)
 audit.register_action("hold.list", False)
 audit.register_action("hold.view", True)
+
+# Outbox kinds of a hold's events (object_id is the hold's id).
+PLACED, RELEASED = "hold.place", "hold.release"
 
 
 class HoldError(ValueError):
@@ -104,6 +114,7 @@ def _create(actor: audit.Actor, purpose: audit.Purpose, kind: str, reason: str, 
                  objects=[f"hold:{hold.id}"] + [f"read:{u}" for u in uuids[:1000]], result_count=len(read_ids),
                  details={"kind": kind, "reason": reason, "reads": len(read_ids),
                           **({"objects_truncated": True} if len(uuids) > 1000 else {})})
+    Outbox.create(kind=PLACED, object_id=str(hold.id))
     return hold
 
 
@@ -184,6 +195,7 @@ def release(actor: audit.Actor, hold_id: int, reason: str) -> LegalHold:
         audit.record("hold.release", actor, query={"hold": hold.id}, objects=[f"hold:{hold.id}"],
                      result_count=hold.read_count,
                      details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by})
+        Outbox.create(kind=RELEASED, object_id=str(hold.id))
     return hold
 
 
@@ -226,3 +238,39 @@ def held_count(before: dt.datetime) -> int:
     """Reads captured before `before` that an active hold keeps."""
     return database.execute_sql(f"SELECT count(*) FROM read r WHERE r.captured_at < ? AND {HELD_SQL}",
                                 [before]).fetchone()[0]
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def for_headquarters(kind: str, hold_id: int) -> dict | None:
+    """What a batch carries for one outbox event of a hold: for a placing, the hold with the rule
+    headquarters matches by (plate, mode, capture period) and the uuids of the reads it froze;
+    for a release, who released it, when and why. None if the hold is not there (never deleted;
+    only a database edited by hand would lose one)."""
+    hold = LegalHold.get_or_none(LegalHold.id == hold_id)
+    if hold is None:
+        return None
+    if kind == RELEASED:
+        if hold.released_at is None:
+            return None
+        return {"id": hold.id, "released_at": _iso(hold.released_at), "released_by": hold.released_by,
+                "release_reason": hold.release_reason}
+    reads = [r[0] for r in database.execute_sql(
+        "SELECT r.uuid FROM hold_read hr JOIN read r ON r.id = hr.read_id WHERE hr.hold_id = ? ORDER BY r.uuid",
+        (hold.id,))]
+    query = hold.query_record
+    if hold.kind == "read":
+        # the read itself, by uuid; the rule is its plate at its capture time
+        read = Read.get_or_none(Read.uuid == query.get("read"))
+        at = _iso(read.captured_at if read is not None else hold.placed_at)
+        rule = {"plate": read.plate if read is not None else "", "mode": "exact", "since": at, "until": at}
+        reads = sorted(set(reads) | {str(query.get("read"))})
+    else:
+        rule = {"plate": query.get("plate", ""), "mode": query.get("mode", "exact"),
+                "since": str(query.get("since", "")).removesuffix("Z"),
+                "until": str(query.get("until", "")).removesuffix("Z")}
+    return dict(rule, id=hold.id, kind=hold.kind, case_number=hold.case_number, purpose_code=hold.purpose_code,
+                reason=hold.reason, placed_by=hold.placed_by, placed_org=hold.placed_org,
+                placed_at=_iso(hold.placed_at), reads=reads)

@@ -4,7 +4,9 @@ log) and the ingest of one batch.
 Ingest is one transaction: either the whole batch is stored and the post's position moves to
 its end, or nothing is stored and the refusal goes to the batch log (in a transaction of its
 own) with the problem named. A batch headquarters already holds (the same batch id, or the same
-range with the same contents) is acknowledged again without being stored twice.
+range with the same contents) is acknowledged again without being stored twice. Legal holds
+placed and released at a post come in its batches and are stored in the batch's transaction
+(sync/hq_holds.py).
 
 The database is a SQLite file by default; a URL (postgresql://...) selects PostgreSQL.
 """
@@ -229,6 +231,14 @@ SCHEMA = [
             alerts BIGINT NOT NULL DEFAULT 0, images BIGINT NOT NULL DEFAULT 0, texts BIGINT NOT NULL DEFAULT 0,
             oldest_at TEXT, newest_at TEXT)""",
          "CREATE INDEX hq_read_captured ON hq_read (captured_at, id)"]),
+    # Legal holds placed at a post, arriving with its batches (sync/hq_holds.py): the post's id of
+    # each (one copy per post and hold, however often a batch is delivered) and the reads it froze.
+    (7, ["ALTER TABLE hq_legal_hold ADD COLUMN origin_hold_id BIGINT",
+         "CREATE UNIQUE INDEX hq_legal_hold_origin ON hq_legal_hold (post_id, origin_hold_id)",
+         """CREATE TABLE hq_legal_hold_read (
+            hold_id BIGINT NOT NULL, post_id TEXT NOT NULL, read_uuid TEXT NOT NULL,
+            PRIMARY KEY (hold_id, read_uuid))""",
+         "CREATE INDEX hq_legal_hold_read_uuid ON hq_legal_hold_read (post_id, read_uuid)"]),
 ]
 
 
@@ -312,10 +322,11 @@ class Outcome:
     reads: int
     records: int
     position: dict
+    holds: int = 0               # legal holds placed or released at the post that this batch changed here
 
     def as_json(self) -> dict:
         return {"status": self.status, "batch": self.batch_id, "reads": self.reads, "records": self.records,
-                "position": self.position}
+                "holds": self.holds, "position": self.position}
 
 
 class Refused(Exception):
@@ -338,6 +349,7 @@ class _Batch:
         self.post: HQPost | None = None
         self.reads = 0
         self.records = 0
+        self.holds = 0
         self.signature_ok = False
         self.first_bad_seq: int | None = None
 
@@ -384,6 +396,7 @@ def _int_or_none(value):
 
 
 def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
+    from sync import hq_holds  # it builds on this module's models
     reader = protocol.Reader(body, max_bytes * 4)
     items = iter(reader)
     header = protocol.header_fields(next(items))
@@ -410,6 +423,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     next_seq, want_record = first, chain["first_seq"]
     prev_hash = post.chain_hash if mode == "new" else chain["prev_hash"]
     read_rows, images, alerts, records = [], {}, [], []
+    hold_events: list[tuple[str, dict]] = []  # applied once the whole batch is read and its signature checked
     pending_bytes = 0                         # image bytes held for the next insert (memory stays bounded)
     for item in items:
         kind = item["t"]
@@ -452,6 +466,14 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                     deferred = ProtocolError("overlap", f"{where}: read {read['uuid']} (seq {seq}) is in a range "
                                                         "headquarters already holds, but differs from what it holds")
             seen.reads += 1
+        elif kind == "hold":
+            where = f"batch {header['batch']}, line {reader.lines} (hold)"
+            seq = item.get("seq")
+            if not protocol._is_int(seq) or not next_seq <= seq <= last:
+                raise ProtocolError("malformed", f"{where}: seq {str(seq)[:20]} is outside the batch's range "
+                                                 "or out of order")
+            next_seq = seq + 1
+            hold_events.append((where, hq_holds.from_post(item, where)))
         elif kind == "confirmation":
             alert = item.get("alert")
             if (not isinstance(alert, dict) or not protocol._is_int(alert.get("id"))
@@ -504,6 +526,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
         raise deferred
     if mode == "new":
         _flush(read_rows, images, alerts, records)
+        seen.holds = hq_holds.store_from_post(post.id, hold_events)
         post.last_seq = max(post.last_seq, last)
         if chain["last_seq"] >= chain["first_seq"]:
             post.chain_seq, post.chain_hash = chain["last_seq"], prev_hash
@@ -517,7 +540,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     HQBatch.create(batch_id=header["batch"], post_id=post.id, first_seq=first, last_seq=last,
                    chain_first=chain["first_seq"], chain_last=chain["last_seq"], reads=seen.reads,
                    records=seen.records, size=reader.bytes, status=status, remote_addr=remote_addr)
-    return Outcome(status, header["batch"], post.id, seen.reads, seen.records, position(post))
+    return Outcome(status, header["batch"], post.id, seen.reads, seen.records, position(post), seen.holds)
 
 
 def _mode(post: HQPost, header: dict) -> str:
@@ -704,11 +727,14 @@ class Pulled:
     duplicates: int = 0
     reads: int = 0
     records: int = 0
+    holds: int = 0
     problem: str = ""
 
     def line(self) -> str:
         text = (f"{self.post_id}: pulled {self.batches} batch(es), {self.reads} read(s), {self.records} access "
                 f"record(s); {self.duplicates} already held")
+        if self.holds:
+            text += f"; {self.holds} legal hold event(s) from the post"
         return text + (f"; stopped: {self.problem}" if self.problem else "")
 
 
@@ -761,4 +787,5 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             result.batches += 1
             result.reads += outcome.reads
             result.records += outcome.records
+            result.holds += outcome.holds
     return result

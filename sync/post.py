@@ -28,7 +28,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import audit, bundle, db
+from appliance import audit, bundle, db, holds
 from appliance.config import Settings
 from appliance.models import Alert, AlertConfirmation, Evidence, Read, database, utcnow
 from appliance.store import EvidenceStore, StoreError
@@ -76,6 +76,7 @@ class PushResult:
     duplicates: int = 0
     reads: int = 0
     records: int = 0
+    holds: int = 0
     bytes: int = 0
     position: Position | None = None
     notes: list[str] = field(default_factory=list)
@@ -84,6 +85,8 @@ class PushResult:
         pos = self.position
         out = [f"sent {self.batches} batch(es): {self.reads} read(s), {self.records} access record(s), "
                f"{self.bytes} bytes; {self.duplicates} acknowledged as already held"]
+        if self.holds:
+            out.append(f"{self.holds} legal hold event(s) (placed or released here) sent with them")
         if pos is not None:
             out.append(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
         return out + self.notes
@@ -257,9 +260,10 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
     kinds = ("crop", "frame") if settings.sync.include_frames else ("crop",)
     reads = 0
     for start in range(0, len(rows), READ_CHUNK):
-        chunk = [r for r in rows[start:start + READ_CHUNK] if r[1] == "read"]
+        chunk = rows[start:start + READ_CHUNK]
         # plain rows (the same values a model's __data__ holds) rather than model instances
-        by_uuid = {r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk])).dicts()}
+        by_uuid = {r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk if c[1] == "read"]))
+                   .dicts()}
         ids = [r["id"] for r in by_uuid.values()]
         evidence: dict[int, list] = {}
         for ev in (Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256, Evidence.content_type,
@@ -269,7 +273,16 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
         alerts: dict[int, list] = {}
         for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
             alerts.setdefault(alert["read"], []).append(_alert_dict(alert))
-        for seq, _kind, object_id in chunk:
+        for seq, kind, object_id in chunk:
+            if kind in (holds.PLACED, holds.RELEASED):
+                # in outbox order with the reads: a hold's release never overtakes its placing
+                hold = holds.for_headquarters(kind, int(object_id))
+                if hold is not None:
+                    yield {"t": "hold", "seq": seq, "event": "place" if kind == holds.PLACED else "release",
+                           "hold": hold}
+                continue
+            if kind != "read":
+                continue
             read = by_uuid.get(object_id)
             if read is None:
                 continue          # purged since (retention): the range stays contiguous without it
@@ -502,6 +515,7 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
                     result.batches += 1
                     result.reads += int(answer.get("reads") or 0)
                     result.records += int(answer.get("records") or 0)
+                    result.holds += int(answer.get("holds") or 0)
                     result.bytes += size
                 continue
             unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position

@@ -12,6 +12,12 @@ A batch is gzip'd JSON lines, one object per line, canonical JSON (sorted keys, 
     {"t": "read", "seq": S, "read": {...}, "images": [{kind, sha256, content_type, width, height,
                                                         bytes, data (base64)}], "alerts": [...]}
     ...
+    {"t": "hold", "seq": S, "event": "place", "hold": {id, kind, plate, mode, since, until, case_number,
+                                                       purpose_code, reason, placed_by, placed_org,
+                                                       placed_at, reads: [uuid, ...]}}
+    {"t": "hold", "seq": S, "event": "release", "hold": {id, released_at, released_by, release_reason}}
+    ...                                      # a legal hold placed or released at the post: an outbox
+                                             # event like a read, in seq order among the reads
     {"t": "confirmation", "alert": {id, read_uuid, status, ..., "confirmations": [...]}}
     ...                                      # alerts confirmed after their read was sent
     {"t": "access", "record": {seq, at, ... prev_hash, hash}}
