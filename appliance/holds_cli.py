@@ -69,7 +69,8 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
                 hold = holds.place_on_query(ctx.settings, ctx.actor(), query, purpose_code, case_number, reason)
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s)")
+    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s); "
+               "headquarters gets it with the next sync batch")
 
 
 @hold_group.command("list")
@@ -100,7 +101,8 @@ def hold_release(ctx, hold_id, reason):
             hold = holds.release(ctx.actor(), hold_id, reason)
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} (case {hold.case_number}) released")
+    click.echo(f"hold {hold.id} (case {hold.case_number}) released; headquarters gets the release with the "
+               "next sync batch")
 
 
 @click.group(name="retention")

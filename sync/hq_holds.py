@@ -33,7 +33,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from peewee import AutoField, CharField, CompositeKey, DateTimeField, IntegerField, TextField
+from peewee import (
+    AutoField,
+    CharField,
+    CompositeKey,
+    DateTimeField,
+    IntegerField,
+    TextField,
+)
 
 from appliance import audit
 from appliance.config import Settings

@@ -3,7 +3,8 @@
 Headquarters keeps its copy for the period the post keeps its own (the same `retention` settings,
 from headquarters' configuration): a read is purged when it was captured before now -
 `retention.read_days` (a read with an alert in hq_alert: before now - `retention.hit_read_days`),
-unless an active headquarters legal hold covers it (sync/hq_holds.py). A read is purged with its
+unless an active legal hold covers it (sync/hq_holds.py: placed at headquarters, or placed at a
+post and arrived with its batches; both are honoured alike). A read is purged with its
 alerts, its rows in the search index (hq_read_text) and the images no remaining read uses.
 
 What the purge never touches: the posts' access logs (hq_access_record: a post's chain must still

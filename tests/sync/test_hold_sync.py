@@ -15,12 +15,15 @@ from appliance.models import Outbox, utcnow
 from appliance.service import WebServer
 from sync import hq, post, protocol
 from sync.hq_holds import HQLegalHold, HQLegalHoldRead
-from tests.sync.conftest import _public
-from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, hq_env, on_post, push  # noqa: F401
+from tests.sync import test_hq_retention
+from tests.sync.conftest import _public, restore, snapshot
+from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, on_post, push
 
 OFFICER = audit.Actor("officer.lee", "Demo Police Department", "10.0.0.9")
 ADMIN = audit.Actor("admin.ray", "Demo Police Department", "10.0.0.2")
 REASON = "Vehicle seen leaving the Main St robbery"
+
+hq_env = test_hq_retention.hq_env         # headquarters' configuration and accounts database (a fixture)
 
 
 def place_query(settings, plate, mode="exact"):
@@ -122,6 +125,51 @@ def test_a_hold_placed_offline_arrives_when_headquarters_is_back(settings, db, h
     out = retention(hq_env, hq_target)
     assert "purged 2 read(s)" in out and "kept under legal hold: 1 read(s)" in out, out
     assert held_uuids() == {reads[1].uuid}
+
+
+def test_a_restored_headquarters_gets_the_holds_it_lost_again(settings, db, hq_server, hq_target, hq_env):
+    reads = aged_reads(settings, [400, 400], seed=18)
+    assert push(settings).reads == 2
+    hq_server.stop()
+    backup = snapshot(hq_target)                  # before the hold reached headquarters
+    hq_server.start()
+    hold = place_query(settings, reads[0].plate)
+    assert push(settings).holds == 1
+    hq_server.stop()
+    restore(hq_target, backup)
+    hq_server.start()
+    assert hq_holds_of(settings.post.id) == {}
+    pushed = push(settings)
+    assert pushed.holds == 1 and any("sent again" in n for n in pushed.notes), pushed.lines()
+    assert hq_holds_of(settings.post.id)[hold.id].active
+    out = retention(hq_env, hq_target)
+    assert "purged 1 read(s)" in out and held_uuids() == {reads[0].uuid}, out
+
+
+def test_holds_placed_with_the_post_cli_and_a_similar_search_keep_their_frozen_reads(settings, db, hq_server,
+                                                                                     hq_target, hq_env):
+    """`waypost hold place` on the post; a "similar" search is no plate pattern: headquarters keeps
+    the reads it froze by their uuids (7ABC191 is similar to 7ABC190, not equal to it)."""
+    from click.testing import CliRunner
+
+    from appliance.cli import main
+    reads = aged_reads(settings, [400, 400, 400], seed=19)     # 7ABC190, 7ABC191, 7ABC192
+    on_post(settings)
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    window = ["--from", f"{utcnow() - dt.timedelta(days=500):%Y-%m-%d}", "--to", f"{utcnow():%Y-%m-%d}"]
+    out = CliRunner().invoke(main, ["hold", "place", "--plate", "7ABC190", "--mode", "similar", *window,
+                                    "--purpose", "CRIME-INV", "--case", "26-004512", "--reason", REASON], env=env)
+    assert out.exit_code == 0 and "headquarters gets it with the next sync batch" in out.output, out.output
+    on_post(settings)
+    with dbmod.connection():
+        (hold,) = holds.LegalHold.select()
+        frozen = {r.read.uuid for r in holds.HoldRead.select().where(holds.HoldRead.hold == hold.id)}
+    assert reads[1].uuid in frozen and reads[0].uuid in frozen, frozen
+    assert push(settings).holds == 1
+    copy = hq_holds_of(settings.post.id)[hold.id]
+    assert (copy.mode, copy.pattern) == ("similar", "7ABC190")
+    out = retention(hq_env, hq_target)
+    assert held_uuids() == frozen and f"kept under legal hold: {len(frozen)} read(s)" in out, out
 
 
 def _built(settings) -> tuple[dict, bytes]:
