@@ -2,10 +2,15 @@
 
 SQLite in WAL mode with foreign keys and a busy timeout, tuned for an SD card. Writers take the
 lock up front (`write()`, BEGIN IMMEDIATE) so two writers never deadlock on an upgrade.
+
+Every search takes the write lock too (its access record is written in the transaction that
+reads), so a job that writes for long (a retention purge, a hotlist import) writes in chunks
+(`Paced`) that hold the lock about CHUNK_S each, well inside the busy timeout a search waits.
 """
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,6 +58,43 @@ def open_database(settings: Settings) -> SqliteDatabase:
 def write():
     """A write transaction that takes the database lock at once (BEGIN IMMEDIATE)."""
     return database.atomic(lock_type="IMMEDIATE")
+
+
+# How long one chunk of a long write holds the lock, and how long the job leaves it free after
+# each: SQLite's busy handler looks for the lock again every 100 ms at most, so a job that takes it
+# back at once can starve a waiting search for many chunks in a row.
+CHUNK_S = 0.5
+YIELD_S = 0.1
+
+
+class Paced:
+    """The write transactions of a long job, each sized to hold the lock about CHUNK_S on this
+    machine (a Pi's SD card is several times slower than a server): after each chunk the next
+    size is scaled by how long this one took, within [least, most] and at most doubling.
+
+        pace = Paced(2000, least=100)
+        while more:
+            with pace.write() as n:
+                ... write up to n rows ...
+    """
+
+    def __init__(self, size: int, most: int | None = None, least: int = 1):
+        if size < 1 or least < 1:
+            raise ValueError(f"chunk sizes must be at least 1, got size={size} least={least}")
+        self.size, self.most, self.least = size, max(most or size, size), min(least, size)
+        self.chunks, self.longest_s = 0, 0.0
+
+    @contextmanager
+    def write(self):
+        started = time.perf_counter()
+        with write():
+            yield self.size
+        took = time.perf_counter() - started
+        self.chunks += 1
+        self.longest_s = max(self.longest_s, took)
+        scaled = int(self.size * CHUNK_S / max(took, 1e-3))
+        self.size = max(self.least, min(self.most, 2 * self.size, scaled))
+        time.sleep(YIELD_S)
 
 
 @contextmanager

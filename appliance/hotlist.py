@@ -1,7 +1,13 @@
 """Hotlists: state lists imported from CSV files, custom entries typed in by officers.
 
-A state list is replaced whole by each import, in one transaction; a malformed line stops the
-import with every problem named by file, line and field, and nothing changes. A state list not
+A state list is replaced whole by each import, all or nothing: a malformed line stops the import
+with every problem named by file, line and field, and nothing changes. A list of hundreds of
+thousands of entries takes seconds to write, and every search waits for the write lock (its access
+record), so the new entries are written in short transactions (appliance.db.Paced) under a staging
+list that matches nothing (a "~" name no list can have, never refreshed, so stale); one short
+transaction then swaps the names and the old entries are deleted in short transactions after. The
+list's row (its id) is the staging one from then on. A staging or retired list a crash left behind
+is removed by the next import. A state list not
 refreshed for `hotlist.stale_after_hours` produces no alerts (Barstow 466.5: 72 hours), and the
 first time that is noticed it is written to the access log. Custom entries need the approving
 commander and a narrative (Barstow 466.6); they may be partial plates with `*` and `?`. Entries are
@@ -18,8 +24,8 @@ from pathlib import Path
 
 from appliance import audit
 from appliance.config import Settings
-from appliance.db import write
-from appliance.models import Hotlist, HotlistEntry, utcnow
+from appliance.db import Paced, write
+from appliance.models import Hotlist, HotlistEntry, database, utcnow
 from recognizer.formats import normalise
 
 for _name in ("hotlist.import", "hotlist.entry_add", "hotlist.entry_remove", "hotlist.stale"):
@@ -31,6 +37,9 @@ _FOLD = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "B": "8
 PLATE = re.compile(r"^[A-Z0-9]{1,8}$")
 PARTIAL = re.compile(r"^[A-Z0-9*?]{1,10}$")
 MAX_PROBLEMS = 25
+STAGING = "~"           # a list being imported or retired: no list name can start with it
+ROWS = 20_000           # the most entries written or deleted in one transaction
+LEFTOVER_HOURS = 6      # a staging list older than this is a crashed import's (an import takes minutes)
 
 
 class HotlistError(ValueError):
@@ -116,27 +125,70 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
 
 
 def import_csv(settings: Settings, path: str | Path, name: str, actor: audit.Actor) -> ImportResult:
-    """Replace the state list `name` with the file's entries, all or nothing."""
+    """Replace the state list `name` with the file's entries, all or nothing (see the module
+    docstring for how the write is chunked)."""
     path = Path(path)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}", name):
         raise HotlistError([f"list name {name!r}: use 1-40 letters, digits, spaces, '.', '_' or '-'"])
     rows = _parse(settings, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     now = utcnow()
+    # what a crash left: retired lists, and staging lists too old to be another import's in progress
+    for leftover in Hotlist.select().where(Hotlist.name.startswith(f"{STAGING}retired ")
+                                           | (Hotlist.name.startswith(f"{STAGING}import ")
+                                              & (Hotlist.created_at < now - dt.timedelta(hours=LEFTOVER_HOURS)))):
+        _drop(leftover.id)
     with write():
-        hotlist, _ = Hotlist.get_or_create(name=name, defaults={"kind": "state"})
-        if hotlist.kind != "state":
+        current = Hotlist.get_or_none(Hotlist.name == name)
+        if current is not None and current.kind != "state":
             raise HotlistError([f"{name!r} is a custom list; imports replace state lists only"])
-        replaced = HotlistEntry.delete().where(HotlistEntry.hotlist == hotlist).execute()
-        for i in range(0, len(rows), 500):
-            HotlistEntry.insert_many([{**r, "hotlist": hotlist.id, "created_at": now, "created_by": actor.username}
-                                      for r in rows[i:i + 500]]).execute()
-        hotlist.source, hotlist.source_sha256 = path.name, digest
-        hotlist.refreshed_at, hotlist.entry_count, hotlist.stale_recorded_at = now, len(rows), None
-        hotlist.save()
-        audit.record("hotlist.import", actor, objects=[f"hotlist:{hotlist.id}"], result_count=len(rows),
-                     details={"list": name, "file": path.name, "sha256": digest, "replaced": replaced})
+        staging = Hotlist.create(name=f"{STAGING}import {now:%Y%m%dT%H%M%S.%f} {name}"[:255], kind="state",
+                                 refreshed_at=None, stale_recorded_at=now)
+    try:
+        pace = Paced(2000, most=ROWS, least=500)
+        done = 0
+        while done < len(rows):
+            with pace.write() as n:
+                HotlistEntry.insert_many([{**r, "hotlist": staging.id, "created_at": now, "created_by": actor.username}
+                                          for r in rows[done:done + n]]).execute()
+            done += n
+        with write():
+            current = Hotlist.get_or_none(Hotlist.name == name)
+            if current is not None and current.kind != "state":
+                raise HotlistError([f"{name!r} became a custom list during the import; nothing was imported"])
+            staged = HotlistEntry.select().where(HotlistEntry.hotlist == staging.id).count()
+            if staged != len(rows):
+                raise HotlistError([(f"{path}: {staged} of {len(rows)} entries were staged (was the staging list "
+                                     "removed meanwhile?); nothing was imported: import the file again")])
+            replaced = 0
+            if current is not None:
+                replaced = HotlistEntry.select().where(HotlistEntry.hotlist == current).count()
+                Hotlist.update(name=f"{STAGING}retired {current.id} {name}"[:255], refreshed_at=None,
+                               stale_recorded_at=now).where(Hotlist.id == current.id).execute()
+            Hotlist.update(name=name, source=path.name, source_sha256=digest, refreshed_at=now, entry_count=len(rows),
+                           stale_recorded_at=None, created_at=current.created_at if current else now) \
+                .where(Hotlist.id == staging.id).execute()
+            audit.record("hotlist.import", actor, objects=[f"hotlist:{staging.id}"], result_count=len(rows),
+                         details={"list": name, "file": path.name, "sha256": digest, "replaced": replaced})
+    except BaseException:
+        _drop(staging.id)
+        raise
+    if current is not None:
+        _drop(current.id)
     return ImportResult(name, len(rows), replaced)
+
+
+def _drop(hotlist_id: int) -> None:
+    """Delete a staging or retired list: its entries in paced transactions, then its row."""
+    pace = Paced(2000, most=ROWS, least=500)
+    while True:
+        with pace.write() as n:
+            gone = database.execute_sql(
+                "DELETE FROM hotlist_entry WHERE id IN (SELECT id FROM hotlist_entry WHERE hotlist_id = ? LIMIT ?)",
+                [hotlist_id, n]).rowcount
+            if gone < n:
+                Hotlist.delete().where(Hotlist.id == hotlist_id).execute()
+                return
 
 
 def custom_list() -> Hotlist:
@@ -198,7 +250,7 @@ def record_stale(settings: Settings, actor: audit.Actor) -> list[str]:
     """Write a `hotlist.stale` access record for each list that went stale since last noticed.
     Returns the names of all stale lists (for warnings)."""
     now = utcnow()
-    stale = [h for h in Hotlist.select() if is_stale(h, settings, now)]
+    stale = [h for h in _lists() if is_stale(h, settings, now)]
     fresh_notice = [h for h in stale if h.stale_recorded_at is None]
     if fresh_notice:
         with write():
@@ -216,4 +268,9 @@ def status(settings: Settings) -> list[dict]:
     now = utcnow()
     return [{"name": h.name, "kind": h.kind, "entries": h.entry_count,
              "refreshed_at": h.refreshed_at.isoformat(timespec="seconds") + "Z" if h.refreshed_at else None,
-             "stale": is_stale(h, settings, now)} for h in Hotlist.select().order_by(Hotlist.name)]
+             "stale": is_stale(h, settings, now)} for h in _lists().order_by(Hotlist.name)]
+
+
+def _lists():
+    """The lists in use (not one being imported or retired)."""
+    return Hotlist.select().where(~Hotlist.name.startswith(STAGING))

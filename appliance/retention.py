@@ -5,8 +5,10 @@ than `retention.hit_read_days`), unless an active legal hold covers it (applianc
 with sync enabled, unless headquarters has not acknowledged it yet (its outbox row is not marked
 sent) and `retention.purge_unsent` is off.
 
-A purge works in batches of `batch` reads, one write transaction each, so searches (readers in WAL
-mode) and new reads (short writers) go on between batches. Each batch removes, together, the
+A purge works in batches of at most `batch` reads, one write transaction each, sized as it goes
+(appliance.db.Paced) to hold the lock about half a second on this machine and leaving it free
+between batches, so that searches (which write their access record) and new reads wait at most
+about one batch, never the whole purge. Each batch removes, together, the
 reads' search index entries (search.unindex_read), their outbox rows, the reads themselves and by
 ON DELETE CASCADE their evidence rows, alerts, alert confirmations and hold_read rows of released
 holds, and it updates the run's counts in `retention_run`.
@@ -42,12 +44,15 @@ from zoneinfo import ZoneInfo
 
 from appliance import audit, search
 from appliance.config import Settings
-from appliance.db import write
+from appliance.db import Paced, write
 from appliance.holds import HELD_SQL
 from appliance.models import database, utcnow
 from appliance.store import EvidenceStore
 
-BATCH = 2000
+BATCH = 10_000          # the most reads in one transaction (the pace keeps each to about half a second)
+FIRST_BATCH = 500
+LEAST_BATCH = 50
+FILES = 5000            # the most image notes settled in one transaction
 # WAL pages a purge lets accumulate before a checkpoint (~200 MB at 4 KiB pages). A purge rewrites
 # the same index pages batch after batch; checkpointing every 1,000 pages (SQLite's default) wrote
 # each of them back again and again and doubled the time of a large purge (bench: 4,500 -> 6,800
@@ -210,12 +215,15 @@ def _record(actor: audit.Actor, run_id: int, interrupted: bool = False, stopped:
     return row
 
 
-def _settle_files(store: EvidenceStore, chunk: int = 5000) -> int:
+def _settle_files(store: EvidenceStore) -> int:
     """Unlink the image files purges noted, unless a read references them again. Returns how many
-    files were removed. Runs under the write lock so that no read referencing one commits meanwhile."""
+    files were removed. Runs under the write lock so that no read referencing one commits meanwhile,
+    in chunks paced like the purge's batches (an unlink and a directory fsync cost a card a lot)."""
+    pace = Paced(min(500, FILES), most=FILES, least=LEAST_BATCH)
     removed = 0
-    while True:
-        with write():
+    # looked at first without the lock: most batches of a purge leave no file to settle
+    while database.execute_sql("SELECT 1 FROM retention_file LIMIT 1").fetchone():
+        with pace.write() as chunk:
             rows = database.execute_sql("SELECT sha256, run_id FROM retention_file LIMIT ?", [chunk]).fetchall()
             if not rows:
                 return removed
@@ -239,6 +247,7 @@ def _settle_files(store: EvidenceStore, chunk: int = 5000) -> int:
                 database.execute_sql("UPDATE retention_run SET files = files + ? WHERE id = ?", [n, run_id])
             database.execute_sql(f"DELETE FROM retention_file WHERE sha256 IN ({_marks(len(shas))})", shas)
             removed += sum(per_run.values())
+    return removed
 
 
 def _fsync_dir(path: str) -> None:
@@ -259,10 +268,10 @@ def _file(root: str, sha256: str) -> str:
 
 
 def _purge_batch(root: str, run_id: int, where: str, params: list, after: tuple | None,
-                 batch: int) -> tuple | None:
-    """One transaction: pick up to `batch` reads after the keyset `after`, delete them with
-    everything that hangs on them. Returns the new keyset, or None when nothing was left."""
-    with write():
+                 pace: Paced) -> tuple | None:
+    """One transaction: pick up to a paced batch of reads after the keyset `after`, delete them
+    with everything that hangs on them. Returns the new keyset, or None when nothing was left."""
+    with pace.write() as batch:
         keyset = ""
         args = [params[0]]
         if after is not None:
@@ -306,9 +315,10 @@ def _purge_batch(root: str, run_id: int, where: str, params: list, after: tuple 
 
 def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: dt.datetime | None = None,
         batch: int = BATCH, progress=None, pause_s: float = 0.0, stop=None) -> Result:
-    """Purge what is past retention (see the module docstring). `progress(batches)` is called after
-    each batch; `pause_s` is slept between batches (lets other writers in on a slow card); a set
-    `stop` event ends the run after the current batch (recorded as stopped; the rest goes next time)."""
+    """Purge what is past retention (see the module docstring). `batch` is the most reads in one
+    transaction; `progress(batches)` is called after each batch; `pause_s` is slept between batches
+    (besides the lock's own pause, see appliance.db.Paced); a set `stop` event ends the run after the
+    current batch (recorded as stopped; the rest goes next time)."""
     if dry_run:
         return plan(settings, now)
     if batch < 1:
@@ -329,12 +339,13 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
         run_id = cursor.lastrowid
     where = _where(settings)
     params = [max(read_cut, hit_cut), read_cut, hit_cut]
+    pace = Paced(min(FIRST_BATCH, batch), most=batch, least=LEAST_BATCH)
     after, batches, stopped = None, 0, False
     autocheckpoint = database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0]
     database.execute_sql(f"PRAGMA wal_autocheckpoint = {max(WAL_PAGES, autocheckpoint)}")
     try:
         while True:
-            after = _purge_batch(str(store.root), run_id, where, params, after, batch)
+            after = _purge_batch(str(store.root), run_id, where, params, after, pace)
             if after is None:
                 break
             batches += 1

@@ -31,8 +31,20 @@ import json
 import logging
 import re
 import threading
+from contextlib import contextmanager
 
-from peewee import SQL, BigIntegerField, CharField, CompositeKey, IntegerField, NodeList, SqliteDatabase, Tuple, fn
+from peewee import (
+    SQL,
+    BigIntegerField,
+    CharField,
+    CompositeKey,
+    IntegerField,
+    NodeList,
+    OperationalError,
+    SqliteDatabase,
+    Tuple,
+    fn,
+)
 
 from appliance.hotlist import skeleton
 from appliance.search import (
@@ -59,6 +71,10 @@ FULL_EVERY_S = 600
 # start after an upgrade, a very large sync) it answers from what is indexed and says so, while
 # the indexer thread catches up.
 SEARCH_CATCH_UP = 20_000
+# How long a search waits to index reads itself: a batch being stored holds the write lock (on
+# SQLite) for as long as it streams in, and the search can answer from what is indexed meanwhile
+# (the page says the newest reads are not searched yet) instead of waiting for it.
+SEARCH_WAIT_S = 0.5
 
 class HQReadText(hq.HQModel):
     read_id = BigIntegerField()
@@ -138,11 +154,13 @@ def _stamp(value) -> str:
 _TEXT_COLUMNS = "read_id, alt, post_id, camera_id, captured_at, text, folded, reversed"
 
 
-def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -> int:
+def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None, wait_s: float | None = None) -> int:
     """Index the reads hq_read holds and hq_read_text does not yet; returns how many. `full`
     looks at every read (else only from a little below the highest indexed); `limit` stops
     after about that many. The lock is held a chunk at a time, so that a search's catch-up and
-    the indexer's take turns instead of one waiting for the other's whole backlog."""
+    the indexer's take turns instead of one waiting for the other's whole backlog. With `wait_s`
+    (a search), it stops when the indexer's lock or the database's write lock is not had within
+    that long, and leaves the rest to the indexer thread."""
     db = hq.hq_database
     p = db.param
     done = 0
@@ -150,7 +168,9 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -
     margin = 0 if isinstance(db.obj, SqliteDatabase) else MARGIN
     cursor = 0 if full else max(0, top - margin)
     while limit is None or done < limit:
-        with _lock:
+        if not _lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            return done
+        try:
             rows = db.execute_sql(
                 f"SELECT r.id, r.post_id, r.captured_at, r.plate, r.data FROM hq_read r WHERE r.id > {p} "
                 # t.read_id's own bound lets PostgreSQL's merge anti-join start at the cursor
@@ -167,18 +187,41 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None) -
                 for alt, text in enumerate(dict.fromkeys(texts_of(plate, data.get("alternatives")))):
                     texts.append((read_id, alt, post_id, camera, _stamp(captured_at), text, skeleton(text), text[::-1]))
                 cams.add((post_id, camera))
-            with hq._write():
-                # Plain multi-row INSERTs: peewee's statement builder costs more than the database here.
-                for start in range(0, len(texts), 500):
-                    part = texts[start:start + 500]
-                    db.execute_sql(f"INSERT INTO hq_read_text ({_TEXT_COLUMNS}) VALUES "
-                                   + ", ".join([f"({', '.join([p] * 8)})"] * len(part)) + " ON CONFLICT DO NOTHING",
-                                   [v for row in part for v in row])
-                HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
-                    .on_conflict_ignore().execute()
+            try:
+                with _waiting_at_most(db, wait_s), hq._write():
+                    # Plain multi-row INSERTs: peewee's statement builder costs more than the database here.
+                    for start in range(0, len(texts), 500):
+                        part = texts[start:start + 500]
+                        db.execute_sql(f"INSERT INTO hq_read_text ({_TEXT_COLUMNS}) VALUES "
+                                       + ", ".join([f"({', '.join([p] * 8)})"] * len(part))
+                                       + " ON CONFLICT DO NOTHING", [v for row in part for v in row])
+                    HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
+                        .on_conflict_ignore().execute()
+            except OperationalError as exc:
+                if wait_s is None or "locked" not in str(exc):
+                    raise
+                log.info("a search left %d read(s) to the indexer: headquarters' database is being written", len(rows))
+                return done
+        finally:
+            _lock.release()
         cursor = rows[-1][0]
         done += len(rows)
     return done
+
+
+@contextmanager
+def _waiting_at_most(db, wait_s: float | None):
+    """SQLite's busy timeout of this connection lowered to `wait_s` for the block, then restored
+    (PostgreSQL: nothing; a batch being stored holds no lock on the tables a catch-up writes)."""
+    if wait_s is None or not isinstance(db.obj, SqliteDatabase):
+        yield
+        return
+    before = db.execute_sql("PRAGMA busy_timeout").fetchone()[0]
+    db.execute_sql(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+    try:
+        yield
+    finally:
+        db.execute_sql(f"PRAGMA busy_timeout = {int(before)}")
 
 
 def behind() -> bool:
@@ -258,7 +301,7 @@ def search(q: Query, limit: int = 25, cursor: str | None = None) -> Page:
     if not 1 <= limit <= PAGE_MAX:
         raise SearchError(f"page size must be 1 to {PAGE_MAX}")
     q = dataclasses.replace(q, text=normalise(q.text, q.mode))
-    catch_up(limit=SEARCH_CATCH_UP)
+    catch_up(limit=SEARCH_CATCH_UP, wait_s=SEARCH_WAIT_S)
     late = behind()
     page = _similar(q, limit, cursor) if q.mode == "similar" else _search(q, limit, cursor)
     page.behind = late

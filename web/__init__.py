@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
-from flask import Flask, g, redirect, request, url_for
+from flask import Flask, g, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
+from peewee import OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from appliance import db
@@ -15,6 +17,8 @@ from appliance.service import secret_key
 from web import clock
 
 csrf = CSRFProtect()
+
+RETRY_AFTER_S = 5
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -101,6 +105,22 @@ def base_app(settings: Settings, service=None) -> Flask:
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(sqlite3.OperationalError)
+    def _busy(exc):
+        """A write lock held longer than the busy timeout (a large sync batch, a purge, an import):
+        the transaction that would have read and recorded was never begun or was rolled back, so
+        nothing was shown and nothing recorded. Say so, and when to try again; not a 500."""
+        if not _is_busy(exc):
+            raise exc
+        app.logger.warning("%s %s: the database stayed locked (%s); answered 503", request.method, request.path, exc)
+        try:
+            body = render_template("busy.html", retry_after_s=RETRY_AFTER_S)
+        except Exception:       # the page itself needs the database (the signed-in account)
+            app.logger.exception("rendering the busy page")
+            body = f"The database is busy: try again in {RETRY_AFTER_S} seconds. Nothing was shown or recorded.\n"
+        return body, 503, {"Retry-After": str(RETRY_AFTER_S)}
+
     app.add_template_filter(clock.localtime, "localtime")
 
     @app.context_processor
@@ -108,6 +128,12 @@ def base_app(settings: Settings, service=None) -> Flask:
         return {"post": settings.post, "time_zone": clock.zone_label(app.config["WAYPOST_ZONE"])}
 
     return app
+
+
+def _is_busy(exc: Exception) -> bool:
+    """SQLite's SQLITE_BUSY ("database is locked") or SQLITE_LOCKED ("database table is locked")."""
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text or "database is busy" in text
 
 
 class AccountUser:
