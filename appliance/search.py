@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 
 from appliance.db import database
@@ -254,22 +255,40 @@ def _rows(sql: str, args: list):
 
 
 _READ_COLUMNS = ", ".join(f"r.{f.column_name}" for f in Read._meta.sorted_fields)
+_TEXT_OF_READ = "r.id, r.plate, r.alternatives"
+
+
+def _texts(sql: str, args: list):
+    """Candidates as (id, plate, alternatives) only: a search runs inside the write transaction
+    that records it, and decoding whole rows cost a scan ten times more (seconds of the lock for
+    a pattern scanning a month). Whole rows are read for the page's hits only (_hydrated)."""
+    for read_id, plate, alternatives in database.execute_sql(sql, args):
+        yield Read(id=read_id, plate=plate, alternatives=json.loads(alternatives or "[]"))
+
+
+def _hydrated(hits: list[Hit]) -> list[Hit]:
+    if hits:
+        full = {r.id: r for r in _rows(f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN "
+                                       f"({', '.join('?' * len(hits))})", [h.read.id for h in hits])}
+        for hit in hits:
+            hit.read = full[hit.read.id]
+    return hits
 
 
 def _indexed(q, match, regex, where, args, limit, before) -> Page:
-    sql = (f"SELECT {_READ_COLUMNS} FROM read_text t JOIN read r ON r.id = t.rowid "
+    sql = (f"SELECT {_TEXT_OF_READ} FROM read_text t JOIN read r ON r.id = t.rowid "
            f"WHERE read_text MATCH ?" + (" AND t.rowid < ?" if before else "") + (f" AND {where}" if where else "")
            + " ORDER BY t.rowid DESC")
-    return _first_page(_rows(sql, [match] + ([before] if before else []) + args), regex, limit)
+    return _first_page(_texts(sql, [match] + ([before] if before else []) + args), regex, limit)
 
 
 def _scan(q, regex, where, args, limit, before) -> Page:
     if not (q.since and q.until):
         raise SearchError("this pattern has no three known characters in a row, so it would search every "
                           "read: give a time range (from and to), or more characters")
-    sql = (f"SELECT {_READ_COLUMNS} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
+    sql = (f"SELECT {_TEXT_OF_READ} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
            + " ORDER BY r.id DESC")
-    return _first_page(_rows(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
+    return _first_page(_texts(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
 
 
 def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
@@ -285,7 +304,9 @@ def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
             hits.append(hit)
             if len(hits) > limit:
                 break
-    return _page(hits, limit, scanned)
+    page = _page(hits, limit, scanned)
+    _hydrated(page.hits)
+    return page
 
 
 def _similar(q, matches, where, args, limit, before) -> Page:
@@ -293,7 +314,6 @@ def _similar(q, matches, where, args, limit, before) -> Page:
     ids: set[int] = set()
     for match in matches:
         ids.update(r[0] for r in database.execute_sql("SELECT rowid FROM read_text WHERE read_text MATCH ?", [match]))
-    import json
     ranked = []         # checked on the texts alone; whole rows are read for the page only
     for chunk in _chunks(sorted(ids, reverse=True), 500):
         marks = ", ".join("?" * len(chunk))
@@ -305,12 +325,7 @@ def _similar(q, matches, where, args, limit, before) -> Page:
                 ranked.append(hit)
     ranked.sort(key=lambda h: h.rank[1:])
     start = before or 0         # `before` is the position in the ranking for similar searches
-    page = ranked[start:start + limit]
-    if page:
-        full = {r.id: r for r in _rows(f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN "
-                                       f"({', '.join('?' * len(page))})", [h.read.id for h in page])}
-        for hit in page:
-            hit.read = full[hit.read.id]
+    page = _hydrated(ranked[start:start + limit])
     return Page(page, start + limit if len(ranked) > start + limit else None, len(ids))
 
 
