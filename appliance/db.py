@@ -60,9 +60,11 @@ def write():
     return database.atomic(lock_type="IMMEDIATE")
 
 
-# How long one chunk of a long write holds the lock, and how long the job leaves it free after
-# each: SQLite's busy handler looks for the lock again every 100 ms at most, so a job that takes it
-# back at once can starve a waiting search for many chunks in a row.
+# How long one chunk of a long write holds the lock, and how long at most the job leaves it free
+# after each. A job that takes the lock back at once can starve a waiting search for many chunks in
+# a row: SQLite's busy handler sleeps between its tries, up to 100 ms, and (once it has waited
+# 50 ms) no more than about half of what it has waited so far; so a pause of half the chunk (at
+# most YIELD_S) lets in whoever started waiting during it.
 CHUNK_S = 0.5
 YIELD_S = 0.1
 
@@ -94,7 +96,7 @@ class Paced:
         self.longest_s = max(self.longest_s, took)
         scaled = int(self.size * CHUNK_S / max(took, 1e-3))
         self.size = max(self.least, min(self.most, 2 * self.size, scaled))
-        time.sleep(YIELD_S)
+        time.sleep(min(YIELD_S, took / 2))
 
 
 @contextmanager

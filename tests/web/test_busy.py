@@ -237,6 +237,47 @@ def test_searches_go_on_during_a_large_hotlist_import(tmp_path):
         assert audit.verify().ok
 
 
+def test_searches_go_on_during_a_retention_purge(tmp_path):
+    """A purge of about 20,000 reads while an officer searches: every search is answered, each
+    waiting at most about one batch (the purge's batches are paced and leave the lock free
+    between them)."""
+    from appliance import benchmarks, retention
+    settings = make_settings(tmp_path / "data", storage__busy_timeout_ms=3000, retention__read_days=183)
+    bootstrap(settings, create_admin=False)
+    with dbmod.connection():
+        benchmarks.fill(settings, 40_000)
+        add_reads(settings, 3, actor=False)           # today's: kept, and what the officer finds
+    _trained_officer(settings)
+    from web import create_app
+    server, base = _serve(create_app(settings))
+    answers, done, result = [], threading.Event(), {}
+
+    def purging():
+        try:
+            with dbmod.connection():
+                result["run"] = retention.run(settings, system_actor(settings))
+        finally:
+            done.set()
+    try:
+        browser = Browser(base)
+        browser.sign_in("officer.lee")
+        worker = threading.Thread(target=purging)
+        worker.start()
+        while not done.is_set():
+            status, _, _, waited = _post_search(browser)
+            answers.append((status, waited))
+        worker.join()
+    finally:
+        server.stop()
+    run = result["run"]
+    print(f"\nretention purge of {run.reads:,} reads in {run.batches} batches took {run.seconds:.1f} s; "
+          f"{len(answers)} searches meanwhile, statuses {sorted({s for s, _ in answers})}, "
+          f"longest {max(w for _, w in answers):.2f} s")
+    assert run.reads > 15_000 and answers
+    assert all(status == 200 for status, _ in answers), answers
+    assert len(_records(settings, "read.search")) == len(answers)
+
+
 # --- headquarters -----------------------------------------------------------------------------------
 
 @pytest.fixture
