@@ -13,12 +13,17 @@ case "$model" in
     export WAYPOST_TRAIN_DIR="${WAYPOST_TRAIN_DIR:-$HOME/.cache/waypost-training/ocr}"
     # The decoder's plate-format prior, walked from the same generator's formats (a second).
     "$PY" -m recognizer.training.format_table
-    # One run from scratch: cosine LR 1.5e-3 -> 1e-5 over 24000 steps of 32 (a quarter of each batch
-    # real train-fold crops), 300 US and 40 EU/Brazilian synthetic shards rendered alongside, then
-    # export (full int8 unless it loses > 2 points to fp32 on the held-out fold) into recognizer/models/.
+    # Phase 1, from scratch: cosine LR 1.5e-3 -> 1e-5 over 24000 steps of 32 (a quarter of each
+    # batch real train-fold crops), 300 US and 40 EU/Brazilian synthetic shards rendered alongside.
     # About 1.5 h on this 2-core machine when it is otherwise idle.
-    exec nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 24000 --synth-shards 300 --intl-shards 40 \
-      --real-shards 40 "$@"
+    nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 24000 --synth-shards 300 --intl-shards 40 \
+      --real-shards 40 --no-export "$@"
+    # Phase 2, fine-tuning: 100 more US shards (300-399), which supply half of each batch's
+    # synthetic plates; LR warms up again to 4e-4 and decays to 1e-5 at step 32000 (about 15-25 min).
+    # Then export (full int8 unless it loses > 2 points to fp32 on the held-out fold) into
+    # recognizer/models/. Both phases resume from the checkpoint.
+    exec nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 32000 --finetune-from 24000 --finetune-lr 4e-4 \
+      --synth-shards 400 --synth-from 300 --intl-shards 40 --real-shards 40 "$@"
     ;;
   det)
     # render the synthetic scene shards (skips shards already there; about 15 s each), train

@@ -79,6 +79,7 @@ class ShardPool:
         self.dir, self.kind = directory, kind
         self.loaded: set[str] = set()
         self.shards: list[dict] = []
+        self.index: list[int] = []     # each loaded shard's number (its seed)
 
     def refresh(self):
         new = sorted(p for p in self.dir.glob(f"{self.kind}_*.npz") if p.name not in self.loaded and ".tmp" not in p.name)
@@ -89,13 +90,18 @@ class ShardPool:
                 continue
             self.loaded.add(p.name)
             self.shards.append(shard)
+            self.index.append(int(p.stem.split("_")[1]))
         return len(self.loaded)
+
+    def fresh(self, lo: int, hi: int) -> list[int]:
+        """Positions of the loaded shards numbered lo <= i < hi."""
+        return [k for k, i in enumerate(self.index) if lo <= i < hi]
 
     def __len__(self):
         return sum(len(s["x"]) for s in self.shards)
 
-    def sample(self, rng, n):
-        ks = rng.integers(0, len(self.shards), n)
+    def sample(self, rng, n, among: list[int] | None = None):
+        ks = rng.integers(0, len(self.shards), n) if not among else rng.choice(among, n)
         picks = [(self.shards[k], int(rng.integers(0, len(self.shards[k]["x"])))) for k in ks]
         return {key: np.stack([sh[key][j] for sh, j in picks]) for key in ("x", "y", "n", "s")}
 
@@ -176,12 +182,19 @@ def train(args):
 
     T = INPUT_W // 4
 
+    def cosine(s, start, end, peak, warm):
+        if s - start < warm:
+            return 1e-5 + (peak - 1e-5) * (s - start + 1) / warm
+        p = min(1.0, (s - start - warm) / max(1, end - start - warm))
+        return 1e-5 + 0.5 * (peak - 1e-5) * (1 + np.cos(np.pi * p))
+
     def lr_at(s):
-        warm = 300
-        if s < warm:
-            return args.lr * (s + 1) / warm
-        p = min(1.0, (s - warm) / max(1, args.steps - warm))
-        return 1e-5 + 0.5 * (args.lr - 1e-5) * (1 + np.cos(np.pi * p))
+        # One cosine from --lr over the first phase; a fine-tuning phase (--finetune-from) warms
+        # up again to --finetune-lr and decays to the end.
+        ft = args.finetune_from
+        if ft and s >= ft:
+            return cosine(s, ft, args.steps, args.finetune_lr, 200)
+        return cosine(s, 0, ft or args.steps, args.lr, 300)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y, n, s, lr):
@@ -216,7 +229,14 @@ def train(args):
         if step % 50 == 0:
             synth.refresh()
             real.refresh()
-        a = synth.sample(rng, args.batch - n_real)
+        n_synth = args.batch - n_real
+        fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE) if args.finetune_from and step >= args.finetune_from else []
+        if len(fresh) >= 4:   # the fine-tuning phase draws half its synthetic plates from the new shards
+            a = synth.sample(rng, n_synth // 2, fresh)
+            a2 = synth.sample(rng, n_synth - n_synth // 2)
+            a = {k: np.concatenate([a[k], a2[k]]) for k in a}
+        else:
+            a = synth.sample(rng, n_synth)
         b = real.sample(rng, n_real)
         x = _augment_batch(rng, np.concatenate([a["x"], b["x"]]))
         y = np.concatenate([a["y"], b["y"]])
@@ -316,7 +336,12 @@ def main(argv=None):
     ap.add_argument("--intl-shards", type=int, default=0,
                     help="synthetic EU/Brazilian plate shards (intl_plates.py), numbered from INTL_BASE")
     ap.add_argument("--real-shards", type=int, default=20, help="augmented real-crop shards")
-    ap.add_argument("--synth-from", type=int, default=0, help="render synthetic shards from this index first")
+    ap.add_argument("--synth-from", type=int, default=0,
+                    help="render synthetic shards from this index first; in a fine-tuning phase, half of "
+                         "each batch's synthetic plates come from these new shards")
+    ap.add_argument("--finetune-from", type=int, default=0,
+                    help="the step where a fine-tuning phase begins (the first phase's cosine ends there)")
+    ap.add_argument("--finetune-lr", type=float, default=4e-4, help="peak learning rate of the fine-tuning phase")
     ap.add_argument("--workers", type=int, default=1, help="renderer processes")
     ap.add_argument("--threads", type=int, default=1, help="TF intra-op threads")
     ap.add_argument("--save-every", type=int, default=200)
