@@ -70,7 +70,8 @@ def sync_status(ctx, offline):
     ctx.open()
     with db.connection():
         local = post.local_status(s)
-    click.echo(f"reads waiting: {local['pending']}"
+    click.echo(f"reads waiting: {local['pending_reads']}"
+               + (f", legal hold events waiting: {local['pending_holds']}" if local["pending_holds"] else "")
                + (f" (outbox seq {local['pending_from']}..{local['pending_to']})" if local["pending"] else ""))
     click.echo(f"acknowledged up to outbox seq {local['acked_seq']}"
                + (f", last at {local['last_acked_at']} UTC" if local["last_acked_at"] else ""))

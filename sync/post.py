@@ -477,9 +477,10 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
     result.position = pos
     marked, unmarked = reconcile(pos)
     if unmarked:
-        result.notes.append(f"headquarters holds less than it had acknowledged: {unmarked} read(s) will be sent again")
+        result.notes.append(f"headquarters holds less than it had acknowledged: {unmarked} outbox event(s) "
+                            "(reads, legal hold events) will be sent again")
     if marked:
-        result.notes.append(f"headquarters already held {marked} read(s) not yet marked sent here")
+        result.notes.append(f"headquarters already held {marked} outbox event(s) not yet marked sent here")
     resets = 0
     ahead: _Ahead | None = None
     try:
@@ -538,10 +539,14 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
 
 
 def local_status(settings: Settings) -> dict:
-    row = database.execute_sql("SELECT count(*), min(seq), max(seq) FROM outbox WHERE sent_at IS NULL").fetchone()
+    row = database.execute_sql("SELECT count(*), min(seq), max(seq), sum(kind = 'read') FROM outbox "
+                               "WHERE sent_at IS NULL").fetchone()
     sent = database.execute_sql("SELECT max(seq), max(sent_at) FROM outbox WHERE sent_at IS NOT NULL").fetchone()
     head = audit.head()
-    return {"pending": row[0], "pending_from": row[1], "pending_to": row[2], "acked_seq": sent[0] or 0,
+    reads = row[3] or 0
+    # "pending" is every outbox event; reads and legal hold events (placed or released here) apart
+    return {"pending": row[0], "pending_reads": reads, "pending_holds": row[0] - reads,
+            "pending_from": row[1], "pending_to": row[2], "acked_seq": sent[0] or 0,
             "last_acked_at": sent[1], "chain_head": head[0],
             "unacked_batch": (settings.data_dir / "sync" / "unacked.batch").exists()}
 

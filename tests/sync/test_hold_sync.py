@@ -15,7 +15,7 @@ from appliance.models import Outbox, utcnow
 from appliance.service import WebServer
 from sync import hq, post, protocol
 from sync.hq_holds import HQLegalHold, HQLegalHoldRead
-from tests.sync import test_hq_retention
+from tests.sync import test_cli, test_hq_retention
 from tests.sync.conftest import _public, restore, snapshot
 from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, on_post, push
 
@@ -114,6 +114,8 @@ def test_a_hold_placed_offline_arrives_when_headquarters_is_back(settings, db, h
     with pytest.raises(post.SyncError):
         push(settings)
     assert hq_holds_of(settings.post.id) == {}
+    status = test_cli.run(settings, "sync", "status", "--offline")
+    assert "reads waiting: 0, legal hold events waiting: 3" in status.output, status.output
     hq_server.start()
     pushed = push(settings)
     assert (pushed.reads, pushed.holds) == (0, 3)    # two placings and a release, in the order they happened
