@@ -336,7 +336,8 @@ def stamp(moment: dt.datetime) -> str:
 
 @dataclass
 class Filter:
-    """What the access log browser narrows by. Dates are UTC datetimes, `until` exclusive."""
+    """What the access log browser narrows by. Dates are UTC datetimes, both inclusive (the form's
+    'To' is the last instant of the minute typed: web.clock.LocalDateTimeField)."""
     username: str = ""
     action: str = ""           # an exact action name, or a family such as "hotlist.*"
     since: dt.datetime | None = None
@@ -371,7 +372,7 @@ class Filter:
             clauses.append("at >= ?")
             params.append(stamp(self.since))
         if self.until:
-            clauses.append("at < ?")
+            clauses.append("at <= ?")
             params.append(stamp(self.until))
         if self.query:
             clauses.append("instr(lower(query), ?) > 0")

@@ -18,6 +18,8 @@ from flask import current_app
 from wtforms import DateTimeLocalField
 
 UTC = ZoneInfo("UTC")
+# The forms take minutes; the end of a window ("To 14:05") takes in all of its last minute.
+END_OF_MINUTE = dt.timedelta(seconds=59, microseconds=999_999)
 
 FORMATS = {
     "datetime": "%Y-%m-%d %H:%M:%S %Z",
@@ -100,8 +102,9 @@ def with_offset(local: dt.datetime, tz: ZoneInfo, latest: bool = False) -> str:
 class LocalDateTimeField(DateTimeLocalField):
     """A date and time typed in the app's zone (an <input type=datetime-local>). `.data` stays the
     wall time as typed (the form shows it back); `.utc` is the instant to query with. A time the
-    clocks skipped is a form error; in the repeated hour `latest` picks the later instant (for the
-    end of a window)."""
+    clocks skipped is a form error. A `latest` field is the end of a window: in the repeated hour it
+    picks the later instant, and it takes in the whole minute typed (To 14:05 is 14:05:59.999999),
+    so a read at 14:05:30 is inside a window that ends at 14:05."""
 
     def __init__(self, label=None, validators=None, latest: bool = False, **kwargs):
         self.zone = zone()
@@ -118,11 +121,19 @@ class LocalDateTimeField(DateTimeLocalField):
 
     @property
     def utc(self) -> dt.datetime | None:
-        return None if self.data is None else to_utc(self.data, self.zone, self.latest)
+        if self.data is None:
+            return None
+        at = to_utc(self.data, self.zone, self.latest)
+        return at + END_OF_MINUTE if self.latest else at
 
     def record(self) -> str | None:
-        """The wall time as typed with its offset, for the access record."""
-        return None if self.data is None else with_offset(self.data, self.zone, self.latest)
+        """The local time the field stands for, with its offset, for the access record: as typed,
+        or for the end of a window the last second of the minute typed ('...T14:05:59-08:00')."""
+        if self.data is None:
+            return None
+        if not self.latest:
+            return with_offset(self.data, self.zone)
+        return self.utc.replace(tzinfo=dt.UTC).astimezone(self.zone).isoformat(timespec="seconds")
 
 
 def window_record(since: LocalDateTimeField, until: LocalDateTimeField) -> dict:

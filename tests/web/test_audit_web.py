@@ -59,7 +59,7 @@ def test_log_newest_first_and_recorded(client, auditor):
     ({"query": "3ccc"}, AccessRecord.query.contains("3CCC")),
     ({"purpose": "WANTED"}, AccessRecord.purpose_code == "WANTED"),
     ({"since": "2025-02-10T12:00", "until": "2025-02-10T15:00"},              # typed in Los Angeles (PST)
-     (AccessRecord.at >= "2025-02-10T20:00") & (AccessRecord.at < "2025-02-10T23:00")),
+     (AccessRecord.at >= "2025-02-10T20:00") & (AccessRecord.at < "2025-02-10T23:01")),     # all of 15:00
     ({"username": "alice", "purpose": "STOLEN-VEH"},
      (AccessRecord.username == "alice") & (AccessRecord.purpose_code == "STOLEN-VEH")),
 ])

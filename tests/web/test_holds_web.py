@@ -148,7 +148,7 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
     assert sorted(r.read_id for r in holds.HoldRead.select()) == ids and holds.active_holds_on(later.id) == []
     html = client.get(resp.headers["Location"]).get_data(as_text=True)     # purpose remembered from the form
     assert re.findall(r'class="plate" href="/reads/\d+">(\w+)<', html) == ["7ABC128", "7ABC123"]
-    assert "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:00 PST" in html     # the window as typed
+    assert "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in html     # the window: to the end of the minute typed
     [rec] = records("hold.place")
     assert rec.result_count == 2 and (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "2026-000417")
 

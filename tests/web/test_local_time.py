@@ -139,7 +139,11 @@ def test_a_local_window_finds_the_reads_inside_it_and_not_outside(client, office
     # The same wall times read as UTC (as the form used to) hold nothing.
     assert found(search(client, since="2026-11-29T14:00", until="2026-11-29T14:30")) == set()
     q = last_search_query()
-    assert (q["since"], q["until"]) == ("2026-11-29T22:00:00Z", "2026-11-29T22:30:00Z")
+    assert (q["since"], q["until"]) == ("2026-11-29T22:00:00Z", "2026-11-29T22:30:59Z")
+    # The form takes minutes: a window that ends at 06:14 takes in the read at 06:14:03.
+    assert found(search(client, since="2026-11-29T06:00", until="2026-11-29T06:14")) == plates(stored, WINTER)
+    assert last_search_query()["until_local"] == "2026-11-29T06:14:59-08:00"
+    assert found(search(client, since="2026-11-29T06:00", until="2026-11-29T06:13")) == set()
 
 
 def test_a_window_over_the_repeated_hour_covers_both_and_is_recorded_unambiguously(client, officer, stored):
@@ -148,8 +152,8 @@ def test_a_window_over_the_repeated_hour_covers_both_and_is_recorded_unambiguous
     hits = found(search(client, since="2026-11-01T01:00", until="2026-11-01T01:45"))
     assert hits == plates(stored, FALL_BACK_PDT, FALL_BACK_PST)
     q = last_search_query()
-    assert q["since"] == "2026-11-01T08:00:00Z" and q["until"] == "2026-11-01T09:45:00Z"
-    assert q["since_local"] == "2026-11-01T01:00:00-07:00" and q["until_local"] == "2026-11-01T01:45:00-08:00"
+    assert q["since"] == "2026-11-01T08:00:00Z" and q["until"] == "2026-11-01T09:45:59Z"
+    assert q["since_local"] == "2026-11-01T01:00:00-07:00" and q["until_local"] == "2026-11-01T01:45:59-08:00"
     assert q["zone"] == "America/Los_Angeles"
     # From 02:00 (after the change) the two 01:30s and the 00:50 are outside, 02:30 PST inside.
     assert found(search(client, since="2026-11-01T02:00", until="2026-11-01T03:00")) == plates(stored, FALL_BACK_LATER)
@@ -162,8 +166,8 @@ def test_a_window_over_the_skipped_hour_and_a_time_that_never_happened(client, o
     assert found(search(client, since="2026-03-08T01:00", until="2026-03-08T04:00")) == plates(
         stored, SPRING_BEFORE, SPRING_AFTER)
     q = last_search_query()
-    assert (q["since"], q["until"]) == ("2026-03-08T09:00:00Z", "2026-03-08T11:00:00Z")
-    assert (q["since_local"], q["until_local"]) == ("2026-03-08T01:00:00-08:00", "2026-03-08T04:00:00-07:00")
+    assert (q["since"], q["until"]) == ("2026-03-08T09:00:00Z", "2026-03-08T11:00:59Z")
+    assert (q["since_local"], q["until_local"]) == ("2026-03-08T01:00:00-08:00", "2026-03-08T04:00:59-07:00")
     assert found(search(client, since="2026-03-08T03:00", until="2026-03-08T04:00")) == plates(stored, SPRING_AFTER)
     searches = AccessRecord.select().where(AccessRecord.action == "read.search").count()
     # 02:30 was skipped that night: the form says so, and nothing is searched or recorded.
@@ -219,7 +223,7 @@ def test_headquarters_shows_and_takes_its_own_zone(hq_app):
     with dbmod.connection():
         rec = AccessRecord.select().where(AccessRecord.action == "read.search").get()
     q = json.loads(rec.query)
-    assert (q["since"], q["until"]) == ("2026-11-29T14:00:00Z", "2026-11-29T15:00:00Z")
+    assert (q["since"], q["until"]) == ("2026-11-29T14:00:00Z", "2026-11-29T15:00:59Z")
     assert (q["since_local"], q["zone"]) == ("2026-11-29T09:00:00-05:00", "America/New_York")
     detail = client.get("/hq/reads/1").get_data(as_text=True)
     assert "2026-11-29 09:14:03 EST" in detail and "UTC" not in detail
@@ -238,7 +242,7 @@ def test_the_access_log_shows_each_record_to_the_second_with_its_zone(client, of
     shown = clock.localtime(rec.at, tz=LA)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d P[SD]T", shown)
     assert f'<td class="nowrap">{shown}</td>' in row
-    assert "2026-11-01T08:00:00Z" in row and "2026-11-01T01:45:00-08:00" in row    # the query as recorded
+    assert "2026-11-01T08:00:00Z" in row and "2026-11-01T01:45:59-08:00" in row    # the query as recorded
 
 
 def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, settings, officer, trained, stored):

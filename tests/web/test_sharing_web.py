@@ -89,7 +89,8 @@ def test_an_officer_records_a_request_with_the_statutory_fields(client, people):
     assert (req.status, req.agency_name, req.requester_name, req.created_by) == (
         "pending", "San Jose Police Department", "Det. Ana Silva", "officer.lee")
     # The period is typed in the post's zone (Los Angeles, PDT in May) and kept in UTC.
-    assert (req.period_start_at, req.period_end_at) == (dt.datetime(2026, 5, 10, 7, 0), dt.datetime(2026, 5, 12, 7, 0))
+    assert (req.period_start_at, req.period_end_at) == (dt.datetime(2026, 5, 10, 7, 0),
+                                                            dt.datetime(2026, 5, 12, 7, 0, 59, 999999))
     [rec] = records()
     assert rec.action == "sharing.request" and rec.at and rec.username == "officer.lee"
     assert json.loads(rec.query)["plate"] == "8XYZ456" and (rec.purpose_code, rec.case_number) == ("CRIME-INV", "2026-005511")
