@@ -277,8 +277,13 @@ def from_post(item: dict, where: str) -> dict:
     if mode not in POST_MODES:
         raise _bad(where, "mode", f"must be one of {', '.join(POST_MODES)}")
     plate = hold.get("plate")
-    if kind == "read" and plate == "":
-        text, pattern = "", ""          # the read's row was gone at the post: its uuid holds it
+    if kind == "read":
+        # the held read's plate as the post stores it (A-Z and 0-9, no longest: it may be longer
+        # than a search takes); "" when the read's row was gone at the post. Its uuid holds it.
+        if not isinstance(plate, str) or len(plate) > 100 or (plate and not (plate.isalnum() and plate == plate.upper())):
+            raise _bad(where, "plate", f"{str(plate)[:20]!r} is not a read's plate (upper-case letters and "
+                                       "digits, at most 100)")
+        text = pattern = plate
     else:
         try:
             text = normalise(plate if isinstance(plate, str) else "", mode)

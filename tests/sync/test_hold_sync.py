@@ -335,3 +335,27 @@ def test_headquarters_schema_6_is_migrated_with_its_holds(settings, db, hq_targe
         assert own.origin_hold_id is None and own.origin == "headquarters"
     released = hq_cli(hq_env, hq_target, "hold", "release", str(own.id), "--reason", "Case closed, no charges filed")
     assert released.exit_code == 0, released.output
+
+
+def test_a_hold_on_a_read_whose_plate_no_search_takes_still_reaches_headquarters(settings, db, hq_server,
+                                                                                  hq_target, hq_env):
+    """A stored read's plate is any run of A-Z and 0-9 (the recognizer sets no longest), while a
+    search takes 1 to 10 characters. A hold on such a read is held by its uuid: its batch must be
+    stored, not refused (a refused hold line is sent again and refused again: the post's sync
+    would stop there for good)."""
+    from appliance import store
+    from appliance.db import write
+    from appliance.models import Read
+    on_post(settings)
+    with dbmod.connection():
+        new = store.NewRead(plate_raw="7ABC1234567", plate="7ABC1234567", confidence=0.6, captured_at=utcnow())
+        read = store.save_read(settings, store.EvidenceStore(settings), new, None, None)
+        with write():
+            Read.update(captured_at=utcnow() - dt.timedelta(days=400)).where(Read.id == read.id).execute()
+    hold = place_read(settings, read)
+    pushed = push(settings)
+    assert (pushed.reads, pushed.holds) == (1, 1), pushed.lines()
+    copy = hq_holds_of(settings.post.id)[hold.id]
+    assert copy.active and copy.plate == "7ABC1234567"
+    out = retention(hq_env, hq_target)
+    assert "kept under legal hold: 1 read(s)" in out and held_uuids() == {read.uuid}, out
