@@ -112,7 +112,8 @@ def retention_group():
 
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
-@click.option("--batch", default=2000, show_default=True, help="Reads per transaction.")
+@click.option("--batch", default=10_000, show_default=True,
+              help="The most reads in one transaction (each is sized to hold the lock about half a second).")
 @click.pass_obj
 def retention_run(ctx, dry_run, batch):
     """Purge now what the daily run would purge (reads, their images, outbox rows and alerts),

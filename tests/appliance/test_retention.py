@@ -236,6 +236,16 @@ def test_cli_dry_run_and_run(settings, db, monkeypatch, tmp_path):
     assert rec.username.startswith("cli:")
 
 
+def test_cli_batches_are_capped_like_the_daily_run():
+    """`--batch` is the most reads in one transaction (the pace sizes each); by hand as in the
+    service's daily run, the cap is retention.BATCH unless lowered (README: at most 10,000)."""
+    from appliance.cli import main
+    out = CliRunner().invoke(main, ["retention", "run", "--help"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert f"[default: {retention.BATCH}]" in text and "most reads in one transaction" in text, text
+
+
 def test_the_service_runs_the_purge_once_a_day_and_stops_between_batches(tmp_path):
     import threading
 
