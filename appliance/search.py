@@ -233,11 +233,15 @@ def search(q: Query, limit: int = 25, before: int | None = None) -> Page:
     matches = candidate_queries(q)
     where, args = _filters(q)
     regex = _pattern_regex(q.mode, q.text)
-    if matches is None:
-        return _scan(q, regex, where, args, limit, before)
-    if q.mode == "similar":
-        return _similar(q, matches, where, args, limit, before)
-    return _indexed(q, matches[0], regex, where, args, limit, before)
+    # The page is chosen on the texts, then its whole rows are read (_hydrated): one snapshot for
+    # both (a savepoint inside the caller's write transaction; a read transaction for a caller
+    # in autocommit, such as a sharing export, while a paced purge commits between statements).
+    with database.atomic():
+        if matches is None:
+            return _scan(q, regex, where, args, limit, before)
+        if q.mode == "similar":
+            return _similar(q, matches, where, args, limit, before)
+        return _indexed(q, matches[0], regex, where, args, limit, before)
 
 
 def _accept(regex: re.Pattern, read: Read) -> Hit | None:

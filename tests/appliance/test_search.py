@@ -155,3 +155,31 @@ def test_similar_finds_a_change_where_only_one_trigram_stays_intact(settings, db
     store(settings, "106BYY9", minutes=1)
     assert plates(search.search(Query("106XYB", "similar"))) == ["106BYB"]
     assert plates(search.search(Query("16BYB", "similar"))) == ["106BYB"]          # a dropped character
+
+
+@pytest.mark.parametrize("mode,text", [("exact", "7ABC123"), ("similar", "7ABC123")])
+def test_a_read_purged_between_choosing_and_reading_the_page_is_not_a_crash(settings, reads, mode, text):
+    """A page is chosen on (id, plate, alternatives), then its whole rows are read. Outside a write
+    transaction (a sharing export pages through search.search in autocommit) another process may
+    delete a chosen read between the two statements (a paced retention batch commits every half
+    second): the two must read one snapshot. Here a real second connection deletes the read the
+    moment the page's rows are asked for (sqlite3's statement trace on the search's connection)."""
+    import sqlite3
+    target = reads["7ABC123"].id
+    other = sqlite3.connect(settings.db_path, isolation_level=None, timeout=10)
+    other.execute("PRAGMA foreign_keys = ON")
+    conn = dbmod.database.connection()
+
+    def on_statement(sql):
+        if sql.startswith(f"SELECT {search._READ_COLUMNS} FROM read r WHERE r.id IN"):
+            other.execute("DELETE FROM read WHERE id = ?", (target,))
+            conn.set_trace_callback(None)
+    conn.set_trace_callback(on_statement)
+    try:
+        page = search.search(Query(text, mode))
+    finally:
+        conn.set_trace_callback(None)
+        other.close()
+    assert target in {h.read.id for h in page.hits}       # the snapshot it was chosen in
+    assert all(h.read.uuid for h in page.hits)            # whole rows
+    assert Read.get_or_none(Read.id == target) is None    # and the delete did commit
