@@ -46,11 +46,11 @@ class ConfirmForm(FlaskForm):
 @bp.get("")
 @requires("alerts.view")
 def index():
-    open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
-                       .order_by(Alert.created_at.desc()).limit(100))
-    recent = list(Alert.select(Alert, Read).join(Read).where(Alert.status != "unconfirmed")
-                  .order_by(Alert.created_at.desc()).limit(20))
-    with write():
+    with write():               # the lists are read in the transaction that records them
+        open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
+                           .order_by(Alert.created_at.desc()).limit(100))
+        recent = list(Alert.select(Alert, Read).join(Read).where(Alert.status != "unconfirmed")
+                      .order_by(Alert.created_at.desc()).limit(20))
         audit.record("alert.view", actor(), purpose=audit.Purpose("HIT-VERIFY", "ALERT-LIST"),
                      objects=[f"alert:{a.id}" for a in open_alerts + recent],
                      result_count=len(open_alerts) + len(recent))
@@ -60,14 +60,14 @@ def index():
 @bp.get("/<int:alert_id>")
 @requires("alerts.view")
 def detail(alert_id: int):
-    alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
-    read = alert.read
-    with write():
+    with write():               # what the page shows is read in the transaction that records it
+        alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
+        read = alert.read
         audit.record("alert.view", actor(), query={"plate": alert.entry_plate}, purpose=alert_purpose(alert.id),
                      objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1)
-    kinds = {e.kind for e in Evidence.select(Evidence.kind).where(Evidence.read == read)}
-    confirmations = list(AlertConfirmation.select().where(AlertConfirmation.alert == alert)
-                         .order_by(AlertConfirmation.confirmed_at))
+        kinds = {e.kind for e in Evidence.select(Evidence.kind).where(Evidence.read == read)}
+        confirmations = list(AlertConfirmation.select().where(AlertConfirmation.alert == alert)
+                             .order_by(AlertConfirmation.confirmed_at))
     return render_template("alerts/detail.html", alert=alert, read=read, kinds=kinds, confirmations=confirmations,
                            ack_form=AcknowledgeForm(), confirm_form=ConfirmForm(),
                            can_confirm=allowed(current_user.user, "alerts.confirm"),

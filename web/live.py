@@ -109,19 +109,17 @@ def index():
 def _page(form: stated.PurposeForm, status_code: int = 200):
     user = current_user.user
     purpose = stated.current()
-    reads = None
-    if purpose is not None:
-        reads = list(Read.select().order_by(Read.captured_at.desc(), Read.id.desc()).limit(LATEST_READS))
-    open_alerts = None
-    if allowed(user, "alerts.view"):
-        open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
-                           .order_by(Alert.created_at.desc()).limit(OPEN_ALERTS))
-    if reads is not None or open_alerts is not None:
-        with write():
-            if reads is not None:
+    reads = open_alerts = None
+    sees_alerts = allowed(user, "alerts.view")
+    if purpose is not None or sees_alerts:
+        with write():           # the lists are read in the transaction that records them
+            if purpose is not None:
+                reads = list(Read.select().order_by(Read.captured_at.desc(), Read.id.desc()).limit(LATEST_READS))
                 audit.record("read.live", actor(), query={"latest_reads": LATEST_READS}, purpose=purpose,
                              objects=[f"read:{r.uuid}" for r in reads], result_count=len(reads))
-            if open_alerts is not None:
+            if sees_alerts:
+                open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
+                                   .order_by(Alert.created_at.desc()).limit(OPEN_ALERTS))
                 audit.record("alert.view", actor(), purpose=ALERT_LIST_PURPOSE,
                              objects=[f"alert:{a.id}" for a in open_alerts], result_count=len(open_alerts),
                              details={"via": "live view"})

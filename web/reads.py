@@ -124,12 +124,12 @@ def detail(read_id: int):
     if stated is None:          # allowed, but not before saying why: the form, and no data
         return render_template("shared/purpose_required.html", form=PurposeOnlyForm(), what="this read",
                                action=url_for("reads.detail", read_id=read_id))
-    read = Read.get_or_none(Read.id == read_id) or abort(404)
-    with write():
+    with write():               # what the page shows is read in the transaction that records it
+        read = Read.get_or_none(Read.id == read_id) or abort(404)
         audit.record("read.view", actor(), query={"read": read.uuid}, purpose=stated,
                      objects=[f"read:{read.uuid}"], result_count=1)
-    kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
-    alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
+        kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
+        alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
     return render_template("reads/detail.html", read=read, kinds=kinds, alerts=alerts, purpose=stated,
                            seen_for=_seen_for(read))
 
