@@ -191,6 +191,33 @@ def _hotlist_csv(path, n: int, seed: int = 1):
     return path
 
 
+def _search_while(settings, job) -> list[tuple[int, float]]:
+    """Run `job` (a long write) in a thread while a signed-in officer searches over HTTP, one search
+    after another until it ends. Returns each search's (status, seconds waited)."""
+    from web import create_app
+    server, base = _serve(create_app(settings))
+    answers, done = [], threading.Event()
+
+    def working():
+        try:
+            with dbmod.connection():
+                job()
+        finally:
+            done.set()
+    try:
+        browser = Browser(base)
+        browser.sign_in("officer.lee")
+        worker = threading.Thread(target=working)
+        worker.start()
+        while not done.is_set():
+            status, _, _, waited = _post_search(browser)
+            answers.append((status, waited))
+        worker.join()
+    finally:
+        server.stop()
+    return answers
+
+
 def test_searches_go_on_during_a_large_hotlist_import(tmp_path):
     """A state list of 60,000 entries replaced while an officer searches: every search is answered
     (the import commits in short chunks) and the list is replaced whole."""
@@ -202,29 +229,9 @@ def test_searches_go_on_during_a_large_hotlist_import(tmp_path):
         add_reads(settings, 3, actor=False)
         hotlist.import_csv(settings, first, "SVS", actor)
     _trained_officer(settings)
-    from web import create_app
-    server, base = _serve(create_app(settings))
-    answers, done = [], threading.Event()
-
-    def importing():
-        try:
-            with dbmod.connection():
-                hotlist.import_csv(settings, second, "SVS", actor)
-        finally:
-            done.set()
-    try:
-        browser = Browser(base)
-        browser.sign_in("officer.lee")
-        worker = threading.Thread(target=importing)
-        t0 = time.perf_counter()
-        worker.start()
-        while not done.is_set():
-            status, _, _, waited = _post_search(browser)
-            answers.append((status, waited))
-        worker.join()
-        took = time.perf_counter() - t0
-    finally:
-        server.stop()
+    t0 = time.perf_counter()
+    answers = _search_while(settings, lambda: hotlist.import_csv(settings, second, "SVS", actor))
+    took = time.perf_counter() - t0
     print(f"\nhotlist import of 60,000 entries took {took:.1f} s; {len(answers)} searches meanwhile, "
           f"statuses {sorted({s for s, _ in answers})}, longest {max(w for _, w in answers):.2f} s")
     assert answers and all(status == 200 for status, _ in answers), answers
@@ -248,27 +255,8 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
         benchmarks.fill(settings, 40_000)
         add_reads(settings, 3, actor=False)           # today's: kept, and what the officer finds
     _trained_officer(settings)
-    from web import create_app
-    server, base = _serve(create_app(settings))
-    answers, done, result = [], threading.Event(), {}
-
-    def purging():
-        try:
-            with dbmod.connection():
-                result["run"] = retention.run(settings, system_actor(settings))
-        finally:
-            done.set()
-    try:
-        browser = Browser(base)
-        browser.sign_in("officer.lee")
-        worker = threading.Thread(target=purging)
-        worker.start()
-        while not done.is_set():
-            status, _, _, waited = _post_search(browser)
-            answers.append((status, waited))
-        worker.join()
-    finally:
-        server.stop()
+    result = {}
+    answers = _search_while(settings, lambda: result.update(run=retention.run(settings, system_actor(settings))))
     run = result["run"]
     print(f"\nretention purge of {run.reads:,} reads in {run.batches} batches took {run.seconds:.1f} s; "
           f"{len(answers)} searches meanwhile, statuses {sorted({s for s, _ in answers})}, "
