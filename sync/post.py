@@ -129,6 +129,8 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
     except ValueError:
         answer = {}
     if response.status >= 500 or not isinstance(answer, dict):
+        if isinstance(answer, dict) and answer.get("problem") == "busy":
+            raise SyncError(f"headquarters answered {response.status} to {method} {path}: {answer.get('message')}")
         raise SyncError(f"headquarters answered {response.status} to {method} {path}: {data[:200]!r}")
     return response.status, answer
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 
 from flask import Blueprint, Flask, Response, abort, jsonify, request
+from peewee import OperationalError
 
 from appliance.config import Settings
 from sync import hq
+from web import RETRY_AFTER_S, is_busy
 from web.access import public
 
 
@@ -69,6 +72,17 @@ def api_blueprint(max_batch_bytes: int) -> Blueprint:
     bp = Blueprint("hq_api", __name__, url_prefix="/hq/v1")
     # Fault tests only: die between storing a batch and answering for it, as a power cut would.
     kill_after_store = os.environ.get("WAYPOST_HQ_FAULT") == "kill-after-store"
+
+    @bp.errorhandler(OperationalError)
+    @bp.errorhandler(sqlite3.OperationalError)
+    def _busy(exc):
+        """The database stayed locked past its busy timeout (another long write): nothing was stored.
+        The post gets JSON it can quote, not the pages' HTML busy page, and sends the batch again."""
+        if not is_busy(exc):
+            raise exc
+        return jsonify({"status": "busy", "problem": "busy",
+                        "message": f"headquarters' database is busy with another write; nothing was stored: "
+                                   f"try again in {RETRY_AFTER_S} s"}), 503, {"Retry-After": str(RETRY_AFTER_S)}
 
     @bp.post("/batches")
     @public

@@ -111,7 +111,7 @@ def base_app(settings: Settings, service=None) -> Flask:
         """A write lock held longer than the busy timeout (a large sync batch, a purge, an import):
         the transaction that would have read and recorded was never begun or was rolled back, so
         nothing was shown and nothing recorded. Say so, and when to try again; not a 500."""
-        if not _is_busy(exc):
+        if not is_busy(exc):
             raise exc
         app.logger.warning("%s %s: the database stayed locked (%s); answered 503", request.method, request.path, exc)
         try:
@@ -130,7 +130,7 @@ def base_app(settings: Settings, service=None) -> Flask:
     return app
 
 
-def _is_busy(exc: Exception) -> bool:
+def is_busy(exc: Exception) -> bool:
     """SQLite's SQLITE_BUSY ("database is locked") or SQLITE_LOCKED ("database table is locked")."""
     text = str(exc).lower()
     return "database is locked" in text or "database table is locked" in text or "database is busy" in text

@@ -341,3 +341,36 @@ def test_hq_search_held_out_of_the_accounts_database_is_told_to_try_again(hq_sit
     status, _, page, _ = _hq_search(browser)
     assert status == 200 and "7ABC00" in page
     assert len(_records(settings, "read.search")) == 1
+
+
+def test_a_batch_pushed_while_headquarters_is_held_is_told_busy_in_json_and_sent_again(tmp_path):
+    """Headquarters' reads database held past its busy timeout (10 s) while a post pushes: the
+    API answers 503 with JSON the post quotes (not the pages' HTML busy page) and Retry-After;
+    nothing is stored, and the next push sends the reads."""
+    target = tmp_path / "hq" / "hq.sqlite"
+    port = free_port()
+    api = HQServer(target, port).start()
+    try:
+        s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
+        bootstrap(s, create_admin=False)
+        bundle.post_key(s)
+        with hq.hq_database.connection_context():
+            hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
+        with dbmod.connection():
+            add_reads(s, 2, actor=False)
+            with Held(target):
+                with pytest.raises(post.SyncError) as refused:
+                    post.push(s)
+            message = str(refused.value)
+            print(f"\npush while headquarters is held: {message}")
+            assert "503" in message and "busy with another write; nothing was stored" in message
+            assert "<" not in message                       # no HTML quoted
+            with hq.hq_database.connection_context():
+                assert hq.HQRead.select().count() == 0
+            assert post.push(s).reads == 2
+        with hq.hq_database.connection_context():
+            assert hq.HQRead.select().count() == 2
+    finally:
+        api.stop()
+        if not hq.hq_database.is_closed():
+            hq.hq_database.close()
