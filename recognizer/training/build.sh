@@ -18,12 +18,15 @@ case "$model" in
     # About 1.5 h on this 2-core machine when it is otherwise idle.
     nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 24000 --synth-shards 300 --intl-shards 40 \
       --real-shards 40 --no-export "$@"
-    # Phase 2, fine-tuning: 100 more US shards (300-399), which supply half of each batch's
-    # synthetic plates; LR warms up again to 4e-4 and decays to 1e-5 at step 32000 (about 15-25 min).
-    # Then export (full int8 unless it loses > 2 points to fp32 on the held-out fold) into
-    # recognizer/models/. Both phases resume from the checkpoint.
-    exec nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 32000 --finetune-from 24000 --finetune-lr 4e-4 \
-      --synth-shards 400 --synth-from 300 --intl-shards 40 --real-shards 40 "$@"
+    # Phases 2 and 3, fine-tuning: 100 more US shards (300-399), which supply half of each batch's
+    # synthetic plates, LR warmed up again to 4e-4 and decayed to 1e-5 at step 32000 (about 15-25
+    # min); then 60 more (400-459) likewise, 3e-4, to step 38000 (about 12 min). Then export (full
+    # int8 unless it loses > 2 points to fp32 on the held-out fold) into recognizer/models/. Every
+    # phase resumes from the checkpoint.
+    nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 32000 --finetune-from 24000 --finetune-lr 4e-4 \
+      --synth-shards 400 --synth-from 300 --intl-shards 40 --real-shards 40 --no-export "$@"
+    exec nice -n 10 "$PY" -m recognizer.training.ocr_train --steps 38000 --finetune-from 32000 --finetune-lr 3e-4 \
+      --synth-shards 460 --synth-from 400 --intl-shards 40 --real-shards 40 "$@"
     ;;
   det)
     # render the synthetic scene shards (skips shards already there; about 15 s each), train

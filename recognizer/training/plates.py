@@ -562,6 +562,9 @@ def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None
     if rng.random() < 0.3:  # tight crops, as a good detector gives
         mx0, mx1 = rng.uniform(-0.02, 0.04, 2) * pw
         my0, my1 = rng.uniform(-0.03, 0.06, 2) * ph
+    if rng.random() < 0.12:  # a box that cuts into the first or last character; the label keeps it
+        cut = -rng.uniform(0.04, 0.09) * pw
+        mx0, mx1 = (cut, mx1) if rng.random() < 0.5 else (mx0, cut)
     cw, ch = int(pw + mx0 + mx1), int(ph + my0 + my1)
     src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
     # Perspective: each corner moves a little, plus an overall rotation and shear.
