@@ -268,6 +268,16 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
 
 # --- headquarters -----------------------------------------------------------------------------------
 
+def _enrolled_post(tmp_path, port):
+    """A post (its settings) whose key headquarters on 127.0.0.1:port has enrolled."""
+    s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
+    bootstrap(s, create_admin=False)
+    bundle.post_key(s)
+    with hq.hq_database.connection_context():
+        hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
+    return s
+
+
 @pytest.fixture
 def hq_site(tmp_path):
     """Headquarters on SQLite with a post's five reads (three indexed for the search), its pages served over HTTP, an officer
@@ -276,11 +286,7 @@ def hq_site(tmp_path):
     port = free_port()
     api = HQServer(target, port).start()
     try:
-        s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
-        bootstrap(s, create_admin=False)
-        bundle.post_key(s)
-        with hq.hq_database.connection_context():
-            hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
+        s = _enrolled_post(tmp_path, port)
         with dbmod.connection():
             add_reads(s, 3, actor=False)
             assert post.push(s).reads == 3
@@ -351,16 +357,11 @@ def test_a_batch_pushed_while_headquarters_is_held_is_told_busy_in_json_and_sent
     port = free_port()
     api = HQServer(target, port).start()
     try:
-        s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
-        bootstrap(s, create_admin=False)
-        bundle.post_key(s)
-        with hq.hq_database.connection_context():
-            hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
+        s = _enrolled_post(tmp_path, port)
         with dbmod.connection():
             add_reads(s, 2, actor=False)
-            with Held(target):
-                with pytest.raises(post.SyncError) as refused:
-                    post.push(s)
+            with Held(target), pytest.raises(post.SyncError) as refused:
+                post.push(s)
             message = str(refused.value)
             print(f"\npush while headquarters is held: {message}")
             assert "503" in message and "busy with another write; nothing was stored" in message
