@@ -85,7 +85,9 @@ class HoldRead(BaseModel):
 MODELS = (LegalHold, HoldRead)
 
 
-def _reason(reason: str | None, what: str) -> str:
+def check_reason(reason: str | None, what: str) -> str:
+    """The reason a hold is placed or released, whitespace folded; HoldError(`what`: ...) unless
+    it is 10 to 500 characters. Headquarters' holds (sync/hq_holds.py) use the same rule."""
     reason = " ".join((reason or "").split())
     if len(reason) < 10:
         raise HoldError(f"{what}: give a reason of at least 10 characters (what the data is or may be evidence of)")
@@ -94,7 +96,8 @@ def _reason(reason: str | None, what: str) -> str:
     return reason
 
 
-def _check(settings: Settings, purpose_code: str | None, case_number: str | None) -> audit.Purpose:
+def check_purpose(settings: Settings, purpose_code: str | None, case_number: str | None) -> audit.Purpose:
+    """audit.check_purpose, its refusal as a HoldError ("hold not placed: ...")."""
     try:
         return audit.check_purpose(settings, purpose_code, case_number)
     except audit.PurposeError as exc:
@@ -121,8 +124,8 @@ def _create(actor: audit.Actor, purpose: audit.Purpose, kind: str, reason: str, 
 def place_on_read(settings: Settings, actor: audit.Actor, read_id: int, purpose_code: str, case_number: str,
                   reason: str) -> LegalHold:
     """Hold one read (by its id) under a case."""
-    purpose = _check(settings, purpose_code, case_number)
-    reason = _reason(reason, "hold not placed")
+    purpose = check_purpose(settings, purpose_code, case_number)
+    reason = check_reason(reason, "hold not placed")
     with write():
         read = Read.get_or_none(Read.id == read_id)
         if read is None:
@@ -149,8 +152,8 @@ def place_on_query(settings: Settings, actor: audit.Actor, query: search.Query, 
                    case_number: str, reason: str) -> LegalHold:
     """Hold every read the plate search finds in its period (since and until are required). The
     set is chosen and frozen in one transaction, so the hold covers exactly what was found."""
-    purpose = _check(settings, purpose_code, case_number)
-    reason = _reason(reason, "hold not placed")
+    purpose = check_purpose(settings, purpose_code, case_number)
+    reason = check_reason(reason, "hold not placed")
     if query.since is None or query.until is None:
         raise HoldError("hold not placed: a hold on a search needs a period (from and to)")
     if query.since > query.until:
@@ -182,7 +185,7 @@ def place_on_query(settings: Settings, actor: audit.Actor, query: search.Query, 
 
 def release(actor: audit.Actor, hold_id: int, reason: str) -> LegalHold:
     """Release a hold (its reads become subject to retention again unless another hold covers them)."""
-    reason = _reason(reason, "hold not released")
+    reason = check_reason(reason, "hold not released")
     with write():
         hold = LegalHold.get_or_none(LegalHold.id == hold_id)
         if hold is None:

@@ -45,12 +45,13 @@ from peewee import (
 from appliance import audit
 from appliance.config import Settings
 from appliance.db import write
+# a hold's rules are the post's: the same errors, reason, purpose check and longest period
+from appliance.holds import MAX_PERIOD_DAYS, HoldError, check_purpose, check_reason
 from appliance.models import utcnow
 from appliance.search import SearchError, normalise
 from sync import hq
 from sync.protocol import ProtocolError
 
-MAX_PERIOD_DAYS = 3660     # as on the post: at most the longest retention period
 MODES = ("exact", "wildcard")
 POST_MODES = ("exact", "wildcard", "partial", "similar")     # a post's hold is on one of its searches
 
@@ -58,10 +59,6 @@ POST_MODES = ("exact", "wildcard", "partial", "similar")     # a post's hold is 
 audit.register_action("hold.place", True)
 audit.register_action("hold.release", False)
 audit.register_action("hold.list", False)
-
-
-class HoldError(ValueError):
-    """A hold cannot be placed or released as asked; the message says why and what to change."""
 
 
 class HQLegalHold(hq.HQModel):
@@ -130,15 +127,6 @@ def _held(which: str) -> str:
 HELD_SQL = _held("h.released_at IS NULL")
 
 
-def _reason(reason: str | None, what: str) -> str:
-    reason = " ".join((reason or "").split())
-    if len(reason) < 10:
-        raise HoldError(f"{what}: give a reason of at least 10 characters (what the data is or may be evidence of)")
-    if len(reason) > 500:
-        raise HoldError(f"{what}: the reason is {len(reason)} characters; keep it to 500")
-    return reason
-
-
 def _stamp(value: dt.datetime, end: bool = False) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S") + (".999999" if end else "")
 
@@ -148,11 +136,8 @@ def place(settings: Settings, actor: audit.Actor, *, post_id: str | None, plate:
           case_number: str | None, reason: str | None) -> tuple[HQLegalHold, int]:
     """Place a hold; returns it and how many reads headquarters holds now that it covers. The
     caller has headquarters' database and the accounts database connected."""
-    try:
-        purpose = audit.check_purpose(settings, purpose_code, case_number)
-    except audit.PurposeError as exc:
-        raise HoldError(f"hold not placed: {exc}") from exc
-    reason = _reason(reason, "hold not placed")
+    purpose = check_purpose(settings, purpose_code, case_number)
+    reason = check_reason(reason, "hold not placed")
     if mode not in MODES:
         raise HoldError(f"hold not placed: mode {mode!r}: choose exact or wildcard")
     try:
@@ -197,7 +182,7 @@ def covered_count(hold_id: int) -> int:
 
 def release(actor: audit.Actor, hold_id: int, reason: str | None) -> HQLegalHold:
     """Release a hold: its reads become subject to retention again unless another hold covers them."""
-    reason = _reason(reason, "hold not released")
+    reason = check_reason(reason, "hold not released")
     with hq._write():
         hold = HQLegalHold.get_or_none(HQLegalHold.id == hold_id)
         if hold is None:
