@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from http.cookiejar import CookieJar
 
 import pytest
@@ -268,25 +269,29 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
 
 # --- headquarters -----------------------------------------------------------------------------------
 
-def _enrolled_post(tmp_path, port):
-    """A post (its settings) whose key headquarters on 127.0.0.1:port has enrolled."""
-    s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
-    bootstrap(s, create_admin=False)
-    bundle.post_key(s)
-    with hq.hq_database.connection_context():
-        hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
-    return s
+@contextmanager
+def _hq_and_post(tmp_path):
+    """Headquarters' sync API on a SQLite file, up for the block, and a post it has enrolled.
+    Yields (the file's path, the post's settings)."""
+    target = tmp_path / "hq" / "hq.sqlite"
+    port = free_port()
+    api = HQServer(target, port).start()
+    try:
+        s = make_settings(tmp_path / "post", post__id="post-a", sync__hq_url=f"http://127.0.0.1:{port}")
+        bootstrap(s, create_admin=False)
+        bundle.post_key(s)
+        with hq.hq_database.connection_context():
+            hq.enroll("post-a", "Main St", bundle.public_key_file(s).read_bytes())
+        yield target, s
+    finally:
+        api.stop()
 
 
 @pytest.fixture
 def hq_site(tmp_path):
     """Headquarters on SQLite with a post's five reads (three indexed for the search), its pages served over HTTP, an officer
     signed in. Yields (hq database path, accounts settings, browser)."""
-    target = tmp_path / "hq" / "hq.sqlite"
-    port = free_port()
-    api = HQServer(target, port).start()
-    try:
-        s = _enrolled_post(tmp_path, port)
+    with _hq_and_post(tmp_path) as (target, s):
         with dbmod.connection():
             add_reads(s, 3, actor=False)
             assert post.push(s).reads == 3
@@ -295,8 +300,6 @@ def hq_site(tmp_path):
         with dbmod.connection():            # stored, not yet indexed: the indexer thread's next tick
             add_reads(s, 2, seed=1, actor=False)
             assert post.push(s).reads == 2
-    finally:
-        api.stop()
     settings = make_settings(tmp_path / "hq-data", post__id="hq", post__name="Headquarters",
                              storage__busy_timeout_ms=300)
     bootstrap(settings, create_admin=False)
@@ -353,12 +356,8 @@ def test_a_batch_pushed_while_headquarters_is_held_is_told_busy_in_json_and_sent
     """Headquarters' reads database held past its busy timeout (10 s) while a post pushes: the
     API answers 503 with JSON the post quotes (not the pages' HTML busy page) and Retry-After;
     nothing is stored, and the next push sends the reads."""
-    target = tmp_path / "hq" / "hq.sqlite"
-    port = free_port()
-    api = HQServer(target, port).start()
     try:
-        s = _enrolled_post(tmp_path, port)
-        with dbmod.connection():
+        with _hq_and_post(tmp_path) as (target, s), dbmod.connection():
             add_reads(s, 2, actor=False)
             with Held(target), pytest.raises(post.SyncError) as refused:
                 post.push(s)
@@ -369,9 +368,8 @@ def test_a_batch_pushed_while_headquarters_is_held_is_told_busy_in_json_and_sent
             with hq.hq_database.connection_context():
                 assert hq.HQRead.select().count() == 0
             assert post.push(s).reads == 2
-        with hq.hq_database.connection_context():
-            assert hq.HQRead.select().count() == 2
+            with hq.hq_database.connection_context():
+                assert hq.HQRead.select().count() == 2
     finally:
-        api.stop()
         if not hq.hq_database.is_closed():
             hq.hq_database.close()
