@@ -180,8 +180,9 @@ def import_csv(settings: Settings, path: str | Path, name: str, actor: audit.Act
 
 def _drop(hotlist_id: int) -> None:
     """Delete a staging or retired list: its entries in paced transactions, then its row. The
-    first chunks are small: alert.entry_id has no index, so each entry deleted makes SQLite scan
-    the alerts (ON DELETE SET NULL), about 1 ms per entry on a post holding 20,000 alerts."""
+    first chunks are small and grow as they prove quick: each entry deleted sets its alerts'
+    entry_id to NULL (ON DELETE SET NULL), a lookup by the alert_entry_id index (migration 8;
+    before it, a scan of the alerts, about 1 ms per entry with 20,000 alerts)."""
     pace = Paced(100, most=ROWS, least=10)
     while True:
         with pace.write() as n:
