@@ -243,22 +243,19 @@ def held_count(before: dt.datetime) -> int:
                                 [before]).fetchone()[0]
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
-
-
 def for_headquarters(kind: str, hold_id: int) -> dict | None:
     """What a batch carries for one outbox event of a hold: for a placing, the hold with the rule
     headquarters matches by (plate, mode, capture period) and the uuids of the reads it froze;
-    for a release, who released it, when and why. None if the hold is not there (never deleted;
-    only a database edited by hand would lose one)."""
+    for a release, who released it, when and why (times as datetimes: the batch writes them as
+    every row's, sync.post._plain_dict). None if the hold is not there (never deleted; only a
+    database edited by hand would lose one)."""
     hold = LegalHold.get_or_none(LegalHold.id == hold_id)
     if hold is None:
         return None
     if kind == RELEASED:
         if hold.released_at is None:
             return None
-        return {"id": hold.id, "released_at": _iso(hold.released_at), "released_by": hold.released_by,
+        return {"id": hold.id, "released_at": hold.released_at, "released_by": hold.released_by,
                 "release_reason": hold.release_reason}
     reads = [r[0] for r in database.execute_sql(
         "SELECT r.uuid FROM hold_read hr JOIN read r ON r.id = hr.read_id WHERE hr.hold_id = ? ORDER BY r.uuid",
@@ -267,7 +264,7 @@ def for_headquarters(kind: str, hold_id: int) -> dict | None:
     if hold.kind == "read":
         # the read itself, by uuid; the rule is its plate at its capture time
         read = Read.get_or_none(Read.uuid == query.get("read"))
-        at = _iso(read.captured_at if read is not None else hold.placed_at)
+        at = read.captured_at if read is not None else hold.placed_at
         rule = {"plate": read.plate if read is not None else "", "mode": "exact", "since": at, "until": at}
         reads = sorted(set(reads) | {str(query.get("read"))})
     else:
@@ -276,4 +273,4 @@ def for_headquarters(kind: str, hold_id: int) -> dict | None:
                 "until": str(query.get("until", "")).removesuffix("Z")}
     return dict(rule, id=hold.id, kind=hold.kind, case_number=hold.case_number, purpose_code=hold.purpose_code,
                 reason=hold.reason, placed_by=hold.placed_by, placed_org=hold.placed_org,
-                placed_at=_iso(hold.placed_at), reads=reads)
+                placed_at=hold.placed_at, reads=reads)

@@ -281,7 +281,7 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
                 hold = holds.for_headquarters(kind, int(object_id))
                 if hold is not None:
                     yield {"t": "hold", "seq": seq, "event": "place" if kind == holds.PLACED else "release",
-                           "hold": hold}
+                           "hold": _plain_dict(hold)}
                 continue
             if kind != "read":
                 continue
