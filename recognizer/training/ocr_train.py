@@ -225,13 +225,15 @@ def train(args):
     rng = np.random.default_rng(12345 + step)
     t0, seen, losses = time.time(), 0, []
     n_real = int(round(args.batch * args.real_frac))
+    fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE)
     while step < args.steps:
         if step % 50 == 0:
             synth.refresh()
             real.refresh()
+            fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE)     # the new shards loaded so far
         n_synth = args.batch - n_real
-        fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE) if args.finetune_from and step >= args.finetune_from else []
-        if len(fresh) >= 4:   # the fine-tuning phase draws half its synthetic plates from the new shards
+        tuning = args.finetune_from and step >= args.finetune_from
+        if tuning and len(fresh) >= 4:   # the fine-tuning phase draws half its synthetic plates from the new shards
             a = synth.sample(rng, n_synth // 2, fresh)
             a2 = synth.sample(rng, n_synth - n_synth // 2)
             a = {k: np.concatenate([a[k], a2[k]]) for k in a}
