@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,9 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
         raise HotlistError([f"{path}: file not found"]) from None
     except UnicodeDecodeError as exc:
         raise HotlistError([f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8 CSV"]) from None
-    reader = csv.DictReader(text.splitlines())
+    # newline="": the csv module finds the line ends itself, so reader.line_num counts the file's
+    # own lines (blank ones included; a form feed or U+2028 inside a field is not a line end).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     # plate and reason are required; state, entry date and source reference are used when present
@@ -88,7 +91,8 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
         raise HotlistError([f"{path}: line 1: header {header!r} lacks {', '.join(missing)}; "
                             "set the hotlist.*_column keys to this file's column names"])
     rows, problems = [], []
-    for line, raw in enumerate(reader, start=2):
+    for raw in reader:
+        line = reader.line_num
         if raw.get(None):
             problems.append(f"{path}: line {line}: {len(header) + len(raw[None])} fields, the header has {len(header)}")
             continue

@@ -51,6 +51,19 @@ def test_malformed_lines_are_named_and_nothing_is_imported(settings, db, tmp_pat
     assert Hotlist.get(Hotlist.name == "SVS").source == "svs.csv"
 
 
+def test_line_numbers_count_blank_lines_and_only_real_line_ends(settings, db, tmp_path):
+    # Exports from records systems carry blank lines, CRLF line ends, and the odd form feed or
+    # U+2028 inside a field: the line named must be the one an editor shows.
+    path = tmp_path / "gaps.csv"
+    path.write_bytes((HEADER + "7ABC123,ca,STOLEN,2026-11-20,A\r\n\r\n\n"
+                      "6DEF456,ca,STOLEN \u2028VEHICLE,2026-11-20,B\f\n\n"
+                      "8XYZ99$,ca,WANTED,2026-11-20,C\n").encode())
+    with pytest.raises(hotlist.HotlistError) as err:
+        hotlist.import_csv(settings, path, "SVS", ADMIN)
+    assert str(err.value) == f"{path}: line 7: field plate: '8XYZ99$' is not a plate " \
+                             "(1-8 letters and digits; spaces and dashes are ignored)"
+
+
 def test_header_mapping_and_missing_columns(tmp_path, db):
     from tests.conftest import make_settings
     settings = make_settings(tmp_path / "d", hotlist__plate_column="LIC", hotlist__reason_column="CATEGORY",
