@@ -115,11 +115,21 @@ def _report_bootstrap(result) -> None:
 
 
 def _bootstrap(settings):
+    from peewee import OperationalError
+
     from appliance.service import bootstrap
     try:
         return bootstrap(settings)
     except (users.UserError, db.MigrationError) as exc:
         raise click.ClickException(str(exc))
+    except OSError as exc:          # a data directory that is a file, read-only, on a full disk...
+        raise click.ClickException(
+            f"cannot use {exc.filename or settings.data_dir}: {exc.strerror or exc} "
+            f"(the data directory is storage.data_dir = {settings.data_dir})") from None
+    except OperationalError as exc:
+        raise click.ClickException(
+            f"cannot open the database {settings.db_path}: {exc} (check that storage.data_dir = "
+            f"{settings.data_dir} is a directory this user may write)") from None
 
 
 @main.command()

@@ -45,6 +45,15 @@ def test_init_creates_the_first_admin_once(run):
     assert "admin" in listing and "NOT CURRENT" in listing
 
 
+def test_init_names_a_data_directory_it_cannot_use(run, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    where = tmp_path / "a-file" / "data"
+    for command in ("init", "run"):
+        out = run(command, code=1, extra_env={"WAYPOST_STORAGE__DATA_DIR": str(where)})
+        assert f"cannot use {where}: Not a directory" in out and "storage.data_dir" in out
+        assert "Traceback" not in out
+
+
 def test_admin_password_from_the_environment(run, tmp_path):
     import sqlite3
     out = run("init", extra_env={"WAYPOST_ADMIN_PASSWORD": "a passphrase for the chief"})
