@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from appliance import audit, config, db, users
+from appliance.cli_types import ROW_ID
 from appliance.roles import ROLES
 
 
@@ -529,7 +530,7 @@ def hotlist_add(ctx, plate, reason, approved_by, narrative, state):
 
 
 @hotlist_group.command("remove")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why, e.g. 'vehicle recovered'.")
 @pass_ctx
 def hotlist_remove(ctx, entry_id, reason):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from appliance import db
+from appliance.cli_types import BATCH, MAX_ROW_ID, ROW_ID
 
 
 def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
@@ -59,7 +60,7 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
     with db.connection():
         try:
             if read_ref:
-                read = (Read.get_or_none(Read.id == int(read_ref)) if read_ref.isdigit()
+                read = (Read.get_or_none(Read.id == int(read_ref)) if read_ref.isdigit() and int(read_ref) <= MAX_ROW_ID
                         else Read.get_or_none(Read.uuid == read_ref))
                 if read is None:
                     raise click.ClickException(f"no read {read_ref!r} (give its id or uuid)")
@@ -89,7 +90,7 @@ def hold_list(ctx, active):
 
 
 @hold_group.command("release")
-@click.argument("hold_id", type=int)
+@click.argument("hold_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
 @click.pass_obj
 def hold_release(ctx, hold_id, reason):
@@ -112,7 +113,7 @@ def retention_group():
 
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
-@click.option("--batch", default=10_000, show_default=True,
+@click.option("--batch", type=BATCH, default=10_000, show_default=True,
               help="The most reads in one transaction (each is sized to hold the lock about half a second).")
 @click.pass_obj
 def retention_run(ctx, dry_run, batch):
@@ -133,7 +134,7 @@ def retention_run(ctx, dry_run, batch):
               help="Scratch directory the database is copied to and purged in.")
 @click.option("--fraction", default=0.25, show_default=True, help="Share of the reads (the oldest) to purge.")
 @click.option("--sample", default=5000, show_default=True, help="Purged reads given real image files.")
-@click.option("--batch", default=2000, show_default=True)
+@click.option("--batch", type=BATCH, default=2000, show_default=True)
 @click.option("--no-copy", is_flag=True, help="Reuse the copy already in --dir.")
 def retention_bench(source, where, fraction, sample, batch, no_copy):
     """Time a purge of the oldest quarter of a large database while searches run beside it."""

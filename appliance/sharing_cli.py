@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from appliance import db
+from appliance.cli_types import ROW_ID
 
 
 def _when(value: str, name: str) -> dt.datetime:
@@ -80,7 +81,7 @@ def sharing_list(ctx, status):
 
 
 @sharing_group.command("show")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ROW_ID)
 @click.pass_obj
 def sharing_show(ctx, request_id):
     """One request, its decision and its exports."""
@@ -107,7 +108,7 @@ def _decide(ctx, request_id, approve, note):
 
 
 @sharing_group.command("approve")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why, and on whose authority.")
 @click.pass_obj
 def sharing_approve(ctx, request_id, note):
@@ -116,7 +117,7 @@ def sharing_approve(ctx, request_id, note):
 
 
 @sharing_group.command("deny")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why.")
 @click.pass_obj
 def sharing_deny(ctx, request_id, note):
@@ -130,8 +131,8 @@ def evidence_group():
 
 
 @evidence_group.command("export")
-@click.option("--request", "request_id", type=int, default=None, help="An approved sharing request.")
-@click.option("--hold", "hold_id", type=int, default=None, help="Or an active legal hold.")
+@click.option("--request", "request_id", type=ROW_ID, default=None, help="An approved sharing request.")
+@click.option("--hold", "hold_id", type=ROW_ID, default=None, help="Or an active legal hold.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip or ...-hold-ID-... here).")
 @click.pass_obj

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from appliance import bundle, db
+from appliance.cli_types import ROW_ID
 from appliance.holds_cli import _when, filed_under
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
@@ -322,7 +323,7 @@ def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, 
 
 @hq_hold.command("release")
 @database_option
-@click.argument("hold_id", type=int)
+@click.argument("hold_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
 @click.pass_obj
 def hq_hold_release(ctx, database, hold_id, reason):

@@ -54,6 +54,18 @@ def test_init_names_a_data_directory_it_cannot_use(run, tmp_path):
         assert "Traceback" not in out
 
 
+def test_ids_and_batch_sizes_out_of_range_are_usage_errors(run):
+    run("init")
+    huge = str(2**63)
+    for args in (("hold", "release", huge, "--reason", "x"), ("hotlist", "remove", huge),
+                 ("sharing", "show", huge), ("retention", "run", "--batch", "0")):
+        out = run(*args, code=2)
+        assert "Invalid value" in out and "Traceback" not in out, args
+    out = run("hold", "place", "--read", "9" * 25, "--purpose", "CRIME-INV", "--case", "26-1", "--reason", "x",
+              code=1)
+    assert f"no read '{'9' * 25}'" in out
+
+
 def test_admin_password_from_the_environment(run, tmp_path):
     import sqlite3
     out = run("init", extra_env={"WAYPOST_ADMIN_PASSWORD": "a passphrase for the chief"})

@@ -243,7 +243,7 @@ def test_cli_batches_are_capped_like_the_daily_run():
     out = CliRunner().invoke(main, ["retention", "run", "--help"])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
-    assert f"[default: {retention.BATCH}]" in text and "most reads in one transaction" in text, text
+    assert f"[default: {retention.BATCH}; x>=1]" in text and "most reads in one transaction" in text, text
 
 
 def test_the_service_runs_the_purge_once_a_day_and_stops_between_batches(tmp_path):
