@@ -273,12 +273,30 @@ def _env_overrides(environ) -> tuple[dict, list[tuple[str, str]]]:
             problems.append((name, f"not a configuration key (sections: {', '.join(SECTIONS)}; "
                                    "form WAYPOST_SECTION__KEY)"))
             continue
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
+        value = raw
+        if not _is_text(parts[0], parts[1]):   # WAYPOST_POST__ID=12 is the id "12", not a number
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                pass
         data.setdefault(parts[0], {})[parts[1]] = value
     return data, problems
+
+
+def _is_text(section: str, key: str) -> bool:
+    """Whether the key holds text (a str, or a str or nothing): its environment value is taken as is."""
+    field = Settings.model_fields[section].annotation.model_fields.get(key)
+    return field is not None and field.annotation in (str, str | None)
+
+
+def _from_env(key_path: str, env_data: dict) -> bool:
+    section, _, key = key_path.partition(".")
+    return key.split(".")[0] in env_data.get(section, {})
+
+
+def _env_name(key_path: str) -> str:
+    section, _, key = key_path.partition(".")
+    return f"{key_path} (environment variable {ENV_PREFIX}{section.upper()}__{key.split('.')[0].upper()})"
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -327,10 +345,13 @@ def load(path: str | Path | None = None, environ=None) -> Settings:
             raise ConfigError([(str(path), f"not valid TOML: {exc}")], source)
     env_data, env_problems = _env_overrides(environ)
     problems += env_problems
+    if env_data or env_problems:
+        source += " and the environment"
     try:
         settings = Settings.model_validate(_merge(data, env_data))
     except ValidationError as exc:
-        problems += _problems(exc)
+        # A key set in the environment is named by its variable: that is where the value came from.
+        problems += [(_env_name(key) if _from_env(key, env_data) else key, msg) for key, msg in _problems(exc)]
         settings = None
     if problems:
         raise ConfigError(problems, source)

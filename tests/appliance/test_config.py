@@ -43,11 +43,18 @@ def test_every_problem_is_listed_with_its_key_path(tmp_path):
     assert "web.colour" in paths
     assert "retention.read_days" in paths
     assert "nonsense" in paths
-    assert "capture.type" in paths
+    assert "capture.type (environment variable WAYPOST_CAPTURE__TYPE)" in paths   # named where it was set
     assert "WAYPOST_BOGUS__KEY" in paths
     messages = dict(err.value.problems)
     assert messages["web.colour"] == "unknown key"
     assert "65535" in messages["web.port"] and "70000" in messages["web.port"]
+
+
+def test_text_keys_from_the_environment_are_taken_as_text():
+    settings = config.load(None, environ={"WAYPOST_POST__ID": "12", "WAYPOST_POST__NAME": "nan",
+                                          "WAYPOST_POST__CAMERA_ID": "1", "WAYPOST_WEB__PORT": "8081"})
+    assert (settings.post.id, settings.post.name, settings.post.camera_id) == ("12", "nan", "1")
+    assert settings.web.port == 8081      # numbers, booleans and lists are still read as TOML
 
 
 def test_cross_field_and_custom_checks():
