@@ -77,8 +77,10 @@ def detail(alert_id: int):
 @bp.get("/<int:alert_id>/image/<kind>")
 @requires("alerts.view")
 def image(alert_id: int, kind: str):
-    alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
-    return evidence.image_response(alert.read, kind, {"plate": alert.entry_plate}, alert_purpose(alert.id))
+    def find():
+        alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
+        return alert.read, {"plate": alert.entry_plate}
+    return evidence.image_response(find, kind, alert_purpose(alert_id))
 
 
 @bp.post("/<int:alert_id>/acknowledge")

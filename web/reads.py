@@ -140,8 +140,10 @@ def image(read_id: int, kind: str):
     stated = purposes.current()
     if stated is None:          # 428: allowed, but a purpose must be stated first (403 means "not you")
         abort(428, "state a purpose (search, or open the read) before viewing its images")
-    read = Read.get_or_none(Read.id == read_id) or abort(404)
-    return evidence.image_response(read, kind, {"read": read.uuid}, stated)
+    def find():
+        read = Read.get_or_none(Read.id == read_id) or abort(404)
+        return read, {"read": read.uuid}
+    return evidence.image_response(find, kind, stated)
 
 
 def _alerted(ids: set[int]) -> set[int]:

@@ -124,6 +124,29 @@ def test_purpose_from_a_search_carries_to_the_results(client, officer, stored):
     assert [r.case_number for r in records("read.view")] == ["2026-004512"]
 
 
+def test_an_image_purged_while_its_view_waits_for_the_lock_is_not_sent(client, officer, stored, settings):
+    """The image is looked up and read in the transaction that records its view: a purge that
+    commits while the view waits for the write lock leaves nothing to send, and nothing recorded."""
+    import sqlite3
+    import threading
+    sign_in(client, "officer.lee")
+    search(client)
+    read = stored["7ABC128"]
+    purge = sqlite3.connect(settings.db_path, isolation_level=None)
+    purge.execute("BEGIN IMMEDIATE")
+    purge.execute("DELETE FROM evidence WHERE read_id = ?", (read.id,))
+    answer = {}
+    view = threading.Thread(target=lambda: answer.update(r=client.get(f"/reads/{read.id}/image/frame")))
+    view.start()
+    view.join(0.5)
+    assert view.is_alive()                 # waiting for the lock (busy timeout 5 s)
+    purge.execute("COMMIT")
+    purge.close()
+    view.join(10)
+    assert answer["r"].status_code == 404
+    assert records("evidence.view") == []
+
+
 def test_no_path_from_the_request_reaches_the_file_system(client, officer, stored):
     sign_in(client, "officer.lee")
     search(client)
