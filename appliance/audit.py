@@ -127,11 +127,15 @@ def _digest(row: tuple) -> str | None:
     """sha256 over the first 13 columns (all but the hash) as text, NULL as empty, joined by U+001F.
     No stored field can contain a control character (plain fields are cleaned on the way in, JSON
     fields escape them), so the serialization is unambiguous; a row where one appears anyway was
-    edited outside the product and gets None, which never matches."""
+    edited outside the product and gets None, which never matches. So does a field holding a lone
+    UTF-16 surrogate (from a JSON escape in a bundle or a batch): it is not text the product writes."""
     text = SEPARATOR.join(["" if v is None else str(v) for v in row[:13]])
     if text.count(SEPARATOR) != 12:
         return None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:
+        return None
 
 
 def _now() -> str:

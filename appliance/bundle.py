@@ -256,7 +256,8 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
     def bad(seq, text):
         if result.bad_seq is None and seq is not None:
             result.bad_seq = seq
-        problems.append(text)
+        # a value quoted from the file may hold a lone surrogate (a JSON escape): shown escaped
+        problems.append(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     # 1. The records: each hash, each link, contiguous seq.
     link, expect = signed.get("prev_hash"), signed.get("first_seq")
@@ -290,7 +291,7 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
 
     # 3. The signature, whatever the records said, so that every problem is named.
     try:
-        named = load_public_key(str(signed.get("public_key", "")).encode(), "the bundle's public_key")
+        named = load_public_key(str(signed.get("public_key", "")).encode("utf-8", "replace"), "the bundle's public_key")
     except BundleError as exc:
         named = None
         bad(None, str(exc))
@@ -303,6 +304,9 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
                       "(signed by another key, or the key was replaced)")
         try:
             key.verify(base64.b64decode(sig, validate=True), _canonical_bytes(signed))
+        except UnicodeEncodeError:
+            bad(None, "the signed part holds a lone UTF-16 surrogate escape, which is not text: it is not what "
+                      "the post signed (the signed part was changed)")
         except (InvalidSignature, ValueError):
             bad(None, f"the signature does not verify with {result.key_source.split(':')[0]} {result.key_id} "
                       "(the signed part or the signature was changed, or another key signed it)")

@@ -34,7 +34,6 @@ import csv
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import re
@@ -340,10 +339,21 @@ def _hash_member(zf: zipfile.ZipFile, name: str) -> str:
     return h.hexdigest()
 
 
+def _text_lines(raw, name: str):
+    """The lines of a member as text, each decoded on its own so that bad UTF-8 is named by its line
+    (a TextIOWrapper decodes ahead, in chunks, and would raise on an earlier line's read)."""
+    for n, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Bad(f"{name} line {n}: not UTF-8 text (byte {line[exc.start:exc.start + 1]!r} at column "
+                       f"{exc.start + 1}): the file is damaged") from None
+
+
 def _json_rows(zf: zipfile.ZipFile, name: str):
     with zf.open(name) as raw:
-        lines = io.TextIOWrapper(raw, encoding="utf-8")
-        first = lines.readline()
+        lines = _text_lines(raw, name)
+        first = next(lines, "")
         if first.strip() != "[":
             raise _Bad(f"{name}: does not start with '[' on its own line")
         for n, line in enumerate(lines, start=2):
@@ -351,10 +361,24 @@ def _json_rows(zf: zipfile.ZipFile, name: str):
             if text == "]":
                 return
             try:
-                yield json.loads(text[1:] if text.startswith(",") else text)
+                row = json.loads(text[1:] if text.startswith(",") else text)
             except json.JSONDecodeError as exc:
                 raise _Bad(f"{name} line {n}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise _Bad(f"{name} line {n}: item {n - 1} is a {type(row).__name__}, not a read (an object)")
+            yield row
         raise _Bad(f"{name}: ends without ']'")
+
+
+def _csv_rows(reader: csv.DictReader):
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _Bad(f"{READS_CSV} line {reader.line_num}: not CSV ({exc})") from None
+        yield row
 
 
 def _verify(path: Path) -> list[str]:
@@ -406,11 +430,15 @@ def _verify(path: Path) -> list[str]:
         referenced: set[str] = set()
         uuids: list[str] = []
         with zf.open(READS_CSV) as raw:
-            reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-            if tuple(reader.fieldnames or ()) != FIELDS:
-                raise _Bad(f"{READS_CSV}: unexpected columns {reader.fieldnames}")
+            reader = csv.DictReader(_text_lines(raw, READS_CSV))
+            try:
+                fieldnames = reader.fieldnames
+            except csv.Error as exc:
+                raise _Bad(f"{READS_CSV} line 1: not CSV ({exc})") from None
+            if tuple(fieldnames or ()) != FIELDS:
+                raise _Bad(f"{READS_CSV}: unexpected columns {fieldnames}")
             json_rows = _json_rows(zf, READS_JSON)
-            for n, row in enumerate(reader, start=2):
+            for n, row in enumerate(_csv_rows(reader), start=2):
                 other = next(json_rows, None)
                 if other is None:
                     raise _Bad(f"{READS_JSON} has fewer reads than {READS_CSV} (ends before CSV line {n})")
@@ -444,6 +472,8 @@ def _verify(path: Path) -> list[str]:
             objects = json.loads(rec["object_ids"])
         except (TypeError, ValueError):
             raise _Bad(f"{RECORD}: details or object_ids are not JSON") from None
+        if not isinstance(details, dict) or not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+            raise _Bad(f"{RECORD}: details must be a JSON object and object_ids a list of texts")
         data = {n: files[n][0] for n in files if n not in META}
         if details.get("data_sha256") != data_digest(data):
             raise _Bad(f"the data files do not match the export's access record: data_sha256 is "

@@ -38,6 +38,7 @@ GENESIS = audit.GENESIS
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 FLUSH_BYTES = 8 * 1024 * 1024
 RECORD_COLUMNS = audit.COLUMNS
+MAX_INT32 = 2 ** 31 - 1                # INTEGER columns (image sizes, result_count) on PostgreSQL
 
 
 class HQModel(Model):
@@ -375,11 +376,11 @@ def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | No
     header = seen.header
     chain = header.get("chain") if isinstance(header.get("chain"), dict) else {}
     with _write():
-        HQBatch.create(batch_id=str(header.get("batch", ""))[:100], post_id=str(header.get("post", ""))[:100],
+        HQBatch.create(batch_id=_text(header.get("batch", ""), 100), post_id=_text(header.get("post", ""), 100),
                        first_seq=_int_or_none(header.get("first_seq")), last_seq=_int_or_none(header.get("last_seq")),
                        chain_first=_int_or_none(chain.get("first_seq")), chain_last=_int_or_none(chain.get("last_seq")),
-                       size=length or 0, status="refused", problem=exc.problem, message=exc.message,
-                       remote_addr=remote_addr)
+                       size=_int_or_none(length) or 0, status="refused", problem=exc.problem,
+                       message=_text(exc.message), remote_addr=_text(remote_addr, 200))
         post = HQPost.get_or_none(HQPost.id == seen.post.id) if seen.post is not None else None
         if post is not None and seen.signature_ok:
             post.last_contact_at = utcnow()
@@ -392,15 +393,23 @@ def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | No
 
 
 def _int_or_none(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """What a BIGINT column of the batch log can hold: the refusal row must always be written."""
+    return value if protocol.is_whole(value) else None
+
+
+def _text(value, limit: int | None = None) -> str:
+    """Text the database takes whatever the batch held (a lone surrogate becomes '?')."""
+    text = str(value)[:limit] if limit is not None else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     from sync import hq_holds  # it builds on this module's models
     reader = protocol.Reader(body, max_bytes * 4)
     items = iter(reader)
-    header = protocol.header_fields(next(items))
-    seen.header = header
+    first_line = next(items)
+    seen.header = first_line        # the batch log names the post and batch even when the header is refused
+    header = protocol.header_fields(first_line)
     query = HQPost.select().where(HQPost.id == header["post"])
     if not isinstance(hq_database.obj, SqliteDatabase):
         query = query.for_update()      # one batch per post at a time (SQLite: BEGIN IMMEDIATE does it)
@@ -411,12 +420,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     seen.post = post
     public_key = bundle.load_public_key(post.public_key.encode())
     first, last, chain = header["first_seq"], header["last_seq"], header["chain"]
-    confirmations = header.get("confirmations")
-    if confirmations is not None and (not isinstance(confirmations, dict)
-                                      or not protocol._is_int(confirmations.get("after"))
-                                      or not protocol._is_int(confirmations.get("upto"))
-                                      or confirmations["upto"] < confirmations["after"]):
-        raise ProtocolError("malformed", "header field 'confirmations' must be {after, upto} with after <= upto")
+    confirmations = header.get("confirmations")    # checked by header_fields
     mode = _mode(post, header)
 
     deferred: ProtocolError | None = None     # a content fault, raised once the signature is known good
@@ -441,6 +445,10 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
             for im in imgs:
                 if not isinstance(im, dict):
                     raise ProtocolError("malformed", f"{where}: an image is not an object")
+                for name in ("width", "height"):
+                    if im.get(name) is not None and not protocol.is_whole(im[name], MAX_INT32):
+                        raise ProtocolError("malformed", f"{where}: image {name} must be a whole number "
+                                                         f"0..{MAX_INT32}")
                 data = protocol.decode_image(im, f"{where}, read {read['uuid']}")
                 if mode == "new":
                     images[im["sha256"]] = (im, data)
@@ -453,8 +461,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                                   "data": dict(read, images=[{k: v for k, v in im.items() if k != "data"}
                                                              for im in imgs])})
                 for alert in item.get("alerts") or []:
-                    if not isinstance(alert, dict) or not protocol._is_int(alert.get("id")):
-                        raise ProtocolError("malformed", f"{where}: an alert needs an id")
+                    if not isinstance(alert, dict) or not protocol.is_whole(alert.get("id")):
+                        raise ProtocolError("malformed", f"{where}: an alert needs an id (a whole number "
+                                                         f"0..{protocol.MAX_INT})")
                     alerts.append({"post_id": post.id, "alert_id": alert["id"], "read_uuid": read["uuid"],
                                    "data": alert})
                 if len(read_rows) >= 500 or pending_bytes > FLUSH_BYTES:
@@ -476,10 +485,10 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
             hold_events.append((where, hq_holds.from_post(item, where)))
         elif kind == "confirmation":
             alert = item.get("alert")
-            if (not isinstance(alert, dict) or not protocol._is_int(alert.get("id"))
+            if (not isinstance(alert, dict) or not protocol.is_whole(alert.get("id"))
                     or not isinstance(alert.get("read_uuid"), str)):
                 raise ProtocolError("malformed", f"line {reader.lines} (confirmation): needs the alert with its id "
-                                                 "and read_uuid")
+                                                 f"(a whole number 0..{protocol.MAX_INT}) and read_uuid")
             if mode == "new":
                 alerts.append({"post_id": post.id, "alert_id": alert["id"], "read_uuid": alert["read_uuid"],
                                "data": alert})
@@ -488,9 +497,15 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
             where = f"line {reader.lines} (access record)"
             if not isinstance(rec, dict) or any(c not in rec for c in RECORD_COLUMNS):
                 raise ProtocolError("malformed", f"{where}: needs every column of an access record")
-            if rec["seq"] != want_record or rec["seq"] > chain["last_seq"]:
-                raise ProtocolError("malformed", f"{where}: seq {rec['seq']} where {want_record} was due "
+            if not protocol._is_int(rec["seq"]) or rec["seq"] != want_record or rec["seq"] > chain["last_seq"]:
+                raise ProtocolError("malformed", f"{where}: seq {str(rec['seq'])[:30]} where {want_record} was due "
                                                  f"(the header says {chain['first_seq']}..{chain['last_seq']})")
+            if rec["result_count"] is not None and not protocol.is_whole(rec["result_count"], MAX_INT32):
+                raise ProtocolError("malformed", f"{where}: result_count must be empty or a whole number "
+                                                 f"0..{MAX_INT32}")
+            for name in RECORD_COLUMNS:
+                if name not in ("seq", "result_count") and not isinstance(rec[name], str):
+                    raise ProtocolError("malformed", f"{where}: field {name!r} must be text")
             want_record += 1
             if deferred is None:
                 if rec["prev_hash"] != prev_hash:
@@ -533,7 +548,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
         if confirmations is not None:
             post.confirmation_id = max(post.confirmation_id, confirmations["upto"])
     post.last_contact_at = utcnow()
-    if protocol._is_int(header.get("backlog")):
+    if header.get("backlog") is not None:
         post.backlog = header["backlog"]
     post.save()
     status = "stored" if mode == "new" else "duplicate"

@@ -34,6 +34,7 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 import zlib
 
 from cryptography.exceptions import InvalidSignature
@@ -42,6 +43,12 @@ FORMAT = "waypost-batch/1"
 MAGIC = FORMAT.encode() + b"\n"
 CONTENT_TYPE = "application/x-waypost-batch+gzip"
 MAX_LINE_BYTES = 32 * 1024 * 1024
+# Every whole number a batch carries ends up in a BIGINT column (or is compared with one): a larger
+# one is refused as malformed rather than overflowing the database driver.
+MAX_INT = 2 ** 63 - 1
+# JSON may escape a UTF-16 surrogate on its own ("\ud800"), which parses to a str no UTF-8 encoder
+# (hashing, SQLite, PostgreSQL) accepts. Lines that contain such an escape are checked in full.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 # problem -> HTTP status headquarters answers with. Every refusal names one of these.
 PROBLEMS = {
@@ -142,6 +149,8 @@ class Reader:
                 raise ProtocolError("malformed", f"line {self.lines} is not JSON: {exc}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
                 raise ProtocolError("malformed", f"line {self.lines} is not an object with a type \"t\"")
+            if _SURROGATE_ESCAPE.search(data):
+                _check_text(obj, self.lines)
             if self.lines == 1 and obj["t"] != "header":
                 raise ProtocolError("malformed", "the first line is not the batch header")
             if obj["t"] == "end":
@@ -171,27 +180,50 @@ class Reader:
 
 
 def header_fields(header: dict) -> dict:
-    """The header's fields, checked for type; raises ProtocolError naming the bad one."""
+    """The header's fields, checked for type and range; raises ProtocolError naming the bad one."""
     if header.get("format") != FORMAT:
         raise ProtocolError("malformed", f"unsupported format {header.get('format')!r}; this headquarters reads {FORMAT}")
     for name in ("post", "batch"):
         if not isinstance(header.get(name), str) or not header[name] or len(header[name]) > 100:
             raise ProtocolError("malformed", f"header field {name!r} must be a non-empty string")
     for name in ("first_seq", "last_seq"):
-        if not _is_int(header.get(name)) or header[name] < 0:
-            raise ProtocolError("malformed", f"header field {name!r} must be a whole number >= 0")
+        if not is_whole(header.get(name)):
+            raise ProtocolError("malformed", f"header field {name!r} must be a whole number 0..{MAX_INT}")
     if header["last_seq"] < header["first_seq"] - 1 or header["first_seq"] < 1:
         raise ProtocolError("malformed", f"header range [{header['first_seq']}, {header['last_seq']}] is not a range")
     chain = header.get("chain")
-    if (not isinstance(chain, dict) or not _is_int(chain.get("first_seq")) or not _is_int(chain.get("last_seq"))
+    if (not isinstance(chain, dict) or not is_whole(chain.get("first_seq")) or not is_whole(chain.get("last_seq"))
             or not isinstance(chain.get("prev_hash"), str) or chain["first_seq"] < 1
             or chain["last_seq"] < chain["first_seq"] - 1):
-        raise ProtocolError("malformed", "header field 'chain' must be {first_seq, last_seq, prev_hash} with a range")
+        raise ProtocolError("malformed", f"header field 'chain' must be {{first_seq, last_seq, prev_hash}} with a "
+                                         f"range of whole numbers 0..{MAX_INT}")
+    confirmations = header.get("confirmations")
+    if confirmations is not None and (not isinstance(confirmations, dict)
+                                      or not is_whole(confirmations.get("after"))
+                                      or not is_whole(confirmations.get("upto"))
+                                      or confirmations["upto"] < confirmations["after"]):
+        raise ProtocolError("malformed", f"header field 'confirmations' must be {{after, upto}} with after <= upto, "
+                                         f"whole numbers 0..{MAX_INT}")
+    if header.get("backlog") is not None and not is_whole(header["backlog"]):
+        raise ProtocolError("malformed", f"header field 'backlog' must be a whole number 0..{MAX_INT}")
     return header
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_whole(value, top: int = MAX_INT) -> bool:
+    """A whole number 0..top (by default what a BIGINT column holds)."""
+    return _is_int(value) and 0 <= value <= top
+
+
+def _check_text(obj, line: int) -> None:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProtocolError("malformed", f"line {line} holds a lone UTF-16 surrogate escape "
+                                         f"({exc.object[exc.start:exc.end]!r}), which is not text") from None
 
 
 def decode_image(image: dict, where: str) -> bytes:
