@@ -7,9 +7,10 @@ from __future__ import annotations
 
 # Permissions that expose ALPR data (plates, images, reads, alerts).
 # Sharing too: a request names the plate and period another agency wants, and its approval and
-# export hand that data over, so only trained accounts record, review or export one.
+# export hand that data over, so only trained accounts record, review or export one. And the
+# access log: each search's record holds the plate searched and its case number.
 PLATE_DATA = frozenset({"reads.search", "reads.view", "alerts.view", "alerts.acknowledge", "alerts.confirm",
-                        "holds.request", "sharing.request", "sharing.approve"})
+                        "holds.request", "sharing.request", "sharing.approve", "audit.view"})
 
 ROLES: dict[str, dict] = {
     "admin": {

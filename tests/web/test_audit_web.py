@@ -16,9 +16,9 @@ from tests.web.conftest import csrf, sign_in, tamper_record
 
 
 @pytest.fixture
-def auditor(account, db):
+def auditor(trained, db):
     put(LOG)
-    return account("auditor.kim", "auditor")
+    return trained("auditor.kim", "auditor")
 
 
 def views():
@@ -114,10 +114,22 @@ def test_others_are_refused(client, account, db, role):
     assert views() == [] and AccessRecord.select().where(AccessRecord.action.startswith("audit.")).count() == 0
 
 
-def test_admin_may_audit(client, account, db):
-    account("chief.admin", "admin")
+def test_admin_may_audit(client, trained, db):
+    trained("chief.admin", "admin")
     sign_in(client, "chief.admin")
     assert client.get("/audit/").status_code == 200
+
+
+@pytest.mark.parametrize("role", ["auditor", "admin"])
+def test_the_log_needs_current_training(client, account, db, role):
+    """The access log holds every plate searched and its case number: ALPR data, so an auditor or
+    administrator without current training is refused it, and told why."""
+    account("someone", role)
+    sign_in(client, "someone")
+    for url in ("/audit/", "/audit/export", "/audit/reports"):
+        resp = client.get(url)
+        assert resp.status_code == 403 and "training" in resp.get_data(as_text=True).lower(), (role, url)
+    assert views() == []
 
 
 def test_anonymous_is_sent_to_sign_in(client, db):

@@ -100,10 +100,12 @@ def test_a_route_without_a_declared_permission_fails_the_walk(app):
 
 
 def test_pages_of_plate_data_declare_a_plate_data_permission(app):
-    """Reads, alerts and the live view show plates: their routes must need a permission that is
-    only granted with current training (appliance.roles.PLATE_DATA), never just a sign-in."""
+    """Reads, alerts, the live view and the access log (its records hold the plates searched) show
+    plates: their routes must need a permission that is only granted with current training
+    (appliance.roles.PLATE_DATA), never just a sign-in."""
     from appliance.roles import PLATE_DATA
-    plate_routes = [(url, perm) for _, _, url, perm in routes(app) if url.startswith(("/reads", "/alerts", "/live"))]
+    plate_routes = [(url, perm) for _, _, url, perm in routes(app)
+                    if url.startswith(("/reads", "/alerts", "/live", "/audit"))]
     assert len(plate_routes) >= 8
     for url, perm in plate_routes:
         assert perm in PLATE_DATA, f"{url} shows plate data but needs {perm!r}"
