@@ -70,6 +70,9 @@ class User(BaseModel):
     last_login_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # Raised to end every session of the account (sign-out, password change or reset, deactivation):
+    # a session signed in under another version is refused. Migration 0009.
+    session_version = IntegerField(default=0)
 
     class Meta:
         table_name = "user"

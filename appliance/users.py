@@ -3,6 +3,7 @@ access record in the same transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,15 +28,48 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def check_password(user: User, password: str) -> bool:
+def _hash_matches(password_hash: str, password: str) -> bool:
+    """The one place a password is checked against a hash (argon2's verify: the slow part)."""
     try:
-        ok = _hasher.verify(user.password_hash, password)
+        return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password nobody knows, with the current parameters: an unknown username
+    or a locked account is checked against it, so the answer takes as long as for a real account."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
+def check_password(user: User, password: str) -> bool:
+    ok = _hash_matches(user.password_hash, password)
     if ok and _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
         user.save(only=[User.password_hash])
     return ok
+
+
+def end_sessions(user: User) -> None:
+    """Every session signed in to this account stops working at its next request (and an open live
+    stream at its next check). The caller saves the row, inside its write transaction."""
+    user.session_version += 1
+
+
+def session_current(user: User | None, version) -> bool:
+    """Whether a session signed in under `version` may still act for `user`."""
+    return user is not None and user.active and version == user.session_version
+
+
+def sign_out(actor: audit.Actor, user_id: int) -> None:
+    """End every session of the account (a copy of the session cookie taken before would still be
+    valid otherwise) and record the sign-out, in one transaction."""
+    with write():
+        user = User.get_by_id(user_id)
+        end_sessions(user)
+        user.save(only=[User.session_version])
+        audit.record("auth.logout", actor, objects=[f"user:{user.id}"])
 
 
 def password_problem(password: str, min_length: int, username: str = "") -> str | None:
@@ -95,6 +129,8 @@ def set_active(actor: audit.Actor, username: str, active: bool, reason: str = ""
                                                                    & (User.id != user.id)).exists()):
                 raise UserError(f"{username!r} is the last active administrator; create or reactivate another "
                                 "administrator account first")
+        if not active and user.active:
+            end_sessions(user)
         user.active = active
         user.updated_at = utcnow()
         user.save()
@@ -139,6 +175,7 @@ def set_password(actor: audit.Actor, username: str, password: str, min_length: i
         user.failed_logins = 0
         user.locked_until = None
         user.updated_at = utcnow()
+        end_sessions(user)   # whoever knew the old password, or holds a session, is signed out
         user.save()
         audit.record(action, actor, objects=[f"user:{user.id}"], details={"username": username})
     return user
@@ -225,11 +262,37 @@ class SignInRefused(Exception):
     """Why a sign-in failed, in words fit to show the person at the keyboard."""
 
 
+# One answer for an unknown name, a wrong password and a locked account: a different answer for a
+# locked account would tell anyone that the name exists (lock it with five guesses, then look).
+REFUSED = ("Wrong username or password, or the account is locked after too many failed sign-ins. "
+           "Ask the ALPR administrator if you cannot sign in.")
+
+
+def _wrong_password(settings, user: User, actor: audit.Actor, reason: str, now: dt.datetime) -> bool:
+    """Count a wrong password against the account, lock it at the limit, and record both. Inside the
+    caller's write transaction. Returns whether this failure locked the account."""
+    web = settings.web
+    target = [f"user:{user.id}"]
+    user.failed_logins += 1
+    locked = user.failed_logins >= web.failed_logins_before_lockout
+    if locked:
+        user.locked_until = now + dt.timedelta(minutes=web.lockout_minutes)
+        user.failed_logins = 0
+    user.save()
+    audit.record("auth.login_failed", actor, objects=target,
+                 details={"reason": reason + ("; account locked" if locked else "")})
+    if locked:
+        audit.record("auth.lockout", actor, objects=target,
+                     details={"until": user.locked_until.isoformat(timespec="seconds") + "Z"})
+    return locked
+
+
 def authenticate(settings, username: str, password: str, client_addr: str) -> User:
     """Check a sign-in, apply the lock-out rule and record the outcome. Returns the account or
-    raises SignInRefused. Unknown names and wrong passwords get the same answer. The failure is
-    recorded (committed) before the refusal is raised."""
-    web = settings.web
+    raises SignInRefused. Unknown names, wrong passwords and locked accounts get the same answer
+    (REFUSED) after the same work: every attempt verifies one argon2 hash, a dummy one when there
+    is no account or it is locked. Only the right password of a deactivated account is told so.
+    The failure is recorded (committed) before the refusal is raised."""
     username = (username or "").strip().lower()
     now = utcnow()
     refusal = None
@@ -238,28 +301,16 @@ def authenticate(settings, username: str, password: str, client_addr: str) -> Us
         actor = audit.Actor(username or "(empty)", user.organization if user else "", client_addr)
         target = [f"user:{user.id}"] if user else []
         if user is None:
+            _hash_matches(_dummy_hash(), password)
             audit.record("auth.login_failed", actor, details={"reason": "unknown user"})
-            refusal = "Wrong username or password."
+            refusal = REFUSED
         elif user.locked_until and user.locked_until > now:
+            _hash_matches(_dummy_hash(), password)
             audit.record("auth.login_failed", actor, objects=target, details={"reason": "locked"})
-            refusal = (f"This account is locked after repeated failed sign-ins until "
-                       f"{user.locked_until.strftime('%H:%M UTC')}. Ask the ALPR administrator if you need "
-                       "access sooner.")
+            refusal = REFUSED
         elif not check_password(user, password):
-            user.failed_logins += 1
-            locked = user.failed_logins >= web.failed_logins_before_lockout
-            if locked:
-                user.locked_until = now + dt.timedelta(minutes=web.lockout_minutes)
-                user.failed_logins = 0
-            user.save()
-            audit.record("auth.login_failed", actor, objects=target,
-                         details={"reason": "wrong password" + ("; account locked" if locked else "")})
-            if locked:
-                audit.record("auth.lockout", actor, objects=target,
-                             details={"until": user.locked_until.isoformat(timespec="seconds") + "Z"})
-                refusal = f"Too many failed sign-ins: this account is locked for {web.lockout_minutes} minutes."
-            else:
-                refusal = "Wrong username or password."
+            _wrong_password(settings, user, actor, "wrong password", now)
+            refusal = REFUSED
         elif not user.active:
             audit.record("auth.login_failed", actor, objects=target, details={"reason": "inactive"})
             refusal = "This account is deactivated. Ask the ALPR administrator."
@@ -272,6 +323,28 @@ def authenticate(settings, username: str, password: str, client_addr: str) -> Us
     if refusal:
         raise SignInRefused(refusal)
     return user
+
+
+def check_current_password(settings, user_id: int, password: str, client_addr: str) -> str | None:
+    """The current password asked for by a password change, held to the sign-in rules: a wrong one
+    counts towards the lock-out and is recorded as a failed sign-in, and a locked account is not
+    checked at all. Returns None when it is right, else what to tell the person."""
+    now = utcnow()
+    with write():
+        user = User.get_by_id(user_id)
+        actor = actor_for(user, client_addr)
+        if user.locked_until and user.locked_until > now:
+            _hash_matches(_dummy_hash(), password)
+            audit.record("auth.login_failed", actor, objects=[f"user:{user.id}"],
+                         details={"reason": "locked; password change"})
+            return (f"This account is locked after repeated wrong passwords until "
+                    f"{user.locked_until.strftime('%H:%M UTC')}. Ask the ALPR administrator if you need it sooner.")
+        if check_password(user, password):
+            return None
+        if _wrong_password(settings, user, actor, "wrong current password at password change", now):
+            return (f"The current password is wrong. Too many wrong passwords: the account is locked for "
+                    f"{settings.web.lockout_minutes} minutes.")
+        return "The current password is wrong."
 
 
 def actor_for(user: User, client_addr: str) -> audit.Actor:

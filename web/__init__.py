@@ -4,13 +4,13 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
-from flask import Flask, g, redirect, render_template, request, url_for
+from flask import Flask, g, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 from peewee import OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from appliance import db
+from appliance import db, users
 from appliance.config import Settings
 from appliance.models import User
 from appliance.service import secret_key
@@ -19,6 +19,7 @@ from web import clock
 csrf = CSRFProtect()
 
 RETRY_AFTER_S = 5
+SESSION_VERSION = "session_version"   # the key in the session: the account's version at sign-in
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -75,8 +76,10 @@ def base_app(settings: Settings, service=None) -> Flask:
 
     @login.user_loader
     def load_user(user_id: str):
+        # A session signed in under an older session version (signed out, password changed or reset,
+        # deactivated) is refused even though its cookie is still validly signed.
         user = User.get_or_none(User.id == int(user_id))
-        return AccountUser(user) if user and user.active else None
+        return AccountUser(user) if users.session_current(user, session.get(SESSION_VERSION)) else None
 
     @app.before_request
     def _open_db():

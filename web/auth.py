@@ -9,8 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from appliance import audit, users
-from appliance.db import write
+from appliance import users
 from web.access import public, signed_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -59,7 +58,8 @@ def login():
             return render_template("auth/login.html", form=form), 401
         session.clear()
         session.permanent = True
-        from web import AccountUser
+        from web import SESSION_VERSION, AccountUser
+        session[SESSION_VERSION] = user.session_version
         login_user(AccountUser(user))
         if user.must_change_password:
             return redirect(url_for("auth.password"))
@@ -72,9 +72,9 @@ def login():
 def logout():
     form = SignOutForm()
     if form.validate_on_submit():
-        with write():
-            audit.record("auth.logout", users.actor_for(current_user.user, client_addr()),
-                         objects=[f"user:{current_user.id}"])
+        # Ends every session of the account, not only this browser's: a copy of the cookie taken
+        # earlier would otherwise stay valid.
+        users.sign_out(users.actor_for(current_user.user, client_addr()), current_user.id)
         logout_user()
         session.clear()
         flash("You are signed out.", "info")
@@ -87,18 +87,22 @@ def password():
     form = PasswordForm()
     if form.validate_on_submit():
         user = current_user.user
-        if not users.check_password(user, form.current.data):
-            flash("The current password is wrong.", "error")
+        wrong = users.check_current_password(g.settings, user.id, form.current.data, client_addr())
+        if wrong:
+            flash(wrong, "error")
         elif form.new.data == form.current.data:
             flash("Choose a new password that differs from the current one.", "error")
         else:
             try:
-                users.set_password(users.actor_for(user, client_addr()), user.username, form.new.data,
-                                   g.settings.web.min_password_length, must_change=False,
-                                   action="auth.password_change")
+                changed = users.set_password(users.actor_for(user, client_addr()), user.username, form.new.data,
+                                             g.settings.web.min_password_length, must_change=False,
+                                             action="auth.password_change")
             except users.UserError as exc:
                 flash(str(exc).capitalize() + ".", "error")
             else:
+                # Every other session of the account has ended; this one carries on under the new version.
+                from web import SESSION_VERSION
+                session[SESSION_VERSION] = changed.session_version
                 flash("Your password is changed.", "info")
                 return redirect(url_for("home.index"))
     return render_template("auth/password.html", form=form, min_length=g.settings.web.min_password_length)

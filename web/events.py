@@ -3,8 +3,8 @@
 One loop serves both: it sends what `render(event)` makes of each bus event (None: not for this
 viewer), and it ends, telling the page why, when the service stops, when the browser has left
 (waitress request lookahead), when the session's idle time has passed (a page left open must not
-outlive the idle sign-out) or when the account may no longer see what it streams (checked every
-RECHECK_S seconds). `render` writes its access record before returning the text to send.
+outlive the idle sign-out) or when the account may no longer see what it streams or its session has
+ended (checked every RECHECK_S seconds). `render` writes its access record before returning the text to send.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import queue
 import time
 from typing import Callable
 
-from flask import Response, abort, current_app, g, request, stream_with_context
+from flask import Response, abort, current_app, g, request, session, stream_with_context
 from flask_login import current_user
 
+from appliance import users
 from appliance.db import connection
 from appliance.models import User
 from appliance.roles import allowed
@@ -35,13 +36,18 @@ def stream(permission: str, render: Callable[[dict], str | None]) -> Response:
     stopping = getattr(service, "stop_event", None)
     who = actor()
     user_id = current_user.user.id
+    from web import SESSION_VERSION
+    session_version = session.get(SESSION_VERSION)
     idle_s = g.settings.web.session_idle_minutes * 60
     app = current_app._get_current_object()
     gone = request.environ.get("waitress.client_disconnected", lambda: False)
 
     def still_allowed() -> bool:
+        """Role, training and activity, and the session itself: a sign-out (in another tab), a
+        password change or reset ends the stream too."""
         with connection():
-            return allowed(User.get_or_none(User.id == user_id), permission)
+            user = User.get_or_none(User.id == user_id)
+            return users.session_current(user, session_version) and allowed(user, permission)
 
     @stream_with_context
     def events():

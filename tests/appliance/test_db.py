@@ -72,7 +72,7 @@ def test_a_failing_migration_is_rolled_back_and_named(db, settings, monkeypatch)
     real = migrations.discover()
     broken = _extra(len(real) + 1, ["CREATE TABLE half_done (id INTEGER)", "THIS IS NOT SQL"])
     monkeypatch.setattr(migrations, "discover", lambda: real + [broken])
-    with pytest.raises(dbmod.MigrationError, match=r"000\d_test_extra failed"):
+    with pytest.raises(dbmod.MigrationError, match=r"\d{4}_test_extra failed"):
         dbmod.migrate(settings)
     tables = {r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half_done" not in tables

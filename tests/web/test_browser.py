@@ -1,6 +1,7 @@
 """The sign-in journey in a real browser (Debian's chromium driven by Playwright)."""
 import pytest
 
+from appliance import users
 from tests.web.conftest import CHROMIUM, PASSWORD
 
 pytestmark = [
@@ -16,7 +17,7 @@ def test_first_sign_in_change_password_and_sign_out(live_server, account, page, 
     page.fill("#username", "admin.chen")
     page.fill("#password", "wrong wrong wrong")
     page.click("button[type=submit]")
-    assert page.locator(".flash.error").inner_text() == "Wrong username or password."
+    assert page.locator(".flash.error").inner_text() == users.REFUSED
 
     page.fill("#username", "admin.chen")
     page.fill("#password", PASSWORD)
