@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import peewee
 
 from appliance import alerts, store
 from appliance.config import Settings
@@ -28,6 +29,13 @@ log = logging.getLogger("waypost.pipeline")
 
 # A reading shorter than this is a fragment (an emblem, one character of a far plate), not a plate.
 MIN_PLATE_CHARS = 2
+
+# Finished passes held for another try while the database refuses them (another writer holds its
+# lock past storage.busy_timeout_ms): about a minute of the busiest traffic. Each holds its evidence
+# frame, so the queue is bounded; past it the oldest are dropped, and their plates logged.
+MAX_UNSTORED = 16
+
+DISK_FULL_NOTE = "images not stored: disk full"
 
 
 @dataclass
@@ -51,6 +59,7 @@ class Track:
     sightings: list[Sighting] = field(default_factory=list)
     best_by_text: dict[str, Sighting] = field(default_factory=dict)
     weight: dict[str, float] = field(default_factory=dict)
+    refused: bool = False   # finished, and the database has refused to store it at least once
 
     MAX_FRAMES = 4      # evidence candidates held per pass (each is a whole frame)
 
@@ -83,6 +92,14 @@ class Track:
         if best is not None and best.frame is not None:
             return best
         return max((s for s in self.best_by_text.values() if s.frame is not None), key=_evidence_rank)
+
+    def hold_evidence_only(self) -> None:
+        """Let go of every frame but the one the finished pass will be stored with (a pass that
+        waits to be stored holds one frame, not MAX_FRAMES)."""
+        keep = self.evidence_for(vote(self.sightings)[0])
+        for s in self.best_by_text.values():
+            if s is not keep:
+                s.frame = None
 
 
 def _near(a, b, reach: float = 1.5) -> bool:
@@ -163,6 +180,7 @@ class Stats:
     sightings: int = 0
     passes: int = 0
     reads_stored: int = 0
+    passes_dropped: int = 0
     alerts: int = 0
     errors: int = 0
 
@@ -178,9 +196,11 @@ class Pipeline:
         self.notifier = notifier
         self.gate = MotionGate(settings)
         self.tracks: list[Track] = []
+        self.unstored: list[Track] = []     # finished passes the database refused for now, oldest first
         self._next_id = 1
         self.stats = Stats()
         self.low_disk: str | None = None
+        self._disk_full = False             # the last read was refused its images by a full disk
 
     # -- per frame --
     def process(self, frame) -> list[Read]:
@@ -197,9 +217,13 @@ class Pipeline:
         return stored
 
     def flush(self) -> list[Read]:
-        """Close every open pass (end of a clip, or the post stopping)."""
-        stored = [r for t in self.tracks if (r := self._store(t)) is not None]
-        self.tracks = []
+        """Close every open pass (end of a clip, or the post stopping). A pass the database still
+        refuses stays in `unstored` (a later process() or flush() tries it again), and is logged."""
+        done, self.tracks = self.tracks, []
+        stored = self._store_finished(done, stop_at_refusal=False)
+        if self.unstored:
+            log.warning("%d finished passes not stored yet (the database refused them): %s",
+                        len(self.unstored), ", ".join(_plate_of(t) for t in self.unstored))
         return stored
 
     def _assign(self, s: Sighting) -> None:
@@ -222,8 +246,52 @@ class Pipeline:
     def _close_finished(self, now: dt.datetime) -> list[Read]:
         timeout = dt.timedelta(seconds=self.settings.pipeline.pass_timeout_s)
         done = [t for t in self.tracks if now - t.last.at > timeout]
+        if not done and not self.unstored:
+            return []
         self.tracks = [t for t in self.tracks if t not in done]
-        return [r for t in done if (r := self._store(t)) is not None]
+        return self._store_finished(done)
+
+    def _store_finished(self, done: list[Track], stop_at_refusal: bool = True) -> list[Read]:
+        """Store the passes held from earlier calls, then `done`. A pass leaves the pipeline only
+        once stored (or refused for good: a read the store rejects); when the database refuses
+        one (locked past the busy timeout, a disk I/O error) it is kept for the next call, and,
+        with `stop_at_refusal`, the rest wait too rather than each waiting out the busy timeout
+        again on this frame."""
+        queue, self.unstored = self.unstored + done, []
+        stored: list[Read] = []
+        for i, track in enumerate(queue):
+            try:
+                read = self._store(track)
+            except peewee.OperationalError as exc:
+                self.stats.errors += 1
+                if not track.refused:
+                    track.refused = True
+                    log.error("could not store the read of %s (%d sightings): %s; keeping the pass to "
+                              "try again", _plate_of(track), len(track.sightings), exc)
+                self.unstored.append(track)
+                if stop_at_refusal:
+                    self.unstored.extend(queue[i + 1:])
+                    break
+                continue
+            except Exception:
+                # not a state of the database that passes: trying again would fail the same way
+                self.stats.errors += 1
+                log.exception("could not store the read of %s (%d sightings); the pass is lost",
+                              _plate_of(track), len(track.sightings))
+                continue
+            if track.refused:
+                log.info("stored the read of %s after the database had refused it", _plate_of(track))
+            if read is not None:
+                stored.append(read)
+        for track in self.unstored:
+            track.hold_evidence_only()
+        if len(self.unstored) > MAX_UNSTORED:
+            lost = self.unstored[:len(self.unstored) - MAX_UNSTORED]
+            self.unstored = self.unstored[len(lost):]
+            self.stats.passes_dropped += len(lost)
+            log.error("dropping %d finished passes the database has refused (more than %d waiting): %s",
+                      len(lost), MAX_UNSTORED, ", ".join(_plate_of(t) for t in lost))
+        return stored
 
     # -- storing a pass --
     def _evidence_images(self, s: Sighting):
@@ -244,12 +312,9 @@ class Pipeline:
         best = track.evidence_for(text)          # the sighting whose frame is the evidence
         crop, frame_image = self._evidence_images(best)
         mode = self.evidence.room()
-        if mode != "full":
-            self.low_disk = mode
+        if mode != "full" and mode != self.low_disk:
             log.warning("low disk space on %s: storing %s", self.evidence.root,
                         "reads and plate crops without context frames" if mode == "crop" else "reads without images")
-        else:
-            self.low_disk = None
         new = store.NewRead(
             plate_raw=text, plate=text, confidence=confidence, captured_at=best.at,
             char_confidences=list(reading.read.char_confidences), alternatives=alternatives,
@@ -259,15 +324,30 @@ class Pipeline:
             evidence_note={"full": None, "crop": "context frame not stored: low disk space",
                            "none": "images not stored: low disk space"}[mode])
         raised: list = []
-        try:
-            read = store.save_read(self.settings, self.evidence, new,
-                                   crop if mode in ("full", "crop") else None,
-                                   frame_image if mode == "full" else None,
+
+        def save(new, crop, frame):
+            raised.clear()
+            return store.save_read(self.settings, self.evidence, new, crop, frame,
                                    on_stored=lambda r: raised.extend(alerts.raise_alerts(self.settings, r)))
+
+        try:
+            try:
+                read = save(new, crop if mode in ("full", "crop") else None, frame_image if mode == "full" else None)
+            except store.DiskFull as exc:
+                # the read itself is a row in the database: it is stored without its images
+                if not self._disk_full:
+                    log.warning("%s; storing reads without images until there is room", exc)
+                self._disk_full, mode = True, "none"
+                read = save(dataclasses.replace(new, evidence_note=DISK_FULL_NOTE), None, None)
+            else:
+                self._disk_full = self._disk_full and mode == "none"
         except store.StoreError as exc:
             self.stats.errors += 1
             log.error("could not store the read of %s (%d sightings): %s", text, len(track.sightings), exc)
             return None
+        if mode == "full" and self.low_disk is not None:
+            log.info("evidence images are stored again on %s", self.evidence.root)
+        self.low_disk = None if mode == "full" else mode
         self.stats.passes += 1
         self.stats.reads_stored += 1
         self.stats.alerts += len(raised)
@@ -287,4 +367,10 @@ class Pipeline:
         return read
 
     def status(self) -> dict:
-        return {**dataclasses.asdict(self.stats), "open_passes": len(self.tracks), "low_disk": self.low_disk}
+        return {**dataclasses.asdict(self.stats), "open_passes": len(self.tracks),
+                "unstored_passes": len(self.unstored), "low_disk": self.low_disk}
+
+
+def _plate_of(track: Track) -> str:
+    """The text a finished pass would be stored as (for log lines about passes not stored)."""
+    return vote(track.sightings)[0] if track.sightings else "(no sightings)"
