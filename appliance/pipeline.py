@@ -36,6 +36,7 @@ MIN_PLATE_CHARS = 2
 MAX_UNSTORED = 16
 
 DISK_FULL_NOTE = "images not stored: disk full"
+UNWRITABLE_NOTE = "images not stored: the evidence directory refused the write"
 
 
 @dataclass
@@ -201,6 +202,7 @@ class Pipeline:
         self.stats = Stats()
         self.low_disk: str | None = None
         self._disk_full = False             # the last read was refused its images by a full disk
+        self._unwritable = False            # ... or by an evidence directory that refuses writes
 
     # -- per frame --
     def process(self, frame) -> list[Read]:
@@ -339,8 +341,16 @@ class Pipeline:
                     log.warning("%s; storing reads without images until there is room", exc)
                 self._disk_full, mode = True, "none"
                 read = save(dataclasses.replace(new, evidence_note=DISK_FULL_NOTE), None, None)
+            except store.EvidenceUnwritable as exc:
+                # read-only or failing evidence disk: the same, logged once until images are stored again
+                if not self._unwritable:
+                    log.error("%s; storing reads without images until the evidence directory takes writes",
+                              exc)
+                self._unwritable, mode = True, "none"
+                read = save(dataclasses.replace(new, evidence_note=UNWRITABLE_NOTE), None, None)
             else:
                 self._disk_full = self._disk_full and mode == "none"
+                self._unwritable = self._unwritable and mode == "none"
         except store.StoreError as exc:
             self.stats.errors += 1
             log.error("could not store the read of %s (%d sightings): %s", text, len(track.sightings), exc)

@@ -43,6 +43,11 @@ class StoreError(RuntimeError):
     pass
 
 
+class EvidenceUnwritable(StoreError):
+    """The evidence directory refuses writes for another reason than space (read-only, I/O
+    error, a file where a directory should be): the read can still be stored, without images."""
+
+
 class DiskFull(StoreError):
     pass
 
@@ -151,18 +156,21 @@ class EvidenceStore:
         """Write the bytes to tmp/ and fsync them; None when the store already has them."""
         if self.path_for(blob.sha256).exists():
             return None
-        self.tmp.mkdir(parents=True, exist_ok=True)
         part = self.tmp / f"{blob.sha256}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.part"
         try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
             with open(part, "wb") as f:
                 f.write(blob.data)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            part.unlink(missing_ok=True)
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass
             if exc.errno == errno.ENOSPC:
                 raise DiskFull(f"disk full while writing evidence to {self.root}: {exc}") from exc
-            raise StoreError(f"cannot write evidence file {part}: {exc}") from exc
+            raise EvidenceUnwritable(f"cannot write evidence file {part}: {exc}") from exc
         return part
 
     def publish(self, part: Path) -> Path:

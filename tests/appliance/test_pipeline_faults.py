@@ -17,7 +17,7 @@ from appliance import pipeline as pipeline_mod
 from appliance.capture import Frame
 from appliance.capture.demo import DemoStreet
 from appliance.models import Alert, Evidence, Read
-from appliance.pipeline import DISK_FULL_NOTE, Pipeline, vote
+from appliance.pipeline import DISK_FULL_NOTE, UNWRITABLE_NOTE, Pipeline, vote
 from appliance.service import bootstrap
 from appliance.store import EvidenceStore, check
 from recognizer import Recognizer
@@ -130,6 +130,42 @@ def test_passes_past_the_bound_are_dropped_with_their_plates_logged(locking_sett
         stored = pipe.process(later(road))
         assert [r.plate for r in stored] == [newest]
         assert [r.plate for r in Read.select()] == [newest]
+
+
+def test_an_evidence_directory_refusing_writes_loses_no_pass(locking_settings, recognizer, caplog):
+    """Not a full disk but a broken one (here: a file where the evidence staging directory should
+    be, so every write fails with ENOTDIR): each pass is stored without images, with the reason,
+    and said once in the log; when the directory takes writes again, images are stored again."""
+    settings = locking_settings
+    street = DemoStreet(1280, 720, FPS, 20.0, 3)
+    staging = settings.evidence_path / "tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    settings.evidence_path.mkdir(parents=True, exist_ok=True)
+    staging.write_text("not a directory")
+    with dbmod.connection():
+        pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
+        index = drive_until(pipe, street, 1)
+        plates = sorted(vote(t.sightings)[0] for t in pipe.tracks)
+        with caplog.at_level(logging.INFO, logger="waypost.pipeline"):
+            stored = pipe.process(road_after_timeout(pipe, street, index + 1))
+        assert sorted(r.plate for r in stored) == plates and plates
+        assert [r.evidence_note for r in Read.select()] == [UNWRITABLE_NOTE] * len(plates)
+        assert Evidence.select().count() == 0
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "cannot write evidence file" in errors[0], errors
+
+        staging.unlink()                          # the disk is mended: the street's next vehicles
+        start = index + 2
+        for i in range(start, start + 600):
+            pipe.process(frame_at(street, i))
+            if any(len(t.sightings) >= 3 for t in pipe.tracks):
+                break
+        again = pipe.process(road_after_timeout(pipe, street, i + 1))
+        assert again
+        for read in again:
+            assert read.evidence_note is None
+            assert {e.kind for e in Evidence.select().where(Evidence.read == read.id)} == {"crop", "frame"}
+        assert check(settings, EvidenceStore(settings)) == []
 
 
 def namespaces_can_mount() -> str | None:
