@@ -58,6 +58,28 @@ def test_playbook_syntax(playbook, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("read_days,ok", [(60, True), (14, False)])
+def test_post_refuses_a_journal_that_outlives_the_reads(tmp_path, read_days, ok):
+    """The post's log lines name plates: the journal's MaxRetentionSec (common role's default) may
+    not exceed the reads' retention period, or the post role stops before changing anything."""
+    play = tmp_path / "check.yml"
+    play.write_text(json.dumps([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars_files": [str(ANSIBLE_DIR / "roles/common/defaults/main.yml")],
+        "vars": {"post_retention": {"read_days": read_days}},
+        # the task file alone: including the role would pull in its dependency, the common role,
+        # and apply it to this machine
+        "tasks": [{"ansible.builtin.include_tasks": str(ANSIBLE_DIR / "roles/post/tasks/check.yml")},
+                  {"ansible.builtin.debug": {"msg": "checked"}}]}]))
+    result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                   "-e", "ansible_python_interpreter=" + sys.executable, str(play)], _env(tmp=tmp_path))
+    if ok:
+        assert result.returncode == 0 and "msg: checked" in result.stdout, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0 and "journal would keep plates past the retention period" in result.stdout, \
+            result.stdout + result.stderr
+
+
 def _recap(output: str) -> dict:
     match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
     assert match, output[-3000:]

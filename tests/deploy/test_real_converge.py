@@ -391,7 +391,7 @@ def test_firewall_ssh_nginx_time_and_journal(converged, host, ports):
     in_root(root, "nginx", "-t")
     assert "pool 0.debian.pool.ntp.org iburst" in in_root(root, "chronyd", "-p").stdout
     journald = in_root(root, "systemd-analyze", "cat-config", "systemd/journald.conf").stdout
-    assert "SystemMaxUse=64M" in journald
+    assert "SystemMaxUse=64M" in journald and "MaxRetentionSec=30d" in journald
     apt_config = in_root(root, "apt-config", "dump").stdout
     assert 'APT::Periodic::Unattended-Upgrade "1";' in apt_config
     assert (root / "etc/hostname").read_text() == f"{host}\n"
