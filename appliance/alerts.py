@@ -19,6 +19,7 @@ import logging
 import re
 import subprocess
 import threading
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -30,7 +31,10 @@ from appliance.models import Alert, AlertConfirmation, Hotlist, HotlistEntry, Re
 
 log = logging.getLogger("waypost.alerts")
 
-for _name, _data in (("alert.acknowledge", True), ("alert.confirm", True), ("alert.view", True)):
+# alert.notify: the alert's plate data handed to the configured command or webhook (someone else's
+# system), recorded with the alert, before it is sent.
+for _name, _data in (("alert.acknowledge", True), ("alert.confirm", True), ("alert.view", True),
+                     ("alert.notify", True)):
     audit.register_action(_name, _data)
 
 OUTCOMES = {
@@ -108,6 +112,27 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
             read=read, entry=m.entry, hotlist_name=m.hotlist.name, hotlist_refreshed_at=m.hotlist.refreshed_at,
             entry_plate=m.entry.plate, entry_state=m.entry.state, entry_reason=m.entry.reason,
             entry_source_ref=m.entry.source_ref, matched_text=m.matched_text, match_kind=m.kind, score=m.score))
+    recipients = notify_recipients(settings)
+    if out and recipients:
+        from appliance.service import system_actor
+        for alert in out:
+            audit.record("alert.notify", system_actor(settings), query={"plate": alert.entry_plate},
+                         purpose=audit.Purpose("HIT-VERIFY", f"ALERT-{alert.id}"),
+                         objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1,
+                         details={"to": recipients, "hotlist": alert.hotlist_name})
+    return out
+
+
+def notify_recipients(settings: Settings) -> list[str]:
+    """Where Notifier sends an alert's plate data, as the access record names them: the command
+    (its program, not its arguments) and the webhook's host (not its path or any credentials).
+    The GPIO pin only lights a lamp: no data leaves."""
+    cfg = settings.alerts
+    out = []
+    if cfg.command:
+        out.append(f"command {cfg.command.split()[0]}")
+    if cfg.webhook_url:
+        out.append(f"webhook {urllib.parse.urlsplit(cfg.webhook_url).hostname}")
     return out
 
 

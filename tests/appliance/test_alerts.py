@@ -117,6 +117,25 @@ def test_read_and_alerts_commit_together(settings, lists):
     assert Read.select().count() == 0 and Alert.select().count() == 0
 
 
+def test_an_alert_sent_out_is_recorded_with_the_alert(settings, lists):
+    """The command and the webhook hand the alert's plate data to someone else's system: each alert
+    writes an alert.notify access record in the read's transaction, naming where it goes (not the
+    webhook's path or credentials). With no outside channel, nothing is recorded."""
+    from tests.conftest import make_settings
+    noisy = make_settings(settings.data_dir, alerts__command="/usr/local/bin/page-dispatch --urgent",
+                          alerts__webhook_url="https://cad:s3cret@cad.example.gov/hooks/alpr?k=1")
+    read, raised = store_read(noisy, "7ABC123")
+    [rec] = AccessRecord.select().where(AccessRecord.action == "alert.notify")
+    assert rec.username == "system" and rec.purpose_code == "HIT-VERIFY" and rec.case_number == f"ALERT-{raised[0].id}"
+    assert "7ABC123" in rec.query and read.uuid in rec.object_ids
+    assert "command /usr/local/bin/page-dispatch" in rec.details and "webhook cad.example.gov" in rec.details
+    assert "s3cret" not in rec.details and "hooks" not in rec.details and "--urgent" not in rec.details
+    assert audit.verify().ok
+
+    store_read(settings, "8BOS250")      # no command, no webhook
+    assert AccessRecord.select().where(AccessRecord.action == "alert.notify").count() == 1
+
+
 def test_notifier_runs_the_local_command(settings, lists, tmp_path):
     from tests.conftest import make_settings
     out = tmp_path / "alert.json"
