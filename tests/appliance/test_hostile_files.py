@@ -4,6 +4,7 @@ as a problem naming the file and line (or the record), never as a traceback."""
 import json
 import zipfile
 
+import pytest
 from click.testing import CliRunner
 
 from appliance import bundle, export
@@ -30,24 +31,18 @@ def replaced(src, dst, name, change):
     return rewrite(src, dst, swap)
 
 
-def test_a_reads_csv_that_is_not_utf8_is_named_by_line(evidence, tmp_path):  # noqa: F811
-    def latin1(data):
-        lines = data.split(b"\r\n")
-        lines[1] = lines[1].replace(b",", b",\xe9t\xe9", 1)    # a Latin-1 byte in the first read's row
-        return b"\r\n".join(lines)
-    report = export.verify(replaced(evidence, tmp_path / "bad.zip", export.READS_CSV, latin1))
+@pytest.mark.parametrize("member,line_end,old,new", [
+    (export.READS_CSV, b"\r\n", b",", b",\xe9t\xe9"),       # a Latin-1 byte in the first read's row
+    (export.READS_JSON, b"\n", b'"', b'"\xff'),
+])
+def test_a_reads_file_that_is_not_utf8_is_named_by_line(evidence, tmp_path, member, line_end, old, new):  # noqa: F811
+    def damage(data):
+        lines = data.split(line_end)
+        lines[1] = lines[1].replace(old, new, 1)
+        return line_end.join(lines)
+    report = export.verify(replaced(evidence, tmp_path / "bad.zip", member, damage))
     assert not report.ok
-    assert report.problem.startswith(f"{export.READS_CSV} line 2: not UTF-8 text"), report.problem
-
-
-def test_a_reads_json_that_is_not_utf8_is_named_by_line(evidence, tmp_path):  # noqa: F811
-    def latin1(data):
-        lines = data.split(b"\n")
-        lines[1] = lines[1].replace(b'"', b'"\xff', 1)
-        return b"\n".join(lines)
-    report = export.verify(replaced(evidence, tmp_path / "bad.zip", export.READS_JSON, latin1))
-    assert not report.ok
-    assert report.problem.startswith(f"{export.READS_JSON} line 2: not UTF-8 text"), report.problem
+    assert report.problem.startswith(f"{member} line 2: not UTF-8 text"), report.problem
 
 
 def test_a_reads_json_row_that_is_not_an_object_is_named(evidence, tmp_path):  # noqa: F811
