@@ -223,8 +223,9 @@ class RetentionSettings(Section):
     hit_read_days: int = Field(365, ge=1, le=3650, description="Retention for reads that matched a hotlist.")
     audit_days: int = Field(1825, ge=365, le=36500, description="Access records are kept this long (at least a year).")
     run_at: str = Field("03:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of the daily purge (HH:MM).")
-    purge_unsent: bool = Field(False, description="With sync enabled, also purge reads headquarters has not "
-                                                  "acknowledged yet (normally they wait, however old).")
+    purge_unsent: bool = Field(False, description="With sync enabled or pull set up (sync.hq_public_key), "
+                                                  "also purge reads headquarters has not acknowledged yet "
+                                                  "(normally they wait, however old).")
 
 
 class Settings(Section):

@@ -2,8 +2,9 @@
 
 A read is purged when it is older than `retention.read_days` (a read with a hotlist alert: older
 than `retention.hit_read_days`), unless an active legal hold covers it (appliance/holds.py), and,
-with sync enabled, unless headquarters has not acknowledged it yet (its outbox row is not marked
-sent) and `retention.purge_unsent` is off.
+when the post syncs (sync.enabled, or sync.hq_public_key set so that headquarters pulls from it),
+unless headquarters has not received it yet (its outbox row is not marked sent) and
+`retention.purge_unsent` is off.
 
 A purge works in batches of at most `batch` reads, one write transaction each, sized as it goes
 (appliance.db.Paced) to hold the lock about half a second on this machine and leaving it free
@@ -126,7 +127,11 @@ _UNSENT_SQL = "EXISTS (SELECT 1 FROM outbox o WHERE o.object_id = r.uuid AND o.k
 
 
 def _keep_unsent(settings: Settings) -> bool:
-    return settings.sync.enabled and not settings.retention.purge_unsent
+    """Reads headquarters has not received are kept while the post sends them (sync.enabled, push)
+    or headquarters fetches them (sync.hq_public_key set, pull: sync.enabled may be off without
+    an hq_url), unless retention.purge_unsent says otherwise."""
+    syncs = settings.sync.enabled or bool(settings.sync.hq_public_key)
+    return syncs and not settings.retention.purge_unsent
 
 
 def _stamp(value) -> str | None:

@@ -166,6 +166,39 @@ def test_with_sync_on_reads_headquarters_has_not_acknowledged_are_kept(tmp_path)
         assert Read.get_or_none(Read.id == unsent.id) is None
 
 
+def test_a_pull_only_post_keeps_reads_headquarters_has_not_pulled(tmp_path):
+    """README 'pull instead of push': no sync.hq_url, so sync.enabled stays off, but headquarters
+    pulls from the post (sync.hq_public_key set): what it has not fetched yet is kept too."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance import bundle
+    from appliance.service import bootstrap
+    hq_key = base64.b64encode(bundle.raw_public(Ed25519PrivateKey.generate().public_key())).decode()
+    settings = make_settings(tmp_path / "pull", retention__read_days=30, sync__hq_public_key=hq_key)
+    assert not settings.sync.enabled and not settings.sync.hq_url
+    bootstrap(settings, create_admin=False)
+    with dbmod.connection():
+        pulled = add_read(settings, "7ABC123", 40, 1)
+        waiting = add_read(settings, "7ABC124", 40, 2)
+        with dbmod.write():
+            Outbox.update(sent_at=utcnow(), batch_id="b-1").where(Outbox.object_id == pulled.uuid).execute()
+        result = retention.run(settings, ACTOR)
+        assert result.reads == 1 and result.unsent_kept == 1
+        assert Read.get_or_none(Read.id == waiting.id) is not None and Read.get_or_none(Read.id == pulled.id) is None
+        allowing = make_settings(tmp_path / "pull", retention__read_days=30, sync__hq_public_key=hq_key,
+                                 retention__purge_unsent="true")
+        assert retention.run(allowing, ACTOR).reads == 1
+        assert Read.get_or_none(Read.id == waiting.id) is None
+    # with neither push nor pull, unsent reads are not kept (nothing will ever fetch them)
+    alone = make_settings(tmp_path / "alone", retention__read_days=30)
+    bootstrap(alone, create_admin=False)
+    with dbmod.connection():
+        add_read(alone, "7ABC125", 40, 3)
+        assert retention.run(alone, ACTOR).reads == 1
+
+
 def test_batches_and_an_interrupted_run_is_recorded_by_the_next(settings, db, monkeypatch):
     reads = [add_read(settings, f"4DEF{100 + i}", 40, i) for i in range(7)]
     held = holds.place_on_read(settings, OFFICER, reads[3].id, "CRIME-INV", "26-004512", "Evidence of a hit and run")
