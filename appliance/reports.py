@@ -25,6 +25,10 @@ from appliance.models import database
 FAMILIES = (("hotlist", "Hotlist changes"), ("sharing", "Data sharing"), ("hold", "Legal holds"),
             ("retention", "Purges and retention"))
 LIST_LIMIT = 500     # records listed per section; the counts always cover all of them
+# Looking at the file of sharing requests: the quarterly audit counts and lists these with the
+# rest of the family (who looked is part of monitoring), but the annual report's sharing figure
+# is about requests and what was done with them, which a page view must not inflate.
+SHARING_VIEWING = ("sharing.list", "sharing.view")
 
 
 class ReportError(ValueError):
@@ -136,10 +140,13 @@ class Section:
         return self.total > len(self.records)
 
 
-def _family(sl: _Slice, name: str, title: str, limit: int) -> Section:
+def _family(sl: _Slice, name: str, title: str, limit: int, without: tuple[str, ...] = ()) -> Section:
     lo_action, hi_action = _family_range(name)
-    where, params = sl.where("action >= ? AND action < ?")
-    params = params + [lo_action, hi_action]
+    if sl.lo is None:           # no record in the period (sl.where() then binds no parameters)
+        return Section(title, [], [], 0)
+    where, params = sl.where("action >= ? AND action < ?"
+                             + (f" AND action NOT IN ({', '.join('?' * len(without))})" if without else ""))
+    params = params + [lo_action, hi_action, *without]
     counts = _rows(f"SELECT action, count(*) FROM access_record {where} GROUP BY action ORDER BY action", params)
     records = _rows(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record {where} ORDER BY seq LIMIT ?",
                     params + [limit])
@@ -325,7 +332,7 @@ def annual(settings, label: str | int, *, verify_chain: bool = True, limit: int 
         confirmed=counts.get("confirmed", 0), misreads=counts.get("misread", 0),
         queries_by_purpose=purposes, data_accesses=sum(p["accesses"] for p in purposes),
         searches=searches, searches_without_hit=empty,
-        sharing=_family(sl, "sharing", "Data-sharing requests", limit),
+        sharing=_family(sl, "sharing", "Data-sharing requests", limit, without=SHARING_VIEWING),
         retention=_family(sl, "retention", "Retention actions", limit), records=records, chain=chain)
 
 

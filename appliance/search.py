@@ -1,7 +1,9 @@
 """Finding reads by plate: exact, wildcard, partial and similar, across every stored reading.
 
 A read is found by its plate AND by its alternative readings (a 3 read as an 8 is still the
-vehicle an officer is looking for). Every text of a read goes, folded to its OCR skeleton
+vehicle an officer is looking for), unless the query says `alternatives=False`: then only the
+stored plate (read.plate) counts, as for a sharing export, which releases exactly the plates an
+approved written request names and never another vehicle's read whose OCR merely guessed it. Every text of a read goes, folded to its OCR skeleton
 (0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G each become one character), into `read_text`: an SQLite FTS5
 table with the trigram tokenizer, contentless and without positions (detail=none), keyed by the
 read's id. It only proposes candidates: a query is turned into trigrams that every match must
@@ -56,6 +58,7 @@ class Query:
     camera_id: str | None = None
     min_confidence: float | None = None
     alerts_only: bool = False
+    alternatives: bool = True       # False: match the stored plate only, never an alternative reading
 
     def as_record(self) -> dict:
         """The query as stored in the access record (the data used to query)."""
@@ -70,6 +73,8 @@ class Query:
             out["min_confidence"] = self.min_confidence
         if self.alerts_only:
             out["alerts_only"] = True
+        if not self.alternatives:
+            out["plate_only"] = True
         return out
 
 
@@ -211,10 +216,15 @@ def _filters(q: Query) -> tuple[str, list]:
     return " AND ".join(where), args
 
 
+def _candidate_texts(q: Query, read: Read) -> list[str]:
+    """The texts of `read` a query may match: the plate and its alternatives, or the plate alone."""
+    return texts_of(read.plate, read.alternatives if q.alternatives else ())
+
+
 def _similar_hit(q: Query, read: Read) -> Hit | None:
     folded = skeleton(q.text)
     best = None
-    for i, text in enumerate(texts_of(read.plate, read.alternatives)):
+    for i, text in enumerate(_candidate_texts(q, read)):
         d = edits_within_one(folded, skeleton(text))
         if d is None:
             continue
@@ -244,10 +254,10 @@ def search(q: Query, limit: int = 25, before: int | None = None) -> Page:
         return _indexed(q, matches[0], regex, where, args, limit, before)
 
 
-def _accept(regex: re.Pattern, read: Read) -> Hit | None:
+def _accept(q: Query, regex: re.Pattern, read: Read) -> Hit | None:
     """Exact, wildcard and partial searches match the real texts (the folded index only
-    proposes); "similar" is the search that forgives confusable characters."""
-    for i, text in enumerate(texts_of(read.plate, read.alternatives)):
+    proposes, alternatives included); "similar" is the search that forgives confusable characters."""
+    for i, text in enumerate(_candidate_texts(q, read)):
         if regex.fullmatch(text):
             return Hit(read, text, i > 0, ("match", i > 0, -read.id))
     return None
@@ -283,7 +293,7 @@ def _indexed(q, match, regex, where, args, limit, before) -> Page:
     sql = (f"SELECT {_TEXT_OF_READ} FROM read_text t JOIN read r ON r.id = t.rowid "
            f"WHERE read_text MATCH ?" + (" AND t.rowid < ?" if before else "") + (f" AND {where}" if where else "")
            + " ORDER BY t.rowid DESC")
-    return _first_page(_texts(sql, [match] + ([before] if before else []) + args), regex, limit)
+    return _first_page(q, _texts(sql, [match] + ([before] if before else []) + args), regex, limit)
 
 
 def _scan(q, regex, where, args, limit, before) -> Page:
@@ -292,10 +302,10 @@ def _scan(q, regex, where, args, limit, before) -> Page:
                           "read: give a time range (from and to), or more characters")
     sql = (f"SELECT {_TEXT_OF_READ} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
            + " ORDER BY r.id DESC")
-    return _first_page(_texts(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
+    return _first_page(q, _texts(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
 
 
-def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
+def _first_page(q: Query, reads, regex, limit, max_scan: int | None = None) -> Page:
     """Check candidates newest first until a page (and one more, to know there is a next) matched."""
     hits, scanned = [], 0
     for read in reads:
@@ -303,7 +313,7 @@ def _first_page(reads, regex, limit, max_scan: int | None = None) -> Page:
         if max_scan is not None and scanned > max_scan:
             raise SearchError(f"this pattern would scan more than {max_scan:,} reads in that time range: "
                               "narrow the range or give three known characters in a row")
-        hit = _accept(regex, read)
+        hit = _accept(q, regex, read)
         if hit is not None:
             hits.append(hit)
             if len(hits) > limit:

@@ -14,7 +14,14 @@ tables (migration 0006) which retention never purges: they are the record of eve
 
 Every step is an access record with the request's stated purpose code and case number:
 sharing.request (recorded), sharing.approve, sharing.deny, sharing.export; a recipient refused at
-entry leaves sharing.refuse, so an auditor sees the attempts as well as the disclosures.
+entry leaves sharing.refuse, so an auditor sees the attempts as well as the disclosures. Looking at
+the requests on file (which show the plates asked for, the periods, the agencies and the export
+counts) is recorded too: sharing.list and sharing.view, in the transaction of the lookup.
+
+A request covers the reads whose stored plate (read.plate) matches it, never a read that merely
+has the plate among its alternative OCR readings: those are other vehicles' reads (an officer's
+search shows them as possible misreads; a disclosure releases only what the approved written
+request names, Civil Code 1798.90.55).
 """
 from __future__ import annotations
 
@@ -65,6 +72,10 @@ _STATE = re.compile(r"^[A-Z]{2}$")
 for _name in ("sharing.request", "sharing.approve", "sharing.deny", "sharing.export"):
     audit.register_action(_name, True)
 audit.register_action("sharing.refuse", False)
+# Viewing the file of requests discloses no read (the request's own purpose stays with its
+# sharing.* records), so these are recorded without a stated purpose, like hold.list.
+audit.register_action("sharing.list", False)
+audit.register_action("sharing.view", False)
 
 
 class SharingError(ValueError):
@@ -119,8 +130,9 @@ class SharingRequest(BaseModel):
         return AGENCY_TYPES.get(self.agency_type, self.agency_type)
 
     def query(self) -> search.Query:
+        """The reads this request covers: the stored plate only (alternatives=False), whatever the mode."""
         return search.Query(text=self.plate, mode=self.match_mode, since=self.period_start_at,
-                            until=self.period_end_at)
+                            until=self.period_end_at, alternatives=False)
 
     def as_record(self) -> dict:
         """The data elements the request asks for, as its access records store them."""
@@ -247,10 +259,24 @@ def create(settings: Settings, actor: audit.Actor, new: NewRequest, purpose: aud
 
 
 def get(request_id: int) -> SharingRequest:
+    """The request, unrecorded: for the steps that record themselves. People look through view()."""
     req = SharingRequest.get_or_none(SharingRequest.id == request_id)
     if req is None:
         raise SharingError(f"no sharing request {request_id}", "request")
     return req
+
+
+def view(actor: audit.Actor, request_id: int) -> tuple[SharingRequest, list[SharingExport]]:
+    """One request and its exports, newest last; the viewing is recorded (sharing.view) in the same
+    transaction. An unknown id raises SharingError and records nothing."""
+    with write():
+        req = get(request_id)
+        exports = list(req.exports.order_by(SharingExport.id))
+        audit.record("sharing.view", actor, query={"sharing_request": req.id}, result_count=1,
+                     objects=[f"sharing_request:{req.id}"],
+                     details={"plate": req.plate, "agency_name": req.agency_name,
+                              "purpose_code": req.purpose_code, "case_number": req.case_number})
+    return req, exports
 
 
 def decide(settings: Settings, actor: audit.Actor, request_id: int, approve: bool, note: str) -> SharingRequest:
@@ -325,6 +351,16 @@ def _require_approved(req: SharingRequest) -> None:
 
 
 def statement_lines(req: SharingRequest) -> list[str]:
+    """The export's statement: the request, its approval and the legal basis (an approved request)."""
+    return request_lines(req) + [
+        f"Approved by:       {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: {req.decision_note}",
+        f"Legal basis:       {STATUTE}; {BULLETIN}. The recipient was checked to be a California "
+        "state or local public agency when the request was recorded, approved and exported.",
+    ]
+
+
+def request_lines(req: SharingRequest) -> list[str]:
+    """The request as filed, whatever its status."""
     return [
         f"Sharing request:   {req.id}",
         f"Recipient agency:  {req.agency_name} ({req.agency_type_label}), state {req.agency_state}",
@@ -335,14 +371,18 @@ def statement_lines(req: SharingRequest) -> list[str]:
         f"{req.period_start_at:%Y-%m-%d %H:%M} to {req.period_end_at:%Y-%m-%d %H:%M} UTC",
         f"Recorded by:       {req.created_by} ({req.created_organization}) on {req.created_at:%Y-%m-%d %H:%M} UTC, "
         f"purpose {req.purpose_code}, case {req.case_number}",
-        f"Approved by:       {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: {req.decision_note}",
-        f"Legal basis:       {STATUTE}; {BULLETIN}. The recipient was checked to be a California "
-        "state or local public agency when the request was recorded, approved and exported.",
     ]
 
 
-def listing(status: str | None = None, limit: int = 200) -> list[SharingRequest]:
-    q = SharingRequest.select().order_by(SharingRequest.id.desc()).limit(limit)
-    if status:
-        q = q.where(SharingRequest.status == status)
-    return list(q)
+def listing(actor: audit.Actor, status: str | None = None, limit: int = 200) -> list[SharingRequest]:
+    """Requests on file, newest first; the listing itself is recorded (sharing.list)."""
+    if status is not None and status not in STATUSES:
+        raise SharingError(f"status {status!r} must be one of {', '.join(STATUSES)}", "status")
+    with write():
+        q = SharingRequest.select().order_by(SharingRequest.id.desc()).limit(limit)
+        if status:
+            q = q.where(SharingRequest.status == status)
+        found = list(q)
+        audit.record("sharing.list", actor, query={"status": status or "all"}, result_count=len(found),
+                     objects=[f"sharing_request:{r.id}" for r in found])
+    return found

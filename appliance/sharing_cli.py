@@ -73,9 +73,9 @@ def sharing_request(ctx, purpose_code, case_number, since, until, **fields):
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
 @click.pass_obj
 def sharing_list(ctx, status):
-    """Requests on file, newest first."""
+    """Requests on file, newest first (the listing is recorded)."""
     from appliance import sharing
-    for req in _act(ctx, sharing.listing, status):
+    for req in _act(ctx, sharing.listing, ctx.actor(), status):
         click.echo(f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
                    f"plate {req.plate}  case {req.case_number}")
 
@@ -84,18 +84,18 @@ def sharing_list(ctx, status):
 @click.argument("request_id", type=ROW_ID)
 @click.pass_obj
 def sharing_show(ctx, request_id):
-    """One request, its decision and its exports."""
+    """One request, its decision and its exports (the viewing is recorded)."""
     from appliance import sharing
 
     def show():
-        req = sharing.get(request_id)
+        req, exports = sharing.view(ctx.actor(), request_id)
         click.echo(f"Status:            {req.status}")
-        for line in sharing.statement_lines(req)[:-2]:
+        for line in sharing.request_lines(req):
             click.echo(line)
         if req.decided_by:
             click.echo(f"Decision:          {req.status} by {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: "
                        f"{req.decision_note}")
-        for e in req.exports.order_by(sharing.SharingExport.id):
+        for e in exports:
             click.echo(f"Export:            {e.exported_at:%Y-%m-%d %H:%M} UTC by {e.exported_by}, {e.read_count} read(s), "
                        f"access record {e.record_seq}")
     _act(ctx, show)

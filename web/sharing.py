@@ -8,6 +8,9 @@ Recording a request needs sharing.request (officers and administrators with curr
 approving, denying and exporting need sharing.approve (the ALPR administrator). The export is a
 POST (CSRF-protected, never triggered by a link or a prefetch) and answers 409 with the reason,
 having written nothing, for a request that is not approved.
+
+Every page that shows requests records it (sharing.list, sharing.view) through the domain's
+listing() and view(), in the transaction of the lookup.
 """
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ def index():
     status = request.args.get("status") or None
     if status not in (None, *sharing.STATUSES):
         abort(404)
-    return render_template("sharing/index.html", requests=sharing.listing(status), status=status,
+    return render_template("sharing/index.html", requests=sharing.listing(actor(), status), status=status,
                            statuses=sharing.STATUSES)
 
 
@@ -104,9 +107,14 @@ def new():
     return redirect(url_for("sharing.detail", request_id=req.id))
 
 
-def _detail(req, decision=None, problem=None, status=200):
+def _detail(request_id: int, decision=None, problem=None, status=200):
+    """The request's page; showing it is recorded (sharing.view)."""
+    try:
+        req, exports = sharing.view(actor(), request_id)
+    except sharing.SharingError:
+        abort(404)
     may_decide = allowed(current_user.user, "sharing.approve")
-    return render_template("sharing/detail.html", req=req, exports=list(req.exports.order_by(sharing.SharingExport.id)),
+    return render_template("sharing/detail.html", req=req, exports=exports,
                            may_decide=may_decide, decision=decision or DecisionForm(), export_form=ExportForm(),
                            problem=problem), status
 
@@ -118,7 +126,7 @@ def _get(request_id: int) -> sharing.SharingRequest:
 @bp.get("/<int:request_id>")
 @requires("sharing.request")
 def detail(request_id: int):
-    return _detail(_get(request_id))
+    return _detail(request_id)
 
 
 @bp.post("/<int:request_id>/decide")
@@ -130,11 +138,11 @@ def decide(request_id: int):
     if not form.validate_on_submit() or choice not in ("approve", "deny"):
         if choice not in ("approve", "deny"):
             form.note.errors = list(form.note.errors or []) + ["Choose Approve or Deny."]
-        return _detail(req, form, status=400)
+        return _detail(req.id, form, status=400)
     try:
         req = sharing.decide(g.settings, actor(), req.id, choice == "approve", form.note.data)
     except sharing.SharingError as exc:
-        return _detail(_get(request_id), form, problem=str(exc), status=409 if exc.field == "decision" else 400)
+        return _detail(request_id, form, problem=str(exc), status=409 if exc.field == "decision" else 400)
     flash(f"Request {req.id} {req.status}.", "info")
     return redirect(url_for("sharing.detail", request_id=req.id))
 
@@ -146,7 +154,7 @@ def export(request_id: int):
     if not ExportForm().validate_on_submit():
         abort(400)
     if req.status != "approved":    # refused before anything is read, written or logged
-        return _detail(req, problem=f"Request {req.id} is {req.status}, not approved: only an approved request can "
+        return _detail(req.id, problem=f"Request {req.id} is {req.status}, not approved: only an approved request can "
                                     "produce an export. Nothing was exported.", status=409)
     folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
     name = f"waypost-evidence-request-{req.id}-{sharing.utcnow():%Y%m%dT%H%M%SZ}.zip"
@@ -155,7 +163,7 @@ def export(request_id: int):
         # The open file outlives its name: nothing of the export stays on the post's disk.
         handle = open(summary.path, "rb")
     except (sharing.SharingError, audit.PurposeError) as exc:
-        return _detail(_get(request_id), problem=str(exc), status=409)
+        return _detail(request_id, problem=str(exc), status=409)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     resp = send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name,

@@ -223,7 +223,8 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
     listed = runner.invoke(main, ["sharing", "list", "--status", "approved"])
     assert "Kern County Sheriff's Office" in listed.output
     assert [r.action for r in AccessRecord.select().where(AccessRecord.action.startswith("sharing."))
-            .order_by(AccessRecord.seq)] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export"]
+            .order_by(AccessRecord.seq)] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export",
+                                         "sharing.view", "sharing.list"]    # show and list are recorded
     assert audit.verify().ok
 
 

@@ -186,3 +186,129 @@ def test_wildcard_requests_cover_every_matching_read(settings, db, stored):
     req = sharing.create(settings, OFFICER, new_request(plate="7AB*", match_mode="wildcard"), PURPOSE)
     assert sorted(r.id for r in sharing.matching_reads(req, page=1)) == sorted(r.id for r in stored[:2])
     assert dataclasses.asdict(new_request())["agency_state"] == "CA"
+
+
+# -- only the read plate counts -------------------------------------------------------------------
+
+@pytest.fixture
+def with_lookalike(settings, db, stored):
+    """`stored` plus another vehicle's read, 8XYZ999, whose OCR offered 7ABC123 as an alternative."""
+    rng = np.random.default_rng(6)
+    other = save_read(settings, EvidenceStore(settings), NewRead(
+        plate_raw="8XYZ999", plate="8XYZ999", confidence=0.95, captured_at=T0 + dt.timedelta(minutes=5),
+        alternatives=[{"text": "7ABC123", "score": 0.05}]),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))
+    return stored, other
+
+
+# every way a request can name 7ABC123: exact, wildcards through the index, and a pattern without
+# three known characters in a row (a scan of the period)
+@pytest.mark.parametrize("plate, mode", [("7ABC123", "exact"), ("7ABC*", "wildcard"), ("*BC123", "wildcard"),
+                                         ("7?B?1?3", "wildcard")])
+def test_a_read_with_the_plate_only_as_an_alternative_is_not_shared(settings, db, with_lookalike, tmp_path,
+                                                                     plate, mode):
+    import zipfile
+    stored, other = with_lookalike
+    assert mode in sharing.MATCH_MODES
+    req = sharing.create(settings, OFFICER, new_request(plate=plate, match_mode=mode), PURPOSE)
+    assert sorted(r.id for r in sharing.matching_reads(req, page=1)) == sorted(r.id for r in stored[:2])
+    sharing.decide(settings, ADMIN, req.id, True, "Approved by Capt. Ruiz")
+    summary = sharing.export(settings, ADMIN, req.id, tmp_path / "evidence.zip")
+    assert summary.read_count == 2 and summary.image_count == 4
+    shipped = json.loads(zipfile.ZipFile(summary.path).read("reads.json"))
+    assert sorted(r["plate"] for r in shipped) == ["7ABC123", "7ABC123"]
+    assert other.uuid not in zipfile.ZipFile(summary.path).read("reads.json").decode()
+    [rec] = records("sharing.export")
+    assert rec.result_count == 2 and f"read:{other.uuid}" not in json.loads(rec.object_ids)
+    assert json.loads(rec.query)["plate_only"] is True
+    [filed] = sharing.get(req.id).exports
+    assert filed.read_count == 2
+
+
+def test_a_read_whose_plate_matches_is_shared_whatever_its_alternatives(settings, db, with_lookalike):
+    _, other = with_lookalike
+    # stored[0] is 7ABC123 with the alternative 7A8C123: its plate matches, so it is covered
+    req = sharing.create(settings, OFFICER, new_request(plate="8XYZ999"), PURPOSE)
+    assert [r.id for r in sharing.matching_reads(req)] == [other.id]
+    req = sharing.create(settings, OFFICER, new_request(plate="7A8C123"), PURPOSE)
+    assert list(sharing.matching_reads(req)) == []
+
+
+@pytest.mark.parametrize("mode, text", [("exact", "7ABC123"), ("wildcard", "7ABC*"), ("partial", "ABC12"),
+                                        ("similar", "7ABC123")])
+def test_search_plate_only_leaves_officers_searches_alone(settings, db, with_lookalike, mode, text):
+    from appliance import search
+    stored, other = with_lookalike
+    every = search.search(search.Query(text, mode))
+    assert other.id in {h.read.id for h in every.hits}                  # an officer still sees the misread
+    assert [h.on_alternative for h in every.hits if h.read.id == other.id] == [True]
+    plate_only = search.search(search.Query(text, mode, alternatives=False))
+    assert other.id not in {h.read.id for h in plate_only.hits}
+    assert {h.read.id for h in plate_only.hits} >= {r.id for r in stored[:2]}
+    assert not any(h.on_alternative for h in plate_only.hits)
+
+
+# -- looking at the requests is recorded ----------------------------------------------------------
+
+def test_listing_and_viewing_requests_are_recorded(settings, db):
+    first = sharing.create(settings, OFFICER, new_request(), PURPOSE)
+    second = sharing.create(settings, OFFICER, new_request(plate="5LMN432"), PURPOSE)
+    sharing.decide(settings, ADMIN, second.id, True, "Approved")
+    assert [r.id for r in sharing.listing(ADMIN)] == [second.id, first.id]
+    [rec] = records("sharing.list")
+    assert (rec.username, json.loads(rec.query), rec.result_count) == ("admin.chen", {"status": "all"}, 2)
+    assert json.loads(rec.object_ids) == [f"sharing_request:{second.id}", f"sharing_request:{first.id}"]
+    assert [r.id for r in sharing.listing(OFFICER, "pending")] == [first.id]
+    assert json.loads(records("sharing.list")[1].query) == {"status": "pending"}
+    req, exports = sharing.view(OFFICER, first.id)
+    assert (req.id, exports) == (first.id, [])
+    [rec] = records("sharing.view")
+    assert (rec.username, json.loads(rec.query), rec.organization) == (
+        "officer.lee", {"sharing_request": first.id}, "Demo Police Department")
+    assert json.loads(rec.details)["plate"] == "7ABC123"
+    before = AccessRecord.select().count()
+    with pytest.raises(sharing.SharingError):
+        sharing.view(OFFICER, 999)
+    with pytest.raises(sharing.SharingError):
+        sharing.listing(OFFICER, "everything")
+    assert AccessRecord.select().count() == before and audit.verify().ok
+
+
+def test_viewing_records_count_in_the_quarterly_audit_but_not_the_annual_sharing_figure(settings, db):
+    from appliance import reports
+    req = sharing.create(settings, OFFICER, new_request(), PURPOSE)
+    sharing.listing(ADMIN)
+    sharing.view(ADMIN, req.id)
+    sharing.view(ADMIN, req.id)
+    now = dt.datetime.now(dt.timezone.utc)
+    label = reports.current_quarter(settings.post.timezone)
+    section = {s.title: s for s in reports.quarterly(settings, label).sections}["Data sharing"]
+    assert dict(section.counts) == {"sharing.list": 1, "sharing.request": 1, "sharing.view": 2}
+    annual = reports.annual(settings, now.astimezone(reports.ZoneInfo(settings.post.timezone)).year)
+    assert (annual.sharing.total, dict(annual.sharing.counts)) == (1, {"sharing.request": 1})
+    assert annual.data_accesses == 1          # only the request carries a purpose
+    assert reports.annual(settings, 1999).sharing.total == 0     # a year without any record
+
+
+def test_cli_list_and_show_record_who_looked(settings, db, monkeypatch):
+    import getpass
+
+    from click.testing import CliRunner
+
+    from appliance.cli import main
+    monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    req = sharing.create(settings, OFFICER, new_request(), PURPOSE)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["sharing", "list", "--status", "pending"])
+    assert listed.exit_code == 0 and "plate 7ABC123" in listed.output, listed.output
+    [rec] = records("sharing.list")
+    assert (rec.username, json.loads(rec.query), rec.result_count) == (
+        f"cli:{getpass.getuser()}", {"status": "pending"}, 1)
+    shown = runner.invoke(main, ["sharing", "show", str(req.id)])
+    assert shown.exit_code == 0 and "Fresno Police Department" in shown.output, shown.output
+    [rec] = records("sharing.view")
+    assert (rec.username, json.loads(rec.query)) == (f"cli:{getpass.getuser()}", {"sharing_request": req.id})
+    missing = runner.invoke(main, ["sharing", "show", "999"])
+    assert missing.exit_code == 1 and "no sharing request 999" in missing.output
+    assert len(records("sharing.view")) == 1 and audit.verify().ok

@@ -35,8 +35,15 @@ def people(settings, account):
         users.set_training(system_actor(settings), name, **TRAINED)
 
 
-def records(prefix="sharing."):
-    return list(AccessRecord.select().where(AccessRecord.action.startswith(prefix)).order_by(AccessRecord.seq))
+VIEWING = ("sharing.list", "sharing.view")
+
+
+def records(prefix="sharing.", viewing=False):
+    """The access records of the sharing steps; with viewing=True the page views as well."""
+    q = AccessRecord.select().where(AccessRecord.action.startswith(prefix))
+    if not viewing:
+        q = q.where(AccessRecord.action.not_in(VIEWING))
+    return list(q.order_by(AccessRecord.seq))
 
 
 def form_data(**changes):
@@ -129,9 +136,12 @@ def test_an_unapproved_request_cannot_be_exported_and_nothing_is_written(client,
     post_request(client)
     [req] = sharing.SharingRequest.select()
     before = records()
+    seq = AccessRecord.select().count()
     resp = export_zip(client, req.id)
     assert resp.status_code == 409 and "pending, not approved" in resp.get_data(as_text=True)
     assert resp.mimetype == "text/html"
+    # the page that took the token and the 409 page each show the request: two views, no export
+    assert [r.action for r in AccessRecord.select().where(AccessRecord.seq > seq)] == ["sharing.view"] * 2
     decide(client, req.id, "deny", "No nexus to a California case shown")
     resp = export_zip(client, req.id)
     assert resp.status_code == 409 and "denied, not approved" in resp.get_data(as_text=True)
@@ -225,3 +235,68 @@ def test_browser_admin_records_approves_and_downloads(live_server, people, store
     assert [r.action for r in records()] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export"]
 
 
+
+
+def new_records(after: int) -> list[AccessRecord]:
+    return list(AccessRecord.select().where(AccessRecord.seq > after).order_by(AccessRecord.seq))
+
+
+def last_seq() -> int:
+    return AccessRecord.select(AccessRecord.seq).order_by(AccessRecord.seq.desc()).scalar() or 0
+
+
+def test_the_list_and_a_request_page_each_write_one_access_record(client, people, stored):
+    sign_in(client, "officer.lee")
+    post_request(client)
+    [req] = sharing.SharingRequest.select()
+    before = last_seq()
+    page = client.get("/sharing/")
+    assert page.status_code == 200 and "8XYZ456" in page.get_data(as_text=True)
+    [rec] = new_records(before)
+    assert (rec.action, rec.username, json.loads(rec.query), rec.result_count) == (
+        "sharing.list", "officer.lee", {"status": "all"}, 1)
+    before = last_seq()
+    assert client.get("/sharing/?status=approved").status_code == 200
+    [rec] = new_records(before)
+    assert (rec.action, json.loads(rec.query), rec.result_count) == ("sharing.list", {"status": "approved"}, 0)
+    before = last_seq()
+    page = client.get(f"/sharing/{req.id}").get_data(as_text=True)
+    assert 'id="plate-only-note"' in page
+    [rec] = new_records(before)
+    assert (rec.action, rec.username, json.loads(rec.query), rec.client_addr) == (
+        "sharing.view", "officer.lee", {"sharing_request": req.id}, "127.0.0.1")
+    before = last_seq()
+    assert client.get("/sharing/999").status_code == 404 and client.get("/sharing/?status=x").status_code == 404
+    assert new_records(before) == []                     # nothing shown, nothing recorded
+    other = client.application.test_client()
+    sign_in(other, "dispatch.kim")
+    before = last_seq()
+    assert other.get("/sharing/").status_code == 403 and other.get(f"/sharing/{req.id}").status_code == 403
+    assert [r.action for r in new_records(before)] == []
+
+
+def test_the_export_leaves_out_a_read_with_the_plate_only_as_an_alternative(client, people, stored, settings,
+                                                                              tmp_path):
+    import zipfile
+    rng = np.random.default_rng(12)
+    lookalike = save_read(settings, EvidenceStore(settings), NewRead(
+        plate_raw="9DEF000", plate="9DEF000", confidence=0.93, captured_at=T0 + dt.timedelta(minutes=7),
+        alternatives=[{"text": "8XYZ456", "score": 0.04}]),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))
+    sign_in(client, "admin.chen")
+    post_request(client)
+    [req] = sharing.SharingRequest.select()
+    assert decide(client, req.id, "approve").status_code == 302
+    resp = export_zip(client, req.id)
+    assert resp.status_code == 200
+    path = tmp_path / "download.zip"
+    path.write_bytes(resp.data)
+    assert export.verify(path).ok
+    shipped = json.loads(zipfile.ZipFile(path).read("reads.json"))
+    assert sorted(r["plate"] for r in shipped) == ["8XYZ456", "8XYZ456"]
+    assert lookalike.uuid not in json.dumps(shipped)
+    [rec] = records("sharing.export")
+    assert rec.result_count == 2 and f"read:{lookalike.uuid}" not in json.loads(rec.object_ids)
+    page = client.get(f"/sharing/{req.id}").get_data(as_text=True)
+    assert "<td>2</td>" in page       # the export's read count on the request page
+    assert 'id="plate-only-note"' in page and 'id="plate-only-note"' in client.get("/sharing/new").get_data(as_text=True)
