@@ -86,6 +86,10 @@ def sync_status(ctx, offline):
     except post.SyncError as exc:
         raise click.ClickException(str(exc))
     click.echo(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
+    with db.connection():
+        problem = post.divergence(pos)
+    if problem:
+        raise click.ClickException(problem)
 
 
 # --- headquarters ------------------------------------------------------------------------------

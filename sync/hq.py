@@ -37,6 +37,7 @@ hq_database = DatabaseProxy()
 GENESIS = audit.GENESIS
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 FLUSH_BYTES = 8 * 1024 * 1024
+RECORD_FLUSH = 1000                    # access records held before they are inserted
 RECORD_COLUMNS = audit.COLUMNS
 MAX_INT32 = 2 ** 31 - 1                # INTEGER columns (image sizes, result_count) on PostgreSQL
 
@@ -283,6 +284,16 @@ def _write():
     return db.atomic(lock_type="IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic()
 
 
+def _locked_post(post_id: str) -> HQPost | None:
+    """The post's row, inside _write(): locked until the transaction ends (PostgreSQL: FOR UPDATE;
+    SQLite: BEGIN IMMEDIATE already holds the database's write lock). Whoever changes the row saves
+    only the fields it changes, so that the position an ingest wrote is never written back stale."""
+    query = HQPost.select().where(HQPost.id == post_id)
+    if not isinstance(hq_database.obj, SqliteDatabase):
+        query = query.for_update()
+    return query.first()
+
+
 def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None = None) -> HQPost:
     """Enrol a post (or replace its key). The key is PEM or base64 of the raw 32 bytes."""
     post_id = post_id.strip()
@@ -296,15 +307,18 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
         raise HQError(str(exc)) from None
     raw = base64.b64encode(bundle.raw_public(key)).decode()
     with _write():
-        post = HQPost.get_or_none(HQPost.id == post_id)
+        post = _locked_post(post_id)
         if post is None:
             post = HQPost.create(id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key),
                                  pull_url=pull_url or "")
         else:
+            # the key and name only: never the position (last_seq, chain_seq, chain_hash, ...)
             post.name, post.public_key, post.key_id = name or post.name, raw, bundle.key_id(key)
+            changed = [HQPost.name, HQPost.public_key, HQPost.key_id]
             if pull_url is not None:
                 post.pull_url = pull_url
-            post.save()
+                changed.append(HQPost.pull_url)
+            post.save(only=changed)
     return post
 
 
@@ -381,15 +395,21 @@ def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | No
                        chain_first=_int_or_none(chain.get("first_seq")), chain_last=_int_or_none(chain.get("last_seq")),
                        size=_int_or_none(length) or 0, status="refused", problem=exc.problem,
                        message=_text(exc.message), remote_addr=_text(remote_addr, 200))
-        post = HQPost.get_or_none(HQPost.id == seen.post.id) if seen.post is not None else None
-        if post is not None and seen.signature_ok:
+        post = None
+        if seen.post is not None and seen.signature_ok:
+            post = _locked_post(seen.post.id)
+        if post is not None:
             post.last_contact_at = utcnow()
+            changed = [HQPost.last_contact_at]
             if exc.problem == "broken_chain" and post.chain_status != "broken":
                 post.chain_status, post.chain_problem, post.first_bad_seq = "broken", exc.message, seen.first_bad_seq
-            post.save()
+                changed += [HQPost.chain_status, HQPost.chain_problem, HQPost.first_bad_seq]
+            post.save(only=changed)
     log.warning("refused a batch from %s (%s): %s", header.get("post", "?"), remote_addr, exc)
-    raise Refused(exc, position(post) if post is not None else
-                  (position(seen.post) if seen.post is not None else None))
+    # The position only to the post itself: a batch whose signature checked out. Anyone else (a
+    # refusal before the signature, which is checked at the end) learns nothing of it; the post
+    # asks for it with a signed GET (sync/post.py).
+    raise Refused(exc, position(post) if post is not None else None)
 
 
 def _int_or_none(value):
@@ -410,10 +430,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     first_line = next(items)
     seen.header = first_line        # the batch log names the post and batch even when the header is refused
     header = protocol.header_fields(first_line)
-    query = HQPost.select().where(HQPost.id == header["post"])
-    if not isinstance(hq_database.obj, SqliteDatabase):
-        query = query.for_update()      # one batch per post at a time (SQLite: BEGIN IMMEDIATE does it)
-    post = query.first()
+    post = _locked_post(header["post"])     # one batch per post at a time
     if post is None:
         raise ProtocolError("unknown_post", f"post {header['post']!r} is not enrolled here: "
                                             "enrol its public key with `waypost hq enroll`")
@@ -529,6 +546,11 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
             prev_hash = rec["hash"]
             if mode == "new":
                 records.append(dict({c: rec[c] for c in RECORD_COLUMNS}, post_id=post.id))
+                if len(records) >= RECORD_FLUSH:
+                    # inserted as they come, like reads (the transaction still rolls back on a
+                    # refusal): a batch's records are never all held in memory
+                    _flush(read_rows, images, alerts, records)
+                    pending_bytes = 0
             seen.records += 1
         else:
             raise ProtocolError("malformed", f"line {reader.lines}: unknown line type {kind!r}")

@@ -45,6 +45,15 @@ class SyncError(RuntimeError):
     """Headquarters could not be reached or answered oddly: try again later."""
 
 
+class Diverged(SyncError):
+    """Headquarters holds more of this post than this post has: its database was restored from an
+    older copy (or replaced). Nothing is marked sent and nothing is sent (README 'Rolling back')."""
+
+    def __init__(self, message: str):
+        self.problem = "restored"
+        super().__init__(message)
+
+
 class Refused(SyncError):
     def __init__(self, status: int, answer: dict):
         self.status = status
@@ -180,10 +189,77 @@ def fetch_hotlists(settings: Settings) -> list[str]:
 
 # --- the outbox marks --------------------------------------------------------------------------
 
+def divergence(pos: Position) -> str | None:
+    """Why headquarters' position cannot be this post's history, or None when it can (see
+    _divergence: the message only).
+
+    Headquarters may hold less than the post (it was restored: the post sends it again), never
+    more. If it holds an outbox seq the post never issued, an access record past the post's log,
+    or a different record under the same seq, the post's database was restored from an older copy
+    (README 'Rolling back'): its seqs were issued again to other reads and records. Marking by
+    seq would then mark reads headquarters never got as sent (and retention would purge them),
+    and the post's log would no longer link to headquarters' copy."""
+    found = _divergence(pos)
+    return None if found is None else found[1]
+
+
+def _divergence(pos: Position) -> tuple[bool, str] | None:
+    """(restored, message) when headquarters' position is not this post's history: restored is
+    True when headquarters holds seqs this post never had (only a restore does that), False when
+    only the access record at its position differs (a restore, or this post's log rewritten:
+    headquarters is told, by sending, and records a broken chain)."""
+    issued = database.execute_sql(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
+        "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
+    head_seq, _head_hash = audit.head()
+    problems = []
+    if pos.last_seq > issued:
+        problems.append(f"headquarters holds this post's outbox up to seq {pos.last_seq}, but this post has "
+                        f"issued seqs only up to {issued}")
+    if pos.chain_seq > head_seq:
+        problems.append(f"headquarters holds this post's access log up to record {pos.chain_seq}, but this "
+                        f"post's log ends at record {head_seq}")
+    elif pos.chain_seq > 0:
+        row = database.execute_sql("SELECT hash FROM access_record WHERE seq = ?", (pos.chain_seq,)).fetchone()
+        if row is None or row[0] != pos.chain_hash:
+            problems.append(f"access record {pos.chain_seq} at headquarters (hash {pos.chain_hash[:12]}...) is not "
+                            f"this post's record {pos.chain_seq} (hash {(row[0] if row else 'none')[:12]}...)")
+    if not problems:
+        return None
+    if pos.last_seq > issued or pos.chain_seq > head_seq:
+        return True, ("this post's database was restored from an older copy (or replaced) after it had sent "
+                      "more to headquarters: " + "; ".join(problems) + ". Nothing was marked sent and nothing "
+                      "was sent. Do not push from this post; see README 'Rolling back' for what to do "
+                      "(headquarters keeps what it holds).")
+    return False, ("this post's access log is not the one headquarters holds: " + "; ".join(problems)
+                   + ". Its database was restored from an older copy, or its log was rewritten; nothing is "
+                   "marked sent here, and headquarters refuses its batches as a broken chain. See README "
+                   "'Rolling back'.")
+
+
+def check_position(pos: Position) -> bool:
+    """Raise Diverged when headquarters holds more than this post ever had (see divergence).
+    False (mark nothing) when only the access record at its position differs: the post then
+    sends as usual, and headquarters, which cannot tell a restored post from a rewritten log,
+    refuses the batch as a broken chain and keeps that on record."""
+    found = _divergence(pos)
+    if found is None:
+        return True
+    restored, problem = found
+    if restored:
+        raise Diverged(problem)
+    log.warning("%s", problem)
+    return False
+
+
 def reconcile(pos: Position) -> tuple[int, int]:
     """Bring the outbox's sent marks in line with headquarters' position: rows it holds are sent,
-    rows above it are not (it may have been restored from an older backup). Returns (marked, unmarked)."""
+    rows above it are not (headquarters may have been restored from an older backup). Returns
+    (marked, unmarked). Raises Diverged, marking nothing, when headquarters holds more than this
+    post ever had (this post was restored from an older copy)."""
     with db.write():
+        if not check_position(pos):
+            return 0, 0
         marked = database.execute_sql("UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL",
                                       (utcnow(), pos.last_seq)).rowcount
         unmarked = database.execute_sql("UPDATE outbox SET sent_at = NULL, batch_id = NULL "
@@ -523,9 +599,11 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
                 continue
             unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position
             refusal = Refused(status, answer)
-            if refusal.problem in ("gap", "overlap", "replay") and refusal.position and resets < 3:
+            if refusal.problem in ("gap", "overlap", "replay") and resets < 3:
                 resets += 1
-                pos = Position.of(refusal.position)
+                # headquarters names its position only in answer to a signed batch; a refusal
+                # before the signature is checked (the range, at the header) carries none: ask
+                pos = Position.of(refusal.position) if refusal.position else fetch_position(settings)
                 reconcile(pos)
                 result.notes.append(f"headquarters answered {refusal.problem}; rebuilt from its position")
                 continue

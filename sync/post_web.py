@@ -67,7 +67,11 @@ def batch():
         except BlockingIOError:
             lock.close()
             return _refuse(503, "busy", "a push to headquarters is running on this post; ask again shortly")
-        post.reconcile(pos)
+        try:
+            post.reconcile(pos)
+        except post.Diverged as exc:
+            lock.close()
+            return _refuse(409, exc.problem, str(exc))
         key = bundle.post_key(settings)
         plan = post.plan_batch(settings, key, pos)
     except BaseException:
