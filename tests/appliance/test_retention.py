@@ -146,10 +146,25 @@ def test_dry_run_deletes_nothing_and_records_nothing(settings, db):
     assert (done.reads, done.evidence_rows, done.files) == (plan.reads, plan.evidence_rows, plan.files)
 
 
-def test_with_sync_on_reads_headquarters_has_not_acknowledged_are_kept(tmp_path):
+def _pull_key() -> str:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance import bundle
+    return base64.b64encode(bundle.raw_public(Ed25519PrivateKey.generate().public_key())).decode()
+
+
+@pytest.mark.parametrize("how", ["push", "pull"])
+def test_reads_headquarters_has_not_received_are_kept_while_it_will_fetch_them(tmp_path, how):
+    """Pushing (sync on) or pulled from (README 'pull instead of push': no sync.hq_url, so
+    sync.enabled stays off, but sync.hq_public_key is set): what headquarters has not received yet
+    is kept past the retention period, unless retention.purge_unsent allows it."""
     from appliance.service import bootstrap
-    settings = make_settings(tmp_path / "sync", retention__read_days=30, sync__enabled="true",
-                             sync__hq_url="https://hq.example.org")
+    sync = ({"sync__enabled": "true", "sync__hq_url": "https://hq.example.org"} if how == "push"
+            else {"sync__hq_public_key": _pull_key()})
+    settings = make_settings(tmp_path / how, retention__read_days=30, **sync)
+    assert settings.sync.enabled == (how == "push")
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
         sent = add_read(settings, "7ABC123", 40, 1)
@@ -159,39 +174,14 @@ def test_with_sync_on_reads_headquarters_has_not_acknowledged_are_kept(tmp_path)
         result = retention.run(settings, ACTOR)
         assert result.reads == 1 and result.unsent_kept == 1
         assert Read.get_or_none(Read.id == unsent.id) is not None and Read.get_or_none(Read.id == sent.id) is None
-        # unless the configuration allows it
-        allowing = make_settings(tmp_path / "sync", retention__read_days=30, sync__enabled="true",
-                                 sync__hq_url="https://hq.example.org", retention__purge_unsent="true")
+        allowing = make_settings(tmp_path / how, retention__read_days=30, retention__purge_unsent="true", **sync)
         assert retention.run(allowing, ACTOR).reads == 1
         assert Read.get_or_none(Read.id == unsent.id) is None
 
 
-def test_a_pull_only_post_keeps_reads_headquarters_has_not_pulled(tmp_path):
-    """README 'pull instead of push': no sync.hq_url, so sync.enabled stays off, but headquarters
-    pulls from the post (sync.hq_public_key set): what it has not fetched yet is kept too."""
-    import base64
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from appliance import bundle
+def test_with_neither_push_nor_pull_unsent_reads_are_purged(tmp_path):
+    """Nothing will ever fetch them."""
     from appliance.service import bootstrap
-    hq_key = base64.b64encode(bundle.raw_public(Ed25519PrivateKey.generate().public_key())).decode()
-    settings = make_settings(tmp_path / "pull", retention__read_days=30, sync__hq_public_key=hq_key)
-    assert not settings.sync.enabled and not settings.sync.hq_url
-    bootstrap(settings, create_admin=False)
-    with dbmod.connection():
-        pulled = add_read(settings, "7ABC123", 40, 1)
-        waiting = add_read(settings, "7ABC124", 40, 2)
-        with dbmod.write():
-            Outbox.update(sent_at=utcnow(), batch_id="b-1").where(Outbox.object_id == pulled.uuid).execute()
-        result = retention.run(settings, ACTOR)
-        assert result.reads == 1 and result.unsent_kept == 1
-        assert Read.get_or_none(Read.id == waiting.id) is not None and Read.get_or_none(Read.id == pulled.id) is None
-        allowing = make_settings(tmp_path / "pull", retention__read_days=30, sync__hq_public_key=hq_key,
-                                 retention__purge_unsent="true")
-        assert retention.run(allowing, ACTOR).reads == 1
-        assert Read.get_or_none(Read.id == waiting.id) is None
-    # with neither push nor pull, unsent reads are not kept (nothing will ever fetch them)
     alone = make_settings(tmp_path / "alone", retention__read_days=30)
     bootstrap(alone, create_admin=False)
     with dbmod.connection():

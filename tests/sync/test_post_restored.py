@@ -99,25 +99,6 @@ def test_a_post_restored_from_an_older_copy_refuses_to_sync_and_marks_nothing(se
     assert "access log head" in status.output
 
 
-def test_a_post_that_was_not_restored_still_catches_up_a_restored_headquarters(settings, db, hq_server, hq_target):
-    """The other way round stays as it was: headquarters holding less than the post is normal."""
-    from tests.sync.conftest import restore, snapshot
-    add_reads(settings, 2, seed=1)
-    post.push(settings)
-    hq_server.stop()
-    copy = snapshot(hq_target)
-    hq_server.start()
-    add_reads(settings, 3, seed=2)
-    post.push(settings)
-    hq_server.stop()
-    restore(hq_target, copy)
-    hq_server.start()
-    result = post.push(settings)
-    assert any("will be sent again" in n for n in result.lines())
-    assert result.position.last_seq == 5
-    assert len(hq_reads(settings.post.id)) == 5
-
-
 def test_pull_from_a_restored_post_is_refused_by_the_post(settings, db, pull_env):  # noqa: F811
     on, url, key = pull_env
     add_reads(settings, 2, seed=1)
