@@ -323,8 +323,18 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
 
 
 def position(post: HQPost) -> dict:
-    return {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
+    """What headquarters holds of `post`. last_read_seq and last_read_uuid name the read it holds
+    under the highest outbox seq (absent while it holds none): a post restored from an older copy
+    that has issued that seq again, to another read, sees it even when its access log shows
+    nothing. A read, not whatever sits at last_seq, because headquarters keeps no seq for a legal
+    hold event."""
+    held = {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
             "confirmation_id": post.confirmation_id}
+    read = (HQRead.select(HQRead.seq, HQRead.uuid).where(HQRead.post_id == post.id)
+            .order_by(HQRead.seq.desc()).limit(1).first())
+    if read is not None:
+        held.update(last_read_seq=read.seq, last_read_uuid=read.uuid)
+    return held
 
 
 # --- ingest ------------------------------------------------------------------------------------
@@ -783,6 +793,7 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
     while max_batches is None or result.batches + result.duplicates < max_batches:
         with hq_database.connection_context():
             post = HQPost.get_or_none(HQPost.id == post_id)
+            held = position(post) if post is not None else {}
         if post is None:
             result.problem = f"post {post_id!r} is not enrolled"
             return result
@@ -791,8 +802,7 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             return result
         url = urllib.parse.urlsplit(post.pull_url)
         path = url.path.rstrip("/") + "/sync/batch?" + urllib.parse.urlencode(
-            {"last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
-             "confirmation_id": post.confirmation_id})
+            {k: v for k, v in held.items() if k != "post"})
         date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection

@@ -69,12 +69,18 @@ class Position:
     chain_seq: int
     chain_hash: str
     confirmation_id: int = 0
+    # the read headquarters holds under its highest outbox seq (0 and "" from a headquarters that
+    # does not say). Not compared: a batch built after a position depends only on the fields above
+    last_read_seq: int = field(default=0, compare=False)
+    last_read_uuid: str = field(default="", compare=False)
 
     @classmethod
-    def of(cls, answer: dict) -> "Position":
+    def of(cls, answer) -> "Position":
+        """From headquarters' answer (a dict, or the pull request's query arguments)."""
         try:
             return cls(int(answer["last_seq"]), int(answer["chain_seq"]), str(answer["chain_hash"]),
-                       int(answer.get("confirmation_id", 0)))
+                       int(answer.get("confirmation_id", 0)), int(answer.get("last_read_seq", 0)),
+                       str(answer.get("last_read_uuid", "")))
         except (KeyError, TypeError, ValueError):
             raise SyncError(f"headquarters sent no usable position: {answer!r}") from None
 
@@ -195,8 +201,8 @@ def divergence(pos: Position) -> str | None:
 
     Headquarters may hold less than the post (it was restored: the post sends it again), never
     more. If it holds an outbox seq the post never issued, an access record past the post's log,
-    or a different record under the same seq, the post's database was restored from an older copy
-    (README 'Rolling back'): its seqs were issued again to other reads and records. Marking by
+    a different record under the same seq, or a read under a seq the post gave to another read or
+    event, the post's database was restored from an older copy (README 'Rolling back'): its seqs were issued again to other reads and records. Marking by
     seq would then mark reads headquarters never got as sent (and retention would purge them),
     and the post's log would no longer link to headquarters' copy."""
     found = _divergence(pos)
@@ -205,9 +211,10 @@ def divergence(pos: Position) -> str | None:
 
 def _divergence(pos: Position) -> tuple[bool, str] | None:
     """(restored, message) when headquarters' position is not this post's history: restored is
-    True when headquarters holds seqs this post never had (only a restore does that), False when
-    only the access record at its position differs (a restore, or this post's log rewritten:
-    headquarters is told, by sending, and records a broken chain)."""
+    True when headquarters holds seqs this post never had or another read under a seq this post
+    still has (only a restore does that: the log may show nothing if no access record was written
+    since the copy), False when only the access record at its position differs (a restore, or this
+    post's log rewritten: headquarters is told, by sending, and records a broken chain)."""
     issued = database.execute_sql(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
         "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
@@ -224,9 +231,17 @@ def _divergence(pos: Position) -> tuple[bool, str] | None:
         if row is None or row[0] != pos.chain_hash:
             problems.append(f"access record {pos.chain_seq} at headquarters (hash {pos.chain_hash[:12]}...) is not "
                             f"this post's record {pos.chain_seq} (hash {(row[0] if row else 'none')[:12]}...)")
+    reissued = False
+    if pos.last_read_seq > 0 and pos.last_read_uuid:
+        # a row gone (retention deletes it once sent) or never issued says nothing: the checks above
+        row = database.execute_sql("SELECT kind, object_id FROM outbox WHERE seq = ?", (pos.last_read_seq,)).fetchone()
+        if row is not None and (row[0] != "read" or row[1] != pos.last_read_uuid):
+            reissued = True
+            problems.append(f"headquarters holds read {pos.last_read_uuid} under outbox seq {pos.last_read_seq}, "
+                            f"but this post's outbox seq {pos.last_read_seq} is {row[0]} {row[1]}")
     if not problems:
         return None
-    if pos.last_seq > issued or pos.chain_seq > head_seq:
+    if pos.last_seq > issued or pos.chain_seq > head_seq or reissued:
         return True, ("this post's database was restored from an older copy (or replaced) after it had sent "
                       "more to headquarters: " + "; ".join(problems) + ". Nothing was marked sent and nothing "
                       "was sent. Do not push from this post; see README 'Rolling back' for what to do "

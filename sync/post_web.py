@@ -55,9 +55,8 @@ def batch():
     if problem:
         return _refuse(401, "bad_signature", problem)
     try:
-        pos = post.Position(int(request.args["last_seq"]), int(request.args["chain_seq"]),
-                            str(request.args["chain_hash"]), int(request.args.get("confirmation_id", 0)))
-    except (KeyError, ValueError):
+        pos = post.Position.of(request.args)
+    except post.SyncError:
         return _refuse(400, "malformed", "give last_seq, chain_seq and chain_hash (headquarters' position)")
     spool = post._spool(settings)
     lock = open(spool / "push.lock", "a")

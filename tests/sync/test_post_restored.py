@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import audit
 from appliance.models import Outbox, database
 from sync import hq, post
 from tests.sync.conftest import add_reads, hq_reads
@@ -47,8 +48,8 @@ def _hq_state(post_id):
 
 @pytest.mark.parametrize("after", [2, 12])
 def test_a_post_restored_from_an_older_copy_refuses_to_sync_and_marks_nothing(settings, db, hq_server, after):
-    """after=2: the post's seqs stay below headquarters' position; after=12: they pass it, and only
-    the access record's hash at headquarters' position tells the histories apart."""
+    """after=2: the post's seqs stay below headquarters' position; after=12: they pass it, and the
+    access record's hash and the read headquarters holds at its position tell the histories apart."""
     add_reads(settings, 2, seed=1)
     post.push(settings)
     copy = _copy(settings)
@@ -63,27 +64,22 @@ def test_a_post_restored_from_an_older_copy_refuses_to_sync_and_marks_nothing(se
     marks = _marks()
     assert not any(marks[s] for s in marks if s > 2)
 
+    # only a restore does this: the post stops, nothing marked, nothing sent, headquarters' copy
+    # untouched and not called tampered
+    with pytest.raises(post.Diverged) as exc:
+        post.push(settings)
+    message = str(exc.value)
+    assert "restored from an older copy" in message and "Rolling back" in message
+    assert "access log up to record 7" in message or "access record 7 at headquarters" in message
     if after == 2:
-        # headquarters holds seqs this post never issued: only a restore does that. The post
-        # stops: nothing marked, nothing sent, headquarters' copy untouched and not called tampered
-        with pytest.raises(post.Diverged) as exc:
-            post.push(settings)
-        message = str(exc.value)
-        assert "restored from an older copy" in message and "Rolling back" in message
+        # headquarters holds seqs this post never issued
         assert "outbox up to seq 6" in message and "issued seqs only up to 4" in message
-        assert "access log up to record 7" in message and "log ends at record 5" in message
-        assert _hq_state(settings.post.id) == (hq_before, refusals_before)
-        expected = "restored from an older copy"
+        assert "log ends at record 5" in message
     else:
-        # the post's numbers have passed headquarters': only the record at headquarters' position
-        # differs, as it would if the log had been rewritten. Headquarters cannot tell which, so
-        # it is told (the batch is refused as a broken chain and kept on record); the post marks
-        # nothing sent
-        with pytest.raises(post.Refused) as exc:
-            post.push(settings)
-        assert exc.value.problem == "broken_chain"
-        assert _hq_state(settings.post.id)[0][:3] == hq_before[:3]
-        expected = "is not the one headquarters holds"
+        # the post's numbers have passed headquarters': seq 6 is another read here
+        assert "under outbox seq 6" in message and Outbox.get_by_id(6).object_id in message
+    assert _hq_state(settings.post.id) == (hq_before, refusals_before)
+    expected = "restored from an older copy"
     assert _marks() == marks
     assert not any(r.uuid in hq_reads(settings.post.id) for r in new)
     assert hq_reads(settings.post.id) == held_before
@@ -114,3 +110,65 @@ def test_pull_from_a_restored_post_is_refused_by_the_post(settings, db, pull_env
     assert _marks() == marks
     with hq.hq_database.connection_context():
         assert hq.HQPost.get_by_id(settings.post.id).chain_status == "verified"
+
+
+def _restored_without_records(settings, new: int):
+    """The gap an access log cannot show: the post is backed up, pushes more, is restored from the
+    copy and captures `new` reads (the pipeline writes no access record for a stored read) before
+    it pushes again. Its seqs 3..6 now belong to other reads than headquarters' 3..6, and its log
+    is the one headquarters holds. Returns (the new reads, the post's marks, headquarters' reads)."""
+    add_reads(settings, 2, seed=1, actor=False)
+    post.push(settings)
+    copy = _copy(settings)
+    add_reads(settings, 4, seed=2, actor=False)
+    post.push(settings)
+    assert _hq_state(settings.post.id)[0][0] == 6
+    held = hq_reads(settings.post.id)
+    _copy_back(settings, copy)
+    reads = add_reads(settings, new, seed=3, actor=False)
+    return reads, _marks(), held
+
+
+def test_a_restored_post_whose_log_shows_nothing_is_told_by_the_read_at_headquarters_position(
+        settings, db, hq_server):
+    new, marks, held = _restored_without_records(settings, 6)       # seqs 3..8, past headquarters' 6
+    hq_before, refusals_before = _hq_state(settings.post.id)
+    assert hq_before[1:3] == audit.head()           # the log tells nothing apart
+
+    # without the read at headquarters' position, seqs 3..6 would be marked sent (and purged in
+    # time) while headquarters holds other reads under them
+    with pytest.raises(post.Diverged) as exc:
+        post.push(settings)
+    pos = post.fetch_position(settings)
+    ours = Outbox.get_by_id(6).object_id
+    assert pos.last_read_seq == 6 and pos.last_read_uuid in held and ours != pos.last_read_uuid
+    message = str(exc.value)
+    assert "restored from an older copy" in message and "Rolling back" in message
+    assert f"read {pos.last_read_uuid} under outbox seq 6" in message and ours in message
+    assert _marks() == marks and [s for s, sent in marks.items() if sent] == [1, 2]   # sent before the copy
+    assert hq_reads(settings.post.id) == held and not any(r.uuid in held for r in new)
+    assert _hq_state(settings.post.id) == (hq_before, refusals_before)
+
+    status = run(settings, "sync", "status")
+    assert status.exit_code != 0 and "under outbox seq 6" in status.output, status.output
+
+    # an older headquarters names no read: the post cannot tell, and behaves as before
+    older = post.Position.of({"last_seq": pos.last_seq, "chain_seq": pos.chain_seq, "chain_hash": pos.chain_hash})
+    assert older.last_read_seq == 0 and post.divergence(older) is None
+
+
+def test_pull_from_a_restored_post_whose_log_shows_nothing_is_refused(settings, db, pull_env):  # noqa: F811
+    _on, _url, key = pull_env
+    add_reads(settings, 2, seed=1, actor=False)
+    assert hq.pull(settings.post.id, key).problem == ""
+    copy = _copy(settings)
+    add_reads(settings, 4, seed=2, actor=False)
+    assert hq.pull(settings.post.id, key).problem == ""
+    held = hq_reads(settings.post.id)
+    _copy_back(settings, copy)
+    new = add_reads(settings, 6, seed=3, actor=False)
+    marks = _marks()
+    result = hq.pull(settings.post.id, key)
+    assert "409" in result.problem and "under outbox seq 6" in result.problem, result.problem
+    assert _marks() == marks
+    assert hq_reads(settings.post.id) == held and not any(r.uuid in held for r in new)
