@@ -71,14 +71,14 @@ def test_enroll_while_a_batch_is_being_stored_keeps_the_batchs_position(settings
         try:
             with os.fdopen(read_end, "rb", buffering=0) as stream, hq.hq_database.connection_context():
                 outcome["o"] = hq.ingest(stream, len(data))
-        except BaseException as exc:       # reported below
+        except Exception as exc:       # reported below
             errors.append(exc)
 
     def enroll():
         try:
             with hq.hq_database.connection_context():
                 hq.enroll(settings.post.id, "Main St (new key)", _public(settings))
-        except BaseException as exc:
+        except Exception as exc:
             errors.append(exc)
 
     probe = _probe(hq_target)

@@ -96,7 +96,7 @@ def test_a_post_restored_from_an_older_copy_refuses_to_sync_and_marks_nothing(se
 
 
 def test_pull_from_a_restored_post_is_refused_by_the_post(settings, db, pull_env):  # noqa: F811
-    on, url, key = pull_env
+    _on, _url, key = pull_env
     add_reads(settings, 2, seed=1)
     assert hq.pull(settings.post.id, key).problem == ""
     copy = _copy(settings)
