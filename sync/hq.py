@@ -785,8 +785,11 @@ class Pulled:
         return text + (f"; stopped: {self.problem}" if self.problem else "")
 
 
-def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 120) -> Pulled:
-    """Fetch batches from one post until it has nothing more, ingesting each as it streams in."""
+def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 120,
+         max_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Pulled:
+    """Fetch batches from one post until it has nothing more. Each batch is received into a
+    temporary file and ingested from there: ingest holds the database's write lock (SQLite) or the
+    post's row (PostgreSQL) from its first byte, which must not last as long as a slow link takes."""
     import http.client
     import urllib.parse
     result = Pulled(post_id)
@@ -816,12 +819,24 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
                 result.problem = f"the post answered {response.status}: {response.read(500).decode(errors='replace')}"
                 return result
             length = response.getheader("Content-Length")
-            with hq_database.connection_context():
-                try:
-                    outcome = ingest(response, int(length) if length else None, remote_addr=post.pull_url)
-                except Refused as refused:
-                    result.problem = f"{refused.problem}: {refused.message}"
-                    return result
+            length = int(length) if length else None
+            # unlinked at once (and closed on every way out): nothing is left behind, even by a crash
+            with _spool_file() as body:
+                received = 0 if length is not None and length > max_bytes else _receive(response, body, max_bytes)
+                body.seek(0)
+                with hq_database.connection_context():
+                    try:
+                        if received > max_bytes:    # refused and recorded as ingest refuses (raises Refused)
+                            _refuse(ProtocolError("oversized", f"the batch is more than {max_bytes} bytes; this "
+                                                               f"headquarters takes at most {max_bytes}"),
+                                    _Batch(), post.pull_url, received)
+                        outcome = ingest(body, length, max_bytes, remote_addr=post.pull_url)
+                    except Refused as refused:
+                        result.problem = f"{refused.problem}: {refused.message}"
+                        return result
+        except _SpoolError as exc:
+            result.problem = str(exc)
+            return result
         except (OSError, http.client.HTTPException) as exc:
             result.problem = f"the post at {post.pull_url} did not answer: {type(exc).__name__}: {exc}"
             return result
@@ -836,3 +851,34 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             result.records += outcome.records
             result.holds += outcome.holds
     return result
+
+
+class _SpoolError(Exception):
+    """Headquarters could not hold a pulled batch on its own disk (not the post's fault)."""
+
+
+def _spool_file():
+    """An anonymous temporary file for one pulled batch: beside a SQLite database, else in the
+    system's temp dir."""
+    import tempfile
+    db = hq_database.obj
+    where = str(Path(db.database).parent) if isinstance(db, SqliteDatabase) else tempfile.gettempdir()
+    try:
+        return tempfile.TemporaryFile(dir=where, prefix="pull-")
+    except OSError as exc:
+        raise _SpoolError(f"could not make a temporary file for the batch in {where}: {exc}") from None
+
+
+def _receive(response, body, max_bytes: int, chunk: int = 64 * 1024) -> int:
+    """Copy the response into `body`, stopping one byte past max_bytes. Returns the bytes copied."""
+    received = 0
+    while received <= max_bytes:
+        data = response.read(min(chunk, max_bytes + 1 - received))
+        if not data:
+            break
+        try:
+            body.write(data)
+        except OSError as exc:
+            raise _SpoolError(f"could not hold the batch in a temporary file ({received} bytes in): {exc}") from None
+        received += len(data)
+    return received
