@@ -44,6 +44,7 @@ ACTIONS: dict[str, bool] = {
     "config.change": False,
     "db.migrate": False,
     "system.start": False,
+    "system.stop": False,      # a clean stop (SIGTERM/SIGINT); details: uptime_s
     "audit.verify": False,
     "audit.export": False,
     "audit.view": False,       # browsing the access log (the filter is the query)

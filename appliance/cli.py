@@ -145,11 +145,15 @@ def init(ctx):
 @pass_ctx
 def run(ctx):
     """Start the post: everything `init` does, then the web UI (and, later, capture and sync)."""
-    from appliance.service import serve
+    from appliance.service import ListenError, listen, serve
     s = ctx.settings
+    try:        # before bootstrap: a port in use must stop the start before anything is recorded
+        sock = listen(s.web.host, s.web.port)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
     _report_bootstrap(_bootstrap(s))
-    click.echo(f"Waypost post {s.post.id} on http://{s.web.host}:{s.web.port}  (Ctrl-C stops)")
-    serve(s)
+    click.echo(f"Waypost post {s.post.id} on http://{s.web.host}:{sock.getsockname()[1]}  (Ctrl-C stops)")
+    serve(s, sock=sock)
 
 
 # --- config ---------------------------------------------------------------------------------

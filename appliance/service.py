@@ -5,11 +5,13 @@ For now the post is its database, evidence store and web UI; capture and sync wo
 """
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -117,15 +119,46 @@ def bootstrap(settings: Settings, create_admin: bool = True) -> Bootstrap:
     return Bootstrap(done, recovered, password)
 
 
+class ListenError(OSError):
+    """The web port cannot be had; the message says which and what to change."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen on host:port now, before anything is announced or recorded, so a port
+    already in use stops the start with one line instead of a traceback after the access log has
+    been written to. waitress takes the socket over (WebServer(sock=...))."""
+    where = f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                                             0, socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {where}: {exc.strerror}; set web.host (WAYPOST_WEB__HOST) "
+                          "to an address of this host") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as waitress does: a restart may rebind while the last run's connections are in TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"cannot listen on {where}: address already in use; set web.port "
+                              "(WAYPOST_WEB__PORT) to a free port") from None
+        raise ListenError(f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}; check web.host "
+                          "(WAYPOST_WEB__HOST) and web.port (WAYPOST_WEB__PORT)") from None
+    return sock
+
+
 class WebServer:
     """waitress in a thread, stoppable from any thread (the loop closes its own sockets)."""
 
-    def __init__(self, app, host: str, port: int, threads: int = 4):
+    def __init__(self, app, host: str, port: int, threads: int = 4, sock: socket.socket | None = None):
         from waitress.server import create_server
+        where = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
         # channel_request_lookahead: waitress keeps reading the socket while a view runs, so a live
         # stream sees its browser leave (environ["waitress.client_disconnected"]) and frees its thread
-        self.server = create_server(app, host=host, port=port, threads=threads, ident="waypost",
-                                    channel_request_lookahead=4)
+        self.server = create_server(app, threads=threads, ident="waypost", channel_request_lookahead=4, **where)
         self.thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._stopping = threading.Event()
 
@@ -162,7 +195,8 @@ class PostService:
     """The running post: capture -> pipeline -> store/alerts, the web UI, periodic upkeep.
     Started in one order, stopped in the reverse, all on one stop event."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None, with_capture: bool = True):
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, with_capture: bool = True,
+                 sock: socket.socket | None = None):
         from appliance.events import EventBus
         self.settings = settings
         self.stop_event = stop or threading.Event()
@@ -175,10 +209,14 @@ class PostService:
         self._threads: list[threading.Thread] = []
         self.pusher = None
         self.started_at = None
+        self._sock = sock           # the web port, bound by the caller (`waypost run`) or by start()
+        self._start_recorded = False
 
     # -- start / stop --
     def start(self) -> "PostService":
         from appliance.models import utcnow
+        # the port first: loading the demo hotlist below writes access records
+        sock = self._sock or listen(self.settings.web.host, self.settings.web.port)
         self.started_at = utcnow()
         if self.with_capture:
             try:
@@ -191,11 +229,12 @@ class PostService:
             self._start_sync()
         from web import create_app
         self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
-                             self.settings.web.port, self.settings.web.threads).start()
+                             self.settings.web.port, self.settings.web.threads, sock=sock).start()
         with db.connection():
             with db.write():
                 audit.record("system.start", system_actor(self.settings),
                              details={"port": self.web.port, "capture": self.settings.capture.type})
+        self._start_recorded = True
         log.info("web UI on http://%s:%s", self.settings.web.host, self.web.port)
         return self
 
@@ -210,7 +249,20 @@ class PostService:
         if self.pipeline is not None:
             with db.connection():
                 self.pipeline.flush()
+        if self._start_recorded:
+            self._record_stop()
         log.info("stopped")
+
+    def _record_stop(self) -> None:
+        from appliance.models import utcnow
+        uptime_s = round((utcnow() - self.started_at).total_seconds())
+        try:
+            with db.connection():
+                with db.write():
+                    audit.record("system.stop", system_actor(self.settings),
+                                 details={"uptime_s": uptime_s, "started_at": self.started_at.isoformat() + "Z"})
+        except Exception:       # a full disk must not keep the post from stopping; the log says so
+            log.exception("could not record system.stop")
 
     def _spawn(self, name, target) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -368,14 +420,15 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         mallopt(M_ARENA_MAX, arenas)
 
 
-def serve(settings: Settings, stop: threading.Event | None = None) -> None:
-    """Run the post until SIGTERM/SIGINT or `stop` is set."""
+def serve(settings: Settings, stop: threading.Event | None = None, sock: socket.socket | None = None) -> None:
+    """Run the post until SIGTERM/SIGINT or `stop` is set. `sock`: the web port, already bound
+    (`listen()`)."""
     limit_malloc_arenas()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    service = PostService(settings, stop).start()
+    service = PostService(settings, stop, sock=sock).start()
     stop.wait()
     log.info("stopping")
     service.stop()

@@ -153,6 +153,39 @@ def test_waypost_run_serves_and_stops_cleanly(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "password:" in out and "Created the first administrator" in out
+    # a clean stop is in the access log as well as the start, with how long the post ran
+    stops = [json.loads(details) for action, details in access_records(tmp_path) if action == "system.stop"]
+    actions = [a for a, _ in access_records(tmp_path)]
+    assert actions[-1] == "system.stop" and "system.start" in actions
+    assert len(stops) == 1 and stops[0]["uptime_s"] >= 0 and stops[0]["started_at"].endswith("Z")
+
+
+def access_records(tmp_path) -> list[tuple[str, str]]:
+    import sqlite3
+    con = sqlite3.connect(tmp_path / "data" / "waypost.db")
+    try:
+        return con.execute("SELECT action, details FROM access_record ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+def test_waypost_run_on_a_port_in_use_says_so_and_records_nothing(run, tmp_path):
+    run("init")
+    before = access_records(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_WEB__PORT": str(port),
+               "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": "", "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+        proc = subprocess.run([sys.executable, "-m", "appliance", "run"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
+                                   "set web.port (WAYPOST_WEB__PORT) to a free port")
+    assert "Traceback" not in proc.stderr and "Waypost post" not in proc.stdout
+    # the changed port would have been a config.change record, the demo capture a hotlist.import
+    assert access_records(tmp_path) == before
 
 
 def test_hotlist_commands(run, tmp_path):
