@@ -56,8 +56,11 @@ class AccountForm(FlaskForm):
     display_name = StringField("Full name", validators=[InputRequired(), Length(max=120)])
     job_title = StringField("Job title", validators=[InputRequired(), Length(max=80)])
     organization = StringField("Organization", validators=[InputRequired(), Length(max=120)])
-    role = SelectField("Role", validators=[InputRequired()],
-                       choices=[SelectChoice(key, f"{role['label']} ({key})") for key, role in ROLES.items()])
+    # Starts on no role, so an account is never made with a role nobody chose (the first in ROLES is
+    # the most powerful).
+    role = SelectField("Role", validators=[InputRequired(message="Choose a role for the account.")],
+                       choices=[SelectChoice("", "— choose a role —")]
+                       + [SelectChoice(key, f"{role['label']} ({key})") for key, role in ROLES.items()])
 
 
 class TrainingForm(FlaskForm):

@@ -11,6 +11,7 @@ from flask_login import current_user
 
 from appliance.roles import PLATE_DATA, ROLES, allowed, permissions
 from web.access import signed_in
+from web.admin import PERMISSION_LABELS
 
 bp = Blueprint("home", __name__)
 
@@ -38,8 +39,12 @@ def index():
         if endpoint in current_app.view_functions and allowed(user, permission):
             return redirect(url_for(endpoint))
     needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()
+    # An account administrator records training, their own included (admin.account allows it).
+    own_account_url = url_for("admin.account", user_id=user.id) \
+        if "admin.account" in current_app.view_functions and allowed(user, "accounts.manage") else None
     return render_template("home/index.html", user=user, role=ROLES.get(user.role, {}),
-                           needs_training=needs_training, permissions=sorted(permissions(user.role)))
+                           needs_training=needs_training, own_account_url=own_account_url,
+                           permissions=sorted(permissions(user.role)), permission_labels=PERMISSION_LABELS)
 
 
 @bp.app_context_processor

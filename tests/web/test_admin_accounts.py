@@ -348,3 +348,41 @@ def test_browser_an_administrator_creates_an_account_and_records_its_training(li
     actions = [(r.action, r.username) for r in AccessRecord.select().order_by(AccessRecord.seq)]
     assert ("user.add", "admin.chen") in actions and ("user.training", "admin.chen") in actions
     assert ("user.review", "admin.chen") in actions
+
+
+def test_an_untrained_administrator_is_sent_to_record_their_own_training(app, account):
+    """The start page of an account that may manage accounts links to its own account page, where
+    it records its training; others are told to ask. Permissions are shown by their labels."""
+    me = account("admin.ito", "admin")
+    client = app.test_client()
+    sign_in(client, "admin.ito")
+    home = client.get("/")
+    page = home.get_data(as_text=True)
+    assert home.status_code == 200 and 'id="training-required"' in page
+    assert re.search(rf'<a href="/admin/accounts/{me.id}" id="record-own-training">Record your training</a>', page)
+    assert "Ask the administrator" not in page
+    assert "<li>Accounts and training records</li>" in page and "<li>accounts.manage</li>" not in page
+    assert client.get(f"/admin/accounts/{me.id}").status_code == 200     # the link works for them
+
+    account("officer.new", "officer")
+    other = app.test_client()
+    sign_in(other, "officer.new")
+    page = other.get("/").get_data(as_text=True)
+    assert "Ask the administrator to record your training." in page and "record-own-training" not in page
+    assert "<li>View reads, their images and the live view</li>" in page and "<li>reads.view</li>" not in page
+
+
+def test_a_new_account_starts_on_no_role_and_needs_one(admin):
+    form = admin.get("/admin/accounts/new").get_data(as_text=True)
+    select = form[form.index('<select id="role"'):form.index("</select>")]
+    first = re.search(r"<option[^>]*>[^<]*</option>", select).group(0)
+    assert 'value=""' in first and "— choose a role —" in first
+    assert "selected" not in select                             # so the browser shows the first, empty one
+    assert "required" in select[:select.index(">")]
+    # The username rule sits under the username, before the next field.
+    assert form.index('id="username"') < form.index('id="username-rule"') < form.index('for="display_name"')
+    added = len(records("user.add"))
+    resp = create(admin, role="")
+    assert resp.status_code == 400 and "Choose a role for the account." in resp.get_data(as_text=True)
+    assert User.get_or_none(User.username == "officer.park") is None and len(records("user.add")) == added
+    assert create(admin, role="officer").status_code == 200 and user("officer.park").role == "officer"
