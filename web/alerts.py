@@ -14,7 +14,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, Optional
+from wtforms.validators import InputRequired, Length, Optional
 
 from appliance import alerts as alerting
 from appliance import audit
@@ -38,7 +38,11 @@ class AcknowledgeForm(FlaskForm):
 class ConfirmForm(FlaskForm):
     visual_compared = BooleanField("I compared every character of the plate in the image with the listed plate")
     clets_verified = BooleanField("I verified the entry is still active through CLETS")
-    outcome = SelectField("Outcome", choices=[SelectChoice(k, v) for k, v in alerting.OUTCOMES.items()])
+    # Starts on no outcome: a hit stays unconfirmed until a person chooses what they verified.
+    outcome = SelectField("Outcome", validators=[InputRequired(message=(
+                              "Choose the outcome of your verification; nothing was recorded"))],
+                          choices=[SelectChoice("", "— choose the outcome —")]
+                          + [SelectChoice(k, v) for k, v in alerting.OUTCOMES.items()])
     case_number = StringField("Case or incident number (optional)", validators=[Optional(), Length(max=40)])
     note = TextAreaField("Note", validators=[Length(max=1000)])
 
@@ -101,7 +105,13 @@ def acknowledge(alert_id: int):
 def confirm(alert_id: int):
     form = ConfirmForm()
     if not form.validate_on_submit():
-        abort(400)
+        if form.csrf_token.errors or not form.is_submitted():
+            abort(400)
+        for field in form:
+            for error in field.errors:
+                flash(f"{field.label.text}: {error[:1].lower() + error[1:]}"
+                      f"{'' if error.endswith('.') else '.'}", "error")
+        return redirect(url_for("alerts.detail", alert_id=alert_id))
     case = (form.case_number.data or "").strip()
     try:
         purpose = audit.check_purpose(g.settings, "HIT-VERIFY", case) if case else alert_purpose(alert_id)

@@ -100,6 +100,15 @@ def _camera_names() -> dict[str, str]:
     return {c.id: c.name for c in Camera.select(Camera.id, Camera.name)}
 
 
+@bp.app_template_filter("camera_name")
+def camera_name(camera_id: str) -> str:
+    """A camera as every page names it: its display name (models.Camera.name), else its id.
+    The names are read once per request."""
+    if "camera_names" not in g:
+        g.camera_names = _camera_names()
+    return g.camera_names.get(camera_id, camera_id)
+
+
 @bp.get("")
 @requires("reads.view")
 def index():
@@ -124,7 +133,7 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
                              objects=[f"alert:{a.id}" for a in open_alerts], result_count=len(open_alerts),
                              details={"via": "live view"})
     return render_template("live/index.html", reads=reads, open_alerts=open_alerts, purpose=purpose, form=form,
-                           status=post_status(), disk=disk_text(post_status()), cameras=_camera_names(), read_url=read_url,
+                           status=post_status(), disk=disk_text(post_status()), read_url=read_url,
                            live=current_app.config.get("WAYPOST_SERVICE") is not None), status_code
 
 
@@ -165,7 +174,8 @@ def stream():
             audit.record("read.live", who, query={"latest_reads": "live"}, purpose=purpose,
                          objects=[f"read:{read.uuid}"], result_count=1, details={"via": "live stream"})
             camera = Camera.get_or_none(Camera.id == read.camera_id)
-        payload = {"id": read.id, "plate": read.plate, "confidence": read.confidence,
+        payload = {"captured_utc": read.captured_at.isoformat(timespec="microseconds"),   # the rows' order
+                   "id": read.id, "plate": read.plate, "confidence": read.confidence,
                    "low_confidence": read.low_confidence,
                    "captured_at": clock.localtime(read.captured_at),    # shown as is, as the page's rows
                    "camera": camera.name if camera else read.camera_id, "direction": read.direction,

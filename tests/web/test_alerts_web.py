@@ -1,6 +1,7 @@
 """Alerts in the web UI: who sees what, the unconfirmed warning, acknowledgement, confirmation,
 images through the logged route, and the live stream."""
 import json
+import re
 import threading
 import urllib.request
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from appliance import alerts, audit, hotlist, store
-from appliance.models import AccessRecord, Alert, utcnow
+from appliance.models import AccessRecord, Alert, AlertConfirmation, utcnow
 from tests.web.conftest import csrf, sign_in
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
@@ -132,3 +133,66 @@ def test_live_stream_delivers_new_alerts_and_records_them(settings, db, alert, t
         service.stop()
     live_views = [r for r in records("alert.view") if "live stream" in r.details]
     assert len(live_views) == 1 and live_views[0].username == "officer.lee"
+
+
+def alert_on(settings, tmp_path, region, region_confidence=None, listed_state="ca"):
+    path = tmp_path / "list.csv"
+    path.write_text(f"plate,state,reason,entry_date,source_ref\n8DEF456,{listed_state},STOLEN,2026-11-20,S2\n")
+    hotlist.import_csv(settings, path, "SVS", ADMIN)
+    raised = []
+    store.save_read(settings, store.EvidenceStore(settings),
+                    store.NewRead(plate_raw="8DEF456", plate="8DEF456", confidence=0.9, captured_at=utcnow(),
+                                  region=region, region_confidence=region_confidence),
+                    None, None, on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    return raised[0]
+
+
+def test_the_outcome_starts_empty_and_an_empty_outcome_records_nothing(client, alert, trained):
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
+    select = page[page.index('<select id="outcome"'):]
+    select = select[:select.index("</select>")]
+    assert re.search(r'<option value="">— choose the outcome —</option>', select) and "selected" not in select
+    assert "required" in select[:select.index(">")]
+    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": csrf(page), "outcome": "",
+                                                            "visual_compared": "y", "clets_verified": "y"},
+                       follow_redirects=True)
+    assert resp.status_code == 200
+    assert "Outcome: choose the outcome of your verification; nothing was recorded." in resp.get_data(as_text=True)
+    assert Alert.get_by_id(alert.id).status == "unconfirmed" and AlertConfirmation.select().count() == 0
+    assert records("alert.confirm") == []
+    assert client.post(f"/alerts/{alert.id}/confirm", data={"outcome": ""}).status_code == 400    # no CSRF token
+
+
+@pytest.mark.parametrize("region, confidence, shown, differs", [
+    ("tx", 0.62, "TX (confidence 0.62)", True),
+    ("ca", 0.88, "CA (confidence 0.88)", False),
+    (None, None, "not told by the reader", False),
+])
+def test_the_alert_shows_the_state_read_beside_the_listed_one(client, settings, db, tmp_path, trained,
+                                                              region, confidence, shown, differs):
+    raised = alert_on(settings, tmp_path, region, confidence)
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{raised.id}").get_data(as_text=True)
+    assert re.search(r"8DEF456 CA</dd>\s*<dt>State read</dt><dd id=\"read-state\">" + re.escape(shown), page)
+    assert ('id="state-differs"' in page) is differs
+    if differs:
+        assert "the list has\n      CA, the reader guessed TX" in page and "check\n      the plate's state through CLETS" in page
+
+
+def test_alert_search_and_live_name_the_camera_alike(client, settings, alert, trained):
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
+    assert "camera Camera 1</dd>" in page and "cam-1" not in page
+    live = client.get("/live")
+    client.post("/live/purpose", data={"purpose": "STOLEN-VEH", "case_number": "26-004512",
+                                       "csrf_token": csrf(live.get_data(as_text=True))})
+    assert '<td data-label="Camera">Camera 1</td>' in client.get("/live").get_data(as_text=True)
+    form = client.get("/reads/search").get_data(as_text=True)
+    results = client.post("/reads/search", data={
+        "plate": "7ABC123", "mode": "exact", "purpose": "STOLEN-VEH", "case_number": "26-004512",
+        "csrf_token": csrf(form)}).get_data(as_text=True)
+    assert "7ABC123" in results and "<td>Camera 1</td>" in results and "<td>cam-1</td>" not in results
