@@ -26,6 +26,16 @@ def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None
     return when
 
 
+def sync_off(settings) -> bool:
+    """No way for headquarters to get this post's data: no push (sync.enabled, or a
+    sync.hq_url to push to by hand) and no pull (sync.hq_public_key)."""
+    sync = settings.sync
+    return not (sync.enabled or sync.hq_url or sync.hq_public_key)
+
+
+SYNC_OFF = "sync is off on this post: headquarters does not get it"
+
+
 def filed_under(command):
     """The options every hold is placed with, at a post and at headquarters: --purpose, --case, --reason."""
     for option in reversed((
@@ -71,7 +81,7 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))
     click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s); "
-               "headquarters gets it with the next sync batch")
+               + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets it with the next sync batch"))
 
 
 @hold_group.command("list")
@@ -102,8 +112,8 @@ def hold_release(ctx, hold_id, reason):
             hold = holds.release(ctx.actor(), hold_id, reason)
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} (case {hold.case_number}) released; headquarters gets the release with the "
-               "next sync batch")
+    click.echo(f"hold {hold.id} (case {hold.case_number}) released; "
+               + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets the release with the next sync batch"))
 
 
 @click.group(name="retention")

@@ -257,10 +257,9 @@ class PostService:
         from appliance.models import utcnow
         uptime_s = round((utcnow() - self.started_at).total_seconds())
         try:
-            with db.connection():
-                with db.write():
-                    audit.record("system.stop", system_actor(self.settings),
-                                 details={"uptime_s": uptime_s, "started_at": self.started_at.isoformat() + "Z"})
+            with db.connection(), db.write():
+                audit.record("system.stop", system_actor(self.settings),
+                             details={"uptime_s": uptime_s, "started_at": self.started_at.isoformat() + "Z"})
         except Exception:       # a full disk must not keep the post from stopping; the log says so
             log.exception("could not record system.stop")
 

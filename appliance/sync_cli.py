@@ -9,7 +9,7 @@ import click
 
 from appliance import bundle, db
 from appliance.cli_types import ROW_ID
-from appliance.holds_cli import _when, filed_under
+from appliance.holds_cli import _when, filed_under, sync_off
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
 
@@ -71,6 +71,9 @@ def sync_status(ctx, offline):
     ctx.open()
     with db.connection():
         local = post.local_status(s)
+    if sync_off(s):
+        click.echo("sync is off on this post (sync.enabled is false, no sync.hq_url, no sync.hq_public_key): "
+                   "reads waiting are kept until sync is set up or retention removes them")
     click.echo(f"reads waiting: {local['pending_reads']}"
                + (f", legal hold events waiting: {local['pending_holds']}" if local["pending_holds"] else "")
                + (f" (outbox seq {local['pending_from']}..{local['pending_to']})" if local["pending"] else ""))

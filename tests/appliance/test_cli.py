@@ -179,7 +179,7 @@ def test_waypost_run_on_a_port_in_use_says_so_and_records_nothing(run, tmp_path)
         env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_WEB__PORT": str(port),
                "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": "", "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
         proc = subprocess.run([sys.executable, "-m", "appliance", "run"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr.strip() == (f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
                                    "set web.port (WAYPOST_WEB__PORT) to a free port")
@@ -203,3 +203,12 @@ def test_hotlist_commands(run, tmp_path):
     assert "SVS" in run("hotlist", "list") and "fresh" in run("hotlist", "list")
     run("hotlist", "remove", entry_id, "--reason", "suspect arrested")
     run("hotlist", "remove", entry_id, "--reason", "again", code=1)
+
+
+def test_sync_status_says_first_when_sync_is_off(run):
+    run("init")
+    lines = run("sync", "status").splitlines()
+    assert lines[0].startswith("sync is off on this post") and "reads waiting are kept" in lines[0]
+    assert lines[1].startswith("reads waiting: 0")
+    lines = run("sync", "status", "--offline", extra_env={"WAYPOST_SYNC__HQ_URL": "https://hq.example.org"}).splitlines()
+    assert lines[0].startswith("reads waiting: 0") and not any("sync is off" in line for line in lines)

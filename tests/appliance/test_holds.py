@@ -107,6 +107,9 @@ def test_cli_place_list_release(settings, db):
     out = runner.invoke(main, ["hold", "place", "--read", read.uuid, "--purpose", "CRIME-INV", "--case", "26-004512",
                                "--reason", "Vehicle seen leaving a robbery"], env=env)
     assert out.exit_code == 0 and "1 read(s)" in out.output, out.output
+    # no sync.enabled, hq_url or hq_public_key: nothing is sent, and the command must not promise it
+    assert "sync is off on this post: headquarters does not get it" in out.output
+    assert "next sync batch" not in out.output
     out = runner.invoke(main, ["hold", "place", "--plate", "7ABC*", "--mode", "wildcard", "--from", "2026-03-01",
                                "--to", "2026-03-02", "--purpose", "CRIME-INV", "--case", "N/A",
                                "--reason", "Vehicle seen leaving a robbery"], env=env)
@@ -116,8 +119,14 @@ def test_cli_place_list_release(settings, db):
     hold_id = holds.LegalHold.select().get().id
     out = runner.invoke(main, ["hold", "release", str(hold_id), "--reason", "Case closed, no charges"], env=env)
     assert out.exit_code == 0, out.output
+    assert "sync is off on this post: headquarters does not get it" in out.output
     assert [r.action for r in AccessRecord.select().where(AccessRecord.action.startswith("hold."))] == [
         "hold.place", "hold.list", "hold.release"]
+    for syncing in ({"WAYPOST_SYNC__HQ_URL": "https://hq.example.org"},     # pushed by hand
+                    {"WAYPOST_SYNC__HQ_PUBLIC_KEY": "A" * 43 + "="}):       # pulled by headquarters
+        out = runner.invoke(main, ["hold", "place", "--read", read.uuid, "--purpose", "CRIME-INV", "--case",
+                                   "26-004512", "--reason", "Vehicle seen leaving a robbery"], env={**env, **syncing})
+        assert out.exit_code == 0 and "headquarters gets it with the next sync batch" in out.output, out.output
 
 
 def test_cli_a_bare_date_as_to_is_the_whole_day(settings, db):

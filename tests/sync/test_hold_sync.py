@@ -157,7 +157,8 @@ def test_holds_placed_with_the_post_cli_and_a_similar_search_keep_their_frozen_r
     from appliance.cli import main
     reads = aged_reads(settings, [400, 400, 400], seed=19)     # 7ABC190, 7ABC191, 7ABC192
     on_post(settings)
-    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+           "WAYPOST_SYNC__HQ_URL": settings.sync.hq_url}
     window = ["--from", f"{utcnow() - dt.timedelta(days=500):%Y-%m-%d}", "--to", f"{utcnow():%Y-%m-%d}"]
     out = CliRunner().invoke(main, ["hold", "place", "--plate", "7ABC190", "--mode", "similar", *window,
                                     "--purpose", "CRIME-INV", "--case", "26-004512", "--reason", REASON], env=env)
