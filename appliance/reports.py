@@ -366,9 +366,10 @@ def as_dict(report) -> dict:
 def as_text(report) -> str:
     """A plain-text summary for the terminal; the web page is the full report."""
     p = report.period
+    last_day = p.end - dt.timedelta(days=1)       # the period's end is exclusive: midnight after it
     lines = [f"{'Quarterly audit' if p.kind == 'quarter' else 'Annual report'} {p.label} "
-             f"({p.start:%Y-%m-%d} to {p.end:%Y-%m-%d}, {report.post['timezone']}), post {report.post['id']}, "
-             f"{report.post['agency']}", f"access log: {report.chain.summary()}"]
+             f"({p.start:%Y-%m-%d} to {last_day:%Y-%m-%d}, {report.post['timezone']}), post {report.post['id']}, "
+             f"{report.post['agency']}", report.chain.summary()]
     if isinstance(report, Quarterly):
         lines += [f"access records in the quarter: {report.records}",
                   f"searches: {report.searches}, without a hit: {report.searches_without_hit}",

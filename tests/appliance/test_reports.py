@@ -178,3 +178,18 @@ def test_cli_reports_record_themselves(settings, log, monkeypatch):
     dbmod.database.connect(reuse_if_open=True)
     seen = [json.loads(r.query) for r in AccessRecord.select().where(AccessRecord.action == "audit.report")]
     assert seen == [{"period": "2025-Q1", "report": "quarter"}, {"period": "2025", "report": "year"}]
+
+
+def test_cli_report_text_names_the_last_day_and_the_log_once(settings, log, monkeypatch):
+    monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    dbmod.database.close()
+    for args, period in ((["quarterly", "2026-Q3"], "(2026-07-01 to 2026-09-30, "),
+                         (["quarterly", "2025-Q4"], "(2025-10-01 to 2025-12-31, "),
+                         (["annual", "2025"], "(2025-01-01 to 2025-12-31, ")):
+        out = CliRunner().invoke(main, ["report", *args])
+        assert out.exit_code == 0, out.output
+        first, second = out.output.splitlines()[:2]
+        assert period in first, first
+        assert second.startswith("access log verified: ") and second.count("access log") == 1, second
+    dbmod.database.connect(reuse_if_open=True)
