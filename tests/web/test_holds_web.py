@@ -149,6 +149,8 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
     html = client.get(resp.headers["Location"]).get_data(as_text=True)     # purpose remembered from the form
     assert re.findall(r'class="plate" href="/reads/\d+">(\w+)<', html) == ["7ABC128", "7ABC123"]
     assert "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in html     # the window: to the end of the minute typed
+    listing = client.get("/holds/").get_data(as_text=True)                  # the list speaks local time too
+    assert "2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in listing and "T09:00:00" not in listing
     [rec] = records("hold.place")
     assert rec.result_count == 2 and (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "2026-000417")
 

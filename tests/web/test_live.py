@@ -22,10 +22,11 @@ ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 HOSTILE = '<script>alert("x")</script>'
 
 
-def save(settings, plate, *, camera_id=None, direction="north", on_stored=None, confidence=0.93):
+def save(settings, plate, *, camera_id=None, direction="north", on_stored=None, confidence=0.93, captured_at=None):
     rng = np.random.default_rng(len(plate))
     return store.save_read(settings, store.EvidenceStore(settings),
-                           store.NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=utcnow(),
+                           store.NewRead(plate_raw=plate, plate=plate, confidence=confidence,
+                                         captured_at=captured_at or utcnow(),
                                          direction=direction, camera_id=camera_id),
                            rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None, on_stored=on_stored)
 
@@ -324,5 +325,53 @@ def test_streams_left_by_their_browsers_free_their_threads(settings, db, trained
         started = time.monotonic()
         assert urllib.request.urlopen(base + "/health", timeout=5).status == 200
         assert time.monotonic() - started < 1.0
+    finally:
+        service.stop()
+
+
+def test_reads_arriving_out_of_order_are_listed_newest_first(settings, db, trained):
+    """Reads of one pass can reach the stream in another order than they were captured; the page
+    keeps the table newest first by capture time, as the server lists it, and names the camera."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from appliance.service import PostService
+    from tests.appliance.test_cli import free_port
+    from tests.conftest import make_settings
+    trained("officer.lee", "officer")
+    now = utcnow()
+    save(settings, "1AAA111", captured_at=now - dt.timedelta(seconds=30))
+    save(settings, "2BBB222", captured_at=now - dt.timedelta(seconds=20))
+    live = make_settings(settings.data_dir, web__port=free_port())
+    service = PostService(live, with_capture=False).start()
+    base = f"http://127.0.0.1:{live.web.port}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(base + "/auth/login")
+            page.fill("#username", "officer.lee")
+            page.fill("#password", PASSWORD)
+            page.click("main button[type=submit]")
+            page.wait_for_url(base + "/live")
+            page.select_option("#purpose", "STOLEN-VEH")
+            page.fill("#case_number", "26-004512")
+            page.click("#state-purpose")
+            expect(page.locator("#live-view")).to_have_attribute("data-state", re.compile("^Live"))
+
+            def plates():
+                return page.eval_on_selector_all("#latest-reads tbody tr td:first-child", "c => c.map(x => x.innerText)")
+            assert plates() == ["2BBB222", "1AAA111"]
+            newest = save(live, "5NEW555", captured_at=now - dt.timedelta(seconds=1))
+            between = save(live, "4MID444", captured_at=now - dt.timedelta(seconds=10))
+            older = save(live, "3OLD333", captured_at=now - dt.timedelta(seconds=25))
+            for read in (between, newest, older):       # published out of capture order
+                service.bus.publish("read", {"id": read.id, "uuid": read.uuid, "plate": read.plate})
+            expect(page.locator("#latest-reads tbody tr.new")).to_have_count(3, timeout=10_000)
+            assert plates() == ["5NEW555", "4MID444", "2BBB222", "3OLD333", "1AAA111"]
+            cameras = page.eval_on_selector_all("#latest-reads tbody td[data-label=Camera]",
+                                                "c => c.map(x => x.innerText)")
+            assert set(cameras) == {"Camera 1"}
+            browser.close()
     finally:
         service.stop()

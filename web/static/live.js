@@ -45,6 +45,16 @@
       row.appendChild(td);
     }
 
+    function olderRow(body, captured, id) {
+      for (var i = 0; i < body.rows.length; i++) {
+        var other = body.rows[i].dataset;
+        if (other.captured < captured || (other.captured === captured && Number(other.id) < id)) {
+          return body.rows[i];
+        }
+      }
+      return null;
+    }
+
     source.addEventListener("read", function (e) {
       if (!reads) { return; }
       var r = JSON.parse(e.data);
@@ -58,7 +68,11 @@
       if (r.low_confidence) { conf.appendChild(document.createTextNode(" ")); conf.appendChild(el("span", "low-mark", "LOW")); }
       cell(row, "Confidence", conf);
       cell(row, "Direction", document.createTextNode(r.direction || "\u2014"));
-      reads.insertBefore(row, reads.firstChild);
+      // Newest first by capture time (then id, as the server lists them): reads of one pass can
+      // arrive over the stream in another order than they were captured.
+      row.dataset.captured = r.captured_utc;
+      row.dataset.id = r.id;
+      reads.insertBefore(row, olderRow(reads, r.captured_utc, Number(r.id)));
       while (reads.rows.length > MAX_READS) { reads.deleteRow(reads.rows.length - 1); }
       var none = document.getElementById("no-reads");
       if (none) { none.hidden = true; }
