@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -59,6 +60,20 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def local_time(value, settings: config.Settings, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """A stored instant (naive UTC, or ISO-8601 text) in post.timezone with the zone's
+    abbreviation, as the pages show it (web/clock.py, which needs Flask): '2026-11-29 08:53 PST'."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(ZoneInfo(settings.post.timezone)).strftime(fmt)
+
+
+def entries(n: int) -> str:
+    return f"{n} {'entry' if n == 1 else 'entries'}"
 
 
 LAZY_COMMANDS = {"eval": ("recognizer.cli", "eval_command"), "recognize": ("recognizer.cli", "recognize_command")}
@@ -238,7 +253,7 @@ def user_list(ctx):
         training = ("current" if u.training_current() else "NOT CURRENT")
         if u.training_expires_on:
             training += f" (to {u.training_expires_on})"
-        last = u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "never"
+        last = local_time(u.last_login_at, ctx.settings) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {u.role:<11} {'yes' if u.active else 'no':<7} {training:<24} {last}")
 
 
@@ -503,20 +518,25 @@ def hotlist_import(ctx, file, name):
             result = hotlist.import_csv(ctx.settings, file, name, ctx.actor())
         except hotlist.HotlistError as exc:
             raise click.ClickException(f"nothing imported:\n{exc}")
-    click.echo(f"{result.hotlist}: {result.entries} entries imported, {result.replaced} replaced")
+    click.echo(f"{result.hotlist}: {entries(result.entries)} imported, {result.replaced} replaced")
 
 
 @hotlist_group.command("list")
 @pass_ctx
 def hotlist_list(ctx):
-    """Lists with their size and freshness."""
+    """Lists with their size and, for state lists, when they were refreshed and whether they are
+    fresh (custom entries are added by hand, not refreshed from a source)."""
     from appliance import hotlist
     ctx.open()
     with db.connection():
         rows = hotlist.status(ctx.settings)
     for h in rows:
-        flag = "STALE: produces no alerts" if h["stale"] else "fresh"
-        click.echo(f"{h['name']:<12} {h['kind']:<7} {h['entries']:>8} entries  refreshed {h['refreshed_at']}  {flag}")
+        if h["kind"] != "state":
+            state = "custom: not refreshed from a source"
+        else:
+            when = local_time(h["refreshed_at"], ctx.settings) if h["refreshed_at"] else "never"
+            state = f"refreshed {when}  " + ("STALE: produces no alerts" if h["stale"] else "fresh")
+        click.echo(f"{h['name']:<12} {h['kind']:<7} {entries(h['entries']):>14}  {state}")
 
 
 @hotlist_group.command("add")

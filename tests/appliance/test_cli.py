@@ -1,6 +1,7 @@
 """The `waypost` command as an operator uses it, against a real database file."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -192,7 +193,7 @@ def test_hotlist_commands(run, tmp_path):
     run("init")
     good = tmp_path / "svs.csv"
     good.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,2026-11-20,S1\n")
-    assert "1 entries imported" in run("hotlist", "import", str(good), "--list", "SVS")
+    assert "SVS: 1 entry imported" in run("hotlist", "import", str(good), "--list", "SVS")
     bad = tmp_path / "bad.csv"
     bad.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,yesterday,S1\n")
     out = run("hotlist", "import", str(bad), "--list", "SVS", code=1)
@@ -200,7 +201,12 @@ def test_hotlist_commands(run, tmp_path):
     out = run("hotlist", "add", "6TR*9", "--reason", "ROBBERY", "--approved-by", "Capt. Alvarez",
               "--narrative", "Case 26-004512, partial plate from a witness")
     entry_id = out.split()[2]
-    assert "SVS" in run("hotlist", "list") and "fresh" in run("hotlist", "list")
+    listing = {line.split()[0]: line for line in run("hotlist", "list").splitlines()}
+    assert " 1 entry " in listing["SVS"] and listing["SVS"].endswith("fresh")
+    assert re.search(r" refreshed \d{4}-\d\d-\d\d \d\d:\d\d P[SD]T ", listing["SVS"])   # post.timezone
+    # custom entries are added by hand: there is no source to be fresh or stale against
+    assert " 1 entry " in listing["custom"] and listing["custom"].endswith("custom: not refreshed from a source")
+    assert not re.search(r"\bfresh\b|STALE|None", listing["custom"])
     run("hotlist", "remove", entry_id, "--reason", "suspect arrested")
     run("hotlist", "remove", entry_id, "--reason", "again", code=1)
 
@@ -212,3 +218,19 @@ def test_sync_status_says_first_when_sync_is_off(run):
     assert lines[1].startswith("reads waiting: 0")
     lines = run("sync", "status", "--offline", extra_env={"WAYPOST_SYNC__HQ_URL": "https://hq.example.org"}).splitlines()
     assert lines[0].startswith("reads waiting: 0") and not any("sync is off" in line for line in lines)
+
+
+def test_user_list_shows_the_last_sign_in_in_the_post_time_zone(run, tmp_path):
+    import sqlite3
+    run("init")
+    run("user", "add", "jlee", "--role", "officer")
+    con = sqlite3.connect(tmp_path / "data" / "waypost.db")
+    with con:
+        con.execute("UPDATE user SET last_login_at = '2026-11-29 16:53:00' WHERE username = 'admin'")
+        con.execute("UPDATE user SET last_login_at = '2026-07-01 16:53:00' WHERE username = 'jlee'")
+    con.close()
+    rows = {line.split()[0]: line for line in run("user", "list").splitlines()}
+    assert rows["admin"].endswith("2026-11-29 08:53 PST")           # America/Los_Angeles, the default
+    assert rows["jlee"].endswith("2026-07-01 09:53 PDT")
+    rows = {line.split()[0]: line for line in run("user", "list", extra_env={"WAYPOST_POST__TIMEZONE": "UTC"}).splitlines()}
+    assert rows["admin"].endswith("2026-11-29 16:53 UTC")
