@@ -12,7 +12,8 @@ from appliance.cli_types import BATCH, MAX_ROW_ID, ROW_ID
 
 
 def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
-    """A time given in UTC. A bare date is the start of that day, or with `end` (a --to) the
+    """A time read as UTC (naive UTC out, as stored), or in the offset it carries
+    (2026-11-20T08:00-08:00). A bare date is the start of that day, or with `end` (a --to) the
     whole of it: --from 2026-11-20 --to 2026-11-20 is that day."""
     if value is None:
         return None
@@ -23,7 +24,13 @@ def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None
                                  param_hint=name)
     if end and len(value.strip()) == 10:
         when += dt.timedelta(days=1, microseconds=-1)
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return when
+
+
+WINDOW_HELP = ("YYYY-MM-DD or YYYY-MM-DDTHH:MM, read as UTC, not in post.timezone (or give an offset: "
+               "2026-03-01T00:00-08:00)")
 
 
 def sync_off(settings) -> bool:
@@ -56,8 +63,9 @@ def hold_group():
 @click.option("--plate", default=None, help="Or every read a plate search finds in the period.")
 @click.option("--mode", type=click.Choice(["exact", "wildcard", "partial", "similar"]), default="exact",
               show_default=True)
-@click.option("--from", "since", default=None, help="Start of the period (UTC), with --plate.")
-@click.option("--to", "until", default=None, help="End of the period (UTC; a date: the whole day), with --plate.")
+@click.option("--from", "since", default=None, help=f"Start of the period, with --plate: {WINDOW_HELP}.")
+@click.option("--to", "until", default=None,
+              help=f"End of the period, with --plate (a date: the whole day): {WINDOW_HELP}.")
 @filed_under
 @click.pass_obj
 def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_number, reason):

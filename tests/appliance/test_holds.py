@@ -138,3 +138,18 @@ def test_cli_a_bare_date_as_to_is_the_whole_day(settings, db):
                                     "--purpose", "CRIME-INV", "--case", "26-004512",
                                     "--reason", "Vehicle seen leaving a robbery"], env=env)
     assert out.exit_code == 0 and "1 read(s)" in out.output, out.output
+
+
+def test_cli_hold_window_is_utc_and_says_so(settings, db):
+    from appliance.cli import main
+    add_read(settings, "7ABC123", 0)                       # 2026-03-01 12:00 UTC, 04:00 PST
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    usage = CliRunner().invoke(main, ["hold", "place", "--help"], env=env, terminal_width=200).output
+    assert usage.count("read as UTC, not in post.timezone") == 2, usage
+    # a time with an offset is that instant: 03:00-05:00 PST is 11:00-13:00 UTC
+    out = CliRunner().invoke(main, ["hold", "place", "--plate", "7ABC123", "--from", "2026-03-01T03:00-08:00",
+                                    "--to", "2026-03-01T05:00-08:00", "--purpose", "CRIME-INV", "--case", "26-004512",
+                                    "--reason", "Vehicle seen leaving a robbery"], env=env)
+    assert out.exit_code == 0 and "1 read(s)" in out.output, out.output
+    query = json.loads(records("hold.place")[-1].query)
+    assert (query["since"], query["until"]) == ("2026-03-01T11:00:00Z", "2026-03-01T13:00:00Z"), query
