@@ -142,10 +142,15 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     import waitress
 
     from appliance.cli import _bootstrap, _report_bootstrap
+    from appliance.service import ListenError, listen
     from sync import hq_retention, hq_search
     from sync.web import create_hq_app
     s = ctx.settings
     target = _hq_target(ctx, database)
+    try:        # the port first: a port in use stops the start before anything is recorded
+        sock = listen(host, port)
+    except ListenError as exc:
+        raise click.ClickException(f"{str(exc).split(';')[0]}; give `waypost hq serve` a free --port") from None
     _report_bootstrap(_bootstrap(s))
     app = create_hq_app(target, max_batch_mb * 1024 * 1024, settings=s)
     stop = threading.Event()
@@ -153,8 +158,7 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     hq_retention.Daily(s, stop).start()     # the daily purge at retention.run_at (post.timezone)
     click.echo(f"headquarters on http://{host}:{port}/ (reads in {target}; accounts and access log in {s.db_path})")
     try:
-        waitress.serve(app, host=host, port=port, threads=threads,
-                       max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
+        waitress.serve(app, sockets=[sock], threads=threads, max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
     finally:
         stop.set()
 

@@ -61,3 +61,28 @@ def test_bench_sync_sends_the_whole_backlog(tmp_path, mode, line):
     assert figures["held_at_hq"] == 30 and figures["chain_verified"]
     assert figures["post_peak_rss_mib"] > 0 and figures["hq_peak_rss_mib"] > 0 and figures["hq_database"] == "sqlite"
     assert line in figures["output"][0]
+
+
+def test_hq_serve_on_a_port_in_use_says_so_before_making_anything(tmp_path):
+    """The port is taken first: a port in use stops `hq serve` with one line, before headquarters'
+    accounts database and access log (or its reads database) are made."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    data = tmp_path / "hq-data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(data), "WAYPOST_CONFIG": "",
+               "WAYPOST_ADMIN_PASSWORD": ""}
+        proc = subprocess.run([sys.executable, "-m", "appliance", "hq", "serve", "--database",
+                               str(tmp_path / "hq.sqlite"), "--port", str(port)],
+                              cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
+                                   "give `waypost hq serve` a free --port")
+    assert not list(data.glob("*.db")) and "password" not in proc.stdout
