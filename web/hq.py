@@ -179,7 +179,8 @@ def read(read_id: int):
                                action=url_for("hq.read", read_id=read_id))
     row = hq_search.read(read_id) or abort(404)
     with write():
-        audit.record("read.view", actor(), query={"read": row.uuid, "post": row.post_id, "at": "headquarters"},
+        audit.record("read.view", actor(), query={"read": row.uuid, "plate": row.plate, "post": row.post_id,
+                                                  "at": "headquarters"},
                      purpose=stated, objects=[f"read:{row.post_id}/{row.uuid}"], result_count=1)
     kinds = {im.get("kind") for im in row.data.get("images") or []}
     return render_template("hq/read.html", read=row, data=row.data, kinds=kinds, purpose=stated,
@@ -205,7 +206,8 @@ def image(read_id: int, kind: str):
         abort(404)
     meta, data = found
     with write():
-        audit.record("evidence.view", actor(), query={"read": row.uuid, "post": row.post_id, "at": "headquarters"},
+        audit.record("evidence.view", actor(), query={"read": row.uuid, "plate": row.plate, "post": row.post_id,
+                                                  "at": "headquarters"},
                      purpose=stated, objects=[f"read:{row.post_id}/{row.uuid}", f"evidence:{meta['sha256']}"],
                      result_count=1, details={"kind": kind})
     resp = Response(data, mimetype=meta.get("content_type") or "image/jpeg")

@@ -126,7 +126,7 @@ def detail(read_id: int):
                                action=url_for("reads.detail", read_id=read_id))
     with write():               # what the page shows is read in the transaction that records it
         read = Read.get_or_none(Read.id == read_id) or abort(404)
-        audit.record("read.view", actor(), query={"read": read.uuid}, purpose=stated,
+        audit.record("read.view", actor(), query={"read": read.uuid, "plate": read.plate}, purpose=stated,
                      objects=[f"read:{read.uuid}"], result_count=1)
         kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
         alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
@@ -142,7 +142,7 @@ def image(read_id: int, kind: str):
         abort(428, "state a purpose (search, or open the read) before viewing its images")
     def find():
         read = Read.get_or_none(Read.id == read_id) or abort(404)
-        return read, {"read": read.uuid}
+        return read, {"read": read.uuid, "plate": read.plate}
     return evidence.image_response(find, kind, stated)
 
 

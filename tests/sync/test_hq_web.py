@@ -160,9 +160,16 @@ def test_a_search_across_posts_is_recorded_with_its_query_and_purpose_and_the_ch
     [view] = _records(settings, "read.view")
     [image] = _records(settings, "evidence.view")
     assert view.case_number == image.case_number == "24-001234" and '"post":"post-b"' in view.query
+    plate = _plate_of(read_id)      # named in both records, so the log's plate filter finds the views
+    assert f'"plate":"{plate}"' in view.query and f'"plate":"{plate}"' in image.query
     with dbmod.connection():
         result = audit.verify()
     assert result.ok, result.summary()
+
+
+def _plate_of(read_id: int) -> str:
+    with hq.hq_database.connection_context():
+        return hq.HQRead.get_by_id(read_id).plate
 
 
 def test_search_modes_filters_and_pages(hq_site):

@@ -115,6 +115,21 @@ def test_read_detail_asks_for_a_purpose_then_records_the_view(client, officer, s
     assert ev.purpose_code == "CRIME-INV" and read.uuid in ev.object_ids
 
 
+def test_an_auditor_finds_every_view_of_a_plate_by_the_plate(client, officer, stored):
+    """Opening a read or its image names the plate in the record's query (with the read's uuid),
+    so the access log's "data queried" filter finds who looked at a plate, not only who searched."""
+    from appliance import audit as audit_mod
+    sign_in(client, "officer.lee")
+    search(client)
+    read = stored["7ABC128"]
+    assert client.get(f"/reads/{read.id}").status_code == 200
+    assert client.get(f"/reads/{read.id}/image/crop").status_code == 200
+    found = audit_mod.browse(audit_mod.Filter(query="7ABC128")).records
+    assert {"read.view", "evidence.view"} <= {r["action"] for r in found}
+    assert not [r for r in audit_mod.browse(audit_mod.Filter(query="5LMN432")).records
+                if r["action"] in ("read.view", "evidence.view")]
+
+
 def test_purpose_from_a_search_carries_to_the_results(client, officer, stored):
     sign_in(client, "officer.lee")
     search(client)
