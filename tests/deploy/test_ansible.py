@@ -246,6 +246,7 @@ def test_hq_enrolled_post_and_backup_restore(converged):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     restore = run(root / "usr/local/sbin/waypost-hq-restore", made[0])
     assert f"restored {made[1]}" in restore.stdout
+    assert "access log verified" in restore.stdout          # the restore checks the chain itself
     status = run(waypost, "hq", "status", "--json", "--database", database)
     assert "post-test" in status.stdout
     assert accounts_state() == before
@@ -265,3 +266,18 @@ def test_hq_enrolled_post_and_backup_restore(converged):
         time.sleep(1.1)                            # one stamp per second
         newer += _backups(run(root / "usr/local/sbin/waypost-hq-backup").stdout)
     assert sorted(p.name for p in backup_dir.iterdir()) == sorted(p.name for p in newer[2:])
+
+    # A pair whose access log was altered is restored (it is what there is) but the restore says
+    # so and fails, instead of leaving the check to the technician.
+    import sqlite3
+    kept = newer[2:]
+    pair_accounts = next(p for p in kept if p.name.startswith("accounts-"))
+    pair_reads = next(p for p in kept if p.name.startswith("hq-") and p.name.split("-", 1)[1].split(".")[0]
+                      == pair_accounts.name.split("-", 1)[1].split(".")[0])
+    con = sqlite3.connect(pair_accounts)
+    con.execute("UPDATE access_record SET username = 'someone.else' WHERE seq = 1")
+    con.commit()
+    con.close()
+    altered = run(root / "usr/local/sbin/waypost-hq-restore", pair_reads, check=False)
+    assert altered.returncode == 1, altered.stdout + altered.stderr
+    assert "access log BROKEN" in altered.stdout + altered.stderr and "does NOT verify" in altered.stderr

@@ -431,7 +431,8 @@ def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
         empty = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost",
                         user="waypost", check=False)
         assert "post-ci" not in empty.stdout
-        in_root(root, "/usr/local/sbin/waypost-hq-restore", made)
+        restored = in_root(root, "/usr/local/sbin/waypost-hq-restore", made)
+        assert "access log verified" in restored.stdout, restored.stdout    # checked by the restore itself
         status = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost")
         assert "post-ci" in status.stdout
     # Back, owned by the service account, its access log intact up to the same record.
