@@ -98,13 +98,15 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
 def hold_list(ctx, active):
     """Holds with their case, reads and state (the listing is recorded)."""
     from appliance import holds
+    from appliance.cli import local_time    # here: appliance.cli imports this module to register it
     ctx.open()
     with db.connection():
         rows = holds.listing(ctx.actor(), active_only=active)
+    day = "%Y-%m-%d %Z"                    # the day in post.timezone, as the pages show it
     for h in rows:
-        state = "ACTIVE" if h.active else f"released {h.released_at:%Y-%m-%d} by {h.released_by}"
+        state = "ACTIVE" if h.active else f"released {local_time(h.released_at, ctx.settings, day)} by {h.released_by}"
         click.echo(f"{h.id:>5} {h.case_number:<16} {h.kind:<5} {h.read_count:>7} read(s)  placed "
-                   f"{h.placed_at:%Y-%m-%d} by {h.placed_by}  {state}  {h.reason}")
+                   f"{local_time(h.placed_at, ctx.settings, day)} by {h.placed_by}  {state}  {h.reason}")
 
 
 @hold_group.command("release")

@@ -1,6 +1,7 @@
 """Legal holds on a real database: what a hold covers, what it needs, and its records."""
 import datetime as dt
 import json
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -114,8 +115,11 @@ def test_cli_place_list_release(settings, db):
                                "--to", "2026-03-02", "--purpose", "CRIME-INV", "--case", "N/A",
                                "--reason", "Vehicle seen leaving a robbery"], env=env)
     assert out.exit_code == 1 and "not a case or incident number" in out.output
-    out = runner.invoke(main, ["hold", "list"], env=env)
+    out = runner.invoke(main, ["hold", "list"], env={**env, "WAYPOST_POST__TIMEZONE": "America/Los_Angeles"})
     assert out.exit_code == 0 and "26-004512" in out.output and "ACTIVE" in out.output
+    placed = holds.LegalHold.select().get().placed_at.replace(tzinfo=dt.UTC)
+    local = placed.astimezone(ZoneInfo("America/Los_Angeles"))
+    assert f"placed {local:%Y-%m-%d %Z} by" in out.output      # the post's day and zone, as the pages show it
     hold_id = holds.LegalHold.select().get().id
     out = runner.invoke(main, ["hold", "release", str(hold_id), "--reason", "Case closed, no charges"], env=env)
     assert out.exit_code == 0, out.output
