@@ -8,15 +8,25 @@ confirm.
 Scores: a match on the read text is 1.0; on one of the OCR's alternative readings, 0.55 plus up to
 0.35 by how close the alternative's score is to the read's; on OCR-confusable characters
 (0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G), 0.9 less 0.1 per substituted character; a partial custom
-entry (`*`, `?`), 0.75. Alerts are raised from `alerts.min_score` up; the score is shown with
-the alert so a person knows how strong the lead is.
+entry (`*`, `?`), 0.75, and on confusable characters of such an entry ("pattern-confusable"),
+0.7 less 0.05 per substituted character. Alerts are raised from `alerts.min_score` up; the score is
+shown with the alert so a person knows how strong the lead is.
+
+Repeats: one car is often read twice within minutes (a pass split by a short dropout, a car
+circling the block). An alert for the same entry (list and listed plate) whose read is within
+`alerts.repeat_window_s` of the read of the last alert SENT for that entry is stored as a repeat of
+it: it is evidence and stays unconfirmed, but it is not sent out (command, webhook, GPIO, live
+list) and writes no alert.notify record. The window runs from the last alert sent, not from the
+last repeat, so a car that keeps circling is sent again once per window.
 """
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import json
 import logging
 import re
+import string
 import subprocess
 import threading
 import urllib.parse
@@ -69,6 +79,24 @@ def _candidates(read: Read) -> list[tuple[str, str, float]]:
     return out
 
 
+_PLATE_CHARS = string.ascii_uppercase + string.digits
+
+
+def _folded_pattern(pattern: str) -> re.Pattern:
+    """A custom entry's pattern with each listed character widened to the characters the OCR
+    confuses it with; each listed character is a group, to count the substitutions."""
+    parts = []
+    for ch in pattern:
+        if ch == "*":
+            parts.append(".*")
+        elif ch == "?":
+            parts.append(".")
+        else:
+            alike = sorted({c for c in _PLATE_CHARS if skeleton(c) == skeleton(ch)} | {ch})
+            parts.append("([" + re.escape("".join(alike)) + "])")
+    return re.compile("".join(parts))
+
+
 def find_matches(settings: Settings, read: Read) -> list[Match]:
     """Best match per active entry of every fresh list, best first."""
     now = utcnow()
@@ -99,6 +127,13 @@ def find_matches(settings: Settings, read: Read) -> list[Match]:
         for text, kind, score in candidates:
             if rx.match(text):
                 offer(entry, text, "pattern", 0.75 if kind == "exact" else min(0.7, score))
+        if entry.id not in best:
+            # as for full plates, look-alike characters only on the read text itself
+            found = _folded_pattern(entry.plate).fullmatch(read.plate)
+            if found:
+                listed = [c for c in entry.plate if c not in "*?"]
+                subs = sum(g != c for g, c in zip(found.groups(), listed))
+                offer(entry, read.plate, "pattern-confusable", 0.7 - 0.05 * subs)
     return sorted((m for m in best.values() if m.score >= settings.alerts.min_score),
                   key=lambda m: (-m.score, m.entry.id))
 
@@ -111,16 +146,38 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
         out.append(Alert.create(
             read=read, entry=m.entry, hotlist_name=m.hotlist.name, hotlist_refreshed_at=m.hotlist.refreshed_at,
             entry_plate=m.entry.plate, entry_state=m.entry.state, entry_reason=m.entry.reason,
-            entry_source_ref=m.entry.source_ref, matched_text=m.matched_text, match_kind=m.kind, score=m.score))
+            entry_source_ref=m.entry.source_ref, matched_text=m.matched_text, match_kind=m.kind, score=m.score,
+            repeat_of=_sent_alert_within_window(settings, read, m)))
     recipients = notify_recipients(settings)
     if out and recipients:
         from appliance.service import system_actor
         for alert in out:
+            if alert.repeat_of_id is not None:
+                continue            # not sent: nothing handed to anyone else's system
             audit.record("alert.notify", system_actor(settings), query={"plate": alert.entry_plate},
                          purpose=audit.Purpose("HIT-VERIFY", f"ALERT-{alert.id}"),
                          objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1,
                          details={"to": recipients, "hotlist": alert.hotlist_name})
     return out
+
+
+def _sent_alert_within_window(settings: Settings, read: Read, m: Match) -> Alert | None:
+    """The alert last sent for the same entry whose read is within the repeat window of this read
+    (either side: a clock stepped back must not turn a repeat into a new alert)."""
+    window = settings.alerts.repeat_window_s
+    if not window:
+        return None
+    span = dt.timedelta(seconds=window)
+    return (Alert.select(Alert).join(Read, on=(Alert.read == Read.id))
+            .where((Alert.hotlist_name == m.hotlist.name) & (Alert.entry_plate == m.entry.plate)
+                   & Alert.repeat_of.is_null() & (Alert.read != read.id)
+                   & Read.captured_at.between(read.captured_at - span, read.captured_at + span))
+            .order_by(Read.captured_at.desc(), Alert.id.desc()).first())
+
+
+def is_sent(alert: Alert) -> bool:
+    """Whether an alert is sent out (notifier, live list): every alert but a repeat."""
+    return alert.repeat_of_id is None
 
 
 def notify_recipients(settings: Settings) -> list[str]:
@@ -197,6 +254,8 @@ class Notifier:
                 "status": "UNCONFIRMED: verify through CLETS and compare the characters with the image"}
 
     def notify(self, alert: Alert) -> None:
+        if not is_sent(alert):
+            return
         body = self.payload(alert)
         if self.cfg.command:
             threading.Thread(target=self._command, args=(body,), daemon=True).start()

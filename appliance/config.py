@@ -127,6 +127,11 @@ class AlertSettings(Section):
                                          "gets the alert as JSON on standard input.")
     webhook_url: str = Field("", description="URL that receives each new alert as a JSON POST (e.g. dispatch).")
     gpio_pin: int | None = Field(None, ge=0, le=40, description="GPIO pin driven high for 3 s on a new alert.")
+    repeat_window_s: int = Field(300, ge=0, le=86_400, description=(
+        "An alert for the same hotlist entry within this many seconds of the last alert sent for it "
+        "(a car circling the block, or one pass split by a short dropout) is kept as a repeat of that "
+        "alert: listed and unconfirmed like any alert, but not sent to the command, webhook, GPIO pin "
+        "or live list again. 0 sends every alert."))
 
 
 class RecognizerSettings(Section):

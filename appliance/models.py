@@ -215,6 +215,8 @@ class Alert(BaseModel):
     acknowledged_at = DateTimeField(null=True)
     acknowledged_by = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
+    # the alert sent for the same entry shortly before (alerts.repeat_window_s): this one was not sent
+    repeat_of = ForeignKeyField("self", null=True, backref="repeats", on_delete="SET NULL")
 
     class Meta:
         table_name = "alert"

@@ -367,6 +367,8 @@ class Pipeline:
                                       "captured_at": read.captured_at.isoformat() + "Z",
                                       "direction": read.direction})
         for alert in raised:
+            if not alerts.is_sent(alert):
+                continue        # a repeat (alerts.repeat_window_s): stored and listed, not sent again
             if self.bus is not None:
                 self.bus.publish("alert", {"id": alert.id, "read_id": read.id, "plate": read.plate,
                                            "entry_plate": alert.entry_plate, "reason": alert.entry_reason,
