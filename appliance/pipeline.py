@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class Sighting:
     confidence: float
     read: object            # recognizer.PlateRead
     frame: object           # appliance.capture.Frame
+    mono: float | None = None   # the frame's monotonic stamp (live capture), for pass timeouts
 
 
 def _evidence_rank(s: Sighting) -> tuple[float, int]:
@@ -114,6 +116,30 @@ def _near(a, b, reach: float = 1.5) -> bool:
 
 def _one_edit(a: str, b: str) -> bool:
     return edits_within_one(a, b) is not None
+
+
+def _match_score(last: Sighting, s: Sighting) -> float:
+    """How well a sighting continues a pass whose last sighting is `last` (0: not at all)."""
+    score = box_iou(last.box, s.box)
+    if score < 0.05 and _near(last.box, s.box):
+        score = 0.05
+    if _one_edit(last.text, s.text) and _near(last.box, s.box, reach=4.0):
+        score += 0.5
+    return score
+
+
+def _distance(a, b) -> float:
+    """Between the centres of two boxes, in pixels."""
+    return float(np.hypot((a[0] + a[2] / 2) - (b[0] + b[2] / 2), (a[1] + a[3] / 2) - (b[1] + b[3] / 2)))
+
+
+def _idle_s(last: Sighting, now: dt.datetime, mono: float | None) -> float:
+    """Seconds since a pass's last sighting: by the monotonic clock when both carry its stamp
+    (live capture: a step of the wall clock by NTP neither holds a pass open nor splits it), else
+    by the wall clock (replayed frames, frames made without a stamp)."""
+    if mono is not None and last.mono is not None:
+        return mono - last.mono
+    return (now - last.at).total_seconds()
 
 
 def vote(sightings: list[Sighting]) -> tuple[str, float, list[dict]]:
@@ -207,16 +233,28 @@ class Pipeline:
     # -- per frame --
     def process(self, frame) -> list[Read]:
         self.stats.frames += 1
-        stored = self._close_finished(frame.captured_at)
+        mono = getattr(frame, "mono", None)
+        stored = self._close_finished(frame.captured_at, mono)
         if not self.gate.moving(frame.image) and not self.tracks:
             return stored
         self.stats.frames_read += 1
+        sightings = []
         for plate in self.recognizer.read(frame.image):
             if len(plate.text) < MIN_PLATE_CHARS:
                 continue
             self.stats.sightings += 1
-            self._assign(Sighting(frame.captured_at, plate.box, plate.text, plate.confidence, plate, frame))
+            sightings.append(Sighting(frame.captured_at, plate.box, plate.text, plate.confidence, plate, frame, mono))
+        self._assign(sightings)
         return stored
+
+    def close_idle(self, at: dt.datetime | None = None, mono: float | None = None) -> list[Read]:
+        """Close the passes unseen for longer than the pass timeout when no frame comes (a stalled
+        source): stored, and their alerts raised, as process() would on the next frame. `at` is
+        the wall clock (naive UTC, default now) for passes of frames without a monotonic stamp,
+        `mono` the monotonic clock (default time.monotonic()) for those with one."""
+        from appliance.capture import utcnow
+        return self._close_finished(at if at is not None else utcnow(),
+                                    mono if mono is not None else time.monotonic())
 
     def flush(self) -> list[Read]:
         """Close every open pass (end of a clip, or the post stopping). A pass the database still
@@ -228,26 +266,37 @@ class Pipeline:
                         len(self.unstored), ", ".join(_plate_of(t) for t in self.unstored))
         return stored
 
-    def _assign(self, s: Sighting) -> None:
-        best, best_score = None, 0.0
-        for t in self.tracks:
-            last = t.last
-            score = box_iou(last.box, s.box)
-            if score < 0.05 and _near(last.box, s.box):
-                score = 0.05
-            if _one_edit(last.text, s.text) and _near(last.box, s.box, reach=4.0):
-                score += 0.5
-            if score > best_score:
-                best, best_score = t, score
-        if best is None:
-            best = Track(self._next_id)
-            self._next_id += 1
-            self.tracks.append(best)
-        best.add(s)
+    def _assign(self, sightings: list[Sighting]) -> None:
+        """Join one frame's sightings to the open passes. Two plates in one frame are two vehicles:
+        each pass takes at most one sighting of a frame, the best-matched pairs first (overlap,
+        then the same text, then the nearest); a sighting left over starts a pass of its own."""
+        pairs = []
+        for i, s in enumerate(sightings):
+            for j, t in enumerate(self.tracks):
+                score = _match_score(t.last, s)
+                if score > 0.0:
+                    pairs.append((-score, t.last.text != s.text, _distance(t.last.box, s.box), i, j))
+        pairs.sort()
+        taken_s: set[int] = set()
+        taken_t: set[int] = set()
+        chosen: dict[int, Track] = {}
+        for _, _, _, i, j in pairs:
+            if i in taken_s or j in taken_t:
+                continue
+            taken_s.add(i)
+            taken_t.add(j)
+            chosen[i] = self.tracks[j]
+        for i, s in enumerate(sightings):
+            track = chosen.get(i)
+            if track is None:
+                track = Track(self._next_id)
+                self._next_id += 1
+                self.tracks.append(track)
+            track.add(s)
 
-    def _close_finished(self, now: dt.datetime) -> list[Read]:
-        timeout = dt.timedelta(seconds=self.settings.pipeline.pass_timeout_s)
-        done = [t for t in self.tracks if now - t.last.at > timeout]
+    def _close_finished(self, now: dt.datetime, mono: float | None = None) -> list[Read]:
+        timeout = self.settings.pipeline.pass_timeout_s
+        done = [t for t in self.tracks if _idle_s(t.last, now, mono) > timeout]
         if not done and not self.unstored:
             return []
         self.tracks = [t for t in self.tracks if t not in done]

@@ -316,6 +316,12 @@ class PostService:
                     if self.capture.finished:
                         self.pipeline.flush()
                         return
+                    # a stalled source: passes it last showed still end (stored, alerts raised)
+                    try:
+                        self.pipeline.close_idle()
+                    except Exception:
+                        self.pipeline.stats.errors += 1
+                        log.exception("pipeline failed closing idle passes; continuing")
                     continue
                 try:
                     self.pipeline.process(frame)

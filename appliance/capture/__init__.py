@@ -42,7 +42,11 @@ def utcnow() -> datetime:
 class Frame:
     image: np.ndarray                   # HxWx3 uint8 RGB: what the detector sees
     hires: np.ndarray | None = None     # a sharper evidence frame (picamera2 main stream), else None
-    captured_at: datetime               # naive UTC
+    captured_at: datetime               # naive UTC: what is stored
+    mono: float | None = None           # time.monotonic() when the frame was grabbed (sources stamping
+                                        # the wall clock); passes time out by it, so an NTP step of the
+                                        # wall clock neither holds a pass open nor splits it. None for
+                                        # frames made elsewhere: then captured_at times them.
     index: int                          # increases by one per frame the source produces
     source: str                         # the source's name, e.g. "video:/srv/clip.mp4"
     truth: list[tuple[str, Box]] = field(default_factory=list)   # demo only: (plate, (x, y, w, h) in image px)

@@ -620,7 +620,7 @@ class DemoSource(FrameSource):
     def read(self) -> Frame:
         index = self._next_index()
         image, truth = self.street.render(index)
-        return Frame(image=image, captured_at=utcnow(), index=index, source=self.name, truth=truth)
+        return Frame(image=image, captured_at=utcnow(), mono=time.monotonic(), index=index, source=self.name, truth=truth)
 
 
 # --- clips for benchmarks -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ frames exported from another camera). A file that is not a readable image is ski
 error that names it."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,4 +59,4 @@ class FolderSource(FrameSource):
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise CorruptFrame(f"skipped {path}: not a readable image ({exc})") from exc
         self._good += 1
-        return Frame(image=image, captured_at=utcnow(), index=self._next_index(), source=self.name)
+        return Frame(image=image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name)

@@ -10,6 +10,8 @@ OS ships): install it with apt and make the venv with --system-site-packages.
 """
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 
@@ -109,7 +111,7 @@ class PiCamera2Source(FrameSource):
         lores_w = stream_sizes(self.settings)[1][0]
         # picamera2's "RGB888" is B, G, R in memory.
         hires = np.ascontiguousarray(main[..., 2::-1])
-        return Frame(image=lores_to_rgb(lores, lores_w), hires=hires, captured_at=utcnow(), index=self._next_index(), source=self.name)
+        return Frame(image=lores_to_rgb(lores, lores_w), hires=hires, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name)
 
     def close(self) -> None:
         if self._cam is not None:

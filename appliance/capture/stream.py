@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import cv2
 
@@ -57,7 +58,7 @@ class StreamSource(FrameSource):
             raise SourceError(f"stream {redact(self.settings.source)} stopped delivering frames "
                               f"after {self._read} frames")
         self._read += 1
-        return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(),
+        return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(), mono=time.monotonic(),
                      index=self._next_index(), source=self.name)
 
     def close(self) -> None:

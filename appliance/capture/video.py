@@ -1,6 +1,7 @@
 """A video file, played once or in a loop (OpenCV; anything its bundled FFmpeg decodes)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -47,7 +48,7 @@ class VideoSource(FrameSource):
         ok, bgr = self._cap.read()
         if ok and bgr is not None:
             self._pos += 1
-            return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(),
+            return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(), mono=time.monotonic(),
                          index=self._next_index(), source=self.name)
         # End of the file, or of what could be decoded of it.
         pos, total = self._pos, self._total
