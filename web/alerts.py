@@ -47,6 +47,17 @@ class ConfirmForm(FlaskForm):
     note = TextAreaField("Note", validators=[Length(max=1000)])
 
 
+def repeats_of(shown: list[Alert]) -> dict[int, tuple[int, int]]:
+    """alert id -> (the alert it repeats, minutes between their reads), for the repeats shown."""
+    wanted = {a.repeat_of_id for a in shown if a.repeat_of_id is not None}
+    if not wanted:
+        return {}
+    seen_at = {row.id: row.read.captured_at for row in
+               Alert.select(Alert.id, Read.captured_at).join(Read).where(Alert.id.in_(list(wanted)))}
+    return {a.id: (a.repeat_of_id, round(abs((a.read.captured_at - seen_at[a.repeat_of_id]).total_seconds()) / 60))
+            for a in shown if a.repeat_of_id in seen_at}
+
+
 @bp.get("")
 @requires("alerts.view")
 def index():
@@ -58,7 +69,8 @@ def index():
         audit.record("alert.view", actor(), purpose=audit.Purpose("HIT-VERIFY", "ALERT-LIST"),
                      objects=[f"alert:{a.id}" for a in open_alerts + recent],
                      result_count=len(open_alerts) + len(recent))
-    return render_template("alerts/index.html", open_alerts=open_alerts, recent=recent)
+        repeats = repeats_of(open_alerts + recent)
+    return render_template("alerts/index.html", open_alerts=open_alerts, recent=recent, repeats=repeats)
 
 
 @bp.get("/<int:alert_id>")
@@ -72,7 +84,9 @@ def detail(alert_id: int):
         kinds = {e.kind for e in Evidence.select(Evidence.kind).where(Evidence.read == read)}
         confirmations = list(AlertConfirmation.select().where(AlertConfirmation.alert == alert)
                              .order_by(AlertConfirmation.confirmed_at))
+        repeat = repeats_of([alert]).get(alert.id)
     return render_template("alerts/detail.html", alert=alert, read=read, kinds=kinds, confirmations=confirmations,
+                           repeat=repeat,
                            ack_form=AcknowledgeForm(), confirm_form=ConfirmForm(),
                            can_confirm=allowed(current_user.user, "alerts.confirm"),
                            can_acknowledge=allowed(current_user.user, "alerts.acknowledge"))

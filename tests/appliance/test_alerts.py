@@ -1,4 +1,6 @@
 import datetime as dt
+import json
+import threading
 
 import numpy as np
 import pytest
@@ -23,10 +25,10 @@ def lists(settings, db, tmp_path):
                        narrative="Case 26-004512: partial plate from a witness, grey sedan.")
 
 
-def store_read(settings, plate, confidence=0.93, alternatives=()):
+def store_read(settings, plate, confidence=0.93, alternatives=(), captured_at=None):
     raised = []
     rng = np.random.default_rng(len(plate))
-    new = store.NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=utcnow(),
+    new = store.NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=captured_at or utcnow(),
                         alternatives=[{"text": t, "score": s} for t, s in alternatives])
     read = store.save_read(settings, store.EvidenceStore(settings), new,
                            rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None,
@@ -145,3 +147,109 @@ def test_notifier_runs_the_local_command(settings, lists, tmp_path):
     notifier._command(notifier.payload(raised[0]))
     body = out.read_text()
     assert '"entry_plate": "7ABC123"' in body and "UNCONFIRMED" in body
+
+
+def test_partial_custom_entry_matches_look_alike_characters(settings, lists):
+    """`8DDU4*` is a witness's partial plate; the reader saw the second D as 0. As for full plates,
+    the look-alike match is weaker than a plain pattern match."""
+    hotlist.add_custom(ADMIN, "8DDU4*", "ASSAULT SUSPECT", approved_by="Capt. R. Alvarez",
+                       narrative="Case 26-004513: partial plate from a witness, white van.")
+    raised = store_read(settings, "8D0U467")[1]
+    assert [(a.entry_plate, a.match_kind, a.matched_text, a.score) for a in raised] == [
+        ("8DDU4*", "pattern-confusable", "8D0U467", 0.65)]
+    # two look-alikes score lower; a plain pattern match keeps its own kind and score
+    assert [(a.match_kind, a.score) for a in store_read(settings, "BD0U467")[1]] == [("pattern-confusable", 0.6)]
+    assert [(a.match_kind, a.score) for a in store_read(settings, "8DDU499")[1]] == [("pattern", 0.75)]
+    assert store_read(settings, "8D0X467")[1] == []          # X is no look-alike of U
+
+
+def noisy_settings(settings, out, **extra):
+    from tests.conftest import make_settings
+    return make_settings(settings.data_dir, alerts__command=f"cat >> {out}; echo >> {out}", **extra)
+
+
+def wait_for_notifier_threads():
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and t.daemon:
+            t.join(timeout=15)
+
+
+def notify_records():
+    return AccessRecord.select().where(AccessRecord.action == "alert.notify").count()
+
+
+def test_a_repeat_within_the_window_is_stored_but_not_sent(settings, lists, tmp_path):
+    out = tmp_path / "sent.jsonl"
+    noisy = noisy_settings(settings, out)
+    t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
+    first = store_read(noisy, "7ABC123", captured_at=t0)[1][0]
+    again = store_read(noisy, "7ABC123", captured_at=t0 + dt.timedelta(minutes=2))[1][0]
+    assert first.repeat_of_id is None and again.repeat_of_id == first.id
+    assert again.status == "unconfirmed" and again.match_kind == "exact"
+    assert notify_records() == 1
+    notifier = alerts.Notifier(noisy)
+    for a in (first, again):
+        notifier.notify(Alert.get_by_id(a.id))
+    wait_for_notifier_threads()
+    assert [json.loads(line)["alert_id"] for line in out.read_text().splitlines() if line] == [first.id]
+    # the window runs from the alert sent: 4 and 6 min after it, the second is sent again
+    later = store_read(noisy, "7ABC123", captured_at=t0 + dt.timedelta(minutes=4))[1][0]
+    assert later.repeat_of_id == first.id
+    sent = store_read(noisy, "7ABC123", captured_at=t0 + dt.timedelta(minutes=6))[1][0]
+    assert sent.repeat_of_id is None and notify_records() == 2
+    # another entry is its own alert
+    assert store_read(noisy, "8BOS250", captured_at=t0 + dt.timedelta(minutes=2))[1][0].repeat_of_id is None
+    assert audit.verify().ok
+
+
+def test_reads_ten_minutes_apart_are_both_sent(settings, lists, tmp_path):
+    noisy = noisy_settings(settings, tmp_path / "sent.jsonl")
+    t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
+    alerts_ = [store_read(noisy, "7ABC123", captured_at=t0 + dt.timedelta(minutes=m))[1][0] for m in (0, 10)]
+    assert [a.repeat_of_id for a in alerts_] == [None, None] and notify_records() == 2
+
+
+def test_window_zero_sends_every_alert(settings, lists, tmp_path):
+    noisy = noisy_settings(settings, tmp_path / "sent.jsonl", alerts__repeat_window_s=0)
+    t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
+    alerts_ = [store_read(noisy, "7ABC123", captured_at=t0 + dt.timedelta(seconds=s))[1][0] for s in (0, 3)]
+    assert [a.repeat_of_id for a in alerts_] == [None, None] and notify_records() == 2
+
+
+def test_pipeline_sends_one_alert_for_a_car_seen_twice(settings, db, tmp_path):
+    """The demo street's car seen 1 s, gone, and seen again 2 min later: two reads, two alerts, one
+    sent (command run once, one live event, one alert.notify record)."""
+    from appliance.capture import Frame
+    from appliance.capture.demo import DemoStreet
+    from appliance.events import EventBus
+    from appliance.pipeline import Pipeline
+    from appliance.service import system_actor
+    from recognizer import Recognizer
+
+    street = DemoStreet(1280, 720, 10.0, 6.0, 3)
+    car, truth = street.render(84)
+    road = street.background.copy()
+    (tmp_path / "hl.csv").write_text(f"plate,reason\n{truth[0][0]},STOLEN\n")
+    out = tmp_path / "sent.jsonl"
+    noisy = noisy_settings(settings, out)
+    hotlist.import_csv(noisy, tmp_path / "hl.csv", "HL", system_actor(noisy))
+    bus = EventBus()
+    events = bus.subscribe()
+    pipe = Pipeline(noisy, Recognizer(threads=1), store.EvidenceStore(noisy), bus=bus, notifier=alerts.Notifier(noisy))
+    t0, index = dt.datetime(2026, 11, 22, 8, 0, 0), 0
+    for start in (t0, t0 + dt.timedelta(minutes=2)):
+        for k, image in enumerate([car] * 10 + [road] * 30):
+            index += 1
+            pipe.process(Frame(image=image, captured_at=start + dt.timedelta(seconds=k / 10), index=index,
+                               source="test"))
+    pipe.flush()
+    wait_for_notifier_threads()
+    assert Read.select().count() == 2
+    first, again = Alert.select().order_by(Alert.id)
+    assert again.repeat_of_id == first.id and again.status == "unconfirmed"
+    assert notify_records() == 1
+    assert [json.loads(line)["alert_id"] for line in out.read_text().splitlines() if line] == [first.id]
+    published = []
+    while not events.empty():
+        published.append(events.get_nowait())
+    assert [e["data"]["id"] for e in published if e["type"] == "alert"] == [first.id]

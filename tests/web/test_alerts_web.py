@@ -1,5 +1,6 @@
 """Alerts in the web UI: who sees what, the unconfirmed warning, acknowledgement, confirmation,
 images through the logged route, and the live stream."""
+import datetime as dt
 import json
 import re
 import threading
@@ -196,3 +197,23 @@ def test_alert_search_and_live_name_the_camera_alike(client, settings, alert, tr
         "plate": "7ABC123", "mode": "exact", "purpose": "STOLEN-VEH", "case_number": "26-004512",
         "csrf_token": csrf(form)}).get_data(as_text=True)
     assert "7ABC123" in results and "<td>Camera 1</td>" in results and "<td>cam-1</td>" not in results
+
+
+def test_a_repeat_says_so_and_links_the_alert_sent(client, alert, settings, trained):
+    """The same car read again 2 min later: its alert is listed, unconfirmed, as a repeat of the first."""
+    raised = []
+    store.save_read(settings, store.EvidenceStore(settings),
+                    store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.9,
+                                  captured_at=alert.read.captured_at + dt.timedelta(minutes=2)),
+                    None, None, on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    [again] = raised
+    assert again.repeat_of_id == alert.id
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    link = f'<a href="/alerts/{alert.id}">alert {alert.id}</a> (same entry, 2 min earlier)'
+    page = client.get(f"/alerts/{again.id}").get_data(as_text=True)
+    assert "repeat of " + link in " ".join(page.split()) and "Unverified lead." in page
+    listing = " ".join(client.get("/alerts").get_data(as_text=True).split())
+    assert "repeat of " + link in listing
+    assert f'href="/alerts/{again.id}"' in listing and listing.count("repeat of") == 1
+    assert "repeat of" not in client.get(f"/alerts/{alert.id}").get_data(as_text=True)
