@@ -3,15 +3,17 @@ frame are two passes, passes time out by the monotonic clock when frames carry i
 the wall clock neither holds a pass open nor splits one), and a stalled source still ends its
 last pass, stores it and raises its alert."""
 import datetime as dt
+import threading
+import time
 
 import pytest
 
 from appliance import hotlist
-from appliance.capture import Frame
+from appliance.capture import Capture, Frame, FrameSource, utcnow
 from appliance.capture.demo import DemoStreet
 from appliance.models import Alert, Read
 from appliance.pipeline import Pipeline
-from appliance.service import system_actor
+from appliance.service import PostService, system_actor
 from appliance.store import EvidenceStore
 from recognizer import Recognizer
 
@@ -140,3 +142,48 @@ def test_a_stalled_source_ends_passes_of_unstamped_frames_by_the_wall_clock(pipe
     last = feed.at - dt.timedelta(seconds=0.1)
     assert pipe.close_idle(at=last + dt.timedelta(seconds=1.0)) == []
     assert [r.plate for r in pipe.close_idle(at=last + dt.timedelta(seconds=2.0))] == [scene["truth_a"][0]]
+
+
+class StallingSource(FrameSource):
+    """Car A for a second, then a source that delivers nothing more (a hung stream) until closed."""
+
+    type = "stalling"
+
+    def __init__(self, settings, image):
+        super().__init__(settings)
+        self.image, self.sent, self.closed = image, 0, threading.Event()
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.sent >= 10:
+            self.closed.wait()
+            return None
+        self.sent += 1
+        return Frame(image=self.image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(),
+                     source=self.name)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_the_service_loop_ends_the_last_pass_of_a_stalled_source(settings, db, pipe, scene):
+    service = PostService(settings, with_capture=False)
+    source = StallingSource(settings.capture, scene["a"])
+    service.capture = Capture(settings, source=source, paced=False)
+    service.pipeline = pipe
+    service.capture.start()
+    worker = threading.Thread(target=service._run_pipeline, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not list(Read.select()):
+            time.sleep(0.1)
+        assert source.sent == 10 and not service.capture.finished     # the source is stalled, not ended
+        assert [r.plate for r in Read.select()] == [scene["truth_a"][0]]
+        assert [a.entry_plate for a in Alert.select()] == [scene["truth_a"][0]]
+    finally:
+        service.stop_event.set()
+        service.capture.stop()
+        worker.join(5)
