@@ -186,8 +186,16 @@ class WebServer:
             self.server.task_dispatcher.shutdown(timeout=timeout_s)
             wasyncore.close_all(self.server._map)
 
+        if self._stopping.is_set():      # stopped already: its sockets (the trigger's too) are closed
+            self.thread.join(timeout=timeout_s)
+            return
         self._stopping.set()
-        self.server.trigger.pull_trigger(close_all)
+        try:
+            self.server.trigger.pull_trigger(close_all)
+        except OSError:
+            # the loop ended on its own and closed the trigger's pipe: nothing is left to close
+            if self.thread.is_alive():
+                raise
         self.thread.join(timeout=timeout_s)
 
 
