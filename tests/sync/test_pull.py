@@ -5,6 +5,7 @@ import base64
 import datetime as dt
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
@@ -18,20 +19,30 @@ from sync import hq, protocol
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
 
 
-@pytest.fixture
-def pull_env(settings, db, hq_path):
-    """(post settings with pull on, the post's base URL, headquarters' key), the post enrolled."""
+@contextmanager
+def serving_post(settings, hq_path):
+    """The post's web app with pull on for headquarters' key (headquarters' database open):
+    (the post's settings with pull on, its port, headquarters' key)."""
     hq.open_hq(hq_path)
     key = hq.hq_key(hq_path)
     raw = base64.b64encode(bundle.raw_public(key.public_key())).decode()
     on = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_public_key": raw})})
     from web import create_app
     server = WebServer(create_app(on), "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{server.port}"
-    with hq.hq_database.connection_context():
-        hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=url)
-    yield on, url, key
-    server.stop()
+    try:
+        yield on, server.port, key
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pull_env(settings, db, hq_path):
+    """(post settings with pull on, the post's base URL, headquarters' key), the post enrolled."""
+    with serving_post(settings, hq_path) as (on, port, key):
+        url = f"http://127.0.0.1:{port}"
+        with hq.hq_database.connection_context():
+            hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=url)
+        yield on, url, key
 
 
 def test_pull_fetches_everything_once_and_the_post_marks_it_sent(settings, db, pull_env):

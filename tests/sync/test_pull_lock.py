@@ -3,7 +3,6 @@ received into a temporary file first and ingested from there. The link is a real
 127.0.0.1 that hands the post's answer on in small pieces, and can stop half-way until told."""
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import sqlite3
@@ -12,11 +11,10 @@ import time
 
 import pytest
 
-from appliance import bundle
 from appliance.models import Outbox
-from appliance.service import WebServer
 from sync import hq
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
+from tests.sync.test_pull import serving_post
 
 
 class SlowLink:
@@ -132,14 +130,8 @@ class LockWatch:
 @pytest.fixture
 def post_url(settings, db, hq_path):
     """The post's web app with pull on for headquarters' key (headquarters' database open)."""
-    hq.open_hq(hq_path)
-    key = hq.hq_key(hq_path)
-    raw = base64.b64encode(bundle.raw_public(key.public_key())).decode()
-    on = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_public_key": raw})})
-    from web import create_app
-    server = WebServer(create_app(on), "127.0.0.1", 0).start()
-    yield server.port, key
-    server.stop()
+    with serving_post(settings, hq_path) as (_on, port, key):
+        yield port, key
 
 
 def _enroll_through(settings, link: SlowLink) -> None:
