@@ -227,8 +227,9 @@ class Pipeline:
         self._next_id = 1
         self.stats = Stats()
         self.low_disk: str | None = None
-        self._disk_full = False             # the last read was refused its images by a full disk
-        self._unwritable = False            # ... or by an evidence directory that refuses writes
+        # why the last read was refused its images (store.DiskFull or store.EvidenceUnwritable),
+        # until images are stored again: each kind is logged once per episode
+        self._images_refused: type | None = None
 
     # -- per frame --
     def process(self, frame) -> list[Read]:
@@ -384,22 +385,19 @@ class Pipeline:
         try:
             try:
                 read = save(new, crop if mode in ("full", "crop") else None, frame_image if mode == "full" else None)
-            except store.DiskFull as exc:
-                # the read itself is a row in the database: it is stored without its images
-                if not self._disk_full:
-                    log.warning("%s; storing reads without images until there is room", exc)
-                self._disk_full, mode = True, "none"
-                read = save(dataclasses.replace(new, evidence_note=DISK_FULL_NOTE), None, None)
-            except store.EvidenceUnwritable as exc:
-                # read-only or failing evidence disk: the same, logged once until images are stored again
-                if not self._unwritable:
-                    log.error("%s; storing reads without images until the evidence directory takes writes",
-                              exc)
-                self._unwritable, mode = True, "none"
-                read = save(dataclasses.replace(new, evidence_note=UNWRITABLE_NOTE), None, None)
+            except (store.DiskFull, store.EvidenceUnwritable) as exc:
+                # the read itself is a row in the database: it is stored without its images (a full
+                # disk, or a read-only or failing one)
+                full = isinstance(exc, store.DiskFull)
+                if self._images_refused is not type(exc):
+                    log.log(logging.WARNING if full else logging.ERROR, "%s; storing reads without images "
+                            "until %s", exc, "there is room" if full else "the evidence directory takes writes")
+                self._images_refused, mode = type(exc), "none"
+                read = save(dataclasses.replace(new, evidence_note=DISK_FULL_NOTE if full else UNWRITABLE_NOTE),
+                            None, None)
             else:
-                self._disk_full = self._disk_full and mode == "none"
-                self._unwritable = self._unwritable and mode == "none"
+                if mode != "none":
+                    self._images_refused = None
         except store.StoreError as exc:
             self.stats.errors += 1
             log.error("could not store the read of %s (%d sightings): %s", text, len(track.sightings), exc)
