@@ -152,8 +152,8 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
     if out and recipients:
         from appliance.service import system_actor
         for alert in out:
-            if alert.repeat_of_id is not None:
-                continue            # not sent: nothing handed to anyone else's system
+            if not is_sent(alert):
+                continue            # a repeat: nothing handed to anyone else's system
             audit.record("alert.notify", system_actor(settings), query={"plate": alert.entry_plate},
                          purpose=audit.Purpose("HIT-VERIFY", f"ALERT-{alert.id}"),
                          objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1,
