@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -64,12 +63,9 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def local_time(value, settings: config.Settings, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
     """A stored instant (naive UTC, or ISO-8601 text) in post.timezone with the zone's
-    abbreviation, as the pages show it (web/clock.py, which needs Flask): '2026-11-29 08:53 PST'."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(ZoneInfo(settings.post.timezone)).strftime(fmt)
+    abbreviation, converted as the pages convert it: '2026-11-29 08:53 PST'."""
+    from web.clock import to_local, zone_of     # (imports Flask: only when a command shows a time)
+    return to_local(value, zone_of(settings)).strftime(fmt)
 
 
 def entries(n: int) -> str:
