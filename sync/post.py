@@ -202,9 +202,10 @@ def divergence(pos: Position) -> str | None:
     Headquarters may hold less than the post (it was restored: the post sends it again), never
     more. If it holds an outbox seq the post never issued, an access record past the post's log,
     a different record under the same seq, or a read under a seq the post gave to another read or
-    event, the post's database was restored from an older copy (README 'Rolling back'): its seqs were issued again to other reads and records. Marking by
-    seq would then mark reads headquarters never got as sent (and retention would purge them),
-    and the post's log would no longer link to headquarters' copy."""
+    event, the post's database was restored from an older copy (README 'Rolling back'): its seqs
+    were issued again to other reads and records. Marking by seq would then mark reads
+    headquarters never got as sent (and retention would purge them), and the post's log would no
+    longer link to headquarters' copy."""
     found = _divergence(pos)
     return None if found is None else found[1]
 
