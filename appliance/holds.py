@@ -16,7 +16,7 @@ queue an event in the outbox, in the same transaction as the hold and its access
 event travels with the next batch (push or pull) in outbox order, after the reads before it. A
 hold placed while headquarters is out of reach arrives when it is back, and its release after it.
 `for_headquarters` is what a batch carries for an event (sync/post.py); headquarters keeps it as
-a hold of this post (sync/hq_holds.py) that only a release here can end.
+a hold of this post (sync/hq/holds.py) that only a release here can end.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ MODELS = (LegalHold, HoldRead)
 
 def check_reason(reason: str | None, what: str) -> str:
     """The reason a hold is placed or released, whitespace folded; HoldError(`what`: ...) unless
-    it is 10 to 500 characters. Headquarters' holds (sync/hq_holds.py) use the same rule."""
+    it is 10 to 500 characters. Headquarters' holds (sync/hq/holds.py) use the same rule."""
     reason = " ".join((reason or "").split())
     if len(reason) < 10:
         raise HoldError(f"{what}: give a reason of at least 10 characters (what the data is or may be evidence of)")

@@ -3,7 +3,7 @@
 US plates mostly draw O and 0 (and often I/1, S/5, B/8) with one glyph, so only the layout can
 tell them apart: "824B0J" is no state's serial format and "824BOJ" is many states' 999LLL. The
 prior is P(class pattern | plate length), class pattern = letters as L and digits as 9, taken
-from the serial formats our synthetic generator renders (recognizer/training/plates.py, walked by
+from the serial formats our synthetic generator renders (recognizer/plates.py, walked by
 recognizer/training/format_table.py into models/plate_formats.json; no dev labels involved).
 It is soft: vanity plates and formats the generator does not know get a flat share, and the
 prior never decides how many characters a plate has (it is conditioned on the length).

@@ -40,14 +40,14 @@ def create_app(settings: Settings, service=None) -> Flask:
     app.register_blueprint(policy.bp)
     app.register_blueprint(sharing.bp)
     app.register_blueprint(audit.bp)
-    from sync import post_web
+    from web import sync as post_web
     app.register_blueprint(post_web.bp)
     return app
 
 
 def base_app(settings: Settings, service=None) -> Flask:
     """The application without its areas: sessions, sign-in, CSRF, the accounts database, headers.
-    The post (create_app) and headquarters (sync.web.create_hq_app) each add their blueprints."""
+    The post (create_app) and headquarters (web.hq.create_hq_app) each add their blueprints."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key(settings),

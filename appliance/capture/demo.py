@@ -3,7 +3,7 @@
 The camera stands on a short post on the centre line of a two-lane street and looks down it
 through a narrow lens, like an ALPR camera aimed along a road: oncoming vehicles in the left lane
 show their fronts and grow as they come, vehicles in the right lane show their rears and shrink
-as they go. Plates are drawn by the OCR's own renderer (`recognizer.training.plates`), so the
+as they go. Plates are drawn by the OCR's own renderer (`recognizer.plates`), so the
 shipped OCR can read them; in the reading zone a plate is about 7-17 % of the frame width wide
 (90-220 px at 1280x720). Plates are slightly larger relative to the vehicles than real ones.
 
@@ -455,7 +455,7 @@ def _overlap(a, b) -> bool:
 # --- vehicle sprites ----------------------------------------------------------------------------
 def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     """The front (oncoming) or rear (outgoing) of one vehicle, with its plate, as RGBA."""
-    from recognizer.training.plates import render_plate
+    from recognizer.plates import render_plate
 
     rng = np.random.default_rng([seed, 3, v.k])
     kd = v.kind

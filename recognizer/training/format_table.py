@@ -2,7 +2,7 @@
 
     python -m recognizer.training.format_table [--out recognizer/models/plate_formats.json]
 
-render_plate() (recognizer/training/plates.py) draws a state, then a kind (vanity, motorcycle,
+render_plate() (recognizer/plates.py) draws a state, then a kind (vanity, motorcycle,
 commercial, legacy, standard), then a serial format, with fixed probabilities. This module walks
 that same mixture exactly (no sampling, no rendering, no dev labels) and writes, per state and
 pooled over the generator's state mix, for each plate length n:
@@ -22,7 +22,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from recognizer.training import plates
+from recognizer import plates
 
 OUT = Path(__file__).resolve().parents[1] / "models" / "plate_formats.json"
 
@@ -119,7 +119,7 @@ def build() -> dict:
         for n, q in vanity.items():
             pooled_vanity[n] += weights[s] * q
     return {
-        "about": "Plate-format prior derived from recognizer/training/plates.py by "
+        "about": "Plate-format prior derived from recognizer/plates.py by "
                  "`python -m recognizer.training.format_table`; see recognizer/formats.py.",
         "pooled": _by_length(pooled_layouts, pooled_vanity),
         "states": states,

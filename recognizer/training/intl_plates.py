@@ -15,16 +15,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from recognizer.training import plates
-from recognizer.training.plates import (
-    _dirt,
-    _draw_text_fit,
-    _fonts,
-    _gradient,
-    _rand_text,
-    _round_corners,
-    _text_layer,
-)
+from recognizer import plates
+from recognizer.plates import _dirt, _draw_text_fit, _fonts, _gradient, _rand_text, _round_corners, _text_layer
 
 EU_SIZE = (520, 110)
 BR_SIZE = (400, 130)

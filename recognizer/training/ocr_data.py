@@ -18,7 +18,7 @@ from PIL import Image
 from recognizer.formats import ALPHABET, normalise
 from recognizer.ocr import preprocess
 from recognizer.training.intl_plates import render_intl_plate
-from recognizer.training.plates import _photometric, degrade_crop, render_plate
+from recognizer.plates import _photometric, degrade_crop, render_plate
 
 INPUT_H, INPUT_W = 40, 128
 MAX_LABEL = 10

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 try:  # the OCR's plate renderer; optional so this module works on its own
-    from recognizer.training import plates as _plates
+    from recognizer import plates as _plates
 except Exception:  # pragma: no cover - fallback path
     _plates = None
 

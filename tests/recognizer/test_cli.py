@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from recognizer.cli import eval_command, recognize_command
-from recognizer.training.plates import render_plate
+from recognizer.plates import render_plate
 from recognizer.training.scenes import render_scene
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from recognizer import formats
 from recognizer.formats import FORMATS_FILE, FormatPrior, format_prior, pattern
-from recognizer.training import format_table, plates
+from recognizer.training import format_table
+from recognizer import plates
 
 
 def test_shipped_table_is_what_the_generator_gives_now():

@@ -27,7 +27,7 @@ from recognizer.ocr import (
     read_crop_file,
 )
 from recognizer.runtime import available_runtimes
-from recognizer.training.plates import render_plate
+from recognizer.plates import render_plate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from PIL import Image
 from recognizer import ImageError, Recognizer, load_image, plate_crop
 from recognizer.detector import Detection
 from recognizer.runtime import available_runtimes
-from recognizer.training.plates import render_plate
+from recognizer.plates import render_plate
 from recognizer.training.scenes import render_scene
 
 

@@ -19,7 +19,7 @@ from appliance import db as dbmod
 from appliance.models import utcnow
 from appliance.service import WebServer, bootstrap
 from sync import hq
-from sync.web import create_hq_app
+from web.hq import create_hq_app
 from tests.conftest import make_settings
 
 

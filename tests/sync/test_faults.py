@@ -168,7 +168,7 @@ def test_batches_out_of_order_and_twice(settings, db, hq_server):
 def test_the_post_killed_while_building_a_batch(settings, db, hq_server):
     """`waypost sync push` SIGKILLed while it writes its batch file: nothing is marked, the next
     push makes the batch again, headquarters ends up with exactly the post's reads."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     benchmarks.fill(settings, 3000)
     spool = settings.data_dir / "sync"
     env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir), WAYPOST_STORAGE__MIN_FREE_MB="0",

@@ -14,7 +14,7 @@ from appliance import db as dbmod
 from appliance.models import Outbox, utcnow
 from appliance.service import WebServer
 from sync import hq, post, protocol
-from sync.hq_holds import HQLegalHold, HQLegalHoldRead
+from sync.hq.holds import HQLegalHold, HQLegalHoldRead
 from tests.sync import test_cli, test_hq_retention
 from tests.sync.conftest import _public, restore, snapshot
 from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, on_post, push

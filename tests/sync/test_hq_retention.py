@@ -18,8 +18,9 @@ from appliance.cli import main
 from appliance.db import write
 from appliance.models import AccessRecord, Alert, Read, utcnow
 from appliance.service import bootstrap
-from sync import hq, hq_retention, hq_search, post
-from sync.hq_holds import HQLegalHold
+from sync import hq, post
+from sync.hq import retention as hq_retention, search as hq_search
+from sync.hq.holds import HQLegalHold
 from tests.sync.conftest import add_reads
 
 PURPOSE = ["--purpose", "STOLEN-VEH", "--case", "24-001234"]
@@ -281,7 +282,7 @@ def test_the_daily_run_purges_once_a_day_and_survives_a_failure(settings, db, hq
     # a database that cannot be opened: logged, and the thread's next look tries again
     if "://" not in hq_target:
         hq.hq_database.initialize(SqliteDatabase(str(hq_env["WAYPOST_STORAGE__DATA_DIR"]) + "/no/such/dir/hq.sqlite"))
-        with caplog.at_level(logging.ERROR, logger="sync.hq_retention"):
+        with caplog.at_level(logging.ERROR, logger="sync.hq.retention"):
             assert daily.tick() is None
         assert "headquarters retention run failed" in caplog.text
 

@@ -14,8 +14,9 @@ from appliance import audit, bundle, users
 from appliance import db as dbmod
 from appliance.models import AccessRecord
 from appliance.service import WebServer, bootstrap, system_actor
-from sync import hq, hq_search, post
-from sync.web import create_hq_app
+from sync import hq, post
+from sync.hq import search as hq_search
+from web.hq import create_hq_app
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
 from tests.web.conftest import CHROMIUM, PASSWORD, artifacts, csrf, page, sign_in  # noqa: F401 (fixtures)

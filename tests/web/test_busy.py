@@ -27,8 +27,9 @@ from appliance import audit, bundle, hotlist, users
 from appliance import db as dbmod
 from appliance.models import AccessRecord
 from appliance.service import WebServer, bootstrap, system_actor
-from sync import hq, hq_search, post
-from sync.web import create_hq_app
+from sync import hq, post
+from sync.hq import search as hq_search
+from web.hq import create_hq_app
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
 from tests.web.conftest import PASSWORD, csrf
@@ -249,7 +250,7 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
     """A purge of about 20,000 reads while an officer searches: every search is answered, each
     waiting at most about one batch (the purge's batches are paced and leave the lock free
     between them)."""
-    from appliance import benchmarks, retention
+    from appliance import bench as benchmarks, retention
     settings = make_settings(tmp_path / "data", storage__busy_timeout_ms=3000, retention__read_days=183)
     bootstrap(settings, create_admin=False)
     with dbmod.connection():

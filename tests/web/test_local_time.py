@@ -21,7 +21,7 @@ from appliance.models import AccessRecord
 from appliance.service import bootstrap, system_actor
 from appliance.store import EvidenceStore, NewRead, save_read
 from sync import hq
-from sync.web import create_hq_app
+from web.hq import create_hq_app
 from tests.conftest import make_settings
 from tests.web.conftest import PASSWORD, csrf, sign_in, tamper_record
 from web import clock

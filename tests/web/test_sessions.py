@@ -221,7 +221,7 @@ def test_a_wrong_current_password_counts_towards_the_lockout_and_is_recorded(liv
 
 def test_headquarters_sessions_end_at_sign_out(tmp_path):
     from sync import hq
-    from sync.web import create_hq_app
+    from web.hq import create_hq_app
     from tests.conftest import make_settings
     settings = make_settings(tmp_path / "hq-data", post__id="hq", post__name="Headquarters")
     bootstrap(settings, create_admin=False)

@@ -20,7 +20,7 @@ The table is filled from hq_read by catch_up(), never by ingest (a batch stays o
 chunk): `waypost hq serve` runs it every few seconds in a thread, and every search runs it first,
 so a search sees every read stored before it started (unless more than SEARCH_CATCH_UP wait: the
 page then says that the newest reads are not searched yet). Nothing here writes an access record or
-checks a purpose: the web layer (web/hq.py) does both before any of this data leaves.
+checks a purpose: the web layer (web/hq/pages.py) does both before any of this data leaves.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 - With `settings` (as `waypost hq serve` runs it): the people's side, on the post's own machinery
   (web.base_app: sign-in, roles, training, CSRF, the hash-chained access log in headquarters'
   accounts database under settings.data_dir): the posts page, the officers' search across every
-  post (web/hq.py), account administration and the access log pages.
+  post (web/hq/pages.py), account administration and the access log pages.
 
 Without settings the app is the API alone: tests that run a post in the same process use it, as
 the accounts database of the post and of headquarters would otherwise share one binding.
@@ -36,7 +36,7 @@ def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYT
         from web import admin as admin_pages
         from web import audit as audit_pages
         from web import auth, base_app, csrf, health, home, policy
-        from web import hq as hq_pages
+        from web.hq import pages as hq_pages
         app = base_app(settings)
         for blueprint in (auth.bp, admin_pages.bp, audit_pages.bp, health.bp, home.bp, policy.bp, hq_pages.bp):
             app.register_blueprint(blueprint)

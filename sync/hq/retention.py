@@ -3,7 +3,7 @@
 Headquarters keeps its copy for the period the post keeps its own (the same `retention` settings,
 from headquarters' configuration): a read is purged when it was captured before now -
 `retention.read_days` (a read with an alert in hq_alert: before now - `retention.hit_read_days`),
-unless an active legal hold covers it (sync/hq_holds.py: placed at headquarters, or placed at a
+unless an active legal hold covers it (sync/hq/holds.py: placed at headquarters, or placed at a
 post and arrived with its batches; both are honoured alike). A read is purged with its
 alerts, its rows in the search index (hq_read_text) and the images no remaining read uses.
 
@@ -46,8 +46,9 @@ from appliance import audit
 from appliance import db as accounts
 from appliance.config import Settings
 from appliance.models import utcnow
-from sync import hq, hq_search
-from sync.hq_holds import HELD_SQL
+from sync import hq
+from sync.hq import search as hq_search
+from sync.hq.holds import HELD_SQL
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ its end, or nothing is stored and the refusal goes to the batch log (in a transa
 own) with the problem named. A batch headquarters already holds (the same batch id, or the same
 range with the same contents) is acknowledged again without being stored twice. Legal holds
 placed and released at a post come in its batches and are stored in the batch's transaction
-(sync/hq_holds.py).
+(sync/hq/holds.py).
 
 The database is a SQLite file by default; a URL (postgresql://...) selects PostgreSQL.
 """
@@ -207,7 +207,7 @@ SCHEMA = [
     (3, ["ALTER TABLE hq_post ADD COLUMN confirmation_id BIGINT NOT NULL DEFAULT 0"]),
     (4, ["""CREATE TABLE hq_hotlist (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
             data {blob} NOT NULL, published_at TIMESTAMP NOT NULL)"""]),
-    # The officers' search (sync/hq_search.py): one row per text of a read (its plate, then its
+    # The officers' search (sync/hq/search.py): one row per text of a read (its plate, then its
     # alternatives), filled from hq_read after ingest, never by it. Byte order (COLLATE "C" on
     # PostgreSQL) so that a plate prefix is an index range on either database.
     (5, ["""CREATE TABLE hq_read_text (
@@ -220,7 +220,7 @@ SCHEMA = [
          "CREATE INDEX hq_read_text_captured ON hq_read_text (captured_at, read_id)",
          "CREATE TABLE hq_camera (post_id TEXT NOT NULL, camera_id TEXT NOT NULL, PRIMARY KEY (post_id, camera_id))",
          "CREATE INDEX hq_alert_read ON hq_alert (post_id, read_uuid)"]),
-    # Retention at headquarters (sync/hq_retention.py): legal holds (sync/hq_holds.py), one row per
+    # Retention at headquarters (sync/hq/retention.py): legal holds (sync/hq/holds.py), one row per
     # purge run, and the capture-time index the purge walks (oldest first, keyset on id).
     (6, ["""CREATE TABLE hq_legal_hold (
             id {serial}, post_id TEXT, plate TEXT NOT NULL, mode TEXT NOT NULL, pattern TEXT NOT NULL,
@@ -233,7 +233,7 @@ SCHEMA = [
             alerts BIGINT NOT NULL DEFAULT 0, images BIGINT NOT NULL DEFAULT 0, texts BIGINT NOT NULL DEFAULT 0,
             oldest_at TEXT, newest_at TEXT)""",
          "CREATE INDEX hq_read_captured ON hq_read (captured_at, id)"]),
-    # Legal holds placed at a post, arriving with its batches (sync/hq_holds.py): the post's id of
+    # Legal holds placed at a post, arriving with its batches (sync/hq/holds.py): the post's id of
     # each (one copy per post and hold, however often a batch is delivered) and the reads it froze.
     (7, ["ALTER TABLE hq_legal_hold ADD COLUMN origin_hold_id BIGINT",
          "CREATE UNIQUE INDEX hq_legal_hold_origin ON hq_legal_hold (post_id, origin_hold_id)",
@@ -434,7 +434,7 @@ def _text(value, limit: int | None = None) -> str:
 
 
 def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
-    from sync import hq_holds  # it builds on this module's models
+    from sync.hq import holds as hq_holds  # it builds on this module's models
     reader = protocol.Reader(body, max_bytes * 4)
     items = iter(reader)
     first_line = next(items)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from appliance import audit, config, db, users
-from appliance.cli_types import ROW_ID
+from appliance.cli.types import ROW_ID
 from appliance.roles import ROLES
 
 
@@ -611,7 +611,7 @@ def bench():
               help="Scratch directory (default: a temporary one).")
 def bench_store(count, where):
     """Reads stored per second: one transaction per read, 5 KB crop and 60 KB frame, fsynced."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     click.echo(json.dumps(benchmarks.store(count, where)))
 
 
@@ -620,7 +620,7 @@ def bench_store(count, where):
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_audit(count, where):
     """Access-log appends per second and `audit verify` records per second."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     click.echo(json.dumps(benchmarks.audit_chain(count, where)))
 
 
@@ -631,7 +631,7 @@ def bench_audit(count, where):
 def bench_report(count, where):
     """Seconds for the quarterly audit (with and without the chain verification) over a quarter of
     COUNT access records."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     click.echo(json.dumps(benchmarks.report(count, where)))
 
 
@@ -644,7 +644,7 @@ def bench_report(count, where):
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
     """Frames/s through the whole pipeline, reads per vehicle pass and alert correctness on a demo clip."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     width, height = (int(v) for v in size.lower().split("x"))
     click.echo(json.dumps(benchmarks.pipeline(seconds, width, height, fps, vehicles_per_min, where, empty)))
 
@@ -657,7 +657,7 @@ def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
 def bench_search(count, queries, where):
     """First-page latency of exact, wildcard, partial and similar plate searches, and database
     bytes per read, on a scratch database filled with synthetic reads."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
 
     def progress(done, total, seconds):
         if done % 500_000 < 20_000 or done == total:
@@ -671,7 +671,7 @@ def bench_search(count, queries, where):
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_live_page(loads, no_capture, where):
     """Load time of the live view in chromium with a warm cache (needs the dev requirements)."""
-    from appliance import benchmarks
+    from appliance import bench as benchmarks
     try:
         click.echo(json.dumps(benchmarks.live_page(loads, where, capture=not no_capture)))
     except RuntimeError as exc:
@@ -679,7 +679,7 @@ def bench_live_page(loads, no_capture, where):
 
 
 # Command groups that live beside their domain (each module defines `register(main)`).
-COMMAND_MODULES = ("appliance.holds_cli", "appliance.sharing_cli", "appliance.sync_cli")
+COMMAND_MODULES = ("appliance.cli.holds", "appliance.cli.sharing", "appliance.cli.sync")
 
 
 def _register_domain_commands():

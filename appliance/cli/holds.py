@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from appliance import db
-from appliance.cli_types import BATCH, MAX_ROW_ID, ROW_ID
+from appliance.cli.types import BATCH, MAX_ROW_ID, ROW_ID
 
 
 def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
@@ -158,7 +158,7 @@ def retention_run(ctx, dry_run, batch):
 @click.option("--no-copy", is_flag=True, help="Reuse the copy already in --dir.")
 def retention_bench(source, where, fraction, sample, batch, no_copy):
     """Time a purge of the oldest quarter of a large database while searches run beside it."""
-    from appliance import retention_bench as bench
+    from appliance.bench import retention as bench
     if where.resolve() == source.resolve():
         raise click.BadParameter("the scratch directory must not be the source: the source is never modified",
                                  param_hint="--dir")

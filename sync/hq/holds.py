@@ -1,4 +1,4 @@
-"""Legal holds at headquarters: reads kept out of headquarters' purge (sync/hq_retention.py).
+"""Legal holds at headquarters: reads kept out of headquarters' purge (sync/hq/retention.py).
 
 A post's hold freezes the set of reads it covers (appliance/holds.py); headquarters' copy is a
 rule instead, because the reads it must keep may still be on their way from a post that was

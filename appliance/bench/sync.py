@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appliance import benchmarks, bundle, config, db
+from appliance import bench as benchmarks, bundle, config, db
 from appliance.service import WebServer, bootstrap
 from appliance.store import EvidenceStore
 
@@ -75,7 +75,7 @@ def serve_post() -> None:
 
 def serve_hq(target: str, port: int) -> None:
     """Headquarters' sync API in this (child) process until SIGTERM: the push benchmark's HQ."""
-    from sync.web import create_hq_app
+    from web.hq import create_hq_app
     _serve_until_sigterm(create_hq_app(target), port)
 
 
@@ -189,7 +189,7 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
     load_before = _load()
     if mode == "push":
         client, server, sync_s = _timed_pair(
-            ("hq", [python, "-c", f"from sync.bench import serve_hq; serve_hq({target!r}, {hq_port})"], hq_port),
+            ("hq", [python, "-c", f"from appliance.bench.sync import serve_hq; serve_hq({target!r}, {hq_port})"], hq_port),
             ("post", [python, "-m", "appliance", "sync", "push"], child_env), child_env, logs)
         post_child, hq_child = client, server
     else:
@@ -197,7 +197,7 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
         child_env["WAYPOST_SYNC__HQ_PUBLIC_KEY"] = base64.b64encode(bundle.raw_public(key.public_key())).decode()
         hq_env = dict(child_env, WAYPOST_STORAGE__DATA_DIR=str(hq_dir))
         client, server, sync_s = _timed_pair(
-            ("post", [python, "-c", "from sync.bench import serve_post; serve_post()"], post_port),
+            ("post", [python, "-c", "from appliance.bench.sync import serve_post; serve_post()"], post_port),
             ("hq", [python, "-m", "appliance", "hq", "pull", "--database", target, "--post", settings.post.id],
              hq_env), child_env, logs)
         post_child, hq_child = server, client

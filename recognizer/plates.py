@@ -17,7 +17,7 @@ turns a plate into what a detector hands the OCR at a fixed roadside post: persp
 rotation, loose or tight crop with car body around it, blur, low light, IR grayscale, glare,
 rain, low resolution, JPEG artefacts.
 
-`python -m recognizer.training.plates` writes a contact sheet to /tmp/plates_sheet.png.
+`python -m recognizer.plates` writes a contact sheet to /tmp/plates_sheet.png.
 Fonts come from Debian font packages; see ASSETS.md.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from appliance import db
-from appliance.cli_types import ROW_ID
+from appliance.cli.types import ROW_ID
 
 
 def _when(value: str, name: str) -> dt.datetime:

@@ -38,14 +38,14 @@ def copy_database(source: Path, target: Path) -> Path:
 
 
 def _jpeg(seed: int, size: int) -> bytes:
-    from appliance.benchmarks import _jpeg_of_size
+    from appliance.bench import _jpeg_of_size
     return _jpeg_of_size(size, np.random.default_rng(seed))
 
 
 def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, rng) -> dict:
     """Real files for `sample` reads before the cutoff and sample/10 after it; sample/50 images
     shared by a purged and a kept read; 1,000 alerts; a query hold inside the purged range."""
-    from appliance.benchmarks import _unique
+    from appliance.bench import _unique
     store = EvidenceStore(settings)
     database = db.database
     lo, hi = database.execute_sql("SELECT min(id), max(id) FROM read").fetchone()
@@ -92,7 +92,7 @@ def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, 
 
 
 def _searcher(settings: config.Settings, plates: list[str], stop: threading.Event, latencies: list, errors: list):
-    from appliance.benchmarks import _misread
+    from appliance.bench import _misread
     rng = np.random.default_rng(11)
     with db.connection():
         i = 0

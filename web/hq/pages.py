@@ -30,7 +30,8 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from appliance import audit
 from appliance.db import write
-from sync import hq, hq_search
+from sync import hq
+from sync.hq import search as hq_search
 from web import purpose as purposes
 from web.access import actor, requires
 from web.clock import LocalDateTimeField

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from appliance import bundle, db
-from appliance.cli_types import ROW_ID
-from appliance.holds_cli import _when, filed_under, sync_off
+from appliance.cli.types import ROW_ID
+from appliance.cli.holds import _when, filed_under, sync_off
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
 
@@ -143,8 +143,8 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
 
     from appliance.cli import _bootstrap, _report_bootstrap
     from appliance.service import ListenError, listen
-    from sync import hq_retention, hq_search
-    from sync.web import create_hq_app
+    from sync.hq import retention as hq_retention, search as hq_search
+    from web.hq import create_hq_app
     s = ctx.settings
     target = _hq_target(ctx, database)
     try:        # the port first: a port in use stops the start before anything is recorded
@@ -316,7 +316,8 @@ def hq_hold():
 def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, purpose_code, case_number, reason):
     """Hold the reads of one post (--post) or every post (--all-posts) whose plate or an alternative
     reading matches, captured in the period; reads arriving later that match are held too."""
-    from sync import hq, hq_holds
+    from sync import hq
+    from sync.hq import holds as hq_holds
     if bool(post_id) == bool(all_posts):
         raise click.UsageError("give either --post ID or --all-posts")
     since_at, until_at = _when(since, "--from"), _when(until, "--to", end=True)
@@ -339,7 +340,8 @@ def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, 
 @click.pass_obj
 def hq_hold_release(ctx, database, hold_id, reason):
     """Release a hold (its reads become subject to retention again unless another hold covers them)."""
-    from sync import hq, hq_holds
+    from sync import hq
+    from sync.hq import holds as hq_holds
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         try:
@@ -355,7 +357,8 @@ def hq_hold_release(ctx, database, hold_id, reason):
 @click.pass_obj
 def hq_hold_list(ctx, database, active):
     """Holds with their case, what they cover and their state (the listing is recorded)."""
-    from sync import hq, hq_holds
+    from sync import hq
+    from sync.hq import holds as hq_holds
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         rows = hq_holds.listing(ctx.actor(), active_only=active)
@@ -377,7 +380,7 @@ def hq_retention(ctx, database, dry_run, batch):
     retention.read_days (with an alert: retention.hit_read_days), their alerts, images and search
     rows, except reads under a headquarters legal hold; one access record for the run."""
     from sync import hq
-    from sync import hq_retention as retention
+    from sync.hq import retention
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         result = retention.run(ctx.settings, ctx.actor(), dry_run=dry_run, batch=batch)
@@ -402,7 +405,7 @@ def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_jso
     headquarters (each in its own process) and the load average before and after each run."""
     import tempfile
 
-    from sync import bench
+    from appliance.bench import sync as bench
     hq_kind = hq_kind or ("all" if hq_database else "sqlite")
     kinds = ["sqlite", "postgresql"] if hq_kind == "all" else [hq_kind]
     if "postgresql" in kinds and not (hq_database or "").startswith(("postgresql://", "postgres://")):
@@ -429,7 +432,8 @@ def bench_hq_search(count, hq_database, repeat):
     database of N reads, and the time to index them for the search."""
     import tempfile
 
-    from sync import hq, hq_search
+    from sync import hq
+    from sync.hq import search as hq_search
     target = hq_database or str(Path(tempfile.mkdtemp(prefix="waypost-bench-hq-search-")) / "hq.sqlite")
     try:
         click.echo(json.dumps(hq_search.bench(target, count, repeat)))
