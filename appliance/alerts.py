@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from appliance import audit
+from appliance.audit import system_actor
 from appliance.config import Settings
 from appliance.db import write
 from appliance.hotlist import is_stale, skeleton
@@ -150,7 +151,6 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
             repeat_of=_sent_alert_within_window(settings, read, m)))
     recipients = notify_recipients(settings)
     if out and recipients:
-        from appliance.service import system_actor
         for alert in out:
             if not is_sent(alert):
                 continue            # a repeat: nothing handed to anyone else's system
@@ -282,7 +282,7 @@ class Notifier:
     def _gpio(self):
         try:
             if self._led is None:
-                from gpiozero import LED  # Raspberry Pi OS: python3-gpiozero
+                from gpiozero import LED  # noqa: PLC0415 (optional dependency: Raspberry Pi OS's python3-gpiozero)
                 self._led = LED(self.cfg.gpio_pin)
             self._led.blink(on_time=3, off_time=0, n=1, background=False)
         except Exception as exc:  # no GPIO on this machine, pin busy, ...

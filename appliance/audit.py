@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import re
+import sqlite3
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -78,6 +79,15 @@ class Actor:
     username: str
     organization: str
     client_addr: str = "local"
+
+
+SYSTEM = "system"
+
+
+def system_actor(settings: Settings) -> Actor:
+    """Who the post's unattended jobs (the service, the pipeline, retention, sync) are recorded as:
+    the system of the post's agency, not a person."""
+    return Actor(SYSTEM, settings.post.agency, "local")
 
 
 @dataclass(frozen=True)
@@ -243,7 +253,6 @@ def _walk(execute, lo: int, hi: int, chunk: int = 20000) -> _Span:
 
 
 def _walk_file(path: str, lo: int, hi: int) -> _Span:
-    import sqlite3
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return _walk(conn.execute, lo, hi)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from appliance import audit
+from appliance.db import write
 from appliance.models import database
 
 FORMAT = "waypost-audit"
@@ -156,7 +157,6 @@ def write_bundle(settings, out: Path, actor: audit.Actor, start: dt.datetime | N
     taken (records never change, and a long export must not hold up the camera's writes); the
     export's access record is then appended and the signed part written in one transaction, and the
     file only takes its name once that commits."""
-    from appliance.db import write
 
     key = post_key(settings)
     public = key.public_key()

@@ -44,6 +44,7 @@ from typing import Callable, Iterable
 from appliance import audit
 from appliance.config import Settings
 from appliance.db import database, write
+from appliance.holds import HoldError, HoldRead, LegalHold
 from appliance.models import Camera, Evidence, Read
 from appliance.store import EvidenceStore, StoreError
 
@@ -497,7 +498,6 @@ audit.register_action("hold.export", True)
 
 def _held_reads(hold_id: int, page: int = _BATCH):
     """The reads a hold keeps that still exist, by id in pages (memory stays bounded)."""
-    from appliance.holds import HoldRead
     after = 0
     while True:
         batch = list(Read.select().join(HoldRead, on=(HoldRead.read == Read.id))
@@ -511,7 +511,6 @@ def _held_reads(hold_id: int, page: int = _BATCH):
 def for_hold(settings: Settings, actor: audit.Actor, hold_id: int, out: Path) -> Summary:
     """The evidence ZIP of an active legal hold's reads, recorded under the hold's own purpose and
     case number (hold.export). A released hold is refused: its data is no longer kept as evidence."""
-    from appliance.holds import HoldError, LegalHold
 
     def active() -> LegalHold:
         hold = LegalHold.get_or_none(LegalHold.id == hold_id)

@@ -6,8 +6,17 @@ import datetime as dt
 import json
 
 from peewee import (
-    AutoField, BooleanField, CharField, DatabaseProxy, DateField, DateTimeField, FloatField,
-    ForeignKeyField, IntegerField, Model, TextField,
+    AutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
 )
 
 database = DatabaseProxy()

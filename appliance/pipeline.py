@@ -22,9 +22,8 @@ import peewee
 
 from appliance import alerts, store
 from appliance.config import Settings
-from appliance.models import Read
-from appliance.search import edits_within_one
-from recognizer.evaluate import box_iou
+from appliance.models import Read, utcnow
+from recognizer.similarity import box_iou, edits_within_one
 
 log = logging.getLogger("waypost.pipeline")
 
@@ -253,7 +252,6 @@ class Pipeline:
         source): stored, and their alerts raised, as process() would on the next frame. `at` is
         the wall clock (naive UTC, default now) for passes of frames without a monotonic stamp,
         `mono` the monotonic clock (default time.monotonic()) for those with one."""
-        from appliance.capture import utcnow
         return self._close_finished(at if at is not None else utcnow(),
                                     mono if mono is not None else time.monotonic())
 

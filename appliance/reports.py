@@ -12,6 +12,7 @@ differ at the edges.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from contextlib import contextmanager
@@ -344,7 +345,6 @@ def record_viewed(actor: audit.Actor, report, where: str) -> None:
 
 def as_dict(report) -> dict:
     """The report as plain data (JSON-ready)."""
-    import dataclasses
 
     def plain(value):
         if isinstance(value, Period):

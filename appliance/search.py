@@ -33,6 +33,7 @@ import re
 from appliance.db import database
 from appliance.hotlist import skeleton
 from appliance.models import Alert, Read
+from recognizer.similarity import edits_within_one
 
 MODES = ("exact", "wildcard", "partial", "similar")
 ALT_COLUMNS = 4                 # alternatives indexed per read, best first (besides the plate)
@@ -160,19 +161,6 @@ def _pattern_regex(mode: str, text: str) -> re.Pattern:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text))
 
 
-def edits_within_one(a: str, b: str) -> int | None:
-    """0 when equal, 1 when one edit apart, else None."""
-    if a == b:
-        return 0
-    if abs(len(a) - len(b)) > 1:
-        return None
-    if len(a) == len(b):
-        return 1 if sum(x != y for x, y in zip(a, b)) == 1 else None
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return 1 if short[i:] == long_[i + 1:] else None
 
 
 def candidate_queries(q: Query) -> list[str] | None:

@@ -1,202 +1,36 @@
 """Start and stop the post: one linear sequence, one stop event.
 
-For now the post is its database, evidence store and web UI; capture and sync workers plug into
-`run()` in the same way (issues 4 and 7).
+`serve()` is `waypost run` after bootstrap (appliance/bootstrap.py): capture -> pipeline ->
+store and alerts, the upkeep loop (stale hotlists, daily retention), the sync pusher and the web UI,
+started in that order and stopped in the reverse.
 """
 from __future__ import annotations
 
-import errno
-import functools
 import logging
-import os
-import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import threading
-from dataclasses import dataclass
+from pathlib import Path
 
-from appliance import audit, db, users
+from appliance import audit, db, hotlist, retention
+from appliance.alerts import Notifier
+from appliance.audit import system_actor
+from appliance.capture import Capture
+from appliance.capture.demo import demo_hotlist_csv
 from appliance.config import Settings
-from appliance.models import Camera, Post, User
+from appliance.events import EventBus
+from appliance.memory import limit_malloc_arenas, return_free_memory
+from appliance.models import utcnow
+from appliance.pipeline import Pipeline
 from appliance.store import EvidenceStore
+from recognizer import Recognizer
+from sync.post import Pusher
+from web import create_app
+from web.server import WebServer, listen
 
 log = logging.getLogger("waypost")
-
-SYSTEM = "system"
-
-
-def system_actor(settings: Settings) -> audit.Actor:
-    return audit.Actor(SYSTEM, settings.post.agency, "local")
-
-
-@dataclass
-class Bootstrap:
-    migrations: list[str]
-    recovered: dict
-    admin_password: str | None = None   # set only when a first administrator was just created
-
-
-def secret_key(settings: Settings) -> bytes:
-    """The session signing key, made once with mode 0600 and kept in the data directory."""
-    path = settings.data_dir / settings.web.secret_key_file
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
-
-
-def ensure_identity(settings: Settings) -> None:
-    with db.write():
-        post, created = Post.get_or_create(id=settings.post.id,
-                                           defaults={"name": settings.post.name, "agency": settings.post.agency})
-        if not created and (post.name, post.agency) != (settings.post.name, settings.post.agency):
-            post.name, post.agency = settings.post.name, settings.post.agency
-            post.save()
-        Camera.get_or_create(id=settings.post.camera_id,
-                             defaults={"post": post, "name": settings.post.camera_name})
-
-
-def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
-    """Create the first administrator when there is none. Returns the password if it was generated.
-    The password must be changed at the first sign-in either way: a generated one was printed on a
-    console, and one given in WAYPOST_ADMIN_PASSWORD (the provisioning vault) is known to whoever
-    provisioned the host."""
-    if User.select().where(User.role == "admin").exists():
-        return None
-    given = environ.get("WAYPOST_ADMIN_PASSWORD")
-    password = given or users.generate_password()
-    try:
-        users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
-                  display_name="ALPR administrator", organization=settings.post.agency, role="admin",
-                  password=password, job_title="ALPR Administrator",
-                  min_password_length=settings.web.min_password_length, must_change_password=True)
-    except users.UserError as exc:
-        raise users.UserError(f"cannot create the first administrator: {exc}"
-                              + (" (from WAYPOST_ADMIN_PASSWORD)" if given else "")) from exc
-    return None if given else password
-
-
-def record_config(settings: Settings) -> list[str]:
-    """Record the effective configuration when it differs from the last one recorded, so every
-    configuration change (file or environment) is in the access log. Returns the changed keys."""
-    import json
-
-    from appliance.models import AccessRecord
-    current = settings.model_dump(mode="json")
-    last = (AccessRecord.select(AccessRecord.details).where(AccessRecord.action == "config.change")
-            .order_by(AccessRecord.seq.desc()).first())
-    previous = json.loads(last.details).get("config", {}) if last else {}
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    old, new = flat(previous), flat(current)
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        with db.write():
-            audit.record("config.change", system_actor(settings), query={"keys": changed},
-                         details={"config": current, "changed": changed, "first": not previous})
-    return changed
-
-
-def bootstrap(settings: Settings, create_admin: bool = True) -> Bootstrap:
-    """Everything `waypost init` and `waypost run` do before serving. Safe to repeat."""
-    db.open_database(settings)
-    done = db.migrate(settings)
-    with db.connection():
-        ensure_identity(settings)
-        record_config(settings)
-        recovered = EvidenceStore(settings).recover()
-        password = ensure_admin(settings) if create_admin else None
-    return Bootstrap(done, recovered, password)
-
-
-class ListenError(OSError):
-    """The web port cannot be had; the message says which and what to change."""
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """Bind and listen on host:port now, before anything is announced or recorded, so a port
-    already in use stops the start with one line instead of a traceback after the access log has
-    been written to. waitress takes the socket over (WebServer(sock=...))."""
-    where = f"{host}:{port}"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                                                             0, socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {where}: {exc.strerror}; set web.host (WAYPOST_WEB__HOST) "
-                          "to an address of this host") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        # as waitress does: a restart may rebind while the last run's connections are in TIME_WAIT
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise ListenError(f"cannot listen on {where}: address already in use; set web.port "
-                              "(WAYPOST_WEB__PORT) to a free port") from None
-        raise ListenError(f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}; check web.host "
-                          "(WAYPOST_WEB__HOST) and web.port (WAYPOST_WEB__PORT)") from None
-    return sock
-
-
-class WebServer:
-    """waitress in a thread, stoppable from any thread (the loop closes its own sockets)."""
-
-    def __init__(self, app, host: str, port: int, threads: int = 4, sock: socket.socket | None = None):
-        from waitress.server import create_server
-        where = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
-        # channel_request_lookahead: waitress keeps reading the socket while a view runs, so a live
-        # stream sees its browser leave (environ["waitress.client_disconnected"]) and frees its thread
-        self.server = create_server(app, threads=threads, ident="waypost", channel_request_lookahead=4, **where)
-        self.thread = threading.Thread(target=self._run, name="web", daemon=True)
-        self._stopping = threading.Event()
-
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except OSError:
-            # stop() closes every socket from inside the loop; the same loop pass may then poll
-            # one it has just closed (EBADF). That is the end we asked for, not a fault.
-            if not self._stopping.is_set():
-                raise
-
-    @property
-    def port(self) -> int:
-        return self.server.effective_port
-
-    def start(self) -> "WebServer":
-        self.thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5) -> None:
-        from waitress import wasyncore
-
-        def close_all():
-            self.server.task_dispatcher.shutdown(timeout=timeout_s)
-            wasyncore.close_all(self.server._map)
-
-        if self._stopping.is_set():      # stopped already: its sockets (the trigger's too) are closed
-            self.thread.join(timeout=timeout_s)
-            return
-        self._stopping.set()
-        try:
-            self.server.trigger.pull_trigger(close_all)
-        except OSError:
-            # the loop ended on its own and closed the trigger's pipe: nothing is left to close
-            if self.thread.is_alive():
-                raise
-        self.thread.join(timeout=timeout_s)
 
 
 class PostService:
@@ -205,7 +39,6 @@ class PostService:
 
     def __init__(self, settings: Settings, stop: threading.Event | None = None, with_capture: bool = True,
                  sock: socket.socket | None = None):
-        from appliance.events import EventBus
         self.settings = settings
         self.stop_event = stop or threading.Event()
         self.bus = EventBus()
@@ -222,7 +55,6 @@ class PostService:
 
     # -- start / stop --
     def start(self) -> "PostService":
-        from appliance.models import utcnow
         # the port first: loading the demo hotlist below writes access records
         sock = self._sock or listen(self.settings.web.host, self.settings.web.port)
         self.started_at = utcnow()
@@ -235,7 +67,6 @@ class PostService:
         self._spawn("upkeep", self._upkeep)
         if self.settings.sync.enabled:
             self._start_sync()
-        from web import create_app
         self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
                              self.settings.web.port, self.settings.web.threads, sock=sock).start()
         with db.connection():
@@ -262,7 +93,6 @@ class PostService:
         log.info("stopped")
 
     def _record_stop(self) -> None:
-        from appliance.models import utcnow
         uptime_s = round((utcnow() - self.started_at).total_seconds())
         try:
             with db.connection(), db.write():
@@ -277,11 +107,6 @@ class PostService:
         self._threads.append(thread)
 
     def _start_capture(self) -> None:
-        from appliance.alerts import Notifier
-        from appliance.capture import Capture
-        from appliance.pipeline import Pipeline
-        from appliance.store import EvidenceStore
-        from recognizer import Recognizer
         s = self.settings
         if s.capture.type == "demo":
             self._load_demo_hotlist()
@@ -299,16 +124,10 @@ class PostService:
 
     def _start_sync(self) -> None:
         """Push to headquarters in the background (sync/post.py: backoff, marks only on ack)."""
-        from sync.post import Pusher
         self.pusher = Pusher(self.settings, self.stop_event)
         self._spawn("sync", self.pusher.run)
 
     def _load_demo_hotlist(self) -> None:
-        import tempfile
-        from pathlib import Path
-
-        from appliance import hotlist
-        from appliance.capture.demo import demo_hotlist_csv
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "demo-hotlist.csv"
             demo_hotlist_csv(path)
@@ -338,7 +157,6 @@ class PostService:
                     log.exception("pipeline failed on frame %s; continuing", frame.index)
 
     def _upkeep(self) -> None:
-        from appliance import hotlist
         warned: list[str] = []
         while not self.stop_event.is_set():
             try:
@@ -350,13 +168,12 @@ class PostService:
             except Exception:
                 log.exception("upkeep failed")
             self._daily_retention()
-            _return_free_memory()
+            return_free_memory()
             self.stop_event.wait(60)
 
     def _daily_retention(self) -> None:
         """The daily purge at retention.run_at (post time zone); see appliance/retention.py.
         It runs in batches, so the web UI and the pipeline go on while it works."""
-        from appliance import retention
         try:
             with db.connection():
                 if retention.due(self.settings):
@@ -367,9 +184,6 @@ class PostService:
 
     # -- status --
     def health(self) -> dict:
-        import shutil
-
-        from appliance import hotlist
         s = self.settings
         disk = shutil.disk_usage(s.data_dir)
         lists = hotlist.status(s)
@@ -396,46 +210,9 @@ class PostService:
         }
 
 
-def _return_free_memory() -> None:
-    """Hand memory freed by finished passes back to the system. Frames are megabytes each and
-    glibc keeps freed blocks in its arenas, so a post's resident size otherwise creeps up towards
-    its busiest minute. A no-op where the C library is not glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _libc():
-    import ctypes
-    import ctypes.util
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def _malloc_trim():
-    return getattr(_libc(), "malloc_trim", None)
-
-
-M_ARENA_MAX = -8        # glibc's mallopt parameter
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap this process's glibc malloc arenas, before its threads start. glibc gives each thread
-    that allocates an arena of its own (up to eight per core) and keeps what was freed there: the
-    web server's four threads each came to hold a sync batch's working set, some 20 MB more for a
-    post catching up by pull. Two arenas still spare the threads most of the contention. A no-op
-    where the C library is not glibc."""
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_ARENA_MAX, arenas)
-
-
 def serve(settings: Settings, stop: threading.Event | None = None, sock: socket.socket | None = None) -> None:
     """Run the post until SIGTERM/SIGINT or `stop` is set. `sock`: the web port, already bound
-    (`listen()`)."""
+    (`web.server.listen()`)."""
     limit_malloc_arenas()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -34,6 +34,7 @@ from typing import Iterator
 from peewee import AutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
 from appliance import audit, search
+from appliance import export as exporting
 from appliance.config import Settings
 from appliance.db import write
 from appliance.models import BaseModel, Read, utcnow
@@ -318,7 +319,6 @@ def matching_reads(req: SharingRequest, page: int = 100) -> Iterator[Read]:
 def export(settings: Settings, actor: audit.Actor, request_id: int, out: Path):
     """Write the evidence ZIP of an approved request to `out` (returns export.Summary).
     NotApproved, before anything is read or written, for any other status."""
-    from appliance import export as exporting
     req = get(request_id)
     _require_approved(req)
     def still_allowed():

@@ -27,14 +27,16 @@ import re
 import shutil
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
-from appliance import audit
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from appliance import audit, search
 from appliance.config import Settings
 from appliance.db import write
 from appliance.models import Evidence, Outbox, Read
-
 
 SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
@@ -93,8 +95,6 @@ def encode_jpeg(image, quality: int, what: str) -> Blob:
     """An RGB/gray numpy array, a PIL image or JPEG bytes -> JPEG bytes with size and sha256."""
     # imported here, not with the module: a process that only reads evidence back (sync) stays
     # without numpy, PIL and (through search) the recognizer's OpenCV
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
     if isinstance(image, (bytes, bytearray)):
         data = bytes(image)
         try:
@@ -258,7 +258,6 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
             for kind, blob in blobs.items():
                 Evidence.create(read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data),
                                 width=blob.width, height=blob.height)
-            from appliance import search
             search.index_read(read.id, read.plate, read.alternatives)
             Outbox.create(kind="read", object_id=read.uuid)
             if actor is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .detector import Detection, PlateDetector
@@ -60,7 +61,6 @@ def plate_crop(frame: np.ndarray, det: Detection, margin_x: float = CROP_MARGIN_
                margin_y: float = CROP_MARGIN_Y) -> np.ndarray:
     """Cut the plate out of the frame: a perspective warp of its corners (so a skewed plate comes
     out level) when the detector gave usable corners, else the box; with a margin either way."""
-    import cv2
 
     h, w = frame.shape[:2]
     if det.corners is not None:

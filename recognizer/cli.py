@@ -12,12 +12,15 @@ from pathlib import Path
 
 import click
 
+from . import Recognizer
+from .evaluate import LabelError, evaluate_crops, evaluate_scenes, load_labels
+from .image import ImageError, load_image
+from .runtime import ModelError, RuntimeMissing
+
 OUT_COLUMNS = ("file", "truth", "read", "confidence", "ms")
 
 
 def _recognizer(models_dir, threads, runtime):
-    from . import Recognizer
-    from .runtime import ModelError, RuntimeMissing
 
     try:
         return Recognizer(models_dir=models_dir, threads=threads, runtime=runtime)
@@ -44,7 +47,6 @@ def eval_command(directory, out_path, threads, runtime, models_dir, limit):
     JSON object with the figures (kind, n, exact_match, char_error_rate, detection_recall or
     state_accuracy, ms_median, ms_p95).
     """
-    from .evaluate import LabelError, evaluate_crops, evaluate_scenes, load_labels
 
     try:
         kind, labels = load_labels(directory)
@@ -93,7 +95,6 @@ def eval_command(directory, out_path, threads, runtime, models_dir, limit):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of text.")
 def recognize_command(images, threads, runtime, models_dir, crop, as_json):
     """Read the plates in one or more image files and print them."""
-    from .image import ImageError, load_image
 
     rec = _recognizer(models_dir, threads, runtime)
     failed = 0

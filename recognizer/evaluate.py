@@ -8,13 +8,19 @@ Plates are compared as uppercase A-Z/0-9 only. `evaluate_crops` is the OCR half;
 """
 from __future__ import annotations
 
+import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .formats import normalise
+from .image import ImageError, load_image
+from .ocr import PlateOCR
+from .similarity import box_iou, edit_distance
 
 SCENE_COLUMNS = ("file", "x", "y", "w", "h", "plate")
 CROP_COLUMNS = ("file", "state", "plate")
@@ -24,14 +30,6 @@ class LabelError(ValueError):
     pass
 
 
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def char_error_rate(truths, reads) -> float:
@@ -77,7 +75,6 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
     "rows", one dict per item (file, truth, read, confidence, ms, state, region, error).
     `only` restricts the run to a set of file names (as written in labels.csv).
     ms is the time of `ocr.read` (preprocess, inference, decoding), not of decoding the file."""
-    from PIL import Image, UnidentifiedImageError
 
     kind, labels = load_labels(directory)
     if kind != "crops":
@@ -127,15 +124,6 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
 DETECTION_IOU = 0.3
 
 
-def box_iou(a, b) -> float:
-    """IoU of two (x, y, w, h) boxes."""
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=None) -> dict:
@@ -145,7 +133,6 @@ def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=No
     read whose box overlaps the labelled box has exactly its text (other plates in the frame, which
     the labels leave out, are neither credited nor punished). ms is detection + OCR for the frame,
     not decoding the file. Returns the figures and, under "rows", one dict per labelled plate."""
-    from .image import ImageError, load_image
 
     kind, labels = load_labels(directory)
     if kind != "scenes":
@@ -199,10 +186,7 @@ def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=No
 
 def main(argv=None):
     """python -m recognizer.evaluate DIR [--model PATH] [--runtime NAME]: OCR figures for a crops folder."""
-    import argparse
-    import json
 
-    from .ocr import PlateOCR
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("directory")

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageError(ValueError):
@@ -17,7 +18,6 @@ def load_image(source: str | Path | bytes | bytearray | memoryview, name: str | 
     Raises ImageError naming the file (or `name`, for bytes) when the image is missing, corrupt,
     truncated or not an image. EXIF orientation is applied, as a phone or camera would show it.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or f"<{len(source)} bytes>"

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .formats import ALPHABET, SWAPS, format_prior, normalise
 from .result import Alternative, PlateRead
@@ -74,7 +76,6 @@ def crop_views(crop: np.ndarray, n: int) -> list[np.ndarray]:
 
 def preprocess(crop, height: int, width: int) -> np.ndarray:
     """Crop -> float32 (height, width) in [0, 1], contrast-stretched. Training uses this too."""
-    import cv2
 
     crop = check_crop(crop)
     h, w = crop.shape[:2]
@@ -388,7 +389,6 @@ class PlateOCR:
 
 def read_crop_file(path, ocr: PlateOCR) -> PlateRead:
     """Decode an image file and read it; a corrupt or truncated file raises CropError."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:

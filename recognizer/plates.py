@@ -22,14 +22,13 @@ Fonts come from Debian font packages; see ASSETS.md.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import string
-from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 CAR_SIZE = (360, 180)
 MOTO_SIZE = (245, 140)
@@ -552,7 +551,6 @@ def _car_background(rng, w, h):
 def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None = None,
                  out_h: int | None = None, max_w: float = 330) -> Image.Image:
     """A plate as a detector would crop it from a roadside frame (RGB, before resizing to the model)."""
-    import cv2  # opencv-python-headless is in both venvs; imported lazily
 
     rgba = np.asarray(plate.convert("RGBA"))
     ph, pw = rgba.shape[:2]
@@ -594,7 +592,6 @@ def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None
 
 def _photometric(rng, img, target_w, out_w=None, out_h=None):
     """Light, weather, sensor and compression effects on a float32 RGB crop; returns PIL RGB."""
-    import cv2
 
     ch, cw = img.shape[:2]
     # Lighting: gradient shading, low light, glare.

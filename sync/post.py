@@ -16,6 +16,7 @@ import base64
 import datetime as dt
 import fcntl
 import gzip
+import hashlib
 import http.client
 import json
 import logging
@@ -28,9 +29,10 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance import audit, bundle, db, holds
+from appliance import audit, bundle, db, holds, hotlist
+from appliance.audit import system_actor
 from appliance.config import Settings
-from appliance.models import Alert, AlertConfirmation, Evidence, Read, database, utcnow
+from appliance.models import Alert, AlertConfirmation, Evidence, Hotlist, Read, database, utcnow
 from appliance.store import EvidenceStore, StoreError
 from sync import protocol
 
@@ -161,10 +163,7 @@ def fetch_position(settings: Settings) -> Position:
 def fetch_hotlists(settings: Settings) -> list[str]:
     """Import each list headquarters publishes that is new or changed here (a state list is
     replaced whole, all or nothing, with its own access record). Returns one line per list."""
-    import hashlib
 
-    from appliance.models import Hotlist
-    from appliance.service import system_actor
     quoted = urllib.parse.quote(settings.post.id)
     status, answer = _request(settings, "GET", f"/hq/v1/posts/{quoted}/hotlists", timeout_s=60)
     if status != 200:
@@ -180,7 +179,6 @@ def fetch_hotlists(settings: Settings) -> list[str]:
         if status != 200 or hashlib.sha256(data).hexdigest() != sha:
             lines.append(f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)")
             continue
-        from appliance import hotlist     # only now: it loads the recognizer's plate formats (and OpenCV)
         with tempfile.TemporaryDirectory(dir=_spool(settings)) as tmp:
             path = Path(tmp) / f"{name}.csv"
             path.write_bytes(data)

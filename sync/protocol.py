@@ -31,13 +31,18 @@ read in one pass with bounded memory, whatever its size.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import hashlib
 import json
 import re
 import zlib
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
+
+from appliance.audit import COLUMNS as RECORD_COLUMNS
+from appliance.search import SearchError, normalise
 
 FORMAT = "waypost-batch/1"
 MAGIC = FORMAT.encode() + b"\n"
@@ -46,6 +51,7 @@ MAX_LINE_BYTES = 32 * 1024 * 1024
 # Every whole number a batch carries ends up in a BIGINT column (or is compared with one): a larger
 # one is refused as malformed rather than overflowing the database driver.
 MAX_INT = 2 ** 63 - 1
+MAX_INT32 = 2 ** 31 - 1                # INTEGER columns (image sizes, result_count) on PostgreSQL
 # JSON may escape a UTF-16 surrogate on its own ("\ud800"), which parses to a str no UTF-8 encoder
 # (hashing, SQLite, PostgreSQL) accepts. Lines that contain such an escape are checked in full.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -209,13 +215,13 @@ def header_fields(header: dict) -> dict:
     return header
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_whole(value, top: int = MAX_INT) -> bool:
     """A whole number 0..top (by default what a BIGINT column holds)."""
-    return _is_int(value) and 0 <= value <= top
+    return is_int(value) and 0 <= value <= top
 
 
 def _check_text(obj, line: int) -> None:
@@ -240,6 +246,158 @@ def content_hash(read: dict, images: list[dict]) -> str:
     """What headquarters compares to tell 'the same read again' from 'a different read'."""
     meta = sorted(({k: v for k, v in im.items() if k != "data"} for im in images), key=lambda m: m.get("kind", ""))
     return hashlib.sha256(canonical_line({"read": read, "images": meta})).hexdigest()
+
+
+# --- the lines of a batch, checked one by one ------------------------------------------------------
+
+@dataclass
+class ReadLine:
+    seq: int
+    read: dict
+    images: list[dict]                  # as sent, each with its base64 data
+    decoded: list[tuple[dict, bytes]]   # each image with its bytes, checked against its sha256
+
+
+def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
+    """A read line: its seq in next_seq..last, the read's uuid, capture time and plate, and every
+    image's sizes and bytes. Raises ProtocolError (malformed) naming `where`."""
+    read, imgs, seq = item.get("read"), item.get("images", []), item.get("seq")
+    if not isinstance(read, dict) or not isinstance(imgs, list) or not is_int(seq):
+        raise ProtocolError("malformed", f"{where}: needs seq, read and images")
+    if not next_seq <= seq <= last:
+        raise ProtocolError("malformed", f"{where}: seq {seq} is outside the batch's range or out of order")
+    for name in ("uuid", "captured_at", "plate"):
+        if not isinstance(read.get(name), str) or not read[name]:
+            raise ProtocolError("malformed", f"{where}: read field {name!r} must be a non-empty string")
+    decoded = []
+    for im in imgs:
+        if not isinstance(im, dict):
+            raise ProtocolError("malformed", f"{where}: an image is not an object")
+        for name in ("width", "height"):
+            if im.get(name) is not None and not is_whole(im[name], MAX_INT32):
+                raise ProtocolError("malformed", f"{where}: image {name} must be a whole number 0..{MAX_INT32}")
+        decoded.append((im, decode_image(im, f"{where}, read {read['uuid']}")))
+    return ReadLine(seq, read, imgs, decoded)
+
+
+def read_alerts(item: dict, where: str) -> list[dict]:
+    """The alerts a read line carries, each with its id."""
+    alerts = item.get("alerts") or []
+    if not isinstance(alerts, list) or any(not isinstance(a, dict) or not is_whole(a.get("id")) for a in alerts):
+        raise ProtocolError("malformed", f"{where}: an alert needs an id (a whole number 0..{MAX_INT})")
+    return alerts
+
+
+def confirmation_line(item: dict, line: int) -> dict:
+    """A confirmation line: the alert, with its id and its read's uuid."""
+    alert = item.get("alert")
+    if (not isinstance(alert, dict) or not is_whole(alert.get("id"))
+            or not isinstance(alert.get("read_uuid"), str)):
+        raise ProtocolError("malformed", f"line {line} (confirmation): needs the alert with its id "
+                                         f"(a whole number 0..{MAX_INT}) and read_uuid")
+    return alert
+
+
+def access_line(item: dict, where: str, want_record: int, chain: dict) -> dict:
+    """An access-record line: every column, the seq due next (`want_record`, within the header's
+    chain range), a result count that fits, text everywhere else. Whether it links to the chain
+    is headquarters' to judge (sync/hq/ingest.py)."""
+    rec = item.get("record")
+    if not isinstance(rec, dict) or any(c not in rec for c in RECORD_COLUMNS):
+        raise ProtocolError("malformed", f"{where}: needs every column of an access record")
+    if not is_int(rec["seq"]) or rec["seq"] != want_record or rec["seq"] > chain["last_seq"]:
+        raise ProtocolError("malformed", f"{where}: seq {str(rec['seq'])[:30]} where {want_record} was due "
+                                         f"(the header says {chain['first_seq']}..{chain['last_seq']})")
+    if rec["result_count"] is not None and not is_whole(rec["result_count"], MAX_INT32):
+        raise ProtocolError("malformed", f"{where}: result_count must be empty or a whole number 0..{MAX_INT32}")
+    for name in RECORD_COLUMNS:
+        if name not in ("seq", "result_count") and not isinstance(rec[name], str):
+            raise ProtocolError("malformed", f"{where}: field {name!r} must be text")
+    return rec
+
+
+# A hold placed at a post is on one of the post's searches.
+HOLD_MODES = ("exact", "wildcard", "partial", "similar")
+
+
+def hold_line(item: dict, where: str, next_seq: int, last: int) -> tuple[int, dict]:
+    """A legal-hold line: its seq in next_seq..last and the event (hold_event)."""
+    seq = item.get("seq")
+    if not is_int(seq) or not next_seq <= seq <= last:
+        raise ProtocolError("malformed", f"{where}: seq {str(seq)[:20]} is outside the batch's range or out of order")
+    return seq, hold_event(item, where)
+
+
+def _bad(where: str, field: str, what: str) -> ProtocolError:
+    return ProtocolError("malformed", f"{where}: hold field {field!r} {what}")
+
+
+def _text_field(hold: dict, name: str, where: str, empty: bool = False, most: int = 500) -> str:
+    value = hold.get(name)
+    if not isinstance(value, str) or (not empty and not value.strip()) or len(value) > most:
+        raise _bad(where, name, f"must be a {'' if empty else 'non-empty '}string of at most {most} characters")
+    return value
+
+
+def _time_field(hold: dict, name: str, where: str) -> dt.datetime:
+    value = hold.get(name)
+    try:
+        when = dt.datetime.fromisoformat(str(value).removesuffix("Z")) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise _bad(where, name, f"must be an ISO date and time (UTC), not {str(value)[:40]!r}")
+    return when.replace(tzinfo=None) if when.tzinfo is None else when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def hold_event(item: dict, where: str) -> dict:
+    """A batch's hold line, checked: the event ("place" or "release") and the hold's fields (its
+    capture period as naive UTC datetimes). Raises ProtocolError (malformed) naming `where` and the field."""
+    event, hold = item.get("event"), item.get("hold")
+    if event not in ("place", "release"):
+        raise ProtocolError("malformed", f"{where}: hold event {str(event)[:20]!r} is neither place nor release")
+    if not isinstance(hold, dict):
+        raise ProtocolError("malformed", f"{where}: the hold is not an object")
+    if not isinstance(hold.get("id"), int) or isinstance(hold.get("id"), bool) or hold["id"] < 1:
+        raise _bad(where, "id", "must be the post's hold id (a whole number >= 1)")
+    if event == "release":
+        return {"event": event, "id": hold["id"], "released_at": _time_field(hold, "released_at", where),
+                "released_by": _text_field(hold, "released_by", where, most=200),
+                "release_reason": _text_field(hold, "release_reason", where)}
+    kind = hold.get("kind")
+    if kind not in ("read", "query"):
+        raise _bad(where, "kind", "must be read or query")
+    mode = hold.get("mode")
+    if mode not in HOLD_MODES:
+        raise _bad(where, "mode", f"must be one of {', '.join(HOLD_MODES)}")
+    plate = hold.get("plate")
+    if kind == "read":
+        # the held read's plate as the post stores it (A-Z and 0-9, no longest: it may be longer
+        # than a search takes); "" when the read's row was gone at the post. Its uuid holds it.
+        if not isinstance(plate, str) or len(plate) > 100 or (plate and not (plate.isalnum() and plate == plate.upper())):
+            raise _bad(where, "plate", f"{str(plate)[:20]!r} is not a read's plate (upper-case letters and "
+                                       "digits, at most 100)")
+        text = pattern = plate
+    else:
+        try:
+            text = normalise(plate if isinstance(plate, str) else "", mode)
+        except SearchError as exc:
+            raise _bad(where, "plate", f"{str(plate)[:20]!r} is not a plate for {'an' if mode == 'exact' else 'a'} {mode} search: {exc}") from None
+        pattern = {"wildcard": text.replace("*", "%").replace("?", "_"), "partial": f"%{text}%"}.get(mode, text)
+    since, until = _time_field(hold, "since", where), _time_field(hold, "until", where)
+    if since > until:
+        raise _bad(where, "until", "is before its since")
+    reads = hold.get("reads")
+    if not isinstance(reads, list) or any(not isinstance(u, str) or not u or len(u) > 100 for u in reads):
+        raise _bad(where, "reads", "must be a list of read uuids")
+    return {"event": event, "id": hold["id"], "kind": kind, "plate": text, "mode": mode, "pattern": pattern,
+            "since": since, "until": until,
+            "case_number": _text_field(hold, "case_number", where, most=100),
+            "purpose_code": _text_field(hold, "purpose_code", where, most=100),
+            "reason": _text_field(hold, "reason", where),
+            "placed_by": _text_field(hold, "placed_by", where, most=200),
+            "placed_org": _text_field(hold, "placed_org", where, empty=True, most=200),
+            "placed_at": _time_field(hold, "placed_at", where), "reads": sorted(set(reads))}
 
 
 # --- pull: headquarters asks a post for its next batch ------------------------------------------
@@ -268,7 +426,6 @@ def post_get_message(post_id: str, path_and_query: str, date: str) -> bytes:
 
 def check_date(date: str) -> str | None:
     """None when `date` (YYYY-MM-DDTHH:MM:SSZ) is within PULL_SKEW_S of this clock, else why not."""
-    import datetime as dt
     try:
         when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     except ValueError:

@@ -5,7 +5,8 @@ import pytest
 
 from appliance import config
 from appliance import db as dbmod
-from appliance.service import WebServer, bootstrap
+from appliance.bootstrap import bootstrap
+from web.server import WebServer
 
 
 def make_settings(root, **overrides) -> config.Settings:

@@ -1,4 +1,6 @@
-"""The post's web UI: create_app(settings), one blueprint per area."""
+"""Every HTTP entry point. The post's web UI is create_app(settings), one blueprint per area
+(module = blueprint = URL prefix), with the post's pull endpoint for headquarters (web/sync.py);
+headquarters' app, pages and sync API are web/hq/; the server that runs either is web/server.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,15 +13,16 @@ from peewee import OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from appliance import db, users
+from appliance.bootstrap import secret_key
+from appliance.clock import zone_of
 from appliance.config import Settings
 from appliance.models import User
-from appliance.service import secret_key
-from web import clock
+from web import admin, alerts, audit, auth, clock, health, holds, home, live, policy, reads, sharing, sync
+from web.access import SESSION_VERSION, AccountUser
 
 csrf = CSRFProtect()
 
 RETRY_AFTER_S = 5
-SESSION_VERSION = "session_version"   # the key in the session: the account's version at sign-in
 
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -28,20 +31,8 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 def create_app(settings: Settings, service=None) -> Flask:
     """`service` is the running PostService (live status, events); None in tests of pages alone."""
     app = base_app(settings, service)
-    from web import admin, alerts, audit, auth, health, holds, home, live, policy, reads, sharing
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(alerts.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(home.bp)
-    app.register_blueprint(reads.bp)
-    app.register_blueprint(live.bp)
-    app.register_blueprint(holds.bp)
-    app.register_blueprint(policy.bp)
-    app.register_blueprint(sharing.bp)
-    app.register_blueprint(audit.bp)
-    from web import sync as post_web
-    app.register_blueprint(post_web.bp)
+    for area in (admin, alerts, auth, health, home, reads, live, holds, policy, sharing, audit, sync):
+        app.register_blueprint(area.bp)
     return app
 
 
@@ -62,7 +53,7 @@ def base_app(settings: Settings, service=None) -> Flask:
         REMEMBER_COOKIE_DURATION=dt.timedelta(seconds=0),
         WTF_CSRF_TIME_LIMIT=None,            # the token lives as long as the session
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
-        WAYPOST_ZONE=clock.zone_of(settings),   # pages show times in it; everything is stored in UTC
+        WAYPOST_ZONE=zone_of(settings),   # pages show times in it; everything is stored in UTC
     )
     if settings.web.trusted_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
@@ -137,20 +128,3 @@ def is_busy(exc: Exception) -> bool:
     """SQLite's SQLITE_BUSY ("database is locked") or SQLITE_LOCKED ("database table is locked")."""
     text = str(exc).lower()
     return "database is locked" in text or "database table is locked" in text or "database is busy" in text
-
-
-class AccountUser:
-    """flask-login's view of an account: wraps the row, never caches permissions."""
-
-    def __init__(self, user: User):
-        self.user = user
-
-    def __getattr__(self, name):
-        return getattr(self.user, name)
-
-    is_authenticated = True
-    is_active = True
-    is_anonymous = False
-
-    def get_id(self) -> str:
-        return str(self.user.id)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import render_template, request
-from flask_login import current_user
+from flask import current_app, render_template, request
+from flask_login import current_user, login_required
 
 from appliance import audit
+from appliance.models import User
 from appliance.roles import PLATE_DATA, allowed, permissions
+
+SESSION_VERSION = "session_version"   # the key in the session: the account's version at sign-in
 
 
 def public(view):
@@ -18,7 +21,6 @@ def public(view):
 
 def signed_in(view):
     """Any signed-in account (its own start page, password, sign-out): no ALPR data behind it."""
-    from flask_login import login_required
     wrapped = login_required(view)
     wrapped.permission = "signed-in"
     return wrapped
@@ -29,7 +31,6 @@ def requires(permission: str):
         @wraps(view)
         def wrapper(*args, **kwargs):
             if not current_user.is_authenticated:
-                from flask import current_app
                 return current_app.login_manager.unauthorized()
             user = current_user.user
             if not allowed(user, permission):
@@ -46,3 +47,19 @@ def requires(permission: str):
 def actor() -> audit.Actor:
     user = current_user.user
     return audit.Actor(user.username, user.organization, request.remote_addr or "unknown")
+
+class AccountUser:
+    """flask-login's view of an account: wraps the row, never caches permissions."""
+
+    def __init__(self, user: User):
+        self.user = user
+
+    def __getattr__(self, name):
+        return getattr(self.user, name)
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.user.id)

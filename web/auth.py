@@ -10,7 +10,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from appliance import users
-from web.access import public, signed_in
+from web.access import SESSION_VERSION, AccountUser, public, signed_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -58,7 +58,6 @@ def login():
             return render_template("auth/login.html", form=form), 401
         session.clear()
         session.permanent = True
-        from web import SESSION_VERSION, AccountUser
         session[SESSION_VERSION] = user.session_version
         login_user(AccountUser(user))
         if user.must_change_password:
@@ -101,7 +100,6 @@ def password():
                 flash(str(exc).capitalize() + ".", "error")
             else:
                 # Every other session of the account has ended; this one carries on under the new version.
-                from web import SESSION_VERSION
                 session[SESSION_VERSION] = changed.session_version
                 flash("Your password is changed.", "info")
                 return redirect(url_for("home.index"))

@@ -1,13 +1,9 @@
 """Times as people read and type them: in the site's time zone, stored in UTC.
 
-Everything is stored and exchanged in UTC (naive datetimes mean UTC; exports, the API and the
-sync protocol stay UTC ISO-8601). Only the pages speak local time: the `localtime` filter shows a
-stored instant in the zone with its abbreviation, so that a page that is evidence (the access
-log) still names one instant, also in the repeated hour when clocks go back. The search forms
-take a local date and time (LocalDateTimeField) and hand the query the UTC instant.
-
-The zone is the configuration's `post.timezone` (the post's, or at headquarters its own
-configuration's); a settings object without one means UTC.
+The pages' side of appliance/clock.py: the `localtime` filter shows a stored instant in the app's
+zone with its abbreviation, and the search forms take a local date and time (LocalDateTimeField)
+and hand the query the UTC instant. The zone is the one web.base_app stored from the
+configuration.
 """
 from __future__ import annotations
 
@@ -17,43 +13,15 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from wtforms import DateTimeLocalField
 
-UTC = ZoneInfo("UTC")
+from appliance.clock import FORMATS, UTC, to_local, to_utc, with_offset
+
 # The forms take minutes; the end of a window ("To 14:05") takes in all of its last minute.
 END_OF_MINUTE = dt.timedelta(seconds=59, microseconds=999_999)
-
-FORMATS = {
-    "datetime": "%Y-%m-%d %H:%M:%S %Z",
-    "minutes": "%Y-%m-%d %H:%M %Z",
-    "date": "%Y-%m-%d",
-    "time": "%H:%M:%S %Z",
-    "time_minutes": "%H:%M %Z",
-}
-
-
-def zone_of(settings) -> ZoneInfo:
-    """The display zone of a configuration: post.timezone when it has one, else UTC."""
-    name = getattr(getattr(settings, "post", None), "timezone", None)
-    return ZoneInfo(name) if name else UTC
 
 
 def zone() -> ZoneInfo:
     """The zone of the running app (web.base_app stores it)."""
     return current_app.config.get("WAYPOST_ZONE") or UTC
-
-
-def to_local(value, tz: ZoneInfo) -> dt.datetime:
-    """A stored instant (naive UTC or aware datetime, or an ISO-8601 string as headquarters and
-    the access log keep them) as an aware datetime in `tz`."""
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"time {value!r} is not ISO-8601 (expected e.g. 2026-11-29T14:14:03Z)") from None
-    if not isinstance(value, dt.datetime):
-        raise TypeError(f"expected a datetime or an ISO-8601 string, got {type(value).__name__} {value!r}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(tz)
 
 
 def localtime(value, fmt: str = "datetime", tz: ZoneInfo | None = None) -> str:
@@ -78,25 +46,6 @@ def zone_label(tz: ZoneInfo | None = None) -> str:
 
 
 # --- local input -----------------------------------------------------------------------------------
-
-def to_utc(local: dt.datetime, tz: ZoneInfo, latest: bool = False) -> dt.datetime:
-    """A local wall time in `tz` as a naive UTC datetime. In the hour that repeats when clocks go
-    back the wall time names two instants: the earlier one, or with `latest` the later one (so a
-    window from..to covers both). A wall time skipped when clocks go forward raises ValueError."""
-    if local.tzinfo is not None:
-        raise ValueError("expected a wall time without a zone")
-    first, second = (local.replace(tzinfo=tz, fold=f).astimezone(dt.UTC) for f in (0, 1))
-    if first.astimezone(tz).replace(tzinfo=None) != local:
-        raise ValueError(f"{local:%Y-%m-%d %H:%M} does not exist in {tz}: the clocks moved forward then. "
-                         "Enter a time an hour earlier or later.")
-    return max(first, second).replace(tzinfo=None) if latest else min(first, second).replace(tzinfo=None)
-
-
-def with_offset(local: dt.datetime, tz: ZoneInfo, latest: bool = False) -> str:
-    """The local wall time with its UTC offset, as recorded beside the UTC instant:
-    '2026-11-28T14:00:00-08:00'."""
-    at = to_utc(local, tz, latest).replace(tzinfo=dt.UTC).astimezone(tz)
-    return at.isoformat(timespec="seconds")
 
 
 class LocalDateTimeField(DateTimeLocalField):

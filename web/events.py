@@ -19,7 +19,7 @@ from appliance import users
 from appliance.db import connection
 from appliance.models import User
 from appliance.roles import allowed
-from web.access import actor
+from web.access import SESSION_VERSION, actor
 
 RECHECK_S = 15
 
@@ -36,7 +36,6 @@ def stream(permission: str, render: Callable[[dict], str | None]) -> Response:
     stopping = getattr(service, "stop_event", None)
     who = actor()
     user_id = current_user.user.id
-    from web import SESSION_VERSION
     session_version = session.get(SESSION_VERSION)
     idle_s = g.settings.web.session_idle_minutes * 60
     app = current_app._get_current_object()

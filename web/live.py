@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from flask import (Blueprint, abort, current_app, g, redirect, render_template, url_for)
+from flask import Blueprint, abort, current_app, g, redirect, render_template, url_for
 from flask_login import current_user
 
 from appliance import audit

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from appliance import bundle, db
-from appliance.service import _return_free_memory
+from appliance.memory import return_free_memory
 from sync import post, protocol
 from web.access import public
 
@@ -93,7 +93,7 @@ def batch():
     # Each of the server's threads builds in its own malloc arena (SQLite's page cache, the JSON of
     # a thousand reads), and glibc keeps what a finished batch freed: over a catch-up the post
     # would grow by a batch's working set for every thread that served one. Hand it back.
-    response.call_on_close(_return_free_memory)
+    response.call_on_close(return_free_memory)
     response.headers["X-Waypost-Batch"] = plan.header["batch"]
     current_app.logger.info("pull: batch %s (%s..%s) to %s", plan.header["batch"], plan.header["first_seq"],
                             plan.header["last_seq"], request.remote_addr)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance import audit, config, db, holds, retention, search
+from appliance.bench.data import jpeg_of_size, misread, unique
 from appliance.store import EvidenceStore
 
 ACTOR = audit.Actor("bench", "Benchmark", "local")
@@ -38,14 +39,12 @@ def copy_database(source: Path, target: Path) -> Path:
 
 
 def _jpeg(seed: int, size: int) -> bytes:
-    from appliance.bench import _jpeg_of_size
-    return _jpeg_of_size(size, np.random.default_rng(seed))
+    return jpeg_of_size(size, np.random.default_rng(seed))
 
 
 def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, rng) -> dict:
     """Real files for `sample` reads before the cutoff and sample/10 after it; sample/50 images
     shared by a purged and a kept read; 1,000 alerts; a query hold inside the purged range."""
-    from appliance.bench import _unique
     store = EvidenceStore(settings)
     database = db.database
     lo, hi = database.execute_sql("SELECT min(id), max(id) FROM read").fetchone()
@@ -60,7 +59,7 @@ def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, 
         for group, ids in (("purged", purged_ids), ("kept", kept_ids)):
             for rid in ids:
                 for kind, base in (("crop", crop), ("frame", frame)):
-                    data = _unique(base, n)
+                    data = unique(base, n)
                     n += 1
                     sha = hashlib.sha256(data).hexdigest()
                     path = store.path_for(sha)
@@ -92,14 +91,13 @@ def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, 
 
 
 def _searcher(settings: config.Settings, plates: list[str], stop: threading.Event, latencies: list, errors: list):
-    from appliance.bench import _misread
     rng = np.random.default_rng(11)
     with db.connection():
         i = 0
         while not stop.is_set():
             p = plates[i % len(plates)]
             q = [search.Query(p), search.Query(p[:3] + "*", "wildcard"), search.Query(p[1:5], "partial"),
-                 search.Query(_misread(p, rng), "similar")][i % 4]
+                 search.Query(misread(p, rng), "similar")][i % 4]
             i += 1
             t = time.perf_counter()
             try:

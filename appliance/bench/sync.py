@@ -1,7 +1,7 @@
 """`waypost bench sync`: reads per second sent over loopback from a backlog, by push and by pull,
 into a SQLite or a PostgreSQL headquarters, with the peak memory of the post and of headquarters.
 
-A scratch post is filled with `count` reads (appliance.benchmarks.fill), each given its own
+A scratch post is filled with `count` reads (appliance.bench.data.fill), each given its own
 5 KB plate crop file (random bytes: like a JPEG, they do not compress). For each combination,
 headquarters' tables are emptied (a fresh SQLite file, or the PostgreSQL database a URL names) and
 the post's outbox is unmarked, then the whole backlog is sent:
@@ -23,12 +23,19 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from appliance import bench as benchmarks, bundle, config, db
-from appliance.service import WebServer, bootstrap
+from appliance import bundle, config, db
+from appliance.bench.data import fill
+from appliance.bootstrap import bootstrap
+from appliance.memory import limit_malloc_arenas
 from appliance.store import EvidenceStore
+from sync import hq
+from web import create_app
+from web.hq import create_hq_app
+from web.server import WebServer
 
 MODES = ("push", "pull")
 
@@ -38,7 +45,7 @@ def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
         have = db.database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
         if have >= count:
             return
-        benchmarks.fill(settings, count, progress=progress)
+        fill(settings, count, progress=progress)
         store = EvidenceStore(settings)
         db.database.execute_sql("DELETE FROM evidence WHERE kind = 'frame'")
         rows = db.database.execute_sql("SELECT id FROM evidence WHERE kind = 'crop' ORDER BY id").fetchall()
@@ -56,7 +63,6 @@ def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
 
 
 def _serve_until_sigterm(app, port: int) -> None:
-    import threading
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = WebServer(app, "127.0.0.1", port).start()
@@ -66,8 +72,6 @@ def _serve_until_sigterm(app, port: int) -> None:
 
 def serve_post() -> None:
     """The post's web app in this (child) process until SIGTERM: the pull benchmark's post."""
-    from appliance.service import limit_malloc_arenas
-    from web import create_app
     limit_malloc_arenas()           # as `waypost run` does
     settings = config.load(None)
     _serve_until_sigterm(create_app(settings), settings.web.port)
@@ -75,7 +79,6 @@ def serve_post() -> None:
 
 def serve_hq(target: str, port: int) -> None:
     """Headquarters' sync API in this (child) process until SIGTERM: the push benchmark's HQ."""
-    from web.hq import create_hq_app
     _serve_until_sigterm(create_hq_app(target), port)
 
 
@@ -151,7 +154,6 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
         hq_database: str | None = None, mode: str = "push", progress=None) -> dict:
     """Fill (or reuse) a scratch post, empty headquarters, and time one catch-up by push or pull
     into `hq_database` (a postgresql:// URL; None: a SQLite file in the scratch directory)."""
-    from sync import hq
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
     root = Path(where) if where else Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))

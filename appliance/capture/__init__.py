@@ -23,19 +23,16 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterator
 
 import numpy as np
 
+from appliance.models import utcnow
+
 log = logging.getLogger("waypost.capture")
 
 Box = tuple[int, int, int, int]
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the form every datetime is stored in."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(kw_only=True, eq=False)

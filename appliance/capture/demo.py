@@ -36,7 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.capture import Frame, FrameSource, register, utcnow
+from appliance.capture import Frame, FrameSource, register
+from appliance.models import utcnow
+from recognizer.plates import render_plate
 
 # --- the plates the demo shows and its hotlist ----------------------------------------------
 _PLATE_SEED = 20261122
@@ -455,7 +457,6 @@ def _overlap(a, b) -> bool:
 # --- vehicle sprites ----------------------------------------------------------------------------
 def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     """The front (oncoming) or rear (outgoing) of one vehicle, with its plate, as RGBA."""
-    from recognizer.plates import render_plate
 
     rng = np.random.default_rng([seed, 3, v.k])
     kd = v.kind

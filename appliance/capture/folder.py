@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from appliance.capture import CorruptFrame, Frame, FrameSource, SourceError, register, utcnow
+from appliance.capture import CorruptFrame, Frame, FrameSource, SourceError, register
+from appliance.models import utcnow
 
 
 @register

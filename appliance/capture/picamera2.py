@@ -15,7 +15,8 @@ import time
 import cv2
 import numpy as np
 
-from appliance.capture import Frame, FrameSource, SourceError, register, utcnow
+from appliance.capture import Frame, FrameSource, SourceError, register
+from appliance.models import utcnow
 
 NOT_INSTALLED = ("picamera2 is not installed: on Raspberry Pi OS `apt install python3-picamera2` "
                  "and make the venv with --system-site-packages")
@@ -71,7 +72,7 @@ class PiCamera2Source(FrameSource):
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2
+            from picamera2 import Picamera2  # noqa: PLC0415 (optional dependency: Raspberry Pi OS's python3-picamera2)
         except ImportError as exc:
             raise SourceError(NOT_INSTALLED) from exc
         except ValueError as exc:   # raspberrypi/picamera2#1088: apt simplejpeg vs a pip numpy 2

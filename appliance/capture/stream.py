@@ -11,7 +11,8 @@ import time
 
 import cv2
 
-from appliance.capture import Frame, FrameSource, SourceError, register, utcnow
+from appliance.capture import Frame, FrameSource, SourceError, register
+from appliance.models import utcnow
 
 OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 10_000

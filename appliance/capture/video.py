@@ -6,7 +6,8 @@ from pathlib import Path
 
 import cv2
 
-from appliance.capture import CorruptFrame, Frame, FrameSource, SourceError, register, utcnow
+from appliance.capture import CorruptFrame, Frame, FrameSource, SourceError, register
+from appliance.models import utcnow
 
 
 @register

@@ -1,62 +1,21 @@
 """`waypost hold ...` (legal holds) and `waypost retention ...` (the purge and its benchmark)."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
 import click
 
-from appliance import db
+from appliance import db, holds, retention, search
+from appliance.bench import retention as purge_bench
+from appliance.cli.context import SYNC_OFF, WINDOW_HELP, filed_under, local_time, parse_when, sync_off
 from appliance.cli.types import BATCH, MAX_ROW_ID, ROW_ID
-
-
-def _when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
-    """A time read as UTC (naive UTC out, as stored), or in the offset it carries
-    (2026-11-20T08:00-08:00). A bare date is the start of that day, or with `end` (a --to) the
-    whole of it: --from 2026-11-20 --to 2026-11-20 is that day."""
-    if value is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
-                                 param_hint=name)
-    if end and len(value.strip()) == 10:
-        when += dt.timedelta(days=1, microseconds=-1)
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC).replace(tzinfo=None)
-    return when
-
-
-WINDOW_HELP = ("YYYY-MM-DD or YYYY-MM-DDTHH:MM, read as UTC, not in post.timezone (or give an offset: "
-               "2026-03-01T00:00-08:00)")
-
-
-def sync_off(settings) -> bool:
-    """No way for headquarters to get this post's data: no push (sync.enabled, or a
-    sync.hq_url to push to by hand) and no pull (sync.hq_public_key)."""
-    sync = settings.sync
-    return not (sync.enabled or sync.hq_url or sync.hq_public_key)
-
-
-SYNC_OFF = "sync is off on this post: headquarters does not get it"
-
-
-def filed_under(command):
-    """The options every hold is placed with, at a post and at headquarters: --purpose, --case, --reason."""
-    for option in reversed((
-            click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV."),
-            click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under."),
-            click.option("--reason", required=True, help="What the data is or may be evidence of."))):
-        command = option(command)
-    return command
+from appliance.models import Read
 
 
 @click.group(name="hold")
 def hold_group():
     """Legal holds: reads kept out of the automatic purge."""
-
 
 @hold_group.command("place")
 @click.option("--read", "read_ref", default=None, help="One read, by its id or uuid.")
@@ -70,8 +29,6 @@ def hold_group():
 @click.pass_obj
 def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_number, reason):
     """Place a hold on one read (--read) or on the reads a search finds in a period (--plate)."""
-    from appliance import holds, search
-    from appliance.models import Read
     if bool(read_ref) == bool(plate):
         raise click.UsageError("give either --read or --plate (with --from and --to)")
     ctx.open()
@@ -84,21 +41,18 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
                     raise click.ClickException(f"no read {read_ref!r} (give its id or uuid)")
                 hold = holds.place_on_read(ctx.settings, ctx.actor(), read.id, purpose_code, case_number, reason)
             else:
-                query = search.Query(plate, mode, since=_when(since, "--from"), until=_when(until, "--to", end=True))
+                query = search.Query(plate, mode, since=parse_when(since, "--from"), until=parse_when(until, "--to", end=True))
                 hold = holds.place_on_query(ctx.settings, ctx.actor(), query, purpose_code, case_number, reason)
         except holds.HoldError as exc:
             raise click.ClickException(str(exc))
     click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s); "
                + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets it with the next sync batch"))
 
-
 @hold_group.command("list")
 @click.option("--active", is_flag=True, help="Only holds not released.")
 @click.pass_obj
 def hold_list(ctx, active):
     """Holds with their case, reads and state (the listing is recorded)."""
-    from appliance import holds
-    from appliance.cli import local_time    # here: appliance.cli imports this module to register it
     ctx.open()
     with db.connection():
         rows = holds.listing(ctx.actor(), active_only=active)
@@ -108,14 +62,12 @@ def hold_list(ctx, active):
         click.echo(f"{h.id:>5} {h.case_number:<16} {h.kind:<5} {h.read_count:>7} read(s)  placed "
                    f"{local_time(h.placed_at, ctx.settings, day)} by {h.placed_by}  {state}  {h.reason}")
 
-
 @hold_group.command("release")
 @click.argument("hold_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
 @click.pass_obj
 def hold_release(ctx, hold_id, reason):
     """Release a hold (its reads become subject to retention again)."""
-    from appliance import holds
     ctx.open()
     with db.connection():
         try:
@@ -125,11 +77,9 @@ def hold_release(ctx, hold_id, reason):
     click.echo(f"hold {hold.id} (case {hold.case_number}) released; "
                + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets the release with the next sync batch"))
 
-
 @click.group(name="retention")
 def retention_group():
     """Purge reads past their retention period."""
-
 
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
@@ -139,13 +89,11 @@ def retention_group():
 def retention_run(ctx, dry_run, batch):
     """Purge now what the daily run would purge (reads, their images, outbox rows and alerts),
     except reads under legal hold; one access record for the run."""
-    from appliance import retention
     ctx.open()
     with db.connection():
         result = retention.run(ctx.settings, ctx.actor(), dry_run=dry_run, batch=batch)
     for line in result.lines():
         click.echo(line)
-
 
 @retention_group.command("bench")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -158,7 +106,6 @@ def retention_run(ctx, dry_run, batch):
 @click.option("--no-copy", is_flag=True, help="Reuse the copy already in --dir.")
 def retention_bench(source, where, fraction, sample, batch, no_copy):
     """Time a purge of the oldest quarter of a large database while searches run beside it."""
-    from appliance.bench import retention as bench
     if where.resolve() == source.resolve():
         raise click.BadParameter("the scratch directory must not be the source: the source is never modified",
                                  param_hint="--dir")
@@ -166,9 +113,4 @@ def retention_bench(source, where, fraction, sample, batch, no_copy):
     def progress(batches, seconds):
         if batches % 100 == 0:
             click.echo(f"{batches} batches in {seconds:.0f} s", err=True)
-    click.echo(json.dumps(bench.run(source, where, fraction, sample, batch, copy=not no_copy, progress=progress)))
-
-
-def register(main) -> None:
-    main.add_command(hold_group)
-    main.add_command(retention_group)
+    click.echo(json.dumps(purge_bench.run(source, where, fraction, sample, batch, copy=not no_copy, progress=progress)))

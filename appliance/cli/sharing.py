@@ -1,4 +1,5 @@
-"""`waypost sharing ...` (data-sharing requests) and `waypost evidence ...` (export, offline verify)."""
+"""`waypost sharing ...` (requests from other California public agencies) and `waypost evidence
+...` (the ZIP of an approved request or an active hold, and its offline check)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from appliance import db
+from appliance import audit, db, export, sharing
 from appliance.cli.types import ROW_ID
+from appliance.holds import HoldError
 
 
 def _when(value: str, name: str) -> dt.datetime:
@@ -17,11 +19,8 @@ def _when(value: str, name: str) -> dt.datetime:
         raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
                                  param_hint=name) from None
 
-
 def _act(ctx, action, *args, **kwargs):
     """Run one domain action on the post's database; a refusal becomes a clean error (exit 1)."""
-    from appliance import audit, sharing
-    from appliance.holds import HoldError
     ctx.open()
     with db.connection():
         try:
@@ -30,19 +29,15 @@ def _act(ctx, action, *args, **kwargs):
             where = f" ({exc.field})" if getattr(exc, "field", None) else ""
             raise click.ClickException(f"{exc}{where}") from None
 
-
 @click.group(name="sharing")
 def sharing_group():
     """Data-sharing requests from other California public agencies (Civil Code 1798.90.55)."""
 
-
 @sharing_group.command("types")
 def sharing_types():
     """The agency types a request can name, and which are refused."""
-    from appliance import sharing
     for key, label in sharing.AGENCY_TYPES.items():
         click.echo(f"{key:22} {label}")
-
 
 @sharing_group.command("request")
 @click.option("--agency", "agency_name", required=True, help="Name of the requesting agency.")
@@ -63,29 +58,24 @@ def sharing_types():
 @click.pass_obj
 def sharing_request(ctx, purpose_code, case_number, since, until, **fields):
     """Record a written request (pending until the ALPR administrator decides)."""
-    from appliance import audit, sharing
     new = sharing.NewRequest(period_start_at=_when(since, "--from"), period_end_at=_when(until, "--to"), **fields)
     req = _act(ctx, sharing.create, ctx.settings, ctx.actor(), new, audit.Purpose(purpose_code, case_number))
     click.echo(f"sharing request {req.id} recorded (pending): {req.agency_name}, plate {req.plate}")
-
 
 @sharing_group.command("list")
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
 @click.pass_obj
 def sharing_list(ctx, status):
     """Requests on file, newest first (the listing is recorded)."""
-    from appliance import sharing
     for req in _act(ctx, sharing.listing, ctx.actor(), status):
         click.echo(f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
                    f"plate {req.plate}  case {req.case_number}")
-
 
 @sharing_group.command("show")
 @click.argument("request_id", type=ROW_ID)
 @click.pass_obj
 def sharing_show(ctx, request_id):
     """One request, its decision and its exports (the viewing is recorded)."""
-    from appliance import sharing
 
     def show():
         req, exports = sharing.view(ctx.actor(), request_id)
@@ -100,12 +90,9 @@ def sharing_show(ctx, request_id):
                        f"access record {e.record_seq}")
     _act(ctx, show)
 
-
 def _decide(ctx, request_id, approve, note):
-    from appliance import sharing
     req = _act(ctx, sharing.decide, ctx.settings, ctx.actor(), request_id, approve, note)
     click.echo(f"sharing request {req.id} {req.status}")
-
 
 @sharing_group.command("approve")
 @click.argument("request_id", type=ROW_ID)
@@ -115,7 +102,6 @@ def sharing_approve(ctx, request_id, note):
     """Approve a pending request (the ALPR administrator's decision)."""
     _decide(ctx, request_id, True, note)
 
-
 @sharing_group.command("deny")
 @click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why.")
@@ -124,11 +110,9 @@ def sharing_deny(ctx, request_id, note):
     """Deny a pending request."""
     _decide(ctx, request_id, False, note)
 
-
 @click.group(name="evidence")
 def evidence_group():
     """Evidence ZIPs: make one for an approved request, check one offline."""
-
 
 @evidence_group.command("export")
 @click.option("--request", "request_id", type=ROW_ID, default=None, help="An approved sharing request.")
@@ -138,7 +122,6 @@ def evidence_group():
 @click.pass_obj
 def evidence_export(ctx, request_id, hold_id, out):
     """Write the evidence ZIP of an approved sharing request (--request) or an active legal hold (--hold)."""
-    from appliance import export, sharing
     if (request_id is None) == (hold_id is None):
         raise click.UsageError("give either --request ID or --hold ID")
     kind, ref = ("request", request_id) if request_id is not None else ("hold", hold_id)
@@ -152,20 +135,13 @@ def evidence_export(ctx, request_id, hold_id, out):
     click.echo(f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
                f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}")
 
-
 @evidence_group.command("verify")
 @click.argument("zip_path", type=click.Path(dir_okay=False, path_type=Path))
 def evidence_verify(zip_path):
     """Check an evidence ZIP offline (no database needed); exit 1 naming the first problem."""
-    from appliance import export
     report = export.verify(zip_path)
     if not report.ok:
         raise click.ClickException(f"{zip_path}: {report.problem}")
     click.echo(f"{zip_path}: OK")
     for fact in report.facts:
         click.echo(f"  {fact}")
-
-
-def register(main) -> None:
-    main.add_command(sharing_group)
-    main.add_command(evidence_group)

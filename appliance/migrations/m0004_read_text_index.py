@@ -1,15 +1,17 @@
 """The plate search index (appliance/search.py): every read's plate and best alternatives, folded
 to their OCR skeletons, in an FTS5 trigram table. Existing reads are indexed here."""
+import json
+
+from peewee import SqliteDatabase
+
+from appliance import search
 
 STATEMENTS: list[str] = []
 
 
 def apply(db) -> None:
-    import json
 
-    from peewee import SqliteDatabase
 
-    from appliance import search
     if not isinstance(db, SqliteDatabase):
         raise NotImplementedError("the plate search index is built for SQLite; headquarters on PostgreSQL "
                                   "indexes reads with its own migration")

@@ -1,12 +1,12 @@
 """Legal holds travel to headquarters as outbox events (appliance/holds.py, sync/post.py). Holds
 placed before this version have no event yet: each is queued here, placing first, then the
 release of those already released, so headquarters learns every hold this post has on file."""
+from appliance.models import utcnow
 
 STATEMENTS: list[str] = []
 
 
 def apply(db) -> None:
-    from appliance.models import utcnow
     now = utcnow()
     holds = db.execute_sql("SELECT id, released_at FROM legal_hold ORDER BY id").fetchall()
     for hold_id, _released in holds:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from recognizer.detector import PAD_VALUE, SIZE_UNIT, STRIDE, letterbox
+from recognizer.training.scenes import render_scene
 
 IN_W, IN_H = 512, 288
 HOLDOUT_FOLD = 0
@@ -82,7 +83,6 @@ def real_samples(region: str, holdout: bool) -> list[Sample]:
 # rendered shards
 
 def render_shard(index: int, n: int = SHARD_SIZE) -> dict:
-    from recognizer.training.scenes import render_scene
 
     rng = np.random.default_rng(10_000 + index)
     jpgs, corners, owner = [], [], []

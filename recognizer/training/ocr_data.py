@@ -12,13 +12,14 @@ import hashlib
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from recognizer.formats import ALPHABET, normalise
 from recognizer.ocr import preprocess
-from recognizer.training.intl_plates import render_intl_plate
 from recognizer.plates import _photometric, degrade_crop, render_plate
+from recognizer.training.intl_plates import render_intl_plate
 
 INPUT_H, INPUT_W = 40, 128
 MAX_LABEL = 10
@@ -119,7 +120,6 @@ def real_view(item, rng=None) -> np.ndarray:
         x, y, bw, bh = box
         if rng is None:
             return img[max(0, y): y + bh, max(0, x): x + bw]
-    import cv2
 
     mx0, mx1 = rng.uniform(-0.04, 0.12, 2) * bw
     my0, my1 = rng.uniform(-0.06, 0.25, 2) * bh

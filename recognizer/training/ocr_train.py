@@ -18,12 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+from recognizer.ocr import PlateOCR
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
 from recognizer.formats import ALPHABET  # noqa: E402
-from recognizer.ocr import beam_decode, greedy_decode, preprocess  # noqa: E402
+from recognizer.ocr import greedy_decode, preprocess  # noqa: E402
 from recognizer.training import ocr_data  # noqa: E402
 from recognizer.training.ocr_data import INPUT_H, INPUT_W, STATES  # noqa: E402
 
@@ -43,8 +45,8 @@ def log(msg):
 
 
 def build_model(batch=None):
-    import keras
-    from keras import layers
+    import keras  # noqa: PLC0415 (start-up cost: TensorFlow, which the renderer's worker processes never load)
+    from keras import layers  # noqa: PLC0415 (start-up cost: as keras)
 
     def cbr(x, c, k=3, padding="same"):
         x = layers.Conv2D(c, k, padding=padding, use_bias=False)(x)
@@ -137,7 +139,7 @@ def _softmax(z):
 
 
 def train(args):
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 (start-up cost: TensorFlow, not in the renderer's workers)
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -267,7 +269,7 @@ def train(args):
 def export(args):
     """Convert the checkpoint to full-int8 and fp32 TFLite, compare both on the held-out fold,
     and install the chosen one into recognizer/models/."""
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 (start-up cost: TensorFlow, not in the renderer's workers)
 
     wd = work_dir()
     trained = build_model()
@@ -308,7 +310,6 @@ def export(args):
     log(f"exported step {step}: fp32 {(out / 'ocr_fp32.tflite').stat().st_size} B, int8 {(out / 'ocr_int8.tflite').stat().st_size} B")
 
     # Check both with the runtime code (ai_edge_litert here) on the held-out fold.
-    from recognizer.ocr import PlateOCR
 
     holdout = [it for it in ocr_data.load_real("holdout") if it["file"].startswith("openalpr-us/crops")]
     res = {}

@@ -40,15 +40,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from peewee import AutoField, CharField, DateTimeField, IntegerField
-
 from appliance import audit
 from appliance import db as accounts
+from appliance.audit import system_actor
 from appliance.config import Settings
 from appliance.models import utcnow
-from sync import hq
+from appliance.retention import due_after
 from sync.hq import search as hq_search
 from sync.hq.holds import HELD_SQL
+from sync.hq.models import HQRetentionRun, hq_database
+from sync.hq.models import write as hq_write
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,6 @@ HAS_ALERT = "EXISTS (SELECT 1 FROM hq_alert a WHERE a.post_id = r.post_id AND a.
 INDEXED = "EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id)"
 
 
-class HQRetentionRun(hq.HQModel):
-    id = AutoField()
-    started_at = DateTimeField(default=utcnow)
-    finished_at = DateTimeField(null=True)
-    read_cutoff = CharField()
-    hit_cutoff = CharField()
-    reads = IntegerField(default=0)
-    hit_reads = IntegerField(default=0)
-    alerts = IntegerField(default=0)
-    images = IntegerField(default=0)
-    texts = IntegerField(default=0)
-    oldest_at = CharField(null=True)
-    newest_at = CharField(null=True)
-
-    class Meta:
-        table_name = "hq_retention_run"
 
 
 @dataclass
@@ -141,12 +126,12 @@ def _params(read_cut: str, hit_cut: str) -> list[str]:
 
 
 def _count(sql: str, args) -> int:
-    return hq.hq_database.execute_sql(sql, args).fetchone()[0]
+    return hq_database.execute_sql(sql, args).fetchone()[0]
 
 
 def _kept(read_cut: str, hit_cut: str) -> tuple[int, int]:
     """Reads past their period kept by a hold, and kept until the search index has them."""
-    p = hq.hq_database.param
+    p = hq_database.param
     args = _params(read_cut, hit_cut)
     held = _count(f"SELECT count(*) FROM hq_read r WHERE {_past(p)} AND {HELD_SQL}", args)
     unindexed = _count(f"SELECT count(*) FROM hq_read r WHERE {_past(p)} AND NOT {INDEXED} AND NOT {HELD_SQL}", args)
@@ -165,7 +150,7 @@ def _when(text: str) -> dt.datetime:
 def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
     """What a run would purge now, changing nothing (the dry run). Reads the search index does not
     hold yet are counted as their plate alone decides (the run indexes them first)."""
-    db = hq.hq_database
+    db = hq_database
     p = db.param
     read_cut, hit_cut = cutoffs(settings, now)
     result = Result(True, read_cut, hit_cut)
@@ -212,9 +197,9 @@ def _record(actor: audit.Actor, run_id: int, interrupted: bool = False, stopped:
 def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batch: int) -> tuple | None:
     """One transaction: up to `batch` reads after the keyset `after`, deleted with their alerts,
     index rows and unshared images. Returns the new keyset, or None when nothing was left."""
-    db = hq.hq_database
+    db = hq_database
     p = db.param
-    with hq_search._lock, hq._write():
+    with hq_search._lock, hq_write():
         keyset, keyset_args = "", []
         if after is not None:
             keyset = f" AND r.captured_at >= {p} AND NOT (r.captured_at = {p} AND r.id <= {p})"
@@ -264,9 +249,9 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
 
 def _sweep_texts(run: HQRetentionRun, before: str) -> None:
     """Index rows of reads no longer held (written by an indexer in another process meanwhile)."""
-    db = hq.hq_database
+    db = hq_database
     p = db.param
-    with hq_search._lock, hq._write():
+    with hq_search._lock, hq_write():
         swept = db.execute_sql(f"DELETE FROM hq_read_text WHERE captured_at < {p} AND NOT EXISTS "
                                f"(SELECT 1 FROM hq_read r WHERE r.id = hq_read_text.read_id)", [before]).rowcount
         if swept:
@@ -287,7 +272,7 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
     started = time.perf_counter()
     hq_search.catch_up(full=True)
     interrupted = []
-    with hq._write():
+    with hq_write():
         for unfinished in (HQRetentionRun.select(HQRetentionRun.id).where(HQRetentionRun.finished_at.is_null())
                            .order_by(HQRetentionRun.id)):
             interrupted.append(_record(actor, unfinished.id, interrupted=True))
@@ -306,7 +291,7 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
             break
     _sweep_texts(current, args[0])
     held, unindexed = _kept(read_cut, hit_cut)
-    with hq._write():
+    with hq_write():
         row = _record(actor, current.id, stopped=stopped)
     return Result(False, read_cut, hit_cut, row["reads"], row["hit_reads"], row["alerts"], row["images"],
                   row["texts"], row["oldest_at"], row["newest_at"], held, unindexed, batches,
@@ -318,8 +303,7 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
 def due(settings: Settings, now: dt.datetime | None = None) -> bool:
     """Today (in post.timezone) at retention.run_at or later, and no run started today yet: a
     headquarters that was down at run_at purges when it comes back that day (the post's rule)."""
-    from appliance.retention import due_after
-    return due_after(settings, lambda: hq.hq_database.execute_sql(
+    return due_after(settings, lambda: hq_database.execute_sql(
         "SELECT max(started_at) FROM hq_retention_run").fetchone()[0], now)
 
 
@@ -338,9 +322,8 @@ class Daily(threading.Thread):
             self.stop.wait(self.interval_s)
 
     def tick(self) -> Result | None:
-        from appliance.service import system_actor
         try:
-            with accounts.connection(), hq.hq_database.connection_context():
+            with accounts.connection(), hq_database.connection_context():
                 if not due(self.settings):
                     return None
                 result = run(self.settings, system_actor(self.settings), stop=self.stop)

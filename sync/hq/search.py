@@ -31,14 +31,11 @@ import json
 import logging
 import re
 import threading
+import time
 from contextlib import contextmanager
 
 from peewee import (
     SQL,
-    BigIntegerField,
-    CharField,
-    CompositeKey,
-    IntegerField,
     NodeList,
     OperationalError,
     SqliteDatabase,
@@ -47,14 +44,10 @@ from peewee import (
 )
 
 from appliance.hotlist import skeleton
-from appliance.search import (
-    SKELETON_ALPHABET,
-    SearchError,
-    edits_within_one,
-    normalise,
-    texts_of,
-)
-from sync import hq
+from appliance.search import SKELETON_ALPHABET, SearchError, normalise, texts_of
+from recognizer.similarity import edits_within_one
+from sync.hq.models import HQAlert, HQCamera, HQImage, HQPost, HQRead, HQReadText, hq_database
+from sync.hq.models import write as hq_write
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +69,8 @@ SEARCH_CATCH_UP = 20_000
 # (the page says the newest reads are not searched yet) instead of waiting for it.
 SEARCH_WAIT_S = 0.5
 
-class HQReadText(hq.HQModel):
-    read_id = BigIntegerField()
-    alt = IntegerField()                 # 0: the plate; 1..: its alternatives, best first
-    post_id = CharField()
-    camera_id = CharField()
-    captured_at = CharField()
-    text = CharField()
-    folded = CharField()
-    reversed = CharField()
-
-    class Meta:
-        table_name = "hq_read_text"
-        primary_key = CompositeKey("read_id", "alt")
 
 
-class HQCamera(hq.HQModel):
-    post_id = CharField()
-    camera_id = CharField()
-
-    class Meta:
-        table_name = "hq_camera"
-        primary_key = CompositeKey("post_id", "camera_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +98,7 @@ class Query:
 
 @dataclasses.dataclass
 class Hit:
-    read: hq.HQRead
+    read: HQRead
     matched: str
     on_alternative: bool
     kind: str = "match"            # similar: same | confusable | one edit
@@ -161,7 +134,7 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None, w
     the indexer's take turns instead of one waiting for the other's whole backlog. With `wait_s`
     (a search), it stops when the indexer's lock or the database's write lock is not had within
     that long, and leaves the rest to the indexer thread."""
-    db = hq.hq_database
+    db = hq_database
     p = db.param
     done = 0
     top = db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
@@ -188,7 +161,7 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None, w
                     texts.append((read_id, alt, post_id, camera, _stamp(captured_at), text, skeleton(text), text[::-1]))
                 cams.add((post_id, camera))
             try:
-                with _waiting_at_most(db, wait_s), hq._write():
+                with _waiting_at_most(db, wait_s), hq_write():
                     # Plain multi-row INSERTs: peewee's statement builder costs more than the database here.
                     for start in range(0, len(texts), 500):
                         part = texts[start:start + 500]
@@ -226,7 +199,7 @@ def _waiting_at_most(db, wait_s: float | None):
 
 def behind() -> bool:
     """Whether headquarters holds reads above the highest one indexed (a search would miss them)."""
-    db = hq.hq_database      # two index lookups (as one statement PostgreSQL plans a scan of hq_read)
+    db = hq_database      # two index lookups (as one statement PostgreSQL plans a scan of hq_read)
     held = db.execute_sql("SELECT coalesce(max(id), 0) FROM hq_read").fetchone()[0]
     return held > db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
 
@@ -239,11 +212,10 @@ class Indexer(threading.Thread):
         self.stop, self.interval_s = stop, interval_s
 
     def run(self) -> None:
-        import time
         full_at = 0.0
         while not self.stop.is_set():
             try:
-                with hq.hq_database.connection_context():
+                with hq_database.connection_context():
                     full = time.monotonic() >= full_at
                     catch_up(full=full)
                     if full:
@@ -368,29 +340,29 @@ def _similar(q: Query, limit: int, cursor: str | None) -> Page:
     return Page(hits, str(start + limit) if len(ordered) > start + limit else None, rows)
 
 
-def _reads(ids: list[int]) -> dict[int, hq.HQRead]:
+def _reads(ids: list[int]) -> dict[int, HQRead]:
     if not ids:
         return {}
-    return {r.id: r for r in hq.HQRead.select().where(hq.HQRead.id.in_(ids))}
+    return {r.id: r for r in HQRead.select().where(HQRead.id.in_(ids))}
 
 
-def _hit(read: hq.HQRead, alt: int) -> Hit:
+def _hit(read: HQRead, alt: int) -> Hit:
     texts = list(dict.fromkeys(texts_of(read.plate, read.data.get("alternatives"))))
     return Hit(read, texts[alt] if alt < len(texts) else read.plate, alt > 0)
 
 
 # --- one read, its images, what the form offers ---------------------------------------------------
 
-def read(read_id: int) -> hq.HQRead | None:
-    return hq.HQRead.get_or_none(hq.HQRead.id == read_id)
+def read(read_id: int) -> HQRead | None:
+    return HQRead.get_or_none(HQRead.id == read_id)
 
 
-def alerts_for(reads: list[hq.HQRead]) -> dict[tuple[str, str], list[dict]]:
+def alerts_for(reads: list[HQRead]) -> dict[tuple[str, str], list[dict]]:
     """(post id, read uuid) -> the hotlist alerts the post raised on it."""
     out: dict[tuple[str, str], list[dict]] = {}
     for post_id in {r.post_id for r in reads}:
         uuids = [r.uuid for r in reads if r.post_id == post_id]
-        for a in hq.HQAlert.select().where((hq.HQAlert.post_id == post_id) & hq.HQAlert.read_uuid.in_(uuids)):
+        for a in HQAlert.select().where((HQAlert.post_id == post_id) & HQAlert.read_uuid.in_(uuids)):
             out.setdefault((post_id, a.read_uuid), []).append(a.data)
     return out
 
@@ -399,13 +371,13 @@ class ImageError(RuntimeError):
     pass
 
 
-def image(read: hq.HQRead, kind: str) -> tuple[dict, bytes] | None:
+def image(read: HQRead, kind: str) -> tuple[dict, bytes] | None:
     """The read's image of this kind, found through the read (never by a name from the request) and
     checked against its sha256. None when the read has none; ImageError when the stored bytes differ."""
     meta = next((im for im in read.data.get("images") or [] if im.get("kind") == kind), None)
     if meta is None:
         return None
-    row = hq.HQImage.get_or_none(hq.HQImage.sha256 == meta.get("sha256"))
+    row = HQImage.get_or_none(HQImage.sha256 == meta.get("sha256"))
     if row is None:
         return None
     data = bytes(row.data)
@@ -419,72 +391,5 @@ def cameras() -> list[tuple[str, str]]:
 
 
 def posts() -> dict[str, str]:
-    return {p.id: p.name for p in hq.HQPost.select(hq.HQPost.id, hq.HQPost.name).order_by(hq.HQPost.id)}
+    return {p.id: p.name for p in HQPost.select(HQPost.id, HQPost.name).order_by(HQPost.id)}
 
-
-# --- benchmark -------------------------------------------------------------------------------------
-
-def bench(target: str, count: int, repeat: int = 5, seed: int = 7) -> dict:
-    """Fill an empty headquarters database with `count` synthetic reads over 30 days and 4 posts
-    (California-style plates, one or two alternatives each), index them, and time each kind of
-    search. Returns the figures (milliseconds are medians of `repeat` runs)."""
-    import random
-    import statistics
-    import time
-    rng = random.Random(seed)
-    hq.open_hq(target)
-    db = hq.hq_database
-    letters, digits = "ABCDEFGHJKLMNPRSTUVWXYZ", "0123456789"
-    confuse = {"8": "B", "B": "8", "0": "D", "D": "0", "1": "I", "5": "S", "S": "5", "2": "Z", "Z": "2"}
-    start = dt.datetime(2026, 10, 1)
-    with db.connection_context():
-        if hq.HQRead.select().limit(1).count():
-            raise hq.HQError("the benchmark needs an empty headquarters database (it adds synthetic reads)")
-        t0 = time.perf_counter()
-        plates = []
-        for first in range(0, count, 1000):
-            rows = []
-            for i in range(first, min(count, first + 1000)):
-                plate = rng.choice(digits[1:]) + "".join(rng.choices(letters, k=3)) + "".join(rng.choices(digits, k=3))
-                alts = []
-                for _ in range(rng.choice((1, 2))):
-                    j = rng.randrange(len(plate))
-                    alts.append({"text": plate[:j] + confuse.get(plate[j], rng.choice(letters)) + plate[j + 1:],
-                                 "score": 0.05})
-                at = start + dt.timedelta(seconds=30 * 86400 * i / count)
-                post_id = f"post-{i % 4 + 1}"
-                plates.append(plate)
-                rows.append({"post_id": post_id, "uuid": f"bench-{i}", "seq": i // 4 + 1,
-                             "captured_at": at.isoformat(timespec="microseconds"), "plate": plate,
-                             "content_hash": "0" * 64,
-                             "data": {"camera_id": "cam-1", "plate": plate, "confidence": 0.9, "alternatives": alts,
-                                      "images": [{"kind": "crop", "sha256": "0" * 64}]}})
-            with hq._write():
-                hq.HQRead.insert_many(rows).execute()
-        filled_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        indexed = catch_up()
-        index_s = time.perf_counter() - t0
-        known = plates[count // 2]
-        day = start + dt.timedelta(days=15)
-        queries = {
-            "exact": Query(known),
-            "exact_alternative_or_none": Query("9ZZZ999"),
-            "wildcard_prefix": Query(known[:3] + "*", "wildcard"),
-            "wildcard_suffix": Query("*" + known[-3:], "wildcard"),
-            "wildcard_inner": Query(known[:2] + "?" + known[3:6] + "?", "wildcard"),
-            "contains_one_day": Query(known[2:5], "partial", since=day, until=day + dt.timedelta(days=1)),
-            "similar": Query(known, "similar"),
-        }
-        figures = {"database": "postgresql" if "://" in target else "sqlite", "reads": count,
-                   "fill_s": round(filled_s, 1), "index_s": round(index_s, 1),
-                   "index_reads_per_s": round(indexed / index_s) if index_s else None, "search_ms": {}, "hits": {}}
-        for name, q in queries.items():
-            times = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                page = search(q, limit=25)
-                times.append((time.perf_counter() - t0) * 1000)
-            figures["search_ms"][name] = round(statistics.median(times), 1)
-            figures["hits"][name] = len(page.hits)
-    return figures

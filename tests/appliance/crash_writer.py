@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 from appliance import audit, db
+from appliance.bootstrap import bootstrap
 from appliance.models import utcnow
-from appliance.service import bootstrap
 from appliance.store import EvidenceStore, NewRead, save_read
 from tests.conftest import make_settings
 

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from appliance import db, hotlist
+from appliance.audit import system_actor
 from appliance.capture import Frame
 from appliance.capture.demo import DemoStreet
 from appliance.pipeline import Pipeline, vote
-from appliance.service import system_actor
 from appliance.store import EvidenceStore
 from recognizer import Recognizer
 from tests.conftest import make_settings

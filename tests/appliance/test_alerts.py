@@ -219,11 +219,11 @@ def test_window_zero_sends_every_alert(settings, lists, tmp_path):
 def test_pipeline_sends_one_alert_for_a_car_seen_twice(settings, db, tmp_path):
     """The demo street's car seen 1 s, gone, and seen again 2 min later: two reads, two alerts, one
     sent (command run once, one live event, one alert.notify record)."""
+    from appliance.audit import system_actor
     from appliance.capture import Frame
     from appliance.capture.demo import DemoStreet
     from appliance.events import EventBus
     from appliance.pipeline import Pipeline
-    from appliance.service import system_actor
     from recognizer import Recognizer
 
     street = DemoStreet(1280, 720, 10.0, 6.0, 3)

@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.capture import Capture, CorruptFrame, Frame, SourceError, backoff_delays, create_source
-from appliance.capture import demo
+from appliance.capture import Capture, CorruptFrame, Frame, SourceError, backoff_delays, create_source, demo
 from tests.conftest import make_settings
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from appliance import audit, db, store
+from appliance.bootstrap import bootstrap
 from appliance.models import Evidence, Read
-from appliance.service import bootstrap
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

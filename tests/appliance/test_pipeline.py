@@ -5,11 +5,11 @@ import datetime as dt
 import pytest
 
 from appliance import hotlist
-from appliance.capture.demo import DEMO_HOTLIST, DemoStreet, demo_hotlist_csv
+from appliance.audit import system_actor
 from appliance.capture import Frame
+from appliance.capture.demo import DEMO_HOTLIST, DemoStreet, demo_hotlist_csv
 from appliance.models import Alert, Evidence, Read
 from appliance.pipeline import Pipeline
-from appliance.service import system_actor
 from appliance.store import EvidenceStore, check
 from recognizer import Recognizer
 

@@ -14,11 +14,11 @@ import pytest
 
 from appliance import db as dbmod
 from appliance import pipeline as pipeline_mod
+from appliance.bootstrap import bootstrap
 from appliance.capture import Frame
 from appliance.capture.demo import DemoStreet
 from appliance.models import Alert, Evidence, Read
 from appliance.pipeline import DISK_FULL_NOTE, UNWRITABLE_NOTE, Pipeline, vote
-from appliance.service import bootstrap
 from appliance.store import EvidenceStore, check
 from recognizer import Recognizer
 from tests.conftest import make_settings

@@ -9,11 +9,12 @@ import time
 import pytest
 
 from appliance import hotlist
-from appliance.capture import Capture, Frame, FrameSource, utcnow
+from appliance.audit import system_actor
+from appliance.capture import Capture, Frame, FrameSource
 from appliance.capture.demo import DemoStreet
-from appliance.models import Alert, Read
+from appliance.models import Alert, Read, utcnow
 from appliance.pipeline import Pipeline
-from appliance.service import PostService, system_actor
+from appliance.service import PostService
 from appliance.store import EvidenceStore
 from recognizer import Recognizer
 

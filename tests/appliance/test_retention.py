@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from appliance import audit, db as dbmod, holds, retention, search, store
+from appliance import audit, holds, retention, search, store
+from appliance import db as dbmod
 from appliance.hotlist import skeleton
 from appliance.models import AccessRecord, Alert, AlertConfirmation, Evidence, Outbox, Read, utcnow
 from tests.conftest import make_settings
@@ -160,7 +161,7 @@ def test_reads_headquarters_has_not_received_are_kept_while_it_will_fetch_them(t
     """Pushing (sync on) or pulled from (README 'pull instead of push': no sync.hq_url, so
     sync.enabled stays off, but sync.hq_public_key is set): what headquarters has not received yet
     is kept past the retention period, unless retention.purge_unsent allows it."""
-    from appliance.service import bootstrap
+    from appliance.bootstrap import bootstrap
     sync = ({"sync__enabled": "true", "sync__hq_url": "https://hq.example.org"} if how == "push"
             else {"sync__hq_public_key": _pull_key()})
     settings = make_settings(tmp_path / how, retention__read_days=30, **sync)
@@ -181,7 +182,7 @@ def test_reads_headquarters_has_not_received_are_kept_while_it_will_fetch_them(t
 
 def test_with_neither_push_nor_pull_unsent_reads_are_purged(tmp_path):
     """Nothing will ever fetch them."""
-    from appliance.service import bootstrap
+    from appliance.bootstrap import bootstrap
     alone = make_settings(tmp_path / "alone", retention__read_days=30)
     bootstrap(alone, create_admin=False)
     with dbmod.connection():
@@ -272,7 +273,8 @@ def test_cli_batches_are_capped_like_the_daily_run():
 def test_the_service_runs_the_purge_once_a_day_and_stops_between_batches(tmp_path):
     import threading
 
-    from appliance.service import PostService, bootstrap
+    from appliance.bootstrap import bootstrap
+    from appliance.service import PostService
     settings = make_settings(tmp_path / "svc", retention__read_days=30, retention__run_at="00:00")
     bootstrap(settings, create_admin=False)
     with dbmod.connection():

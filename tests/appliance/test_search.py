@@ -138,8 +138,8 @@ def test_unindex_removes_a_read_from_the_index(settings, reads):
 def test_benchmark_fill_indexes_like_save_read(settings, db):
     """The search benchmark's synthetic reads are found by their plates and alternatives, so its
     figures measure the same index the post uses."""
-    from appliance import bench as benchmarks
-    benchmarks.fill(settings, 3000, batch=1000)
+    from appliance.bench import data as bench_data
+    bench_data.fill(settings, 3000, batch=1000)
     assert Read.select().count() == 3000
     for read in Read.select().where(Read.id % 97 == 0):
         found = search.search(Query(read.plate), limit=100)

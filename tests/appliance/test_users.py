@@ -4,8 +4,8 @@ import datetime as dt
 import pytest
 
 from appliance import audit, users
+from appliance.audit import system_actor
 from appliance.models import AccessRecord, User
-from appliance.service import system_actor
 
 PASSWORD = "correct horse battery staple"
 

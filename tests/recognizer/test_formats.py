@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from recognizer import formats
+from recognizer import plates
 from recognizer.formats import FORMATS_FILE, FormatPrior, format_prior, pattern
 from recognizer.training import format_table
-from recognizer import plates
 
 
 def test_shipped_table_is_what_the_generator_gives_now():

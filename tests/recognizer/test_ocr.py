@@ -26,8 +26,8 @@ from recognizer.ocr import (
     greedy_decode,
     read_crop_file,
 )
-from recognizer.runtime import available_runtimes
 from recognizer.plates import render_plate
+from recognizer.runtime import available_runtimes
 
 REPO = Path(__file__).resolve().parents[2]
 

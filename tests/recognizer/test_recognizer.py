@@ -10,10 +10,9 @@ from PIL import Image
 
 from recognizer import ImageError, Recognizer, load_image, plate_crop
 from recognizer.detector import Detection
-from recognizer.runtime import available_runtimes
 from recognizer.plates import render_plate
+from recognizer.runtime import available_runtimes
 from recognizer.training.scenes import render_scene
-
 
 CA_STANDARD = {"state": "ca", "kind": "standard"}   # the post's everyday plate
 

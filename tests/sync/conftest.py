@@ -16,11 +16,12 @@ import pytest
 
 from appliance import audit, bundle, store
 from appliance import db as dbmod
+from appliance.bootstrap import bootstrap
 from appliance.models import utcnow
-from appliance.service import WebServer, bootstrap
 from sync import hq
-from web.hq import create_hq_app
 from tests.conftest import make_settings
+from web.hq import create_hq_app
+from web.server import WebServer
 
 
 def free_port() -> int:

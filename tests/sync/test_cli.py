@@ -6,7 +6,6 @@ from click.testing import CliRunner
 
 from appliance import bundle
 from appliance.cli import main
-from sync import hq
 from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads
 
 

@@ -18,13 +18,16 @@ from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
 
 
 def start_hq(settings, hq_path, port, fault=None) -> subprocess.Popen:
+    """`waypost hq serve`, or with fault="kill-after-store" the test-only server that dies between
+    storing a batch and answering for it (tests/sync/fault_hq.py)."""
     # Headquarters' own data directory (its accounts database and access log), not the post's.
     env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir.parent / "hq-data"))
-    env.pop("WAYPOST_HQ_FAULT", None)
-    if fault:
-        env["WAYPOST_HQ_FAULT"] = fault
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "hq", "serve", "--database", str(hq_path),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if fault == "kill-after-store":
+        command = [sys.executable, "-m", "tests.sync.fault_hq", str(hq_path), str(port)]
+    else:
+        assert fault is None, fault
+        command = [sys.executable, "-m", "appliance", "hq", "serve", "--database", str(hq_path), "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -143,6 +146,7 @@ def test_a_connection_cut_in_the_middle_of_an_upload(settings, db, hq_server):
 
 def test_batches_out_of_order_and_twice(settings, db, hq_server):
     import io
+
     from appliance import audit
     add_reads(settings, 4)          # batch_max_reads 2: two batches
     key = bundle.post_key(settings)
@@ -168,8 +172,8 @@ def test_batches_out_of_order_and_twice(settings, db, hq_server):
 def test_the_post_killed_while_building_a_batch(settings, db, hq_server):
     """`waypost sync push` SIGKILLed while it writes its batch file: nothing is marked, the next
     push makes the batch again, headquarters ends up with exactly the post's reads."""
-    from appliance import bench as benchmarks
-    benchmarks.fill(settings, 3000)
+    from appliance.bench import data as bench_data
+    bench_data.fill(settings, 3000)
     spool = settings.data_dir / "sync"
     env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir), WAYPOST_STORAGE__MIN_FREE_MB="0",
                WAYPOST_SYNC__HQ_URL=settings.sync.hq_url, WAYPOST_SYNC__BATCH_MAX_READS="3000", WAYPOST_CONFIG="")

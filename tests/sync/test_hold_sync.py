@@ -12,12 +12,12 @@ import pytest
 from appliance import audit, bundle, holds, search
 from appliance import db as dbmod
 from appliance.models import Outbox, utcnow
-from appliance.service import WebServer
 from sync import hq, post, protocol
-from sync.hq.holds import HQLegalHold, HQLegalHoldRead
+from sync.hq.models import HQLegalHold, HQLegalHoldRead
 from tests.sync import test_cli, test_hq_retention
 from tests.sync.conftest import _public, restore, snapshot
 from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, on_post, push
+from web.server import WebServer
 
 OFFICER = audit.Actor("officer.lee", "Demo Police Department", "10.0.0.9")
 ADMIN = audit.Actor("admin.ray", "Demo Police Department", "10.0.0.2")
@@ -317,7 +317,7 @@ def test_holds_placed_before_this_version_are_queued_by_the_migration(settings, 
 def test_headquarters_schema_6_is_migrated_with_its_holds(settings, db, hq_target, hq_env, monkeypatch):
     """A headquarters at schema 6 with a hold of its own: schema 7 keeps it as headquarters' hold,
     released there as before."""
-    monkeypatch.setattr(hq, "SCHEMA", [s for s in hq.SCHEMA if s[0] <= 6])
+    monkeypatch.setattr(hq.models, "SCHEMA", [s for s in hq.models.SCHEMA if s[0] <= 6])
     hq.open_hq(hq_target)
     with hq.hq_database.connection_context():
         hq.enroll(settings.post.id, "Test post", _public(settings))

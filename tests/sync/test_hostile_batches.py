@@ -82,7 +82,7 @@ def test_the_largest_bigint_is_still_a_number_the_log_holds(settings, hq_server)
 
 
 def _record(**changes):
-    rec = {c: "" for c in hq.RECORD_COLUMNS}
+    rec = {c: "" for c in protocol.RECORD_COLUMNS}
     rec.update(seq=1, result_count=None, prev_hash=audit.GENESIS, query="{}", object_ids="[]", details="{}")
     rec.update(changes)
     rec["hash"] = audit.digest(rec) or ""

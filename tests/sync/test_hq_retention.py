@@ -14,13 +14,14 @@ from peewee import SqliteDatabase
 
 from appliance import audit, config
 from appliance import db as dbmod
+from appliance.bootstrap import bootstrap
 from appliance.cli import main
 from appliance.db import write
 from appliance.models import AccessRecord, Alert, Read, utcnow
-from appliance.service import bootstrap
 from sync import hq, post
-from sync.hq import retention as hq_retention, search as hq_search
-from sync.hq.holds import HQLegalHold
+from sync.hq import retention as hq_retention
+from sync.hq import search as hq_search
+from sync.hq.models import HQLegalHold
 from tests.sync.conftest import add_reads
 
 PURPOSE = ["--purpose", "STOLEN-VEH", "--case", "24-001234"]
@@ -97,7 +98,7 @@ def counts() -> dict:
     with hq.hq_database.connection_context():
         return {m._meta.table_name: m.select().count() for m in
                 (hq.HQRead, hq.HQImage, hq.HQAlert, hq.HQAccessRecord, hq.HQBatch, hq.HQPost,
-                 hq_search.HQReadText, hq_retention.HQRetentionRun, HQLegalHold)}
+                 hq.models.HQReadText, hq.models.HQRetentionRun, HQLegalHold)}
 
 
 def found(plate: str) -> int:
@@ -134,7 +135,7 @@ def test_old_reads_go_recent_and_hit_reads_stay_and_the_post_resumes(settings, d
     with hq.hq_database.connection_context():
         left = {r.sha256 for r in hq.HQImage.select(hq.HQImage.sha256)}
         assert left == set().union(*(images[r.uuid] for r in kept))
-        assert {t.read_id for t in hq_search.HQReadText.select()} == {r.id for r in hq.HQRead.select()}
+        assert {t.read_id for t in hq.models.HQReadText.select()} == {r.id for r in hq.HQRead.select()}
     assert found(purged[0].plate) == 0 and found(purged[3].plate) == 0 and found(kept[0].plate) == 1
     # the posts' witness copies, the batch log and the positions are untouched
     for table in ("hq_access_record", "hq_batch", "hq_post"):

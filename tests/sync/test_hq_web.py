@@ -12,14 +12,16 @@ import pytest
 
 from appliance import audit, bundle, users
 from appliance import db as dbmod
+from appliance.audit import system_actor
+from appliance.bootstrap import bootstrap
 from appliance.models import AccessRecord
-from appliance.service import WebServer, bootstrap, system_actor
 from sync import hq, post
 from sync.hq import search as hq_search
-from web.hq import create_hq_app
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
 from tests.web.conftest import CHROMIUM, PASSWORD, artifacts, csrf, page, sign_in  # noqa: F401 (fixtures)
+from web.hq import create_hq_app
+from web.server import WebServer
 
 PURPOSE = {"purpose": "STOLEN-VEH", "case_number": "24-001234"}
 
@@ -385,7 +387,7 @@ def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_tar
         hq_search.catch_up()
         page_ = hq_search.search(hq_search.Query("7XYZ999"))
         assert not page_.behind and len(page_.hits) == 4
-        rows = hq_search.HQReadText.select().where(hq_search.HQReadText.read_id == 5).count()
+        rows = hq.models.HQReadText.select().where(hq.models.HQReadText.read_id == 5).count()
     assert rows == 2                                         # the plate and its alternative
     hq.hq_database.close()
 

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance import bundle
 from appliance.cli import main
 from appliance.models import Outbox
-from appliance.service import WebServer
 from sync import hq, protocol
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
+from web.server import WebServer
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from appliance import audit, users
-from appliance.service import system_actor
+from appliance.audit import system_actor
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")     # Debian's, driven by Playwright

@@ -7,10 +7,9 @@ import re
 import pytest
 
 from appliance import users
-from appliance.audit import verify
+from appliance.audit import system_actor, verify
 from appliance.models import AccessRecord, User, utcnow
 from appliance.roles import allowed
-from appliance.service import system_actor
 from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 
 TODAY = dt.date.today()

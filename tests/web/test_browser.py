@@ -49,8 +49,10 @@ def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path,
 
     from appliance import audit, users
     from appliance import db as dbmod
+    from appliance.audit import system_actor
+    from appliance.bootstrap import bootstrap
     from appliance.models import AccessRecord, Read
-    from appliance.service import PostService, bootstrap, system_actor
+    from appliance.service import PostService
     from tests.appliance.test_cli import free_port
     from tests.conftest import make_settings
 

@@ -25,14 +25,16 @@ import pytest
 
 from appliance import audit, bundle, hotlist, users
 from appliance import db as dbmod
+from appliance.audit import system_actor
+from appliance.bootstrap import bootstrap
 from appliance.models import AccessRecord
-from appliance.service import WebServer, bootstrap, system_actor
 from sync import hq, post
 from sync.hq import search as hq_search
-from web.hq import create_hq_app
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
 from tests.web.conftest import PASSWORD, csrf
+from web.hq import create_hq_app
+from web.server import WebServer
 
 PURPOSE = {"purpose": "STOLEN-VEH", "case_number": "2026-004512"}
 
@@ -250,11 +252,12 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
     """A purge of about 20,000 reads while an officer searches: every search is answered, each
     waiting at most about one batch (the purge's batches are paced and leave the lock free
     between them)."""
-    from appliance import bench as benchmarks, retention
+    from appliance import retention
+    from appliance.bench import data as bench_data
     settings = make_settings(tmp_path / "data", storage__busy_timeout_ms=3000, retention__read_days=183)
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
-        benchmarks.fill(settings, 40_000)
+        bench_data.fill(settings, 40_000)
         add_reads(settings, 3, actor=False)           # today's: kept, and what the officer finds
     _trained_officer(settings)
     result = {}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from appliance import users
+from appliance.audit import system_actor
 from appliance.models import AccessRecord
-from appliance.service import system_actor
 from appliance.store import EvidenceStore, NewRead, save_read
 from tests.web.conftest import csrf, sign_in
 

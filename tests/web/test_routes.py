@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 
 from appliance import users
+from appliance.audit import system_actor
 from appliance.models import User
 from appliance.roles import ROLES, allowed
-from appliance.service import system_actor
 from tests.web.conftest import csrf, sign_in
 
 SAMPLE_ARGS = {"int": 1, "default": "crop"}

@@ -15,9 +15,11 @@ import pytest
 
 from appliance import audit, users
 from appliance import db as dbmod
+from appliance.audit import system_actor
+from appliance.bootstrap import bootstrap
 from appliance.models import AccessRecord, User, utcnow
-from appliance.service import WebServer, bootstrap, system_actor
 from tests.web.conftest import PASSWORD, csrf
+from web.server import WebServer
 
 NEW_PASSWORD = "brand new pass phrase 9"
 
@@ -221,8 +223,8 @@ def test_a_wrong_current_password_counts_towards_the_lockout_and_is_recorded(liv
 
 def test_headquarters_sessions_end_at_sign_out(tmp_path):
     from sync import hq
-    from web.hq import create_hq_app
     from tests.conftest import make_settings
+    from web.hq import create_hq_app
     settings = make_settings(tmp_path / "hq-data", post__id="hq", post__name="Headquarters")
     bootstrap(settings, create_admin=False)
     app = create_hq_app(str(tmp_path / "hq" / "hq.sqlite"), settings=settings)

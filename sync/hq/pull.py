@@ -1,0 +1,135 @@
+"""Headquarters pulls: it asks a post for its next batch with a request signed by its own key
+(`waypost hq pull`, the nightly pull), spools the answer to a temporary file and ingests it."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.client
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from appliance import bundle
+from sync import protocol
+from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Refused, ingest, refuse_oversized
+from sync.hq.models import HQError, HQPost, SqliteDatabase, hq_database
+from sync.hq.posts import position
+
+
+def hq_key(target: str | Path, key_dir: Path | None = None):
+    """Headquarters' own signing key (for pull requests), made on first use: <dir>/hq_key and
+    hq_key.pub, in key_dir, else beside a SQLite database (a database URL needs key_dir)."""
+    text = str(target)
+    if key_dir is None and "://" in text:
+        raise HQError("with a database URL, say where headquarters' key lives (key_dir)")
+    where = Path(key_dir) if key_dir is not None else Path(text).expanduser().resolve().parent
+    return bundle.post_key(SimpleNamespace(data_dir=where, sync=SimpleNamespace(key_file="hq_key")))
+
+@dataclass
+class Pulled:
+    post_id: str
+    batches: int = 0
+    duplicates: int = 0
+    reads: int = 0
+    records: int = 0
+    holds: int = 0
+    problem: str = ""
+
+    def line(self) -> str:
+        text = (f"{self.post_id}: pulled {self.batches} batch(es), {self.reads} read(s), {self.records} access "
+                f"record(s); {self.duplicates} already held")
+        if self.holds:
+            text += f"; {self.holds} legal hold event(s) from the post"
+        return text + (f"; stopped: {self.problem}" if self.problem else "")
+
+def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 120,
+         max_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Pulled:
+    """Fetch batches from one post until it has nothing more. Each batch is received into a
+    temporary file and ingested from there: ingest holds the database's write lock (SQLite) or the
+    post's row (PostgreSQL) from its first byte, which must not last as long as a slow link takes."""
+    result = Pulled(post_id)
+    while max_batches is None or result.batches + result.duplicates < max_batches:
+        with hq_database.connection_context():
+            post = HQPost.get_or_none(HQPost.id == post_id)
+            held = position(post) if post is not None else {}
+        if post is None:
+            result.problem = f"post {post_id!r} is not enrolled"
+            return result
+        if not post.pull_url:
+            result.problem = "no pull URL enrolled for this post (waypost hq enroll --pull-url)"
+            return result
+        url = urllib.parse.urlsplit(post.pull_url)
+        path = url.path.rstrip("/") + "/sync/batch?" + urllib.parse.urlencode(
+            {k: v for k, v in held.items() if k != "post"})
+        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname, url.port, timeout=timeout_s)
+        try:
+            conn.request("GET", path, headers={"X-Waypost-Date": date, "X-Waypost-Signature": signature})
+            response = conn.getresponse()
+            if response.status == 204:
+                return result
+            if response.status != 200:
+                result.problem = f"the post answered {response.status}: {response.read(500).decode(errors='replace')}"
+                return result
+            length = response.getheader("Content-Length")
+            length = int(length) if length else None
+            # unlinked at once (and closed on every way out): nothing is left behind, even by a crash
+            with _spool_file() as body:
+                received = 0 if length is not None and length > max_bytes else _receive(response, body, max_bytes)
+                body.seek(0)
+                with hq_database.connection_context():
+                    try:
+                        if received > max_bytes:    # refused and recorded as ingest refuses (raises Refused)
+                            refuse_oversized(received, max_bytes, post.pull_url)
+                        outcome = ingest(body, length, max_bytes, remote_addr=post.pull_url)
+                    except Refused as refused:
+                        result.problem = f"{refused.problem}: {refused.message}"
+                        return result
+        except _SpoolError as exc:
+            result.problem = str(exc)
+            return result
+        except (OSError, http.client.HTTPException) as exc:
+            result.problem = f"the post at {post.pull_url} did not answer: {type(exc).__name__}: {exc}"
+            return result
+        finally:
+            conn.close()
+        if outcome.status == "duplicate":
+            result.duplicates += 1      # the post pushed the same range meanwhile: its next batch comes next time
+            return result
+        else:
+            result.batches += 1
+            result.reads += outcome.reads
+            result.records += outcome.records
+            result.holds += outcome.holds
+    return result
+
+class _SpoolError(Exception):
+    """Headquarters could not hold a pulled batch on its own disk (not the post's fault)."""
+
+def _spool_file():
+    """An anonymous temporary file for one pulled batch: beside a SQLite database, else in the
+    system's temp dir."""
+    db = hq_database.obj
+    where = str(Path(db.database).parent) if isinstance(db, SqliteDatabase) else tempfile.gettempdir()
+    try:
+        return tempfile.TemporaryFile(dir=where, prefix="pull-")
+    except OSError as exc:
+        raise _SpoolError(f"could not make a temporary file for the batch in {where}: {exc}") from None
+
+def _receive(response, body, max_bytes: int, chunk: int = 64 * 1024) -> int:
+    """Copy the response into `body`, stopping one byte past max_bytes. Returns the bytes copied."""
+    received = 0
+    while received <= max_bytes:
+        data = response.read(min(chunk, max_bytes + 1 - received))
+        if not data:
+            break
+        try:
+            body.write(data)
+        except OSError as exc:
+            raise _SpoolError(f"could not hold the batch in a temporary file ({received} bytes in): {exc}") from None
+        received += len(data)
+    return received
