@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test venv models bench clean-venv
+.PHONY: run test lint format venv models bench clean-venv
 
 venv: $(STAMP)
 
@@ -21,7 +21,19 @@ $(STAMP):
 run: $(STAMP)
 	$(BIN)/waypost run
 
-test: $(STAMP)
+# ruff (lint, and the format check), mypy, and the import contract (web -> sync -> appliance ->
+# recognizer; pyproject.toml). `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@echo "mypy: not yet clean (see pyproject.toml [tool.mypy])"
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Rebuild the shipped TFLite models (hours on a 2-core machine; uses its own TensorFlow venv).

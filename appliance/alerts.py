@@ -19,6 +19,7 @@ it: it is evidence and stays unconfirmed, but it is not sent out (command, webho
 list) and writes no alert.notify record. The window runs from the last alert sent, not from the
 last repeat, so a car that keeps circling is sent again once per window.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,8 +45,12 @@ log = logging.getLogger("waypost.alerts")
 
 # alert.notify: the alert's plate data handed to the configured command or webhook (someone else's
 # system), recorded with the alert, before it is sent.
-for _name, _data in (("alert.acknowledge", True), ("alert.confirm", True), ("alert.view", True),
-                     ("alert.notify", True)):
+for _name, _data in (
+    ("alert.acknowledge", True),
+    ("alert.confirm", True),
+    ("alert.view", True),
+    ("alert.notify", True),
+):
     audit.register_action(_name, _data)
 
 OUTCOMES = {
@@ -118,8 +123,9 @@ def find_matches(settings: Settings, read: Read) -> list[Match]:
             if entry.plate == text:
                 offer(entry, text, kind, score)
     folded = skeleton(read.plate)
-    for entry in HotlistEntry.select().where(active & ~HotlistEntry.pattern & (HotlistEntry.skeleton == folded)
-                                             & (HotlistEntry.plate != read.plate)):
+    for entry in HotlistEntry.select().where(
+        active & ~HotlistEntry.pattern & (HotlistEntry.skeleton == folded) & (HotlistEntry.plate != read.plate)
+    ):
         subs = sum(a != b for a, b in zip(entry.plate, read.plate))
         offer(entry, read.plate, "confusable", 0.9 - 0.1 * subs)
     patterns = list(HotlistEntry.select().where(active & HotlistEntry.pattern))
@@ -135,8 +141,9 @@ def find_matches(settings: Settings, read: Read) -> list[Match]:
                 listed = [c for c in entry.plate if c not in "*?"]
                 subs = sum(g != c for g, c in zip(found.groups(), listed))
                 offer(entry, read.plate, "pattern-confusable", 0.7 - 0.05 * subs)
-    return sorted((m for m in best.values() if m.score >= settings.alerts.min_score),
-                  key=lambda m: (-m.score, m.entry.id))
+    return sorted(
+        (m for m in best.values() if m.score >= settings.alerts.min_score), key=lambda m: (-m.score, m.entry.id)
+    )
 
 
 def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
@@ -144,20 +151,36 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
     (store.save_read(..., on_stored=...)) so a read and its alerts commit together."""
     out = []
     for m in find_matches(settings, read):
-        out.append(Alert.create(
-            read=read, entry=m.entry, hotlist_name=m.hotlist.name, hotlist_refreshed_at=m.hotlist.refreshed_at,
-            entry_plate=m.entry.plate, entry_state=m.entry.state, entry_reason=m.entry.reason,
-            entry_source_ref=m.entry.source_ref, matched_text=m.matched_text, match_kind=m.kind, score=m.score,
-            repeat_of=_sent_alert_within_window(settings, read, m)))
+        out.append(
+            Alert.create(
+                read=read,
+                entry=m.entry,
+                hotlist_name=m.hotlist.name,
+                hotlist_refreshed_at=m.hotlist.refreshed_at,
+                entry_plate=m.entry.plate,
+                entry_state=m.entry.state,
+                entry_reason=m.entry.reason,
+                entry_source_ref=m.entry.source_ref,
+                matched_text=m.matched_text,
+                match_kind=m.kind,
+                score=m.score,
+                repeat_of=_sent_alert_within_window(settings, read, m),
+            )
+        )
     recipients = notify_recipients(settings)
     if out and recipients:
         for alert in out:
             if not is_sent(alert):
-                continue            # a repeat: nothing handed to anyone else's system
-            audit.record("alert.notify", system_actor(settings), query={"plate": alert.entry_plate},
-                         purpose=audit.Purpose("HIT-VERIFY", f"ALERT-{alert.id}"),
-                         objects=[f"alert:{alert.id}", f"read:{read.uuid}"], result_count=1,
-                         details={"to": recipients, "hotlist": alert.hotlist_name})
+                continue  # a repeat: nothing handed to anyone else's system
+            audit.record(
+                "alert.notify",
+                system_actor(settings),
+                query={"plate": alert.entry_plate},
+                purpose=audit.Purpose("HIT-VERIFY", f"ALERT-{alert.id}"),
+                objects=[f"alert:{alert.id}", f"read:{read.uuid}"],
+                result_count=1,
+                details={"to": recipients, "hotlist": alert.hotlist_name},
+            )
     return out
 
 
@@ -168,11 +191,19 @@ def _sent_alert_within_window(settings: Settings, read: Read, m: Match) -> Alert
     if not window:
         return None
     span = dt.timedelta(seconds=window)
-    return (Alert.select(Alert).join(Read, on=(Alert.read == Read.id))
-            .where((Alert.hotlist_name == m.hotlist.name) & (Alert.entry_plate == m.entry.plate)
-                   & Alert.repeat_of.is_null() & (Alert.read != read.id)
-                   & Read.captured_at.between(read.captured_at - span, read.captured_at + span))
-            .order_by(Read.captured_at.desc(), Alert.id.desc()).first())
+    return (
+        Alert.select(Alert)
+        .join(Read, on=(Alert.read == Read.id))
+        .where(
+            (Alert.hotlist_name == m.hotlist.name)
+            & (Alert.entry_plate == m.entry.plate)
+            & Alert.repeat_of.is_null()
+            & (Alert.read != read.id)
+            & Read.captured_at.between(read.captured_at - span, read.captured_at + span)
+        )
+        .order_by(Read.captured_at.desc(), Alert.id.desc())
+        .first()
+    )
 
 
 def is_sent(alert: Alert) -> bool:
@@ -202,20 +233,36 @@ def acknowledge(actor: audit.Actor, alert_id: int, purpose: audit.Purpose) -> Al
         if alert.acknowledged_at is None:
             alert.acknowledged_at, alert.acknowledged_by = utcnow(), actor.username
             alert.save()
-        audit.record("alert.acknowledge", actor, query={"plate": alert.entry_plate}, purpose=purpose,
-                     objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"], result_count=1)
+        audit.record(
+            "alert.acknowledge",
+            actor,
+            query={"plate": alert.entry_plate},
+            purpose=purpose,
+            objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"],
+            result_count=1,
+        )
     return alert
 
 
-def confirm(actor: audit.Actor, alert_id: int, *, outcome: str, visual_compared: bool, clets_verified: bool,
-            note: str, purpose: audit.Purpose) -> AlertConfirmation:
+def confirm(
+    actor: audit.Actor,
+    alert_id: int,
+    *,
+    outcome: str,
+    visual_compared: bool,
+    clets_verified: bool,
+    note: str,
+    purpose: audit.Purpose,
+) -> AlertConfirmation:
     """Record a person's verification of an alert. 'confirmed' needs both checks done; a
     'misread' needs the visual comparison; 'other' needs a note."""
     if outcome not in OUTCOMES:
         raise AlertError(f"outcome must be one of {', '.join(OUTCOMES)}")
     if outcome == "confirmed" and not (visual_compared and clets_verified):
-        raise AlertError("a hit can be confirmed only after comparing the plate's characters with the image "
-                         "AND verifying the entry through CLETS")
+        raise AlertError(
+            "a hit can be confirmed only after comparing the plate's characters with the image "
+            "AND verifying the entry through CLETS"
+        )
     if outcome == "misread" and not visual_compared:
         raise AlertError("a misread is recorded after comparing the plate's characters with the image")
     if outcome == "other" and len(note.strip()) < 5:
@@ -224,15 +271,26 @@ def confirm(actor: audit.Actor, alert_id: int, *, outcome: str, visual_compared:
         alert = Alert.get_or_none(Alert.id == alert_id)
         if alert is None:
             raise AlertError(f"no alert {alert_id}")
-        record = AlertConfirmation.create(alert=alert, username=actor.username, organization=actor.organization,
-                                          visual_compared=visual_compared, clets_verified=clets_verified,
-                                          outcome=outcome, note=note.strip())
+        record = AlertConfirmation.create(
+            alert=alert,
+            username=actor.username,
+            organization=actor.organization,
+            visual_compared=visual_compared,
+            clets_verified=clets_verified,
+            outcome=outcome,
+            note=note.strip(),
+        )
         alert.status = outcome
         alert.save()
-        audit.record("alert.confirm", actor, query={"plate": alert.entry_plate}, purpose=purpose,
-                     objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"], result_count=1,
-                     details={"outcome": outcome, "visual_compared": visual_compared,
-                              "clets_verified": clets_verified})
+        audit.record(
+            "alert.confirm",
+            actor,
+            query={"plate": alert.entry_plate},
+            purpose=purpose,
+            objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"],
+            result_count=1,
+            details={"outcome": outcome, "visual_compared": visual_compared, "clets_verified": clets_verified},
+        )
     return record
 
 
@@ -247,11 +305,20 @@ class Notifier:
 
     def payload(self, alert: Alert) -> dict:
         read = alert.read
-        return {"alert_id": alert.id, "post": self.post_id, "plate_read": read.plate, "matched": alert.matched_text,
-                "match_kind": alert.match_kind, "score": alert.score, "hotlist": alert.hotlist_name,
-                "entry_plate": alert.entry_plate, "reason": alert.entry_reason,
-                "captured_at": read.captured_at.isoformat() + "Z", "direction": read.direction,
-                "status": "UNCONFIRMED: verify through CLETS and compare the characters with the image"}
+        return {
+            "alert_id": alert.id,
+            "post": self.post_id,
+            "plate_read": read.plate,
+            "matched": alert.matched_text,
+            "match_kind": alert.match_kind,
+            "score": alert.score,
+            "hotlist": alert.hotlist_name,
+            "entry_plate": alert.entry_plate,
+            "reason": alert.entry_reason,
+            "captured_at": read.captured_at.isoformat() + "Z",
+            "direction": read.direction,
+            "status": "UNCONFIRMED: verify through CLETS and compare the characters with the image",
+        }
 
     def notify(self, alert: Alert) -> None:
         if not is_sent(alert):
@@ -271,8 +338,12 @@ class Notifier:
             log.error("alert command %r failed: %s", self.cfg.command, exc)
 
     def _webhook(self, body):
-        req = urllib.request.Request(self.cfg.webhook_url, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            self.cfg.webhook_url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 resp.read()
@@ -283,6 +354,7 @@ class Notifier:
         try:
             if self._led is None:
                 from gpiozero import LED  # noqa: PLC0415 (optional dependency: Raspberry Pi OS's python3-gpiozero)
+
                 self._led = LED(self.cfg.gpio_pin)
             self._led.blink(on_time=3, off_time=0, n=1, background=False)
         except Exception as exc:  # no GPIO on this machine, pin busy, ...

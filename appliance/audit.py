@@ -11,6 +11,7 @@ something kept elsewhere: `waypost audit head` prints the last (seq, hash) for s
 headquarters receives the records as a witness (sync). Against such a head, `verify()` detects a
 modified field, a deleted, inserted or reordered record and a truncated tail.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,11 +46,11 @@ ACTIONS: dict[str, bool] = {
     "config.change": False,
     "db.migrate": False,
     "system.start": False,
-    "system.stop": False,      # a clean stop (SIGTERM/SIGINT); details: uptime_s
+    "system.stop": False,  # a clean stop (SIGTERM/SIGINT); details: uptime_s
     "audit.verify": False,
     "audit.export": False,
-    "audit.view": False,       # browsing the access log (the filter is the query)
-    "audit.report": False,     # a quarterly or annual report produced
+    "audit.view": False,  # browsing the access log (the filter is the query)
+    "audit.report": False,  # a quarterly or annual report produced
     "read.search": True,
     "read.view": True,
     "read.live": True,
@@ -58,12 +59,53 @@ ACTIONS: dict[str, bool] = {
 }
 
 # Case numbers people type when they have none. They are refused for data access.
-PLACEHOLDERS = {"NA", "N/A", "NONE", "NIL", "NULL", "TEST", "TBD", "TODO", "UNKNOWN", "UNK", "XXX",
-                "INVESTIGATION", "INV", "CASE", "PENDING", "ASDF", "QWERTY", "0", "00", "000", "0000",
-                "123", "1234", "12345", "123456", "1234567", "12345678", "123456789"}
+PLACEHOLDERS = {
+    "NA",
+    "N/A",
+    "NONE",
+    "NIL",
+    "NULL",
+    "TEST",
+    "TBD",
+    "TODO",
+    "UNKNOWN",
+    "UNK",
+    "XXX",
+    "INVESTIGATION",
+    "INV",
+    "CASE",
+    "PENDING",
+    "ASDF",
+    "QWERTY",
+    "0",
+    "00",
+    "000",
+    "0000",
+    "123",
+    "1234",
+    "12345",
+    "123456",
+    "1234567",
+    "12345678",
+    "123456789",
+}
 
-_COLUMNS = ("seq", "at", "username", "organization", "action", "query", "purpose_code", "case_number",
-            "object_ids", "result_count", "client_addr", "details", "prev_hash", "hash")
+_COLUMNS = (
+    "seq",
+    "at",
+    "username",
+    "organization",
+    "action",
+    "query",
+    "purpose_code",
+    "case_number",
+    "object_ids",
+    "result_count",
+    "client_addr",
+    "details",
+    "prev_hash",
+    "hash",
+)
 
 
 class PurposeError(ValueError):
@@ -112,11 +154,16 @@ def check_purpose(settings: Settings, code: str | None, case_number: str | None)
     if not case_number:
         raise PurposeError("a case or incident number is required with the purpose")
     normal = case_number.upper()
-    if (normal in PLACEHOLDERS or len(set(re.sub(r"[^A-Z0-9]", "", normal))) <= 1
-            or not re.search(r"\d", normal) or not re.fullmatch(settings.audit.case_number_pattern, case_number)):
+    if (
+        normal in PLACEHOLDERS
+        or len(set(re.sub(r"[^A-Z0-9]", "", normal))) <= 1
+        or not re.search(r"\d", normal)
+        or not re.fullmatch(settings.audit.case_number_pattern, case_number)
+    ):
         raise PurposeError(
             f"{case_number!r} is not a case or incident number: give the real number from the report "
-            "(letters, digits and - / . _, at least one digit), not a placeholder")
+            "(letters, digits and - / . _, at least one digit), not a placeholder"
+        )
     return Purpose(code, case_number)
 
 
@@ -150,7 +197,7 @@ def _digest(row: tuple) -> str | None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def head() -> tuple[int, str]:
@@ -158,8 +205,16 @@ def head() -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
-def record(action: str, actor: Actor, *, query=None, purpose: Purpose | None = None, objects=(),
-           result_count: int | None = None, details: dict | None = None) -> AccessRecord:
+def record(
+    action: str,
+    actor: Actor,
+    *,
+    query=None,
+    purpose: Purpose | None = None,
+    objects=(),
+    result_count: int | None = None,
+    details: dict | None = None,
+) -> AccessRecord:
     """Append one record. Must run inside the caller's write transaction (appliance.db.write()),
     so that the record and the action it describes commit or roll back together."""
     if action not in ACTIONS:
@@ -169,14 +224,25 @@ def record(action: str, actor: Actor, *, query=None, purpose: Purpose | None = N
     if not database.in_transaction():
         raise AuditError("audit.record() must be called inside the transaction of the action it records")
     prev_seq, prev_hash = head()
-    row = (prev_seq + 1, _now(), _plain(actor.username), _plain(actor.organization), action,
-           canonical(query if query is not None else {}),
-           _plain(purpose.code) if purpose else "", _plain(purpose.case_number) if purpose else "",
-           canonical([str(o) for o in objects]), None if result_count is None else int(result_count),
-           _plain(actor.client_addr), canonical(details or {}), prev_hash)
+    row = (
+        prev_seq + 1,
+        _now(),
+        _plain(actor.username),
+        _plain(actor.organization),
+        action,
+        canonical(query if query is not None else {}),
+        _plain(purpose.code) if purpose else "",
+        _plain(purpose.case_number) if purpose else "",
+        canonical([str(o) for o in objects]),
+        None if result_count is None else int(result_count),
+        _plain(actor.client_addr),
+        canonical(details or {}),
+        prev_hash,
+    )
     row = row + (_digest(row),)
     database.execute_sql(
-        f"INSERT INTO access_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+        f"INSERT INTO access_record ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row
+    )
     return AccessRecord(**dict(zip(_COLUMNS, row)))
 
 
@@ -207,12 +273,14 @@ def parse_head(text: str) -> tuple[int, str]:
 
 # The same text as _digest() joins, built by the database so that verify() spends its time hashing.
 _SERIALIZED = " || char(31) || ".join(
-    "coalesce(CAST(result_count AS TEXT), '')" if c == "result_count" else c for c in _COLUMNS[:13])
+    "coalesce(CAST(result_count AS TEXT), '')" if c == "result_count" else c for c in _COLUMNS[:13]
+)
 
 
 @dataclass
 class _Span:
     """What one worker found in records lo..hi: where it stopped and the hashes at its ends."""
+
     lo: int
     count: int = 0
     first_link: str | None = None
@@ -223,8 +291,10 @@ class _Span:
 
 def _walk(execute, lo: int, hi: int, chunk: int = 20000) -> _Span:
     """Check records lo..hi on their own: contiguous seq, each hash, each link inside the span."""
-    cursor = execute(f"SELECT seq, prev_hash, hash, {_SERIALIZED} FROM access_record "
-                     "WHERE seq BETWEEN ? AND ? ORDER BY seq", (lo, hi))
+    cursor = execute(
+        f"SELECT seq, prev_hash, hash, {_SERIALIZED} FROM access_record WHERE seq BETWEEN ? AND ? ORDER BY seq",
+        (lo, hi),
+    )
     sha256 = hashlib.sha256
     span = _Span(lo)
     expect_seq, prev_hash = lo, None
@@ -237,8 +307,13 @@ def _walk(execute, lo: int, hi: int, chunk: int = 20000) -> _Span:
             if prev_hash is None:
                 span.first_link = link
             elif link != prev_hash:
-                span.bad_seq, span.problem = seq, ("previous-hash link does not match the record before it "
-                                                   "(a record was deleted, inserted or reordered)")
+                span.bad_seq, span.problem = (
+                    seq,
+                    (
+                        "previous-hash link does not match the record before it "
+                        "(a record was deleted, inserted or reordered)"
+                    ),
+                )
                 return span
             if text.count(SEPARATOR) != 12 or sha256(text.encode("utf-8")).hexdigest() != digest:
                 span.bad_seq, span.problem = seq, "contents do not match the record's hash (a field was modified)"
@@ -260,8 +335,9 @@ def _walk_file(path: str, lo: int, hi: int) -> _Span:
         conn.close()
 
 
-def verify(expected_head: tuple[int, str] | None = None, workers: int | None = None,
-           parallel_from: int = 200_000) -> VerifyResult:
+def verify(
+    expected_head: tuple[int, str] | None = None, workers: int | None = None, parallel_from: int = 200_000
+) -> VerifyResult:
     """Walk the whole chain in seq order and report the first record that does not fit.
 
     Long chains are split into seq ranges checked by one process per core; the ranges are then
@@ -283,9 +359,13 @@ def verify(expected_head: tuple[int, str] | None = None, workers: int | None = N
     prev_hash = GENESIS
     for span in spans:
         if span.count and span.first_link != prev_hash:
-            return VerifyResult(False, span.lo - 1, bad_seq=span.lo,
-                                problem="previous-hash link does not match the record before it "
-                                        "(a record was deleted, inserted or reordered)")
+            return VerifyResult(
+                False,
+                span.lo - 1,
+                bad_seq=span.lo,
+                problem="previous-hash link does not match the record before it "
+                "(a record was deleted, inserted or reordered)",
+            )
         if span.bad_seq is not None:
             return VerifyResult(False, span.bad_seq - 1, bad_seq=span.bad_seq, problem=span.problem)
         prev_hash = span.last_hash or prev_hash
@@ -293,13 +373,21 @@ def verify(expected_head: tuple[int, str] | None = None, workers: int | None = N
     if expected_head:
         want_seq, want_hash = expected_head
         if want_seq > hi:
-            return VerifyResult(False, hi, bad_seq=hi + 1,
-                                problem=f"log truncated: the saved head is record {want_seq} but the log ends at {hi}")
+            return VerifyResult(
+                False,
+                hi,
+                bad_seq=hi + 1,
+                problem=f"log truncated: the saved head is record {want_seq} but the log ends at {hi}",
+            )
         if want_seq > 0:
             row = database.execute_sql("SELECT hash FROM access_record WHERE seq = ?", (want_seq,)).fetchone()
             if row is None or row[0] != want_hash:
-                return VerifyResult(False, hi, bad_seq=want_seq,
-                                    problem=f"record {want_seq} differs from the saved head (the log was rewritten)")
+                return VerifyResult(
+                    False,
+                    hi,
+                    bad_seq=want_seq,
+                    problem=f"record {want_seq} differs from the saved head (the log was rewritten)",
+                )
         result.notes.append(f"matches the saved head {want_seq}")
     return result
 
@@ -344,7 +432,7 @@ def sealed(rows, prev_hash: str):
 def stamp(moment: dt.datetime) -> str:
     """A UTC datetime (naive means UTC) in the stored `at` form, for comparisons with `at`."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -352,17 +440,26 @@ def stamp(moment: dt.datetime) -> str:
 class Filter:
     """What the access log browser narrows by. Dates are UTC datetimes, both inclusive (the form's
     'To' is the last instant of the minute typed: web.clock.LocalDateTimeField)."""
+
     username: str = ""
-    action: str = ""           # an exact action name, or a family such as "hotlist.*"
+    action: str = ""  # an exact action name, or a family such as "hotlist.*"
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    query: str = ""            # substring of the query field (plate or other data used to query)
+    query: str = ""  # substring of the query field (plate or other data used to query)
     purpose_code: str = ""
 
     def as_record(self) -> dict:
         """The filter as it is written into the 'audit.view' record's query."""
-        out = {k: v for k, v in (("username", self.username), ("action", self.action),
-                                 ("query", self.query), ("purpose", self.purpose_code)) if v}
+        out = {
+            k: v
+            for k, v in (
+                ("username", self.username),
+                ("action", self.action),
+                ("query", self.query),
+                ("purpose", self.purpose_code),
+            )
+            if v
+        }
         if self.since:
             out["since"] = stamp(self.since)
         if self.until:
@@ -400,7 +497,7 @@ class Filter:
 @dataclass
 class LogPage:
     records: list[dict]
-    next_before: int | None    # pass as `before` for the next (older) page; None on the last page
+    next_before: int | None  # pass as `before` for the next (older) page; None on the last page
 
 
 def browse(flt: Filter, before: int | None = None, limit: int = 50) -> LogPage:

@@ -1,6 +1,7 @@
 """What `waypost init`, `waypost run` and `waypost hq serve` do before serving, safe to repeat:
 migrate the database, record the post's identity and its effective configuration, settle an
 interrupted evidence write, make the session key and, when there is none, a first administrator."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ from appliance.store import EvidenceStore
 class Bootstrap:
     migrations: list[str]
     recovered: dict
-    admin_password: str | None = None   # set only when a first administrator was just created
+    admin_password: str | None = None  # set only when a first administrator was just created
 
 
 def secret_key(settings: Settings) -> bytes:
@@ -35,13 +36,13 @@ def secret_key(settings: Settings) -> bytes:
 
 def ensure_identity(settings: Settings) -> None:
     with db.write():
-        post, created = Post.get_or_create(id=settings.post.id,
-                                           defaults={"name": settings.post.name, "agency": settings.post.agency})
+        post, created = Post.get_or_create(
+            id=settings.post.id, defaults={"name": settings.post.name, "agency": settings.post.agency}
+        )
         if not created and (post.name, post.agency) != (settings.post.name, settings.post.agency):
             post.name, post.agency = settings.post.name, settings.post.agency
             post.save()
-        Camera.get_or_create(id=settings.post.camera_id,
-                             defaults={"post": post, "name": settings.post.camera_name})
+        Camera.get_or_create(id=settings.post.camera_id, defaults={"post": post, "name": settings.post.camera_name})
 
 
 def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
@@ -54,13 +55,21 @@ def ensure_admin(settings: Settings, environ=os.environ) -> str | None:
     given = environ.get("WAYPOST_ADMIN_PASSWORD")
     password = given or users.generate_password()
     try:
-        users.add(system_actor(settings), username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
-                  display_name="ALPR administrator", organization=settings.post.agency, role="admin",
-                  password=password, job_title="ALPR Administrator",
-                  min_password_length=settings.web.min_password_length, must_change_password=True)
+        users.add(
+            system_actor(settings),
+            username=environ.get("WAYPOST_ADMIN_USERNAME", "admin"),
+            display_name="ALPR administrator",
+            organization=settings.post.agency,
+            role="admin",
+            password=password,
+            job_title="ALPR Administrator",
+            min_password_length=settings.web.min_password_length,
+            must_change_password=True,
+        )
     except users.UserError as exc:
-        raise users.UserError(f"cannot create the first administrator: {exc}"
-                              + (" (from WAYPOST_ADMIN_PASSWORD)" if given else "")) from exc
+        raise users.UserError(
+            f"cannot create the first administrator: {exc}" + (" (from WAYPOST_ADMIN_PASSWORD)" if given else "")
+        ) from exc
     return None if given else password
 
 
@@ -68,8 +77,12 @@ def record_config(settings: Settings) -> list[str]:
     """Record the effective configuration when it differs from the last one recorded, so every
     configuration change (file or environment) is in the access log. Returns the changed keys."""
     current = settings.model_dump(mode="json")
-    last = (AccessRecord.select(AccessRecord.details).where(AccessRecord.action == "config.change")
-            .order_by(AccessRecord.seq.desc()).first())
+    last = (
+        AccessRecord.select(AccessRecord.details)
+        .where(AccessRecord.action == "config.change")
+        .order_by(AccessRecord.seq.desc())
+        .first()
+    )
     previous = json.loads(last.details).get("config", {}) if last else {}
 
     def flat(d, prefix=""):
@@ -85,8 +98,12 @@ def record_config(settings: Settings) -> list[str]:
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         with db.write():
-            audit.record("config.change", system_actor(settings), query={"keys": changed},
-                         details={"config": current, "changed": changed, "first": not previous})
+            audit.record(
+                "config.change",
+                system_actor(settings),
+                query={"keys": changed},
+                details={"config": current, "changed": changed, "first": not previous},
+            )
     return changed
 
 

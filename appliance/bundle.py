@@ -20,6 +20,7 @@ The post's key is an Ed25519 private key in PEM (PKCS8) at settings.data_dir / s
 with mode 0600 when missing, and its public key in PEM beside it as <key_file>.pub (the file to
 hand to whoever verifies bundles, and to headquarters).
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,6 +50,7 @@ class BundleError(ValueError):
 
 # --- the post's key ----------------------------------------------------------------------------
 
+
 def key_path(settings) -> Path:
     return settings.data_dir / settings.sync.key_file
 
@@ -65,8 +67,11 @@ def post_key(settings) -> Ed25519PrivateKey:
     else:
         key = Ed25519PrivateKey.generate()
         with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
             f.flush()
             os.fsync(f.fileno())
     pub = public_key_file(settings)
@@ -126,6 +131,7 @@ def _canonical_bytes(value) -> bytes:
 
 # --- making a bundle ---------------------------------------------------------------------------
 
+
 @dataclass
 class Made:
     path: Path
@@ -144,12 +150,19 @@ def _period_range(start: dt.datetime | None, end: dt.datetime | None, upto: int)
     if end:
         clauses.append("at < ?")
         params.append(audit.stamp(end))
-    return database.execute_sql(f"SELECT min(seq), max(seq) FROM access_record WHERE {' AND '.join(clauses)}",
-                                params).fetchone()
+    return database.execute_sql(
+        f"SELECT min(seq), max(seq) FROM access_record WHERE {' AND '.join(clauses)}", params
+    ).fetchone()
 
 
-def write_bundle(settings, out: Path, actor: audit.Actor, start: dt.datetime | None = None,
-                 end: dt.datetime | None = None, via: str = "cli") -> Made:
+def write_bundle(
+    settings,
+    out: Path,
+    actor: audit.Actor,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    via: str = "cli",
+) -> Made:
     """Write the records of [start, end) (naive UTC; None = open) as a signed bundle at `out`.
 
     The records form a contiguous run from the first to the last record of the period, so the
@@ -168,11 +181,12 @@ def write_bundle(settings, out: Path, actor: audit.Actor, start: dt.datetime | N
     count, prev_hash, last_hash = 0, None, None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write('{"bundle":"%s","version":%d,"records":[' % (FORMAT, VERSION))
+            f.write(f'{{"bundle":"{FORMAT}","version":{VERSION:d},"records":[')
             if lo is not None:
                 cursor = database.execute_sql(
                     f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                    (lo, hi))
+                    (lo, hi),
+                )
                 while rows := cursor.fetchmany(5000):
                     for row in rows:
                         rec = dict(zip(audit.COLUMNS, row))
@@ -181,29 +195,49 @@ def write_bundle(settings, out: Path, actor: audit.Actor, start: dt.datetime | N
                         f.write(("," if count else "\n") + json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
                         last_hash = rec["hash"]
                         count += 1
-            if prev_hash is None:       # an empty period: the link is the last record before it
-                row = database.execute_sql("SELECT hash FROM access_record WHERE seq <= ? AND at < ? "
-                                           "ORDER BY seq DESC LIMIT 1",
-                                           (upto, audit.stamp(start) if start else "")).fetchone()
+            if prev_hash is None:  # an empty period: the link is the last record before it
+                row = database.execute_sql(
+                    "SELECT hash FROM access_record WHERE seq <= ? AND at < ? ORDER BY seq DESC LIMIT 1",
+                    (upto, audit.stamp(start) if start else ""),
+                ).fetchone()
                 prev_hash = last_hash = row[0] if row else audit.GENESIS
             with write():
                 rec = audit.record(
-                    "audit.export", actor, result_count=count,
+                    "audit.export",
+                    actor,
+                    result_count=count,
                     query={"from": audit.stamp(start) if start else None, "to": audit.stamp(end) if end else None},
-                    details={"format": "bundle", "file": out.name, "first_seq": lo, "last_seq": hi,
-                             "key_id": key_id(public), "via": via})
+                    details={
+                        "format": "bundle",
+                        "file": out.name,
+                        "first_seq": lo,
+                        "last_seq": hi,
+                        "key_id": key_id(public),
+                        "via": via,
+                    },
+                )
                 signed = {
                     "post": {"id": settings.post.id, "name": settings.post.name, "agency": settings.post.agency},
                     "period": {"from": audit.stamp(start) if start else None, "to": audit.stamp(end) if end else None},
-                    "created_at": rec.at, "created_by": actor.username,
-                    "first_seq": lo, "last_seq": hi, "count": count,
-                    "prev_hash": prev_hash, "last_hash": last_hash,
+                    "created_at": rec.at,
+                    "created_by": actor.username,
+                    "first_seq": lo,
+                    "last_seq": hi,
+                    "count": count,
+                    "prev_hash": prev_hash,
+                    "last_hash": last_hash,
                     "head": {"seq": rec.seq, "hash": rec.hash},
-                    "public_key": base64.b64encode(raw_public(public)).decode("ascii"), "key_id": key_id(public),
+                    "public_key": base64.b64encode(raw_public(public)).decode("ascii"),
+                    "key_id": key_id(public),
                 }
                 signature = key.sign(_canonical_bytes(signed))
-                f.write('],\n"signed":' + json.dumps(signed, ensure_ascii=False, sort_keys=True)
-                        + ',\n"signature":"' + base64.b64encode(signature).decode("ascii") + '"}\n')
+                f.write(
+                    '],\n"signed":'
+                    + json.dumps(signed, ensure_ascii=False, sort_keys=True)
+                    + ',\n"signature":"'
+                    + base64.b64encode(signature).decode("ascii")
+                    + '"}\n'
+                )
                 f.flush()
                 os.fsync(f.fileno())
         tmp.replace(out)
@@ -214,6 +248,7 @@ def write_bundle(settings, out: Path, actor: audit.Actor, start: dt.datetime | N
 
 
 # --- checking one ------------------------------------------------------------------------------
+
 
 @dataclass
 class Checked:
@@ -228,9 +263,11 @@ class Checked:
     def summary(self) -> str:
         s = self.signed
         if self.ok:
-            return (f"bundle verified: {self.count} records (seq {s.get('first_seq')}..{s.get('last_seq')}) from post "
-                    f"{s.get('post', {}).get('id')}, made {s.get('created_at')} by {s.get('created_by')}; "
-                    f"signature by key {self.key_id} ({self.key_source}); head {s['head']['seq']} {s['head']['hash']}")
+            return (
+                f"bundle verified: {self.count} records (seq {s.get('first_seq')}..{s.get('last_seq')}) from post "
+                f"{s.get('post', {}).get('id')}, made {s.get('created_at')} by {s.get('created_by')}; "
+                f"signature by key {self.key_id} ({self.key_source}); head {s['head']['seq']} {s['head']['hash']}"
+            )
         where = f" at record {self.bad_seq}" if self.bad_seq is not None else ""
         return f"bundle BROKEN{where}:\n" + "\n".join(f"  - {p}" for p in self.problems)
 
@@ -244,7 +281,7 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
     except (ValueError, UnicodeDecodeError) as exc:
         return Checked(False, problems=[f"not a JSON document: {exc}"])
     if not isinstance(doc, dict) or doc.get("bundle") != FORMAT:
-        return Checked(False, problems=[f"not a Waypost audit bundle (no \"bundle\": \"{FORMAT}\")"])
+        return Checked(False, problems=[f'not a Waypost audit bundle (no "bundle": "{FORMAT}")'])
     if doc.get("version") != VERSION:
         return Checked(False, problems=[f"bundle version {doc.get('version')!r}; this program reads version {VERSION}"])
     signed, records, sig = doc.get("signed"), doc.get("records"), doc.get("signature")
@@ -271,8 +308,11 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
             bad(seq, f"record {seq}: {kind}: expected seq {expect}, found {seq}")
             break
         if rec["prev_hash"] != link:
-            bad(seq, f"record {seq}: previous-hash link does not match the record before it "
-                     "(a record was deleted, inserted or reordered)")
+            bad(
+                seq,
+                f"record {seq}: previous-hash link does not match the record before it "
+                "(a record was deleted, inserted or reordered)",
+            )
             break
         if audit.digest(rec) != rec["hash"]:
             bad(seq, f"record {seq}: contents do not match the record's hash (a field was modified)")
@@ -284,10 +324,15 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
         if len(records) != signed.get("count"):
             bad(None, f"the bundle holds {len(records)} records but its signed part says {signed.get('count')}")
         elif records and records[-1]["seq"] != signed.get("last_seq"):
-            bad(records[-1]["seq"], f"the last record is {records[-1]['seq']}, the signed part says {signed.get('last_seq')}")
+            bad(
+                records[-1]["seq"],
+                f"the last record is {records[-1]['seq']}, the signed part says {signed.get('last_seq')}",
+            )
         elif link != signed.get("last_hash"):
-            bad(records[-1]["seq"] if records else None,
-                "the last record's hash differs from the signed one (records were removed from the end or rewritten)")
+            bad(
+                records[-1]["seq"] if records else None,
+                "the last record's hash differs from the signed one (records were removed from the end or rewritten)",
+            )
 
     # 3. The signature, whatever the records said, so that every problem is named.
     try:
@@ -298,17 +343,28 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
     key = public_key or named
     if key is not None:
         result.key_id = key_id(key)
-        result.key_source = "the given public key" if public_key else "the key named in the bundle: compare it with the post's"
+        result.key_source = (
+            "the given public key" if public_key else "the key named in the bundle: compare it with the post's"
+        )
         if public_key is not None and named is not None and raw_public(named) != raw_public(public_key):
-            bad(None, f"the bundle names key {key_id(named)}, not the given public key {key_id(public_key)} "
-                      "(signed by another key, or the key was replaced)")
+            bad(
+                None,
+                f"the bundle names key {key_id(named)}, not the given public key {key_id(public_key)} "
+                "(signed by another key, or the key was replaced)",
+            )
         try:
             key.verify(base64.b64decode(sig, validate=True), _canonical_bytes(signed))
         except UnicodeEncodeError:
-            bad(None, "the signed part holds a lone UTF-16 surrogate escape, which is not text: it is not what "
-                      "the post signed (the signed part was changed)")
+            bad(
+                None,
+                "the signed part holds a lone UTF-16 surrogate escape, which is not text: it is not what "
+                "the post signed (the signed part was changed)",
+            )
         except (InvalidSignature, ValueError):
-            bad(None, f"the signature does not verify with {result.key_source.split(':')[0]} {result.key_id} "
-                      "(the signed part or the signature was changed, or another key signed it)")
+            bad(
+                None,
+                f"the signature does not verify with {result.key_source.split(':')[0]} {result.key_id} "
+                "(the signed part or the signature was changed, or another key signed it)",
+            )
     result.ok = not problems
     return result

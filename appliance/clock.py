@@ -9,6 +9,7 @@ CLI's listings both convert here.
 The zone is the configuration's `post.timezone` (the post's, or at headquarters its own
 configuration's); a settings object without one means UTC.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,8 +55,10 @@ def to_utc(local: dt.datetime, tz: ZoneInfo, latest: bool = False) -> dt.datetim
         raise ValueError("expected a wall time without a zone")
     first, second = (local.replace(tzinfo=tz, fold=f).astimezone(dt.UTC) for f in (0, 1))
     if first.astimezone(tz).replace(tzinfo=None) != local:
-        raise ValueError(f"{local:%Y-%m-%d %H:%M} does not exist in {tz}: the clocks moved forward then. "
-                         "Enter a time an hour earlier or later.")
+        raise ValueError(
+            f"{local:%Y-%m-%d %H:%M} does not exist in {tz}: the clocks moved forward then. "
+            "Enter a time an hour earlier or later."
+        )
     return max(first, second).replace(tzinfo=None) if latest else min(first, second).replace(tzinfo=None)
 
 

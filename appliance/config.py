@@ -5,6 +5,7 @@ range, and a description (the README's configuration table is generated from the
 keeps it in step). Unknown keys, wrong types and out-of-range values are errors that name the key
 path; `waypost config check` lists all of them at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,24 @@ class Section(BaseModel):
 
 
 class PostSettings(Section):
-    id: str = Field("post-1", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
-                    description="Identity of this post: lower-case letters, digits and dashes. Unique within the agency; "
-                                "headquarters files every read under it.")
+    id: str = Field(
+        "post-1",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+        description="Identity of this post: lower-case letters, digits and dashes. Unique within the agency; "
+        "headquarters files every read under it.",
+    )
     name: str = Field("Demo post", min_length=1, max_length=80, description="Human name of the site shown in the UI.")
-    agency: str = Field("Demo Police Department", min_length=1, max_length=120,
-                        description="The agency operating the post; recorded as the organization of local accounts.")
-    camera_id: str = Field("cam-1", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
-                           description="Identity of the camera at this post, stored with every read.")
+    agency: str = Field(
+        "Demo Police Department",
+        min_length=1,
+        max_length=120,
+        description="The agency operating the post; recorded as the organization of local accounts.",
+    )
+    camera_id: str = Field(
+        "cam-1",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+        description="Identity of the camera at this post, stored with every read.",
+    )
     camera_name: str = Field("Camera 1", min_length=1, max_length=80, description="Human name of the camera.")
     timezone: str = Field("America/Los_Angeles", description="Time zone for display; everything is stored in UTC.")
 
@@ -54,51 +65,72 @@ class PostSettings(Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as America/Los_Angeles)")
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as America/Los_Angeles)") from None
         return value
 
 
 class StorageSettings(Section):
-    data_dir: Path = Field(Path("var"), description="Directory for the database, evidence images and keys. "
-                                                    "Relative paths are taken from the working directory.")
+    data_dir: Path = Field(
+        Path("var"),
+        description="Directory for the database, evidence images and keys. "
+        "Relative paths are taken from the working directory.",
+    )
     db_file: str = Field("waypost.db", min_length=1, description="SQLite database file name inside data_dir.")
-    evidence_dir: str = Field("evidence", min_length=1, description="Directory inside data_dir for plate crops and frames.")
+    evidence_dir: str = Field(
+        "evidence", min_length=1, description="Directory inside data_dir for plate crops and frames."
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
-        "FULL", description="SQLite synchronous mode. FULL makes every committed read survive a power cut; "
-                            "NORMAL is faster but may lose the last transactions (never corrupts).")
-    busy_timeout_ms: int = Field(5000, ge=100, le=60000, description="How long a writer waits for a lock before failing.")
+        "FULL",
+        description="SQLite synchronous mode. FULL makes every committed read survive a power cut; "
+        "NORMAL is faster but may lose the last transactions (never corrupts).",
+    )
+    busy_timeout_ms: int = Field(
+        5000, ge=100, le=60000, description="How long a writer waits for a lock before failing."
+    )
     cache_kib: int = Field(8192, ge=512, le=262144, description="SQLite page cache size in KiB (kept modest for a Pi).")
     jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality for stored crops and frames.")
-    min_free_mb: int = Field(512, ge=0, le=1_000_000,
-                             description="Refuse to store new evidence when the data disk has less free space than this.")
+    min_free_mb: int = Field(
+        512,
+        ge=0,
+        le=1_000_000,
+        description="Refuse to store new evidence when the data disk has less free space than this.",
+    )
 
 
 class CaptureSettings(Section):
     type: Literal["demo", "picamera2", "video", "folder", "stream"] = Field(
-        "demo", description="Frame source. `demo` is a built-in synthetic street for machines without a camera.")
+        "demo", description="Frame source. `demo` is a built-in synthetic street for machines without a camera."
+    )
     source: str = Field("", description="File (video), directory (folder) or URL (stream, e.g. rtsp://...).")
     fps: float = Field(10.0, gt=0, le=60, description="Frames per second to process (sources are paced to this).")
     loop: bool = Field(True, description="Start a video file or image folder again at its end.")
     width: int = Field(1280, ge=320, le=4608, description="Frame width for the demo and picamera2 (evidence) streams.")
     height: int = Field(720, ge=240, le=3456, description="Frame height for the demo and picamera2 (evidence) streams.")
-    detect_width: int = Field(960, ge=320, le=4608,
-                              description="Width of the low-resolution stream picamera2 delivers for detection.")
-    exposure_time_us: int = Field(1000, ge=0, le=100000,
-                                  description="picamera2 exposure; short (~1 ms) keeps moving plates sharp; 0 = auto.")
+    detect_width: int = Field(
+        960, ge=320, le=4608, description="Width of the low-resolution stream picamera2 delivers for detection."
+    )
+    exposure_time_us: int = Field(
+        1000, ge=0, le=100000, description="picamera2 exposure; short (~1 ms) keeps moving plates sharp; 0 = auto."
+    )
     analogue_gain: float = Field(0.0, ge=0.0, le=16.0, description="picamera2 analogue gain; 0 = automatic.")
-    reconnect_max_s: float = Field(30.0, ge=1.0, le=600.0,
-                                   description="Longest wait between attempts to reopen a lost camera or stream.")
+    reconnect_max_s: float = Field(
+        30.0, ge=1.0, le=600.0, description="Longest wait between attempts to reopen a lost camera or stream."
+    )
     demo_vehicles_per_min: float = Field(12.0, gt=0, le=120, description="Traffic density of the demo street.")
     demo_seed: int = Field(0, ge=0, description="Seed of the demo street (same seed, same traffic).")
 
 
 class PipelineSettings(Section):
     roi: tuple[float, float, float, float] = Field(
-        (0.0, 0.0, 1.0, 1.0), description="Region of interest as fractions of the frame: left, top, right, bottom.")
+        (0.0, 0.0, 1.0, 1.0), description="Region of interest as fractions of the frame: left, top, right, bottom."
+    )
     motion_threshold: int = Field(18, ge=1, le=255, description="Grey-level change that counts as motion.")
-    min_motion_fraction: float = Field(0.002, ge=0.0, le=1.0,
-                                       description="Share of the region of interest that must change before a frame is read.")
-    pass_timeout_s: float = Field(1.5, gt=0, le=30, description="A vehicle pass ends when its plate is unseen this long.")
+    min_motion_fraction: float = Field(
+        0.002, ge=0.0, le=1.0, description="Share of the region of interest that must change before a frame is read."
+    )
+    pass_timeout_s: float = Field(
+        1.5, gt=0, le=30, description="A vehicle pass ends when its plate is unseen this long."
+    )
     min_frames_per_pass: int = Field(1, ge=1, le=30, description="Plate sightings needed before a pass is stored.")
 
     @field_validator("roi")
@@ -111,8 +143,9 @@ class PipelineSettings(Section):
 
 
 class HotlistSettings(Section):
-    stale_after_hours: int = Field(72, ge=1, le=720,
-                                   description="A list not refreshed for this long produces no alerts (policy: 72 h).")
+    stale_after_hours: int = Field(
+        72, ge=1, le=720, description="A list not refreshed for this long produces no alerts (policy: 72 h)."
+    )
     plate_column: str = Field("plate", min_length=1, description="CSV column holding the plate.")
     state_column: str = Field("state", min_length=1, description="CSV column holding the issuing state.")
     reason_column: str = Field("reason", min_length=1, description="CSV column holding the reason or category.")
@@ -123,42 +156,73 @@ class HotlistSettings(Section):
 
 class AlertSettings(Section):
     min_score: float = Field(0.6, ge=0.0, le=1.0, description="Lowest match score that raises an alert.")
-    command: str = Field("", description="Local command run for each new alert (e.g. a buzzer script); "
-                                         "gets the alert as JSON on standard input.")
+    command: str = Field(
+        "",
+        description="Local command run for each new alert (e.g. a buzzer script); "
+        "gets the alert as JSON on standard input.",
+    )
     webhook_url: str = Field("", description="URL that receives each new alert as a JSON POST (e.g. dispatch).")
     gpio_pin: int | None = Field(None, ge=0, le=40, description="GPIO pin driven high for 3 s on a new alert.")
-    repeat_window_s: int = Field(300, ge=0, le=86_400, description=(
-        "An alert for the same hotlist entry within this many seconds of the last alert sent for it "
-        "(a car circling the block, or one pass split by a short dropout) is kept as a repeat of that "
-        "alert: listed and unconfirmed like any alert, but not sent to the command, webhook, GPIO pin "
-        "or live list again. 0 sends every alert."))
+    repeat_window_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description=(
+            "An alert for the same hotlist entry within this many seconds of the last alert sent for it "
+            "(a car circling the block, or one pass split by a short dropout) is kept as a repeat of that "
+            "alert: listed and unconfirmed like any alert, but not sent to the command, webhook, GPIO pin "
+            "or live list again. 0 sends every alert."
+        ),
+    )
 
 
 class RecognizerSettings(Section):
-    models_dir: Path | None = Field(None, description="Directory with detector.tflite and ocr.tflite; "
-                                                      "empty means the models shipped in recognizer/models.")
+    models_dir: Path | None = Field(
+        None,
+        description="Directory with detector.tflite and ocr.tflite; "
+        "empty means the models shipped in recognizer/models.",
+    )
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime"] = Field(
-        "auto", description="TFLite runtime; auto takes ai_edge_litert, then tflite_runtime.")
+        "auto", description="TFLite runtime; auto takes ai_edge_litert, then tflite_runtime."
+    )
     threads: int = Field(2, ge=1, le=8, description="Inference threads.")
-    min_confidence: float = Field(0.6, ge=0.0, le=1.0,
-                                  description="Reads below this are kept but marked low-confidence.")
-    second_look: bool = Field(True, description="When a frame shows no plate, search its four corner windows at "
-                                                "twice the resolution (small, distant plates; 4 more detector runs "
-                                                "on such frames).")
-    ocr_views: int = Field(3, ge=1, le=3, description="Crops of each detected plate the OCR reads together (usual, tight "
-                                                     "and loose margins; their scores are averaged): 1 to 3, 1 is the fastest.")
+    min_confidence: float = Field(
+        0.6, ge=0.0, le=1.0, description="Reads below this are kept but marked low-confidence."
+    )
+    second_look: bool = Field(
+        True,
+        description="When a frame shows no plate, search its four corner windows at "
+        "twice the resolution (small, distant plates; 4 more detector runs "
+        "on such frames).",
+    )
+    ocr_views: int = Field(
+        3,
+        ge=1,
+        le=3,
+        description="Crops of each detected plate the OCR reads together (usual, tight "
+        "and loose margins; their scores are averaged): 1 to 3, 1 is the fastest.",
+    )
 
 
 class WebSettings(Section):
-    host: str = Field("127.0.0.1", description="Address the web UI listens on. A post behind the TLS proxy keeps 127.0.0.1.")
+    host: str = Field(
+        "127.0.0.1", description="Address the web UI listens on. A post behind the TLS proxy keeps 127.0.0.1."
+    )
     port: int = Field(8080, ge=1, le=65535, description="Port of the web UI.")
     threads: int = Field(8, ge=2, le=64, description="waitress worker threads (each open live view holds one).")
-    secret_key_file: str = Field("secret_key", min_length=1,
-                                 description="File inside data_dir holding the session signing key (made on first start).")
-    session_idle_minutes: int = Field(30, ge=1, le=480, description="A session ends after this many idle minutes (CJIS: 30).")
+    secret_key_file: str = Field(
+        "secret_key",
+        min_length=1,
+        description="File inside data_dir holding the session signing key (made on first start).",
+    )
+    session_idle_minutes: int = Field(
+        30, ge=1, le=480, description="A session ends after this many idle minutes (CJIS: 30)."
+    )
     secure_cookies: bool = Field(False, description="Mark cookies Secure. Turn on when the UI is served over TLS.")
     trusted_proxy: bool = Field(False, description="Trust X-Forwarded-For/Proto from a reverse proxy on this host.")
-    failed_logins_before_lockout: int = Field(5, ge=1, le=20, description="Failed sign-ins before an account is locked.")
+    failed_logins_before_lockout: int = Field(
+        5, ge=1, le=20, description="Failed sign-ins before an account is locked."
+    )
     lockout_minutes: int = Field(30, ge=1, le=1440, description="How long a locked account stays locked.")
     min_password_length: int = Field(12, ge=8, le=128, description="Minimum password length.")
 
@@ -180,10 +244,13 @@ DEFAULT_PURPOSES = (
 
 
 class AuditSettings(Section):
-    purposes: tuple[Purpose, ...] = Field(DEFAULT_PURPOSES, min_length=1,
-                                          description="Purpose codes a user picks from before any access to ALPR data.")
-    case_number_pattern: str = Field(r"^[A-Za-z0-9][A-Za-z0-9/._-]{2,39}$",
-                                     description="Case or incident numbers must match this and contain a digit.")
+    purposes: tuple[Purpose, ...] = Field(
+        DEFAULT_PURPOSES, min_length=1, description="Purpose codes a user picks from before any access to ALPR data."
+    )
+    case_number_pattern: str = Field(
+        r"^[A-Za-z0-9][A-Za-z0-9/._-]{2,39}$",
+        description="Case or incident numbers must match this and contain a digit.",
+    )
 
     @field_validator("case_number_pattern")
     @classmethod
@@ -191,7 +258,7 @@ class AuditSettings(Section):
         try:
             re.compile(value)
         except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}")
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
 
     @field_validator("purposes")
@@ -211,9 +278,12 @@ class SyncSettings(Section):
     batch_max_reads: int = Field(200, ge=1, le=10000, description="Most reads in one batch.")
     push_interval_s: int = Field(60, ge=5, le=86400, description="Seconds between push attempts when connected.")
     include_frames: bool = Field(True, description="Send context frames as well as plate crops.")
-    hq_public_key: str = Field("", pattern=r"^([A-Za-z0-9+/]{43}=)?$",
-                               description="Headquarters' public key (base64, from `waypost hq keygen`) allowed to "
-                                           "pull batches from this post at /sync/batch; empty: pull is off.")
+    hq_public_key: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9+/]{43}=)?$",
+        description="Headquarters' public key (base64, from `waypost hq keygen`) allowed to "
+        "pull batches from this post at /sync/batch; empty: pull is off.",
+    )
 
     @model_validator(mode="after")
     def _url_when_enabled(self):
@@ -223,14 +293,23 @@ class SyncSettings(Section):
 
 
 class RetentionSettings(Section):
-    read_days: int = Field(365, ge=1, le=3650, description="Reads and their images are purged after this many days "
-                                                          "unless under legal hold.")
+    read_days: int = Field(
+        365,
+        ge=1,
+        le=3650,
+        description="Reads and their images are purged after this many days unless under legal hold.",
+    )
     hit_read_days: int = Field(365, ge=1, le=3650, description="Retention for reads that matched a hotlist.")
     audit_days: int = Field(1825, ge=365, le=36500, description="Access records are kept this long (at least a year).")
-    run_at: str = Field("03:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of the daily purge (HH:MM).")
-    purge_unsent: bool = Field(False, description="With sync enabled or pull set up (sync.hq_public_key), "
-                                                  "also purge reads headquarters has not acknowledged yet "
-                                                  "(normally they wait, however old).")
+    run_at: str = Field(
+        "03:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of the daily purge (HH:MM)."
+    )
+    purge_unsent: bool = Field(
+        False,
+        description="With sync enabled or pull set up (sync.hq_public_key), "
+        "also purge reads headquarters has not acknowledged yet "
+        "(normally they wait, however old).",
+    )
 
 
 class Settings(Section):
@@ -274,13 +353,14 @@ def _env_overrides(environ) -> tuple[dict, list[tuple[str, str]]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         if parts[0] not in SECTIONS or len(parts) != 2 or not parts[1]:
-            problems.append((name, f"not a configuration key (sections: {', '.join(SECTIONS)}; "
-                                   "form WAYPOST_SECTION__KEY)"))
+            problems.append(
+                (name, f"not a configuration key (sections: {', '.join(SECTIONS)}; form WAYPOST_SECTION__KEY)")
+            )
             continue
         value = raw
-        if not _is_text(parts[0], parts[1]):   # WAYPOST_POST__ID=12 is the id "12", not a number
+        if not _is_text(parts[0], parts[1]):  # WAYPOST_POST__ID=12 is the id "12", not a number
             try:
                 value = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError:
@@ -346,9 +426,9 @@ def load(path: str | Path | None = None, environ=None) -> Settings:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError([(str(path), "file not found")], source)
+            raise ConfigError([(str(path), "file not found")], source) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([(str(path), f"not valid TOML: {exc}")], source)
+            raise ConfigError([(str(path), f"not valid TOML: {exc}")], source) from exc
     env_data, env_problems = _env_overrides(environ)
     problems += env_problems
     if env_data or env_problems:

@@ -7,6 +7,7 @@ Every search takes the write lock too (its access record is written in the trans
 reads), so a job that writes for long (a retention purge, a hotlist import) writes in chunks
 (`Paced`) that hold the lock about CHUNK_S each, well inside the busy timeout a search waits.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -20,8 +21,7 @@ from appliance import migrations
 from appliance.config import Settings
 from appliance.models import database, utcnow
 
-DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
-           "postgres": {"serial": "BIGSERIAL PRIMARY KEY"}}
+DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}, "postgres": {"serial": "BIGSERIAL PRIMARY KEY"}}
 
 
 class MigrationError(RuntimeError):
@@ -47,8 +47,11 @@ def open_database(settings: Settings) -> SqliteDatabase:
     swapping it under them would leave their transaction open on a connection nobody commits."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     current = database.obj
-    if (isinstance(current, SqliteDatabase) and current.database == str(settings.db_path)
-            and dict(current._pragmas) == pragmas(settings)):
+    if (
+        isinstance(current, SqliteDatabase)
+        and current.database == str(settings.db_path)
+        and dict(current._pragmas) == pragmas(settings)
+    ):
         return current
     db = SqliteDatabase(str(settings.db_path), pragmas=pragmas(settings))
     database.initialize(db)
@@ -113,7 +116,8 @@ def connection():
 def _ensure_table(db) -> None:
     db.execute_sql(
         "CREATE TABLE IF NOT EXISTS schema_migration ("
-        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
 
 
 def applied_versions(db) -> list[int]:
@@ -160,8 +164,10 @@ def migrate(settings: Settings, dialect: str = "sqlite") -> list[str]:
                         db.execute_sql(sql.format(**DIALECT[dialect]))
                     if hasattr(m.module, "apply"):
                         m.module.apply(db)
-                    db.execute_sql("INSERT INTO schema_migration (version, name, applied_at) VALUES (?, ?, ?)",
-                                   (m.version, m.name, utcnow()))
+                    db.execute_sql(
+                        "INSERT INTO schema_migration (version, name, applied_at) VALUES (?, ?, ?)",
+                        (m.version, m.name, utcnow()),
+                    )
             except Exception as exc:
                 raise MigrationError(f"migration {m.version:04d}_{m.name} failed and was rolled back: {exc}") from exc
             done.append(f"applied migration {m.version:04d}_{m.name}")

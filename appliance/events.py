@@ -3,6 +3,7 @@
 The pipeline publishes; each server-sent-events connection of the web UI subscribes with a small
 queue of its own. A slow subscriber loses its oldest events instead of slowing the pipeline.
 """
+
 from __future__ import annotations
 
 import itertools

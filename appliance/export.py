@@ -28,6 +28,7 @@ hash and its `data_sha256`. Anyone can recompute all of that, so a ZIP rewritten
 manifest and record passes too: what makes it genuine is that the record's (seq, hash) is the one
 in the department's access log, which the statement says how to confirm.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,8 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from appliance import audit
 from appliance.config import Settings
@@ -54,16 +55,40 @@ RECORD = "access_record.json"
 STATEMENT = "STATEMENT.txt"
 READS_CSV = "reads.csv"
 READS_JSON = "reads.json"
-META = (RECORD, STATEMENT)            # listed in the manifest, but made after the record
+META = (RECORD, STATEMENT)  # listed in the manifest, but made after the record
 EXPORT_ACTIONS = frozenset({"sharing.export", "hold.export"})
 _IMAGE = re.compile(r"^images/([0-9a-f]{64})\.jpg$")
 _BATCH = 200
 _CHUNK = 1 << 16
 
-FIELDS = ("uuid", "post_id", "camera_id", "camera_name", "captured_at", "first_seen_at", "last_seen_at",
-          "plate_raw", "plate", "region", "region_confidence", "confidence", "char_confidences", "alternatives",
-          "box_x", "box_y", "box_w", "box_h", "corners", "direction", "low_confidence", "evidence_note",
-          "crop_sha256", "frame_sha256", "images_note", "created_at")
+FIELDS = (
+    "uuid",
+    "post_id",
+    "camera_id",
+    "camera_name",
+    "captured_at",
+    "first_seen_at",
+    "last_seen_at",
+    "plate_raw",
+    "plate",
+    "region",
+    "region_confidence",
+    "confidence",
+    "char_confidences",
+    "alternatives",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    "corners",
+    "direction",
+    "low_confidence",
+    "evidence_note",
+    "crop_sha256",
+    "frame_sha256",
+    "images_note",
+    "created_at",
+)
 _JSON_FIELDS = ("char_confidences", "alternatives", "corners")
 
 
@@ -76,6 +101,7 @@ class Reason:
     """Why these reads leave the post. `still_allowed()` runs inside the export's transaction and
     raises to stop it (e.g. the request is no longer approved); `recorded(record, summary)` runs
     there too, to file the export beside its request or hold."""
+
     action: str
     purpose: audit.Purpose
     query: dict
@@ -83,7 +109,7 @@ class Reason:
     subject: str
     statement: list[str]
     still_allowed: Callable[[], None] = lambda: None
-    recorded: Callable[[object, "Summary"], None] = lambda record, summary: None
+    recorded: Callable[[object, Summary], None] = lambda record, summary: None
 
 
 @dataclasses.dataclass
@@ -113,15 +139,31 @@ def _iso(value) -> str | None:
 
 def _row(read: Read, cameras: dict[str, str]) -> dict:
     return {
-        "uuid": read.uuid, "post_id": read.post_id, "camera_id": read.camera_id,
-        "camera_name": cameras.get(read.camera_id, ""), "captured_at": _iso(read.captured_at),
-        "first_seen_at": _iso(read.first_seen_at), "last_seen_at": _iso(read.last_seen_at),
-        "plate_raw": read.plate_raw, "plate": read.plate, "region": read.region,
-        "region_confidence": read.region_confidence, "confidence": read.confidence,
-        "char_confidences": read.char_confidences, "alternatives": read.alternatives,
-        "box_x": read.box_x, "box_y": read.box_y, "box_w": read.box_w, "box_h": read.box_h,
-        "corners": read.corners, "direction": read.direction, "low_confidence": bool(read.low_confidence),
-        "evidence_note": read.evidence_note, "crop_sha256": None, "frame_sha256": None, "images_note": "",
+        "uuid": read.uuid,
+        "post_id": read.post_id,
+        "camera_id": read.camera_id,
+        "camera_name": cameras.get(read.camera_id, ""),
+        "captured_at": _iso(read.captured_at),
+        "first_seen_at": _iso(read.first_seen_at),
+        "last_seen_at": _iso(read.last_seen_at),
+        "plate_raw": read.plate_raw,
+        "plate": read.plate,
+        "region": read.region,
+        "region_confidence": read.region_confidence,
+        "confidence": read.confidence,
+        "char_confidences": read.char_confidences,
+        "alternatives": read.alternatives,
+        "box_x": read.box_x,
+        "box_y": read.box_y,
+        "box_w": read.box_w,
+        "box_h": read.box_h,
+        "corners": read.corners,
+        "direction": read.direction,
+        "low_confidence": bool(read.low_confidence),
+        "evidence_note": read.evidence_note,
+        "crop_sha256": None,
+        "frame_sha256": None,
+        "images_note": "",
         "created_at": _iso(read.created_at),
     }
 
@@ -163,8 +205,7 @@ def _info(name: str, when: dt.datetime, compress: int) -> zipfile.ZipInfo:
     return info
 
 
-def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], reason: Reason, *,
-              out: Path) -> Summary:
+def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], reason: Reason, *, out: Path) -> Summary:
     """Write the evidence ZIP for `reads` to `out` (see the module docstring). Returns a Summary
     with the access record as stored."""
     if reason.action not in EXPORT_ACTIONS:
@@ -173,7 +214,7 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(f".{out.name}.part")
     staged = [out.with_name(f".{out.name}.{n}.part") for n in (READS_CSV, READS_JSON)]
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     store = EvidenceStore(settings)
     cameras = {c.id: c.name for c in Camera.select(Camera.id, Camera.name)}
     hashes: dict[str, str] = {}
@@ -181,16 +222,21 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
     uuids: list[str] = []
     try:
         with zipfile.ZipFile(part, "w", allowZip64=True) as zf:
-            with open(staged[0], "w", newline="", encoding="utf-8") as fcsv, \
-                    open(staged[1], "w", encoding="utf-8") as fjson:
+            with (
+                open(staged[0], "w", newline="", encoding="utf-8") as fcsv,
+                open(staged[1], "w", encoding="utf-8") as fjson,
+            ):
                 writer = csv.DictWriter(fcsv, fieldnames=FIELDS)
                 writer.writeheader()
                 fjson.write("[\n")
                 for batch in _batches(reads, _BATCH):
                     ids = [r.id for r in batch]
-                    evidence = {(e.read_id, e.kind): e.sha256
-                                for e in Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256)
-                                .where(Evidence.read.in_(ids))}
+                    evidence = {
+                        (e.read_id, e.kind): e.sha256
+                        for e in Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256).where(
+                            Evidence.read.in_(ids)
+                        )
+                    }
                     for read in batch:
                         row = _row(read, cameras)
                         notes = []
@@ -221,31 +267,55 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
             summary = Summary(out, len(uuids), images, data_digest(hashes))
             with write():
                 reason.still_allowed()
-                rec = audit.record(reason.action, actor, query=reason.query, purpose=reason.purpose,
-                                   objects=list(reason.objects) + [f"read:{u}" for u in uuids],
-                                   result_count=len(uuids),
-                                   details={"data_sha256": summary.data_sha256, "images": images, "file": out.name,
-                                            "for": reason.subject})
-                row = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq = ?",
-                                           (rec.seq,)).fetchone()
+                rec = audit.record(
+                    reason.action,
+                    actor,
+                    query=reason.query,
+                    purpose=reason.purpose,
+                    objects=list(reason.objects) + [f"read:{u}" for u in uuids],
+                    result_count=len(uuids),
+                    details={
+                        "data_sha256": summary.data_sha256,
+                        "images": images,
+                        "file": out.name,
+                        "for": reason.subject,
+                    },
+                )
+                row = database.execute_sql(
+                    f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq = ?", (rec.seq,)
+                ).fetchone()
                 summary.record = dict(zip(audit.COLUMNS, row))
                 reason.recorded(rec, summary)
             meta = {
-                RECORD: json.dumps({"records": [summary.record],
-                                    "hash": "sha256 of the first 13 fields (seq to prev_hash) as text, "
-                                            "null as empty, joined by U+001F"},
-                                   ensure_ascii=False, indent=2).encode("utf-8"),
+                RECORD: json.dumps(
+                    {
+                        "records": [summary.record],
+                        "hash": "sha256 of the first 13 fields (seq to prev_hash) as text, "
+                        "null as empty, joined by U+001F",
+                    },
+                    ensure_ascii=False,
+                    indent=2,
+                ).encode("utf-8"),
                 STATEMENT: statement(settings, actor, reason, summary).encode("utf-8"),
             }
             for name, data in meta.items():
                 zf.writestr(_info(name, now, zipfile.ZIP_DEFLATED), data)
                 hashes[name], sizes[name] = hashlib.sha256(data).hexdigest(), len(data)
-            manifest = {"format": FORMAT, "created_at": summary.record["at"], "post": settings.post.id,
-                        "agency": settings.post.agency, "for": reason.subject, "record_seq": summary.record["seq"],
-                        "record_hash": summary.record["hash"], "data_sha256": summary.data_sha256,
-                        "files": {n: {"sha256": hashes[n], "bytes": sizes[n]} for n in sorted(hashes)}}
-            zf.writestr(_info(MANIFEST, now, zipfile.ZIP_DEFLATED),
-                        json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+            manifest = {
+                "format": FORMAT,
+                "created_at": summary.record["at"],
+                "post": settings.post.id,
+                "agency": settings.post.agency,
+                "for": reason.subject,
+                "record_seq": summary.record["seq"],
+                "record_hash": summary.record["hash"],
+                "data_sha256": summary.data_sha256,
+                "files": {n: {"sha256": hashes[n], "bytes": sizes[n]} for n in sorted(hashes)},
+            }
+            zf.writestr(
+                _info(MANIFEST, now, zipfile.ZIP_DEFLATED),
+                json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"),
+            )
         with open(part, "rb") as f:
             os.fsync(f.fileno())
         os.replace(part, out)
@@ -289,7 +359,7 @@ def statement(settings: Settings, actor: audit.Actor, reason: Reason, summary: S
         "   its data_sha256 recompute. It exits 0 and prints OK, or exits 1 naming the first problem.",
         "",
         "2. By hand: `sha256sum` each file and compare with manifest.json; an image's name is its sha256.",
-        "   data_sha256 is the sha256 of the `sha256sum` lines (\"<sha256>  <name>\" and a newline) of",
+        '   data_sha256 is the sha256 of the `sha256sum` lines ("<sha256>  <name>" and a newline) of',
         f"   {READS_CSV}, {READS_JSON} and images/*, sorted by name. The record's hash is the sha256 of its",
         "   fields seq, at, username, organization, action, query, purpose_code, case_number, object_ids,",
         "   result_count, client_addr, details, prev_hash as text (empty for null) joined by the character",
@@ -304,6 +374,7 @@ def statement(settings: Settings, actor: audit.Actor, reason: Reason, summary: S
 
 
 # -- verification ---------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Report:
@@ -347,8 +418,10 @@ def _text_lines(raw, name: str):
         try:
             yield line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _Bad(f"{name} line {n}: not UTF-8 text (byte {line[exc.start:exc.start + 1]!r} at column "
-                       f"{exc.start + 1}): the file is damaged") from None
+            raise _Bad(
+                f"{name} line {n}: not UTF-8 text (byte {line[exc.start : exc.start + 1]!r} at column "
+                f"{exc.start + 1}): the file is damaged"
+            ) from None
 
 
 def _json_rows(zf: zipfile.ZipFile, name: str):
@@ -445,13 +518,17 @@ def _verify(path: Path) -> list[str]:
                     raise _Bad(f"{READS_JSON} has fewer reads than {READS_CSV} (ends before CSV line {n})")
                 for key in ("uuid", "plate", "captured_at", "crop_sha256", "frame_sha256"):
                     if (row[key] or None) != other.get(key):
-                        raise _Bad(f"{READS_CSV} line {n} and {READS_JSON} disagree on {key} "
-                                   f"({row[key]!r} vs {other.get(key)!r})")
+                        raise _Bad(
+                            f"{READS_CSV} line {n} and {READS_JSON} disagree on {key} "
+                            f"({row[key]!r} vs {other.get(key)!r})"
+                        )
                 for key in ("crop_sha256", "frame_sha256"):
                     if row[key]:
                         if row[key] not in images:
-                            raise _Bad(f"{READS_CSV} line {n}: read {row['uuid']} names image {row[key]}, "
-                                       "which is not in the ZIP")
+                            raise _Bad(
+                                f"{READS_CSV} line {n}: read {row['uuid']} names image {row[key]}, "
+                                "which is not in the ZIP"
+                            )
                         referenced.add(row[key])
                 uuids.append(row["uuid"])
             if next(json_rows, None) is not None:
@@ -473,22 +550,30 @@ def _verify(path: Path) -> list[str]:
             objects = json.loads(rec["object_ids"])
         except (TypeError, ValueError):
             raise _Bad(f"{RECORD}: details or object_ids are not JSON") from None
-        if not isinstance(details, dict) or not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+        if (
+            not isinstance(details, dict)
+            or not isinstance(objects, list)
+            or not all(isinstance(o, str) for o in objects)
+        ):
             raise _Bad(f"{RECORD}: details must be a JSON object and object_ids a list of texts")
         data = {n: files[n][0] for n in files if n not in META}
         if details.get("data_sha256") != data_digest(data):
-            raise _Bad(f"the data files do not match the export's access record: data_sha256 is "
-                       f"{data_digest(data)}, the record says {details.get('data_sha256')}")
+            raise _Bad(
+                f"the data files do not match the export's access record: data_sha256 is "
+                f"{data_digest(data)}, the record says {details.get('data_sha256')}"
+            )
         if rec["result_count"] != len(uuids):
             raise _Bad(f"{RECORD}: the record counts {rec['result_count']} reads, {READS_CSV} has {len(uuids)}")
         if sorted(o[5:] for o in objects if o.startswith("read:")) != sorted(uuids):
             raise _Bad(f"{RECORD}: the reads it names are not the reads in {READS_CSV}")
         if manifest.get("record_hash") != rec["hash"] or manifest.get("record_seq") != rec["seq"]:
             raise _Bad(f"{MANIFEST}: record_seq/record_hash do not match {RECORD}")
-    return [f"{len(uuids)} read(s), {len(images)} image(s), {len(files)} file(s) match {MANIFEST}",
-            f"access record {rec['seq']} ({rec['action']} by {rec['username']}, {rec['purpose_code']} "
-            f"case {rec['case_number']}) hash {rec['hash']} recomputes",
-            f"confirm record {rec['seq']} has this hash in the post's access log to show the export is genuine"]
+    return [
+        f"{len(uuids)} read(s), {len(images)} image(s), {len(files)} file(s) match {MANIFEST}",
+        f"access record {rec['seq']} ({rec['action']} by {rec['username']}, {rec['purpose_code']} "
+        f"case {rec['case_number']}) hash {rec['hash']} recomputes",
+        f"confirm record {rec['seq']} has this hash in the post's access log to show the export is genuine",
+    ]
 
 
 # -- for a legal hold --------------------------------------------------------------------------------
@@ -500,8 +585,13 @@ def _held_reads(hold_id: int, page: int = _BATCH):
     """The reads a hold keeps that still exist, by id in pages (memory stays bounded)."""
     after = 0
     while True:
-        batch = list(Read.select().join(HoldRead, on=(HoldRead.read == Read.id))
-                     .where((HoldRead.hold == hold_id) & (Read.id > after)).order_by(Read.id).limit(page))
+        batch = list(
+            Read.select()
+            .join(HoldRead, on=(HoldRead.read == Read.id))
+            .where((HoldRead.hold == hold_id) & (Read.id > after))
+            .order_by(Read.id)
+            .limit(page)
+        )
         yield from batch
         if len(batch) < page:
             return
@@ -517,16 +607,26 @@ def for_hold(settings: Settings, actor: audit.Actor, hold_id: int, out: Path) ->
         if hold is None:
             raise HoldError(f"there is no hold {hold_id}")
         if hold.released_at is not None:
-            raise HoldError(f"hold {hold.id} was released on {hold.released_at:%Y-%m-%d %H:%M} UTC by "
-                            f"{hold.released_by}: only an active hold can produce an export. Nothing was exported.")
+            raise HoldError(
+                f"hold {hold.id} was released on {hold.released_at:%Y-%m-%d %H:%M} UTC by "
+                f"{hold.released_by}: only an active hold can produce an export. Nothing was exported."
+            )
         return hold
 
     hold = active()
-    lines = [f"Legal hold:        {hold.id} ({hold.kind}), case {hold.case_number}",
-             f"Reason:            {hold.reason}",
-             f"Reads selected by: {hold.query}",
-             f"Placed by:         {hold.placed_by} ({hold.placed_org}) on {hold.placed_at:%Y-%m-%d %H:%M} UTC"]
-    reason = Reason(action="hold.export", purpose=audit.Purpose(hold.purpose_code, hold.case_number),
-                    query={"hold": hold.id, **hold.query_record}, objects=[f"hold:{hold.id}"],
-                    subject=f"legal hold {hold.id}", statement=lines, still_allowed=active)
+    lines = [
+        f"Legal hold:        {hold.id} ({hold.kind}), case {hold.case_number}",
+        f"Reason:            {hold.reason}",
+        f"Reads selected by: {hold.query}",
+        f"Placed by:         {hold.placed_by} ({hold.placed_org}) on {hold.placed_at:%Y-%m-%d %H:%M} UTC",
+    ]
+    reason = Reason(
+        action="hold.export",
+        purpose=audit.Purpose(hold.purpose_code, hold.case_number),
+        query={"hold": hold.id, **hold.query_record},
+        objects=[f"hold:{hold.id}"],
+        subject=f"legal hold {hold.id}",
+        statement=lines,
+        still_allowed=active,
+    )
     return build_zip(settings, actor, _held_reads(hold.id), reason, out=out)

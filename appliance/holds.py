@@ -18,6 +18,7 @@ hold placed while headquarters is out of reach arrives when it is back, and its 
 `for_headquarters` is what a batch carries for an event (sync/post.py); headquarters keeps it as
 a hold of this post (sync/hq/holds.py) that only a release here can end.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,8 +31,8 @@ from appliance.config import Settings
 from appliance.db import write
 from appliance.models import BaseModel, Outbox, Read, database, utcnow
 
-MAX_READS = 100_000        # reads one query hold may freeze (a larger set is a query to narrow)
-MAX_PERIOD_DAYS = 3660     # a query hold's period, at most the longest retention period
+MAX_READS = 100_000  # reads one query hold may freeze (a larger set is a query to narrow)
+MAX_PERIOD_DAYS = 3660  # a query hold's period, at most the longest retention period
 
 audit.register_action("hold.place", True)
 audit.register_action("hold.release", False)
@@ -48,11 +49,11 @@ class HoldError(ValueError):
 
 class LegalHold(BaseModel):
     id = AutoField()
-    kind = CharField()                    # "read" or "query"
+    kind = CharField()  # "read" or "query"
     case_number = CharField()
     purpose_code = CharField()
     reason = TextField()
-    query = TextField()                   # canonical JSON: {"read": uuid} or the search that chose the reads
+    query = TextField()  # canonical JSON: {"read": uuid} or the search that chose the reads
     read_count = IntegerField()
     placed_by = CharField()
     placed_org = CharField()
@@ -104,25 +105,51 @@ def check_purpose(settings: Settings, purpose_code: str | None, case_number: str
         raise HoldError(f"hold not placed: {exc}") from exc
 
 
-def _create(actor: audit.Actor, purpose: audit.Purpose, kind: str, reason: str, query: dict,
-            read_ids: list[int], uuids: list[str]) -> LegalHold:
+def _create(
+    actor: audit.Actor,
+    purpose: audit.Purpose,
+    kind: str,
+    reason: str,
+    query: dict,
+    read_ids: list[int],
+    uuids: list[str],
+) -> LegalHold:
     """Inside the caller's write transaction: the hold, its reads and its access record."""
-    hold = LegalHold.create(kind=kind, case_number=purpose.case_number, purpose_code=purpose.code, reason=reason,
-                            query=audit.canonical(query), read_count=len(read_ids), placed_by=actor.username,
-                            placed_org=actor.organization)
+    hold = LegalHold.create(
+        kind=kind,
+        case_number=purpose.case_number,
+        purpose_code=purpose.code,
+        reason=reason,
+        query=audit.canonical(query),
+        read_count=len(read_ids),
+        placed_by=actor.username,
+        placed_org=actor.organization,
+    )
     for chunk in range(0, len(read_ids), 5000):
-        HoldRead.insert_many([(hold.id, rid) for rid in read_ids[chunk:chunk + 5000]],
-                             fields=[HoldRead.hold, HoldRead.read]).execute()
-    audit.record("hold.place", actor, query=query, purpose=purpose,
-                 objects=[f"hold:{hold.id}"] + [f"read:{u}" for u in uuids[:1000]], result_count=len(read_ids),
-                 details={"kind": kind, "reason": reason, "reads": len(read_ids),
-                          **({"objects_truncated": True} if len(uuids) > 1000 else {})})
+        HoldRead.insert_many(
+            [(hold.id, rid) for rid in read_ids[chunk : chunk + 5000]], fields=[HoldRead.hold, HoldRead.read]
+        ).execute()
+    audit.record(
+        "hold.place",
+        actor,
+        query=query,
+        purpose=purpose,
+        objects=[f"hold:{hold.id}"] + [f"read:{u}" for u in uuids[:1000]],
+        result_count=len(read_ids),
+        details={
+            "kind": kind,
+            "reason": reason,
+            "reads": len(read_ids),
+            **({"objects_truncated": True} if len(uuids) > 1000 else {}),
+        },
+    )
     Outbox.create(kind=PLACED, object_id=str(hold.id))
     return hold
 
 
-def place_on_read(settings: Settings, actor: audit.Actor, read_id: int, purpose_code: str, case_number: str,
-                  reason: str) -> LegalHold:
+def place_on_read(
+    settings: Settings, actor: audit.Actor, read_id: int, purpose_code: str, case_number: str, reason: str
+) -> LegalHold:
     """Hold one read (by its id) under a case."""
     purpose = check_purpose(settings, purpose_code, case_number)
     reason = check_reason(reason, "hold not placed")
@@ -141,15 +168,17 @@ def matching_reads(query: search.Query) -> list[tuple[int, str]]:
         page = search.search(query, limit=search.PAGE_MAX, before=before)
         found.extend((h.read.id, h.read.uuid) for h in page.hits)
         if len(found) > MAX_READS:
-            raise HoldError(f"hold not placed: the search finds more than {MAX_READS:,} reads; narrow the plate "
-                            "or the period")
+            raise HoldError(
+                f"hold not placed: the search finds more than {MAX_READS:,} reads; narrow the plate or the period"
+            )
         if page.next_before is None:
             return found
         before = page.next_before
 
 
-def place_on_query(settings: Settings, actor: audit.Actor, query: search.Query, purpose_code: str,
-                   case_number: str, reason: str) -> LegalHold:
+def place_on_query(
+    settings: Settings, actor: audit.Actor, query: search.Query, purpose_code: str, case_number: str, reason: str
+) -> LegalHold:
     """Hold every read the plate search finds in its period (since and until are required). The
     set is chosen and frozen in one transaction, so the hold covers exactly what was found."""
     purpose = check_purpose(settings, purpose_code, case_number)
@@ -173,14 +202,15 @@ def place_on_query(settings: Settings, actor: audit.Actor, query: search.Query, 
         present = set()
         listed = sorted(ids)
         for i in range(0, len(listed), 5000):
-            chunk = listed[i:i + 5000]
-            present.update(r[0] for r in database.execute_sql(
-                f"SELECT id FROM read WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+            chunk = listed[i : i + 5000]
+            present.update(
+                r[0]
+                for r in database.execute_sql(f"SELECT id FROM read WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            )
         found = sorted(f for f in found if f[0] in present)
         if not found:
             raise HoldError("hold not placed: the search finds no reads in that period")
-        return _create(actor, purpose, "query", reason, query.as_record(), [f[0] for f in found],
-                       [f[1] for f in found])
+        return _create(actor, purpose, "query", reason, query.as_record(), [f[0] for f in found], [f[1] for f in found])
 
 
 def release(actor: audit.Actor, hold_id: int, reason: str) -> LegalHold:
@@ -191,13 +221,20 @@ def release(actor: audit.Actor, hold_id: int, reason: str) -> LegalHold:
         if hold is None:
             raise HoldError(f"hold not released: there is no hold {hold_id}")
         if not hold.active:
-            raise HoldError(f"hold not released: hold {hold_id} was already released on "
-                            f"{hold.released_at:%Y-%m-%d %H:%M} UTC by {hold.released_by}")
+            raise HoldError(
+                f"hold not released: hold {hold_id} was already released on "
+                f"{hold.released_at:%Y-%m-%d %H:%M} UTC by {hold.released_by}"
+            )
         hold.released_at, hold.released_by, hold.release_reason = utcnow(), actor.username, reason
         hold.save()
-        audit.record("hold.release", actor, query={"hold": hold.id}, objects=[f"hold:{hold.id}"],
-                     result_count=hold.read_count,
-                     details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by})
+        audit.record(
+            "hold.release",
+            actor,
+            query={"hold": hold.id},
+            objects=[f"hold:{hold.id}"],
+            result_count=hold.read_count,
+            details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by},
+        )
         Outbox.create(kind=RELEASED, object_id=str(hold.id))
     return hold
 
@@ -209,38 +246,63 @@ def listing(actor: audit.Actor, active_only: bool = False) -> list[LegalHold]:
         if active_only:
             q = q.where(LegalHold.released_at.is_null())
         holds = list(q)
-        audit.record("hold.list", actor, query={"active_only": active_only}, result_count=len(holds),
-                     objects=[f"hold:{h.id}" for h in holds[:1000]])
+        audit.record(
+            "hold.list",
+            actor,
+            query={"active_only": active_only},
+            result_count=len(holds),
+            objects=[f"hold:{h.id}" for h in holds[:1000]],
+        )
     return holds
 
 
-def held_reads(actor: audit.Actor, purpose: audit.Purpose, hold_id: int, limit: int = 200) -> tuple[LegalHold, list[Read]]:
+def held_reads(
+    actor: audit.Actor, purpose: audit.Purpose, hold_id: int, limit: int = 200
+) -> tuple[LegalHold, list[Read]]:
     """A hold and (the first `limit` of) the reads it holds that still exist, as a recorded access."""
     with write():
         hold = LegalHold.get_or_none(LegalHold.id == hold_id)
         if hold is None:
             raise HoldError(f"there is no hold {hold_id}")
-        reads = list(Read.select().join(HoldRead, on=(HoldRead.read == Read.id))
-                     .where(HoldRead.hold == hold.id).order_by(Read.captured_at.desc()).limit(limit))
-        audit.record("hold.view", actor, query={"hold": hold.id}, purpose=purpose,
-                     objects=[f"hold:{hold.id}"] + [f"read:{r.uuid}" for r in reads], result_count=len(reads))
+        reads = list(
+            Read.select()
+            .join(HoldRead, on=(HoldRead.read == Read.id))
+            .where(HoldRead.hold == hold.id)
+            .order_by(Read.captured_at.desc())
+            .limit(limit)
+        )
+        audit.record(
+            "hold.view",
+            actor,
+            query={"hold": hold.id},
+            purpose=purpose,
+            objects=[f"hold:{hold.id}"] + [f"read:{r.uuid}" for r in reads],
+            result_count=len(reads),
+        )
     return hold, reads
 
 
 def active_holds_on(read_id: int) -> list[LegalHold]:
-    return list(LegalHold.select().join(HoldRead).where((HoldRead.read == read_id) & LegalHold.released_at.is_null())
-                .order_by(LegalHold.id))
+    return list(
+        LegalHold.select()
+        .join(HoldRead)
+        .where((HoldRead.read == read_id) & LegalHold.released_at.is_null())
+        .order_by(LegalHold.id)
+    )
 
 
 # The SQL retention uses to skip held reads (r is the read table's alias).
-HELD_SQL = ("EXISTS (SELECT 1 FROM hold_read hr JOIN legal_hold h ON h.id = hr.hold_id "
-            "WHERE hr.read_id = r.id AND h.released_at IS NULL)")
+HELD_SQL = (
+    "EXISTS (SELECT 1 FROM hold_read hr JOIN legal_hold h ON h.id = hr.hold_id "
+    "WHERE hr.read_id = r.id AND h.released_at IS NULL)"
+)
 
 
 def held_count(before: dt.datetime) -> int:
     """Reads captured before `before` that an active hold keeps."""
-    return database.execute_sql(f"SELECT count(*) FROM read r WHERE r.captured_at < ? AND {HELD_SQL}",
-                                [before]).fetchone()[0]
+    return database.execute_sql(
+        f"SELECT count(*) FROM read r WHERE r.captured_at < ? AND {HELD_SQL}", [before]
+    ).fetchone()[0]
 
 
 def for_headquarters(kind: str, hold_id: int) -> dict | None:
@@ -255,11 +317,19 @@ def for_headquarters(kind: str, hold_id: int) -> dict | None:
     if kind == RELEASED:
         if hold.released_at is None:
             return None
-        return {"id": hold.id, "released_at": hold.released_at, "released_by": hold.released_by,
-                "release_reason": hold.release_reason}
-    reads = [r[0] for r in database.execute_sql(
-        "SELECT r.uuid FROM hold_read hr JOIN read r ON r.id = hr.read_id WHERE hr.hold_id = ? ORDER BY r.uuid",
-        (hold.id,))]
+        return {
+            "id": hold.id,
+            "released_at": hold.released_at,
+            "released_by": hold.released_by,
+            "release_reason": hold.release_reason,
+        }
+    reads = [
+        r[0]
+        for r in database.execute_sql(
+            "SELECT r.uuid FROM hold_read hr JOIN read r ON r.id = hr.read_id WHERE hr.hold_id = ? ORDER BY r.uuid",
+            (hold.id,),
+        )
+    ]
     query = hold.query_record
     if hold.kind == "read":
         # the read itself, by uuid; the rule is its plate at its capture time
@@ -268,9 +338,21 @@ def for_headquarters(kind: str, hold_id: int) -> dict | None:
         rule = {"plate": read.plate if read is not None else "", "mode": "exact", "since": at, "until": at}
         reads = sorted(set(reads) | {str(query.get("read"))})
     else:
-        rule = {"plate": query.get("plate", ""), "mode": query.get("mode", "exact"),
-                "since": str(query.get("since", "")).removesuffix("Z"),
-                "until": str(query.get("until", "")).removesuffix("Z")}
-    return dict(rule, id=hold.id, kind=hold.kind, case_number=hold.case_number, purpose_code=hold.purpose_code,
-                reason=hold.reason, placed_by=hold.placed_by, placed_org=hold.placed_org,
-                placed_at=hold.placed_at, reads=reads)
+        rule = {
+            "plate": query.get("plate", ""),
+            "mode": query.get("mode", "exact"),
+            "since": str(query.get("since", "")).removesuffix("Z"),
+            "until": str(query.get("until", "")).removesuffix("Z"),
+        }
+    return dict(
+        rule,
+        id=hold.id,
+        kind=hold.kind,
+        case_number=hold.case_number,
+        purpose_code=hold.purpose_code,
+        reason=hold.reason,
+        placed_by=hold.placed_by,
+        placed_org=hold.placed_org,
+        placed_at=hold.placed_at,
+        reads=reads,
+    )

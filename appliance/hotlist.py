@@ -13,6 +13,7 @@ first time that is noticed it is written to the access log. Custom entries need 
 commander and a narrative (Barstow 466.6); they may be partial plates with `*` and `?`. Entries are
 removed (kept, marked with who, when and why), never deleted. Every change is an access record.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,14 +34,13 @@ for _name in ("hotlist.import", "hotlist.entry_add", "hotlist.entry_remove", "ho
     audit.register_action(_name, False)
 
 # OCR-confusable characters fold to one representative: 0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G.
-_FOLD = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "B": "8", "S": "5", "Z": "2",
-                       "G": "6"})
+_FOLD = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "B": "8", "S": "5", "Z": "2", "G": "6"})
 PLATE = re.compile(r"^[A-Z0-9]{1,8}$")
 PARTIAL = re.compile(r"^[A-Z0-9*?]{1,10}$")
 MAX_PROBLEMS = 25
-STAGING = "~"           # a list being imported or retired: no list name can start with it
-ROWS = 20_000           # the most entries written or deleted in one transaction
-LEFTOVER_HOURS = 6      # a staging list older than this is a crashed import's (an import takes minutes)
+STAGING = "~"  # a list being imported or retired: no list name can start with it
+ROWS = 20_000  # the most entries written or deleted in one transaction
+LEFTOVER_HOURS = 6  # a staging list older than this is a crashed import's (an import takes minutes)
 
 
 class HotlistError(ValueError):
@@ -60,7 +60,8 @@ def is_stale(hotlist: Hotlist, settings: Settings, now: dt.datetime | None = Non
         return False
     now = now or utcnow()
     return hotlist.refreshed_at is None or now - hotlist.refreshed_at > dt.timedelta(
-        hours=settings.hotlist.stale_after_hours)
+        hours=settings.hotlist.stale_after_hours
+    )
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,13 @@ class ImportResult:
 
 def _parse(settings: Settings, path: Path) -> list[dict]:
     cfg = settings.hotlist
-    columns = {"plate": cfg.plate_column, "state": cfg.state_column, "reason": cfg.reason_column,
-               "entry_date": cfg.entry_date_column, "source_ref": cfg.source_ref_column}
+    columns = {
+        "plate": cfg.plate_column,
+        "state": cfg.state_column,
+        "reason": cfg.reason_column,
+        "entry_date": cfg.entry_date_column,
+        "source_ref": cfg.source_ref_column,
+    }
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -88,8 +94,12 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
     # plate and reason are required; state, entry date and source reference are used when present
     missing = [f"{field} (column {columns[field]!r})" for field in ("plate", "reason") if columns[field] not in header]
     if missing:
-        raise HotlistError([f"{path}: line 1: header {header!r} lacks {', '.join(missing)}; "
-                            "set the hotlist.*_column keys to this file's column names"])
+        raise HotlistError(
+            [
+                f"{path}: line 1: header {header!r} lacks {', '.join(missing)}; "
+                "set the hotlist.*_column keys to this file's column names"
+            ]
+        )
     rows, problems = [], []
     for raw in reader:
         line = reader.line_num
@@ -98,11 +108,13 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
             continue
         values = {field: (raw.get(col) or "").strip() for field, col in columns.items()}
         if not any(values.values()):
-            continue                       # blank line
+            continue  # blank line
         plate = normalise(values["plate"])
         if not PLATE.match(plate) or re.search(r"[^A-Za-z0-9 \-]", values["plate"]):
-            problems.append(f"{path}: line {line}: field plate: {values['plate']!r} is not a plate "
-                            "(1-8 letters and digits; spaces and dashes are ignored)")
+            problems.append(
+                f"{path}: line {line}: field plate: {values['plate']!r} is not a plate "
+                "(1-8 letters and digits; spaces and dashes are ignored)"
+            )
             continue
         state = values["state"].lower()
         if state and not re.fullmatch(r"[a-z]{2}", state):
@@ -116,11 +128,21 @@ def _parse(settings: Settings, path: Path) -> list[dict]:
             try:
                 entry_date = dt.datetime.strptime(values["entry_date"], cfg.date_format).date()
             except ValueError:
-                problems.append(f"{path}: line {line}: field entry_date: {values['entry_date']!r} does not match "
-                                f"{cfg.date_format!r}")
+                problems.append(
+                    f"{path}: line {line}: field entry_date: {values['entry_date']!r} does not match "
+                    f"{cfg.date_format!r}"
+                )
                 continue
-        rows.append({"plate": plate, "skeleton": skeleton(plate), "state": state, "reason": values["reason"][:200],
-                     "entry_date": entry_date, "source_ref": values["source_ref"][:100]})
+        rows.append(
+            {
+                "plate": plate,
+                "skeleton": skeleton(plate),
+                "state": state,
+                "reason": values["reason"][:200],
+                "entry_date": entry_date,
+                "source_ref": values["source_ref"][:100],
+            }
+        )
     if problems:
         raise HotlistError(problems)
     if not rows:
@@ -138,23 +160,35 @@ def import_csv(settings: Settings, path: str | Path, name: str, actor: audit.Act
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     now = utcnow()
     # what a crash left: retired lists, and staging lists too old to be another import's in progress
-    for leftover in Hotlist.select().where(Hotlist.name.startswith(f"{STAGING}retired ")
-                                           | (Hotlist.name.startswith(f"{STAGING}import ")
-                                              & (Hotlist.created_at < now - dt.timedelta(hours=LEFTOVER_HOURS)))):
+    for leftover in Hotlist.select().where(
+        Hotlist.name.startswith(f"{STAGING}retired ")
+        | (
+            Hotlist.name.startswith(f"{STAGING}import ")
+            & (Hotlist.created_at < now - dt.timedelta(hours=LEFTOVER_HOURS))
+        )
+    ):
         _drop(leftover.id)
     with write():
         current = Hotlist.get_or_none(Hotlist.name == name)
         if current is not None and current.kind != "state":
             raise HotlistError([f"{name!r} is a custom list; imports replace state lists only"])
-        staging = Hotlist.create(name=f"{STAGING}import {now:%Y%m%dT%H%M%S.%f} {name}"[:255], kind="state",
-                                 refreshed_at=None, stale_recorded_at=now)
+        staging = Hotlist.create(
+            name=f"{STAGING}import {now:%Y%m%dT%H%M%S.%f} {name}"[:255],
+            kind="state",
+            refreshed_at=None,
+            stale_recorded_at=now,
+        )
     try:
         pace = Paced(2000, most=ROWS, least=500)
         done = 0
         while done < len(rows):
             with pace.write() as n:
-                HotlistEntry.insert_many([{**r, "hotlist": staging.id, "created_at": now, "created_by": actor.username}
-                                          for r in rows[done:done + n]]).execute()
+                HotlistEntry.insert_many(
+                    [
+                        {**r, "hotlist": staging.id, "created_at": now, "created_by": actor.username}
+                        for r in rows[done : done + n]
+                    ]
+                ).execute()
             done += n
         with write():
             current = Hotlist.get_or_none(Hotlist.name == name)
@@ -162,18 +196,36 @@ def import_csv(settings: Settings, path: str | Path, name: str, actor: audit.Act
                 raise HotlistError([f"{name!r} became a custom list during the import; nothing was imported"])
             staged = HotlistEntry.select().where(HotlistEntry.hotlist == staging.id).count()
             if staged != len(rows):
-                raise HotlistError([(f"{path}: {staged} of {len(rows)} entries were staged (was the staging list "
-                                     "removed meanwhile?); nothing was imported: import the file again")])
+                raise HotlistError(
+                    [
+                        (
+                            f"{path}: {staged} of {len(rows)} entries were staged (was the staging list "
+                            "removed meanwhile?); nothing was imported: import the file again"
+                        )
+                    ]
+                )
             replaced = 0
             if current is not None:
                 replaced = HotlistEntry.select().where(HotlistEntry.hotlist == current).count()
-                Hotlist.update(name=f"{STAGING}retired {current.id} {name}"[:255], refreshed_at=None,
-                               stale_recorded_at=now).where(Hotlist.id == current.id).execute()
-            Hotlist.update(name=name, source=path.name, source_sha256=digest, refreshed_at=now, entry_count=len(rows),
-                           stale_recorded_at=None, created_at=current.created_at if current else now) \
-                .where(Hotlist.id == staging.id).execute()
-            audit.record("hotlist.import", actor, objects=[f"hotlist:{staging.id}"], result_count=len(rows),
-                         details={"list": name, "file": path.name, "sha256": digest, "replaced": replaced})
+                Hotlist.update(
+                    name=f"{STAGING}retired {current.id} {name}"[:255], refreshed_at=None, stale_recorded_at=now
+                ).where(Hotlist.id == current.id).execute()
+            Hotlist.update(
+                name=name,
+                source=path.name,
+                source_sha256=digest,
+                refreshed_at=now,
+                entry_count=len(rows),
+                stale_recorded_at=None,
+                created_at=current.created_at if current else now,
+            ).where(Hotlist.id == staging.id).execute()
+            audit.record(
+                "hotlist.import",
+                actor,
+                objects=[f"hotlist:{staging.id}"],
+                result_count=len(rows),
+                details={"list": name, "file": path.name, "sha256": digest, "replaced": replaced},
+            )
     except BaseException:
         _drop(staging.id)
         raise
@@ -192,7 +244,8 @@ def _drop(hotlist_id: int) -> None:
         with pace.write() as n:
             gone = database.execute_sql(
                 "DELETE FROM hotlist_entry WHERE id IN (SELECT id FROM hotlist_entry WHERE hotlist_id = ? LIMIT ?)",
-                [hotlist_id, n]).rowcount
+                [hotlist_id, n],
+            ).rowcount
             if gone < n:
                 Hotlist.delete().where(Hotlist.id == hotlist_id).execute()
                 return
@@ -203,8 +256,9 @@ def custom_list() -> Hotlist:
     return hotlist
 
 
-def add_custom(actor: audit.Actor, plate: str, reason: str, approved_by: str, narrative: str,
-               state: str = "") -> HotlistEntry:
+def add_custom(
+    actor: audit.Actor, plate: str, reason: str, approved_by: str, narrative: str, state: str = ""
+) -> HotlistEntry:
     """A custom entry; `plate` may be partial with * (any run) and ? (one character)."""
     text = re.sub(r"[\s-]", "", plate.upper())
     problems = []
@@ -225,16 +279,29 @@ def add_custom(actor: audit.Actor, plate: str, reason: str, approved_by: str, na
     pattern = "*" in text or "?" in text
     with write():
         hotlist = custom_list()
-        entry = HotlistEntry.create(hotlist=hotlist, plate=text, pattern=pattern,
-                                    skeleton="" if pattern else skeleton(text), state=state.lower(),
-                                    reason=reason.strip(), approved_by=approved_by.strip(),
-                                    narrative=narrative.strip(), created_by=actor.username)
-        hotlist.entry_count = HotlistEntry.select().where((HotlistEntry.hotlist == hotlist)
-                                                          & HotlistEntry.removed_at.is_null()).count()
+        entry = HotlistEntry.create(
+            hotlist=hotlist,
+            plate=text,
+            pattern=pattern,
+            skeleton="" if pattern else skeleton(text),
+            state=state.lower(),
+            reason=reason.strip(),
+            approved_by=approved_by.strip(),
+            narrative=narrative.strip(),
+            created_by=actor.username,
+        )
+        hotlist.entry_count = (
+            HotlistEntry.select().where((HotlistEntry.hotlist == hotlist) & HotlistEntry.removed_at.is_null()).count()
+        )
         hotlist.refreshed_at = utcnow()
         hotlist.save()
-        audit.record("hotlist.entry_add", actor, query={"plate": text}, objects=[f"hotlist_entry:{entry.id}"],
-                     details={"reason": entry.reason, "approved_by": entry.approved_by, "pattern": pattern})
+        audit.record(
+            "hotlist.entry_add",
+            actor,
+            query={"plate": text},
+            objects=[f"hotlist_entry:{entry.id}"],
+            details={"reason": entry.reason, "approved_by": entry.approved_by, "pattern": pattern},
+        )
     return entry
 
 
@@ -248,8 +315,13 @@ def remove_entry(actor: audit.Actor, entry_id: int, reason: str) -> HotlistEntry
             raise HotlistError([f"entry {entry_id}: no such active entry"])
         entry.removed_at, entry.removed_by, entry.removed_reason = utcnow(), actor.username, reason.strip()
         entry.save()
-        audit.record("hotlist.entry_remove", actor, query={"plate": entry.plate},
-                     objects=[f"hotlist_entry:{entry.id}"], details={"reason": entry.removed_reason})
+        audit.record(
+            "hotlist.entry_remove",
+            actor,
+            query={"plate": entry.plate},
+            objects=[f"hotlist_entry:{entry.id}"],
+            details={"reason": entry.removed_reason},
+        )
     return entry
 
 
@@ -264,18 +336,31 @@ def record_stale(settings: Settings, actor: audit.Actor) -> list[str]:
             for h in fresh_notice:
                 h.stale_recorded_at = now
                 h.save()
-                audit.record("hotlist.stale", actor, objects=[f"hotlist:{h.id}"],
-                             details={"list": h.name, "refreshed_at": h.refreshed_at.isoformat() + "Z"
-                                      if h.refreshed_at else None,
-                                      "stale_after_hours": settings.hotlist.stale_after_hours})
+                audit.record(
+                    "hotlist.stale",
+                    actor,
+                    objects=[f"hotlist:{h.id}"],
+                    details={
+                        "list": h.name,
+                        "refreshed_at": h.refreshed_at.isoformat() + "Z" if h.refreshed_at else None,
+                        "stale_after_hours": settings.hotlist.stale_after_hours,
+                    },
+                )
     return [h.name for h in stale]
 
 
 def status(settings: Settings) -> list[dict]:
     now = utcnow()
-    return [{"name": h.name, "kind": h.kind, "entries": h.entry_count,
-             "refreshed_at": h.refreshed_at.isoformat(timespec="seconds") + "Z" if h.refreshed_at else None,
-             "stale": is_stale(h, settings, now)} for h in _lists().order_by(Hotlist.name)]
+    return [
+        {
+            "name": h.name,
+            "kind": h.kind,
+            "entries": h.entry_count,
+            "refreshed_at": h.refreshed_at.isoformat(timespec="seconds") + "Z" if h.refreshed_at else None,
+            "stale": is_stale(h, settings, now),
+        }
+        for h in _lists().order_by(Hotlist.name)
+    ]
 
 
 def _lists():

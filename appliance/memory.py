@@ -1,5 +1,6 @@
 """The process's memory, handed back to the system (glibc only; a no-op elsewhere). A post runs for
 months: what a busy minute or a sync catch-up freed must not stay in the process."""
+
 from __future__ import annotations
 
 import ctypes
@@ -28,7 +29,7 @@ def _malloc_trim():
     return getattr(_libc(), "malloc_trim", None)
 
 
-M_ARENA_MAX = -8        # glibc's mallopt parameter
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

@@ -1,5 +1,6 @@
 """The post's tables. The schema itself is made by the numbered migrations in
 appliance/migrations/; these classes must match it (tests/appliance/test_db.py checks)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,7 +25,7 @@ database = DatabaseProxy()
 
 def utcnow() -> dt.datetime:
     """Naive UTC: every datetime column holds UTC, converted for display only."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class JSONField(TextField):
@@ -88,8 +89,11 @@ class User(BaseModel):
 
     def training_current(self, today: dt.date | None = None) -> bool:
         today = today or utcnow().date()
-        return (self.training_completed_on is not None and self.training_completed_on <= today
-                and (self.training_expires_on is None or self.training_expires_on >= today))
+        return (
+            self.training_completed_on is not None
+            and self.training_completed_on <= today
+            and (self.training_expires_on is None or self.training_expires_on >= today)
+        )
 
 
 class Read(BaseModel):
@@ -106,7 +110,7 @@ class Read(BaseModel):
     region_confidence = FloatField(null=True)
     confidence = FloatField()
     char_confidences = JSONField(default=list)
-    alternatives = JSONField(default=list)    # [{"text": ..., "score": ...}], best first
+    alternatives = JSONField(default=list)  # [{"text": ..., "score": ...}], best first
     box_x = IntegerField(null=True)
     box_y = IntegerField(null=True)
     box_w = IntegerField(null=True)
@@ -115,7 +119,7 @@ class Read(BaseModel):
     direction = CharField(null=True)
     low_confidence = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
-    evidence_note = CharField(null=True)   # why images are missing, e.g. low disk space
+    evidence_note = CharField(null=True)  # why images are missing, e.g. low disk space
 
     class Meta:
         table_name = "read"
@@ -124,7 +128,7 @@ class Read(BaseModel):
 class Evidence(BaseModel):
     id = AutoField()
     read = ForeignKeyField(Read, backref="evidence", on_delete="CASCADE")
-    kind = CharField()                    # "crop" or "frame"
+    kind = CharField()  # "crop" or "frame"
     sha256 = CharField(index=True)
     bytes = IntegerField()
     width = IntegerField()
@@ -138,17 +142,17 @@ class Evidence(BaseModel):
 
 class AccessRecord(BaseModel):
     seq = IntegerField(primary_key=True)
-    at = CharField()                      # ISO 8601 UTC with microseconds and Z, as hashed
+    at = CharField()  # ISO 8601 UTC with microseconds and Z, as hashed
     username = CharField()
     organization = CharField()
     action = CharField(index=True)
-    query = TextField()                   # canonical JSON of the plate or data elements used to query
+    query = TextField()  # canonical JSON of the plate or data elements used to query
     purpose_code = CharField()
     case_number = CharField()
-    object_ids = TextField()              # canonical JSON list
+    object_ids = TextField()  # canonical JSON list
     result_count = IntegerField(null=True)
     client_addr = CharField()
-    details = TextField()                 # canonical JSON object
+    details = TextField()  # canonical JSON object
     prev_hash = CharField()
     hash = CharField()
 
@@ -158,7 +162,7 @@ class AccessRecord(BaseModel):
 
 class Outbox(BaseModel):
     seq = AutoField()
-    kind = CharField()                    # "read", ...
+    kind = CharField()  # "read", ...
     object_id = CharField()
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
@@ -171,8 +175,8 @@ class Outbox(BaseModel):
 class Hotlist(BaseModel):
     id = AutoField()
     name = CharField(unique=True)
-    kind = CharField()                    # "state" (imported files, must stay fresh) or "custom"
-    source = CharField(default="")        # file name of the last import
+    kind = CharField()  # "state" (imported files, must stay fresh) or "custom"
+    source = CharField(default="")  # file name of the last import
     source_sha256 = CharField(default="")
     refreshed_at = DateTimeField(null=True)
     entry_count = IntegerField(default=0)
@@ -186,9 +190,9 @@ class Hotlist(BaseModel):
 class HotlistEntry(BaseModel):
     id = AutoField()
     hotlist = ForeignKeyField(Hotlist, backref="entries", on_delete="CASCADE")
-    plate = CharField()                   # normalised; custom entries may hold * and ?
+    plate = CharField()  # normalised; custom entries may hold * and ?
     pattern = BooleanField(default=False)
-    skeleton = CharField()                # OCR-confusable characters folded, for indexed matching
+    skeleton = CharField()  # OCR-confusable characters folded, for indexed matching
     state = CharField(default="")
     reason = CharField()
     entry_date = DateField(null=True)
@@ -208,6 +212,7 @@ class HotlistEntry(BaseModel):
 class Alert(BaseModel):
     """A read that matched a hotlist entry. The entry's fields are copied: a state list is
     replaced whole on every refresh, and the alert must still say what it matched."""
+
     id = AutoField()
     read = ForeignKeyField(Read, backref="alerts", on_delete="CASCADE")
     entry = ForeignKeyField(HotlistEntry, null=True, on_delete="SET NULL")
@@ -218,9 +223,9 @@ class Alert(BaseModel):
     entry_reason = CharField()
     entry_source_ref = CharField()
     matched_text = CharField()
-    match_kind = CharField()              # exact | alternative | confusable | pattern
+    match_kind = CharField()  # exact | alternative | confusable | pattern
     score = FloatField()
-    status = CharField(default="unconfirmed")   # unconfirmed | confirmed | misread | not_wanted | other
+    status = CharField(default="unconfirmed")  # unconfirmed | confirmed | misread | not_wanted | other
     acknowledged_at = DateTimeField(null=True)
     acknowledged_by = CharField(null=True)
     created_at = DateTimeField(default=utcnow)

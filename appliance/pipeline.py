@@ -7,6 +7,7 @@ confidence summed over its sightings, the sharpest crop of that text with its fr
 the other readings as alternatives, first/last seen time and the direction of travel. Reads
 below `recognizer.min_confidence` are stored all the same, marked low-confidence.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,9 +46,9 @@ class Sighting:
     box: tuple[int, int, int, int]
     text: str
     confidence: float
-    read: object            # recognizer.PlateRead
-    frame: object           # appliance.capture.Frame
-    mono: float | None = None   # the frame's monotonic stamp (live capture), for pass timeouts
+    read: object  # recognizer.PlateRead
+    frame: object  # appliance.capture.Frame
+    mono: float | None = None  # the frame's monotonic stamp (live capture), for pass timeouts
 
 
 def _evidence_rank(s: Sighting) -> tuple[float, int]:
@@ -61,9 +62,9 @@ class Track:
     sightings: list[Sighting] = field(default_factory=list)
     best_by_text: dict[str, Sighting] = field(default_factory=dict)
     weight: dict[str, float] = field(default_factory=dict)
-    refused: bool = False   # finished, and the database has refused to store it at least once
+    refused: bool = False  # finished, and the database has refused to store it at least once
 
-    MAX_FRAMES = 4      # evidence candidates held per pass (each is a whole frame)
+    MAX_FRAMES = 4  # evidence candidates held per pass (each is a whole frame)
 
     def add(self, s: Sighting) -> None:
         """Append a sighting. Frames are held only by the best sighting of each of the texts with
@@ -79,7 +80,7 @@ class Track:
                 held.frame = None
             self.best_by_text[s.text] = s
         holding = [t for t, h in self.best_by_text.items() if h.frame is not None]
-        for text in sorted(holding, key=lambda t: -self.weight[t])[self.MAX_FRAMES:]:
+        for text in sorted(holding, key=lambda t: -self.weight[t])[self.MAX_FRAMES :]:
             self.best_by_text[text].frame = None
 
     @property
@@ -150,7 +151,7 @@ def vote(sightings: list[Sighting]) -> tuple[str, float, list[dict]]:
         weight[s.text] += s.confidence
         best[s.text] = max(best[s.text], s.confidence)
         for alt in s.read.alternatives:
-            weight[alt.text] += alt.score * 0.5     # an alternative is weaker evidence than a top reading
+            weight[alt.text] += alt.score * 0.5  # an alternative is weaker evidence than a top reading
     total = sum(weight.values()) or 1.0
     ranked = sorted(weight, key=lambda t: (-weight[t], -best.get(t, 0.0), t))
     winner = next((t for t in ranked if t in best), ranked[0])
@@ -188,7 +189,7 @@ class MotionGate:
     def moving(self, image: np.ndarray) -> bool:
         h, w = image.shape[:2]
         left, top, right, bottom = self.cfg.roi
-        roi = image[int(top * h):int(bottom * h), int(left * w):int(right * w)]
+        roi = image[int(top * h) : int(bottom * h), int(left * w) : int(right * w)]
         scale = self.WIDTH / roi.shape[1]
         small = cv2.resize(roi, (self.WIDTH, max(1, int(roi.shape[0] * scale))), interpolation=cv2.INTER_AREA)
         grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if small.ndim == 3 else small, (5, 5), 0)
@@ -222,7 +223,7 @@ class Pipeline:
         self.notifier = notifier
         self.gate = MotionGate(settings)
         self.tracks: list[Track] = []
-        self.unstored: list[Track] = []     # finished passes the database refused for now, oldest first
+        self.unstored: list[Track] = []  # finished passes the database refused for now, oldest first
         self._next_id = 1
         self.stats = Stats()
         self.low_disk: str | None = None
@@ -252,8 +253,7 @@ class Pipeline:
         source): stored, and their alerts raised, as process() would on the next frame. `at` is
         the wall clock (naive UTC, default now) for passes of frames without a monotonic stamp,
         `mono` the monotonic clock (default time.monotonic()) for those with one."""
-        return self._close_finished(at if at is not None else utcnow(),
-                                    mono if mono is not None else time.monotonic())
+        return self._close_finished(at if at is not None else utcnow(), mono if mono is not None else time.monotonic())
 
     def flush(self) -> list[Read]:
         """Close every open pass (end of a clip, or the post stopping). A pass the database still
@@ -261,8 +261,11 @@ class Pipeline:
         done, self.tracks = self.tracks, []
         stored = self._store_finished(done, stop_at_refusal=False)
         if self.unstored:
-            log.warning("%d finished passes not stored yet (the database refused them): %s",
-                        len(self.unstored), ", ".join(_plate_of(t) for t in self.unstored))
+            log.warning(
+                "%d finished passes not stored yet (the database refused them): %s",
+                len(self.unstored),
+                ", ".join(_plate_of(t) for t in self.unstored),
+            )
         return stored
 
     def _assign(self, sightings: list[Sighting]) -> None:
@@ -316,18 +319,25 @@ class Pipeline:
                 self.stats.errors += 1
                 if not track.refused:
                     track.refused = True
-                    log.error("could not store the read of %s (%d sightings): %s; keeping the pass to "
-                              "try again", _plate_of(track), len(track.sightings), exc)
+                    log.error(
+                        "could not store the read of %s (%d sightings): %s; keeping the pass to try again",
+                        _plate_of(track),
+                        len(track.sightings),
+                        exc,
+                    )
                 self.unstored.append(track)
                 if stop_at_refusal:
-                    self.unstored.extend(queue[i + 1:])
+                    self.unstored.extend(queue[i + 1 :])
                     break
                 continue
             except Exception:
                 # not a state of the database that passes: trying again would fail the same way
                 self.stats.errors += 1
-                log.exception("could not store the read of %s (%d sightings); the pass is lost",
-                              _plate_of(track), len(track.sightings))
+                log.exception(
+                    "could not store the read of %s (%d sightings); the pass is lost",
+                    _plate_of(track),
+                    len(track.sightings),
+                )
                 continue
             if track.refused:
                 log.info("stored the read of %s after the database had refused it", _plate_of(track))
@@ -336,11 +346,15 @@ class Pipeline:
         for track in self.unstored:
             track.hold_evidence_only()
         if len(self.unstored) > MAX_UNSTORED:
-            lost = self.unstored[:len(self.unstored) - MAX_UNSTORED]
-            self.unstored = self.unstored[len(lost):]
+            lost = self.unstored[: len(self.unstored) - MAX_UNSTORED]
+            self.unstored = self.unstored[len(lost) :]
             self.stats.passes_dropped += len(lost)
-            log.error("dropping %d finished passes the database has refused (more than %d waiting): %s",
-                      len(lost), MAX_UNSTORED, ", ".join(_plate_of(t) for t in lost))
+            log.error(
+                "dropping %d finished passes the database has refused (more than %d waiting): %s",
+                len(lost),
+                MAX_UNSTORED,
+                ", ".join(_plate_of(t) for t in lost),
+            )
         return stored
 
     # -- storing a pass --
@@ -351,34 +365,55 @@ class Pipeline:
         mx, my = int(w * 0.15), int(h * 0.25)
         x0, y0 = max(0, int(x) - mx), max(0, int(y) - my)
         x1, y1 = min(image.shape[1], int(x + w) + mx), min(image.shape[0], int(y + h) + my)
-        crop = np.ascontiguousarray(image[y0:max(y1, y0 + 2), x0:max(x1, x0 + 2)])
+        crop = np.ascontiguousarray(image[y0 : max(y1, y0 + 2), x0 : max(x1, x0 + 2)])
         return crop, image
 
     def _store(self, track: Track) -> Read | None:
         if len(track.sightings) < self.settings.pipeline.min_frames_per_pass:
             return None
         text, confidence, alternatives = vote(track.sightings)
-        reading = track.best_by_text[text]     # the text's own best sighting: its per-character scores
-        best = track.evidence_for(text)          # the sighting whose frame is the evidence
+        reading = track.best_by_text[text]  # the text's own best sighting: its per-character scores
+        best = track.evidence_for(text)  # the sighting whose frame is the evidence
         crop, frame_image = self._evidence_images(best)
         mode = self.evidence.room()
         if mode != "full" and mode != self.low_disk:
-            log.warning("low disk space on %s: storing %s", self.evidence.root,
-                        "reads and plate crops without context frames" if mode == "crop" else "reads without images")
+            log.warning(
+                "low disk space on %s: storing %s",
+                self.evidence.root,
+                "reads and plate crops without context frames" if mode == "crop" else "reads without images",
+            )
         new = store.NewRead(
-            plate_raw=text, plate=text, confidence=confidence, captured_at=best.at,
-            char_confidences=list(reading.read.char_confidences), alternatives=alternatives,
-            region=reading.read.region, region_confidence=reading.read.region_confidence, box=tuple(int(v) for v in best.box),
+            plate_raw=text,
+            plate=text,
+            confidence=confidence,
+            captured_at=best.at,
+            char_confidences=list(reading.read.char_confidences),
+            alternatives=alternatives,
+            region=reading.read.region,
+            region_confidence=reading.read.region_confidence,
+            box=tuple(int(v) for v in best.box),
             corners=[list(map(float, c)) for c in best.read.corners] if best.read.corners else None,
-            first_seen_at=track.sightings[0].at, last_seen_at=track.sightings[-1].at, direction=direction(track),
-            evidence_note={"full": None, "crop": "context frame not stored: low disk space",
-                           "none": "images not stored: low disk space"}[mode])
+            first_seen_at=track.sightings[0].at,
+            last_seen_at=track.sightings[-1].at,
+            direction=direction(track),
+            evidence_note={
+                "full": None,
+                "crop": "context frame not stored: low disk space",
+                "none": "images not stored: low disk space",
+            }[mode],
+        )
         raised: list = []
 
         def save(new, crop, frame):
             raised.clear()
-            return store.save_read(self.settings, self.evidence, new, crop, frame,
-                                   on_stored=lambda r: raised.extend(alerts.raise_alerts(self.settings, r)))
+            return store.save_read(
+                self.settings,
+                self.evidence,
+                new,
+                crop,
+                frame,
+                on_stored=lambda r: raised.extend(alerts.raise_alerts(self.settings, r)),
+            )
 
         try:
             try:
@@ -388,11 +423,16 @@ class Pipeline:
                 # disk, or a read-only or failing one)
                 full = isinstance(exc, store.DiskFull)
                 if self._images_refused is not type(exc):
-                    log.log(logging.WARNING if full else logging.ERROR, "%s; storing reads without images "
-                            "until %s", exc, "there is room" if full else "the evidence directory takes writes")
+                    log.log(
+                        logging.WARNING if full else logging.ERROR,
+                        "%s; storing reads without images until %s",
+                        exc,
+                        "there is room" if full else "the evidence directory takes writes",
+                    )
                 self._images_refused, mode = type(exc), "none"
-                read = save(dataclasses.replace(new, evidence_note=DISK_FULL_NOTE if full else UNWRITABLE_NOTE),
-                            None, None)
+                read = save(
+                    dataclasses.replace(new, evidence_note=DISK_FULL_NOTE if full else UNWRITABLE_NOTE), None, None
+                )
             else:
                 if mode != "none":
                     self._images_refused = None
@@ -407,25 +447,47 @@ class Pipeline:
         self.stats.reads_stored += 1
         self.stats.alerts += len(raised)
         if self.bus is not None:
-            self.bus.publish("read", {"id": read.id, "uuid": read.uuid, "plate": read.plate,
-                                      "confidence": read.confidence, "low_confidence": read.low_confidence,
-                                      "captured_at": read.captured_at.isoformat() + "Z",
-                                      "direction": read.direction})
+            self.bus.publish(
+                "read",
+                {
+                    "id": read.id,
+                    "uuid": read.uuid,
+                    "plate": read.plate,
+                    "confidence": read.confidence,
+                    "low_confidence": read.low_confidence,
+                    "captured_at": read.captured_at.isoformat() + "Z",
+                    "direction": read.direction,
+                },
+            )
         for alert in raised:
             if not alerts.is_sent(alert):
-                continue        # a repeat (alerts.repeat_window_s): stored and listed, not sent again
+                continue  # a repeat (alerts.repeat_window_s): stored and listed, not sent again
             if self.bus is not None:
-                self.bus.publish("alert", {"id": alert.id, "read_id": read.id, "plate": read.plate,
-                                           "entry_plate": alert.entry_plate, "reason": alert.entry_reason,
-                                           "hotlist": alert.hotlist_name, "score": alert.score,
-                                           "match_kind": alert.match_kind, "status": alert.status})
+                self.bus.publish(
+                    "alert",
+                    {
+                        "id": alert.id,
+                        "read_id": read.id,
+                        "plate": read.plate,
+                        "entry_plate": alert.entry_plate,
+                        "reason": alert.entry_reason,
+                        "hotlist": alert.hotlist_name,
+                        "score": alert.score,
+                        "match_kind": alert.match_kind,
+                        "status": alert.status,
+                    },
+                )
             if self.notifier is not None:
                 self.notifier.notify(alert)
         return read
 
     def status(self) -> dict:
-        return {**dataclasses.asdict(self.stats), "open_passes": len(self.tracks),
-                "unstored_passes": len(self.unstored), "low_disk": self.low_disk}
+        return {
+            **dataclasses.asdict(self.stats),
+            "open_passes": len(self.tracks),
+            "unstored_passes": len(self.unstored),
+            "low_disk": self.low_disk,
+        }
 
 
 def _plate_of(track: Track) -> str:

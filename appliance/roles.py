@@ -3,26 +3,59 @@
 A permission that touches plate data is only granted to an account that is active AND whose
 training record is current (Civil Code 1798.90.51(b); the policies' "no use before training").
 """
+
 from __future__ import annotations
 
 # Permissions that expose ALPR data (plates, images, reads, alerts).
 # Sharing too: a request names the plate and period another agency wants, and its approval and
 # export hand that data over, so only trained accounts record, review or export one. And the
 # access log: each search's record holds the plate searched and its case number.
-PLATE_DATA = frozenset({"reads.search", "reads.view", "alerts.view", "alerts.acknowledge", "alerts.confirm",
-                        "holds.request", "sharing.request", "sharing.approve", "audit.view"})
+PLATE_DATA = frozenset(
+    {
+        "reads.search",
+        "reads.view",
+        "alerts.view",
+        "alerts.acknowledge",
+        "alerts.confirm",
+        "holds.request",
+        "sharing.request",
+        "sharing.approve",
+        "audit.view",
+    }
+)
 
 ROLES: dict[str, dict] = {
     "admin": {
         "label": "ALPR administrator",
-        "permissions": {"accounts.manage", "settings.manage", "audit.view", "sharing.request", "sharing.approve",
-                        "retention.manage", "hotlists.manage", "reads.search", "reads.view",
-                        "alerts.view", "alerts.acknowledge", "alerts.confirm", "holds.request", "holds.release", "health.view"},
+        "permissions": {
+            "accounts.manage",
+            "settings.manage",
+            "audit.view",
+            "sharing.request",
+            "sharing.approve",
+            "retention.manage",
+            "hotlists.manage",
+            "reads.search",
+            "reads.view",
+            "alerts.view",
+            "alerts.acknowledge",
+            "alerts.confirm",
+            "holds.request",
+            "holds.release",
+            "health.view",
+        },
     },
     "officer": {
         "label": "Officer",
-        "permissions": {"reads.search", "reads.view", "alerts.view", "alerts.acknowledge", "alerts.confirm",
-                        "holds.request", "sharing.request"},
+        "permissions": {
+            "reads.search",
+            "reads.view",
+            "alerts.view",
+            "alerts.acknowledge",
+            "alerts.confirm",
+            "holds.request",
+            "sharing.request",
+        },
     },
     "dispatcher": {
         "label": "Dispatcher",

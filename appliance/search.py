@@ -3,7 +3,8 @@
 A read is found by its plate AND by its alternative readings (a 3 read as an 8 is still the
 vehicle an officer is looking for), unless the query says `alternatives=False`: then only the
 stored plate (read.plate) counts, as for a sharing export, which releases exactly the plates an
-approved written request names and never another vehicle's read whose OCR merely guessed it. Every text of a read goes, folded to its OCR skeleton
+approved written request names and never another vehicle's read whose OCR merely guessed it.
+Every text of a read goes, folded to its OCR skeleton
 (0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G each become one character), into `read_text`: an SQLite FTS5
 table with the trigram tokenizer, contentless and without positions (detail=none), keyed by the
 read's id. It only proposes candidates: a query is turned into trigrams that every match must
@@ -23,6 +24,7 @@ exact.
 `index_read()` must be called in the read's own transaction (store.save_read does), and
 `unindex_read()` before a read is deleted: the table is contentless, so it is told what to remove.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,10 +38,10 @@ from appliance.models import Alert, Read
 from recognizer.similarity import edits_within_one
 
 MODES = ("exact", "wildcard", "partial", "similar")
-ALT_COLUMNS = 4                 # alternatives indexed per read, best first (besides the plate)
-MAX_SCAN = 200_000              # reads a pattern without a usable run may scan (time range required)
-MIN_SIMILAR = 4                 # shortest plate for a similar search
-SKELETON_ALPHABET = "0123456789ACEFHJKMNPRTUVWXY"   # what plates fold to (see hotlist.skeleton)
+ALT_COLUMNS = 4  # alternatives indexed per read, best first (besides the plate)
+MAX_SCAN = 200_000  # reads a pattern without a usable run may scan (time range required)
+MIN_SIMILAR = 4  # shortest plate for a similar search
+SKELETON_ALPHABET = "0123456789ACEFHJKMNPRTUVWXY"  # what plates fold to (see hotlist.skeleton)
 PAGE_MAX = 100
 
 _PLATE = re.compile(r"^[A-Z0-9]{1,10}$")
@@ -59,7 +61,7 @@ class Query:
     camera_id: str | None = None
     min_confidence: float | None = None
     alerts_only: bool = False
-    alternatives: bool = True       # False: match the stored plate only, never an alternative reading
+    alternatives: bool = True  # False: match the stored plate only, never an alternative reading
 
     def as_record(self) -> dict:
         """The query as stored in the access record (the data used to query)."""
@@ -82,9 +84,9 @@ class Query:
 @dataclasses.dataclass
 class Hit:
     read: Read
-    matched: str            # the text that matched (the plate or one alternative)
+    matched: str  # the text that matched (the plate or one alternative)
     on_alternative: bool
-    rank: tuple = ()        # (kind, ...sort keys); kind is "match", or for similar: same/confusable/one edit
+    rank: tuple = ()  # (kind, ...sort keys); kind is "match", or for similar: same/confusable/one edit
 
     @property
     def kind(self) -> str:
@@ -94,11 +96,12 @@ class Hit:
 @dataclasses.dataclass
 class Page:
     hits: list[Hit]
-    next_before: int | None      # pass as `before` for the next (older) page
-    scanned: int                 # candidates examined (for the benchmark and the log)
+    next_before: int | None  # pass as `before` for the next (older) page
+    scanned: int  # candidates examined (for the benchmark and the log)
 
 
 # -- the index --------------------------------------------------------------------------------------
+
 
 def texts_of(plate: str, alternatives) -> list[str]:
     """The plate and its best alternatives, as indexed."""
@@ -116,16 +119,20 @@ _MARKS = ", ".join("?" * (1 + ALT_COLUMNS))
 
 
 def index_read(read_id: int, plate: str, alternatives) -> None:
-    database.execute_sql(f"INSERT INTO read_text (rowid, {_COLS}) VALUES (?, {_MARKS})",
-                         [read_id, *_columns(plate, alternatives)])
+    database.execute_sql(
+        f"INSERT INTO read_text (rowid, {_COLS}) VALUES (?, {_MARKS})", [read_id, *_columns(plate, alternatives)]
+    )
 
 
 def unindex_read(read_id: int, plate: str, alternatives) -> None:
-    database.execute_sql(f"INSERT INTO read_text (read_text, rowid, {_COLS}) VALUES ('delete', ?, {_MARKS})",
-                         [read_id, *_columns(plate, alternatives)])
+    database.execute_sql(
+        f"INSERT INTO read_text (read_text, rowid, {_COLS}) VALUES ('delete', ?, {_MARKS})",
+        [read_id, *_columns(plate, alternatives)],
+    )
 
 
 # -- queries ------------------------------------------------------------------------------------------
+
 
 def normalise(text: str, mode: str) -> str:
     text = re.sub(r"[\s\-.·]", "", (text or "").upper())
@@ -134,8 +141,9 @@ def normalise(text: str, mode: str) -> str:
     if mode == "wildcard":
         text = re.sub(r"\*+", "*", text)
         if not _PATTERN.fullmatch(text):
-            raise SearchError("a wildcard plate uses letters, digits, * (any run) and ? (one character), "
-                              "at most 12 in all")
+            raise SearchError(
+                "a wildcard plate uses letters, digits, * (any run) and ? (one character), at most 12 in all"
+            )
         if not re.search(r"[A-Z0-9]", text):
             raise SearchError("a wildcard plate needs at least one known character")
     elif not _PLATE.fullmatch(text):
@@ -146,7 +154,7 @@ def normalise(text: str, mode: str) -> str:
 
 
 def _trigrams(run: str) -> set[str]:
-    return {run[i:i + 3] for i in range(len(run) - 2)}
+    return {run[i : i + 3] for i in range(len(run) - 2)}
 
 
 def _match_expr(trigrams: set[str]) -> str:
@@ -161,23 +169,21 @@ def _pattern_regex(mode: str, text: str) -> re.Pattern:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text))
 
 
-
-
 def candidate_queries(q: Query) -> list[str] | None:
     """FTS5 MATCH expressions whose union holds every match; None when the index cannot help."""
     if q.mode == "similar":
         folded = skeleton(q.text)
         out = []
         for i in range(len(folded)):
-            grams = _trigrams(folded[:i]) | _trigrams(folded[i + 1:])
+            grams = _trigrams(folded[:i]) | _trigrams(folded[i + 1 :])
             if len(grams) >= 2:
                 out.append(_match_expr(grams))
                 continue
             # One trigram (or none) left intact around i proposes tens of thousands of reads in
             # a big database: spell out the texts one edit away at i instead, each fully indexed.
-            variants = [folded[:i] + c + folded[i + 1:] for c in SKELETON_ALPHABET]       # substitution
-            variants += [folded[:i] + c + folded[i:] for c in SKELETON_ALPHABET]          # insertion
-            variants.append(folded[:i] + folded[i + 1:])                                  # deletion
+            variants = [folded[:i] + c + folded[i + 1 :] for c in SKELETON_ALPHABET]  # substitution
+            variants += [folded[:i] + c + folded[i:] for c in SKELETON_ALPHABET]  # insertion
+            variants.append(folded[:i] + folded[i + 1 :])  # deletion
             out.extend(_match_expr(_trigrams(v)) for v in variants if _trigrams(v))
         return sorted(set(out)) if out else None
     runs = re.split(r"[*?]", q.text) if q.mode == "wildcard" else [q.text]
@@ -270,26 +276,40 @@ def _texts(sql: str, args: list):
 
 def _hydrated(hits: list[Hit]) -> list[Hit]:
     if hits:
-        full = {r.id: r for r in _rows(f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN "
-                                       f"({', '.join('?' * len(hits))})", [h.read.id for h in hits])}
+        full = {
+            r.id: r
+            for r in _rows(
+                f"SELECT {_READ_COLUMNS} FROM read r WHERE r.id IN ({', '.join('?' * len(hits))})",
+                [h.read.id for h in hits],
+            )
+        }
         for hit in hits:
             hit.read = full[hit.read.id]
     return hits
 
 
 def _indexed(q, match, regex, where, args, limit, before) -> Page:
-    sql = (f"SELECT {_TEXT_OF_READ} FROM read_text t JOIN read r ON r.id = t.rowid "
-           f"WHERE read_text MATCH ?" + (" AND t.rowid < ?" if before else "") + (f" AND {where}" if where else "")
-           + " ORDER BY t.rowid DESC")
+    sql = (
+        f"SELECT {_TEXT_OF_READ} FROM read_text t JOIN read r ON r.id = t.rowid "
+        f"WHERE read_text MATCH ?"
+        + (" AND t.rowid < ?" if before else "")
+        + (f" AND {where}" if where else "")
+        + " ORDER BY t.rowid DESC"
+    )
     return _first_page(q, _texts(sql, [match] + ([before] if before else []) + args), regex, limit)
 
 
 def _scan(q, regex, where, args, limit, before) -> Page:
     if not (q.since and q.until):
-        raise SearchError("this pattern has no three known characters in a row, so it would search every "
-                          "read: give a time range (from and to), or more characters")
-    sql = (f"SELECT {_TEXT_OF_READ} FROM read r WHERE {where}" + (" AND r.id < ?" if before else "")
-           + " ORDER BY r.id DESC")
+        raise SearchError(
+            "this pattern has no three known characters in a row, so it would search every "
+            "read: give a time range (from and to), or more characters"
+        )
+    sql = (
+        f"SELECT {_TEXT_OF_READ} FROM read r WHERE {where}"
+        + (" AND r.id < ?" if before else "")
+        + " ORDER BY r.id DESC"
+    )
     return _first_page(q, _texts(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
 
 
@@ -299,8 +319,10 @@ def _first_page(q: Query, reads, regex, limit, max_scan: int | None = None) -> P
     for read in reads:
         scanned += 1
         if max_scan is not None and scanned > max_scan:
-            raise SearchError(f"this pattern would scan more than {max_scan:,} reads in that time range: "
-                              "narrow the range or give three known characters in a row")
+            raise SearchError(
+                f"this pattern would scan more than {max_scan:,} reads in that time range: "
+                "narrow the range or give three known characters in a row"
+            )
         hit = _accept(q, regex, read)
         if hit is not None:
             hits.append(hit)
@@ -316,24 +338,25 @@ def _similar(q, matches, where, args, limit, before) -> Page:
     ids: set[int] = set()
     for match in matches:
         ids.update(r[0] for r in database.execute_sql("SELECT rowid FROM read_text WHERE read_text MATCH ?", [match]))
-    ranked = []         # checked on the texts alone; whole rows are read for the page only
+    ranked = []  # checked on the texts alone; whole rows are read for the page only
     for chunk in _chunks(sorted(ids, reverse=True), 500):
         marks = ", ".join("?" * len(chunk))
-        sql = (f"SELECT r.id, r.plate, r.alternatives FROM read r WHERE r.id IN ({marks})"
-               + (f" AND {where}" if where else ""))
+        sql = f"SELECT r.id, r.plate, r.alternatives FROM read r WHERE r.id IN ({marks})" + (
+            f" AND {where}" if where else ""
+        )
         for read_id, plate, alternatives in database.execute_sql(sql, list(chunk) + args):
             hit = _similar_hit(q, Read(id=read_id, plate=plate, alternatives=json.loads(alternatives or "[]")))
             if hit is not None:
                 ranked.append(hit)
     ranked.sort(key=lambda h: h.rank[1:])
-    start = before or 0         # `before` is the position in the ranking for similar searches
-    page = _hydrated(ranked[start:start + limit])
+    start = before or 0  # `before` is the position in the ranking for similar searches
+    page = _hydrated(ranked[start : start + limit])
     return Page(page, start + limit if len(ranked) > start + limit else None, len(ids))
 
 
 def _chunks(seq, n):
     for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+        yield seq[i : i + n]
 
 
 def _page(hits: list[Hit], limit: int, scanned: int) -> Page:

@@ -4,6 +4,7 @@
 store and alerts, the upkeep loop (stale hotlists, daily retention), the sync pusher and the web UI,
 started in that order and stopped in the reverse.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,13 @@ class PostService:
     """The running post: capture -> pipeline -> store/alerts, the web UI, periodic upkeep.
     Started in one order, stopped in the reverse, all on one stop event."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None, with_capture: bool = True,
-                 sock: socket.socket | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event | None = None,
+        with_capture: bool = True,
+        sock: socket.socket | None = None,
+    ):
         self.settings = settings
         self.stop_event = stop or threading.Event()
         self.bus = EventBus()
@@ -50,11 +56,11 @@ class PostService:
         self._threads: list[threading.Thread] = []
         self.pusher = None
         self.started_at = None
-        self._sock = sock           # the web port, bound by the caller (`waypost run`) or by start()
+        self._sock = sock  # the web port, bound by the caller (`waypost run`) or by start()
         self._start_recorded = False
 
     # -- start / stop --
-    def start(self) -> "PostService":
+    def start(self) -> PostService:
         # the port first: loading the demo hotlist below writes access records
         sock = self._sock or listen(self.settings.web.host, self.settings.web.port)
         self.started_at = utcnow()
@@ -67,12 +73,20 @@ class PostService:
         self._spawn("upkeep", self._upkeep)
         if self.settings.sync.enabled:
             self._start_sync()
-        self.web = WebServer(create_app(self.settings, service=self), self.settings.web.host,
-                             self.settings.web.port, self.settings.web.threads, sock=sock).start()
+        self.web = WebServer(
+            create_app(self.settings, service=self),
+            self.settings.web.host,
+            self.settings.web.port,
+            self.settings.web.threads,
+            sock=sock,
+        ).start()
         with db.connection():
             with db.write():
-                audit.record("system.start", system_actor(self.settings),
-                             details={"port": self.web.port, "capture": self.settings.capture.type})
+                audit.record(
+                    "system.start",
+                    system_actor(self.settings),
+                    details={"port": self.web.port, "capture": self.settings.capture.type},
+                )
         self._start_recorded = True
         log.info("web UI on http://%s:%s", self.settings.web.host, self.web.port)
         return self
@@ -96,9 +110,12 @@ class PostService:
         uptime_s = round((utcnow() - self.started_at).total_seconds())
         try:
             with db.connection(), db.write():
-                audit.record("system.stop", system_actor(self.settings),
-                             details={"uptime_s": uptime_s, "started_at": self.started_at.isoformat() + "Z"})
-        except Exception:       # a full disk must not keep the post from stopping; the log says so
+                audit.record(
+                    "system.stop",
+                    system_actor(self.settings),
+                    details={"uptime_s": uptime_s, "started_at": self.started_at.isoformat() + "Z"},
+                )
+        except Exception:  # a full disk must not keep the post from stopping; the log says so
             log.exception("could not record system.stop")
 
     def _spawn(self, name, target) -> None:
@@ -111,9 +128,13 @@ class PostService:
         if s.capture.type == "demo":
             self._load_demo_hotlist()
         try:
-            recognizer = Recognizer(s.recognizer.models_dir, threads=s.recognizer.threads,
-                                    runtime=None if s.recognizer.runtime == "auto" else s.recognizer.runtime,
-                                    second_look=s.recognizer.second_look, ocr_views=s.recognizer.ocr_views)
+            recognizer = Recognizer(
+                s.recognizer.models_dir,
+                threads=s.recognizer.threads,
+                runtime=None if s.recognizer.runtime == "auto" else s.recognizer.runtime,
+                second_look=s.recognizer.second_look,
+                ocr_views=s.recognizer.ocr_views,
+            )
         except Exception as exc:  # a missing or damaged model must not take the UI down with it
             self.recognizer_error = f"{type(exc).__name__}: {exc}"
             log.error("recognizer not loaded, capture not started: %s", self.recognizer_error)
@@ -179,7 +200,7 @@ class PostService:
                 if retention.due(self.settings):
                     result = retention.run(self.settings, system_actor(self.settings), stop=self.stop_event)
                     log.info("retention: %s", "; ".join(result.lines()))
-        except Exception:    # tomorrow's run records what this one purged (retention_run) and goes on
+        except Exception:  # tomorrow's run records what this one purged (retention_run) and goes on
             log.exception("retention run failed")
 
     # -- status --

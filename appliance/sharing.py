@@ -23,13 +23,14 @@ has the plate among its alternative OCR readings: those are other vehicles' read
 search shows them as possible misreads; a disclosure releases only what the approved written
 request names, Civil Code 1798.90.55).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from peewee import AutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
 
@@ -103,9 +104,9 @@ class SharingRequest(BaseModel):
     requester_name = CharField()
     requester_title = CharField()
     requester_contact = CharField()
-    intended_purpose = TextField()            # in the requesting agency's words
-    legal_authority = CharField()             # their case number, warrant, statute...
-    purpose_code = CharField()                # this department's code, recorded with every step
+    intended_purpose = TextField()  # in the requesting agency's words
+    legal_authority = CharField()  # their case number, warrant, statute...
+    purpose_code = CharField()  # this department's code, recorded with every step
     case_number = CharField()
     plate = CharField()
     match_mode = CharField()
@@ -132,8 +133,13 @@ class SharingRequest(BaseModel):
 
     def query(self) -> search.Query:
         """The reads this request covers: the stored plate only (alternatives=False), whatever the mode."""
-        return search.Query(text=self.plate, mode=self.match_mode, since=self.period_start_at,
-                            until=self.period_end_at, alternatives=False)
+        return search.Query(
+            text=self.plate,
+            mode=self.match_mode,
+            since=self.period_start_at,
+            until=self.period_end_at,
+            alternatives=False,
+        )
 
     def as_record(self) -> dict:
         """The data elements the request asks for, as its access records store them."""
@@ -142,6 +148,7 @@ class SharingRequest(BaseModel):
 
 class SharingExport(BaseModel):
     """One evidence ZIP made for a request: who, when, how many reads, and the access record."""
+
     id = AutoField()
     request = ForeignKeyField(SharingRequest, backref="exports", on_delete="RESTRICT")
     exported_by = CharField()
@@ -180,9 +187,11 @@ def refusal(agency_type: str, agency_state: str) -> str | None:
         why = f"the agency is in {state or 'an unstated state'}, not California, so it is an out-of-state agency"
     else:
         return None
-    return (f"Refused: {why}. ALPR information may be shared only with California state and local public "
-            f"agencies ({STATUTE}; {BULLETIN}: no out-of-state, federal or private recipients). "
-            "Nothing has been shared.")
+    return (
+        f"Refused: {why}. ALPR information may be shared only with California state and local public "
+        f"agencies ({STATUTE}; {BULLETIN}: no out-of-state, federal or private recipients). "
+        "Nothing has been shared."
+    )
 
 
 def _text(value, field: str, label: str, max_len: int, min_len: int = 2) -> str:
@@ -196,27 +205,33 @@ def _text(value, field: str, label: str, max_len: int, min_len: int = 2) -> str:
 
 def _recipient_state(new: NewRequest) -> str:
     if new.agency_type not in AGENCY_TYPES:
-        raise SharingError(f"unknown agency type {new.agency_type!r}; choose one of {', '.join(AGENCY_TYPES)}",
-                           "agency_type")
+        raise SharingError(
+            f"unknown agency type {new.agency_type!r}; choose one of {', '.join(AGENCY_TYPES)}", "agency_type"
+        )
     state = (new.agency_state or "").strip().upper()
     if not _STATE.fullmatch(state):
-        raise SharingError(f"agency state {new.agency_state!r} must be a two-letter postal code such as CA",
-                           "agency_state")
+        raise SharingError(
+            f"agency state {new.agency_state!r} must be a two-letter postal code such as CA", "agency_state"
+        )
     return state
 
 
 def _checked(new: NewRequest) -> NewRequest:
     """The request with its fields cleaned, or SharingError naming the first bad field."""
     out = dataclasses.replace(
-        new, agency_state=_recipient_state(new),
+        new,
+        agency_state=_recipient_state(new),
         agency_name=_text(new.agency_name, "agency_name", "The agency's name", 120),
         requester_name=_text(new.requester_name, "requester_name", "The name of the person requesting", 120),
         requester_title=_text(new.requester_title, "requester_title", "The requester's title or rank", 120),
-        requester_contact=_text(new.requester_contact, "requester_contact",
-                                "The requester's contact (telephone or e-mail)", 160, 5),
+        requester_contact=_text(
+            new.requester_contact, "requester_contact", "The requester's contact (telephone or e-mail)", 160, 5
+        ),
         intended_purpose=_text(new.intended_purpose, "intended_purpose", "The intended purpose", 2000, 10),
-        legal_authority=_text(new.legal_authority, "legal_authority",
-                              "The legal authority or the requesting agency's case number", 200, 3))
+        legal_authority=_text(
+            new.legal_authority, "legal_authority", "The legal authority or the requesting agency's case number", 200, 3
+        ),
+    )
     if new.match_mode not in MATCH_MODES:
         raise SharingError(f"match {new.match_mode!r} must be one of {', '.join(MATCH_MODES)}", "match_mode")
     try:
@@ -224,13 +239,16 @@ def _checked(new: NewRequest) -> NewRequest:
     except search.SearchError as exc:
         raise SharingError(str(exc), "plate") from None
     if new.period_start_at is None or new.period_end_at is None:
-        raise SharingError("the period (from and to) is required: a request names the time span it asks for",
-                           "period_start_at" if new.period_start_at is None else "period_end_at")
+        raise SharingError(
+            "the period (from and to) is required: a request names the time span it asks for",
+            "period_start_at" if new.period_start_at is None else "period_end_at",
+        )
     if new.period_end_at <= new.period_start_at:
         raise SharingError("the period ends before it starts", "period_end_at")
     if new.period_end_at - new.period_start_at > dt.timedelta(days=MAX_PERIOD_DAYS):
-        raise SharingError(f"the period is longer than {MAX_PERIOD_DAYS} days; ask for the span the case needs",
-                           "period_end_at")
+        raise SharingError(
+            f"the period is longer than {MAX_PERIOD_DAYS} days; ask for the span the case needs", "period_end_at"
+        )
     return dataclasses.replace(out, plate=plate)
 
 
@@ -242,20 +260,42 @@ def create(settings: Settings, actor: audit.Actor, new: NewRequest, purpose: aud
     why = refusal(new.agency_type, new.agency_state)
     if why:
         with write():
-            audit.record("sharing.refuse", actor, purpose=purpose,
-                         details={"agency_name": (new.agency_name or "")[:120], "agency_type": new.agency_type,
-                                  "agency_state": (new.agency_state or "")[:8], "reason": why})
+            audit.record(
+                "sharing.refuse",
+                actor,
+                purpose=purpose,
+                details={
+                    "agency_name": (new.agency_name or "")[:120],
+                    "agency_type": new.agency_type,
+                    "agency_state": (new.agency_state or "")[:8],
+                    "reason": why,
+                },
+            )
         raise RecipientRefused(why, "agency_type" if new.agency_type in REFUSED_TYPES else "agency_state")
     new = _checked(new)
     with write():
-        req = SharingRequest.create(**dataclasses.asdict(new), purpose_code=purpose.code,
-                                    case_number=purpose.case_number, status="pending",
-                                    created_by=actor.username, created_organization=actor.organization)
-        audit.record("sharing.request", actor, query=req.as_record(), purpose=purpose,
-                     objects=[f"sharing_request:{req.id}"],
-                     details={"agency_name": req.agency_name, "agency_type": req.agency_type,
-                              "agency_state": req.agency_state, "requester": req.requester_name,
-                              "legal_authority": req.legal_authority})
+        req = SharingRequest.create(
+            **dataclasses.asdict(new),
+            purpose_code=purpose.code,
+            case_number=purpose.case_number,
+            status="pending",
+            created_by=actor.username,
+            created_organization=actor.organization,
+        )
+        audit.record(
+            "sharing.request",
+            actor,
+            query=req.as_record(),
+            purpose=purpose,
+            objects=[f"sharing_request:{req.id}"],
+            details={
+                "agency_name": req.agency_name,
+                "agency_type": req.agency_type,
+                "agency_state": req.agency_state,
+                "requester": req.requester_name,
+                "legal_authority": req.legal_authority,
+            },
+        )
     return req
 
 
@@ -273,10 +313,19 @@ def view(actor: audit.Actor, request_id: int) -> tuple[SharingRequest, list[Shar
     with write():
         req = get(request_id)
         exports = list(req.exports.order_by(SharingExport.id))
-        audit.record("sharing.view", actor, query={"sharing_request": req.id}, result_count=1,
-                     objects=[f"sharing_request:{req.id}"],
-                     details={"plate": req.plate, "agency_name": req.agency_name,
-                              "purpose_code": req.purpose_code, "case_number": req.case_number})
+        audit.record(
+            "sharing.view",
+            actor,
+            query={"sharing_request": req.id},
+            result_count=1,
+            objects=[f"sharing_request:{req.id}"],
+            details={
+                "plate": req.plate,
+                "agency_name": req.agency_name,
+                "purpose_code": req.purpose_code,
+                "case_number": req.case_number,
+            },
+        )
     return req, exports
 
 
@@ -287,19 +336,28 @@ def decide(settings: Settings, actor: audit.Actor, request_id: int, approve: boo
     with write():
         req = get(request_id)
         if req.status != "pending":
-            raise SharingError(f"sharing request {req.id} was already {req.status} by {req.decided_by} "
-                               f"on {req.decided_at:%Y-%m-%d %H:%M} UTC; a decision is final", "decision")
+            raise SharingError(
+                f"sharing request {req.id} was already {req.status} by {req.decided_by} "
+                f"on {req.decided_at:%Y-%m-%d %H:%M} UTC; a decision is final",
+                "decision",
+            )
         if approve:
             why = refusal(req.agency_type, req.agency_state) or (
-                None if req.agency_type in AGENCY_TYPES else f"Refused: unknown agency type {req.agency_type!r}.")
+                None if req.agency_type in AGENCY_TYPES else f"Refused: unknown agency type {req.agency_type!r}."
+            )
             if why:
                 raise RecipientRefused(why + " Deny the request instead.", "decision")
         req.status = "approved" if approve else "denied"
         req.decided_by, req.decided_at, req.decision_note = actor.username, utcnow(), note
         req.save()
-        audit.record("sharing.approve" if approve else "sharing.deny", actor, query=req.as_record(),
-                     purpose=req.purpose, objects=[f"sharing_request:{req.id}"],
-                     details={"agency_name": req.agency_name, "note": note})
+        audit.record(
+            "sharing.approve" if approve else "sharing.deny",
+            actor,
+            query=req.as_record(),
+            purpose=req.purpose,
+            objects=[f"sharing_request:{req.id}"],
+            details={"agency_name": req.agency_name, "note": note},
+        )
     return req
 
 
@@ -321,19 +379,31 @@ def export(settings: Settings, actor: audit.Actor, request_id: int, out: Path):
     NotApproved, before anything is read or written, for any other status."""
     req = get(request_id)
     _require_approved(req)
+
     def still_allowed():
         fresh = get(request_id)
         _require_approved(fresh)
 
     def recorded(record, summary):
-        SharingExport.create(request=req.id, exported_by=actor.username, read_count=summary.read_count,
-                             image_count=summary.image_count, data_sha256=summary.data_sha256,
-                             record_seq=record.seq)
+        SharingExport.create(
+            request=req.id,
+            exported_by=actor.username,
+            read_count=summary.read_count,
+            image_count=summary.image_count,
+            data_sha256=summary.data_sha256,
+            record_seq=record.seq,
+        )
 
     reason = exporting.Reason(
-        action="sharing.export", purpose=req.purpose, query=req.as_record(),
-        objects=[f"sharing_request:{req.id}"], subject=f"sharing request {req.id}",
-        statement=statement_lines(req), still_allowed=still_allowed, recorded=recorded)
+        action="sharing.export",
+        purpose=req.purpose,
+        query=req.as_record(),
+        objects=[f"sharing_request:{req.id}"],
+        subject=f"sharing request {req.id}",
+        statement=statement_lines(req),
+        still_allowed=still_allowed,
+        recorded=recorded,
+    )
     try:
         return exporting.build_zip(settings, actor, matching_reads(req), reason, out=out)
     except search.SearchError as exc:
@@ -342,9 +412,11 @@ def export(settings: Settings, actor: audit.Actor, request_id: int, out: Path):
 
 def _require_approved(req: SharingRequest) -> None:
     if req.status != "approved":
-        raise NotApproved(f"sharing request {req.id} is {req.status}, not approved: only an approved request can "
-                          "produce an export (the ALPR administrator reviews it first). Nothing was exported.",
-                          "status")
+        raise NotApproved(
+            f"sharing request {req.id} is {req.status}, not approved: only an approved request can "
+            "produce an export (the ALPR administrator reviews it first). Nothing was exported.",
+            "status",
+        )
     why = refusal(req.agency_type, req.agency_state)
     if why:
         raise RecipientRefused(why, "agency_type")
@@ -383,6 +455,11 @@ def listing(actor: audit.Actor, status: str | None = None, limit: int = 200) -> 
         if status:
             q = q.where(SharingRequest.status == status)
         found = list(q)
-        audit.record("sharing.list", actor, query={"status": status or "all"}, result_count=len(found),
-                     objects=[f"sharing_request:{r.id}" for r in found])
+        audit.record(
+            "sharing.list",
+            actor,
+            query={"status": status or "all"},
+            result_count=len(found),
+            objects=[f"sharing_request:{r.id}" for r in found],
+        )
     return found

@@ -16,6 +16,7 @@ evidence/tmp/: a file whose sha256 a committed read references is moved into pla
 forward), any other is deleted. So no step leaves a half-stored read or an orphan file, and a
 read costs three fsyncs (two files and one directory) plus its commit.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,9 +27,9 @@ import os
 import re
 import shutil
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -57,12 +58,13 @@ class DiskFull(StoreError):
 @dataclass
 class NewRead:
     """A read as the pipeline hands it over, before it has an id."""
+
     plate_raw: str
     plate: str
     confidence: float
-    captured_at: dt.datetime                      # naive UTC
+    captured_at: dt.datetime  # naive UTC
     char_confidences: list[float] = field(default_factory=list)
-    alternatives: list[dict] = field(default_factory=list)   # [{"text": str, "score": float}]
+    alternatives: list[dict] = field(default_factory=list)  # [{"text": str, "score": float}]
     region: str | None = None
     region_confidence: float | None = None
     box: tuple[int, int, int, int] | None = None  # x, y, w, h in the frame
@@ -108,14 +110,14 @@ def encode_jpeg(image, quality: int, what: str) -> Blob:
     else:
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
-                raise StoreError(f"{what}: expected a non-empty uint8 HxW or HxWx3 array, "
-                                 f"got {image.dtype} {image.shape}")
+                raise StoreError(
+                    f"{what}: expected a non-empty uint8 HxW or HxWx3 array, got {image.dtype} {image.shape}"
+                )
             image = Image.fromarray(image)
         if not isinstance(image, Image.Image):
             raise StoreError(f"{what}: cannot store an image of type {type(image).__name__}")
         buf = io.BytesIO()
-        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
-            buf, format="JPEG", quality=quality)
+        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(buf, format="JPEG", quality=quality)
         data = buf.getvalue()
         width, height = image.size
     return Blob(data, hashlib.sha256(data).hexdigest(), width, height)
@@ -148,9 +150,11 @@ class EvidenceStore:
         storage.min_free_mb free (between half and all of it, room() already drops frames)."""
         free, floor = self._free_and_floor()
         if free - needed < floor // 2:
-            raise DiskFull(f"not storing evidence: {free // 2**20} MiB free on {self.root}, "
-                           f"storage.min_free_mb is {self.settings.storage.min_free_mb} (images stop at half "
-                           "of it); free space or let retention purge old reads")
+            raise DiskFull(
+                f"not storing evidence: {free // 2**20} MiB free on {self.root}, "
+                f"storage.min_free_mb is {self.settings.storage.min_free_mb} (images stop at half "
+                "of it); free space or let retention purge old reads"
+            )
 
     def stage(self, blob: Blob) -> Path | None:
         """Write the bytes to tmp/ and fsync them; None when the store already has them."""
@@ -213,12 +217,18 @@ class EvidenceStore:
     def iter_files(self):
         if not self.root.exists():
             return
-        for path in self.root.glob("??/??/*.jpg"):
-            yield path
+        yield from self.root.glob("??/??/*.jpg")
 
 
-def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, frame,
-              actor: audit.Actor | None = None, on_stored: Callable[[Read], object] | None = None) -> Read:
+def save_read(
+    settings: Settings,
+    store: EvidenceStore,
+    new: NewRead,
+    crop,
+    frame,
+    actor: audit.Actor | None = None,
+    on_stored: Callable[[Read], object] | None = None,
+) -> Read:
     """Store one read with its images; see the module docstring for why in this order.
     `on_stored(read)` runs inside the read's transaction (the pipeline raises alerts there, so a
     read and its alerts commit together)."""
@@ -246,23 +256,36 @@ def save_read(settings: Settings, store: EvidenceStore, new: NewRead, crop, fram
         with write():
             box = new.box or (None, None, None, None)
             read = Read.create(
-                uuid=new.uuid or str(uuidlib.uuid4()), post_id=settings.post.id,
-                camera_id=new.camera_id or settings.post.camera_id, captured_at=new.captured_at,
-                first_seen_at=new.first_seen_at, last_seen_at=new.last_seen_at, plate_raw=new.plate_raw,
-                plate=new.plate, region=new.region, region_confidence=new.region_confidence,
-                confidence=new.confidence, char_confidences=list(new.char_confidences),
-                alternatives=list(new.alternatives), box_x=box[0], box_y=box[1], box_w=box[2], box_h=box[3],
-                corners=new.corners, direction=new.direction,
+                uuid=new.uuid or str(uuidlib.uuid4()),
+                post_id=settings.post.id,
+                camera_id=new.camera_id or settings.post.camera_id,
+                captured_at=new.captured_at,
+                first_seen_at=new.first_seen_at,
+                last_seen_at=new.last_seen_at,
+                plate_raw=new.plate_raw,
+                plate=new.plate,
+                region=new.region,
+                region_confidence=new.region_confidence,
+                confidence=new.confidence,
+                char_confidences=list(new.char_confidences),
+                alternatives=list(new.alternatives),
+                box_x=box[0],
+                box_y=box[1],
+                box_w=box[2],
+                box_h=box[3],
+                corners=new.corners,
+                direction=new.direction,
                 low_confidence=new.confidence < settings.recognizer.min_confidence,
-                evidence_note=new.evidence_note)
+                evidence_note=new.evidence_note,
+            )
             for kind, blob in blobs.items():
-                Evidence.create(read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data),
-                                width=blob.width, height=blob.height)
+                Evidence.create(
+                    read=read, kind=kind, sha256=blob.sha256, bytes=len(blob.data), width=blob.width, height=blob.height
+                )
             search.index_read(read.id, read.plate, read.alternatives)
             Outbox.create(kind="read", object_id=read.uuid)
             if actor is not None:
-                audit.record("read.store", actor, objects=[f"read:{read.uuid}"],
-                             details={"plate": new.plate})
+                audit.record("read.store", actor, objects=[f"read:{read.uuid}"], details={"plate": new.plate})
             if on_stored is not None:
                 on_stored(read)
     except BaseException:
@@ -290,8 +313,9 @@ def check(settings: Settings, store: EvidenceStore) -> list[str]:
     stray = Outbox.select().where((Outbox.kind == "read") & ~(Outbox.object_id.in_(Read.select(Read.uuid))))
     for row in stray:
         problems.append(f"outbox seq {row.seq} points at read {row.object_id}, which does not exist")
-    no_ev = Read.select().where(Read.evidence_note.is_null()
-                                & ~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop"))))
+    no_ev = Read.select().where(
+        Read.evidence_note.is_null() & ~(Read.id.in_(Evidence.select(Evidence.read).where(Evidence.kind == "crop")))
+    )
     for read in no_ev:
         problems.append(f"read {read.uuid} has no plate crop")
     return problems

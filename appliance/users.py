@@ -1,5 +1,6 @@
 """Accounts: creation, passwords (argon2id), training records, activation. Every change writes an
 access record in the same transaction."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -86,12 +87,22 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)  # 20 characters, ~120 bits
 
 
-def add(actor: audit.Actor, *, username: str, display_name: str, organization: str, role: str,
-        password: str, job_title: str = "", min_password_length: int = 12,
-        must_change_password: bool = True) -> User:
+def add(
+    actor: audit.Actor,
+    *,
+    username: str,
+    display_name: str,
+    organization: str,
+    role: str,
+    password: str,
+    job_title: str = "",
+    min_password_length: int = 12,
+    must_change_password: bool = True,
+) -> User:
     if not USERNAME.match(username):
-        raise UserError(f"username {username!r} must be 2-40 lower-case letters, digits, '.', '_' or '-', "
-                        "starting with a letter")
+        raise UserError(
+            f"username {username!r} must be 2-40 lower-case letters, digits, '.', '_' or '-', starting with a letter"
+        )
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     problem = password_problem(password, min_password_length, username)
@@ -100,12 +111,21 @@ def add(actor: audit.Actor, *, username: str, display_name: str, organization: s
     with write():
         if User.select().where(User.username == username).exists():
             raise UserError(f"an account named {username!r} already exists")
-        user = User.create(username=username, display_name=display_name or username, organization=organization,
-                           job_title=job_title, role=role, password_hash=hash_password(password),
-                           must_change_password=must_change_password)
-        audit.record("user.add", actor, objects=[f"user:{user.id}"],
-                     details={"username": username, "role": role, "organization": organization,
-                              "job_title": job_title})
+        user = User.create(
+            username=username,
+            display_name=display_name or username,
+            organization=organization,
+            job_title=job_title,
+            role=role,
+            password_hash=hash_password(password),
+            must_change_password=must_change_password,
+        )
+        audit.record(
+            "user.add",
+            actor,
+            objects=[f"user:{user.id}"],
+            details={"username": username, "role": role, "organization": organization, "job_title": job_title},
+        )
     return user
 
 
@@ -125,10 +145,19 @@ def set_active(actor: audit.Actor, username: str, active: bool, reason: str = ""
         if not active and user.active:
             if actor.username == user.username:
                 raise UserError("you cannot deactivate your own account; another administrator must do it")
-            if user.role == "admin" and not (User.select().where((User.role == "admin") & (User.active == True)  # noqa: E712
-                                                                   & (User.id != user.id)).exists()):
-                raise UserError(f"{username!r} is the last active administrator; create or reactivate another "
-                                "administrator account first")
+            if user.role == "admin" and not (
+                User.select()
+                .where(
+                    (User.role == "admin")
+                    & (User.active == True)  # noqa: E712
+                    & (User.id != user.id)
+                )
+                .exists()
+            ):
+                raise UserError(
+                    f"{username!r} is the last active administrator; create or reactivate another "
+                    "administrator account first"
+                )
         if not active and user.active:
             end_sessions(user)
         user.active = active
@@ -137,13 +166,13 @@ def set_active(actor: audit.Actor, username: str, active: bool, reason: str = ""
         details = {"username": username}
         if reason:
             details["reason"] = reason
-        audit.record("user.enable" if active else "user.disable", actor, objects=[f"user:{user.id}"],
-                     details=details)
+        audit.record("user.enable" if active else "user.disable", actor, objects=[f"user:{user.id}"], details=details)
     return user
 
 
-def set_training(actor: audit.Actor, username: str, completed_on: dt.date, course: str,
-                 expires_on: dt.date | None) -> User:
+def set_training(
+    actor: audit.Actor, username: str, completed_on: dt.date, course: str, expires_on: dt.date | None
+) -> User:
     if not course.strip():
         raise UserError("the training course is required (its name as in the training record)")
     if expires_on is not None and expires_on <= completed_on:
@@ -157,14 +186,28 @@ def set_training(actor: audit.Actor, username: str, completed_on: dt.date, cours
         user.training_course = course
         user.updated_at = utcnow()
         user.save()
-        audit.record("user.training", actor, objects=[f"user:{user.id}"],
-                     details={"username": username, "course": course, "completed_on": completed_on.isoformat(),
-                              "expires_on": expires_on.isoformat() if expires_on else None})
+        audit.record(
+            "user.training",
+            actor,
+            objects=[f"user:{user.id}"],
+            details={
+                "username": username,
+                "course": course,
+                "completed_on": completed_on.isoformat(),
+                "expires_on": expires_on.isoformat() if expires_on else None,
+            },
+        )
     return user
 
 
-def set_password(actor: audit.Actor, username: str, password: str, min_length: int,
-                 must_change: bool, action: str = "user.password_reset") -> User:
+def set_password(
+    actor: audit.Actor,
+    username: str,
+    password: str,
+    min_length: int,
+    must_change: bool,
+    action: str = "user.password_reset",
+) -> User:
     with write():
         user = get(username)
         problem = password_problem(password, min_length, username)
@@ -175,7 +218,7 @@ def set_password(actor: audit.Actor, username: str, password: str, min_length: i
         user.failed_logins = 0
         user.locked_until = None
         user.updated_at = utcnow()
-        end_sessions(user)   # whoever knew the old password, or holds a session, is signed out
+        end_sessions(user)  # whoever knew the old password, or holds a session, is signed out
         user.save()
         audit.record(action, actor, objects=[f"user:{user.id}"], details={"username": username})
     return user
@@ -185,19 +228,35 @@ def one_time_password(username: str, min_length: int) -> str:
     """A generated password that passes password_problem() for this account (random text can
     contain a short username, so draw again when it does)."""
     while True:
-        password = secrets.token_urlsafe(max(min_length, 20))[:max(min_length, 20)]
+        password = secrets.token_urlsafe(max(min_length, 20))[: max(min_length, 20)]
         if password_problem(password, min_length, username) is None:
             return password
 
 
-def create(actor: audit.Actor, *, username: str, display_name: str, organization: str, role: str,
-           job_title: str, min_password_length: int) -> tuple[User, str]:
+def create(
+    actor: audit.Actor,
+    *,
+    username: str,
+    display_name: str,
+    organization: str,
+    role: str,
+    job_title: str,
+    min_password_length: int,
+) -> tuple[User, str]:
     """A new account with a one-time password, returned for showing once; it must be changed at
     the first sign-in."""
     password = one_time_password(username, min_password_length)
-    user = add(actor, username=username, display_name=display_name, organization=organization, role=role,
-               password=password, job_title=job_title, min_password_length=min_password_length,
-               must_change_password=True)
+    user = add(
+        actor,
+        username=username,
+        display_name=display_name,
+        organization=organization,
+        role=role,
+        password=password,
+        job_title=job_title,
+        min_password_length=min_password_length,
+        must_change_password=True,
+    )
     return user, password
 
 
@@ -240,8 +299,11 @@ class Review:
     admins: list[User]
 
     def usernames(self) -> dict[str, list[str]]:
-        return {"stale": [u.username for u in self.stale], "training": [u.username for u in self.training],
-                "admins": [u.username for u in self.admins]}
+        return {
+            "stale": [u.username for u in self.stale],
+            "training": [u.username for u in self.training],
+            "admins": [u.username for u in self.admins],
+        }
 
 
 def review(actor: audit.Actor, now: dt.datetime | None = None) -> Review:
@@ -250,11 +312,18 @@ def review(actor: audit.Actor, now: dt.datetime | None = None) -> Review:
     now = now or utcnow()
     with write():
         active = list(User.select().where(User.active == True).order_by(User.username))  # noqa: E712
-        found = Review(stale=[u for u in active if is_stale(u, now)],
-                       training=[u for u in active if training_state(u, now.date()) in ("missing", "expired")],
-                       admins=[u for u in active if u.role == "admin"])
-        audit.record("user.review", actor, objects=[f"user:{u.id}" for u in active], result_count=len(active),
-                     details=found.usernames())
+        found = Review(
+            stale=[u for u in active if is_stale(u, now)],
+            training=[u for u in active if training_state(u, now.date()) in ("missing", "expired")],
+            admins=[u for u in active if u.role == "admin"],
+        )
+        audit.record(
+            "user.review",
+            actor,
+            objects=[f"user:{u.id}" for u in active],
+            result_count=len(active),
+            details=found.usernames(),
+        )
     return found
 
 
@@ -264,8 +333,10 @@ class SignInRefused(Exception):
 
 # One answer for an unknown name, a wrong password and a locked account: a different answer for a
 # locked account would tell anyone that the name exists (lock it with five guesses, then look).
-REFUSED = ("Wrong username or password, or the account is locked after too many failed sign-ins. "
-           "Ask the ALPR administrator if you cannot sign in.")
+REFUSED = (
+    "Wrong username or password, or the account is locked after too many failed sign-ins. "
+    "Ask the ALPR administrator if you cannot sign in."
+)
 
 
 def _wrong_password(settings, user: User, actor: audit.Actor, reason: str, now: dt.datetime) -> bool:
@@ -279,11 +350,16 @@ def _wrong_password(settings, user: User, actor: audit.Actor, reason: str, now: 
         user.locked_until = now + dt.timedelta(minutes=web.lockout_minutes)
         user.failed_logins = 0
     user.save()
-    audit.record("auth.login_failed", actor, objects=target,
-                 details={"reason": reason + ("; account locked" if locked else "")})
+    audit.record(
+        "auth.login_failed", actor, objects=target, details={"reason": reason + ("; account locked" if locked else "")}
+    )
     if locked:
-        audit.record("auth.lockout", actor, objects=target,
-                     details={"until": user.locked_until.isoformat(timespec="seconds") + "Z"})
+        audit.record(
+            "auth.lockout",
+            actor,
+            objects=target,
+            details={"until": user.locked_until.isoformat(timespec="seconds") + "Z"},
+        )
     return locked
 
 
@@ -335,15 +411,20 @@ def check_current_password(settings, user_id: int, password: str, client_addr: s
         actor = actor_for(user, client_addr)
         if user.locked_until and user.locked_until > now:
             _hash_matches(_dummy_hash(), password)
-            audit.record("auth.login_failed", actor, objects=[f"user:{user.id}"],
-                         details={"reason": "locked; password change"})
-            return (f"This account is locked after repeated wrong passwords until "
-                    f"{user.locked_until.strftime('%H:%M UTC')}. Ask the ALPR administrator if you need it sooner.")
+            audit.record(
+                "auth.login_failed", actor, objects=[f"user:{user.id}"], details={"reason": "locked; password change"}
+            )
+            return (
+                f"This account is locked after repeated wrong passwords until "
+                f"{user.locked_until.strftime('%H:%M UTC')}. Ask the ALPR administrator if you need it sooner."
+            )
         if check_password(user, password):
             return None
         if _wrong_password(settings, user, actor, "wrong current password at password change", now):
-            return (f"The current password is wrong. Too many wrong passwords: the account is locked for "
-                    f"{settings.web.lockout_minutes} minutes.")
+            return (
+                f"The current password is wrong. Too many wrong passwords: the account is locked for "
+                f"{settings.web.lockout_minutes} minutes."
+            )
         return "The current password is wrong."
 
 

@@ -8,6 +8,7 @@
 `read(frame)` finds plates with the detector, cuts each one out (rectified by its corners, with a
 margin) and reads it with the OCR. `read_crop(image)` reads an image that is already a plate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,9 @@ def _is_convex(c: np.ndarray) -> bool:
     return all(s > 0 for s in signs) or all(s < 0 for s in signs)
 
 
-def plate_crop(frame: np.ndarray, det: Detection, margin_x: float = CROP_MARGIN_X,
-               margin_y: float = CROP_MARGIN_Y) -> np.ndarray:
+def plate_crop(
+    frame: np.ndarray, det: Detection, margin_x: float = CROP_MARGIN_X, margin_y: float = CROP_MARGIN_Y
+) -> np.ndarray:
     """Cut the plate out of the frame: a perspective warp of its corners (so a skewed plate comes
     out level) when the detector gave usable corners, else the box; with a margin either way."""
 
@@ -73,26 +75,39 @@ def plate_crop(frame: np.ndarray, det: Detection, margin_x: float = CROP_MARGIN_
             out_w, out_h = int(round(iw + 2 * mx)), int(round(ih + 2 * my))
             dst = np.float32([[mx, my], [mx + iw, my], [mx + iw, my + ih], [mx, my + ih]])
             M = cv2.getPerspectiveTransform(c, dst)
-            return cv2.warpPerspective(frame, M, (max(out_w, 8), max(out_h, 4)), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_REPLICATE)
+            return cv2.warpPerspective(
+                frame, M, (max(out_w, 8), max(out_h, 4)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
     x, y, bw, bh = det.box
     mx, my = bw * margin_x, bh * margin_y
     x0, y0 = int(max(0, x - mx)), int(max(0, y - my))
     x1, y1 = int(min(w, x + bw + mx)), int(min(h, y + bh + my))
-    return np.ascontiguousarray(frame[y0:max(y1, y0 + 4), x0:max(x1, x0 + 8)])
+    return np.ascontiguousarray(frame[y0 : max(y1, y0 + 4), x0 : max(x1, x0 + 8)])
 
 
 class Recognizer:
     """Detector + OCR, each interpreter built once. Not thread-safe: one per worker thread."""
 
-    def __init__(self, models_dir: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 min_detection_score: float = 0.3, second_look: bool = True, ocr_views: int = len(SCENE_VIEWS),
-                 crop_views: int = CROP_VIEWS):
+    def __init__(
+        self,
+        models_dir: str | Path | None = None,
+        threads: int = 1,
+        runtime: str | None = None,
+        min_detection_score: float = 0.3,
+        second_look: bool = True,
+        ocr_views: int = len(SCENE_VIEWS),
+        crop_views: int = CROP_VIEWS,
+    ):
         if not 1 <= ocr_views <= len(SCENE_VIEWS):
             raise ValueError(f"ocr_views must be 1 to {len(SCENE_VIEWS)}, got {ocr_views}")
         d = Path(models_dir) if models_dir else MODELS_DIR
-        self.detector = PlateDetector(d / "detector.tflite", threads=threads, runtime=runtime,
-                                      threshold=min_detection_score, second_look=second_look)
+        self.detector = PlateDetector(
+            d / "detector.tflite",
+            threads=threads,
+            runtime=runtime,
+            threshold=min_detection_score,
+            second_look=second_look,
+        )
         self.ocr = PlateOCR(d / "ocr.tflite", threads=threads, runtime=runtime, views=crop_views)
         self.ocr_views = ocr_views
         self.runtime = self.detector.model.runtime
@@ -111,23 +126,25 @@ class Recognizer:
             read = self._read_detection(frame, det)
             if not read.text:
                 continue
-            reads.append(dataclasses.replace(read, box=det.box, corners=det.corners,
-                                             detection_score=round(det.score, 4)))
+            reads.append(
+                dataclasses.replace(read, box=det.box, corners=det.corners, detection_score=round(det.score, 4))
+            )
         return reads
 
     def _read_detection(self, frame: np.ndarray, det: Detection) -> PlateRead:
         """The OCR's read of one detection: its crops with the margins of SCENE_VIEWS read together,
         or the box widened to WIDE_ASPECT when that reads the same characters and more (a long
         plate the box cut short)."""
-        read = self.ocr.read_views([plate_crop(frame, det, mx, my) for mx, my in SCENE_VIEWS[:self.ocr_views]])
+        read = self.ocr.read_views([plate_crop(frame, det, mx, my) for mx, my in SCENE_VIEWS[: self.ocr_views]])
         x, y, bw, bh = det.box
         if not read.text or bw >= WIDE_ASPECT * bh:
             return read
         w = frame.shape[1]
         x0 = int(max(0, x + bw / 2 - WIDE_ASPECT * bh / 2))
         x1 = int(min(w, x + bw / 2 + WIDE_ASPECT * bh / 2))
-        wide = self.ocr.read_views([plate_crop(frame, Detection(box=(x0, y, x1 - x0, bh), score=det.score,
-                                                                corners=None))])
+        wide = self.ocr.read_views(
+            [plate_crop(frame, Detection(box=(x0, y, x1 - x0, bh), score=det.score, corners=None))]
+        )
         if len(wide.text) > len(read.text) and read.text in wide.text and wide.confidence >= 0.5 * read.confidence:
             return wide
         return read

@@ -2,6 +2,7 @@
 
 Also runnable before that wiring as `python -m recognizer eval DIR` / `python -m recognizer recognize IMG`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,6 @@ OUT_COLUMNS = ("file", "truth", "read", "confidence", "ms")
 
 
 def _recognizer(models_dir, threads, runtime):
-
     try:
         return Recognizer(models_dir=models_dir, threads=threads, runtime=runtime)
     except (ModelError, RuntimeMissing, FileNotFoundError, ValueError) as exc:
@@ -30,14 +30,31 @@ def _recognizer(models_dir, threads, runtime):
 
 @click.command("eval")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write one CSV row per item: file, truth, read, confidence, ms.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 8),
-              help="TFLite threads (the targets are measured with 1).")
-@click.option("--runtime", type=click.Choice(["ai_edge_litert", "tflite_runtime"]), default=None,
-              help="TFLite runtime to use (default: the first installed).")
-@click.option("--models-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder with detector.tflite and ocr.tflite (default: the shipped models).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one CSV row per item: file, truth, read, confidence, ms.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="TFLite threads (the targets are measured with 1).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["ai_edge_litert", "tflite_runtime"]),
+    default=None,
+    help="TFLite runtime to use (default: the first installed).",
+)
+@click.option(
+    "--models-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with detector.tflite and ocr.tflite (default: the shipped models).",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N items.")
 def eval_command(directory, out_path, threads, runtime, models_dir, limit):
     """Measure accuracy and speed on a labelled folder.
@@ -68,8 +85,9 @@ def eval_command(directory, out_path, threads, runtime, models_dir, limit):
     rows = res.pop("rows")
     if out_path:
         with open(out_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(OUT_COLUMNS) + [k for k in ("error",) if k not in OUT_COLUMNS],
-                               extrasaction="ignore")
+            w = csv.DictWriter(
+                f, fieldnames=list(OUT_COLUMNS) + [k for k in ("error",) if k not in OUT_COLUMNS], extrasaction="ignore"
+            )
             w.writeheader()
             for r in rows:
                 w.writerow({**r, "ms": "" if r.get("ms") is None else round(r["ms"], 3)})
@@ -79,10 +97,12 @@ def eval_command(directory, out_path, threads, runtime, models_dir, limit):
         click.echo(f"  miss {r['file']}: truth {r['truth']} read {r['read'] or '-'}", err=True)
     if len(wrong) > 10:
         click.echo(f"  ... and {len(wrong) - 10} more misses", err=True)
-    click.echo(f"{kind}: exact {res.get('exact_match')}, CER {res.get('char_error_rate')}"
-               + (f", detection recall {res.get('detection_recall')}" if kind == "scenes" else "")
-               + f", median {res.get('ms_median')} ms, p95 {res.get('ms_p95')} ms"
-               + f" ({time.perf_counter() - t0:.1f} s in all)")
+    click.echo(
+        f"{kind}: exact {res.get('exact_match')}, CER {res.get('char_error_rate')}"
+        + (f", detection recall {res.get('detection_recall')}" if kind == "scenes" else "")
+        + f", median {res.get('ms_median')} ms, p95 {res.get('ms_p95')} ms"
+        + f" ({time.perf_counter() - t0:.1f} s in all)"
+    )
     click.echo(json.dumps(res))
 
 
@@ -117,20 +137,26 @@ def recognize_command(images, threads, runtime, models_dir, crop, as_json):
             alts = ", ".join(f"{a.text} {a.score:.2f}" for a in r.alternatives[:3])
             where = f" at {r.box}" if r.box else ""
             region = f" [{r.region} {r.region_confidence:.2f}]" if r.region else ""
-            click.echo(f"{path}: {r.text or '-'} {r.confidence:.2f}{region}{where} "
-                       f"(alternatives: {alts or 'none'}; {ms:.1f} ms)")
+            click.echo(
+                f"{path}: {r.text or '-'} {r.confidence:.2f}{region}{where} "
+                f"(alternatives: {alts or 'none'}; {ms:.1f} ms)"
+            )
     if failed:
         sys.exit(1)
 
 
 def _read_dict(r) -> dict:
-    return {"text": r.text, "confidence": round(r.confidence, 4),
-            "char_confidences": list(r.char_confidences),
-            "alternatives": [{"text": a.text, "score": a.score} for a in r.alternatives],
-            "box": list(r.box) if r.box else None,
-            "corners": [list(p) for p in r.corners] if r.corners else None,
-            "detection_score": r.detection_score, "region": r.region,
-            "region_confidence": r.region_confidence}
+    return {
+        "text": r.text,
+        "confidence": round(r.confidence, 4),
+        "char_confidences": list(r.char_confidences),
+        "alternatives": [{"text": a.text, "score": a.score} for a in r.alternatives],
+        "box": list(r.box) if r.box else None,
+        "corners": [list(p) for p in r.corners] if r.corners else None,
+        "detection_score": r.detection_score,
+        "region": r.region,
+        "region_confidence": r.region_confidence,
+    }
 
 
 @click.group()

@@ -14,6 +14,7 @@ Small plates: when a plate is found small (under `zoom_below_px` wide in the inp
 is run again on a zoomed window of the full-resolution frame around it, which gives a tighter box
 and better corners for the OCR crop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,15 +38,15 @@ SECOND_LOOK_BELOW = 0.55
 
 @dataclass(frozen=True)
 class Detection:
-    box: tuple[int, int, int, int]                    # x, y, w, h in frame px
+    box: tuple[int, int, int, int]  # x, y, w, h in frame px
     score: float
-    corners: tuple[tuple[float, float], ...] | None   # TL, TR, BR, BL in frame px
+    corners: tuple[tuple[float, float], ...] | None  # TL, TR, BR, BL in frame px
 
 
 @dataclass(frozen=True)
 class Letterbox:
-    scale: float      # input px per frame px
-    width: int        # frame px placed in the input
+    scale: float  # input px per frame px
+    width: int  # frame px placed in the input
     height: int
 
 
@@ -111,13 +112,21 @@ def _nms(dets, iou: float = 0.4):
 class PlateDetector:
     """Loads the detector once; `detect(frame)` returns plates in frame coordinates, best first."""
 
-    def __init__(self, model_path: str | Path | None = None, threads: int = 1, runtime: str | None = None,
-                 threshold: float = 0.3, zoom_below_px: float = 40.0, max_zoom: int = 3, second_look: bool = True):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        threads: int = 1,
+        runtime: str | None = None,
+        threshold: float = 0.3,
+        zoom_below_px: float = 40.0,
+        max_zoom: int = 3,
+        second_look: bool = True,
+    ):
         self.model: Model = load_model(model_path or DEFAULT_MODEL, threads=threads, runtime=runtime)
         _, self.in_h, self.in_w, _ = self.model.input_shape
         self.threshold = threshold
         self.zoom_below_px = zoom_below_px
-        self.max_zoom = max_zoom    # each zoomed pass costs one more model run
+        self.max_zoom = max_zoom  # each zoomed pass costs one more model run
         self.second_look = second_look
 
     def _run(self, image: np.ndarray) -> tuple[list, Letterbox]:
@@ -136,7 +145,7 @@ class PlateDetector:
         win_h = min(win_w * self.in_h / self.in_w, h)
         wx0 = int(np.clip(cx - win_w / 2, 0, max(0, w - win_w)))
         wy0 = int(np.clip(cy - win_h / 2, 0, max(0, h - win_h)))
-        crop = frame[wy0:wy0 + int(win_h), wx0:wx0 + int(win_w)]
+        crop = frame[wy0 : wy0 + int(win_h), wx0 : wx0 + int(win_w)]
         if crop.shape[0] < 8 or crop.shape[1] < 8:
             return None
         dets, lb = self._run(crop)
@@ -162,8 +171,10 @@ class PlateDetector:
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         dets, lb = self._run(frame)
-        found = [(score, box / lb.scale, corners / lb.scale, (box[2] - box[0]) < self.zoom_below_px, lb.scale)
-                 for score, box, corners in _nms(dets)]
+        found = [
+            (score, box / lb.scale, corners / lb.scale, (box[2] - box[0]) < self.zoom_below_px, lb.scale)
+            for score, box, corners in _nms(dets)
+        ]
         if not found and self.second_look and lb.scale < SECOND_LOOK_BELOW:
             found = self._windows(frame)
         return [self._finish(frame, rank, *f) for rank, f in enumerate(found)]
@@ -174,11 +185,18 @@ class PlateDetector:
         found = []
         for x0 in (0, w - ww):
             for y0 in (0, h - wh):
-                dets, lb = self._run(frame[y0:y0 + wh, x0:x0 + ww])
+                dets, lb = self._run(frame[y0 : y0 + wh, x0 : x0 + ww])
                 off = np.array([x0, y0], np.float32)
                 for score, box, corners in dets:
-                    found.append((score, box / lb.scale + np.tile(off, 2), corners / lb.scale + off,
-                                  (box[2] - box[0]) < self.zoom_below_px, lb.scale))
+                    found.append(
+                        (
+                            score,
+                            box / lb.scale + np.tile(off, 2),
+                            corners / lb.scale + off,
+                            (box[2] - box[0]) < self.zoom_below_px,
+                            lb.scale,
+                        )
+                    )
         # a plate where two windows overlap is found twice: keep the surer one
         kept = _nms([(f[0], f[1], f) for f in found])
         return [k[2] for k in kept]
@@ -199,4 +217,5 @@ class PlateDetector:
         return Detection(
             box=(int(round(x0)), int(round(y0)), max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))),
             score=score,
-            corners=tuple((float(x), float(y)) for x, y in corners) if trusted else None)
+            corners=tuple((float(x), float(y)) for x, y in corners) if trusted else None,
+        )

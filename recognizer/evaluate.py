@@ -6,6 +6,7 @@ A folder holds images and a `labels.csv` whose header says what it is:
 Plates are compared as uppercase A-Z/0-9 only. `evaluate_crops` is the OCR half; the scenes half
 (detector + OCR) lives beside it. `waypost eval` calls these and prints the dict as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,6 @@ CROP_COLUMNS = ("file", "state", "plate")
 
 class LabelError(ValueError):
     pass
-
-
 
 
 def char_error_rate(truths, reads) -> float:
@@ -57,8 +56,9 @@ def load_labels(directory) -> tuple[str, list[dict]]:
     elif set(CROP_COLUMNS) <= set(header):
         kind = "crops"
     else:
-        raise LabelError(f"{path}: header {','.join(header)!r} is neither `{','.join(SCENE_COLUMNS)}` "
-                         f"nor `{','.join(CROP_COLUMNS)}`")
+        raise LabelError(
+            f"{path}: header {','.join(header)!r} is neither `{','.join(SCENE_COLUMNS)}` nor `{','.join(CROP_COLUMNS)}`"
+        )
     for r in rows:
         r["plate"] = normalise(r["plate"])
     return kind, rows
@@ -79,15 +79,23 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
     kind, labels = load_labels(directory)
     if kind != "crops":
         raise LabelError(f"{directory} holds scenes; evaluate_crops needs a `file,state,plate` folder")
-    if only is not None:          # a subset by file name, e.g. a held-out fold
+    if only is not None:  # a subset by file name, e.g. a held-out fold
         labels = [lab for lab in labels if lab["file"] in only]
     if limit:
         labels = labels[:limit]
-    ocr.read(np.full((40, 128), 128, np.uint8))   # warm-up: first invoke allocates
+    ocr.read(np.full((40, 128), 128, np.uint8))  # warm-up: first invoke allocates
     rows, ms = [], []
     for lab in labels:
-        row = {"file": lab["file"], "truth": lab["plate"], "read": "", "confidence": 0.0, "ms": None,
-               "state": lab.get("state", "").lower(), "region": None, "error": ""}
+        row = {
+            "file": lab["file"],
+            "truth": lab["plate"],
+            "read": "",
+            "confidence": 0.0,
+            "ms": None,
+            "state": lab.get("state", "").lower(),
+            "region": None,
+            "error": "",
+        }
         try:
             with Image.open(Path(directory) / lab["file"]) as im:
                 im.load()
@@ -100,8 +108,12 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
         read = ocr.read(arr)
         row["ms"] = (time.perf_counter() - t) * 1000.0
         ms.append(row["ms"])
-        row.update(read=read.text, confidence=round(read.confidence, 4), region=read.region,
-                   alternatives=" ".join(a.text for a in read.alternatives[:3]))
+        row.update(
+            read=read.text,
+            confidence=round(read.confidence, 4),
+            region=read.region,
+            alternatives=" ".join(a.text for a in read.alternatives[:3]),
+        )
         rows.append(row)
     n = len(rows)
     with_state = [r for r in rows if r["state"]]
@@ -110,8 +122,12 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
         "kind": "crops",
         "n": n,
         "exact_match": round(sum(r["read"] == r["truth"] for r in rows) / n, 4) if n else None,
-        "char_error_rate": round(char_error_rate([r["truth"] for r in rows], [r["read"] for r in rows]), 4) if n else None,
-        "state_accuracy": round(sum(r["region"] == r["state"] for r in with_state) / len(with_state), 4) if with_state else None,
+        "char_error_rate": round(char_error_rate([r["truth"] for r in rows], [r["read"] for r in rows]), 4)
+        if n
+        else None,
+        "state_accuracy": round(sum(r["region"] == r["state"] for r in with_state) / len(with_state), 4)
+        if with_state
+        else None,
         "ms_median": med,
         "ms_p95": p95,
         "errors": sum(bool(r["error"]) for r in rows),
@@ -122,8 +138,6 @@ def evaluate_crops(directory, ocr, limit: int | None = None, only=None) -> dict:
 # --- scenes: detector + OCR on full frames ------------------------------------------------------
 
 DETECTION_IOU = 0.3
-
-
 
 
 def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=None) -> dict:
@@ -139,19 +153,28 @@ def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=No
         raise LabelError(f"{directory} holds crops; evaluate_scenes needs a `file,x,y,w,h,plate` folder")
     if limit:
         labels = labels[:limit]
-    recognizer.read(np.full((288, 512, 3), 114, np.uint8))   # warm-up: first invoke allocates
+    recognizer.read(np.full((288, 512, 3), 114, np.uint8))  # warm-up: first invoke allocates
     rows, ms, cache = [], [], {}
     for i, lab in enumerate(labels):
         truth_box = (lab["x"], lab["y"], lab["w"], lab["h"])
-        row = {"file": lab["file"], "truth": lab["plate"], "read": "", "confidence": 0.0, "ms": None,
-               "detected": False, "iou": 0.0, "box": "", "error": ""}
+        row = {
+            "file": lab["file"],
+            "truth": lab["plate"],
+            "read": "",
+            "confidence": 0.0,
+            "ms": None,
+            "detected": False,
+            "iou": 0.0,
+            "box": "",
+            "error": "",
+        }
         try:
             frame = load_image(Path(directory) / lab["file"])
         except ImageError as exc:
             row["error"] = str(exc)
             rows.append(row)
             continue
-        if lab["file"] not in cache:   # a frame listed twice (two labelled plates) is read once
+        if lab["file"] not in cache:  # a frame listed twice (two labelled plates) is read once
             t = time.perf_counter()
             dets = recognizer.detect(frame)
             reads = recognizer.read(frame, detections=dets)
@@ -175,7 +198,9 @@ def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=No
         "kind": "scenes",
         "n": n,
         "exact_match": round(sum(r["read"] == r["truth"] for r in rows) / n, 4) if n else None,
-        "char_error_rate": round(char_error_rate([r["truth"] for r in rows], [r["read"] for r in rows]), 4) if n else None,
+        "char_error_rate": round(char_error_rate([r["truth"] for r in rows], [r["read"] for r in rows]), 4)
+        if n
+        else None,
         "detection_recall": round(sum(r["detected"] for r in rows) / n, 4) if n else None,
         "ms_median": med,
         "ms_p95": p95,
@@ -186,7 +211,6 @@ def evaluate_scenes(directory, recognizer, limit: int | None = None, progress=No
 
 def main(argv=None):
     """python -m recognizer.evaluate DIR [--model PATH] [--runtime NAME]: OCR figures for a crops folder."""
-
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("directory")

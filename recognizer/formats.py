@@ -8,6 +8,7 @@ recognizer/training/format_table.py into models/plate_formats.json; no dev label
 It is soft: vanity plates and formats the generator does not know get a flat share, and the
 prior never decides how many characters a plate has (it is conditioned on the length).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,51 @@ FORMATS_FILE = Path(__file__).resolve().parent / "models" / "plate_formats.json"
 
 # Characters the OCR (and people) confuse on US plate faces, each way round.
 CONFUSABLE = {
-    "0": "OQD", "O": "0QD", "Q": "O0", "D": "0O", "1": "IL7T", "I": "1LT", "L": "1I",
-    "2": "Z", "Z": "2", "5": "S", "S": "5", "8": "B", "B": "8", "6": "G", "G": "6",
-    "7": "T1", "T": "71", "4": "A", "A": "4", "U": "V", "V": "UY", "M": "N", "N": "M",
+    "0": "OQD",
+    "O": "0QD",
+    "Q": "O0",
+    "D": "0O",
+    "1": "IL7T",
+    "I": "1LT",
+    "L": "1I",
+    "2": "Z",
+    "Z": "2",
+    "5": "S",
+    "S": "5",
+    "8": "B",
+    "B": "8",
+    "6": "G",
+    "G": "6",
+    "7": "T1",
+    "T": "71",
+    "4": "A",
+    "A": "4",
+    "U": "V",
+    "V": "UY",
+    "M": "N",
+    "N": "M",
 }
 # Letter/digit pairs that share a glyph on many plates: the decoder tries swapping these where the
 # OCR is unsure and lets the format prior weigh in. Only pairs across classes: a prior on
 # letter-vs-digit cannot tell two letters apart.
-SWAPS = {"0": "OD", "O": "0", "D": "0", "1": "IT", "I": "1", "T": "1", "5": "S", "S": "5",
-         "8": "B", "B": "8", "2": "Z", "Z": "2", "6": "G", "G": "6", "4": "A", "A": "4"}
+SWAPS = {
+    "0": "OD",
+    "O": "0",
+    "D": "0",
+    "1": "IT",
+    "I": "1",
+    "T": "1",
+    "5": "S",
+    "S": "5",
+    "8": "B",
+    "B": "8",
+    "2": "Z",
+    "Z": "2",
+    "6": "G",
+    "G": "6",
+    "4": "A",
+    "A": "4",
+}
 
 # At least this share of plates of any length is treated as "any layout" (flat prior), whatever
 # the generator says: real roads carry formats it does not render.
@@ -58,13 +95,15 @@ class FormatPrior:
         self.states = frozenset(self._states)
 
     @classmethod
-    def load(cls, path=None) -> "FormatPrior":
+    def load(cls, path=None) -> FormatPrior:
         path = Path(path) if path else FORMATS_FILE
         try:
             return cls(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError) as exc:
-            raise RuntimeError(f"cannot load the plate-format table {path}: {exc}; rebuild it with "
-                               "`python -m recognizer.training.format_table`") from exc
+            raise RuntimeError(
+                f"cannot load the plate-format table {path}: {exc}; rebuild it with "
+                "`python -m recognizer.training.format_table`"
+            ) from exc
 
     @staticmethod
     def _p(by_length: dict, pat: str) -> float | None:

@@ -1,4 +1,5 @@
 """Decode camera frames and image files into the RGB arrays the recognizer reads."""
+
 from __future__ import annotations
 
 import io
@@ -32,7 +33,7 @@ def load_image(source: str | Path | bytes | bytearray | memoryview, name: str | 
         fp = path
     try:
         with Image.open(fp) as im:
-            im.load()   # decodes now, so a truncated file fails here and not later
+            im.load()  # decodes now, so a truncated file fails here and not later
             im = ImageOps.exif_transpose(im)
             arr = np.asarray(im.convert("RGB"))
     except UnidentifiedImageError as exc:

@@ -8,6 +8,7 @@ unsure, every candidate is scored exactly under CTC and weighed by the plate-for
 recognizer/formats.py. The best is the read; the next ones, with scores, are the alternatives
 that fuzzy search and hotlist matching use. TensorFlow is never imported.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,9 @@ DEFAULT_MODEL = MODELS_DIR / "ocr.tflite"
 BLANK = 0  # CTC blank; characters are ALPHABET[i - 1]
 MIN_ALTERNATIVES = 3
 # Decoding with the plate-format prior (recognizer/formats.py):
-PRIOR_WEIGHT = 1.0        # exponent on the prior's lift; 1 = plain Bayes
-SWAP_MIN_RATIO = 1e-3     # try a look-alike swap when the OCR gives it >= this share of the read char
-STATE_CONFIDENT = 0.8     # use the state's own formats only when the state head is this sure
+PRIOR_WEIGHT = 1.0  # exponent on the prior's lift; 1 = plain Bayes
+SWAP_MIN_RATIO = 1e-3  # try a look-alike swap when the OCR gives it >= this share of the read char
+STATE_CONFIDENT = 0.8  # use the state's own formats only when the state head is this sure
 # Views of one crop read together (decode_views): the crop itself, the crop padded with its edge
 # pixels, the crop trimmed; (x, y) fractions of its width and height on each side.
 PAD_VIEW = (0.04, 0.08)
@@ -70,7 +71,7 @@ def crop_views(crop: np.ndarray, n: int) -> list[np.ndarray]:
     if n >= 3:
         dx, dy = round(w * TRIM_VIEW[0]), round(h * TRIM_VIEW[1])
         if (dx or dy) and w - 2 * dx >= 8 and h - 2 * dy >= 4:
-            out.append(crop[dy:h - dy, dx:w - dx])
+            out.append(crop[dy : h - dy, dx : w - dx])
     return out
 
 
@@ -149,9 +150,9 @@ def beam_decode(probs: np.ndarray, beam: int = 6, prune: float = 0.01, topk: int
                 ext = prefix + (k,)
                 b, nb = nxt.get(ext, (0.0, 0.0))
                 if prefix and prefix[-1] == k:
-                    nxt[ext] = (b, nb + pb * p)          # a repeat needs a blank in between
+                    nxt[ext] = (b, nb + pb * p)  # a repeat needs a blank in between
                     b2, nb2 = nxt.get(prefix, (0.0, 0.0))
-                    nxt[prefix] = (b2, nb2 + pnb * p)    # otherwise it collapses into the same char
+                    nxt[prefix] = (b2, nb2 + pnb * p)  # otherwise it collapses into the same char
                 else:
                     nxt[ext] = (b, nb + total * p)
         if len(nxt) > beam:
@@ -183,7 +184,7 @@ def _substitutions(text: str, probs: np.ndarray, cols: list[int]) -> list[str]:
         row[[BLANK, ALPHABET.index(text[i]) + 1]] = 0.0
         k2 = int(row.argmax())
         if row[k2] > 0:
-            out.append(text[:i] + ALPHABET[k2 - 1] + text[i + 1:])
+            out.append(text[:i] + ALPHABET[k2 - 1] + text[i + 1 :])
     return out
 
 
@@ -191,7 +192,7 @@ def _swaps(text: str, probs: np.ndarray, cols: list[int], min_ratio: float, max_
     """Variants of `text` with letter/digit look-alikes swapped (formats.SWAPS) where the OCR gives
     the look-alike at least `min_ratio` of the read character's probability. Single swaps of every
     such pair, plus every combination over the `max_positions` most ambivalent positions."""
-    options = []   # (ratio, position, replacement)
+    options = []  # (ratio, position, replacement)
     for i, t in enumerate(cols[: len(text)]):
         c = text[i]
         p_c = probs[t, ALPHABET.index(c) + 1]
@@ -201,9 +202,9 @@ def _swaps(text: str, probs: np.ndarray, cols: list[int], min_ratio: float, max_
                 options.append((float(r), i, d))
     if not options:
         return []
-    out = [text[:i] + d + text[i + 1:] for _, i, d in options]
+    out = [text[:i] + d + text[i + 1 :] for _, i, d in options]
     best_per_pos: dict[int, str] = {}
-    for r, i, d in sorted(options, reverse=True):
+    for _, i, d in sorted(options, reverse=True):
         if i not in best_per_pos and len(best_per_pos) < max_positions:
             best_per_pos[i] = d
     positions = sorted(best_per_pos)
@@ -227,11 +228,11 @@ def ctc_scores(probs: np.ndarray, texts: list[str]) -> np.ndarray:
     n = len(texts)
     L = max((len(t) for t in texts), default=0)
     S = 2 * L + 1
-    lab = np.zeros((n, S), np.int64)          # blank, c1, blank, c2, ... (padded with blanks)
+    lab = np.zeros((n, S), np.int64)  # blank, c1, blank, c2, ... (padded with blanks)
     for j, t in enumerate(texts):
         if t:
-            lab[j, 1: 2 * len(t): 2] = [ALPHABET.index(c) + 1 for c in t]
-    skip = np.zeros((n, S), bool)             # s-2 -> s allowed: a character unlike the one before
+            lab[j, 1 : 2 * len(t) : 2] = [ALPHABET.index(c) + 1 for c in t]
+    skip = np.zeros((n, S), bool)  # s-2 -> s allowed: a character unlike the one before
     skip[:, 2:] = (lab[:, 2:] != BLANK) & (lab[:, 2:] != lab[:, :-2])
     views = p.shape[0]
     alpha = np.zeros((views, n, S))
@@ -269,8 +270,15 @@ def _reweigh_per_length(texts: list[str], ocr_p: np.ndarray, lift: np.ndarray, n
 class PlateOCR:
     """Reads plate crops. Build once per process; `read` is not thread-safe (one interpreter)."""
 
-    def __init__(self, model_path=None, threads: int = 1, runtime: str | None = None, beam: int = 6,
-                 prior_weight: float = PRIOR_WEIGHT, views: int = 1):
+    def __init__(
+        self,
+        model_path=None,
+        threads: int = 1,
+        runtime: str | None = None,
+        beam: int = 6,
+        prior_weight: float = PRIOR_WEIGHT,
+        views: int = 1,
+    ):
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1 to {MAX_VIEWS}, got {views}")
         self.views = views
@@ -351,8 +359,14 @@ class PlateOCR:
                         found.update(dict.fromkeys(_swaps(base, probs, cols, SWAP_MIN_RATIO)))
         texts = list(found)
         if not texts:
-            return PlateRead(text="", confidence=0.0, char_confidences=(), alternatives=(),
-                             region=region, region_confidence=region_conf)
+            return PlateRead(
+                text="",
+                confidence=0.0,
+                char_confidences=(),
+                alternatives=(),
+                region=region,
+                region_confidence=region_conf,
+            )
         ocr_p = ctc_scores(views[0], texts) if len(views) == 1 else ctc_scores(np.stack(views), texts).mean(axis=0)
         scores = ocr_p
         if self.prior is not None and ocr_p.sum() > 0:
@@ -362,7 +376,7 @@ class PlateOCR:
         order = np.argsort(-scores, kind="stable")
         text, score = texts[order[0]], float(scores[order[0]])
         char_conf = self._char_confidences(text, score, texts, scores, greedy, greedy_confs)
-        alts = [Alternative(texts[j], round(float(scores[j]), 6)) for j in order[1: 1 + max(MIN_ALTERNATIVES, 5)]]
+        alts = [Alternative(texts[j], round(float(scores[j]), 6)) for j in order[1 : 1 + max(MIN_ALTERNATIVES, 5)]]
         return PlateRead(
             text=normalise(text),
             confidence=min(1.0, score),
@@ -383,8 +397,10 @@ class PlateOCR:
             return [score ** (1.0 / len(text))] * len(text)
         same = [(t, s) for t, s in zip(texts, scores) if len(t) == len(text)]
         total = sum(s for _, s in same) or 1.0
-        return [greedy_confs[i] if c == greedy[i] else float(sum(s for t, s in same if t[i] == c) / total)
-                for i, c in enumerate(text)]
+        return [
+            greedy_confs[i] if c == greedy[i] else float(sum(s for t, s in same if t[i] == c) / total)
+            for i, c in enumerate(text)
+        ]
 
 
 def read_crop_file(path, ocr: PlateOCR) -> PlateRead:

@@ -20,6 +20,7 @@ rain, low resolution, JPEG artefacts.
 `python -m recognizer.plates` writes a contact sheet to /tmp/plates_sheet.png.
 Fonts come from Debian font packages; see ASSETS.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,23 +39,48 @@ DIGITS = string.digits
 _FONT_DIRS = ["/usr/share/fonts"]
 # Plate glyphs: condensed/bold sans faces; the renderer also squeezes them horizontally.
 _PLATE_FONT_NAMES = [
-    "NimbusSansNarrow-Bold.otf", "LiberationSansNarrow-Bold.ttf", "RobotoCondensed-Bold.ttf",
-    "RobotoCondensed-Regular.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSansCondensed.ttf",
-    "NimbusSans-Bold.otf", "LiberationSans-Bold.ttf", "FreeSansBold.ttf", "URWGothic-Demi.otf",
-    "DejaVuSansMono-Bold.ttf", "LiberationMono-Bold.ttf", "NimbusMonoPS-Bold.otf",
-    "Roboto-Medium.ttf", "Roboto-Bold.ttf", "NimbusSansNarrow-Regular.otf",
+    "NimbusSansNarrow-Bold.otf",
+    "LiberationSansNarrow-Bold.ttf",
+    "RobotoCondensed-Bold.ttf",
+    "RobotoCondensed-Regular.ttf",
+    "DejaVuSansCondensed-Bold.ttf",
+    "DejaVuSansCondensed.ttf",
+    "NimbusSans-Bold.otf",
+    "LiberationSans-Bold.ttf",
+    "FreeSansBold.ttf",
+    "URWGothic-Demi.otf",
+    "DejaVuSansMono-Bold.ttf",
+    "LiberationMono-Bold.ttf",
+    "NimbusMonoPS-Bold.otf",
+    "Roboto-Medium.ttf",
+    "Roboto-Bold.ttf",
+    "NimbusSansNarrow-Regular.otf",
     # Tall condensed faces nearer the US plate faces (narrow T, flagged 1, O barely unlike 0).
-    "OSP-DIN.ttf", "BebasNeue-Bold.otf", "BebasNeue-Regular.otf", "routed-gothic-narrow.ttf",
+    "OSP-DIN.ttf",
+    "BebasNeue-Bold.otf",
+    "BebasNeue-Regular.otf",
+    "routed-gothic-narrow.ttf",
     "routed-gothic.ttf",
 ]
 # Faces drawn with a hairline: the renderer always thickens them by at least this stroke.
 _MIN_STROKE = {"routed-gothic-narrow.ttf": 3, "routed-gothic.ttf": 3}
 _HEADER_FONT_NAMES = [
-    "NimbusSans-Bold.otf", "LiberationSerif-Bold.ttf", "NimbusRoman-Bold.otf", "C059-Bold.otf",
-    "DejaVuSans-Bold.ttf", "RobotoCondensed-Bold.ttf", "URWBookman-Demi.otf", "FreeSerifBold.ttf",
+    "NimbusSans-Bold.otf",
+    "LiberationSerif-Bold.ttf",
+    "NimbusRoman-Bold.otf",
+    "C059-Bold.otf",
+    "DejaVuSans-Bold.ttf",
+    "RobotoCondensed-Bold.ttf",
+    "URWBookman-Demi.otf",
+    "FreeSerifBold.ttf",
 ]
-_SCRIPT_FONT_NAMES = ["Z003-MediumItalic.otf", "URWBookman-DemiItalic.otf", "C059-BdIta.otf",
-                      "NimbusRoman-BoldItalic.otf", "DejaVuSerif-BoldItalic.ttf"]
+_SCRIPT_FONT_NAMES = [
+    "Z003-MediumItalic.otf",
+    "URWBookman-DemiItalic.otf",
+    "C059-BdIta.otf",
+    "NimbusRoman-BoldItalic.otf",
+    "DejaVuSerif-BoldItalic.ttf",
+]
 
 
 def _find_fonts(names):
@@ -73,9 +99,11 @@ def _fonts():
     if not _FONT_CACHE:
         plate = _find_fonts(_PLATE_FONT_NAMES)
         if not plate:
-            raise RuntimeError("no plate fonts found: apt-get install fonts-dejavu-core fonts-liberation "
-                               "fonts-urw-base35 fonts-roboto-unhinted fonts-freefont-ttf fonts-opendin "
-                               "fonts-bebas-neue fonts-routed-gothic (see ASSETS.md)")
+            raise RuntimeError(
+                "no plate fonts found: apt-get install fonts-dejavu-core fonts-liberation "
+                "fonts-urw-base35 fonts-roboto-unhinted fonts-freefont-ttf fonts-opendin "
+                "fonts-bebas-neue fonts-routed-gothic (see ASSETS.md)"
+            )
         _FONT_CACHE["plate"] = plate
         _FONT_CACHE["header"] = _find_fonts(_HEADER_FONT_NAMES) or plate
         _FONT_CACHE["script"] = _find_fonts(_SCRIPT_FONT_NAMES) or _FONT_CACHE["header"]
@@ -129,46 +157,124 @@ STATE_FORMATS = {
     "al": ["99L999L", "9L 9999L", "99L 999", "9 999L9"],
     "dc": ["LL-9999", "LL 9999"],
 }
-OTHER_STATES = ["ak", "ct", "de", "ks", "ky", "la", "me", "mt", "ne", "nm", "nd", "ok", "sc", "sd",
-                "tn", "wv", "in"]
-GENERIC_FORMATS = ["LLL 999", "999 LLL", "LLL-9999", "9LL 999", "LL 9999", "9LL9999", "LLL 9L9",
-                   "99L L99", "LL9 L99", "999-999", "LLL99L"]
+OTHER_STATES = ["ak", "ct", "de", "ks", "ky", "la", "me", "mt", "ne", "nm", "nd", "ok", "sc", "sd", "tn", "wv", "in"]
+GENERIC_FORMATS = [
+    "LLL 999",
+    "999 LLL",
+    "LLL-9999",
+    "9LL 999",
+    "LL 9999",
+    "9LL9999",
+    "LLL 9L9",
+    "99L L99",
+    "LL9 L99",
+    "999-999",
+    "LLL99L",
+]
 STATES = sorted(set(STATE_FORMATS) | set(OTHER_STATES))
 
 STATE_NAMES = {
-    "ca": "California", "ny": "NEW YORK", "tx": "TEXAS", "fl": "Florida", "nj": "New Jersey",
-    "pa": "PENNSYLVANIA", "il": "Illinois", "az": "ARIZONA", "nv": "NEVADA", "wa": "Washington",
-    "or": "Oregon", "ga": "GEORGIA", "oh": "OHIO", "mi": "MICHIGAN", "ma": "Massachusetts",
-    "va": "VIRGINIA", "nc": "NORTH CAROLINA", "co": "COLORADO", "mn": "Minnesota", "mo": "Missouri",
-    "md": "Maryland", "wi": "WISCONSIN", "ut": "UTAH", "id": "IDAHO", "ri": "Rhode Island",
-    "wy": "WYOMING", "vt": "VERMONT", "nh": "NEW HAMPSHIRE", "ar": "Arkansas", "ms": "MISSISSIPPI",
-    "hi": "HAWAII", "ia": "IOWA", "al": "Alabama", "dc": "DISTRICT OF COLUMBIA", "ak": "ALASKA",
-    "ct": "Connecticut", "de": "DELAWARE", "ks": "KANSAS", "ky": "Kentucky", "la": "LOUISIANA",
-    "me": "MAINE", "mt": "MONTANA", "ne": "NEBRASKA", "nm": "NEW MEXICO", "nd": "NORTH DAKOTA",
-    "ok": "OKLAHOMA", "sc": "SOUTH CAROLINA", "sd": "SOUTH DAKOTA", "tn": "TENNESSEE",
-    "wv": "WEST VIRGINIA", "in": "INDIANA",
+    "ca": "California",
+    "ny": "NEW YORK",
+    "tx": "TEXAS",
+    "fl": "Florida",
+    "nj": "New Jersey",
+    "pa": "PENNSYLVANIA",
+    "il": "Illinois",
+    "az": "ARIZONA",
+    "nv": "NEVADA",
+    "wa": "Washington",
+    "or": "Oregon",
+    "ga": "GEORGIA",
+    "oh": "OHIO",
+    "mi": "MICHIGAN",
+    "ma": "Massachusetts",
+    "va": "VIRGINIA",
+    "nc": "NORTH CAROLINA",
+    "co": "COLORADO",
+    "mn": "Minnesota",
+    "mo": "Missouri",
+    "md": "Maryland",
+    "wi": "WISCONSIN",
+    "ut": "UTAH",
+    "id": "IDAHO",
+    "ri": "Rhode Island",
+    "wy": "WYOMING",
+    "vt": "VERMONT",
+    "nh": "NEW HAMPSHIRE",
+    "ar": "Arkansas",
+    "ms": "MISSISSIPPI",
+    "hi": "HAWAII",
+    "ia": "IOWA",
+    "al": "Alabama",
+    "dc": "DISTRICT OF COLUMBIA",
+    "ak": "ALASKA",
+    "ct": "Connecticut",
+    "de": "DELAWARE",
+    "ks": "KANSAS",
+    "ky": "Kentucky",
+    "la": "LOUISIANA",
+    "me": "MAINE",
+    "mt": "MONTANA",
+    "ne": "NEBRASKA",
+    "nm": "NEW MEXICO",
+    "nd": "NORTH DAKOTA",
+    "ok": "OKLAHOMA",
+    "sc": "SOUTH CAROLINA",
+    "sd": "SOUTH DAKOTA",
+    "tn": "TENNESSEE",
+    "wv": "WEST VIRGINIA",
+    "in": "INDIANA",
 }
 SLOGANS = {
-    "ca": ["dmv.ca.gov", "DMV.CA.GOV", "", "Sesquicentennial"], "ny": ["EXCELSIOR", "THE EMPIRE STATE"],
-    "tx": ["THE LONE STAR STATE", "Texas"], "fl": ["Sunshine State", "MYFLORIDA.COM"],
-    "nj": ["Garden State"], "pa": ["visitPA.com", "KEYSTONE STATE"], "il": ["Land of Lincoln"],
-    "az": ["Grand Canyon State"], "nv": ["Home Means Nevada"], "or": [""], "ga": ["Peach State"],
-    "oh": ["Birthplace of Aviation"], "mi": ["Pure Michigan", "Great Lake State"],
-    "ma": ["The Spirit of America"], "nc": ["FIRST IN FLIGHT"], "mn": ["10,000 lakes"],
-    "mo": ["SHOW-ME STATE"], "wi": ["America's Dairyland"], "ut": ["LIFE ELEVATED"],
-    "id": ["FAMOUS POTATOES"], "ri": ["Ocean State"], "vt": ["Green Mountain State"],
-    "nh": ["LIVE FREE OR DIE"], "ar": ["The Natural State"], "hi": ["ALOHA STATE"],
-    "al": ["Stars Fell On"], "dc": ["Taxation Without Representation"], "tn": ["Volunteer State"],
+    "ca": ["dmv.ca.gov", "DMV.CA.GOV", "", "Sesquicentennial"],
+    "ny": ["EXCELSIOR", "THE EMPIRE STATE"],
+    "tx": ["THE LONE STAR STATE", "Texas"],
+    "fl": ["Sunshine State", "MYFLORIDA.COM"],
+    "nj": ["Garden State"],
+    "pa": ["visitPA.com", "KEYSTONE STATE"],
+    "il": ["Land of Lincoln"],
+    "az": ["Grand Canyon State"],
+    "nv": ["Home Means Nevada"],
+    "or": [""],
+    "ga": ["Peach State"],
+    "oh": ["Birthplace of Aviation"],
+    "mi": ["Pure Michigan", "Great Lake State"],
+    "ma": ["The Spirit of America"],
+    "nc": ["FIRST IN FLIGHT"],
+    "mn": ["10,000 lakes"],
+    "mo": ["SHOW-ME STATE"],
+    "wi": ["America's Dairyland"],
+    "ut": ["LIFE ELEVATED"],
+    "id": ["FAMOUS POTATOES"],
+    "ri": ["Ocean State"],
+    "vt": ["Green Mountain State"],
+    "nh": ["LIVE FREE OR DIE"],
+    "ar": ["The Natural State"],
+    "hi": ["ALOHA STATE"],
+    "al": ["Stars Fell On"],
+    "dc": ["Taxation Without Representation"],
+    "tn": ["Volunteer State"],
 }
 
 # Colour schemes: (background top, background bottom, text, header). Text colours are what the
 # real plates use: dark blue, black, maroon, green, red.
-NAVY, BLACK, MAROON, GREEN, RED, DBLUE = (20, 30, 95), (15, 15, 18), (110, 20, 30), (20, 90, 50), (190, 25, 30), (25, 60, 150)
+NAVY, BLACK, MAROON, GREEN, RED, DBLUE = (
+    (20, 30, 95),
+    (15, 15, 18),
+    (110, 20, 30),
+    (20, 90, 50),
+    (190, 25, 30),
+    (25, 60, 150),
+)
 WHITE = (242, 242, 238)
 STATE_SCHEMES = {
     "ca": [(WHITE, WHITE, NAVY, RED)],
-    "ny": [((235, 240, 250), (250, 225, 150), NAVY, NAVY), ((240, 170, 40), (240, 170, 40), NAVY, NAVY),
-           (WHITE, WHITE, NAVY, NAVY)],
+    "ny": [
+        ((235, 240, 250), (250, 225, 150), NAVY, NAVY),
+        ((240, 170, 40), (240, 170, 40), NAVY, NAVY),
+        (WHITE, WHITE, NAVY, NAVY),
+    ],
     "tx": [(WHITE, (235, 230, 220), BLACK, NAVY), ((250, 240, 220), (215, 225, 240), BLACK, BLACK)],
     "fl": [(WHITE, WHITE, GREEN, (220, 100, 20))],
     "nj": [((245, 225, 150), (230, 200, 110), BLACK, BLACK)],
@@ -192,13 +298,21 @@ STATE_SCHEMES = {
     "id": [((245, 245, 245), (200, 60, 60), NAVY, RED)],
     "ut": [(WHITE, (240, 170, 90), NAVY, RED)],
 }
-GENERIC_SCHEMES = [(WHITE, WHITE, NAVY, NAVY), (WHITE, WHITE, BLACK, RED), (WHITE, (215, 230, 245), DBLUE, DBLUE),
-                   (WHITE, (230, 240, 225), GREEN, GREEN), (WHITE, WHITE, MAROON, MAROON),
-                   ((250, 240, 200), (250, 225, 150), BLACK, BLACK), (WHITE, WHITE, RED, NAVY)]
+GENERIC_SCHEMES = [
+    (WHITE, WHITE, NAVY, NAVY),
+    (WHITE, WHITE, BLACK, RED),
+    (WHITE, (215, 230, 245), DBLUE, DBLUE),
+    (WHITE, (230, 240, 225), GREEN, GREEN),
+    (WHITE, WHITE, MAROON, MAROON),
+    ((250, 240, 200), (250, 225, 150), BLACK, BLACK),
+    (WHITE, WHITE, RED, NAVY),
+]
 # Legacy California layouts (still on the road as year-of-manufacture plates).
-CA_LEGACY = [((20, 20, 22), (20, 20, 22), (240, 200, 60), (240, 200, 60)),      # yellow on black, 1963-69
-             ((245, 200, 50), (245, 200, 50), (25, 45, 110), (25, 45, 110)),   # blue on yellow, 1970-82
-             ((30, 55, 130), (30, 55, 130), (245, 210, 70), (245, 210, 70))]  # yellow on blue, 1982-
+CA_LEGACY = [
+    ((20, 20, 22), (20, 20, 22), (240, 200, 60), (240, 200, 60)),  # yellow on black, 1963-69
+    ((245, 200, 50), (245, 200, 50), (25, 45, 110), (25, 45, 110)),  # blue on yellow, 1970-82
+    ((30, 55, 130), (30, 55, 130), (245, 210, 70), (245, 210, 70)),
+]  # yellow on blue, 1982-
 
 
 def _rand_text(rng, pattern):
@@ -210,7 +324,7 @@ def _rand_text(rng, pattern):
             ch = DIGITS[1 + rng.integers(9)]
         elif c == "L":
             ch = LETTERS[rng.integers(26)]
-        elif c in "TC":   # literal letters of fixed formats (NY taxi plates: T123456C)
+        elif c in "TC":  # literal letters of fixed formats (NY taxi plates: T123456C)
             ch = c
         elif c == "A":
             ch = (LETTERS + DIGITS)[rng.integers(36)]
@@ -256,23 +370,27 @@ def _scenery(rng, arr, text_rgb):
     for _ in range(rng.integers(0, 4)):
         col = tuple(int(c) for c in rng.integers(60, 255, 3)) + (int(rng.integers(30, 110)),)
         kind = rng.integers(4)
-        if kind == 0:      # mountain range along the bottom half
+        if kind == 0:  # mountain range along the bottom half
             pts = [(0, h)]
             for x in np.linspace(0, w, rng.integers(3, 8)):
                 pts.append((float(x), float(h * rng.uniform(0.35, 0.85))))
             pts.append((w, h))
             d.polygon(pts, fill=col)
-        elif kind == 1:    # sun / emblem
+        elif kind == 1:  # sun / emblem
             r = rng.uniform(0.1, 0.35) * h
             cx, cy = rng.uniform(0, w), rng.uniform(0.2, 0.8) * h
             d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
-        elif kind == 2:    # waves / stripes
+        elif kind == 2:  # waves / stripes
             y0 = rng.uniform(0.3, 0.95) * h
             for k in range(rng.integers(1, 4)):
                 y = y0 + k * 6
                 xs = np.linspace(0, w, 20)
-                d.line([(float(x), float(y + 4 * math.sin(x / 17 + k))) for x in xs], fill=col, width=int(rng.integers(2, 6)))
-        else:              # a band across the plate
+                d.line(
+                    [(float(x), float(y + 4 * math.sin(x / 17 + k))) for x in xs],
+                    fill=col,
+                    width=int(rng.integers(2, 6)),
+                )
+        else:  # a band across the plate
             y = rng.uniform(0, 0.9) * h
             d.rectangle([0, y, w, y + rng.uniform(0.04, 0.15) * h], fill=col)
     return np.asarray(img, np.float32)
@@ -297,21 +415,22 @@ def _emblem(rng, d, cx, cy, rx, ry, fill=255):
     kind = rng.integers(4)
     if kind == 0:
         d.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=fill)
-    elif kind == 1:      # irregular outline (a state's shape)
+    elif kind == 1:  # irregular outline (a state's shape)
         n = int(rng.integers(5, 11))
         ang = np.sort(rng.uniform(0, 2 * np.pi, n))
         rad = rng.uniform(0.55, 1.0, n)
         d.polygon([(cx + rx * r * math.cos(a), cy + ry * r * math.sin(a)) for a, r in zip(ang, rad)], fill=fill)
-    elif kind == 2:      # keystone / shield
-        d.polygon([(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx * 0.7, cy + ry), (cx - rx * 0.7, cy + ry)], fill=fill)
-    else:                # small stacked sticker-like block
+    elif kind == 2:  # keystone / shield
+        d.polygon(
+            [(cx - rx, cy - ry), (cx + rx, cy - ry), (cx + rx * 0.7, cy + ry), (cx - rx * 0.7, cy + ry)], fill=fill
+        )
+    else:  # small stacked sticker-like block
         d.rectangle([cx - rx * 0.8, cy - ry, cx + rx * 0.8, cy + ry], fill=fill)
 
 
 def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
     """The plate characters as a grayscale alpha mask of a given height, at most max_width wide."""
     size = 120
-    font = _font(font_path, size)
     gap = rng.uniform(0.05, 0.25) * size
     widths, masks = [], []
     for ch in shown:
@@ -340,7 +459,7 @@ def _text_layer(rng, shown, font_path, height, max_width, condense, stroke):
             layer.paste(m, (int(x), 0))
         elif m == "-":
             d.rectangle([x + wdt * 0.2, size * 0.46, x + wdt * 0.8, size * 0.56], fill=255)
-        elif m == "*":   # state-outline / emblem / sticker separator, drawn in the text colour
+        elif m == "*":  # state-outline / emblem / sticker separator, drawn in the text colour
             _emblem(rng, d, x + wdt / 2, size * rng.uniform(0.4, 0.6), wdt * 0.45, size * rng.uniform(0.2, 0.45))
         x += wdt + gap
     scale = height / size
@@ -372,21 +491,35 @@ def _text_mask(text, font_path, max_h, max_w):
 
 def _draw_text_fit(img, xy_center, text, font_path, max_h, max_w, fill):
     m = _text_mask(text, font_path, max_h, max_w)
-    img.paste(Image.new("RGBA", m.size, tuple(fill) + (255,)),
-              (int(xy_center[0] - m.width / 2), int(xy_center[1] - m.height / 2)), m)
+    img.paste(
+        Image.new("RGBA", m.size, tuple(fill) + (255,)),
+        (int(xy_center[0] - m.width / 2), int(xy_center[1] - m.height / 2)),
+        m,
+    )
 
 
 def _sticker(rng, d, x, y, w, h):
-    col = tuple(int(c) for c in rng.choice([(230, 40, 40), (250, 200, 30), (40, 150, 60), (40, 90, 200),
-                                            (240, 120, 20), (230, 230, 230), (200, 60, 160)]))
+    col = tuple(
+        int(c)
+        for c in rng.choice(
+            [
+                (230, 40, 40),
+                (250, 200, 30),
+                (40, 150, 60),
+                (40, 90, 200),
+                (240, 120, 20),
+                (230, 230, 230),
+                (200, 60, 160),
+            ]
+        )
+    )
     d.rectangle([x, y, x + w, y + h], fill=col, outline=(40, 40, 40))
     f = _font(_fonts()["header"][0], max(6, int(h * 0.7) // 2 * 2))
     label = str(rng.integers(1, 13)) if rng.random() < 0.5 else f"{rng.integers(0, 100):02d}"
     d.text((x + 2, y + 1), label, font=f, fill=(0, 0, 0))
 
 
-def render_plate(rng: np.random.Generator, state: str | None = None, text: str | None = None,
-                 kind: str | None = None):
+def render_plate(rng: np.random.Generator, state: str | None = None, text: str | None = None, kind: str | None = None):
     """Render one flat plate. Returns (RGBA image, label text, state code).
 
     kind: None (random), "standard", "legacy" (CA yellow-on-black etc.), "commercial",
@@ -403,9 +536,17 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
             state = str(rng.choice(OTHER_STATES))
     if kind is None:
         r = rng.random()
-        kind = ("vanity" if r < 0.22 else "motorcycle" if r < 0.27 else
-                "commercial" if (state == "ca" and r < 0.35) else
-                "legacy" if (state == "ca" and r < 0.45) else "standard")
+        kind = (
+            "vanity"
+            if r < 0.22
+            else "motorcycle"
+            if r < 0.27
+            else "commercial"
+            if (state == "ca" and r < 0.35)
+            else "legacy"
+            if (state == "ca" and r < 0.45)
+            else "standard"
+        )
 
     if text is not None:
         shown, label = text, _normalise(text)
@@ -428,13 +569,17 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
         scheme = CA_LEGACY[rng.integers(len(CA_LEGACY))]
     else:
         schemes = STATE_SCHEMES.get(state, GENERIC_SCHEMES)
-        scheme = schemes[rng.integers(len(schemes))] if rng.random() < 0.85 else GENERIC_SCHEMES[rng.integers(len(GENERIC_SCHEMES))]
+        scheme = (
+            schemes[rng.integers(len(schemes))]
+            if rng.random() < 0.85
+            else GENERIC_SCHEMES[rng.integers(len(GENERIC_SCHEMES))]
+        )
     top, bottom, text_rgb, head_rgb = scheme
 
     arr = _gradient((W, H), top, bottom)
     if kind != "legacy" and rng.random() < 0.6:
         arr = _scenery(rng, arr, text_rgb)
-    arr += rng.standard_normal((H, W, 1), dtype=np.float32) * rng.uniform(0.3, 1.5)   # paint grain
+    arr += rng.standard_normal((H, W, 1), dtype=np.float32) * rng.uniform(0.3, 1.5)  # paint grain
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGBA")
     d = ImageDraw.Draw(img)
 
@@ -442,17 +587,30 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     if rng.random() < 0.92:
         name = STATE_NAMES.get(state, state.upper())
         script = state in ("ca", "il", "ma", "ri", "md") or rng.random() < 0.15
-        fpath = fonts["script"][0] if (script and state == "ca") else \
-            str(rng.choice(fonts["script"] if script else fonts["header"]))
+        fpath = (
+            fonts["script"][0]
+            if (script and state == "ca")
+            else str(rng.choice(fonts["script"] if script else fonts["header"]))
+        )
         hy = H * rng.uniform(0.10, 0.16)
-        _draw_text_fit(img, (W * rng.uniform(0.45, 0.55), hy), name, fpath, H * rng.uniform(0.13, 0.2), W * 0.6, head_rgb)
+        _draw_text_fit(
+            img, (W * rng.uniform(0.45, 0.55), hy), name, fpath, H * rng.uniform(0.13, 0.2), W * 0.6, head_rgb
+        )
     # Footer slogan / website (a frame may cover it).
     if rng.random() < 0.8:
         slogan = str(rng.choice(SLOGANS.get(state, ["", "dmv.gov", "COUNTY"])))
         if kind == "commercial":
             slogan = "COMMERCIAL"
         if slogan:
-            _draw_text_fit(img, (W / 2, H * 0.89), slogan, str(rng.choice(fonts["header"])), H * rng.uniform(0.07, 0.11), W * 0.55, head_rgb)
+            _draw_text_fit(
+                img,
+                (W / 2, H * 0.89),
+                slogan,
+                str(rng.choice(fonts["header"])),
+                H * rng.uniform(0.07, 0.11),
+                W * 0.55,
+                head_rgb,
+            )
 
     # Main characters.
     fpath = str(rng.choice(fonts["plate"]))
@@ -464,15 +622,22 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     layer = _text_layer(rng, shown, fpath, th, W - 2 * margin, condense, stroke)
     tx = int((W - layer.width) / 2 + rng.normal(0, W * 0.01))
     ty = int(H * rng.uniform(0.5, 0.56) - layer.height / 2)
-    if rng.random() < 0.5:   # embossing: a darker offset shadow under the paint
+    if rng.random() < 0.5:  # embossing: a darker offset shadow under the paint
         shadow = Image.new("RGBA", layer.size, (0, 0, 0, 90))
         img.paste(shadow, (tx + 2, ty + 2), layer)
     img.paste(Image.new("RGBA", layer.size, text_rgb + (255,)), (tx, ty), layer)
 
-    if rng.random() < 0.1:   # a bold emblem beside the characters, in the text colour
+    if rng.random() < 0.1:  # a bold emblem beside the characters, in the text colour
         ex = tx - W * rng.uniform(0.02, 0.08) if rng.random() < 0.5 else tx + layer.width + W * rng.uniform(0.02, 0.08)
-        _emblem(rng, d, ex, ty + layer.height / 2, W * rng.uniform(0.03, 0.07), layer.height * rng.uniform(0.3, 0.5),
-                fill=tuple(int(c) for c in text_rgb))
+        _emblem(
+            rng,
+            d,
+            ex,
+            ty + layer.height / 2,
+            W * rng.uniform(0.03, 0.07),
+            layer.height * rng.uniform(0.3, 0.5),
+            fill=tuple(int(c) for c in text_rgb),
+        )
     # Small stacked/vertical characters (not in the label, as in the dev labels).
     if stacked:
         small = "".join(LETTERS[rng.integers(26)] for _ in range(rng.integers(2, 5)))
@@ -490,7 +655,7 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
     # Bolts.
     if rng.random() < 0.8:
         for bx in (W * 0.22, W * 0.78):
-            for by in ((H * 0.12,) if rng.random() < 0.7 else (H * 0.12, H * 0.88)):
+            for by in (H * 0.12,) if rng.random() < 0.7 else (H * 0.12, H * 0.88):
                 r = H * 0.035
                 g = int(rng.integers(80, 200))
                 d.ellipse([bx - r, by - r, bx + r, by + r], fill=(g, g, g), outline=(40, 40, 40))
@@ -502,10 +667,29 @@ def render_plate(rng: np.random.Generator, state: str | None = None, text: str |
         if rng.random() < 0.6:
             bh = H * rng.uniform(0.1, 0.17)
             d.rectangle([0, H - bh, W, H], fill=col)
-            dealer = str(rng.choice(["TOYOTA OF SAN JOSE", "HONDA", "AUTO NATION", "CARMAX", "GO BEARS", "FORD",
-                                     "SUNSET AUTO", "I'D RATHER BE FISHING"]))
-            _draw_text_fit(img, (W / 2, H - bh / 2), dealer, str(rng.choice(fonts["header"])), bh * 0.7, W * 0.7,
-                           (230, 230, 230) if sum(col) < 300 else (20, 20, 20))
+            dealer = str(
+                rng.choice(
+                    [
+                        "TOYOTA OF SAN JOSE",
+                        "HONDA",
+                        "AUTO NATION",
+                        "CARMAX",
+                        "GO BEARS",
+                        "FORD",
+                        "SUNSET AUTO",
+                        "I'D RATHER BE FISHING",
+                    ]
+                )
+            )
+            _draw_text_fit(
+                img,
+                (W / 2, H - bh / 2),
+                dealer,
+                str(rng.choice(fonts["header"])),
+                bh * 0.7,
+                W * 0.7,
+                (230, 230, 230) if sum(col) < 300 else (20, 20, 20),
+            )
         if rng.random() < 0.4:
             d.rectangle([0, 0, W, H * rng.uniform(0.08, 0.14)], fill=col)
     if rng.random() < 0.4:
@@ -538,18 +722,19 @@ def _round_corners(img: Image.Image, radius: float) -> Image.Image:
 def _car_background(rng, w, h):
     base = rng.integers(0, 256, 3).astype(np.float32)
     if rng.random() < 0.5:
-        base[:] = base.mean()   # grey/black/white cars are the majority
+        base[:] = base.mean()  # grey/black/white cars are the majority
     arr = np.ones((h, w, 3), np.float32) * base
     arr += rng.standard_normal((h, w, 1), dtype=np.float32) * 6
     # bumper / grille edges
     for _ in range(rng.integers(0, 4)):
         y = int(rng.uniform(0, h))
-        arr[y:y + int(rng.integers(2, max(3, h // 10)))] *= rng.uniform(0.3, 1.5)
+        arr[y : y + int(rng.integers(2, max(3, h // 10)))] *= rng.uniform(0.3, 1.5)
     return np.clip(arr, 0, 255)
 
 
-def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None = None,
-                 out_h: int | None = None, max_w: float = 330) -> Image.Image:
+def degrade_crop(
+    rng: np.random.Generator, plate: Image.Image, out_w: int | None = None, out_h: int | None = None, max_w: float = 330
+) -> Image.Image:
     """A plate as a detector would crop it from a roadside frame (RGB, before resizing to the model)."""
 
     rgba = np.asarray(plate.convert("RGBA"))
@@ -577,13 +762,21 @@ def degrade_crop(rng: np.random.Generator, plate: Image.Image, out_w: int | None
     dst += jitter + np.float32([mx0, my0])
     # Final resolution (plates from 60 px wide upwards). Warp straight to twice that size and
     # area-downsample at the end, so small plates alias the way a real sensor makes them.
-    target_w = float(np.clip(rng.choice([rng.uniform(60, 130), rng.uniform(100, max(101, max_w))], p=[0.35, 0.65]), 40, 400))
+    target_w = float(
+        np.clip(rng.choice([rng.uniform(60, 130), rng.uniform(100, max(101, max_w))], p=[0.35, 0.65]), 40, 400)
+    )
     work = min(1.0, 1.6 * target_w / cw)
     dst = dst * work
     cw, ch = max(8, int(cw * work)), max(8, int(ch * work))
     M = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
-    warped = cv2.warpPerspective(rgba, M, (cw, ch), flags=cv2.INTER_AREA if work < 0.7 else cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    warped = cv2.warpPerspective(
+        rgba,
+        M,
+        (cw, ch),
+        flags=cv2.INTER_AREA if work < 0.7 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0, 0),
+    )
     bg = _car_background(rng, cw, ch)
     a = warped[..., 3:4].astype(np.float32) * (1.0 / 255.0)
     img = warped[..., :3].astype(np.float32) * a + bg * (1 - a)
@@ -609,7 +802,7 @@ def _photometric(rng, img, target_w, out_w=None, out_h=None):
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
         g = np.clip((g - g.mean()) * rng.uniform(1.0, 1.8) + rng.uniform(90, 160), 0, 255)
         img = np.repeat(g[..., None], 3, axis=2).astype(np.uint8)
-    if rng.random() < 0.1:   # rain streaks
+    if rng.random() < 0.1:  # rain streaks
         streaks = np.zeros((ch, cw), np.uint8)
         for _ in range(rng.integers(10, 60)):
             x, y = int(rng.uniform(0, cw)), int(rng.uniform(0, ch))
@@ -620,7 +813,7 @@ def _photometric(rng, img, target_w, out_w=None, out_h=None):
     scale = min(1.0, target_w / cw)
     img = cv2.resize(img, (max(8, int(cw * scale)), max(8, int(ch * scale))), interpolation=cv2.INTER_AREA)
     r = rng.random()
-    if r < 0.15:   # motion blur (horizontal-ish), scaled to the plate's size in pixels
+    if r < 0.15:  # motion blur (horizontal-ish), scaled to the plate's size in pixels
         k = int(np.clip(rng.integers(3, 8) * img.shape[1] / 200, 3, 7))
         kern = np.zeros((k, k), np.float32)
         kern[k // 2] = 1.0 / k
@@ -630,7 +823,9 @@ def _photometric(rng, img, target_w, out_w=None, out_h=None):
     elif r < 0.35:  # defocus
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.2) * max(0.6, img.shape[1] / 160))
     if rng.random() < 0.5:
-        img = np.clip(img.astype(np.float32) + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(1, 8), 0, 255).astype(np.uint8)
+        img = np.clip(
+            img.astype(np.float32) + rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(1, 8), 0, 255
+        ).astype(np.uint8)
     if rng.random() < 0.5:
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(15, 90))])
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]

@@ -5,6 +5,7 @@ The post runs `ai-edge-litert` (the maintained successor of tflite-runtime; whee
 numpy < 2): the shipped models are exported with settings both runtimes load, and a test reads
 the same plates with both. TensorFlow is never imported here.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """How alike two reads or two boxes are: what the pipeline uses to follow a vehicle from frame to
 frame, search to rank misreads, and evaluation to score the recognizer."""
+
 from __future__ import annotations
 
 
@@ -36,4 +37,4 @@ def edits_within_one(a: str, b: str) -> int | None:
     i = 0
     while i < len(short) and short[i] == long_[i]:
         i += 1
-    return 1 if short[i:] == long_[i + 1:] else None
+    return 1 if short[i:] == long_[i + 1 :] else None

@@ -10,6 +10,7 @@ A built batch is written to <data_dir>/sync/unacked.batch (complete and fsynced,
 and sent again, byte for byte, until headquarters answers for it: if headquarters stored it but
 the answer was lost, the second delivery is acknowledged as a duplicate.
 """
+
 from __future__ import annotations
 
 import base64
@@ -77,12 +78,17 @@ class Position:
     last_read_uuid: str = field(default="", compare=False)
 
     @classmethod
-    def of(cls, answer) -> "Position":
+    def of(cls, answer) -> Position:
         """From headquarters' answer (a dict, or the pull request's query arguments)."""
         try:
-            return cls(int(answer["last_seq"]), int(answer["chain_seq"]), str(answer["chain_hash"]),
-                       int(answer.get("confirmation_id", 0)), int(answer.get("last_read_seq", 0)),
-                       str(answer.get("last_read_uuid", "")))
+            return cls(
+                int(answer["last_seq"]),
+                int(answer["chain_seq"]),
+                str(answer["chain_hash"]),
+                int(answer.get("confirmation_id", 0)),
+                int(answer.get("last_read_seq", 0)),
+                str(answer.get("last_read_uuid", "")),
+            )
         except (KeyError, TypeError, ValueError):
             raise SyncError(f"headquarters sent no usable position: {answer!r}") from None
 
@@ -100,8 +106,10 @@ class PushResult:
 
     def lines(self) -> list[str]:
         pos = self.position
-        out = [f"sent {self.batches} batch(es): {self.reads} read(s), {self.records} access record(s), "
-               f"{self.bytes} bytes; {self.duplicates} acknowledged as already held"]
+        out = [
+            f"sent {self.batches} batch(es): {self.reads} read(s), {self.records} access record(s), "
+            f"{self.bytes} bytes; {self.duplicates} acknowledged as already held"
+        ]
         if self.holds:
             out.append(f"{self.holds} legal hold event(s) (placed or released here) sent with them")
         if pos is not None:
@@ -111,8 +119,16 @@ class PushResult:
 
 # --- talking to headquarters -------------------------------------------------------------------
 
-def _request(settings: Settings, method: str, path: str, body=None, length: int | None = None,
-             timeout_s: float = 120, raw: bool = False) -> tuple[int, dict | bytes]:
+
+def _request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body=None,
+    length: int | None = None,
+    timeout_s: float = 120,
+    raw: bool = False,
+) -> tuple[int, dict | bytes]:
     """One request to headquarters. GETs are signed with the post's key (batches sign themselves).
     Returns (status, JSON object) or, with raw, (status, bytes) for a 200."""
     url = urllib.parse.urlsplit(settings.sync.hq_url)
@@ -127,7 +143,7 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
     if body is not None:
         headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
     else:
-        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = bundle.post_key(settings).sign(protocol.post_get_message(settings.post.id, full_path, date))
         headers.update({"X-Waypost-Date": date, "X-Waypost-Signature": base64.b64encode(signature).decode()})
     try:
@@ -135,8 +151,9 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
         response = conn.getresponse()
         data = response.read()
     except (OSError, http.client.HTTPException) as exc:
-        raise SyncError(f"headquarters at {settings.sync.hq_url} did not answer {method} {path}: "
-                        f"{type(exc).__name__}: {exc}") from None
+        raise SyncError(
+            f"headquarters at {settings.sync.hq_url} did not answer {method} {path}: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         conn.close()
     if raw and response.status == 200:
@@ -153,8 +170,9 @@ def _request(settings: Settings, method: str, path: str, body=None, length: int 
 
 
 def fetch_position(settings: Settings) -> Position:
-    status, answer = _request(settings, "GET", f"/hq/v1/posts/{urllib.parse.quote(settings.post.id)}/position",
-                              timeout_s=30)
+    status, answer = _request(
+        settings, "GET", f"/hq/v1/posts/{urllib.parse.quote(settings.post.id)}/position", timeout_s=30
+    )
     if status != 200:
         raise Refused(status, answer)
     return Position.of(answer)
@@ -174,10 +192,13 @@ def fetch_hotlists(settings: Settings) -> list[str]:
         local = Hotlist.get_or_none(Hotlist.name == name)
         if local is not None and local.source_sha256 == sha:
             continue
-        status, data = _request(settings, "GET", f"/hq/v1/posts/{quoted}/hotlists/{urllib.parse.quote(name)}",
-                                timeout_s=300, raw=True)
+        status, data = _request(
+            settings, "GET", f"/hq/v1/posts/{quoted}/hotlists/{urllib.parse.quote(name)}", timeout_s=300, raw=True
+        )
         if status != 200 or hashlib.sha256(data).hexdigest() != sha:
-            lines.append(f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)")
+            lines.append(
+                f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)"
+            )
             continue
         with tempfile.TemporaryDirectory(dir=_spool(settings)) as tmp:
             path = Path(tmp) / f"{name}.csv"
@@ -192,6 +213,7 @@ def fetch_hotlists(settings: Settings) -> list[str]:
 
 
 # --- the outbox marks --------------------------------------------------------------------------
+
 
 def divergence(pos: Position) -> str | None:
     """Why headquarters' position cannot be this post's history, or None when it can (see
@@ -216,39 +238,53 @@ def _divergence(pos: Position) -> tuple[bool, str] | None:
     post's log rewritten: headquarters is told, by sending, and records a broken chain)."""
     issued = database.execute_sql(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
-        "coalesce((SELECT max(seq) FROM outbox), 0))").fetchone()[0]
+        "coalesce((SELECT max(seq) FROM outbox), 0))"
+    ).fetchone()[0]
     head_seq, _head_hash = audit.head()
     problems = []
     if pos.last_seq > issued:
-        problems.append(f"headquarters holds this post's outbox up to seq {pos.last_seq}, but this post has "
-                        f"issued seqs only up to {issued}")
+        problems.append(
+            f"headquarters holds this post's outbox up to seq {pos.last_seq}, but this post has "
+            f"issued seqs only up to {issued}"
+        )
     if pos.chain_seq > head_seq:
-        problems.append(f"headquarters holds this post's access log up to record {pos.chain_seq}, but this "
-                        f"post's log ends at record {head_seq}")
+        problems.append(
+            f"headquarters holds this post's access log up to record {pos.chain_seq}, but this "
+            f"post's log ends at record {head_seq}"
+        )
     elif pos.chain_seq > 0:
         row = database.execute_sql("SELECT hash FROM access_record WHERE seq = ?", (pos.chain_seq,)).fetchone()
         if row is None or row[0] != pos.chain_hash:
-            problems.append(f"access record {pos.chain_seq} at headquarters (hash {pos.chain_hash[:12]}...) is not "
-                            f"this post's record {pos.chain_seq} (hash {(row[0] if row else 'none')[:12]}...)")
+            problems.append(
+                f"access record {pos.chain_seq} at headquarters (hash {pos.chain_hash[:12]}...) is not "
+                f"this post's record {pos.chain_seq} (hash {(row[0] if row else 'none')[:12]}...)"
+            )
     reissued = False
     if pos.last_read_seq > 0 and pos.last_read_uuid:
         # a row gone (retention deletes it once sent) or never issued says nothing: the checks above
         row = database.execute_sql("SELECT kind, object_id FROM outbox WHERE seq = ?", (pos.last_read_seq,)).fetchone()
         if row is not None and (row[0] != "read" or row[1] != pos.last_read_uuid):
             reissued = True
-            problems.append(f"headquarters holds read {pos.last_read_uuid} under outbox seq {pos.last_read_seq}, "
-                            f"but this post's outbox seq {pos.last_read_seq} is {row[0]} {row[1]}")
+            problems.append(
+                f"headquarters holds read {pos.last_read_uuid} under outbox seq {pos.last_read_seq}, "
+                f"but this post's outbox seq {pos.last_read_seq} is {row[0]} {row[1]}"
+            )
     if not problems:
         return None
     if pos.last_seq > issued or pos.chain_seq > head_seq or reissued:
-        return True, ("this post's database was restored from an older copy (or replaced) after it had sent "
-                      "more to headquarters: " + "; ".join(problems) + ". Nothing was marked sent and nothing "
-                      "was sent. Do not push from this post; see README 'Rolling back' for what to do "
-                      "(headquarters keeps what it holds).")
-    return False, ("this post's access log is not the one headquarters holds: " + "; ".join(problems)
-                   + ". Its database was restored from an older copy, or its log was rewritten; nothing is "
-                   "marked sent here, and headquarters refuses its batches as a broken chain. See README "
-                   "'Rolling back'.")
+        return True, (
+            "this post's database was restored from an older copy (or replaced) after it had sent "
+            "more to headquarters: " + "; ".join(problems) + ". Nothing was marked sent and nothing "
+            "was sent. Do not push from this post; see README 'Rolling back' for what to do "
+            "(headquarters keeps what it holds)."
+        )
+    return False, (
+        "this post's access log is not the one headquarters holds: "
+        + "; ".join(problems)
+        + ". Its database was restored from an older copy, or its log was rewritten; nothing is "
+        "marked sent here, and headquarters refuses its batches as a broken chain. See README "
+        "'Rolling back'."
+    )
 
 
 def check_position(pos: Position) -> bool:
@@ -274,21 +310,26 @@ def reconcile(pos: Position) -> tuple[int, int]:
     with db.write():
         if not check_position(pos):
             return 0, 0
-        marked = database.execute_sql("UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL",
-                                      (utcnow(), pos.last_seq)).rowcount
-        unmarked = database.execute_sql("UPDATE outbox SET sent_at = NULL, batch_id = NULL "
-                                        "WHERE seq > ? AND sent_at IS NOT NULL", (pos.last_seq,)).rowcount
+        marked = database.execute_sql(
+            "UPDATE outbox SET sent_at = ? WHERE seq <= ? AND sent_at IS NULL", (utcnow(), pos.last_seq)
+        ).rowcount
+        unmarked = database.execute_sql(
+            "UPDATE outbox SET sent_at = NULL, batch_id = NULL WHERE seq > ? AND sent_at IS NOT NULL", (pos.last_seq,)
+        ).rowcount
     return marked, unmarked
 
 
 def mark_acked(header: dict, pos: Position) -> None:
     upto = min(header["last_seq"], pos.last_seq)
     with db.write():
-        database.execute_sql("UPDATE outbox SET sent_at = ?, batch_id = ? WHERE seq >= ? AND seq <= ? "
-                             "AND sent_at IS NULL", (utcnow(), header["batch"], header["first_seq"], upto))
+        database.execute_sql(
+            "UPDATE outbox SET sent_at = ?, batch_id = ? WHERE seq >= ? AND seq <= ? AND sent_at IS NULL",
+            (utcnow(), header["batch"], header["first_seq"], upto),
+        )
 
 
 # --- building a batch --------------------------------------------------------------------------
+
 
 def _iso(value):
     return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
@@ -301,9 +342,13 @@ def _plain_dict(row: dict, skip=()) -> dict:
 def _alert_dict(alert: dict) -> dict:
     """An alert as headquarters keeps it: its fields, its read's uuid and every confirmation."""
     read_uuid = Read.select(Read.uuid).where(Read.id == alert["read"]).scalar()
-    confirmations = [_plain_dict(c, skip=("alert",)) for c in
-                     AlertConfirmation.select().where(AlertConfirmation.alert == alert["id"])
-                     .order_by(AlertConfirmation.id).dicts()]
+    confirmations = [
+        _plain_dict(c, skip=("alert",))
+        for c in AlertConfirmation.select()
+        .where(AlertConfirmation.alert == alert["id"])
+        .order_by(AlertConfirmation.id)
+        .dicts()
+    ]
     return dict(_plain_dict(alert, skip=("read", "entry")), read_uuid=read_uuid, confirmations=confirmations)
 
 
@@ -311,6 +356,7 @@ def _alert_dict(alert: dict) -> dict:
 class Plan:
     """What the next batch after `pos` holds, decided before a byte of it is written (so that the
     pull endpoint can answer 204 or start streaming)."""
+
     pos: Position
     header: dict
     rows: list
@@ -321,8 +367,9 @@ class Plan:
 def plan_batch(settings: Settings, key, pos: Position, max_reads: int | None = None) -> Plan | None:
     """The next batch after `pos`, or None when nothing waits."""
     max_reads = max_reads or settings.sync.batch_max_reads
-    rows = database.execute_sql("SELECT seq, kind, object_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                (pos.last_seq, max_reads)).fetchall()
+    rows = database.execute_sql(
+        "SELECT seq, kind, object_id FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (pos.last_seq, max_reads)
+    ).fetchall()
     records_last = database.execute_sql("SELECT max(seq) FROM access_record").fetchone()[0] or 0
     chain_last = min(records_last, pos.chain_seq + MAX_RECORDS_PER_BATCH)
     conf_upto = database.execute_sql("SELECT coalesce(max(id), 0) FROM alert_confirmation").fetchone()[0]
@@ -331,14 +378,22 @@ def plan_batch(settings: Settings, key, pos: Position, max_reads: int | None = N
     first_seq = pos.last_seq + 1
     last_seq = rows[-1][0] if rows else pos.last_seq
     # counted in the (sent_at, seq) index, not the table: a third of the time, every batch
-    backlog = database.execute_sql("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND seq > ?",
-                                   (last_seq,)).fetchone()[0]
-    header = {"t": "header", "format": protocol.FORMAT, "post": settings.post.id, "batch": str(uuidlib.uuid4()),
-              "first_seq": first_seq, "last_seq": last_seq,
-              "chain": {"first_seq": pos.chain_seq + 1, "last_seq": chain_last, "prev_hash": pos.chain_hash},
-              "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-              "key_id": bundle.key_id(key.public_key()), "backlog": backlog,
-              "confirmations": {"after": pos.confirmation_id, "upto": max(conf_upto, pos.confirmation_id)}}
+    backlog = database.execute_sql(
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND seq > ?", (last_seq,)
+    ).fetchone()[0]
+    header = {
+        "t": "header",
+        "format": protocol.FORMAT,
+        "post": settings.post.id,
+        "batch": str(uuidlib.uuid4()),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "chain": {"first_seq": pos.chain_seq + 1, "last_seq": chain_last, "prev_hash": pos.chain_hash},
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "key_id": bundle.key_id(key.public_key()),
+        "backlog": backlog,
+        "confirmations": {"after": pos.confirmation_id, "upto": max(conf_upto, pos.confirmation_id)},
+    }
     return Plan(pos, header, rows, chain_last, conf_upto)
 
 
@@ -352,15 +407,27 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
     kinds = ("crop", "frame") if settings.sync.include_frames else ("crop",)
     reads = 0
     for start in range(0, len(rows), READ_CHUNK):
-        chunk = rows[start:start + READ_CHUNK]
+        chunk = rows[start : start + READ_CHUNK]
         # plain rows (the same values a model's __data__ holds) rather than model instances
-        by_uuid = {r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk if c[1] == "read"]))
-                   .dicts()}
+        by_uuid = {
+            r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk if c[1] == "read"])).dicts()
+        }
         ids = [r["id"] for r in by_uuid.values()]
         evidence: dict[int, list] = {}
-        for ev in (Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256, Evidence.content_type,
-                                   Evidence.width, Evidence.height, Evidence.bytes)
-                   .where(Evidence.read.in_(ids) & Evidence.kind.in_(kinds)).order_by(Evidence.kind).tuples()):
+        for ev in (
+            Evidence.select(
+                Evidence.read,
+                Evidence.kind,
+                Evidence.sha256,
+                Evidence.content_type,
+                Evidence.width,
+                Evidence.height,
+                Evidence.bytes,
+            )
+            .where(Evidence.read.in_(ids) & Evidence.kind.in_(kinds))
+            .order_by(Evidence.kind)
+            .tuples()
+        ):
             evidence.setdefault(ev[0], []).append(ev)
         alerts: dict[int, list] = {}
         for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
@@ -370,14 +437,18 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
                 # in outbox order with the reads: a hold's release never overtakes its placing
                 hold = holds.for_headquarters(kind, int(object_id))
                 if hold is not None:
-                    yield {"t": "hold", "seq": seq, "event": "place" if kind == holds.PLACED else "release",
-                           "hold": _plain_dict(hold)}
+                    yield {
+                        "t": "hold",
+                        "seq": seq,
+                        "event": "place" if kind == holds.PLACED else "release",
+                        "hold": _plain_dict(hold),
+                    }
                 continue
             if kind != "read":
                 continue
             read = by_uuid.get(object_id)
             if read is None:
-                continue          # purged since (retention): the range stays contiguous without it
+                continue  # purged since (retention): the range stays contiguous without it
             images, missing = [], []
             for _read_id, kind, sha256, content_type, width, height, size in evidence.get(read["id"], []):
                 try:
@@ -385,11 +456,24 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
                 except StoreError as exc:
                     missing.append({"kind": kind, "sha256": sha256, "problem": str(exc)})
                     continue
-                images.append({"kind": kind, "sha256": sha256, "content_type": content_type,
-                               "width": width, "height": height, "bytes": size,
-                               "data": base64.b64encode(data).decode()})
-            item = {"t": "read", "seq": seq, "read": _plain_dict(read, skip=("id",)), "images": images,
-                    "alerts": alerts.get(read["id"], [])}
+                images.append(
+                    {
+                        "kind": kind,
+                        "sha256": sha256,
+                        "content_type": content_type,
+                        "width": width,
+                        "height": height,
+                        "bytes": size,
+                        "data": base64.b64encode(data).decode(),
+                    }
+                )
+            item = {
+                "t": "read",
+                "seq": seq,
+                "read": _plain_dict(read, skip=("id",)),
+                "images": images,
+                "alerts": alerts.get(read["id"], []),
+            }
             if missing:
                 item["missing_images"] = missing
             yield item
@@ -402,13 +486,16 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
             "SELECT DISTINCT a.id FROM alert_confirmation c JOIN alert a ON a.id = c.alert_id "
             "JOIN read r ON r.id = a.read_id JOIN outbox o ON o.object_id = r.uuid AND o.kind = 'read' "
             "WHERE c.id > ? AND c.id <= ? AND o.seq <= ? ORDER BY a.id",
-            (pos.confirmation_id, conf_upto, last_seq)).fetchall()
+            (pos.confirmation_id, conf_upto, last_seq),
+        ).fetchall()
         for (alert_id,) in confirmed:
             alert = Alert.select().where(Alert.id == alert_id).dicts().get()
             yield {"t": "confirmation", "alert": _alert_dict(alert)}
     if chain_last > pos.chain_seq:
-        cursor = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record "
-                                      "WHERE seq > ? AND seq <= ? ORDER BY seq", (pos.chain_seq, chain_last))
+        cursor = database.execute_sql(
+            f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (pos.chain_seq, chain_last),
+        )
         while batch := cursor.fetchmany(1000):
             for row in batch:
                 record = dict(zip(audit.COLUMNS, row))
@@ -420,9 +507,16 @@ def _written(plan: Plan, tally: dict) -> dict:
     """The header of a written batch with two entries that are not sent: "reads" (how many it
     carries) and "next" (headquarters' position once it has stored it: where the next batch starts)."""
     pos = plan.pos
-    return dict(plan.header, reads=tally["reads"],
-                next=Position(plan.header["last_seq"], max(plan.chain_last, pos.chain_seq), tally["chain_hash"],
-                              max(plan.conf_upto, pos.confirmation_id)))
+    return dict(
+        plan.header,
+        reads=tally["reads"],
+        next=Position(
+            plan.header["last_seq"],
+            max(plan.chain_last, pos.chain_seq),
+            tally["chain_hash"],
+            max(plan.conf_upto, pos.confirmation_id),
+        ),
+    )
 
 
 def write_batch(settings: Settings, key, plan: Plan, fileobj) -> dict:
@@ -478,6 +572,7 @@ def stream_batch(settings: Settings, key, plan: Plan, chunk_bytes: int = 256 * 1
 
 # --- pushing -----------------------------------------------------------------------------------
 
+
 def _spool(settings: Settings) -> Path:
     path = settings.data_dir / "sync"
     path.mkdir(parents=True, exist_ok=True)
@@ -506,8 +601,10 @@ def push(settings: Settings, max_batches: int | None = None, stop: threading.Eve
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SyncError("another push is running on this post (the service's pusher or another "
-                            "`waypost sync push`); try again when it has finished") from None
+            raise SyncError(
+                "another push is running on this post (the service's pusher or another "
+                "`waypost sync push`); try again when it has finished"
+            ) from None
         return _push(settings, spool, max_batches, stop)
 
 
@@ -532,15 +629,14 @@ class _Ahead:
         self.pos, self.path = pos, path
         self.header: dict | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._build, args=(settings, key), name="sync-build-ahead",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._build, args=(settings, key), name="sync-build-ahead", daemon=True)
         self.thread.start()
 
     def _build(self, settings: Settings, key) -> None:
         try:
             with db.connection():
                 self.header = _build_file(settings, key, self.pos, self.path)
-        except BaseException as exc:     # reported by building again in the pushing thread
+        except BaseException as exc:  # reported by building again in the pushing thread
             self.error = exc
 
     def take(self, pos: Position, unacked: Path) -> dict | None:
@@ -562,15 +658,17 @@ class _Ahead:
 def _push(settings: Settings, spool: Path, max_batches: int | None, stop: threading.Event | None) -> PushResult:
     key = bundle.post_key(settings)
     unacked, part, ahead_part = spool / "unacked.batch", spool / "unacked.batch.part", spool / "next.batch.part"
-    part.unlink(missing_ok=True)          # a build interrupted by a crash: never sent, made again
+    part.unlink(missing_ok=True)  # a build interrupted by a crash: never sent, made again
     ahead_part.unlink(missing_ok=True)
     result = PushResult()
     pos = fetch_position(settings)
     result.position = pos
     marked, unmarked = reconcile(pos)
     if unmarked:
-        result.notes.append(f"headquarters holds less than it had acknowledged: {unmarked} outbox event(s) "
-                            "(reads, legal hold events) will be sent again")
+        result.notes.append(
+            f"headquarters holds less than it had acknowledged: {unmarked} outbox event(s) "
+            "(reads, legal hold events) will be sent again"
+        )
     if marked:
         result.notes.append(f"headquarters already held {marked} outbox event(s) not yet marked sent here")
     resets = 0
@@ -611,7 +709,7 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
                     result.holds += int(answer.get("holds") or 0)
                     result.bytes += size
                 continue
-            unacked.unlink(missing_ok=True)   # refused: rebuilt from the current data and position
+            unacked.unlink(missing_ok=True)  # refused: rebuilt from the current data and position
             refusal = Refused(status, answer)
             if refusal.problem in ("gap", "overlap", "replay") and resets < 3:
                 resets += 1
@@ -627,25 +725,34 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
             ahead.discard()
     try:
         result.notes.extend(fetch_hotlists(settings))
-    except SyncError as exc:       # the batches are delivered; the lists are fetched next time
+    except SyncError as exc:  # the batches are delivered; the lists are fetched next time
         result.notes.append(f"hotlists not fetched: {exc}")
     return result
 
 
 def local_status(settings: Settings) -> dict:
-    row = database.execute_sql("SELECT count(*), min(seq), max(seq), sum(kind = 'read') FROM outbox "
-                               "WHERE sent_at IS NULL").fetchone()
+    row = database.execute_sql(
+        "SELECT count(*), min(seq), max(seq), sum(kind = 'read') FROM outbox WHERE sent_at IS NULL"
+    ).fetchone()
     sent = database.execute_sql("SELECT max(seq), max(sent_at) FROM outbox WHERE sent_at IS NOT NULL").fetchone()
     head = audit.head()
     reads = row[3] or 0
     # "pending" is every outbox event; reads and legal hold events (placed or released here) apart
-    return {"pending": row[0], "pending_reads": reads, "pending_holds": row[0] - reads,
-            "pending_from": row[1], "pending_to": row[2], "acked_seq": sent[0] or 0,
-            "last_acked_at": sent[1], "chain_head": head[0],
-            "unacked_batch": (settings.data_dir / "sync" / "unacked.batch").exists()}
+    return {
+        "pending": row[0],
+        "pending_reads": reads,
+        "pending_holds": row[0] - reads,
+        "pending_from": row[1],
+        "pending_to": row[2],
+        "acked_seq": sent[0] or 0,
+        "last_acked_at": sent[1],
+        "chain_head": head[0],
+        "unacked_batch": (settings.data_dir / "sync" / "unacked.batch").exists(),
+    }
 
 
 # --- the background worker ---------------------------------------------------------------------
+
 
 def backoff_s(failures: int, base_s: float = 5.0, cap_s: float = 900.0, rng=random.random) -> float:
     """Capped exponential backoff with jitter (between half and all of the capped delay)."""
@@ -670,7 +777,7 @@ class Pusher:
                     self.last_result = push(self.settings, stop=self.stop)
                 self.failures, self.last_error = 0, None
                 wait = self.settings.sync.push_interval_s
-            except Exception as exc:     # never let the worker die: the next attempt may succeed
+            except Exception as exc:  # never let the worker die: the next attempt may succeed
                 self.failures += 1
                 self.last_error = str(exc)
                 wait = backoff_s(self.failures, cap_s=max(60.0, self.settings.sync.push_interval_s * 15))

@@ -28,6 +28,7 @@ The trailer is not hashed: its sha256 is over the uncompressed bytes of every li
 its signature is the post's Ed25519 signature over MAGIC + that digest. So a batch is written and
 read in one pass with bounded memory, whatever its size.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,8 +51,8 @@ CONTENT_TYPE = "application/x-waypost-batch+gzip"
 MAX_LINE_BYTES = 32 * 1024 * 1024
 # Every whole number a batch carries ends up in a BIGINT column (or is compared with one): a larger
 # one is refused as malformed rather than overflowing the database driver.
-MAX_INT = 2 ** 63 - 1
-MAX_INT32 = 2 ** 31 - 1                # INTEGER columns (image sizes, result_count) on PostgreSQL
+MAX_INT = 2**63 - 1
+MAX_INT32 = 2**31 - 1  # INTEGER columns (image sizes, result_count) on PostgreSQL
 # JSON may escape a UTF-16 surrogate on its own ("\ud800"), which parses to a str no UTF-8 encoder
 # (hashing, SQLite, PostgreSQL) accepts. Lines that contain such an escape are checked in full.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -114,8 +115,11 @@ class Writer:
     def finish(self, private_key) -> str:
         digest = self._sha.digest()
         signature = private_key.sign(signed_message(digest))
-        self._out.write(self._z.compress(canonical_line({"t": "end", "sha256": digest.hex(),
-                                                         "signature": base64.b64encode(signature).decode()})))
+        self._out.write(
+            self._z.compress(
+                canonical_line({"t": "end", "sha256": digest.hex(), "signature": base64.b64encode(signature).decode()})
+            )
+        )
         self._out.write(self._z.flush())
         return digest.hex()
 
@@ -137,24 +141,27 @@ class Reader:
             try:
                 data = self._gz.readline(MAX_LINE_BYTES + 1)
             except (OSError, EOFError, zlib.error) as exc:
-                raise ProtocolError("malformed", f"the body is not a complete gzip stream "
-                                                 f"(after line {self.lines}): {exc}") from None
+                raise ProtocolError(
+                    "malformed", f"the body is not a complete gzip stream (after line {self.lines}): {exc}"
+                ) from None
             if not data:
                 raise ProtocolError("malformed", f"the batch ends after line {self.lines} without its signed trailer")
             self.lines += 1
             self.bytes += len(data)
             if self.bytes > self.max_bytes:
-                raise ProtocolError("oversized", f"the batch unpacks to more than {self.max_bytes} bytes "
-                                                 f"(at line {self.lines})")
+                raise ProtocolError(
+                    "oversized", f"the batch unpacks to more than {self.max_bytes} bytes (at line {self.lines})"
+                )
             if not data.endswith(b"\n"):
-                raise ProtocolError("malformed", f"line {self.lines} is longer than {MAX_LINE_BYTES} bytes "
-                                                 "or not terminated")
+                raise ProtocolError(
+                    "malformed", f"line {self.lines} is longer than {MAX_LINE_BYTES} bytes or not terminated"
+                )
             try:
                 obj = json.loads(data)
             except ValueError as exc:
                 raise ProtocolError("malformed", f"line {self.lines} is not JSON: {exc}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
-                raise ProtocolError("malformed", f"line {self.lines} is not an object with a type \"t\"")
+                raise ProtocolError("malformed", f'line {self.lines} is not an object with a type "t"')
             if _SURROGATE_ESCAPE.search(data):
                 _check_text(obj, self.lines)
             if self.lines == 1 and obj["t"] != "header":
@@ -176,19 +183,25 @@ class Reader:
             raise ProtocolError("malformed", "the batch has no trailer")
         digest = self._sha.digest()
         if self.trailer.get("sha256") != digest.hex():
-            raise ProtocolError("bad_signature", "the trailer's sha256 does not match the batch's lines "
-                                                 "(altered or truncated in transit)")
+            raise ProtocolError(
+                "bad_signature",
+                "the trailer's sha256 does not match the batch's lines (altered or truncated in transit)",
+            )
         try:
             signature = base64.b64decode(self.trailer.get("signature") or "", validate=True)
             public_key.verify(signature, signed_message(digest))
         except (InvalidSignature, ValueError, TypeError):
-            raise ProtocolError("bad_signature", "the signature does not verify with the post's enrolled public key")
+            raise ProtocolError(
+                "bad_signature", "the signature does not verify with the post's enrolled public key"
+            ) from None
 
 
 def header_fields(header: dict) -> dict:
     """The header's fields, checked for type and range; raises ProtocolError naming the bad one."""
     if header.get("format") != FORMAT:
-        raise ProtocolError("malformed", f"unsupported format {header.get('format')!r}; this headquarters reads {FORMAT}")
+        raise ProtocolError(
+            "malformed", f"unsupported format {header.get('format')!r}; this headquarters reads {FORMAT}"
+        )
     for name in ("post", "batch"):
         if not isinstance(header.get(name), str) or not header[name] or len(header[name]) > 100:
             raise ProtocolError("malformed", f"header field {name!r} must be a non-empty string")
@@ -198,18 +211,30 @@ def header_fields(header: dict) -> dict:
     if header["last_seq"] < header["first_seq"] - 1 or header["first_seq"] < 1:
         raise ProtocolError("malformed", f"header range [{header['first_seq']}, {header['last_seq']}] is not a range")
     chain = header.get("chain")
-    if (not isinstance(chain, dict) or not is_whole(chain.get("first_seq")) or not is_whole(chain.get("last_seq"))
-            or not isinstance(chain.get("prev_hash"), str) or chain["first_seq"] < 1
-            or chain["last_seq"] < chain["first_seq"] - 1):
-        raise ProtocolError("malformed", f"header field 'chain' must be {{first_seq, last_seq, prev_hash}} with a "
-                                         f"range of whole numbers 0..{MAX_INT}")
+    if (
+        not isinstance(chain, dict)
+        or not is_whole(chain.get("first_seq"))
+        or not is_whole(chain.get("last_seq"))
+        or not isinstance(chain.get("prev_hash"), str)
+        or chain["first_seq"] < 1
+        or chain["last_seq"] < chain["first_seq"] - 1
+    ):
+        raise ProtocolError(
+            "malformed",
+            f"header field 'chain' must be {{first_seq, last_seq, prev_hash}} with a "
+            f"range of whole numbers 0..{MAX_INT}",
+        )
     confirmations = header.get("confirmations")
-    if confirmations is not None and (not isinstance(confirmations, dict)
-                                      or not is_whole(confirmations.get("after"))
-                                      or not is_whole(confirmations.get("upto"))
-                                      or confirmations["upto"] < confirmations["after"]):
-        raise ProtocolError("malformed", f"header field 'confirmations' must be {{after, upto}} with after <= upto, "
-                                         f"whole numbers 0..{MAX_INT}")
+    if confirmations is not None and (
+        not isinstance(confirmations, dict)
+        or not is_whole(confirmations.get("after"))
+        or not is_whole(confirmations.get("upto"))
+        or confirmations["upto"] < confirmations["after"]
+    ):
+        raise ProtocolError(
+            "malformed",
+            f"header field 'confirmations' must be {{after, upto}} with after <= upto, whole numbers 0..{MAX_INT}",
+        )
     if header.get("backlog") is not None and not is_whole(header["backlog"]):
         raise ProtocolError("malformed", f"header field 'backlog' must be a whole number 0..{MAX_INT}")
     return header
@@ -228,8 +253,11 @@ def _check_text(obj, line: int) -> None:
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ProtocolError("malformed", f"line {line} holds a lone UTF-16 surrogate escape "
-                                         f"({exc.object[exc.start:exc.end]!r}), which is not text") from None
+        raise ProtocolError(
+            "malformed",
+            f"line {line} holds a lone UTF-16 surrogate escape "
+            f"({exc.object[exc.start : exc.end]!r}), which is not text",
+        ) from None
 
 
 def decode_image(image: dict, where: str) -> bytes:
@@ -250,12 +278,13 @@ def content_hash(read: dict, images: list[dict]) -> str:
 
 # --- the lines of a batch, checked one by one ------------------------------------------------------
 
+
 @dataclass
 class ReadLine:
     seq: int
     read: dict
-    images: list[dict]                  # as sent, each with its base64 data
-    decoded: list[tuple[dict, bytes]]   # each image with its bytes, checked against its sha256
+    images: list[dict]  # as sent, each with its base64 data
+    decoded: list[tuple[dict, bytes]]  # each image with its bytes, checked against its sha256
 
 
 def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
@@ -291,10 +320,11 @@ def read_alerts(item: dict, where: str) -> list[dict]:
 def confirmation_line(item: dict, line: int) -> dict:
     """A confirmation line: the alert, with its id and its read's uuid."""
     alert = item.get("alert")
-    if (not isinstance(alert, dict) or not is_whole(alert.get("id"))
-            or not isinstance(alert.get("read_uuid"), str)):
-        raise ProtocolError("malformed", f"line {line} (confirmation): needs the alert with its id "
-                                         f"(a whole number 0..{MAX_INT}) and read_uuid")
+    if not isinstance(alert, dict) or not is_whole(alert.get("id")) or not isinstance(alert.get("read_uuid"), str):
+        raise ProtocolError(
+            "malformed",
+            f"line {line} (confirmation): needs the alert with its id (a whole number 0..{MAX_INT}) and read_uuid",
+        )
     return alert
 
 
@@ -306,8 +336,11 @@ def access_line(item: dict, where: str, want_record: int, chain: dict) -> dict:
     if not isinstance(rec, dict) or any(c not in rec for c in RECORD_COLUMNS):
         raise ProtocolError("malformed", f"{where}: needs every column of an access record")
     if not is_int(rec["seq"]) or rec["seq"] != want_record or rec["seq"] > chain["last_seq"]:
-        raise ProtocolError("malformed", f"{where}: seq {str(rec['seq'])[:30]} where {want_record} was due "
-                                         f"(the header says {chain['first_seq']}..{chain['last_seq']})")
+        raise ProtocolError(
+            "malformed",
+            f"{where}: seq {str(rec['seq'])[:30]} where {want_record} was due "
+            f"(the header says {chain['first_seq']}..{chain['last_seq']})",
+        )
     if rec["result_count"] is not None and not is_whole(rec["result_count"], MAX_INT32):
         raise ProtocolError("malformed", f"{where}: result_count must be empty or a whole number 0..{MAX_INT32}")
     for name in RECORD_COLUMNS:
@@ -347,7 +380,7 @@ def _time_field(hold: dict, name: str, where: str) -> dt.datetime:
         when = None
     if when is None:
         raise _bad(where, name, f"must be an ISO date and time (UTC), not {str(value)[:40]!r}")
-    return when.replace(tzinfo=None) if when.tzinfo is None else when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when.replace(tzinfo=None) if when.tzinfo is None else when.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def hold_event(item: dict, where: str) -> dict:
@@ -361,9 +394,13 @@ def hold_event(item: dict, where: str) -> dict:
     if not isinstance(hold.get("id"), int) or isinstance(hold.get("id"), bool) or hold["id"] < 1:
         raise _bad(where, "id", "must be the post's hold id (a whole number >= 1)")
     if event == "release":
-        return {"event": event, "id": hold["id"], "released_at": _time_field(hold, "released_at", where),
-                "released_by": _text_field(hold, "released_by", where, most=200),
-                "release_reason": _text_field(hold, "release_reason", where)}
+        return {
+            "event": event,
+            "id": hold["id"],
+            "released_at": _time_field(hold, "released_at", where),
+            "released_by": _text_field(hold, "released_by", where, most=200),
+            "release_reason": _text_field(hold, "release_reason", where),
+        }
     kind = hold.get("kind")
     if kind not in ("read", "query"):
         raise _bad(where, "kind", "must be read or query")
@@ -374,15 +411,26 @@ def hold_event(item: dict, where: str) -> dict:
     if kind == "read":
         # the held read's plate as the post stores it (A-Z and 0-9, no longest: it may be longer
         # than a search takes); "" when the read's row was gone at the post. Its uuid holds it.
-        if not isinstance(plate, str) or len(plate) > 100 or (plate and not (plate.isalnum() and plate == plate.upper())):
-            raise _bad(where, "plate", f"{str(plate)[:20]!r} is not a read's plate (upper-case letters and "
-                                       "digits, at most 100)")
+        if (
+            not isinstance(plate, str)
+            or len(plate) > 100
+            or (plate and not (plate.isalnum() and plate == plate.upper()))
+        ):
+            raise _bad(
+                where,
+                "plate",
+                f"{str(plate)[:20]!r} is not a read's plate (upper-case letters and digits, at most 100)",
+            )
         text = pattern = plate
     else:
         try:
             text = normalise(plate if isinstance(plate, str) else "", mode)
         except SearchError as exc:
-            raise _bad(where, "plate", f"{str(plate)[:20]!r} is not a plate for {'an' if mode == 'exact' else 'a'} {mode} search: {exc}") from None
+            raise _bad(
+                where,
+                "plate",
+                f"{str(plate)[:20]!r} is not a plate for {'an' if mode == 'exact' else 'a'} {mode} search: {exc}",
+            ) from None
         pattern = {"wildcard": text.replace("*", "%").replace("?", "_"), "partial": f"%{text}%"}.get(mode, text)
     since, until = _time_field(hold, "since", where), _time_field(hold, "until", where)
     if since > until:
@@ -390,14 +438,23 @@ def hold_event(item: dict, where: str) -> dict:
     reads = hold.get("reads")
     if not isinstance(reads, list) or any(not isinstance(u, str) or not u or len(u) > 100 for u in reads):
         raise _bad(where, "reads", "must be a list of read uuids")
-    return {"event": event, "id": hold["id"], "kind": kind, "plate": text, "mode": mode, "pattern": pattern,
-            "since": since, "until": until,
-            "case_number": _text_field(hold, "case_number", where, most=100),
-            "purpose_code": _text_field(hold, "purpose_code", where, most=100),
-            "reason": _text_field(hold, "reason", where),
-            "placed_by": _text_field(hold, "placed_by", where, most=200),
-            "placed_org": _text_field(hold, "placed_org", where, empty=True, most=200),
-            "placed_at": _time_field(hold, "placed_at", where), "reads": sorted(set(reads))}
+    return {
+        "event": event,
+        "id": hold["id"],
+        "kind": kind,
+        "plate": text,
+        "mode": mode,
+        "pattern": pattern,
+        "since": since,
+        "until": until,
+        "case_number": _text_field(hold, "case_number", where, most=100),
+        "purpose_code": _text_field(hold, "purpose_code", where, most=100),
+        "reason": _text_field(hold, "reason", where),
+        "placed_by": _text_field(hold, "placed_by", where, most=200),
+        "placed_org": _text_field(hold, "placed_org", where, empty=True, most=200),
+        "placed_at": _time_field(hold, "placed_at", where),
+        "reads": sorted(set(reads)),
+    }
 
 
 # --- pull: headquarters asks a post for its next batch ------------------------------------------
@@ -427,10 +484,10 @@ def post_get_message(post_id: str, path_and_query: str, date: str) -> bytes:
 def check_date(date: str) -> str | None:
     """None when `date` (YYYY-MM-DDTHH:MM:SSZ) is within PULL_SKEW_S of this clock, else why not."""
     try:
-        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
-    skew = abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
+    skew = abs((dt.datetime.now(dt.UTC) - when).total_seconds())
     if skew > PULL_SKEW_S:
         return f"X-Waypost-Date is {skew:.0f} s from this clock (at most {PULL_SKEW_S} s)"
     return None

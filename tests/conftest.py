@@ -1,4 +1,5 @@
 """Fixtures shared by every test package: real settings, a real SQLite file, the real app."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from appliance import config
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
+from web import create_app
 from web.server import WebServer
 
 
@@ -31,7 +33,6 @@ def db(settings):
 
 @pytest.fixture
 def app(settings, db):
-    from web import create_app
     application = create_app(settings)
     application.config["TESTING"] = True
     return application

@@ -6,6 +6,7 @@
 - the recognizer's runtime never imports its training code (pip leaves recognizer.training out);
 - an import inside a function says why: an optional dependency or its start-up cost.
 """
+
 from __future__ import annotations
 
 import ast

@@ -1,6 +1,7 @@
 """Every HTTP entry point. The post's web UI is create_app(settings), one blueprint per area
 (module = blueprint = URL prefix), with the post's pull endpoint for headquarters (web/sync.py);
 headquarters' app, pages and sync API are web/hq/; the server that runs either is web/server.py."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,10 @@ csrf = CSRFProtect()
 
 RETRY_AFTER_S = 5
 
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def create_app(settings: Settings, service=None) -> Flask:
@@ -49,11 +52,11 @@ def base_app(settings: Settings, service=None) -> Flask:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=settings.web.secure_cookies,
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=settings.web.session_idle_minutes),
-        SESSION_REFRESH_EACH_REQUEST=True,   # the lifetime counts from the last request: an idle timeout
+        SESSION_REFRESH_EACH_REQUEST=True,  # the lifetime counts from the last request: an idle timeout
         REMEMBER_COOKIE_DURATION=dt.timedelta(seconds=0),
-        WTF_CSRF_TIME_LIMIT=None,            # the token lives as long as the session
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
-        WAYPOST_ZONE=zone_of(settings),   # pages show times in it; everything is stored in UTC
+        WAYPOST_ZONE=zone_of(settings),  # pages show times in it; everything is stored in UTC
     )
     if settings.web.trusted_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
@@ -79,8 +82,11 @@ def base_app(settings: Settings, service=None) -> Flask:
 
     @app.before_request
     def _force_password_change():
-        if (current_user.is_authenticated and current_user.must_change_password
-                and request.endpoint not in ("auth.password", "auth.logout", "static", "health.index")):
+        if (
+            current_user.is_authenticated
+            and current_user.must_change_password
+            and request.endpoint not in ("auth.password", "auth.logout", "static", "health.index")
+        ):
             return redirect(url_for("auth.password"))
 
     @app.teardown_request
@@ -110,7 +116,7 @@ def base_app(settings: Settings, service=None) -> Flask:
         app.logger.warning("%s %s: the database stayed locked (%s); answered 503", request.method, request.path, exc)
         try:
             body = render_template("busy.html", retry_after_s=RETRY_AFTER_S)
-        except Exception:       # the page itself needs the database (the signed-in account)
+        except Exception:  # the page itself needs the database (the signed-in account)
             app.logger.exception("rendering the busy page")
             body = f"The database is busy: try again in {RETRY_AFTER_S} seconds. Nothing was shown or recorded.\n"
         return body, 503, {"Retry-After": str(RETRY_AFTER_S)}

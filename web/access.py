@@ -1,5 +1,6 @@
 """Who may reach a route. Every view declares its permission with @requires (or @public); a test
 walks the URL map and fails on any route that declares neither."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -11,7 +12,7 @@ from appliance import audit
 from appliance.models import User
 from appliance.roles import PLATE_DATA, allowed, permissions
 
-SESSION_VERSION = "session_version"   # the key in the session: the account's version at sign-in
+SESSION_VERSION = "session_version"  # the key in the session: the account's version at sign-in
 
 
 def public(view):
@@ -39,14 +40,17 @@ def requires(permission: str):
                     reason = "training"
                 return render_template("forbidden.html", permission=permission, reason=reason), 403
             return view(*args, **kwargs)
+
         wrapper.permission = permission
         return wrapper
+
     return decorate
 
 
 def actor() -> audit.Actor:
     user = current_user.user
     return audit.Actor(user.username, user.organization, request.remote_addr or "unknown")
+
 
 class AccountUser:
     """flask-login's view of an account: wraps the row, never caches permissions."""

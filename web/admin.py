@@ -6,6 +6,7 @@ the change, so the web and the CLI leave the same trail. A one-time password is 
 response to the POST that made it: it never goes into a flash message (the session cookie is
 signed, not encrypted), a URL or the log.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,15 +59,21 @@ class AccountForm(FlaskForm):
     organization = StringField("Organization", validators=[InputRequired(), Length(max=120)])
     # Starts on no role, so an account is never made with a role nobody chose (the first in ROLES is
     # the most powerful).
-    role = SelectField("Role", validators=[InputRequired(message="Choose a role for the account.")],
-                       choices=[SelectChoice("", "— choose a role —")]
-                       + [SelectChoice(key, f"{role['label']} ({key})") for key, role in ROLES.items()])
+    role = SelectField(
+        "Role",
+        validators=[InputRequired(message="Choose a role for the account.")],
+        choices=[SelectChoice("", "— choose a role —")]
+        + [SelectChoice(key, f"{role['label']} ({key})") for key, role in ROLES.items()],
+    )
 
 
 class TrainingForm(FlaskForm):
-    completed_on = DateField("Completed on", validators=[InputRequired(message="Give the date the course was completed.")])
-    course = StringField("Course", validators=[InputRequired(message="Give the course name as in the training record."),
-                                               Length(max=120)])
+    completed_on = DateField(
+        "Completed on", validators=[InputRequired(message="Give the date the course was completed.")]
+    )
+    course = StringField(
+        "Course", validators=[InputRequired(message="Give the course name as in the training record."), Length(max=120)]
+    )
     expires_on = DateField("Expires on", validators=[Optional()])
 
 
@@ -90,19 +97,25 @@ def _is_self(user: User) -> bool:
 @bp.get("/roles")
 @requires("accounts.manage")
 def roles():
-    every = sorted({p for r in ROLES.values() for p in r["permissions"]},
-                   key=lambda p: (p not in PLATE_DATA, p))
-    return render_template("admin/roles.html", roles=ROLES, permissions=every, labels=PERMISSION_LABELS,
-                           plate_data=PLATE_DATA)
+    every = sorted({p for r in ROLES.values() for p in r["permissions"]}, key=lambda p: (p not in PLATE_DATA, p))
+    return render_template(
+        "admin/roles.html", roles=ROLES, permissions=every, labels=PERMISSION_LABELS, plate_data=PLATE_DATA
+    )
 
 
 @bp.get("/accounts")
 @requires("accounts.manage")
 def accounts():
     rows = list(User.select().order_by(User.active.desc(), User.username))
-    return render_template("admin/accounts.html", accounts=rows, roles=ROLES, now=utcnow(),
-                           today=utcnow().date(), training_state=users.training_state,
-                           form=AccountActionForm())
+    return render_template(
+        "admin/accounts.html",
+        accounts=rows,
+        roles=ROLES,
+        now=utcnow(),
+        today=utcnow().date(),
+        training_state=users.training_state,
+        form=AccountActionForm(),
+    )
 
 
 @bp.route("/accounts/new", methods=["GET", "POST"])
@@ -114,9 +127,14 @@ def new_account():
     if form.validate_on_submit():
         try:
             user, password = users.create(
-                actor(), username=form.username.data.strip().lower(), display_name=form.display_name.data.strip(),
-                job_title=form.job_title.data.strip(), organization=form.organization.data.strip(),
-                role=form.role.data, min_password_length=g.settings.web.min_password_length)
+                actor(),
+                username=form.username.data.strip().lower(),
+                display_name=form.display_name.data.strip(),
+                job_title=form.job_title.data.strip(),
+                organization=form.organization.data.strip(),
+                role=form.role.data,
+                min_password_length=g.settings.web.min_password_length,
+            )
         except users.UserError as exc:
             form.username.errors = [sentence(exc)]
         else:
@@ -133,8 +151,14 @@ def account(user_id: int):
 
 
 def _account_page(user: User, training: TrainingForm) -> dict:
-    return {"role": ROLES.get(user.role, {}), "training": training, "action": AccountActionForm(),
-            "state": users.training_state(user), "is_self": _is_self(user), "now": utcnow()}
+    return {
+        "role": ROLES.get(user.role, {}),
+        "training": training,
+        "action": AccountActionForm(),
+        "state": users.training_state(user),
+        "is_self": _is_self(user),
+        "now": utcnow(),
+    }
 
 
 @bp.post("/accounts/<int:user_id>/training")
@@ -153,8 +177,11 @@ def training(user_id: int):
                 target = form.course
             target.errors = [sentence(exc)]
         else:
-            flash(f"Training recorded for {user.username}: {form.course.data.strip()}, completed {completed}, "
-                  f"expires {expires}.", "info")
+            flash(
+                f"Training recorded for {user.username}: {form.course.data.strip()}, completed {completed}, "
+                f"expires {expires}.",
+                "info",
+            )
             return redirect(url_for("admin.account", user_id=user.id))
     return render_template("admin/account.html", user=user, **_account_page(user, form)), 400
 
@@ -163,7 +190,7 @@ def _one_year_after(day: dt.date) -> dt.date:
     """The CLI's default expiry (appliance/cli.py user set-training) when none is given."""
     try:
         return day.replace(year=day.year + 1)
-    except ValueError:          # 29 February
+    except ValueError:  # 29 February
         return day + dt.timedelta(days=365)
 
 
@@ -212,6 +239,13 @@ def reset_password(user_id: int):
 @requires("accounts.manage")
 def review():
     found = users.review(actor())
-    return render_template("admin/review.html", review=found, roles=ROLES, now=utcnow(), form=AccountActionForm(),
-                           training_state=users.training_state, stale_days=users.STALE_AFTER_DAYS,
-                           me=current_user.user.id)
+    return render_template(
+        "admin/review.html",
+        review=found,
+        roles=ROLES,
+        now=utcnow(),
+        form=AccountActionForm(),
+        training_state=users.training_state,
+        stale_days=users.STALE_AFTER_DAYS,
+        me=current_user.user.id,
+    )

@@ -6,6 +6,7 @@ Looking at it is an access too: every page of the log, every verification, expor
 writes an access record. The filter is a POST (CSRF-protected) like the plate search, so plates
 typed into it do not land in URLs, proxy logs or the browser history.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,16 +45,24 @@ class LogFilterForm(FlaskForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         families = sorted({name.split(".")[0] for name in audit.ACTIONS})
-        self.action.choices = ([SelectChoice("", "Any action")]
-                               + [SelectChoice(f"{f}.*", f"{f}.* (all)") for f in families]
-                               + [SelectChoice(a, a) for a in sorted(audit.ACTIONS)])
+        self.action.choices = (
+            [SelectChoice("", "Any action")]
+            + [SelectChoice(f"{f}.*", f"{f}.* (all)") for f in families]
+            + [SelectChoice(a, a) for a in sorted(audit.ACTIONS)]
+        )
         self.purpose.choices = [SelectChoice("", "Any purpose")] + [
-            SelectChoice(p.code, f"{p.code}: {p.label}") for p in g.settings.audit.purposes]
+            SelectChoice(p.code, f"{p.code}: {p.label}") for p in g.settings.audit.purposes
+        ]
 
     def filter(self) -> audit.Filter:
-        return audit.Filter(username=(self.username.data or "").strip(), action=self.action.data or "",
-                            since=self.since.utc, until=self.until.utc, query=(self.query.data or "").strip(),
-                            purpose_code=self.purpose.data or "")
+        return audit.Filter(
+            username=(self.username.data or "").strip(),
+            action=self.action.data or "",
+            since=self.since.utc,
+            until=self.until.utc,
+            query=(self.query.data or "").strip(),
+            purpose_code=self.purpose.data or "",
+        )
 
 
 class VerifyForm(FlaskForm):
@@ -63,20 +72,30 @@ class VerifyForm(FlaskForm):
 class ExportForm(FlaskForm):
     start = DateField("From (UTC date, inclusive)", validators=[InputRequired()])
     end = DateField("To (UTC date, inclusive)", validators=[InputRequired()])
-    fmt = SelectField("Format", choices=[SelectChoice("csv", "CSV (spreadsheet)"),
-                                         SelectChoice("bundle", "Signed JSON bundle (verifiable offline)")],
-                      default="csv")
+    fmt = SelectField(
+        "Format",
+        choices=[
+            SelectChoice("csv", "CSV (spreadsheet)"),
+            SelectChoice("bundle", "Signed JSON bundle (verifiable offline)"),
+        ],
+        default="csv",
+    )
 
 
 def _show(form: LogFilterForm, status: int = 200):
     flt = form.filter()
     with write():
         page = audit.browse(flt, before=form.before.data, limit=PAGE)
-        audit.record("audit.view", actor(), query=recorded(flt, form),
-                     result_count=len(page.records),
-                     details={"before": form.before.data} if form.before.data else None)
-    return render_template("audit/index.html", form=form, page=page, filtered=bool(flt.as_record()),
-                           verify_form=VerifyForm()), status
+        audit.record(
+            "audit.view",
+            actor(),
+            query=recorded(flt, form),
+            result_count=len(page.records),
+            details={"before": form.before.data} if form.before.data else None,
+        )
+    return render_template(
+        "audit/index.html", form=form, page=page, filtered=bool(flt.as_record()), verify_form=VerifyForm()
+    ), status
 
 
 @bp.get("/")
@@ -90,12 +109,10 @@ def index():
 def search():
     form = LogFilterForm()
     if not form.validate_on_submit():
-        return render_template("audit/index.html", form=form, page=None, filtered=True,
-                               verify_form=VerifyForm()), 400
+        return render_template("audit/index.html", form=form, page=None, filtered=True, verify_form=VerifyForm()), 400
     if form.since.data and form.until.data and form.since.utc > form.until.utc:
         form.until.errors = ["'To' is before 'From'."]
-        return render_template("audit/index.html", form=form, page=None, filtered=True,
-                               verify_form=VerifyForm()), 400
+        return render_template("audit/index.html", form=form, page=None, filtered=True, verify_form=VerifyForm()), 400
     return _show(form)
 
 
@@ -106,24 +123,34 @@ def verify():
         abort(400)
     result = audit.verify()
     with write():
-        audit.record("audit.verify", actor(), result_count=result.checked,
-                     details={"ok": result.ok, "bad_seq": result.bad_seq, "problem": result.problem,
-                              "head_seq": result.head_seq})
+        audit.record(
+            "audit.verify",
+            actor(),
+            result_count=result.checked,
+            details={
+                "ok": result.ok,
+                "bad_seq": result.bad_seq,
+                "problem": result.problem,
+                "head_seq": result.head_seq,
+            },
+        )
     bad = None
     if result.bad_seq is not None:
-        row = database.execute_sql(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq = ?",
-                                   (result.bad_seq,)).fetchone()
+        row = database.execute_sql(
+            f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq = ?", (result.bad_seq,)
+        ).fetchone()
         bad = dict(zip(audit.COLUMNS, row)) if row else None
     return render_template("audit/verify.html", result=result, bad=bad)
 
 
 # --- exports -----------------------------------------------------------------------------------
 
+
 @bp.get("/export")
 @requires("audit.view")
 def export_form():
     form = ExportForm(formdata=None)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     form.start.data, form.end.data = today.replace(day=1), today
     return render_template("audit/export.html", form=form, key_id=_key_id())
 
@@ -170,24 +197,29 @@ def export():
         writer = csv.DictWriter(f, fieldnames=audit.COLUMNS)
         writer.writeheader()
         for row in audit.export_rows(start, end):
-            if row["seq"] > upto:     # records appended while exporting belong to the next export
+            if row["seq"] > upto:  # records appended while exporting belong to the next export
                 break
             writer.writerow(row)
             count += 1
     with write():
-        audit.record("audit.export", actor(), result_count=count,
-                     query={"from": audit.stamp(start), "to": audit.stamp(end)},
-                     details={"format": "csv", "file": stem + ".csv", "via": "web"})
+        audit.record(
+            "audit.export",
+            actor(),
+            result_count=count,
+            query={"from": audit.stamp(start), "to": audit.stamp(end)},
+            details={"format": "csv", "file": stem + ".csv", "via": "web"},
+        )
     return send_file(path, mimetype="text/csv", as_attachment=True, download_name=stem + ".csv")
 
 
 # --- reports -----------------------------------------------------------------------------------
 
+
 @bp.get("/reports")
 @requires("audit.view")
 def reports_index():
     tz = g.settings.post.timezone
-    this_year = dt.datetime.now(dt.timezone.utc).year
+    this_year = dt.datetime.now(dt.UTC).year
     quarters = []
     label = reports.current_quarter(tz)
     for _ in range(8):
@@ -198,19 +230,22 @@ def reports_index():
 
 def _report_page(kind: str, label: str):
     try:
-        report = (reports.quarterly(g.settings, label) if kind == "quarterly" else reports.annual(g.settings, label))
+        report = reports.quarterly(g.settings, label) if kind == "quarterly" else reports.annual(g.settings, label)
     except reports.ReportError as exc:
         abort(404, str(exc))
     with write():
         reports.record_viewed(actor(), report, "web")
     if kind == "quarterly":
-        charts = {"users": [(u.username, u.data_accesses) for u in report.users[:25]],
-                  "purposes": [(p["code"], p["accesses"]) for p in report.purposes]}
+        charts = {
+            "users": [(u.username, u.data_accesses) for u in report.users[:25]],
+            "purposes": [(p["code"], p["accesses"]) for p in report.purposes],
+        }
     else:
         charts = {"purposes": [(p["code"], p["accesses"]) for p in report.queries_by_purpose]}
     template = "audit/print.html" if request.args.get("print") == "1" else "audit/report.html"
-    return render_template(template, kind=kind, r=report, charts=charts,
-                           last_day=report.period.end - dt.timedelta(days=1))
+    return render_template(
+        template, kind=kind, r=report, charts=charts, last_day=report.period.end - dt.timedelta(days=1)
+    )
 
 
 @bp.get("/reports/quarterly/<label>")

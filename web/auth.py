@@ -1,4 +1,5 @@
 """Sign-in, sign-out and password change."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -23,7 +24,9 @@ class SignInForm(FlaskForm):
 class PasswordForm(FlaskForm):
     current = PasswordField("Current password", validators=[DataRequired()])
     new = PasswordField("New password", validators=[DataRequired(), Length(max=256)])
-    confirm = PasswordField("New password again", validators=[DataRequired(), EqualTo("new", "The two entries differ.")])
+    confirm = PasswordField(
+        "New password again", validators=[DataRequired(), EqualTo("new", "The two entries differ.")]
+    )
 
 
 class SignOutForm(FlaskForm):
@@ -93,9 +96,14 @@ def password():
             flash("Choose a new password that differs from the current one.", "error")
         else:
             try:
-                changed = users.set_password(users.actor_for(user, client_addr()), user.username, form.new.data,
-                                             g.settings.web.min_password_length, must_change=False,
-                                             action="auth.password_change")
+                changed = users.set_password(
+                    users.actor_for(user, client_addr()),
+                    user.username,
+                    form.new.data,
+                    g.settings.web.min_password_length,
+                    must_change=False,
+                    action="auth.password_change",
+                )
             except users.UserError as exc:
                 flash(str(exc).capitalize() + ".", "error")
             else:

@@ -5,6 +5,7 @@ zone with its abbreviation, and the search forms take a local date and time (Loc
 and hand the query the UTC instant. The zone is the one web.base_app stored from the
 configuration.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,8 +59,9 @@ class LocalDateTimeField(DateTimeLocalField):
     def __init__(self, label=None, validators=None, latest: bool = False, **kwargs):
         self.zone = zone()
         self.latest = latest
-        super().__init__(f"{label} ({zone_label(self.zone)})" if label else label, validators,
-                         format="%Y-%m-%dT%H:%M", **kwargs)
+        super().__init__(
+            f"{label} ({zone_label(self.zone)})" if label else label, validators, format="%Y-%m-%dT%H:%M", **kwargs
+        )
 
     def post_validate(self, form, validation_stopped):
         if self.data is not None and not validation_stopped:
@@ -96,4 +98,3 @@ def window_record(since: LocalDateTimeField, until: LocalDateTimeField) -> dict:
     if out:
         out["zone"] = zone_label(since.zone)
     return out
-

@@ -6,11 +6,12 @@ viewer), and it ends, telling the page why, when the service stops, when the bro
 outlive the idle sign-out) or when the account may no longer see what it streams or its session has
 ended (checked every RECHECK_S seconds). `render` writes its access record before returning the text to send.
 """
+
 from __future__ import annotations
 
 import queue
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Response, abort, current_app, g, request, session, stream_with_context
 from flask_login import current_user
@@ -54,7 +55,7 @@ def stream(permission: str, render: Callable[[dict], str | None]) -> Response:
         started = last_check = time.monotonic()
         try:
             yield "retry: 3000\n\n"
-            while (stopping is None or not stopping.is_set()) and not gone():   # shutdown waits for this thread
+            while (stopping is None or not stopping.is_set()) and not gone():  # shutdown waits for this thread
                 try:
                     event = q.get(timeout=0.5)
                 except queue.Empty:

@@ -1,6 +1,7 @@
 """Serving a read's image: looked up by the read's id and the kind, never by a name or path from
 the request, checked against its sha256, and recorded as an access (in the transaction that looks
 it up) before the bytes leave."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,8 +30,15 @@ def image_response(find: Callable[[], tuple[Read, dict]], kind: str, purpose: au
         except StoreError as exc:
             current_app.logger.error("read %s %s: %s", read.id, kind, exc)
             abort(404)
-        audit.record("evidence.view", actor(), query=query, purpose=purpose,
-                     objects=[f"read:{read.uuid}", f"evidence:{ev.sha256}"], result_count=1, details={"kind": kind})
+        audit.record(
+            "evidence.view",
+            actor(),
+            query=query,
+            purpose=purpose,
+            objects=[f"read:{read.uuid}", f"evidence:{ev.sha256}"],
+            result_count=1,
+            details={"kind": kind},
+        )
     resp = Response(data, mimetype="image/jpeg")
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -1,4 +1,5 @@
 """Liveness for the service manager and technicians: no ALPR data, so no sign-in needed."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify

@@ -1,6 +1,7 @@
 """Legal holds in the web UI: place one on a read (from the read's page) or on a search in a
 period, list them, open one, and release one (administrators only). Each step is an access
 record, written by appliance/holds.py in the transaction of the step."""
+
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
@@ -45,6 +46,7 @@ def _hold_panel():
         if not current_user.is_authenticated or not allowed(current_user.user, "holds.request"):
             return None
         return {"holds": holds.active_holds_on(read.id), "form": ReadHoldForm()}
+
     return {"hold_panel": hold_panel}
 
 
@@ -73,8 +75,10 @@ def new():
         form.plate.errors = [str(exc)]
         return render_template("holds/new.html", form=form), 400
     purposes.remember(stated)
-    flash(f"Hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s) kept from the purge.",
-          "success")
+    flash(
+        f"Hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s) kept from the purge.",
+        "success",
+    )
     return redirect(url_for("holds.detail", hold_id=hold.id))
 
 
@@ -92,8 +96,9 @@ def place_on_read(read_id: int):
         flash(str(exc)[0].upper() + str(exc)[1:] + ".", "error")
         return redirect(url_for("reads.detail", read_id=read_id))
     purposes.remember(stated)
-    flash(f"Hold {hold.id} placed under case {hold.case_number}: this read will not be purged automatically.",
-          "success")
+    flash(
+        f"Hold {hold.id} placed under case {hold.case_number}: this read will not be purged automatically.", "success"
+    )
     return redirect(url_for("reads.detail", read_id=read_id))
 
 
@@ -108,15 +113,18 @@ def detail(hold_id: int):
         if form.validate() and (stated := form.checked()) is not None:
             purposes.remember(stated)
             return redirect(url_for("holds.detail", hold_id=hold_id))
-        return render_template("shared/purpose_required.html", form=form, what="this hold",
-                               action=url_for("holds.detail", hold_id=hold_id)), 400
-    if stated is None:          # the held reads are plate data: a purpose first
-        return render_template("shared/purpose_required.html", form=form, what="this hold",
-                               action=url_for("holds.detail", hold_id=hold_id))
+        return render_template(
+            "shared/purpose_required.html", form=form, what="this hold", action=url_for("holds.detail", hold_id=hold_id)
+        ), 400
+    if stated is None:  # the held reads are plate data: a purpose first
+        return render_template(
+            "shared/purpose_required.html", form=form, what="this hold", action=url_for("holds.detail", hold_id=hold_id)
+        )
     hold, reads = holds.held_reads(actor(), stated, hold_id)
     can_release = hold.active and allowed(current_user.user, "holds.release")
-    return render_template("holds/detail.html", hold=hold, reads=reads, purpose=stated,
-                           release_form=ReleaseForm() if can_release else None)
+    return render_template(
+        "holds/detail.html", hold=hold, reads=reads, purpose=stated, release_form=ReleaseForm() if can_release else None
+    )
 
 
 @bp.post("/<int:hold_id>/release")

@@ -4,6 +4,7 @@ Each account starts where its work is: officers and administrators who may see p
 the live view, dispatchers on the alerts. Everyone else (and anyone whose training is not current)
 gets the start page, which says who they are, what their role allows, and why not if it doesn't.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
@@ -34,17 +35,30 @@ AREAS = (
 def index():
     user = current_user.user
     # The first place of work this app has (a post: live view, alerts; headquarters: search, posts).
-    for endpoint, permission in (("live.index", "reads.view"), ("hq.search_form", "reads.search"),
-                                 ("alerts.index", "alerts.view"), ("hq.posts", "health.view")):
+    for endpoint, permission in (
+        ("live.index", "reads.view"),
+        ("hq.search_form", "reads.search"),
+        ("alerts.index", "alerts.view"),
+        ("hq.posts", "health.view"),
+    ):
         if endpoint in current_app.view_functions and allowed(user, permission):
             return redirect(url_for(endpoint))
     needs_training = bool(permissions(user.role) & PLATE_DATA) and not user.training_current()
     # An account administrator records training, their own included (admin.account allows it).
-    own_account_url = url_for("admin.account", user_id=user.id) \
-        if "admin.account" in current_app.view_functions and allowed(user, "accounts.manage") else None
-    return render_template("home/index.html", user=user, role=ROLES.get(user.role, {}),
-                           needs_training=needs_training, own_account_url=own_account_url,
-                           permissions=sorted(permissions(user.role)), permission_labels=PERMISSION_LABELS)
+    own_account_url = (
+        url_for("admin.account", user_id=user.id)
+        if "admin.account" in current_app.view_functions and allowed(user, "accounts.manage")
+        else None
+    )
+    return render_template(
+        "home/index.html",
+        user=user,
+        role=ROLES.get(user.role, {}),
+        needs_training=needs_training,
+        own_account_url=own_account_url,
+        permissions=sorted(permissions(user.role)),
+        permission_labels=PERMISSION_LABELS,
+    )
 
 
 @bp.app_context_processor
@@ -58,7 +72,14 @@ def _navigation():
         for key, label, endpoints, permission in AREAS:
             endpoint = next((e for e in endpoints if e in current_app.view_functions), None)
             if endpoint and allowed(user, permission):
-                links.append({"key": key, "label": label, "url": url_for(endpoint),
-                              "current": request.blueprint == endpoint.partition(".")[0]})
+                links.append(
+                    {
+                        "key": key,
+                        "label": label,
+                        "url": url_for(endpoint),
+                        "current": request.blueprint == endpoint.partition(".")[0],
+                    }
+                )
         return links
+
     return {"nav_links": nav_links}

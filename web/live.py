@@ -9,6 +9,7 @@ fixed hit-verification purpose of web.alerts.
 The site-wide warning banner (stale hotlist, low disk) is computed here too, because it is the
 same status the live view shows in full.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ bp = Blueprint("live", __name__, url_prefix="/live")
 
 LATEST_READS = 25
 OPEN_ALERTS = 50
-ALERT_LIST_PURPOSE = audit.Purpose("HIT-VERIFY", "ALERT-LIST")   # the same as the alerts page's list
+ALERT_LIST_PURPOSE = audit.Purpose("HIT-VERIFY", "ALERT-LIST")  # the same as the alerts page's list
 
 
 def read_url(read_id: int) -> str | None:
@@ -73,13 +74,20 @@ def warnings(status: dict) -> list[str]:
     out = []
     for h in status["hotlists"]:
         if h["stale"]:
-            when = f"last refreshed {h['refreshed_at'].replace('T', ' ').rstrip('Z')} UTC" \
-                if h["refreshed_at"] else "never refreshed"
-            out.append(f"Hotlist {h['name']} is stale ({when}): do not rely on it; alerts may be missing "
-                       f"or out of date until it is refreshed.")
+            when = (
+                f"last refreshed {h['refreshed_at'].replace('T', ' ').rstrip('Z')} UTC"
+                if h["refreshed_at"]
+                else "never refreshed"
+            )
+            out.append(
+                f"Hotlist {h['name']} is stale ({when}): do not rely on it; alerts may be missing "
+                f"or out of date until it is refreshed."
+            )
     if status["low_disk"]:
-        what = {"crop": "reads are stored with plate crops only, without context frames",
-                "none": "reads are stored without images"}.get(status["low_disk"], "the post is short of space")
+        what = {
+            "crop": "reads are stored with plate crops only, without context frames",
+            "none": "reads are stored without images",
+        }.get(status["low_disk"], "the post is short of space")
         out.append(f"Low disk space on the post: {what}. Tell the technician.")
     return out
 
@@ -90,9 +98,10 @@ def _banner():
         # Called by base.html only for signed-in pages, so the login page costs nothing.
         try:
             return warnings(post_status())
-        except Exception:   # the banner must never take a page down with it
+        except Exception:  # the banner must never take a page down with it
             current_app.logger.exception("status for the warning banner")
             return ["The post's status could not be read. Check the health page."]
+
     return {"site_warnings": site_warnings}
 
 
@@ -121,20 +130,44 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
     reads = open_alerts = None
     sees_alerts = allowed(user, "alerts.view")
     if purpose is not None or sees_alerts:
-        with write():           # the lists are read in the transaction that records them
+        with write():  # the lists are read in the transaction that records them
             if purpose is not None:
                 reads = list(Read.select().order_by(Read.captured_at.desc(), Read.id.desc()).limit(LATEST_READS))
-                audit.record("read.live", actor(), query={"latest_reads": LATEST_READS}, purpose=purpose,
-                             objects=[f"read:{r.uuid}" for r in reads], result_count=len(reads))
+                audit.record(
+                    "read.live",
+                    actor(),
+                    query={"latest_reads": LATEST_READS},
+                    purpose=purpose,
+                    objects=[f"read:{r.uuid}" for r in reads],
+                    result_count=len(reads),
+                )
             if sees_alerts:
-                open_alerts = list(Alert.select(Alert, Read).join(Read).where(Alert.status == "unconfirmed")
-                                   .order_by(Alert.created_at.desc()).limit(OPEN_ALERTS))
-                audit.record("alert.view", actor(), purpose=ALERT_LIST_PURPOSE,
-                             objects=[f"alert:{a.id}" for a in open_alerts], result_count=len(open_alerts),
-                             details={"via": "live view"})
-    return render_template("live/index.html", reads=reads, open_alerts=open_alerts, purpose=purpose, form=form,
-                           status=post_status(), disk=disk_text(post_status()), read_url=read_url,
-                           live=current_app.config.get("WAYPOST_SERVICE") is not None), status_code
+                open_alerts = list(
+                    Alert.select(Alert, Read)
+                    .join(Read)
+                    .where(Alert.status == "unconfirmed")
+                    .order_by(Alert.created_at.desc())
+                    .limit(OPEN_ALERTS)
+                )
+                audit.record(
+                    "alert.view",
+                    actor(),
+                    purpose=ALERT_LIST_PURPOSE,
+                    objects=[f"alert:{a.id}" for a in open_alerts],
+                    result_count=len(open_alerts),
+                    details={"via": "live view"},
+                )
+    return render_template(
+        "live/index.html",
+        reads=reads,
+        open_alerts=open_alerts,
+        purpose=purpose,
+        form=form,
+        status=post_status(),
+        disk=disk_text(post_status()),
+        read_url=read_url,
+        live=current_app.config.get("WAYPOST_SERVICE") is not None,
+    ), status_code
 
 
 @bp.post("/purpose")
@@ -167,26 +200,45 @@ def stream():
 
     def read_event(event) -> str | None:
         data = event["data"]
-        with connection(), write():   # recorded before it is sent, in one transaction with the lookup
+        with connection(), write():  # recorded before it is sent, in one transaction with the lookup
             read = Read.get_or_none(Read.id == data["id"])
             if read is None:
                 return None
-            audit.record("read.live", who, query={"latest_reads": "live"}, purpose=purpose,
-                         objects=[f"read:{read.uuid}"], result_count=1, details={"via": "live stream"})
+            audit.record(
+                "read.live",
+                who,
+                query={"latest_reads": "live"},
+                purpose=purpose,
+                objects=[f"read:{read.uuid}"],
+                result_count=1,
+                details={"via": "live stream"},
+            )
             camera = Camera.get_or_none(Camera.id == read.camera_id)
-        payload = {"captured_utc": read.captured_at.isoformat(timespec="microseconds"),   # the rows' order
-                   "id": read.id, "plate": read.plate, "confidence": read.confidence,
-                   "low_confidence": read.low_confidence,
-                   "captured_at": clock.localtime(read.captured_at),    # shown as is, as the page's rows
-                   "camera": camera.name if camera else read.camera_id, "direction": read.direction,
-                   "url": read_url(read.id)}
+        payload = {
+            "captured_utc": read.captured_at.isoformat(timespec="microseconds"),  # the rows' order
+            "id": read.id,
+            "plate": read.plate,
+            "confidence": read.confidence,
+            "low_confidence": read.low_confidence,
+            "captured_at": clock.localtime(read.captured_at),  # shown as is, as the page's rows
+            "camera": camera.name if camera else read.camera_id,
+            "direction": read.direction,
+            "url": read_url(read.id),
+        }
         return events.sse(event["id"], "read", json.dumps(payload))
 
     def alert_event(event) -> str:
         data = event["data"]
         with connection(), write():
-            audit.record("alert.view", who, query={"plate": data["entry_plate"]}, purpose=alert_purpose(data["id"]),
-                         objects=[f"alert:{data['id']}"], result_count=1, details={"via": "live view stream"})
+            audit.record(
+                "alert.view",
+                who,
+                query={"plate": data["entry_plate"]},
+                purpose=alert_purpose(data["id"]),
+                objects=[f"alert:{data['id']}"],
+                result_count=1,
+                details={"via": "live view stream"},
+            )
         payload = dict(data, url=url_for("alerts.detail", alert_id=data["id"]))
         return events.sse(event["id"], "alert", json.dumps(payload))
 
@@ -198,4 +250,3 @@ def stream():
         return None
 
     return events.stream("reads.view", render)
-

@@ -5,6 +5,7 @@ freshness rule, plus live transparency figures.
 No sign-in and no access record: the page shows only aggregates (counts and dates), never a plate,
 a read or a name. Each figure is one indexed query, so a busy post answers it cheaply.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,10 +48,12 @@ def _first_seq_from(at: dt.datetime) -> int:
     stamp = _audit_stamp(at)
     # min() and max() in separate queries: together they would scan the table instead of seeking
     lo = database.execute_sql("SELECT coalesce(min(seq), 1) FROM access_record").fetchone()[0]
-    hi = database.execute_sql("SELECT coalesce(max(seq), 0) FROM access_record").fetchone()[0] + 1   # one past the end
+    hi = database.execute_sql("SELECT coalesce(max(seq), 0) FROM access_record").fetchone()[0] + 1  # one past the end
     while lo < hi:
         mid = (lo + hi) // 2
-        row = database.execute_sql("SELECT at FROM access_record WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+        row = database.execute_sql(
+            "SELECT at FROM access_record WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+        ).fetchone()
         if row is None or row[0] >= stamp:
             hi = mid
         else:
@@ -60,13 +63,17 @@ def _first_seq_from(at: dt.datetime) -> int:
 
 def _searches(start: dt.datetime, end: dt.datetime) -> int:
     lo, hi = _first_seq_from(start), _first_seq_from(end)
-    return database.execute_sql("SELECT count(*) FROM access_record WHERE action = 'read.search' AND seq >= ? AND seq < ?",
-                                (lo, hi)).fetchone()[0]
+    return database.execute_sql(
+        "SELECT count(*) FROM access_record WHERE action = 'read.search' AND seq >= ? AND seq < ?", (lo, hi)
+    ).fetchone()[0]
 
 
 def _sharing_granted(since: dt.datetime) -> int:
     """Approved sharing requests since `since`, or 0 while the post has no sharing table."""
-    if database.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sharing_request'").fetchone() is None:
+    if (
+        database.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sharing_request'").fetchone()
+        is None
+    ):
         return 0
     columns = {row[1] for row in database.execute_sql("PRAGMA table_info(sharing_request)")}
     if "status" not in columns:
@@ -74,8 +81,9 @@ def _sharing_granted(since: dt.datetime) -> int:
     when = next((c for c in DECISION_COLUMNS if c in columns), None)
     if when is None:
         return database.execute_sql("SELECT count(*) FROM sharing_request WHERE status = 'approved'").fetchone()[0]
-    return database.execute_sql(f"SELECT count(*) FROM sharing_request WHERE status = 'approved' AND {when} >= ?",
-                                (str(since),)).fetchone()[0]
+    return database.execute_sql(
+        f"SELECT count(*) FROM sharing_request WHERE status = 'approved' AND {when} >= ?", (str(since),)
+    ).fetchone()[0]
 
 
 def figures(now: dt.datetime | None = None) -> Figures:
@@ -84,7 +92,7 @@ def figures(now: dt.datetime | None = None) -> Figures:
     last_month_start = (month_start - dt.timedelta(days=1)).replace(day=1)
     day30 = now - dt.timedelta(days=30)
     reads = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
-    oldest = database.execute_sql("SELECT min(captured_at) FROM read").fetchone()[0]     # apart: an index seek
+    oldest = database.execute_sql("SELECT min(captured_at) FROM read").fetchone()[0]  # apart: an index seek
     hits = Alert.select().where(Alert.created_at >= day30)
     return Figures(
         reads=reads,
@@ -112,9 +120,23 @@ def _job_titles() -> dict[str, list[str]]:
 def index():
     settings = g.settings
     now = utcnow()
-    roles = [{"key": key, "label": role["label"], "plate_data": bool(role["permissions"] & PLATE_DATA),
-              "permissions": [PERMISSION_LABELS.get(p, p) for p in sorted(role["permissions"],
-                                                                          key=lambda p: (p not in PLATE_DATA, p))]}
-             for key, role in ROLES.items()]
-    return render_template("policy/index.html", s=settings, roles=roles, titles=_job_titles(),
-                           figures=figures(now), now=now, admin_label=ROLES["admin"]["label"])
+    roles = [
+        {
+            "key": key,
+            "label": role["label"],
+            "plate_data": bool(role["permissions"] & PLATE_DATA),
+            "permissions": [
+                PERMISSION_LABELS.get(p, p) for p in sorted(role["permissions"], key=lambda p: (p not in PLATE_DATA, p))
+            ],
+        }
+        for key, role in ROLES.items()
+    ]
+    return render_template(
+        "policy/index.html",
+        s=settings,
+        roles=roles,
+        titles=_job_titles(),
+        figures=figures(now),
+        now=now,
+        admin_label=ROLES["admin"]["label"],
+    )

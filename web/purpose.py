@@ -6,6 +6,7 @@ images, or the live view of reads is recorded with the same purpose. It is forgo
 when the session ends, and after `web.session_idle_minutes` like the session itself. Nothing here
 shows data: callers check `current()` and refuse (with the form) when it is None.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,8 +35,11 @@ def current() -> audit.Purpose | None:
 
 
 def remember(purpose: audit.Purpose) -> None:
-    session[KEY] = {"code": purpose.code, "case_number": purpose.case_number,
-                    "stated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    session[KEY] = {
+        "code": purpose.code,
+        "case_number": purpose.case_number,
+        "stated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def forget() -> None:
@@ -44,12 +48,14 @@ def forget() -> None:
 
 def choices() -> list[SelectChoice]:
     return [SelectChoice("", "— choose the purpose —")] + [
-        SelectChoice(p.code, f"{p.code}: {p.label}") for p in g.settings.audit.purposes]
+        SelectChoice(p.code, f"{p.code}: {p.label}") for p in g.settings.audit.purposes
+    ]
 
 
 class PurposeForm(FlaskForm):
     """The two statutory fields. Validated with audit.check_purpose, the same rule the CLI and
     the log use, so a placeholder like "N/A" or "123" is refused here too."""
+
     purpose = SelectField("Purpose", validators=[InputRequired()])
     case_number = StringField("Case or incident number", validators=[InputRequired(), Length(max=40)])
 

@@ -1,5 +1,6 @@
 """The HTTP server: waitress in a thread, on a port bound before anything is recorded. The post
 (`waypost run`) and headquarters (`waypost hq serve`) both serve through it."""
+
 from __future__ import annotations
 
 import errno
@@ -20,11 +21,13 @@ def listen(host: str, port: int) -> socket.socket:
     been written to. waitress takes the socket over (WebServer(sock=...))."""
     where = f"{host}:{port}"
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                                                             0, socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {where}: {exc.strerror}; set web.host (WAYPOST_WEB__HOST) "
-                          "to an address of this host") from None
+        raise ListenError(
+            f"cannot listen on {where}: {exc.strerror}; set web.host (WAYPOST_WEB__HOST) to an address of this host"
+        ) from None
     sock = socket.socket(family, kind, proto)
     try:
         # as waitress does: a restart may rebind while the last run's connections are in TIME_WAIT
@@ -34,10 +37,13 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ListenError(f"cannot listen on {where}: address already in use; set web.port "
-                              "(WAYPOST_WEB__PORT) to a free port") from None
-        raise ListenError(f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}; check web.host "
-                          "(WAYPOST_WEB__HOST) and web.port (WAYPOST_WEB__PORT)") from None
+            raise ListenError(
+                f"cannot listen on {where}: address already in use; set web.port (WAYPOST_WEB__PORT) to a free port"
+            ) from None
+        raise ListenError(
+            f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}; check web.host "
+            "(WAYPOST_WEB__HOST) and web.port (WAYPOST_WEB__PORT)"
+        ) from None
     return sock
 
 
@@ -65,7 +71,7 @@ class WebServer:
     def port(self) -> int:
         return self.server.effective_port
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         self.thread.start()
         return self
 
@@ -74,7 +80,7 @@ class WebServer:
             self.server.task_dispatcher.shutdown(timeout=timeout_s)
             wasyncore.close_all(self.server._map)
 
-        if self._stopping.is_set():      # stopped already: its sockets (the trigger's too) are closed
+        if self._stopping.is_set():  # stopped already: its sockets (the trigger's too) are closed
             self.thread.join(timeout=timeout_s)
             return
         self._stopping.set()

@@ -12,6 +12,7 @@ having written nothing, for a request that is not approved.
 Every page that shows requests records it (sharing.list, sharing.view) through the domain's
 listing() and view(), in the transaction of the lookup.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,20 @@ from web.clock import LocalDateTimeField
 
 bp = Blueprint("sharing", __name__, url_prefix="/sharing")
 
-FIELDS = ("agency_name", "agency_type", "agency_state", "requester_name", "requester_title", "requester_contact",
-          "intended_purpose", "legal_authority", "plate", "match_mode", "period_start_at", "period_end_at")
+FIELDS = (
+    "agency_name",
+    "agency_type",
+    "agency_state",
+    "requester_name",
+    "requester_title",
+    "requester_contact",
+    "intended_purpose",
+    "legal_authority",
+    "plate",
+    "match_mode",
+    "period_start_at",
+    "period_end_at",
+)
 
 
 class RequestForm(purposes.PurposeForm):
@@ -44,25 +57,37 @@ class RequestForm(purposes.PurposeForm):
     requester_name = StringField("Name of the person requesting", validators=[InputRequired(), Length(max=120)])
     requester_title = StringField("Their title or rank", validators=[InputRequired(), Length(max=120)])
     requester_contact = StringField("Their telephone or e-mail", validators=[InputRequired(), Length(max=160)])
-    intended_purpose = TextAreaField("Intended purpose (as the request states it)",
-                                     validators=[InputRequired(), Length(max=2000)])
+    intended_purpose = TextAreaField(
+        "Intended purpose (as the request states it)", validators=[InputRequired(), Length(max=2000)]
+    )
     legal_authority = StringField("Legal authority or their case number", validators=[InputRequired(), Length(max=200)])
     plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
-    match_mode = SelectField("Match", choices=[SelectChoice("exact", "Exact plate"),
-                                               SelectChoice("wildcard", "Wildcard (* any run, ? one character)")],
-                             default="exact")
+    match_mode = SelectField(
+        "Match",
+        choices=[
+            SelectChoice("exact", "Exact plate"),
+            SelectChoice("wildcard", "Wildcard (* any run, ? one character)"),
+        ],
+        default="exact",
+    )
     period_start_at = LocalDateTimeField("From", validators=[Optional()])
     period_end_at = LocalDateTimeField("To", validators=[Optional()], latest=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.agency_type.choices = [SelectChoice("", "— choose the kind of agency —")] + [
-            SelectChoice(key, label) for key, label in sharing.AGENCY_TYPES.items()]
+            SelectChoice(key, label) for key, label in sharing.AGENCY_TYPES.items()
+        ]
 
     def new_request(self) -> sharing.NewRequest:
         fields = {name: getattr(self, name).data for name in FIELDS}
-        return sharing.NewRequest(**dict(fields, period_start_at=self.period_start_at.utc,     # typed local, kept UTC
-                                         period_end_at=self.period_end_at.utc))
+        return sharing.NewRequest(
+            **dict(
+                fields,
+                period_start_at=self.period_start_at.utc,  # typed local, kept UTC
+                period_end_at=self.period_end_at.utc,
+            )
+        )
 
 
 class DecisionForm(FlaskForm):
@@ -79,8 +104,9 @@ def index():
     status = request.args.get("status") or None
     if status not in (None, *sharing.STATUSES):
         abort(404)
-    return render_template("sharing/index.html", requests=sharing.listing(actor(), status), status=status,
-                           statuses=sharing.STATUSES)
+    return render_template(
+        "sharing/index.html", requests=sharing.listing(actor(), status), status=status, statuses=sharing.STATUSES
+    )
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -102,8 +128,11 @@ def new():
         field = getattr(form, exc.field or "", None) or form.agency_name
         field.errors = list(field.errors or []) + [str(exc)[0].upper() + str(exc)[1:] + "."]
         return render_template("sharing/new.html", form=form, refused=None), 400
-    flash(f"Request {req.id} from {req.agency_name} recorded. It is pending until the ALPR administrator "
-          "approves or denies it.", "info")
+    flash(
+        f"Request {req.id} from {req.agency_name} recorded. It is pending until the ALPR administrator "
+        "approves or denies it.",
+        "info",
+    )
     return redirect(url_for("sharing.detail", request_id=req.id))
 
 
@@ -114,9 +143,15 @@ def _detail(request_id: int, decision=None, problem=None, status=200):
     except sharing.SharingError:
         abort(404)
     may_decide = allowed(current_user.user, "sharing.approve")
-    return render_template("sharing/detail.html", req=req, exports=exports,
-                           may_decide=may_decide, decision=decision or DecisionForm(), export_form=ExportForm(),
-                           problem=problem), status
+    return render_template(
+        "sharing/detail.html",
+        req=req,
+        exports=exports,
+        may_decide=may_decide,
+        decision=decision or DecisionForm(),
+        export_form=ExportForm(),
+        problem=problem,
+    ), status
 
 
 def _get(request_id: int) -> sharing.SharingRequest:
@@ -153,9 +188,13 @@ def export(request_id: int):
     req = _get(request_id)
     if not ExportForm().validate_on_submit():
         abort(400)
-    if req.status != "approved":    # refused before anything is read, written or logged
-        return _detail(req.id, problem=f"Request {req.id} is {req.status}, not approved: only an approved request can "
-                                    "produce an export. Nothing was exported.", status=409)
+    if req.status != "approved":  # refused before anything is read, written or logged
+        return _detail(
+            req.id,
+            problem=f"Request {req.id} is {req.status}, not approved: only an approved request can "
+            "produce an export. Nothing was exported.",
+            status=409,
+        )
     folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
     name = f"waypost-evidence-request-{req.id}-{sharing.utcnow():%Y%m%dT%H%M%SZ}.zip"
     try:
@@ -166,8 +205,15 @@ def export(request_id: int):
         return _detail(request_id, problem=str(exc), status=409)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    resp = send_file(handle, mimetype="application/zip", as_attachment=True, download_name=name,
-                     max_age=0, etag=False, conditional=False)
+    resp = send_file(
+        handle,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=name,
+        max_age=0,
+        etag=False,
+        conditional=False,
+    )
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -2,6 +2,7 @@
 (sync.hq_public_key). The query is headquarters' position; what it holds is marked sent here
 (that is its acknowledgement of the previous batch), and the next batch is built after it and
 streamed as it is built."""
+
 from __future__ import annotations
 
 import base64
@@ -29,24 +30,23 @@ def _check_signature(settings) -> str | None:
     if not date or not signature:
         return "the request carries no X-Waypost-Date and X-Waypost-Signature"
     try:
-        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
-    skew = abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
+    skew = abs((dt.datetime.now(dt.UTC) - when).total_seconds())
     if skew > protocol.PULL_SKEW_S:
         return f"X-Waypost-Date is {skew:.0f} s from this post's clock (at most {protocol.PULL_SKEW_S} s)"
     key = bundle.load_public_key(settings.sync.hq_public_key.encode(), "sync.hq_public_key")
     path = request.full_path if request.query_string else request.path
     try:
-        key.verify(base64.b64decode(signature, validate=True),
-                   protocol.pull_message(settings.post.id, path, date))
+        key.verify(base64.b64decode(signature, validate=True), protocol.pull_message(settings.post.id, path, date))
     except (InvalidSignature, ValueError):
         return "the signature does not verify with sync.hq_public_key"
     return None
 
 
 @bp.get("/batch")
-@public        # authenticated by headquarters' signature, not by a session
+@public  # authenticated by headquarters' signature, not by a session
 def batch():
     settings = g.settings
     if not settings.sync.hq_public_key:
@@ -89,12 +89,17 @@ def batch():
             yield from post.stream_batch(settings, key, plan)
 
     response = Response(body(), mimetype=protocol.CONTENT_TYPE)
-    response.call_on_close(lock.close)      # the lock is held until the last byte has gone
+    response.call_on_close(lock.close)  # the lock is held until the last byte has gone
     # Each of the server's threads builds in its own malloc arena (SQLite's page cache, the JSON of
     # a thousand reads), and glibc keeps what a finished batch freed: over a catch-up the post
     # would grow by a batch's working set for every thread that served one. Hand it back.
     response.call_on_close(return_free_memory)
     response.headers["X-Waypost-Batch"] = plan.header["batch"]
-    current_app.logger.info("pull: batch %s (%s..%s) to %s", plan.header["batch"], plan.header["first_seq"],
-                            plan.header["last_seq"], request.remote_addr)
+    current_app.logger.info(
+        "pull: batch %s (%s..%s) to %s",
+        plan.header["batch"],
+        plan.header["first_seq"],
+        plan.header["last_seq"],
+        request.remote_addr,
+    )
     return response

@@ -1,5 +1,6 @@
 """`waypost bench audit` and `waypost bench report`: the access log's appends, verification and
 the quarterly audit over a large log."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def audit_chain(count: int, where: Path | None = None, single: int = 5000) -> di
         start = time.perf_counter()
         for i in range(single):
             with db.write():
-                audit.record("read.search", actor, query={"plate": f"7ABC{i % 1000:03d}"}, purpose=purpose,
-                             result_count=i % 7)
+                audit.record(
+                    "read.search", actor, query={"plate": f"7ABC{i % 1000:03d}"}, purpose=purpose, result_count=i % 7
+                )
         per_txn = single / (time.perf_counter() - start)
         start = time.perf_counter()
         remaining = count - single
@@ -34,18 +36,30 @@ def audit_chain(count: int, where: Path | None = None, single: int = 5000) -> di
             n = min(remaining, 50_000)
             with db.write():
                 for i in range(n):
-                    audit.record("read.search", actor, query={"plate": f"8XYZ{i % 1000:03d}"}, purpose=purpose,
-                                 result_count=i % 7)
+                    audit.record(
+                        "read.search",
+                        actor,
+                        query={"plate": f"8XYZ{i % 1000:03d}"},
+                        purpose=purpose,
+                        result_count=i % 7,
+                    )
             remaining -= n
         bulk = (count - single) / (time.perf_counter() - start) if count > single else None
         start = time.perf_counter()
         result = audit.verify()
         verify_s = time.perf_counter() - start
     assert result.ok, result.summary()
-    return {"benchmark": "audit", "records": result.checked, "appends_per_s_one_txn_each": round(per_txn, 1),
-            "appends_per_s_batched": round(bulk, 1) if bulk else None, "verify_seconds": round(verify_s, 3),
-            "verify_records_per_s": round(result.checked / verify_s, 1), "db_bytes": os.path.getsize(settings.db_path),
-            "base": base}
+    return {
+        "benchmark": "audit",
+        "records": result.checked,
+        "appends_per_s_one_txn_each": round(per_txn, 1),
+        "appends_per_s_batched": round(bulk, 1) if bulk else None,
+        "verify_seconds": round(verify_s, 3),
+        "verify_records_per_s": round(result.checked / verify_s, 1),
+        "db_bytes": os.path.getsize(settings.db_path),
+        "base": base,
+    }
+
 
 def report(count: int = 1_000_000, where: Path | None = None) -> dict:
     """Time reports.quarterly() (chain verification included) over `count` access records in one
@@ -61,7 +75,8 @@ def report(count: int = 1_000_000, where: Path | None = None) -> dict:
     if have < count:
         fill_access_log(settings, count - have, period.start_utc, period.end_utc)
     fill_s = time.perf_counter() - start
-    def cpu():      # this process and its finished children (verify's workers): a figure load does not inflate
+
+    def cpu():  # this process and its finished children (verify's workers): a figure load does not inflate
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
@@ -73,11 +88,20 @@ def report(count: int = 1_000_000, where: Path | None = None) -> dict:
         result = reports.quarterly(settings, label)
         total_s, total_cpu = time.perf_counter() - start, cpu() - cpu0
     assert result.chain.ok, result.chain.summary()
-    return {"benchmark": "report", "quarter": label, "records_in_quarter": result.records,
-            "records_in_log": result.chain.checked, "fill_seconds": round(fill_s, 1),
-            "quarterly_seconds_without_verify": round(queries_s, 3), "quarterly_seconds": round(total_s, 3),
-            "cpu_seconds_without_verify": round(queries_cpu, 3), "cpu_seconds": round(total_cpu, 3),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "users": len(result.users), "searches": result.searches,
-            "searches_without_hit": result.searches_without_hit, "db_bytes": os.path.getsize(settings.db_path),
-            "data_dir": str(settings.data_dir)}
+    return {
+        "benchmark": "report",
+        "quarter": label,
+        "records_in_quarter": result.records,
+        "records_in_log": result.chain.checked,
+        "fill_seconds": round(fill_s, 1),
+        "quarterly_seconds_without_verify": round(queries_s, 3),
+        "quarterly_seconds": round(total_s, 3),
+        "cpu_seconds_without_verify": round(queries_cpu, 3),
+        "cpu_seconds": round(total_cpu, 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "users": len(result.users),
+        "searches": result.searches,
+        "searches_without_hit": result.searches_without_hit,
+        "db_bytes": os.path.getsize(settings.db_path),
+        "data_dir": str(settings.data_dir),
+    }

@@ -1,5 +1,6 @@
 """Synthetic data the benchmarks share: scratch settings, JPEGs of a given size, California-style
 plates and their misreadings, reads and access records in bulk."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,6 +25,7 @@ def scratch_settings(where: Path | None) -> config.Settings:
     root.mkdir(parents=True, exist_ok=True)
     return config.load(None, environ={"WAYPOST_STORAGE__DATA_DIR": str(root), "WAYPOST_STORAGE__MIN_FREE_MB": "0"})
 
+
 def jpeg_of_size(target: int, rng) -> bytes:
     """A noise JPEG close to `target` bytes (noise compresses poorly, so size tracks pixel count)."""
     side = 16
@@ -35,17 +37,33 @@ def jpeg_of_size(target: int, rng) -> bytes:
             return buf.getvalue()
         side = int(side * 1.15) + 1
 
+
 def unique(jpeg: bytes, n: int) -> bytes:
     """The same picture with a COM segment that makes the bytes (and so the sha256) unique."""
     payload = f"waypost-bench {n}".encode()
     return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
+
 LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 
 DIGITS = "0123456789"
 
-CONFUSE = {"0": "OD", "O": "0D", "D": "0O", "1": "I", "I": "1", "8": "B", "B": "8", "5": "S", "S": "5",
-            "2": "Z", "Z": "2", "6": "G", "G": "6"}
+CONFUSE = {
+    "0": "OD",
+    "O": "0D",
+    "D": "0O",
+    "1": "I",
+    "I": "1",
+    "8": "B",
+    "B": "8",
+    "5": "S",
+    "S": "5",
+    "2": "Z",
+    "Z": "2",
+    "6": "G",
+    "G": "6",
+}
+
 
 def random_plate(rng) -> str:
     """US-like serials: California's 9AAA999 most, other states' layouts, some vanity plates."""
@@ -61,11 +79,13 @@ def random_plate(rng) -> str:
         return pick(DIGITS, 1) + pick(LETTERS, 2) + pick(DIGITS, 4)
     return pick(LETTERS + DIGITS, int(rng.integers(3, 8)))
 
+
 def misread(plate: str, rng) -> str:
     i = int(rng.integers(0, len(plate)))
     c = plate[i]
     options = CONFUSE.get(c) or (DIGITS if c.isdigit() else LETTERS)
-    return plate[:i] + options[int(rng.integers(0, len(options)))] + plate[i + 1:]
+    return plate[:i] + options[int(rng.integers(0, len(options)))] + plate[i + 1 :]
+
 
 def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_000, progress=None) -> dict:
     """Add synthetic reads (rows only: evidence rows point at no file) until the database holds
@@ -96,13 +116,32 @@ def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_0
             at = start_at + step * (done + k)
             conf = round(float(rng.uniform(0.5, 0.99)), 4)
             x, y = int(rng.integers(0, 1700)), int(rng.integers(300, 900))
-            reads.append((rid, str(uuid.UUID(bytes=rng.bytes(16), version=4)), settings.post.id,
-                          "cam-1" if rng.random() < 0.7 else "cam-2", at, at - dt.timedelta(seconds=2), at,
-                          plate, plate, "ca", 0.8, conf,
-                          json.dumps([round(float(c), 3) for c in rng.uniform(0.6, 1.0, len(plate))]),
-                          json.dumps(alts), x, y, 120, 60,
-                          json.dumps([[x, y], [x + 120, y], [x + 120, y + 60], [x, y + 60]]),
-                          "toward" if rng.random() < 0.5 else "away", conf < 0.6, at))
+            reads.append(
+                (
+                    rid,
+                    str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+                    settings.post.id,
+                    "cam-1" if rng.random() < 0.7 else "cam-2",
+                    at,
+                    at - dt.timedelta(seconds=2),
+                    at,
+                    plate,
+                    plate,
+                    "ca",
+                    0.8,
+                    conf,
+                    json.dumps([round(float(c), 3) for c in rng.uniform(0.6, 1.0, len(plate))]),
+                    json.dumps(alts),
+                    x,
+                    y,
+                    120,
+                    60,
+                    json.dumps([[x, y], [x + 120, y], [x + 120, y + 60], [x, y + 60]]),
+                    "toward" if rng.random() < 0.5 else "away",
+                    conf < 0.6,
+                    at,
+                )
+            )
             evidence.append((rid, "crop", rng.bytes(32).hex(), 5000, 180, 60))
             evidence.append((rid, "frame", rng.bytes(32).hex(), 60000, 1280, 720))
             outbox.append(("read", reads[-1][1], at))
@@ -114,9 +153,14 @@ def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_0
                 "INSERT INTO read (id, uuid, post_id, camera_id, captured_at, first_seen_at, last_seen_at, plate_raw, "
                 "plate, region, region_confidence, confidence, char_confidences, alternatives, box_x, box_y, box_w, "
                 "box_h, corners, direction, low_confidence, created_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", reads)
-            cur.executemany("INSERT INTO evidence (read_id, kind, sha256, bytes, width, height, content_type) "
-                            "VALUES (?, ?, ?, ?, ?, ?, 'image/jpeg')", evidence)
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                reads,
+            )
+            cur.executemany(
+                "INSERT INTO evidence (read_id, kind, sha256, bytes, width, height, content_type) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'image/jpeg')",
+                evidence,
+            )
             cur.executemany("INSERT INTO outbox (kind, object_id, created_at) VALUES (?, ?, ?)", outbox)
             cur.executemany(f"INSERT INTO read_text (rowid, {cols}) VALUES (?, ?, ?, ?, ?, ?)", fts)
         done += n
@@ -124,8 +168,10 @@ def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_0
             progress(done, count, time.perf_counter() - t0)
     return {"added": done - have, "seconds": round(time.perf_counter() - t0, 1)}
 
-def fill_access_log(settings: config.Settings, count: int, since: dt.datetime, until: dt.datetime,
-                    seed: int = 3, batch: int = 50_000) -> int:
+
+def fill_access_log(
+    settings: config.Settings, count: int, since: dt.datetime, until: dt.datetime, seed: int = 3, batch: int = 50_000
+) -> int:
     """Append `count` chained access records with times spread evenly over [since, until) (naive
     UTC): searches (a sixth without a hit), views, live views, sign-ins and failures, hotlist,
     sharing, hold and retention actions, by 60 users under every configured purpose. Rows are made
@@ -137,11 +183,22 @@ def fill_access_log(settings: config.Settings, count: int, since: dt.datetime, u
     codes = settings.purpose_codes()
     agency = settings.post.agency
     # (action, weight, data access)
-    kinds = [("read.search", 40, True), ("read.view", 25, True), ("evidence.view", 15, True),
-             ("read.live", 8, True), ("alert.view", 4, True), ("auth.login", 4, False),
-             ("auth.login_failed", 1.5, False), ("auth.lockout", 0.2, False), ("hotlist.entry_add", 0.1, False),
-             ("hotlist.import", 0.05, False), ("sharing.request", 0.05, False), ("hold.place", 0.05, False),
-             ("retention.run", 0.01, False), ("auth.logout", 2, False)]
+    kinds = [
+        ("read.search", 40, True),
+        ("read.view", 25, True),
+        ("evidence.view", 15, True),
+        ("read.live", 8, True),
+        ("alert.view", 4, True),
+        ("auth.login", 4, False),
+        ("auth.login_failed", 1.5, False),
+        ("auth.lockout", 0.2, False),
+        ("hotlist.entry_add", 0.1, False),
+        ("hotlist.import", 0.05, False),
+        ("sharing.request", 0.05, False),
+        ("hold.place", 0.05, False),
+        ("retention.run", 0.01, False),
+        ("auth.logout", 2, False),
+    ]
     names = [k[0] for k in kinds]
     weights = [k[1] for k in kinds]
     data = {k[0]: k[2] for k in kinds}
@@ -162,7 +219,9 @@ def fill_access_log(settings: config.Settings, count: int, since: dt.datetime, u
                 plate = f"{k % 9}ABC{k % 997:03d}"
                 if data[action]:
                     code, case = codes[k % len(codes)], f"24-{k % 5000:06d}"
-                    query = audit.canonical({"plate": plate, "mode": "exact"} if action == "read.search" else {"read": plate})
+                    query = audit.canonical(
+                        {"plate": plate, "mode": "exact"} if action == "read.search" else {"read": plate}
+                    )
                     result = (0 if k % 6 == 0 else k % 5 + 1) if action == "read.search" else 1
                 else:
                     code = case = ""

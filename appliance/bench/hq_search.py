@@ -1,4 +1,5 @@
 """`waypost bench hq-search`: search latency at headquarters over synthetic reads."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,16 +34,29 @@ def run(target: str, count: int, repeat: int = 5, seed: int = 7) -> dict:
                 alts = []
                 for _ in range(rng.choice((1, 2))):
                     j = rng.randrange(len(plate))
-                    alts.append({"text": plate[:j] + confuse.get(plate[j], rng.choice(letters)) + plate[j + 1:],
-                                 "score": 0.05})
+                    alts.append(
+                        {"text": plate[:j] + confuse.get(plate[j], rng.choice(letters)) + plate[j + 1 :], "score": 0.05}
+                    )
                 at = start + dt.timedelta(seconds=30 * 86400 * i / count)
                 post_id = f"post-{i % 4 + 1}"
                 plates.append(plate)
-                rows.append({"post_id": post_id, "uuid": f"bench-{i}", "seq": i // 4 + 1,
-                             "captured_at": at.isoformat(timespec="microseconds"), "plate": plate,
-                             "content_hash": "0" * 64,
-                             "data": {"camera_id": "cam-1", "plate": plate, "confidence": 0.9, "alternatives": alts,
-                                      "images": [{"kind": "crop", "sha256": "0" * 64}]}})
+                rows.append(
+                    {
+                        "post_id": post_id,
+                        "uuid": f"bench-{i}",
+                        "seq": i // 4 + 1,
+                        "captured_at": at.isoformat(timespec="microseconds"),
+                        "plate": plate,
+                        "content_hash": "0" * 64,
+                        "data": {
+                            "camera_id": "cam-1",
+                            "plate": plate,
+                            "confidence": 0.9,
+                            "alternatives": alts,
+                            "images": [{"kind": "crop", "sha256": "0" * 64}],
+                        },
+                    }
+                )
             with hq_write():
                 HQRead.insert_many(rows).execute()
         filled_s = time.perf_counter() - t0
@@ -60,9 +74,15 @@ def run(target: str, count: int, repeat: int = 5, seed: int = 7) -> dict:
             "contains_one_day": Query(known[2:5], "partial", since=day, until=day + dt.timedelta(days=1)),
             "similar": Query(known, "similar"),
         }
-        figures = {"database": "postgresql" if "://" in target else "sqlite", "reads": count,
-                   "fill_s": round(filled_s, 1), "index_s": round(index_s, 1),
-                   "index_reads_per_s": round(indexed / index_s) if index_s else None, "search_ms": {}, "hits": {}}
+        figures = {
+            "database": "postgresql" if "://" in target else "sqlite",
+            "reads": count,
+            "fill_s": round(filled_s, 1),
+            "index_s": round(index_s, 1),
+            "index_reads_per_s": round(indexed / index_s) if index_s else None,
+            "search_ms": {},
+            "hits": {},
+        }
         for name, q in queries.items():
             times = []
             for _ in range(repeat):

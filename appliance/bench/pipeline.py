@@ -1,5 +1,6 @@
 """`waypost bench pipeline`: frames per second through the whole pipeline on a rendered demo clip,
 reads per vehicle pass and alert correctness."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,20 +20,34 @@ from appliance.store import EvidenceStore
 from recognizer import Recognizer
 
 
-def pipeline(seconds: float = 60, width: int = 1920, height: int = 1080, fps: float = 10.0,
-             vehicles_per_min: float = 20.0, where: Path | None = None, empty: bool = False) -> dict:
+def pipeline(
+    seconds: float = 60,
+    width: int = 1920,
+    height: int = 1080,
+    fps: float = 10.0,
+    vehicles_per_min: float = 20.0,
+    where: Path | None = None,
+    empty: bool = False,
+) -> dict:
     """Frames per second through the whole pipeline (video decode, motion gate, detect, read,
     track, store, match) on a synthetic demo clip, with 1 inference thread; and, against the
     clip's truth, reads per vehicle pass and alerts for hotlisted vehicles only."""
 
-
     root = Path(where) if where else Path(tempfile.mkdtemp(prefix="waypost-bench-"))
     clip = root / ("empty.avi" if empty else "street.avi")
     truth = write_clip(clip, seconds, fps, width, height, seed=1, vehicles_per_min=vehicles_per_min, empty=empty)
-    settings = config.load(None, environ={
-        "WAYPOST_STORAGE__DATA_DIR": str(root / "data"), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
-        "WAYPOST_CAPTURE__TYPE": "video", "WAYPOST_CAPTURE__SOURCE": str(clip), "WAYPOST_CAPTURE__LOOP": "false",
-        "WAYPOST_CAPTURE__FPS": str(fps), "WAYPOST_RECOGNIZER__THREADS": "1"})
+    settings = config.load(
+        None,
+        environ={
+            "WAYPOST_STORAGE__DATA_DIR": str(root / "data"),
+            "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+            "WAYPOST_CAPTURE__TYPE": "video",
+            "WAYPOST_CAPTURE__SOURCE": str(clip),
+            "WAYPOST_CAPTURE__LOOP": "false",
+            "WAYPOST_CAPTURE__FPS": str(fps),
+            "WAYPOST_RECOGNIZER__THREADS": "1",
+        },
+    )
     bootstrap(settings, create_admin=False)
     with db.connection():
         demo_hotlist_csv(root / "demo.csv")
@@ -59,13 +74,19 @@ def pipeline(seconds: float = 60, width: int = 1920, height: int = 1080, fps: fl
     truth_plates = {p["plate"] for p in passes}
     hot = {p["plate"] for p in passes if p["hotlisted"]}
     return {
-        "benchmark": "pipeline", "clip": f"{width}x{height} {seconds:g}s @ {fps:g} fps" + (" empty" if empty else ""),
-        "frames": frames, "seconds": round(elapsed, 2), "fps": round(frames / elapsed, 1),
-        "frames_read": pipe.stats.frames_read, "passes": len(passes), "reads": len(reads),
+        "benchmark": "pipeline",
+        "clip": f"{width}x{height} {seconds:g}s @ {fps:g} fps" + (" empty" if empty else ""),
+        "frames": frames,
+        "seconds": round(elapsed, 2),
+        "fps": round(frames / elapsed, 1),
+        "frames_read": pipe.stats.frames_read,
+        "passes": len(passes),
+        "reads": len(reads),
         "reads_per_pass": round(len(reads) / len(passes), 3) if passes else None,
         "passes_read_exactly": sum(1 for p in truth_plates if p in by_plate),
         "passes_read_more_than_once": sum(1 for p in truth_plates if by_plate.get(p, 0) > 1),
         "reads_not_matching_any_pass": sum(n for p, n in by_plate.items() if p not in truth_plates),
-        "hotlisted_passes": len(hot), "hotlisted_alerted": len(hot & alerted),
+        "hotlisted_passes": len(hot),
+        "hotlisted_alerted": len(hot & alerted),
         "alerts_for_other_vehicles": len(alerted - hot),
     }

@@ -13,6 +13,7 @@ So each peak resident memory measured (getrusage of that child alone) is one sid
 headquarters child serves the sync API only: the search indexer that `waypost hq serve` also runs
 works on what ingest stored, beside it, and is not timed here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -51,7 +52,7 @@ def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
         rows = db.database.execute_sql("SELECT id FROM evidence WHERE kind = 'crop' ORDER BY id").fetchall()
         for start in range(0, len(rows), 5000):
             updates = []
-            for (eid,) in rows[start:start + 5000]:
+            for (eid,) in rows[start : start + 5000]:
                 data = os.urandom(crop_bytes)
                 sha = hashlib.sha256(data).hexdigest()
                 path = store.path_for(sha)
@@ -72,7 +73,7 @@ def _serve_until_sigterm(app, port: int) -> None:
 
 def serve_post() -> None:
     """The post's web app in this (child) process until SIGTERM: the pull benchmark's post."""
-    limit_malloc_arenas()           # as `waypost run` does
+    limit_malloc_arenas()  # as `waypost run` does
     settings = config.load(None)
     _serve_until_sigterm(create_app(settings), settings.web.port)
 
@@ -150,8 +151,15 @@ def _timed_pair(server: tuple, client: tuple, server_env: dict, logs) -> tuple:
     return other, child, seconds
 
 
-def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1000, crop_bytes: int = 5000,
-        hq_database: str | None = None, mode: str = "push", progress=None) -> dict:
+def run(
+    count: int = 20_000,
+    where: Path | None = None,
+    batch_max_reads: int = 1000,
+    crop_bytes: int = 5000,
+    hq_database: str | None = None,
+    mode: str = "push",
+    progress=None,
+) -> dict:
     """Fill (or reuse) a scratch post, empty headquarters, and time one catch-up by push or pull
     into `hq_database` (a postgresql:// URL; None: a SQLite file in the scratch directory)."""
     if mode not in MODES:
@@ -180,19 +188,36 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
     with hq.hq_database.connection_context():
         for model in reversed(hq.MODELS):
             if model is not hq.HQHotlist:
-                model.delete().execute()       # a fresh headquarters (the URL's database is reused)
-        hq.enroll(settings.post.id, "bench", bundle.public_pem(bundle.post_key(settings).public_key()),
-                  pull_url=f"http://127.0.0.1:{post_port}")
+                model.delete().execute()  # a fresh headquarters (the URL's database is reused)
+        hq.enroll(
+            settings.post.id,
+            "bench",
+            bundle.public_pem(bundle.post_key(settings).public_key()),
+            pull_url=f"http://127.0.0.1:{post_port}",
+        )
     hq.hq_database.close()
-    child_env = dict(os.environ, **env, WAYPOST_SYNC__HQ_URL=f"http://127.0.0.1:{hq_port}",
-                     WAYPOST_SYNC__BATCH_MAX_READS=str(batch_max_reads), WAYPOST_SYNC__INCLUDE_FRAMES="false",
-                     WAYPOST_CONFIG="", WAYPOST_WEB__PORT=str(post_port))
+    child_env = dict(
+        os.environ,
+        **env,
+        WAYPOST_SYNC__HQ_URL=f"http://127.0.0.1:{hq_port}",
+        WAYPOST_SYNC__BATCH_MAX_READS=str(batch_max_reads),
+        WAYPOST_SYNC__INCLUDE_FRAMES="false",
+        WAYPOST_CONFIG="",
+        WAYPOST_WEB__PORT=str(post_port),
+    )
     python = sys.executable
     load_before = _load()
     if mode == "push":
         client, server, sync_s = _timed_pair(
-            ("hq", [python, "-c", f"from appliance.bench.sync import serve_hq; serve_hq({target!r}, {hq_port})"], hq_port),
-            ("post", [python, "-m", "appliance", "sync", "push"], child_env), child_env, logs)
+            (
+                "hq",
+                [python, "-c", f"from appliance.bench.sync import serve_hq; serve_hq({target!r}, {hq_port})"],
+                hq_port,
+            ),
+            ("post", [python, "-m", "appliance", "sync", "push"], child_env),
+            child_env,
+            logs,
+        )
         post_child, hq_child = client, server
     else:
         key = hq.hq_key(target, hq_dir)
@@ -200,8 +225,10 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
         hq_env = dict(child_env, WAYPOST_STORAGE__DATA_DIR=str(hq_dir))
         client, server, sync_s = _timed_pair(
             ("post", [python, "-c", "from appliance.bench.sync import serve_post; serve_post()"], post_port),
-            ("hq", [python, "-m", "appliance", "hq", "pull", "--database", target, "--post", settings.post.id],
-             hq_env), child_env, logs)
+            ("hq", [python, "-m", "appliance", "hq", "pull", "--database", target, "--post", settings.post.id], hq_env),
+            child_env,
+            logs,
+        )
         post_child, hq_child = server, client
     code = client.proc.returncode
     load_after = _load()
@@ -212,21 +239,40 @@ def run(count: int = 20_000, where: Path | None = None, batch_max_reads: int = 1
         held = hq.HQRead.select().count()
         ok, _, _ = hq.verify_chain(settings.post.id)
     hq.hq_database.close()
-    output = [line for line in client.output().splitlines() if line.startswith(("sent ", "headquarters holds ",
-                                                                                 f"{settings.post.id}: "))]
-    return {"mode": mode, "hq_database": "postgresql" if "://" in target else "sqlite", "reads": backlog,
-            "held_at_hq": held, "chain_verified": ok, "crop_bytes": crop_bytes, "batch_max_reads": batch_max_reads,
-            "fill_s": round(fill_s, 1), "sync_s": round(sync_s, 1), "reads_per_s": round(held / sync_s),
-            "post_peak_rss_mib": round(post_child.peak_kib / 1024, 1),
-            "hq_peak_rss_mib": round(hq_child.peak_kib / 1024, 1),
-            "post_cpu_s": round(post_child.cpu_s, 1), "hq_cpu_s": round(hq_child.cpu_s, 1),
-            "load_before": load_before, "load_after": load_after, "dir": str(root), "output": output}
+    output = [
+        line
+        for line in client.output().splitlines()
+        if line.startswith(("sent ", "headquarters holds ", f"{settings.post.id}: "))
+    ]
+    return {
+        "mode": mode,
+        "hq_database": "postgresql" if "://" in target else "sqlite",
+        "reads": backlog,
+        "held_at_hq": held,
+        "chain_verified": ok,
+        "crop_bytes": crop_bytes,
+        "batch_max_reads": batch_max_reads,
+        "fill_s": round(fill_s, 1),
+        "sync_s": round(sync_s, 1),
+        "reads_per_s": round(held / sync_s),
+        "post_peak_rss_mib": round(post_child.peak_kib / 1024, 1),
+        "hq_peak_rss_mib": round(hq_child.peak_kib / 1024, 1),
+        "post_cpu_s": round(post_child.cpu_s, 1),
+        "hq_cpu_s": round(hq_child.cpu_s, 1),
+        "load_before": load_before,
+        "load_after": load_after,
+        "dir": str(root),
+        "output": output,
+    }
 
 
 def line(figures: dict) -> str:
     """One printed line per combination."""
     f = figures
-    return (f"{f['mode']:4} -> {f['hq_database']:10}  {f['held_at_hq']:>7} of {f['reads']} reads in {f['sync_s']:7.1f} s: "
-            f"{f['reads_per_s']:>5} reads/s;  post peak RSS {f['post_peak_rss_mib']:6.1f} MiB;  "
-            f"HQ peak RSS {f['hq_peak_rss_mib']:6.1f} MiB;  CPU s post {f['post_cpu_s']}, HQ {f['hq_cpu_s']};  chain {'verified' if f['chain_verified'] else 'BROKEN'};  "
-            f"load {f['load_before']} -> {f['load_after']}")
+    return (
+        f"{f['mode']:4} -> {f['hq_database']:10}  {f['held_at_hq']:>7} of {f['reads']} reads in {f['sync_s']:7.1f} s: "
+        f"{f['reads_per_s']:>5} reads/s;  post peak RSS {f['post_peak_rss_mib']:6.1f} MiB;  "
+        f"HQ peak RSS {f['hq_peak_rss_mib']:6.1f} MiB;  CPU s post {f['post_cpu_s']}, HQ {f['hq_cpu_s']};  "
+        f"chain {'verified' if f['chain_verified'] else 'BROKEN'};  "
+        f"load {f['load_before']} -> {f['load_after']}"
+    )

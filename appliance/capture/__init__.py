@@ -14,6 +14,7 @@ A source's `read()` returns a Frame, or None when it has ended (a file with loop
 `CorruptFrame` for one unreadable image or frame (the capture logs it and reads on) and
 `SourceError` when the source is lost (the capture closes it and reopens it with capped backoff).
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,9 +23,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 import numpy as np
 
@@ -37,16 +38,16 @@ Box = tuple[int, int, int, int]
 
 @dataclass(kw_only=True, eq=False)
 class Frame:
-    image: np.ndarray                   # HxWx3 uint8 RGB: what the detector sees
-    hires: np.ndarray | None = None     # a sharper evidence frame (picamera2 main stream), else None
-    captured_at: datetime               # naive UTC: what is stored
-    mono: float | None = None           # time.monotonic() when the frame was grabbed (sources stamping
-                                        # the wall clock); passes time out by it, so an NTP step of the
-                                        # wall clock neither holds a pass open nor splits it. None for
-                                        # frames made elsewhere: then captured_at times them.
-    index: int                          # increases by one per frame the source produces
-    source: str                         # the source's name, e.g. "video:/srv/clip.mp4"
-    truth: list[tuple[str, Box]] = field(default_factory=list)   # demo only: (plate, (x, y, w, h) in image px)
+    image: np.ndarray  # HxWx3 uint8 RGB: what the detector sees
+    hires: np.ndarray | None = None  # a sharper evidence frame (picamera2 main stream), else None
+    captured_at: datetime  # naive UTC: what is stored
+    mono: float | None = None  # time.monotonic() when the frame was grabbed (sources stamping
+    # the wall clock); passes time out by it, so an NTP step of the
+    # wall clock neither holds a pass open nor splits it. None for
+    # frames made elsewhere: then captured_at times them.
+    index: int  # increases by one per frame the source produces
+    source: str  # the source's name, e.g. "video:/srv/clip.mp4"
+    truth: list[tuple[str, Box]] = field(default_factory=list)  # demo only: (plate, (x, y, w, h) in image px)
 
     @property
     def evidence(self) -> np.ndarray:
@@ -79,7 +80,7 @@ class FrameSource:
 
     def __init__(self, settings):
         self.settings = settings
-        self.index = -1          # of the last frame produced; survives close/open so it keeps increasing
+        self.index = -1  # of the last frame produced; survives close/open so it keeps increasing
 
     @property
     def name(self) -> str:
@@ -130,7 +131,9 @@ def create_source(settings) -> FrameSource:
     try:
         cls = SOURCES[settings.type]
     except KeyError:
-        raise SourceError(f"unknown capture type {settings.type!r} (known: demo, picamera2, video, folder, stream)")
+        raise SourceError(
+            f"unknown capture type {settings.type!r} (known: demo, picamera2, video, folder, stream)"
+        ) from None
     return cls(settings)
 
 
@@ -177,7 +180,7 @@ class _LatestQueue:
                 self._cond.wait(remaining)
             if not self._items:
                 return None
-            self._cond.notify_all()    # a blocked put may go on
+            self._cond.notify_all()  # a blocked put may go on
             return self._items.popleft()
 
     def close(self) -> None:
@@ -197,8 +200,16 @@ class Capture:
     `paced=False` hands over every frame of a file or demo source as fast as the consumer takes
     them, dropping none (benchmarks, tests)."""
 
-    def __init__(self, settings, *, source: FrameSource | None = None, queue_size: int = 2,
-                 paced: bool = True, backoff_initial_s: float = 1.0, stop_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        settings,
+        *,
+        source: FrameSource | None = None,
+        queue_size: int = 2,
+        paced: bool = True,
+        backoff_initial_s: float = 1.0,
+        stop_timeout_s: float = 5.0,
+    ):
         self.settings = getattr(settings, "capture", settings)
         self.source = source or create_source(self.settings)
         self.paced = paced
@@ -208,15 +219,23 @@ class Capture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._delivered_at: collections.deque = collections.deque(maxlen=21)   # for the measured fps
+        self._delivered_at: collections.deque = collections.deque(maxlen=21)  # for the measured fps
         self._status = {
-            "state": "starting", "type": self.source.type, "source": self.source.name,
-            "frames_delivered": 0, "frames_dropped": 0, "errors": 0, "reconnects": 0,
-            "last_error": None, "last_error_at": None, "last_frame_at": None, "retry_in_s": None,
+            "state": "starting",
+            "type": self.source.type,
+            "source": self.source.name,
+            "frames_delivered": 0,
+            "frames_dropped": 0,
+            "errors": 0,
+            "reconnects": 0,
+            "last_error": None,
+            "last_error_at": None,
+            "last_frame_at": None,
+            "retry_in_s": None,
         }
 
     # --- consumer side ---------------------------------------------------------------------
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         if self._thread is not None:
             raise RuntimeError("capture already started")
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.source.type}", daemon=True)
@@ -231,8 +250,11 @@ class Capture:
         if self._thread is not None:
             self._thread.join(self.stop_timeout_s)
             if self._thread.is_alive():
-                log.warning("capture %s did not stop within %.0f s (a read is blocked); leaving it",
-                            self.source.name, self.stop_timeout_s)
+                log.warning(
+                    "capture %s did not stop within %.0f s (a read is blocked); leaving it",
+                    self.source.name,
+                    self.stop_timeout_s,
+                )
         with self._lock:
             if self._status["state"] != "ended":
                 self._status["state"] = "stopped"
@@ -291,9 +313,9 @@ class Capture:
                 try:
                     self.source.open()
                     ended = self._pump()
-                except Exception as exc:   # noqa: BLE001 - lost camera/stream, unreadable file: retried
+                except Exception as exc:  # noqa: BLE001 - lost camera/stream, unreadable file: retried
                     self._close_source()
-                    if delays is None or self._delivered_since_open:   # a source that worked again starts at 1 s
+                    if delays is None or self._delivered_since_open:  # a source that worked again starts at 1 s
                         delays = backoff_delays(self.backoff_initial_s, self.settings.reconnect_max_s)
                     self._wait_retry(exc, next(delays))
                     continue
@@ -308,7 +330,7 @@ class Capture:
     def _close_source(self) -> None:
         try:
             self.source.close()
-        except Exception:   # noqa: BLE001 - closing a broken source must not stop the retries
+        except Exception:  # noqa: BLE001 - closing a broken source must not stop the retries
             log.exception("capture %s: error while closing the source", self.source.name)
 
     def _wait_retry(self, exc: Exception, delay: float) -> None:
@@ -339,7 +361,7 @@ class Capture:
                 return True
             now = time.monotonic()
             if self.paced and self.source.live and now < due - 0.25 * period:
-                continue    # a live source runs faster than fps: keep reading, deliver on time
+                continue  # a live source runs faster than fps: keep reading, deliver on time
             # Falling behind by more than a period (slow read, spawn of a demo sprite) does not
             # make the next frames come in a burst.
             due = max(due + period, now - period)

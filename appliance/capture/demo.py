@@ -21,6 +21,7 @@ few pre-shrunk copies); a frame is a copy of the street, a few polygons (shadow,
 resize-and-copy per vehicle. `python -m appliance.capture.demo --bench` prints the cost per frame;
 `--out DIR` writes a few frames to look at; `--clip PATH` writes a clip with its truth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,16 @@ from recognizer.plates import render_plate
 
 # --- the plates the demo shows and its hotlist ----------------------------------------------
 _PLATE_SEED = 20261122
-_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"     # no I, O, Q: California does not issue them
-_STATE_PATTERNS = {"ca": ["1LLL999"], "az": ["LLL9999"], "nv": ["99L-999"], "or": ["999 LLL"],
-                   "wa": ["LLL9999"], "tx": ["LLL-9999"], "ny": ["LLL-9999"]}
+_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I, O, Q: California does not issue them
+_STATE_PATTERNS = {
+    "ca": ["1LLL999"],
+    "az": ["LLL9999"],
+    "nv": ["99L-999"],
+    "or": ["999 LLL"],
+    "wa": ["LLL9999"],
+    "tx": ["LLL-9999"],
+    "ny": ["LLL-9999"],
+}
 _OUT_OF_STATE = ["az", "nv", "or", "wa", "tx", "ny"]
 _REASONS = ["STOLEN VEHICLE", "STOLEN PLATE", "FELONY WARRANT", "MISSING PERSON", "AMBER ALERT"]
 POOL_SIZE = 100
@@ -59,8 +67,15 @@ def _plate_pool() -> list[tuple[str, str, str]]:
         state = "ca" if rng.random() < 0.75 else str(rng.choice(_OUT_OF_STATE))
         shown = ""
         for ch in _STATE_PATTERNS[state][0]:
-            shown += (str(rng.integers(1, 10)) if ch == "1" else str(rng.integers(0, 10)) if ch == "9"
-                      else _LETTERS[rng.integers(len(_LETTERS))] if ch == "L" else ch)
+            shown += (
+                str(rng.integers(1, 10))
+                if ch == "1"
+                else str(rng.integers(0, 10))
+                if ch == "9"
+                else _LETTERS[rng.integers(len(_LETTERS))]
+                if ch == "L"
+                else ch
+            )
         plate = "".join(c for c in shown if c.isalnum())
         if plate not in seen:
             seen.add(plate)
@@ -71,10 +86,15 @@ def _plate_pool() -> list[tuple[str, str, str]]:
 PLATES = _plate_pool()
 
 DEMO_HOTLIST: list[dict] = [
-    {"plate": plate, "state": state.upper(), "reason": _REASONS[(i // HOTLIST_EVERY) % len(_REASONS)],
-     "entry_date": (date(2026, 9, 1) + timedelta(days=3 * i)).isoformat(),
-     "source_ref": f"DEMO-{i:04d}"}
-    for i, (_, plate, state) in enumerate(PLATES) if i % HOTLIST_EVERY == 0
+    {
+        "plate": plate,
+        "state": state.upper(),
+        "reason": _REASONS[(i // HOTLIST_EVERY) % len(_REASONS)],
+        "entry_date": (date(2026, 9, 1) + timedelta(days=3 * i)).isoformat(),
+        "source_ref": f"DEMO-{i:04d}",
+    }
+    for i, (_, plate, state) in enumerate(PLATES)
+    if i % HOTLIST_EVERY == 0
 ]
 
 
@@ -91,19 +111,19 @@ def demo_hotlist_csv(path) -> Path:
 
 # --- the street -------------------------------------------------------------------------------
 # World in metres: X right, Y up, Z away from the camera. The camera looks along +Z.
-PLATE_M = 0.42           # plate width (real: 0.305; larger here so plates read at street scale)
-CAMERA_H = 1.35          # camera height
-FOCAL = 3.2              # focal length in frame widths (a narrow ALPR lens)
-VANISH = (0.60, 0.30)    # vanishing point as fractions of width, height
+PLATE_M = 0.42  # plate width (real: 0.305; larger here so plates read at street scale)
+CAMERA_H = 1.35  # camera height
+FOCAL = 3.2  # focal length in frame widths (a narrow ALPR lens)
+VANISH = (0.60, 0.30)  # vanishing point as fractions of width, height
 LANE_X = {"oncoming": -1.25, "outgoing": 1.25}
 ROAD_HALF = 2.6
-Z_FAR = 85.0             # vehicles appear/disappear here, fading into the haze from Z_FADE
+Z_FAR = 85.0  # vehicles appear/disappear here, fading into the haze from Z_FADE
 Z_FADE = 60.0
-Z_CLIP = 1.0             # nothing nearer than this is drawn
-MIN_TRUTH_PLATE = 0.05   # plates narrower than this fraction of the width are not in `truth`
+Z_CLIP = 1.0  # nothing nearer than this is drawn
+MIN_TRUTH_PLATE = 0.05  # plates narrower than this fraction of the width are not in `truth`
 MAX_IN_VIEW = 3
 HEADWAY_S = 3.0
-HAZE = (196, 206, 214)   # colour of the air at the end of the street
+HAZE = (196, 206, 214)  # colour of the air at the end of the street
 
 
 @dataclass
@@ -116,19 +136,32 @@ class _Kind:
     weight: float
 
 
-KINDS = [_Kind("car", 1.80, 4.5, 1.45, 0.95, 0.50), _Kind("suv", 1.90, 4.7, 1.75, 1.08, 0.25),
-         _Kind("van", 1.95, 5.2, 2.00, 1.05, 0.12), _Kind("truck", 2.30, 7.0, 3.05, 1.45, 0.13)]
+KINDS = [
+    _Kind("car", 1.80, 4.5, 1.45, 0.95, 0.50),
+    _Kind("suv", 1.90, 4.7, 1.75, 1.08, 0.25),
+    _Kind("van", 1.95, 5.2, 2.00, 1.05, 0.12),
+    _Kind("truck", 2.30, 7.0, 3.05, 1.45, 0.13),
+]
 
-_BODY_COLOURS = [((236, 236, 232), 22), ((24, 24, 27), 18), ((118, 120, 124), 14), ((178, 180, 184), 14),
-                 ((30, 44, 86), 7), ((150, 22, 28), 7), ((44, 86, 150), 6), ((192, 178, 150), 4),
-                 ((40, 72, 54), 3), ((62, 64, 68), 5)]
+_BODY_COLOURS = [
+    ((236, 236, 232), 22),
+    ((24, 24, 27), 18),
+    ((118, 120, 124), 14),
+    ((178, 180, 184), 14),
+    ((30, 44, 86), 7),
+    ((150, 22, 28), 7),
+    ((44, 86, 150), 6),
+    ((192, 178, 150), 4),
+    ((40, 72, 54), 3),
+    ((62, 64, 68), 5),
+]
 
 
 @dataclass
 class Vehicle:
     k: int
     t0: float
-    lane: str            # "oncoming" (front view) or "outgoing" (rear view)
+    lane: str  # "oncoming" (front view) or "outgoing" (rear view)
     speed: float
     kind: _Kind
     plate: str
@@ -148,17 +181,18 @@ class Vehicle:
 
 @dataclass
 class _Sprite:
-    levels: list[tuple[np.ndarray, np.ndarray]]   # (RGB, mask) pairs, each half the size of the one before
-    scales: list[float]               # px per metre of each level
-    plate_rect: tuple[float, float, float, float]   # x0, y0 (top), x1, y1 (bottom) in metres, y up
+    levels: list[tuple[np.ndarray, np.ndarray]]  # (RGB, mask) pairs, each half the size of the one before
+    scales: list[float]  # px per metre of each level
+    plate_rect: tuple[float, float, float, float]  # x0, y0 (top), x1, y1 (bottom) in metres, y up
     body: tuple[int, int, int]
 
 
 class DemoStreet:
     """Deterministic synthetic traffic: render(index) gives the frame and its truth."""
 
-    def __init__(self, width: int = 1280, height: int = 720, fps: float = 10.0,
-                 vehicles_per_min: float = 12.0, seed: int = 0):
+    def __init__(
+        self, width: int = 1280, height: int = 720, fps: float = 10.0, vehicles_per_min: float = 12.0, seed: int = 0
+    ):
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.vehicles_per_min, self.seed = float(vehicles_per_min), int(seed)
         self.focal = FOCAL * self.width
@@ -166,10 +200,10 @@ class DemoStreet:
         self._rng = np.random.default_rng([self.seed, 1])
         self._schedule: list[Vehicle] = []
         self._starts: list[float] = []
-        self._count = 0               # vehicles scheduled so far (the schedule forgets old ones)
+        self._count = 0  # vehicles scheduled so far (the schedule forgets old ones)
         self._next_t = 0.0
         self._sprites: dict[int, _Sprite] = {}
-        self.last_vehicles: list[Vehicle] = []     # the vehicle of each truth entry of the last render
+        self.last_vehicles: list[Vehicle] = []  # the vehicle of each truth entry of the last render
         self.background = self._draw_street()
 
     # --- projection
@@ -204,8 +238,12 @@ class DemoStreet:
             # Same lane: keep a headway; the road: at most MAX_IN_VIEW vehicles at once.
             for v in reversed(self._schedule[-8:]):
                 if v.lane == lane:
-                    t = max(t, v.t0 + max(HEADWAY_S, (v.kind.length + 4) / v.speed)
-                            + max(0.0, Z_FAR / v.speed - Z_FAR / speed))
+                    t = max(
+                        t,
+                        v.t0
+                        + max(HEADWAY_S, (v.kind.length + 4) / v.speed)
+                        + max(0.0, Z_FAR / v.speed - Z_FAR / speed),
+                    )
                     break
             while True:
                 ends = sorted(v.t0 + v.duration for v in self._schedule[-8:] if v.t0 + v.duration > t)
@@ -220,7 +258,7 @@ class DemoStreet:
 
     def vehicles_at(self, t: float) -> list[Vehicle]:
         self._extend_schedule(t + 1)
-        if len(self._schedule) > 2000:   # a demo running for days: forget vehicles long gone
+        if len(self._schedule) > 2000:  # a demo running for days: forget vehicles long gone
             keep = bisect.bisect_left(self._starts, t - 600)
             del self._schedule[:keep], self._starts[:keep]
         longest = (Z_FAR + 10) / 6.0
@@ -252,7 +290,7 @@ class DemoStreet:
             x, y, w, h = plate_box
             if x < 0 or y < 0 or x + w > self.width or y + h > self.height:
                 continue
-            if any(_overlap(plate_box, extent) for _, (_, extent) in drawn[i + 1:] if extent is not None):
+            if any(_overlap(plate_box, extent) for _, (_, extent) in drawn[i + 1 :] if extent is not None):
                 continue
             truth.append((v.plate, plate_box))
             self.last_vehicles.append(v)
@@ -278,19 +316,32 @@ class DemoStreet:
         body = tuple(int(c * 0.72) for c in sprite.body)
         wheel, glass = (18, 18, 18), (38, 42, 50)
         parts = [side(0.28, kd.waist, near, far), body]
-        if kd.name == "truck":      # the box is behind the cab: its far end for an oncoming truck
+        if kd.name == "truck":  # the box is behind the cab: its far end for an oncoming truck
             box0, box1 = (near + 1.9, far) if v.front else (near, far - 1.9)
-            parts += [side(kd.waist, kd.roof, box0, box1), (180, 178, 170),
-                      side(0.05, 0.55, near + 1.0, near + 1.9), wheel, side(0.05, 0.55, far - 2.0, far - 0.8), wheel]
+            parts += [
+                side(kd.waist, kd.roof, box0, box1),
+                (180, 178, 170),
+                side(0.05, 0.55, near + 1.0, near + 1.9),
+                wheel,
+                side(0.05, 0.55, far - 2.0, far - 0.8),
+                wheel,
+            ]
         else:
-            parts += [side(kd.waist, kd.roof - 0.05, near + 0.25, far - 0.3), body,
-                      side(kd.waist + 0.05, kd.roof - 0.12, max(near, z + 1.2), far - 0.9), glass,
-                      side(0.0, 0.62, z + 0.7, z + 1.45), wheel, side(0.0, 0.62, far - 1.3, far - 0.55), wheel]
+            parts += [
+                side(kd.waist, kd.roof - 0.05, near + 0.25, far - 0.3),
+                body,
+                side(kd.waist + 0.05, kd.roof - 0.12, max(near, z + 1.2), far - 0.9),
+                glass,
+                side(0.0, 0.62, z + 0.7, z + 1.45),
+                wheel,
+                side(0.0, 0.62, far - 1.3, far - 0.55),
+                wheel,
+            ]
         extent = None
         for i, (quad, colour) in enumerate([(shadow, (28, 28, 29))] + list(zip(parts[::2], parts[1::2]))):
             if quad is None:
                 continue
-            if i:    # the shadow does not hide what is behind the vehicle
+            if i:  # the shadow does not hide what is behind the vehicle
                 extent = _union(extent, _bbox(quad))
             if fade < 1.0:
                 colour = tuple(int(c * fade + h * (1 - fade)) for c, h in zip(colour, HAZE))
@@ -363,7 +414,7 @@ class DemoStreet:
         for sgn in (-1, 1):
             fill(self._quad(sgn * ROAD_HALF, sgn * 6.5, 0.0, 0.0, *zs), (166, 163, 156))
             fill(self._quad(sgn * ROAD_HALF, sgn * (ROAD_HALF + 0.25), 0.0, 0.0, *zs), (190, 188, 182))
-            for zj in np.arange(4.0, 200.0, 1.8):   # expansion joints
+            for zj in np.arange(4.0, 200.0, 1.8):  # expansion joints
                 fill(self._quad(sgn * (ROAD_HALF + 0.3), sgn * 6.5, 0.0, 0.0, zj, zj + 0.03), (128, 126, 120))
         # Asphalt with a faint texture and darker tyre tracks.
         fill(self._quad(-ROAD_HALF, ROAD_HALF, 0.0, 0.0, *zs), (92, 93, 96))
@@ -385,18 +436,30 @@ class DemoStreet:
             while z < 400:
                 depth = rng.uniform(8, 22)
                 top = rng.uniform(5.5, 9.0) if sgn > 0 else rng.uniform(8.0, 16.0)
-                colour = tuple(float(c) for c in rng.choice([(176, 150, 128), (198, 186, 164), (150, 112, 96),
-                                                             (210, 206, 196), (128, 120, 118), (186, 170, 140)]))
+                colour = tuple(
+                    float(c)
+                    for c in rng.choice(
+                        [
+                            (176, 150, 128),
+                            (198, 186, 164),
+                            (150, 112, 96),
+                            (210, 206, 196),
+                            (128, 120, 118),
+                            (186, 170, 140),
+                        ]
+                    )
+                )
                 fill(self._quad(0, 0, 0.0, top, z, z + depth, sgn * 6.5), colour)
                 # Shop front: dark glass with an awning.
                 fill(self._quad(0, 0, 0.3, 2.8, z + 0.8, z + depth - 0.8, sgn * 6.5), (58, 66, 74))
-                awning = tuple(float(c) for c in rng.choice([(150, 40, 40), (40, 90, 70), (60, 70, 120),
-                                                             (200, 160, 60)]))
+                awning = tuple(
+                    float(c) for c in rng.choice([(150, 40, 40), (40, 90, 70), (60, 70, 120), (200, 160, 60)])
+                )
                 fill(self._quad(0, 0, 2.8, 3.3, z + 0.5, z + depth - 0.5, sgn * 6.5), awning)
                 for fy in np.arange(4.2, top - 1.0, 3.0):
                     for wz in np.arange(z + 1.0, z + depth - 1.5, 2.2):
                         fill(self._quad(0, 0, fy, fy + 1.5, wz, wz + 1.2, sgn * 6.5), (70, 82, 96))
-                z += depth + (rng.uniform(6, 12) if rng.random() < 0.2 else 0.0)   # a side street
+                z += depth + (rng.uniform(6, 12) if rng.random() < 0.2 else 0.0)  # a side street
         # Trees and lamp posts on the pavements, far to near.
         items = []
         for sgn in (-1, 1):
@@ -414,8 +477,14 @@ class DemoStreet:
                 for _ in range(14):
                     ox, oy = rng.normal(0, 0.45) * cr, rng.normal(0, 0.35) * cr
                     g = rng.uniform(0.7, 1.15)
-                    cv2.circle(img, (int(tx + ox), int(ty - cr * 0.5 + oy)), max(1, int(cr * rng.uniform(0.45, 0.75))),
-                               (52 * g, 96 * g, 48 * g), -1, cv2.LINE_AA)
+                    cv2.circle(
+                        img,
+                        (int(tx + ox), int(ty - cr * 0.5 + oy)),
+                        max(1, int(cr * rng.uniform(0.45, 0.75))),
+                        (52 * g, 96 * g, 48 * g),
+                        -1,
+                        cv2.LINE_AA,
+                    )
             else:
                 bx, by = self.project(x, 0.0, z)
                 tx, ty = self.project(x, 7.0, z)
@@ -423,8 +492,13 @@ class DemoStreet:
                 cv2.rectangle(img, (int(bx - r), int(ty)), (int(bx + r), int(by)), (70, 72, 76), -1)
                 ax, _ = self.project(x - np.sign(x) * 1.4, 7.0, z)
                 cv2.line(img, (int(bx), int(ty)), (int(ax), int(ty)), (70, 72, 76), max(1, r), cv2.LINE_AA)
-                cv2.rectangle(img, (int(min(ax, ax + 3 * r)), int(ty)), (int(max(ax, ax + 3 * r)), int(ty + 2 * r)),
-                              (210, 210, 200), -1)
+                cv2.rectangle(
+                    img,
+                    (int(min(ax, ax + 3 * r)), int(ty)),
+                    (int(max(ax, ax + 3 * r)), int(ty + 2 * r)),
+                    (210, 210, 200),
+                    -1,
+                )
         # Wear on the ground (patches, stains), then sensor grain and a slight vignette, all fixed:
         # the street does not flicker, so an empty road stays still for the motion gate.
         blotches = cv2.resize(rng.normal(0, 1, (24, 40)).astype(np.float32), (w, h - vy), interpolation=cv2.INTER_CUBIC)
@@ -464,7 +538,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     body = np.array(colours[int(rng.choice(len(colours), p=np.array(weights) / sum(weights)))], np.float64)
     body = tuple(int(c) for c in np.clip(body + rng.normal(0, 6, 3), 0, 255))
     s = px_per_m
-    half = kd.width / 2 + 0.15           # room for the mirrors
+    half = kd.width / 2 + 0.15  # room for the mirrors
     cw, ch = int(math.ceil(2 * half * s)), int(math.ceil((kd.roof + 0.02) * s))
     img = np.zeros((ch, cw, 4), np.uint8)
 
@@ -478,7 +552,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     def rect(x0, y0, x1, y1, colour):
         poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], colour)
 
-    def sym_rect(xa, xb, y0, y1, colour):       # a pair mirrored about the centre
+    def sym_rect(xa, xb, y0, y1, colour):  # a pair mirrored about the centre
         rect(-xb, y0, -xa, y1, colour)
         rect(xa, y0, xb, y1, colour)
 
@@ -499,9 +573,9 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     if kd.name == "truck":
         box_col = tuple(int(c) for c in rng.choice([(232, 230, 222), (222, 224, 226), (236, 232, 214)]))
         if front:
-            rect(-hw, 2.3, hw, kd.roof, box_col)                                     # box behind the cab
+            rect(-hw, 2.3, hw, kd.roof, box_col)  # box behind the cab
             sym_rect(0.35, hw - 0.05, 0.0, 0.62, tyre)
-            rect(-hw + 0.1, 0.45, hw - 0.1, 2.45, body)                              # cab
+            rect(-hw + 0.1, 0.45, hw - 0.1, 2.45, body)  # cab
             daylight(1.05, 0.82)
             rect(-hw + 0.22, 1.45, hw - 0.22, 2.3, glass)
             poly([(-hw + 0.3, 1.5), (-hw + 0.6, 1.5), (-hw + 0.9, 2.25), (-hw + 0.7, 2.25)], shade(glass, 1.6))
@@ -509,19 +583,19 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
             for yy in np.arange(0.86, 1.26, 0.1):
                 rect(-0.68, yy, 0.68, yy + 0.03, (150, 150, 152))
             sym_rect(0.78, hw - 0.18, 0.95, 1.2, (226, 230, 236))
-            rect(-hw, 0.38, hw, 0.7, (70, 72, 76))                                   # steel bumper
-            sym_rect(hw - 0.02, hw + 0.14, 1.55, 1.95, plastic)                      # mirrors
+            rect(-hw, 0.38, hw, 0.7, (70, 72, 76))  # steel bumper
+            sym_rect(hw - 0.02, hw + 0.14, 1.55, 1.95, plastic)  # mirrors
             plate_c, plate_bg = (0.0, 0.54), (70, 72, 76)
         else:
             sym_rect(0.3, hw - 0.05, 0.0, 0.62, tyre)
-            rect(-hw, 0.95, hw, kd.roof, box_col)                                    # box doors
+            rect(-hw, 0.95, hw, kd.roof, box_col)  # box doors
             rect(-0.015, 1.0, 0.015, kd.roof - 0.06, shade(box_col, 0.6))
             for xx in (-0.35, 0.35):
                 rect(xx - 0.025, 1.05, xx + 0.025, kd.roof - 0.1, (150, 150, 150))
             rect(-hw, kd.roof - 0.12, hw, kd.roof, shade(box_col, 0.8))
             daylight(1.04, 0.8)
-            rect(-hw + 0.1, 0.55, hw - 0.1, 0.95, (52, 52, 55))                      # chassis
-            rect(-hw + 0.1, 0.32, hw - 0.1, 0.42, (90, 92, 96))                      # underride bar
+            rect(-hw + 0.1, 0.55, hw - 0.1, 0.95, (52, 52, 55))  # chassis
+            rect(-hw + 0.1, 0.32, hw - 0.1, 0.42, (90, 92, 96))  # underride bar
             sym_rect(hw - 0.35, hw - 0.08, 0.62, 0.85, (190, 24, 28))
             plate_c, plate_bg = (0.0, 0.72), (52, 52, 55)
     else:
@@ -529,40 +603,87 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
         taper = 0.20 if kd.name == "car" else 0.10 if kd.name == "suv" else 0.05
         sym_rect(hw - 0.42, hw - 0.08, 0.0, 0.42, tyre)
         rect(-hw + 0.02, 0.16, hw - 0.02, 0.5, body if rng.random() < 0.6 else plastic)  # bumper
-        poly([(-hw, 0.4), (hw, 0.4), (hw, waist - 0.06), (hw - 0.06, waist), (-hw + 0.06, waist),
-              (-hw, waist - 0.06)], body)
+        poly(
+            [(-hw, 0.4), (hw, 0.4), (hw, waist - 0.06), (hw - 0.06, waist), (-hw + 0.06, waist), (-hw, waist - 0.06)],
+            body,
+        )
         t = taper * 1.6
-        poly([(-hw + 0.08, waist), (hw - 0.08, waist), (hw - 0.08 - t, roof - 0.04), (hw - 0.14 - t, roof),
-              (-hw + 0.14 + t, roof), (-hw + 0.08 + t, roof - 0.04)], body)
-        poly([(-hw + 0.16, waist + 0.04), (hw - 0.16, waist + 0.04), (hw - 0.16 - taper * 1.5, roof - 0.08),
-              (-hw + 0.16 + taper * 1.5, roof - 0.08)], glass)
-        gx = rng.uniform(-0.3, 0.2)          # a sky reflection on the glass
-        poly([(gx, waist + 0.06), (gx + 0.25, waist + 0.06), (gx + 0.45, roof - 0.1), (gx + 0.3, roof - 0.1)],
-             shade(glass, 1.7))
-        rect(-hw + 0.05, waist - 0.02, hw - 0.05, waist + 0.01, shade(body, 1.18))   # shoulder highlight
+        poly(
+            [
+                (-hw + 0.08, waist),
+                (hw - 0.08, waist),
+                (hw - 0.08 - t, roof - 0.04),
+                (hw - 0.14 - t, roof),
+                (-hw + 0.14 + t, roof),
+                (-hw + 0.08 + t, roof - 0.04),
+            ],
+            body,
+        )
+        poly(
+            [
+                (-hw + 0.16, waist + 0.04),
+                (hw - 0.16, waist + 0.04),
+                (hw - 0.16 - taper * 1.5, roof - 0.08),
+                (-hw + 0.16 + taper * 1.5, roof - 0.08),
+            ],
+            glass,
+        )
+        gx = rng.uniform(-0.3, 0.2)  # a sky reflection on the glass
+        poly(
+            [(gx, waist + 0.06), (gx + 0.25, waist + 0.06), (gx + 0.45, roof - 0.1), (gx + 0.3, roof - 0.1)],
+            shade(glass, 1.7),
+        )
+        rect(-hw + 0.05, waist - 0.02, hw - 0.05, waist + 0.01, shade(body, 1.18))  # shoulder highlight
         daylight(1.08, 0.8)
         if front:
-            sym_rect(hw - 0.02, hw + 0.13, waist - 0.02, waist + 0.14, body)         # mirrors
-            sym_rect(hw - 0.42, hw - 0.06, waist - 0.28, waist - 0.1, (214, 220, 228))   # headlights
+            sym_rect(hw - 0.02, hw + 0.13, waist - 0.02, waist + 0.14, body)  # mirrors
+            sym_rect(hw - 0.42, hw - 0.06, waist - 0.28, waist - 0.1, (214, 220, 228))  # headlights
             sym_rect(hw - 0.36, hw - 0.2, waist - 0.24, waist - 0.14, (250, 250, 246))
-            rect(-0.48, waist - 0.34, 0.48, waist - 0.1, plastic)                    # grille
+            rect(-0.48, waist - 0.34, 0.48, waist - 0.1, plastic)  # grille
             for yy in np.arange(waist - 0.3, waist - 0.12, 0.06):
                 rect(-0.46, yy, 0.46, yy + 0.015, (128, 128, 132))
-            cv2.ellipse(img, tuple(int(c) for c in P(0, waist - 0.22)), (int(0.08 * s), int(0.05 * s)),
-                        0, 0, 360, (205, 205, 210, 255), -1, cv2.LINE_AA)
-            rect(-0.55, 0.2, 0.55, 0.3, plastic)                                     # lower intake
-            sym_rect(hw - 0.32, hw - 0.2, 0.24, 0.32, (230, 230, 220))               # fog lights
+            cv2.ellipse(
+                img,
+                tuple(int(c) for c in P(0, waist - 0.22)),
+                (int(0.08 * s), int(0.05 * s)),
+                0,
+                0,
+                360,
+                (205, 205, 210, 255),
+                -1,
+                cv2.LINE_AA,
+            )
+            rect(-0.55, 0.2, 0.55, 0.3, plastic)  # lower intake
+            sym_rect(hw - 0.32, hw - 0.2, 0.24, 0.32, (230, 230, 220))  # fog lights
             plate_c = (0.0, 0.42)
         else:
             sym_rect(hw - 0.38, hw - 0.04, waist - 0.3, waist - 0.08, (168, 18, 24))  # tail lights
             sym_rect(hw - 0.34, hw - 0.2, waist - 0.26, waist - 0.16, (220, 60, 56))
             sym_rect(hw - 0.38, hw - 0.26, waist - 0.3, waist - 0.22, (236, 236, 232))  # reversing light
-            rect(-0.18, roof - 0.12, 0.18, roof - 0.09, (200, 30, 34))               # third brake light
+            rect(-0.18, roof - 0.12, 0.18, roof - 0.09, (200, 30, 34))  # third brake light
             rect(-hw + 0.4, waist - 0.36, hw - 0.4, waist - 0.34, shade(body, 0.6))  # boot lid line
-            cv2.ellipse(img, tuple(int(c) for c in P(0, waist - 0.2)), (int(0.07 * s), int(0.045 * s)),
-                        0, 0, 360, (205, 205, 210, 255), -1, cv2.LINE_AA)
-            cv2.ellipse(img, tuple(int(c) for c in P(hw - 0.5, 0.2)), (int(0.05 * s), int(0.03 * s)),
-                        0, 0, 360, (30, 30, 30, 255), -1, cv2.LINE_AA)   # exhaust
+            cv2.ellipse(
+                img,
+                tuple(int(c) for c in P(0, waist - 0.2)),
+                (int(0.07 * s), int(0.045 * s)),
+                0,
+                0,
+                360,
+                (205, 205, 210, 255),
+                -1,
+                cv2.LINE_AA,
+            )
+            cv2.ellipse(
+                img,
+                tuple(int(c) for c in P(hw - 0.5, 0.2)),
+                (int(0.05 * s), int(0.03 * s)),
+                0,
+                0,
+                360,
+                (30, 30, 30, 255),
+                -1,
+                cv2.LINE_AA,
+            )  # exhaust
             plate_c = (0.0, 0.6)
         plate_bg = plastic
 
@@ -572,22 +693,27 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     rgba = np.asarray(plate_img.convert("RGBA"))
     pw = PLATE_M * s
     ph = pw * rgba.shape[0] / rgba.shape[1]
-    x0, y1 = P(plate_c[0] - PLATE_M / 2, plate_c[1] - ph / s / 2)       # y1: bottom in px
-    rect(plate_c[0] - PLATE_M / 2 - 0.03, plate_c[1] - ph / s / 2 - 0.03, plate_c[0] + PLATE_M / 2 + 0.03,
-         plate_c[1] + ph / s / 2 + 0.03, shade(plate_bg, 0.6))
+    x0, y1 = P(plate_c[0] - PLATE_M / 2, plate_c[1] - ph / s / 2)  # y1: bottom in px
+    rect(
+        plate_c[0] - PLATE_M / 2 - 0.03,
+        plate_c[1] - ph / s / 2 - 0.03,
+        plate_c[0] + PLATE_M / 2 + 0.03,
+        plate_c[1] + ph / s / 2 + 0.03,
+        shade(plate_bg, 0.6),
+    )
     pw_px, ph_px = int(round(pw)), int(round(ph))
     plate = cv2.resize(rgba, (pw_px, ph_px), interpolation=cv2.INTER_AREA).astype(np.float32)
-    if rng.random() < 0.18:     # mildly degraded: soft focus, dirt, low contrast
+    if rng.random() < 0.18:  # mildly degraded: soft focus, dirt, low contrast
         plate[..., :3] = cv2.GaussianBlur(plate[..., :3], (0, 0), pw_px / rng.uniform(110, 160))
         dirt = cv2.resize(rng.random((6, 12)).astype(np.float32), (pw_px, ph_px), interpolation=cv2.INTER_CUBIC)
         plate[..., :3] *= (1.0 - rng.uniform(0.1, 0.3) * np.clip(dirt, 0, 1))[..., None]
         plate[..., :3] = plate[..., :3] * 0.8 + 0.2 * plate[..., :3].mean()
     px, py = int(round(x0)), int(round(y1 - ph_px))
-    region = img[py:py + ph_px, px:px + pw_px].astype(np.float32)
+    region = img[py : py + ph_px, px : px + pw_px].astype(np.float32)
     alpha = plate[..., 3:4] / 255.0
     region[..., :3] = plate[..., :3] * alpha + region[..., :3] * (1 - alpha)
     region[..., 3:4] = np.maximum(region[..., 3:4], plate[..., 3:4])
-    img[py:py + ph_px, px:px + pw_px] = np.clip(region, 0, 255).astype(np.uint8)
+    img[py : py + ph_px, px : px + pw_px] = np.clip(region, 0, 255).astype(np.uint8)
     # The face is anchored at its bottom centre; the truth box is the drawn plate rectangle.
     plate_rect = (-(cw / 2 - px) / s, (ch - py) / s, -(cw / 2 - px - pw_px) / s, (ch - py - ph_px) / s)
 
@@ -595,8 +721,10 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     while min(rgbas[-1].shape[:2]) > 24:
         rgbas.append(cv2.pyrDown(rgbas[-1]))
         scales.append(scales[-1] * rgbas[-1].shape[1] / rgbas[-2].shape[1])
-    levels = [(cv2.cvtColor(r, cv2.COLOR_RGBA2RGB),
-               cv2.threshold(cv2.extractChannel(r, 3), 127, 1, cv2.THRESH_BINARY)[1]) for r in rgbas]
+    levels = [
+        (cv2.cvtColor(r, cv2.COLOR_RGBA2RGB), cv2.threshold(cv2.extractChannel(r, 3), 127, 1, cv2.THRESH_BINARY)[1])
+        for r in rgbas
+    ]
     return _Sprite(levels, scales, plate_rect, body)
 
 
@@ -621,12 +749,22 @@ class DemoSource(FrameSource):
     def read(self) -> Frame:
         index = self._next_index()
         image, truth = self.street.render(index)
-        return Frame(image=image, captured_at=utcnow(), mono=time.monotonic(), index=index, source=self.name, truth=truth)
+        return Frame(
+            image=image, captured_at=utcnow(), mono=time.monotonic(), index=index, source=self.name, truth=truth
+        )
 
 
 # --- clips for benchmarks -----------------------------------------------------------------------
-def write_clip(path, seconds: float, fps: float = 10.0, width: int = 1920, height: int = 1080, seed: int = 0,
-               vehicles_per_min: float = 20.0, empty: bool = False) -> dict:
+def write_clip(
+    path,
+    seconds: float,
+    fps: float = 10.0,
+    width: int = 1920,
+    height: int = 1080,
+    seed: int = 0,
+    vehicles_per_min: float = 20.0,
+    empty: bool = False,
+) -> dict:
     """Write a demo clip (.avi: MJPG, .mp4: mp4v) and `<path>.truth.json` beside it:
     {"fps", "width", "height", "seed", ..., "frames": {index: [{"plate", "box": [x, y, w, h]}]},
     "passes": [{"vehicle", "plate", "state", "kind", "lane", "first_frame", "last_frame", "hotlisted"}]}.
@@ -652,16 +790,32 @@ def write_clip(path, seconds: float, fps: float = 10.0, width: int = 1920, heigh
                 image, truth = street.render(index)
             writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             frames[index] = [{"plate": p, "box": list(b)} for p, b in truth]
-            for v in ([] if empty else street.last_vehicles):
-                entry = passes.setdefault(v.k, {"vehicle": v.k, "plate": v.plate, "state": v.state.upper(),
-                                                "kind": v.kind.name, "lane": v.lane, "first_frame": index,
-                                                "hotlisted": v.plate in hot})
+            for v in [] if empty else street.last_vehicles:
+                entry = passes.setdefault(
+                    v.k,
+                    {
+                        "vehicle": v.k,
+                        "plate": v.plate,
+                        "state": v.state.upper(),
+                        "kind": v.kind.name,
+                        "lane": v.lane,
+                        "first_frame": index,
+                        "hotlisted": v.plate in hot,
+                    },
+                )
                 entry["last_frame"] = index
     finally:
         writer.release()
-    result = {"fps": fps, "width": width, "height": height, "seed": seed, "vehicles_per_min": vehicles_per_min,
-              "empty": empty, "frames": frames,
-              "passes": list(passes.values())}
+    result = {
+        "fps": fps,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "vehicles_per_min": vehicles_per_min,
+        "empty": empty,
+        "frames": frames,
+        "passes": list(passes.values()),
+    }
     Path(str(path) + ".truth.json").write_text(json.dumps(result))
     return result
 
@@ -678,9 +832,11 @@ def _bench(sizes=((1280, 720), (1920, 1080)), frames: int = 300) -> None:
             times.append(time.perf_counter() - t)
             boxes += len(truth)
         ms = np.array(times) * 1000
-        print(f"{w}x{h}: {ms.mean():.2f} ms per frame on average over {frames} frames, median {np.median(ms):.2f} ms, "
-              f"worst {ms.max():.1f} ms (the frame that draws a new vehicle's sprite); "
-              f"{boxes / frames:.2f} readable plates per frame; one OpenCV thread")
+        print(
+            f"{w}x{h}: {ms.mean():.2f} ms per frame on average over {frames} frames, median {np.median(ms):.2f} ms, "
+            f"worst {ms.max():.1f} ms (the frame that draws a new vehicle's sprite); "
+            f"{boxes / frames:.2f} readable plates per frame; one OpenCV thread"
+        )
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,7 @@
 """Images in a directory, in name order, once or in a loop (a replay source for tests and for
 frames exported from another camera). A file that is not a readable image is skipped with an
 error that names it."""
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,7 @@ class FolderSource(FrameSource):
         super().__init__(settings)
         self._files: list[Path] = []
         self._next = 0
-        self._good = 0     # images read in this pass
+        self._good = 0  # images read in this pass
 
     @property
     def path(self) -> Path:
@@ -32,8 +33,9 @@ class FolderSource(FrameSource):
             raise SourceError("capture.source is empty: set it to a directory of images for capture.type = folder")
         if not self.path.is_dir():
             raise SourceError(f"image folder {self.path} does not exist or is not a directory (capture.source)")
-        files = sorted((p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")),
-                       key=lambda p: p.name)
+        files = sorted(
+            (p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name
+        )
         if not files:
             raise SourceError(f"image folder {self.path} has no files")
         return files
@@ -60,4 +62,6 @@ class FolderSource(FrameSource):
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise CorruptFrame(f"skipped {path}: not a readable image ({exc})") from exc
         self._good += 1
-        return Frame(image=image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name)
+        return Frame(
+            image=image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name
+        )

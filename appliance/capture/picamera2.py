@@ -8,6 +8,7 @@ lores is YUV420 on most Pi cameras and is converted to RGB here. A short manual 
 picamera2 is not on PyPI in a usable form (it needs the libcamera bindings that only Raspberry Pi
 OS ships): install it with apt and make the venv with --system-site-packages.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,10 @@ import numpy as np
 from appliance.capture import Frame, FrameSource, SourceError, register
 from appliance.models import utcnow
 
-NOT_INSTALLED = ("picamera2 is not installed: on Raspberry Pi OS `apt install python3-picamera2` "
-                 "and make the venv with --system-site-packages")
+NOT_INSTALLED = (
+    "picamera2 is not installed: on Raspberry Pi OS `apt install python3-picamera2` "
+    "and make the venv with --system-site-packages"
+)
 
 
 def _down(value: float, multiple: int) -> int:
@@ -75,25 +78,33 @@ class PiCamera2Source(FrameSource):
             from picamera2 import Picamera2  # noqa: PLC0415 (optional dependency: Raspberry Pi OS's python3-picamera2)
         except ImportError as exc:
             raise SourceError(NOT_INSTALLED) from exc
-        except ValueError as exc:   # raspberrypi/picamera2#1088: apt simplejpeg vs a pip numpy 2
-            raise SourceError(f"picamera2 failed to import ({exc}): keep numpy<2 in a venv that uses the "
-                              "system picamera2") from exc
+        except ValueError as exc:  # raspberrypi/picamera2#1088: apt simplejpeg vs a pip numpy 2
+            raise SourceError(
+                f"picamera2 failed to import ({exc}): keep numpy<2 in a venv that uses the system picamera2"
+            ) from exc
         main, lores = stream_sizes(self.settings)
         try:
             cam = Picamera2(self.camera_num)
-        except Exception as exc:   # noqa: BLE001 - libcamera raises plain errors (IndexError, RuntimeError)
-            raise SourceError(f"no camera {self.camera_num} found by libcamera ({type(exc).__name__}: {exc}); "
-                              "check the ribbon cable and `rpicam-hello --list-cameras`") from exc
+        except Exception as exc:  # noqa: BLE001 - libcamera raises plain errors (IndexError, RuntimeError)
+            raise SourceError(
+                f"no camera {self.camera_num} found by libcamera ({type(exc).__name__}: {exc}); "
+                "check the ribbon cable and `rpicam-hello --list-cameras`"
+            ) from exc
         try:
             config = cam.create_video_configuration(
-                main={"size": main, "format": "RGB888"}, lores={"size": lores, "format": "YUV420"},
-                buffer_count=4, controls=camera_controls(self.settings))
+                main={"size": main, "format": "RGB888"},
+                lores={"size": lores, "format": "YUV420"},
+                buffer_count=4,
+                controls=camera_controls(self.settings),
+            )
             cam.configure(config)
             cam.start()
-        except Exception as exc:   # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             cam.close()
-            raise SourceError(f"camera {self.camera_num} refused main {main[0]}x{main[1]} + lores "
-                              f"{lores[0]}x{lores[1]} ({type(exc).__name__}: {exc})") from exc
+            raise SourceError(
+                f"camera {self.camera_num} refused main {main[0]}x{main[1]} + lores "
+                f"{lores[0]}x{lores[1]} ({type(exc).__name__}: {exc})"
+            ) from exc
         self._cam = cam
         self._read = 0
 
@@ -105,14 +116,22 @@ class PiCamera2Source(FrameSource):
                 lores = request.make_array("lores")
             finally:
                 request.release()
-        except Exception as exc:   # noqa: BLE001 - a lost camera surfaces as whatever libcamera raises
-            raise SourceError(f"camera {self.camera_num} stopped delivering frames after {self._read} "
-                              f"({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - a lost camera surfaces as whatever libcamera raises
+            raise SourceError(
+                f"camera {self.camera_num} stopped delivering frames after {self._read} ({type(exc).__name__}: {exc})"
+            ) from exc
         self._read += 1
         lores_w = stream_sizes(self.settings)[1][0]
         # picamera2's "RGB888" is B, G, R in memory.
         hires = np.ascontiguousarray(main[..., 2::-1])
-        return Frame(image=lores_to_rgb(lores, lores_w), hires=hires, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name)
+        return Frame(
+            image=lores_to_rgb(lores, lores_w),
+            hires=hires,
+            captured_at=utcnow(),
+            mono=time.monotonic(),
+            index=self._next_index(),
+            source=self.name,
+        )
 
     def close(self) -> None:
         if self._cam is not None:

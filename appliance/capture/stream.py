@@ -3,6 +3,7 @@
 A dropped stream raises SourceError; the Capture reopens it with capped backoff. The source is
 `live`: it is read continuously so OpenCV's buffer never holds stale frames.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,27 +41,40 @@ class StreamSource(FrameSource):
     def open(self) -> None:
         url = self.settings.source
         if not url:
-            raise SourceError("capture.source is empty: set it to the camera's stream URL "
-                              "(rtsp://... or http://...) for capture.type = stream")
+            raise SourceError(
+                "capture.source is empty: set it to the camera's stream URL "
+                "(rtsp://... or http://...) for capture.type = stream"
+            )
         # RTSP over TCP: UDP loses packets on busy links and gives smeared frames.
         os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS])
+        cap = cv2.VideoCapture(
+            url,
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS],
+        )
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open stream {redact(url)}: unreachable, refused, wrong credentials "
-                              "or not a stream OpenCV can decode")
+            raise SourceError(
+                f"cannot open stream {redact(url)}: unreachable, refused, wrong credentials "
+                "or not a stream OpenCV can decode"
+            )
         self._cap = cap
         self._read = 0
 
     def read(self) -> Frame:
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
-            raise SourceError(f"stream {redact(self.settings.source)} stopped delivering frames "
-                              f"after {self._read} frames")
+            raise SourceError(
+                f"stream {redact(self.settings.source)} stopped delivering frames after {self._read} frames"
+            )
         self._read += 1
-        return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(), mono=time.monotonic(),
-                     index=self._next_index(), source=self.name)
+        return Frame(
+            image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+            captured_at=utcnow(),
+            mono=time.monotonic(),
+            index=self._next_index(),
+            source=self.name,
+        )
 
     def close(self) -> None:
         if self._cap is not None:

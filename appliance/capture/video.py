@@ -1,4 +1,5 @@
 """A video file, played once or in a loop (OpenCV; anything its bundled FFmpeg decodes)."""
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,8 @@ class VideoSource(FrameSource):
     def __init__(self, settings):
         super().__init__(settings)
         self._cap = None
-        self._pos = 0          # frames read in this pass through the file
-        self._total = 0        # frame count the container claims
+        self._pos = 0  # frames read in this pass through the file
+        self._total = 0  # frame count the container claims
         self._ended = False
 
     @property
@@ -37,8 +38,10 @@ class VideoSource(FrameSource):
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open video {self.path}: not a format OpenCV decodes, or the file is "
-                              "damaged (an .mp4 cut short loses the index at its end)")
+            raise SourceError(
+                f"cannot open video {self.path}: not a format OpenCV decodes, or the file is "
+                "damaged (an .mp4 cut short loses the index at its end)"
+            )
         self._cap = cap
         self._total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._pos = 0
@@ -49,8 +52,13 @@ class VideoSource(FrameSource):
         ok, bgr = self._cap.read()
         if ok and bgr is not None:
             self._pos += 1
-            return Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), captured_at=utcnow(), mono=time.monotonic(),
-                         index=self._next_index(), source=self.name)
+            return Frame(
+                image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                captured_at=utcnow(),
+                mono=time.monotonic(),
+                index=self._next_index(),
+                source=self.name,
+            )
         # End of the file, or of what could be decoded of it.
         pos, total = self._pos, self._total
         if pos == 0:
@@ -66,8 +74,10 @@ class VideoSource(FrameSource):
         if cut_short:
             # Raised after the file is reopened (or marked ended): the capture logs it and the
             # next read() carries on from the start, or ends.
-            raise CorruptFrame(f"video {self.path}: decoded {pos} of the {total} frames it announces, the file is "
-                               f"cut short or damaged; {'starting again' if self.settings.loop else 'ending'}")
+            raise CorruptFrame(
+                f"video {self.path}: decoded {pos} of the {total} frames it announces, the file is "
+                f"cut short or damaged; {'starting again' if self.settings.loop else 'ending'}"
+            )
         return None if self._ended else self.read()
 
     def close(self) -> None:

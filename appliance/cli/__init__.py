@@ -6,6 +6,7 @@ report), hotlists, holds (and retention), sharing (and evidence), sync, hq, benc
 one of its commands runs (or the command list is shown): `waypost sync push` on a timer need not
 load the web application, the pipeline or OpenCV.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,9 +55,14 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup)
 @click.version_option(package_name="waypost", prog_name="waypost")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar=config.CONFIG_ENV, default=None,
-              help="TOML configuration file (default: $WAYPOST_CONFIG, else ./waypost.toml if present, else built-in defaults).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=config.CONFIG_ENV,
+    default=None,
+    help="TOML configuration file (default: $WAYPOST_CONFIG, else ./waypost.toml if present, else built-in defaults).",
+)
 @click.pass_context
 def main(ctx, config_path):
     """Waypost: an offline-first licence plate reader post."""

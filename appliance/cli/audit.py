@@ -1,5 +1,6 @@
 """`waypost audit ...` (the access log: verify, head, export, signed bundles) and `waypost report
 ...` (the quarterly audit and the annual report)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,14 +19,30 @@ from appliance.cli.context import parse_date, parse_period, pass_ctx
 def audit_group():
     """Verify and export the hash-chained access log."""
 
+
 @audit_group.command("verify")
-@click.option("--head", "head_text", default=None, help="A head saved earlier ('SEQ HASH') to detect truncation or rewriting.")
-@click.option("--head-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A file holding a saved head.")
-@click.option("--bundle", "bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Check a signed bundle file offline instead of this post's log (no database needed).")
-@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="With --bundle: the post's public key (PEM, e.g. the post_key.pub file) the bundle must be signed with.")
+@click.option(
+    "--head", "head_text", default=None, help="A head saved earlier ('SEQ HASH') to detect truncation or rewriting."
+)
+@click.option(
+    "--head-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding a saved head.",
+)
+@click.option(
+    "--bundle",
+    "bundle_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Check a signed bundle file offline instead of this post's log (no database needed).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --bundle: the post's public key (PEM, e.g. the post_key.pub file) the bundle must be signed with.",
+)
 @pass_ctx
 def audit_verify(ctx, head_text, head_file, bundle_file, public_key):
     """Walk the chain; exit 1 naming the first broken record. With --bundle, check a signed bundle:
@@ -43,13 +60,14 @@ def audit_verify(ctx, head_text, head_file, bundle_file, public_key):
         if head_text:
             expected = audit.parse_head(head_text)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--head")
+        raise click.BadParameter(str(exc), param_hint="--head") from exc
     with db.connection():
         result = audit.verify(expected)
     click.echo(result.summary())
     for note in result.notes:
         click.echo(note)
     sys.exit(0 if result.ok else 1)
+
 
 @audit_group.command("head")
 @pass_ctx
@@ -59,6 +77,7 @@ def audit_head(ctx):
     with db.connection():
         seq, digest = audit.head()
     click.echo(f"{seq} {digest}")
+
 
 @audit_group.command("export")
 @click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
@@ -88,9 +107,15 @@ def audit_export(ctx, start, end, fmt, out):
                         f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     count += 1
             tmp.replace(out)
-            audit.record("audit.export", ctx.actor(), result_count=count,
-                         query={"from": start, "to": end}, details={"format": fmt, "file": out.name})
+            audit.record(
+                "audit.export",
+                ctx.actor(),
+                result_count=count,
+                query={"from": start, "to": end},
+                details={"format": fmt, "file": out.name},
+            )
     click.echo(f"exported {count} access records to {out}")
+
 
 def _verify_bundle(path: Path, public_key: Path | None) -> None:
     key = None
@@ -98,13 +123,16 @@ def _verify_bundle(path: Path, public_key: Path | None) -> None:
         try:
             key = bundle.load_public_key(public_key.read_bytes(), str(public_key))
         except bundle.BundleError as exc:
-            raise click.BadParameter(str(exc), param_hint="--public-key")
+            raise click.BadParameter(str(exc), param_hint="--public-key") from exc
     result = bundle.verify(path.read_bytes(), key)
     click.echo(result.summary())
     if result.ok and key is None:
-        click.echo("no --public-key given: the signature only shows the bundle is intact; check that key id "
-                   f"{result.key_id} is the post's (`waypost audit key` on the post).")
+        click.echo(
+            "no --public-key given: the signature only shows the bundle is intact; check that key id "
+            f"{result.key_id} is the post's (`waypost audit key` on the post)."
+        )
     sys.exit(0 if result.ok else 1)
+
 
 @audit_group.command("bundle")
 @click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
@@ -120,10 +148,11 @@ def audit_bundle(ctx, start, end, out):
         try:
             made = bundle.write_bundle(ctx.settings, out, ctx.actor(), lo, hi)
         except bundle.BundleError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
     span = f"records {made.first_seq}..{made.last_seq}" if made.count else "no records"
     click.echo(f"wrote {made.count} access records ({span}) to {out}, signed by key {made.key_id}")
     click.echo(f"public key: {bundle.public_key_file(ctx.settings)}")
+
 
 @audit_group.command("key")
 @pass_ctx
@@ -132,24 +161,30 @@ def audit_key(ctx):
     try:
         key = bundle.post_key(ctx.settings).public_key()
     except bundle.BundleError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     click.echo(bundle.public_pem(key).decode(), nl=False)
     click.echo(f"key id {bundle.key_id(key)}  ({bundle.public_key_file(ctx.settings)})")
+
 
 @click.group(name="report")
 def report_group():
     """The quarterly audit and the annual report (the same figures as the web pages)."""
 
+
 def _report(ctx, kind, label, fmt, out):
     ctx.open()
     with db.connection():
         try:
-            report = reports.quarterly(ctx.settings, label) if kind == "quarterly" else reports.annual(ctx.settings, label)
+            report = (
+                reports.quarterly(ctx.settings, label) if kind == "quarterly" else reports.annual(ctx.settings, label)
+            )
         except reports.ReportError as exc:
-            raise click.BadParameter(str(exc), param_hint="PERIOD")
+            raise click.BadParameter(str(exc), param_hint="PERIOD") from exc
         with db.write():
             reports.record_viewed(ctx.actor(), report, "cli")
-    text = json.dumps(reports.as_dict(report), indent=2, ensure_ascii=False) if fmt == "json" else reports.as_text(report)
+    text = (
+        json.dumps(reports.as_dict(report), indent=2, ensure_ascii=False) if fmt == "json" else reports.as_text(report)
+    )
     if out:
         out.write_text(text + "\n", encoding="utf-8")
         click.echo(f"wrote the {kind} report for {report.period.label} to {out}")
@@ -157,6 +192,7 @@ def _report(ctx, kind, label, fmt, out):
         click.echo(text)
     if not report.chain.ok:
         sys.exit(1)
+
 
 @report_group.command("quarterly")
 @click.argument("period", required=False)
@@ -167,6 +203,7 @@ def report_quarterly(ctx, period, fmt, out):
     """The quarterly audit for PERIOD (YEAR-QN, e.g. 2025-Q1; default: the last full quarter).
     Exits 1 when the access log's chain is broken."""
     _report(ctx, "quarterly", period or reports.previous_quarter(ctx.settings.post.timezone), fmt, out)
+
 
 @report_group.command("annual")
 @click.argument("year", required=False)

@@ -1,5 +1,6 @@
 """`waypost bench ...`: measure this machine (prints figures; changes only a scratch directory).
 Each command runs a script of appliance/bench/; `waypost retention bench` is with retention."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,20 @@ from sync.hq import HQError
 def bench_group():
     """Measure throughput on this machine (prints figures; changes only a scratch directory)."""
 
+
 @bench_group.command("store")
 @click.option("-n", "count", default=2000, show_default=True, help="Reads to store.")
-@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Scratch directory (default: a temporary one).")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory (default: a temporary one).",
+)
 def bench_store(count, where):
     """Reads stored per second: one transaction per read, 5 KB crop and 60 KB frame, fsynced."""
     click.echo(json.dumps(store_bench.store(count, where)))
+
 
 @bench_group.command("audit")
 @click.option("-n", "count", default=1_000_000, show_default=True, help="Access records to append.")
@@ -37,14 +45,21 @@ def bench_audit(count, where):
     """Access-log appends per second and `audit verify` records per second."""
     click.echo(json.dumps(audit_bench.audit_chain(count, where)))
 
+
 @bench_group.command("report")
 @click.option("-n", "count", default=1_000_000, show_default=True, help="Access records in the scratch log.")
-@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Scratch directory; reuse it to skip the fill next time.")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory; reuse it to skip the fill next time.",
+)
 def bench_report(count, where):
     """Seconds for the quarterly audit (with and without the chain verification) over a quarter of
     COUNT access records."""
     click.echo(json.dumps(audit_bench.report(count, where)))
+
 
 @bench_group.command("pipeline")
 @click.option("--seconds", default=60.0, show_default=True, help="Length of the synthetic clip.")
@@ -58,11 +73,17 @@ def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
     width, height = (int(v) for v in size.lower().split("x"))
     click.echo(json.dumps(pipeline_bench.pipeline(seconds, width, height, fps, vehicles_per_min, where, empty)))
 
+
 @bench_group.command("search")
 @click.option("-n", "count", default=10_000_000, show_default=True, help="Reads in the scratch database.")
 @click.option("--queries", default=100, show_default=True, help="Searches of each kind to time.")
-@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Scratch directory; reuse it to skip the fill next time.")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory; reuse it to skip the fill next time.",
+)
 def bench_search(count, queries, where):
     """First-page latency of exact, wildcard, partial and similar plate searches, and database
     bytes per read, on a scratch database filled with synthetic reads."""
@@ -70,7 +91,9 @@ def bench_search(count, queries, where):
     def progress(done, total, seconds):
         if done % 500_000 < 20_000 or done == total:
             click.echo(f"filled {done:,}/{total:,} reads in {seconds:.0f} s", err=True)
+
     click.echo(json.dumps(search_bench.search_at_scale(count, where, queries, progress=progress)))
+
 
 @bench_group.command("live-page")
 @click.option("--loads", default=30, show_default=True, help="Reloads to time.")
@@ -81,19 +104,33 @@ def bench_live_page(loads, no_capture, where):
     try:
         click.echo(json.dumps(live_page_bench.live_page(loads, where, capture=not no_capture)))
     except RuntimeError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
 
 
 @bench_group.command("sync")
 @click.option("-n", "count", default=20_000, show_default=True, help="Reads in the backlog.")
 @click.option("--batch-max-reads", default=1000, show_default=True)
 @click.option("--mode", type=click.Choice(["push", "pull", "all"]), default="all", show_default=True)
-@click.option("--hq", "hq_kind", type=click.Choice(["sqlite", "postgresql", "all"]), default=None,
-              help="Headquarters' database (default: all with --hq-database, else sqlite).")
-@click.option("--hq-database", default=None, help="The postgresql:// URL of the PostgreSQL runs (its hq tables "
-                                                  "are emptied first); SQLite runs use a file in the scratch directory.")
-@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Scratch directory; reuse it to skip the fill next time.")
+@click.option(
+    "--hq",
+    "hq_kind",
+    type=click.Choice(["sqlite", "postgresql", "all"]),
+    default=None,
+    help="Headquarters' database (default: all with --hq-database, else sqlite).",
+)
+@click.option(
+    "--hq-database",
+    default=None,
+    help="The postgresql:// URL of the PostgreSQL runs (its hq tables "
+    "are emptied first); SQLite runs use a file in the scratch directory.",
+)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory; reuse it to skip the fill next time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of one line.")
 def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_json):
     """Reads per second sent over loopback to headquarters from a backlog with 5 KB crops, by push
@@ -104,20 +141,29 @@ def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_jso
     if "postgresql" in kinds and not (hq_database or "").startswith(("postgresql://", "postgres://")):
         raise click.UsageError("the PostgreSQL runs need --hq-database postgresql://user@host:port/database")
     modes = list(sync_bench.MODES) if mode == "all" else [mode]
-    where = where or Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))     # one fill for every run
+    where = where or Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))  # one fill for every run
     for one_mode in modes:
         for kind in kinds:
             try:
-                figures = sync_bench.run(count, where, batch_max_reads, hq_database=hq_database if kind == "postgresql"
-                                    else None, mode=one_mode)
+                figures = sync_bench.run(
+                    count,
+                    where,
+                    batch_max_reads,
+                    hq_database=hq_database if kind == "postgresql" else None,
+                    mode=one_mode,
+                )
             except RuntimeError as exc:
-                raise click.ClickException(str(exc))
+                raise click.ClickException(str(exc)) from exc
             click.echo(json.dumps(figures) if as_json else sync_bench.line(figures))
+
 
 @bench_group.command("hq-search")
 @click.option("-n", "count", default=300_000, show_default=True, help="Synthetic reads at headquarters.")
-@click.option("--hq-database", default=None, help="An EMPTY postgresql:// database; default: a SQLite file in "
-                                                  "a scratch directory.")
+@click.option(
+    "--hq-database",
+    default=None,
+    help="An EMPTY postgresql:// database; default: a SQLite file in a scratch directory.",
+)
 @click.option("--repeat", default=5, show_default=True, help="Runs of each search (the median is printed).")
 def bench_hq_search(count, hq_database, repeat):
     """Milliseconds per search page at headquarters (exact, wildcard, contains, similar) over a
@@ -126,4 +172,4 @@ def bench_hq_search(count, hq_database, repeat):
     try:
         click.echo(json.dumps(hq_search_bench.run(target, count, repeat)))
     except HQError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc

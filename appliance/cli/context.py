@@ -1,5 +1,6 @@
 """What every `waypost` command shares: the configuration and database it works on (Context),
 who it runs as, and the parsing of dates and times given on the command line."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,7 +26,7 @@ class Context:
             try:
                 self._settings = config.load(self.config_path)
             except config.ConfigError as exc:
-                raise click.ClickException(str(exc))
+                raise click.ClickException(str(exc)) from exc
         return self._settings
 
     def open(self):
@@ -47,21 +48,25 @@ class Context:
             try:
                 return action(*args, **kwargs)
             except (users.UserError, HotlistError) as exc:
-                raise click.ClickException(str(exc))
+                raise click.ClickException(str(exc)) from exc
 
     def actor(self) -> audit.Actor:
         """Commands are run by someone with a shell on the post; record who."""
         return audit.Actor(f"cli:{getpass.getuser()}", self.settings.post.agency, "local")
 
+
 pass_ctx = click.make_pass_decorator(Context)
+
 
 def local_time(value, settings: config.Settings, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
     """A stored instant (naive UTC, or ISO-8601 text) in post.timezone with the zone's
     abbreviation, converted as the pages convert it: '2026-11-29 08:53 PST'."""
     return local_text(value, settings, fmt)
 
+
 def entries(n: int) -> str:
     return f"{n} {'entry' if n == 1 else 'entries'}"
+
 
 def parse_date(value: str | None, name: str):
     if value is None:
@@ -69,7 +74,8 @@ def parse_date(value: str | None, name: str):
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name)
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
 
 def parse_period(start, end):
     first = parse_date(start, "--from")
@@ -80,13 +86,16 @@ def parse_period(start, end):
     hi = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()) if last else None
     return lo, hi
 
+
 def report_bootstrap(result) -> None:
     for line in result.migrations:
         click.echo(line)
     rec = result.recovered
     if rec["rolled_forward"] or rec["removed"]:
-        click.echo(f"settled an interrupted write: moved {rec['rolled_forward']} committed evidence file(s) "
-                   f"into place, removed {rec['removed']} uncommitted one(s)")
+        click.echo(
+            f"settled an interrupted write: moved {rec['rolled_forward']} committed evidence file(s) "
+            f"into place, removed {rec['removed']} uncommitted one(s)"
+        )
     if result.admin_password:
         click.echo("")
         click.echo("Created the first administrator account.")
@@ -95,20 +104,22 @@ def report_bootstrap(result) -> None:
         click.echo("This password is shown once. Sign in and change it.")
         click.echo("")
 
-def bootstrap_or_fail(settings):
 
+def bootstrap_or_fail(settings):
     try:
         return bootstrap(settings)
     except (users.UserError, db.MigrationError) as exc:
-        raise click.ClickException(str(exc))
-    except OSError as exc:          # a data directory that is a file, read-only, on a full disk...
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # a data directory that is a file, read-only, on a full disk...
         raise click.ClickException(
             f"cannot use {exc.filename or settings.data_dir}: {exc.strerror or exc} "
-            f"(the data directory is storage.data_dir = {settings.data_dir})") from None
+            f"(the data directory is storage.data_dir = {settings.data_dir})"
+        ) from None
     except OperationalError as exc:
         raise click.ClickException(
             f"cannot open the database {settings.db_path}: {exc} (check that storage.data_dir = "
-            f"{settings.data_dir} is a directory this user may write)") from None
+            f"{settings.data_dir} is a directory this user may write)"
+        ) from None
 
 
 def parse_when(value: str | None, name: str, end: bool = False) -> dt.datetime | None:
@@ -120,16 +131,20 @@ def parse_when(value: str | None, name: str, end: bool = False) -> dt.datetime |
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
-                                 param_hint=name)
+        raise click.BadParameter(
+            f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)", param_hint=name
+        ) from None
     if end and len(value.strip()) == 10:
         when += dt.timedelta(days=1, microseconds=-1)
     if when.tzinfo is not None:
         when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return when
 
-WINDOW_HELP = ("YYYY-MM-DD or YYYY-MM-DDTHH:MM, read as UTC, not in post.timezone (or give an offset: "
-               "2026-03-01T00:00-08:00)")
+
+WINDOW_HELP = (
+    "YYYY-MM-DD or YYYY-MM-DDTHH:MM, read as UTC, not in post.timezone (or give an offset: 2026-03-01T00:00-08:00)"
+)
+
 
 def sync_off(settings) -> bool:
     """No way for headquarters to get this post's data: no push (sync.enabled, or a
@@ -137,13 +152,20 @@ def sync_off(settings) -> bool:
     sync = settings.sync
     return not (sync.enabled or sync.hq_url or sync.hq_public_key)
 
+
 SYNC_OFF = "sync is off on this post: headquarters does not get it"
+
 
 def filed_under(command):
     """The options every hold is placed with, at a post and at headquarters: --purpose, --case, --reason."""
-    for option in reversed((
+    for option in reversed(
+        (
             click.option("--purpose", "purpose_code", required=True, help="Purpose code, e.g. CRIME-INV."),
-            click.option("--case", "case_number", required=True, help="Case or incident number the hold is filed under."),
-            click.option("--reason", required=True, help="What the data is or may be evidence of."))):
+            click.option(
+                "--case", "case_number", required=True, help="Case or incident number the hold is filed under."
+            ),
+            click.option("--reason", required=True, help="What the data is or may be evidence of."),
+        )
+    ):
         command = option(command)
     return command

@@ -1,4 +1,5 @@
 """`waypost hold ...` (legal holds) and `waypost retention ...` (the purge and its benchmark)."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,17 @@ from appliance.models import Read
 def hold_group():
     """Legal holds: reads kept out of the automatic purge."""
 
+
 @hold_group.command("place")
 @click.option("--read", "read_ref", default=None, help="One read, by its id or uuid.")
 @click.option("--plate", default=None, help="Or every read a plate search finds in the period.")
-@click.option("--mode", type=click.Choice(["exact", "wildcard", "partial", "similar"]), default="exact",
-              show_default=True)
+@click.option(
+    "--mode", type=click.Choice(["exact", "wildcard", "partial", "similar"]), default="exact", show_default=True
+)
 @click.option("--from", "since", default=None, help=f"Start of the period, with --plate: {WINDOW_HELP}.")
-@click.option("--to", "until", default=None,
-              help=f"End of the period, with --plate (a date: the whole day): {WINDOW_HELP}.")
+@click.option(
+    "--to", "until", default=None, help=f"End of the period, with --plate (a date: the whole day): {WINDOW_HELP}."
+)
 @filed_under
 @click.pass_obj
 def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_number, reason):
@@ -35,18 +39,26 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
     with db.connection():
         try:
             if read_ref:
-                read = (Read.get_or_none(Read.id == int(read_ref)) if read_ref.isdigit() and int(read_ref) <= MAX_ROW_ID
-                        else Read.get_or_none(Read.uuid == read_ref))
+                read = (
+                    Read.get_or_none(Read.id == int(read_ref))
+                    if read_ref.isdigit() and int(read_ref) <= MAX_ROW_ID
+                    else Read.get_or_none(Read.uuid == read_ref)
+                )
                 if read is None:
                     raise click.ClickException(f"no read {read_ref!r} (give its id or uuid)")
                 hold = holds.place_on_read(ctx.settings, ctx.actor(), read.id, purpose_code, case_number, reason)
             else:
-                query = search.Query(plate, mode, since=parse_when(since, "--from"), until=parse_when(until, "--to", end=True))
+                query = search.Query(
+                    plate, mode, since=parse_when(since, "--from"), until=parse_when(until, "--to", end=True)
+                )
                 hold = holds.place_on_query(ctx.settings, ctx.actor(), query, purpose_code, case_number, reason)
         except holds.HoldError as exc:
-            raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s); "
-               + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets it with the next sync batch"))
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s); "
+        + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets it with the next sync batch")
+    )
+
 
 @hold_group.command("list")
 @click.option("--active", is_flag=True, help="Only holds not released.")
@@ -56,11 +68,14 @@ def hold_list(ctx, active):
     ctx.open()
     with db.connection():
         rows = holds.listing(ctx.actor(), active_only=active)
-    day = "%Y-%m-%d %Z"                    # the day in post.timezone, as the pages show it
+    day = "%Y-%m-%d %Z"  # the day in post.timezone, as the pages show it
     for h in rows:
         state = "ACTIVE" if h.active else f"released {local_time(h.released_at, ctx.settings, day)} by {h.released_by}"
-        click.echo(f"{h.id:>5} {h.case_number:<16} {h.kind:<5} {h.read_count:>7} read(s)  placed "
-                   f"{local_time(h.placed_at, ctx.settings, day)} by {h.placed_by}  {state}  {h.reason}")
+        click.echo(
+            f"{h.id:>5} {h.case_number:<16} {h.kind:<5} {h.read_count:>7} read(s)  placed "
+            f"{local_time(h.placed_at, ctx.settings, day)} by {h.placed_by}  {state}  {h.reason}"
+        )
+
 
 @hold_group.command("release")
 @click.argument("hold_id", type=ROW_ID)
@@ -73,18 +88,27 @@ def hold_release(ctx, hold_id, reason):
         try:
             hold = holds.release(ctx.actor(), hold_id, reason)
         except holds.HoldError as exc:
-            raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} (case {hold.case_number}) released; "
-               + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets the release with the next sync batch"))
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"hold {hold.id} (case {hold.case_number}) released; "
+        + (SYNC_OFF if sync_off(ctx.settings) else "headquarters gets the release with the next sync batch")
+    )
+
 
 @click.group(name="retention")
 def retention_group():
     """Purge reads past their retention period."""
 
+
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
-@click.option("--batch", type=BATCH, default=10_000, show_default=True,
-              help="The most reads in one transaction (each is sized to hold the lock about half a second).")
+@click.option(
+    "--batch",
+    type=BATCH,
+    default=10_000,
+    show_default=True,
+    help="The most reads in one transaction (each is sized to hold the lock about half a second).",
+)
 @click.pass_obj
 def retention_run(ctx, dry_run, batch):
     """Purge now what the daily run would purge (reads, their images, outbox rows and alerts),
@@ -95,11 +119,21 @@ def retention_run(ctx, dry_run, batch):
     for line in result.lines():
         click.echo(line)
 
+
 @retention_group.command("bench")
-@click.option("--source", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory holding a filled waypost.db (`waypost bench search --dir DIR` leaves one); only read.")
-@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Scratch directory the database is copied to and purged in.")
+@click.option(
+    "--source",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory holding a filled waypost.db (`waypost bench search --dir DIR` leaves one); only read.",
+)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Scratch directory the database is copied to and purged in.",
+)
 @click.option("--fraction", default=0.25, show_default=True, help="Share of the reads (the oldest) to purge.")
 @click.option("--sample", default=5000, show_default=True, help="Purged reads given real image files.")
 @click.option("--batch", type=BATCH, default=2000, show_default=True)
@@ -107,10 +141,12 @@ def retention_run(ctx, dry_run, batch):
 def retention_bench(source, where, fraction, sample, batch, no_copy):
     """Time a purge of the oldest quarter of a large database while searches run beside it."""
     if where.resolve() == source.resolve():
-        raise click.BadParameter("the scratch directory must not be the source: the source is never modified",
-                                 param_hint="--dir")
+        raise click.BadParameter(
+            "the scratch directory must not be the source: the source is never modified", param_hint="--dir"
+        )
 
     def progress(batches, seconds):
         if batches % 100 == 0:
             click.echo(f"{batches} batches in {seconds:.0f} s", err=True)
+
     click.echo(json.dumps(purge_bench.run(source, where, fraction, sample, batch, copy=not no_copy, progress=progress)))

@@ -1,4 +1,5 @@
 """`waypost hotlist ...`: state lists imported from a file, custom entries added by hand."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,7 @@ from appliance.cli.types import ROW_ID
 def hotlist_group():
     """Import and maintain hotlists."""
 
+
 @hotlist_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--list", "name", required=True, help="The list this file replaces, e.g. SVS or NCIC.")
@@ -25,8 +27,9 @@ def hotlist_import(ctx, file, name):
         try:
             result = hotlist.import_csv(ctx.settings, file, name, ctx.actor())
         except hotlist.HotlistError as exc:
-            raise click.ClickException(f"nothing imported:\n{exc}")
+            raise click.ClickException(f"nothing imported:\n{exc}") from exc
     click.echo(f"{result.hotlist}: {entries(result.entries)} imported, {result.replaced} replaced")
+
 
 @hotlist_group.command("list")
 @pass_ctx
@@ -44,6 +47,7 @@ def hotlist_list(ctx):
             state = f"refreshed {when}  " + ("STALE: produces no alerts" if h["stale"] else "fresh")
         click.echo(f"{h['name']:<12} {h['kind']:<7} {entries(h['entries']):>14}  {state}")
 
+
 @hotlist_group.command("add")
 @click.argument("plate")
 @click.option("--reason", required=True)
@@ -55,6 +59,7 @@ def hotlist_add(ctx, plate, reason, approved_by, narrative, state):
     """Add a custom entry; PLATE may be partial with * and ?."""
     entry = ctx.run(hotlist.add_custom, ctx.actor(), plate, reason, approved_by, narrative, state)
     click.echo(f"custom entry {entry.id} added: {entry.plate}")
+
 
 @hotlist_group.command("remove")
 @click.argument("entry_id", type=ROW_ID)

@@ -1,4 +1,5 @@
 """`waypost hq ...`: headquarters (serve, enrol posts, pull, hotlists, status, holds, retention)."""
+
 from __future__ import annotations
 
 import base64
@@ -22,16 +23,23 @@ from web.server import ListenError, listen
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
 
+
 def _hq_target(ctx, database) -> str:
     return database or os.environ.get(HQ_DB_ENV) or str(ctx.settings.data_dir / "hq.sqlite")
+
 
 def _key_dir(ctx, target: str):
     """Headquarters' key lives beside its SQLite file, or in data_dir with a database URL."""
     return ctx.settings.data_dir if "://" in target else None
 
-database_option = click.option("--database", default=None,
-                               help=f"Headquarters database: a SQLite file or a postgresql:// URL "
-                                    f"(default: ${HQ_DB_ENV}, else hq.sqlite in data_dir).")
+
+database_option = click.option(
+    "--database",
+    default=None,
+    help=f"Headquarters database: a SQLite file or a postgresql:// URL "
+    f"(default: ${HQ_DB_ENV}, else hq.sqlite in data_dir).",
+)
+
 
 @click.group(name="hq")
 def hq_group():
@@ -43,13 +51,19 @@ def hq_group():
     post). Accounts are managed with the same commands as on a post, run with headquarters'
     configuration: `waypost user add`, `waypost user set-training`, `waypost audit verify`."""
 
+
 @hq_group.command("serve")
 @database_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8090, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--max-batch-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
-              help="Largest batch body accepted (compressed).")
+@click.option(
+    "--max-batch-mb",
+    type=click.IntRange(1, 1024),
+    default=64,
+    show_default=True,
+    help="Largest batch body accepted (compressed).",
+)
 @click.pass_obj
 def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     """Serve headquarters (waitress) until interrupted: the sync API for the posts (signed, no
@@ -59,10 +73,9 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     whose password it prints once (or takes from WAYPOST_ADMIN_PASSWORD), as `waypost init` does.
     It purges reads past retention daily at retention.run_at (see `waypost hq retention`)."""
 
-
     s = ctx.settings
     target = _hq_target(ctx, database)
-    try:        # the port first: a port in use stops the start before anything is recorded
+    try:  # the port first: a port in use stops the start before anything is recorded
         sock = listen(host, port)
     except ListenError as exc:
         raise click.ClickException(f"{str(exc).split(';')[0]}; give `waypost hq serve` a free --port") from None
@@ -70,12 +83,13 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     app = create_hq_app(target, max_batch_mb * 1024 * 1024, settings=s)
     stop = threading.Event()
     hq_search.Indexer(stop).start()
-    hq_purge.Daily(s, stop).start()     # the daily purge at retention.run_at (post.timezone)
+    hq_purge.Daily(s, stop).start()  # the daily purge at retention.run_at (post.timezone)
     click.echo(f"headquarters on http://{host}:{port}/ (reads in {target}; accounts and access log in {s.db_path})")
     try:
         waitress.serve(app, sockets=[sock], threads=threads, max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
     finally:
         stop.set()
+
 
 def _hq_run(ctx, database, action, *args):
     """Open headquarters' database, run one action, and turn its refusal into a clean CLI error
@@ -85,20 +99,29 @@ def _hq_run(ctx, database, action, *args):
         try:
             return action(*args)
         except hq.HQError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
+
 
 @hq_group.command("enroll")
 @database_option
 @click.option("--post", "post_id", required=True, help="The post's id (post.id in its config).")
 @click.option("--name", default="", help="A name for people (default: the id).")
-@click.option("--public-key", "public_key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The post's public key file (<key_file>.pub from `waypost sync keygen`).")
-@click.option("--pull-url", default=None, help="The post's web address, for `waypost hq pull` (e.g. http://post-1:8080).")
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The post's public key file (<key_file>.pub from `waypost sync keygen`).",
+)
+@click.option(
+    "--pull-url", default=None, help="The post's web address, for `waypost hq pull` (e.g. http://post-1:8080)."
+)
 @click.pass_obj
 def hq_enroll(ctx, database, post_id, name, public_key, pull_url):
     """Enrol a post's public key (again, to replace it)."""
     post = _hq_run(ctx, database, hq.enroll, post_id, name, public_key.read_bytes(), pull_url)
     click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
+
 
 @hq_group.command("keygen")
 @database_option
@@ -108,8 +131,11 @@ def hq_keygen(ctx, database):
     target = _hq_target(ctx, database)
     key = hq.hq_key(target, _key_dir(ctx, target)).public_key()
     click.echo(f"key id: {bundle.key_id(key)}")
-    click.echo(f"set on each post that headquarters may pull from: sync.hq_public_key = "
-               f"\"{base64.b64encode(bundle.raw_public(key)).decode()}\"")
+    click.echo(
+        f"set on each post that headquarters may pull from: sync.hq_public_key = "
+        f'"{base64.b64encode(bundle.raw_public(key)).decode()}"'
+    )
+
 
 @hq_group.command("pull")
 @database_option
@@ -134,9 +160,11 @@ def hq_pull(ctx, database, post_id, pull_all, max_batches):
     if failed:
         raise click.ClickException("some posts could not be pulled from completely (see above)")
 
+
 @hq_group.group("hotlist")
 def hq_hotlist():
     """State lists published to the posts (each post fetches new or changed lists on contact)."""
+
 
 @hq_hotlist.command("add")
 @database_option
@@ -148,6 +176,7 @@ def hq_hotlist_add(ctx, database, name, path):
     published = _hq_run(ctx, database, hq.publish_hotlist, name, path.read_bytes())
     click.echo(f"published hotlist {published.name}: {published.size} bytes, sha256 {published.sha256[:16]}...")
 
+
 @hq_hotlist.command("list")
 @database_option
 @click.pass_obj
@@ -155,12 +184,18 @@ def hq_hotlist_list(ctx, database):
     """The lists published to the posts."""
     hq.open_hq(_hq_target(ctx, database))
     with hq.hq_database.connection_context():
-        rows = list(hq.HQHotlist.select(hq.HQHotlist.name, hq.HQHotlist.size, hq.HQHotlist.sha256,
-                                        hq.HQHotlist.published_at).order_by(hq.HQHotlist.name))
+        rows = list(
+            hq.HQHotlist.select(
+                hq.HQHotlist.name, hq.HQHotlist.size, hq.HQHotlist.sha256, hq.HQHotlist.published_at
+            ).order_by(hq.HQHotlist.name)
+        )
     if not rows:
         click.echo("no hotlist published")
     for h in rows:
-        click.echo(f"{h.name}: {h.size} bytes, published {h.published_at:%Y-%m-%d %H:%M} UTC, sha256 {h.sha256[:16]}...")
+        click.echo(
+            f"{h.name}: {h.size} bytes, published {h.published_at:%Y-%m-%d %H:%M} UTC, sha256 {h.sha256[:16]}..."
+        )
+
 
 @hq_group.command("status")
 @database_option
@@ -181,22 +216,30 @@ def hq_status(ctx, database, as_json):
     if not rows:
         click.echo("no post enrolled")
     for r in rows:
-        chain = ("verified" if r["chain_status"] == "verified" and r["chain_verified"]
-                 else f"BROKEN (first bad record {r['first_bad_seq']}): {r['chain_problem'] or r['chain_message']}")
-        click.echo(f"{r['post']} ({r['name']}): last contact {r['last_contact_at'] or 'never'}, {r['reads']} read(s), "
-                   f"outbox seq {r['last_seq']}, backlog {r['backlog']}, access log up to {r['chain_seq']} {chain}")
+        chain = (
+            "verified"
+            if r["chain_status"] == "verified" and r["chain_verified"]
+            else f"BROKEN (first bad record {r['first_bad_seq']}): {r['chain_problem'] or r['chain_message']}"
+        )
+        click.echo(
+            f"{r['post']} ({r['name']}): last contact {r['last_contact_at'] or 'never'}, {r['reads']} read(s), "
+            f"outbox seq {r['last_seq']}, backlog {r['backlog']}, access log up to {r['chain_seq']} {chain}"
+        )
         if r["last_refusal"]:
             click.echo(f"  last refusal: {r['last_refusal']['problem']}: {r['last_refusal']['message']}")
+
 
 def _hq_open_both(ctx, database):
     """Headquarters' database, and its accounts database (data_dir) for the access record."""
     ctx.open()
     hq.open_hq(_hq_target(ctx, database))
 
+
 @hq_group.group("hold")
 def hq_hold():
     """Legal holds at headquarters: reads kept out of headquarters' purge (`waypost hq retention`).
     Each place, release and listing is recorded in headquarters' access log."""
+
 
 @hq_hold.command("place")
 @database_option
@@ -217,13 +260,24 @@ def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, 
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         try:
-            hold, covered = hq_holds.place(ctx.settings, ctx.actor(), post_id=post_id, plate=plate, mode=mode,
-                                           since=since_at, until=until_at, purpose_code=purpose_code,
-                                           case_number=case_number, reason=reason)
+            hold, covered = hq_holds.place(
+                ctx.settings,
+                ctx.actor(),
+                post_id=post_id,
+                plate=plate,
+                mode=mode,
+                since=since_at,
+                until=until_at,
+                purpose_code=purpose_code,
+                case_number=case_number,
+                reason=reason,
+            )
         except hq_holds.HoldError as exc:
-            raise click.ClickException(str(exc))
-    click.echo(f"hold {hold.id} placed under case {hold.case_number}: {hold.describe()}; "
-               f"covers {covered} read(s) held now")
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"hold {hold.id} placed under case {hold.case_number}: {hold.describe()}; covers {covered} read(s) held now"
+    )
+
 
 @hq_hold.command("release")
 @database_option
@@ -237,8 +291,9 @@ def hq_hold_release(ctx, database, hold_id, reason):
         try:
             hold = hq_holds.release(ctx.actor(), hold_id, reason)
         except hq_holds.HoldError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
     click.echo(f"hold {hold.id} (case {hold.case_number}) released")
+
 
 @hq_hold.command("list")
 @database_option
@@ -253,8 +308,11 @@ def hq_hold_list(ctx, database, active):
         click.echo("no hold" + (" active" if active else "") + " at headquarters")
     for h in rows:
         state = "ACTIVE" if h.active else f"released {h.released_at:%Y-%m-%d} by {h.released_by}"
-        click.echo(f"{h.id:>5} {h.case_number:<16} {h.describe()}  placed {h.placed_at:%Y-%m-%d} by "
-                   f"{h.placed_by}  {state}  {h.reason}")
+        click.echo(
+            f"{h.id:>5} {h.case_number:<16} {h.describe()}  placed {h.placed_at:%Y-%m-%d} by "
+            f"{h.placed_by}  {state}  {h.reason}"
+        )
+
 
 @hq_group.command("retention")
 @database_option

@@ -1,4 +1,5 @@
 """`waypost init`, `waypost run`, `waypost config ...` and `waypost db ...`: the post itself."""
+
 from __future__ import annotations
 
 import sys
@@ -19,12 +20,13 @@ def init(ctx):
     report_bootstrap(bootstrap_or_fail(ctx.settings))
     click.echo(f"database ready at {ctx.settings.db_path}")
 
+
 @click.command()
 @pass_ctx
 def run(ctx):
     """Start the post: everything `init` does, then the web UI (and, later, capture and sync)."""
     s = ctx.settings
-    try:        # before bootstrap: a port in use must stop the start before anything is recorded
+    try:  # before bootstrap: a port in use must stop the start before anything is recorded
         sock = listen(s.web.host, s.web.port)
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None
@@ -32,9 +34,11 @@ def run(ctx):
     click.echo(f"Waypost post {s.post.id} on http://{s.web.host}:{sock.getsockname()[1]}  (Ctrl-C stops)")
     serve(s, sock=sock)
 
+
 @click.group(name="config")
 def config_group():
     """Check and document the configuration."""
+
 
 @config_group.command("check")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -49,14 +53,17 @@ def config_check(ctx, file):
         sys.exit(1)
     click.echo(f"configuration OK ({path or 'built-in defaults'})")
 
+
 @config_group.command("docs")
 def config_docs():
     """Print the table of every configuration key (the README's table)."""
     click.echo(config.docs_markdown(), nl=False)
 
+
 @click.group(name="db")
 def db_group():
     """Database maintenance."""
+
 
 @db_group.command("migrate")
 @pass_ctx
@@ -67,9 +74,10 @@ def db_migrate(ctx):
     try:
         done = db.migrate(s)
     except db.MigrationError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     for line in done or ["the database is up to date"]:
         click.echo(line)
+
 
 @db_group.command("check")
 @pass_ctx

@@ -1,5 +1,6 @@
 """`waypost sharing ...` (requests from other California public agencies) and `waypost evidence
 ...` (the ZIP of an approved request or an active hold, and its offline check)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,10 @@ def _when(value: str, name: str) -> dt.datetime:
     try:
         return dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)",
-                                 param_hint=name) from None
+        raise click.BadParameter(
+            f"{value!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)", param_hint=name
+        ) from None
+
 
 def _act(ctx, action, *args, **kwargs):
     """Run one domain action on the post's database; a refusal becomes a clean error (exit 1)."""
@@ -29,15 +32,18 @@ def _act(ctx, action, *args, **kwargs):
             where = f" ({exc.field})" if getattr(exc, "field", None) else ""
             raise click.ClickException(f"{exc}{where}") from None
 
+
 @click.group(name="sharing")
 def sharing_group():
     """Data-sharing requests from other California public agencies (Civil Code 1798.90.55)."""
+
 
 @sharing_group.command("types")
 def sharing_types():
     """The agency types a request can name, and which are refused."""
     for key, label in sharing.AGENCY_TYPES.items():
         click.echo(f"{key:22} {label}")
+
 
 @sharing_group.command("request")
 @click.option("--agency", "agency_name", required=True, help="Name of the requesting agency.")
@@ -47,8 +53,9 @@ def sharing_types():
 @click.option("--title", "requester_title", required=True, help="Their title or rank.")
 @click.option("--contact", "requester_contact", required=True, help="Their telephone or e-mail.")
 @click.option("--intended-purpose", required=True, help="The purpose in the request's own words.")
-@click.option("--authority", "legal_authority", required=True,
-              help="Legal authority or the requesting agency's case number.")
+@click.option(
+    "--authority", "legal_authority", required=True, help="Legal authority or the requesting agency's case number."
+)
 @click.option("--plate", required=True, help="The plate asked for (wildcards * and ? with --match wildcard).")
 @click.option("--match", "match_mode", type=click.Choice(["exact", "wildcard"]), default="exact", show_default=True)
 @click.option("--from", "since", required=True, help="Start of the period (UTC).")
@@ -62,14 +69,18 @@ def sharing_request(ctx, purpose_code, case_number, since, until, **fields):
     req = _act(ctx, sharing.create, ctx.settings, ctx.actor(), new, audit.Purpose(purpose_code, case_number))
     click.echo(f"sharing request {req.id} recorded (pending): {req.agency_name}, plate {req.plate}")
 
+
 @sharing_group.command("list")
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
 @click.pass_obj
 def sharing_list(ctx, status):
     """Requests on file, newest first (the listing is recorded)."""
     for req in _act(ctx, sharing.listing, ctx.actor(), status):
-        click.echo(f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
-                   f"plate {req.plate}  case {req.case_number}")
+        click.echo(
+            f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
+            f"plate {req.plate}  case {req.case_number}"
+        )
+
 
 @sharing_group.command("show")
 @click.argument("request_id", type=ROW_ID)
@@ -83,16 +94,23 @@ def sharing_show(ctx, request_id):
         for line in sharing.request_lines(req):
             click.echo(line)
         if req.decided_by:
-            click.echo(f"Decision:          {req.status} by {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: "
-                       f"{req.decision_note}")
+            click.echo(
+                f"Decision:          {req.status} by {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: "
+                f"{req.decision_note}"
+            )
         for e in exports:
-            click.echo(f"Export:            {e.exported_at:%Y-%m-%d %H:%M} UTC by {e.exported_by}, {e.read_count} read(s), "
-                       f"access record {e.record_seq}")
+            click.echo(
+                f"Export:            {e.exported_at:%Y-%m-%d %H:%M} UTC by {e.exported_by}, {e.read_count} read(s), "
+                f"access record {e.record_seq}"
+            )
+
     _act(ctx, show)
+
 
 def _decide(ctx, request_id, approve, note):
     req = _act(ctx, sharing.decide, ctx.settings, ctx.actor(), request_id, approve, note)
     click.echo(f"sharing request {req.id} {req.status}")
+
 
 @sharing_group.command("approve")
 @click.argument("request_id", type=ROW_ID)
@@ -102,6 +120,7 @@ def sharing_approve(ctx, request_id, note):
     """Approve a pending request (the ALPR administrator's decision)."""
     _decide(ctx, request_id, True, note)
 
+
 @sharing_group.command("deny")
 @click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why.")
@@ -110,30 +129,39 @@ def sharing_deny(ctx, request_id, note):
     """Deny a pending request."""
     _decide(ctx, request_id, False, note)
 
+
 @click.group(name="evidence")
 def evidence_group():
     """Evidence ZIPs: make one for an approved request, check one offline."""
 
+
 @evidence_group.command("export")
 @click.option("--request", "request_id", type=ROW_ID, default=None, help="An approved sharing request.")
 @click.option("--hold", "hold_id", type=ROW_ID, default=None, help="Or an active legal hold.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip or ...-hold-ID-... here).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The ZIP to write (default: waypost-evidence-request-ID-TIME.zip or ...-hold-ID-... here).",
+)
 @click.pass_obj
 def evidence_export(ctx, request_id, hold_id, out):
     """Write the evidence ZIP of an approved sharing request (--request) or an active legal hold (--hold)."""
     if (request_id is None) == (hold_id is None):
         raise click.UsageError("give either --request ID or --hold ID")
     kind, ref = ("request", request_id) if request_id is not None else ("hold", hold_id)
-    out = out or Path(f"waypost-evidence-{kind}-{ref}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.zip")
+    out = out or Path(f"waypost-evidence-{kind}-{ref}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.zip")
     if out.exists():
         raise click.ClickException(f"{out} already exists; give another --out")
     if request_id is not None:
         summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
     else:
         summary = _act(ctx, export.for_hold, ctx.settings, ctx.actor(), hold_id, out)
-    click.echo(f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
-               f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}")
+    click.echo(
+        f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
+        f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}"
+    )
+
 
 @evidence_group.command("verify")
 @click.argument("zip_path", type=click.Path(dir_okay=False, path_type=Path))

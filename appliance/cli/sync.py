@@ -1,4 +1,5 @@
 """`waypost sync ...`: this post's side of sync (its key, a push now, what waits)."""
+
 from __future__ import annotations
 
 import click
@@ -12,6 +13,7 @@ from sync import post
 def sync_group():
     """Send this post's reads, images and access records to headquarters."""
 
+
 @sync_group.command("keygen")
 @click.pass_obj
 def sync_keygen(ctx):
@@ -20,19 +22,24 @@ def sync_keygen(ctx):
     try:
         key = bundle.post_key(s)
     except bundle.BundleError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     public = key.public_key()
     click.echo(f"post id:     {s.post.id}")
     click.echo(f"key id:      {bundle.key_id(public)}")
     click.echo(f"public key:  {bundle.public_key_file(s)}")
     click.echo(bundle.public_pem(public).decode().rstrip())
-    click.echo(f"enrol it at headquarters: waypost hq enroll --post {s.post.id} --name NAME "
-               f"--public-key {bundle.public_key_file(s).name}")
+    click.echo(
+        f"enrol it at headquarters: waypost hq enroll --post {s.post.id} --name NAME "
+        f"--public-key {bundle.public_key_file(s).name}"
+    )
+
 
 def _need_hq_url(s) -> None:
     if not s.sync.hq_url:
-        raise click.ClickException("sync.hq_url is not set: set it in the config file "
-                                   "(or WAYPOST_SYNC__HQ_URL) to headquarters' base URL")
+        raise click.ClickException(
+            "sync.hq_url is not set: set it in the config file (or WAYPOST_SYNC__HQ_URL) to headquarters' base URL"
+        )
+
 
 @sync_group.command("push")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Stop after this many batches.")
@@ -46,9 +53,10 @@ def sync_push(ctx, max_batches):
         try:
             result = post.push(s, max_batches=max_batches)
         except post.SyncError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
     for line in result.lines():
         click.echo(line)
+
 
 @sync_group.command("status")
 @click.option("--offline", is_flag=True, help="Do not ask headquarters for its position.")
@@ -60,13 +68,19 @@ def sync_status(ctx, offline):
     with db.connection():
         local = post.local_status(s)
     if sync_off(s):
-        click.echo("sync is off on this post (sync.enabled is false, no sync.hq_url, no sync.hq_public_key): "
-                   "reads waiting are kept until sync is set up or retention removes them")
-    click.echo(f"reads waiting: {local['pending_reads']}"
-               + (f", legal hold events waiting: {local['pending_holds']}" if local["pending_holds"] else "")
-               + (f" (outbox seq {local['pending_from']}..{local['pending_to']})" if local["pending"] else ""))
-    click.echo(f"acknowledged up to outbox seq {local['acked_seq']}"
-               + (f", last at {local['last_acked_at']} UTC" if local["last_acked_at"] else ""))
+        click.echo(
+            "sync is off on this post (sync.enabled is false, no sync.hq_url, no sync.hq_public_key): "
+            "reads waiting are kept until sync is set up or retention removes them"
+        )
+    click.echo(
+        f"reads waiting: {local['pending_reads']}"
+        + (f", legal hold events waiting: {local['pending_holds']}" if local["pending_holds"] else "")
+        + (f" (outbox seq {local['pending_from']}..{local['pending_to']})" if local["pending"] else "")
+    )
+    click.echo(
+        f"acknowledged up to outbox seq {local['acked_seq']}"
+        + (f", last at {local['last_acked_at']} UTC" if local["last_acked_at"] else "")
+    )
     click.echo(f"access log head: record {local['chain_head']}")
     if local["unacked_batch"]:
         click.echo("a built batch waits for headquarters' answer (sent again on the next push)")
@@ -75,7 +89,7 @@ def sync_status(ctx, offline):
     try:
         pos = post.fetch_position(s)
     except post.SyncError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
     with db.connection():
         problem = post.divergence(pos)

@@ -1,4 +1,5 @@
 """Parameter types the `waypost` commands share."""
+
 from __future__ import annotations
 
 import click

@@ -1,4 +1,5 @@
 """`waypost user ...`: accounts and their training."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,6 +17,7 @@ from appliance.roles import ROLES
 def user():
     """Manage accounts."""
 
+
 @user.command("add")
 @click.argument("username")
 @click.option("--role", required=True, type=click.Choice(sorted(ROLES)), help="What the account may do.")
@@ -32,14 +34,22 @@ def user_add(ctx, username, role, display_name, organization, job_title, passwor
     password = sys.stdin.readline().rstrip("\n") if password_stdin else users.generate_password()
     with db.connection():
         try:
-            users.add(ctx.actor(), username=username, display_name=display_name,
-                      organization=organization or s.post.agency, role=role, password=password,
-                      job_title=job_title, min_password_length=s.web.min_password_length)
+            users.add(
+                ctx.actor(),
+                username=username,
+                display_name=display_name,
+                organization=organization or s.post.agency,
+                role=role,
+                password=password,
+                job_title=job_title,
+                min_password_length=s.web.min_password_length,
+            )
         except users.UserError as exc:
-            raise click.ClickException(str(exc))
+            raise click.ClickException(str(exc)) from exc
     click.echo(f"created {role} account {username}")
     if not password_stdin:
         click.echo(f"temporary password (shown once): {password}")
+
 
 @user.command("list")
 @pass_ctx
@@ -50,11 +60,12 @@ def user_list(ctx):
         rows = list(User.select().order_by(User.username))
     click.echo(f"{'username':<20} {'role':<11} {'active':<7} {'training':<24} last sign-in")
     for u in rows:
-        training = ("current" if u.training_current() else "NOT CURRENT")
+        training = "current" if u.training_current() else "NOT CURRENT"
         if u.training_expires_on:
             training += f" (to {u.training_expires_on})"
         last = local_time(u.last_login_at, ctx.settings) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {u.role:<11} {'yes' if u.active else 'no':<7} {training:<24} {last}")
+
 
 @user.command("disable")
 @click.argument("username")
@@ -64,6 +75,7 @@ def user_disable(ctx, username):
     ctx.run(users.set_active, ctx.actor(), username, False)
     click.echo(f"disabled {username}")
 
+
 @user.command("enable")
 @click.argument("username")
 @pass_ctx
@@ -71,6 +83,7 @@ def user_enable(ctx, username):
     """Reactivate an account."""
     ctx.run(users.set_active, ctx.actor(), username, True)
     click.echo(f"enabled {username}")
+
 
 @user.command("set-training")
 @click.argument("username")
@@ -90,12 +103,12 @@ def user_set_training(ctx, username, completed, course, expires):
     ctx.run(users.set_training, ctx.actor(), username, done, course, until)
     click.echo(f"training recorded for {username}: {course}, completed {done}, expires {until}")
 
+
 @user.command("reset-password")
 @click.argument("username")
 @pass_ctx
 def user_reset_password(ctx, username):
     """Give an account a new temporary password (shown once) and unlock it."""
     password = users.generate_password()
-    ctx.run(users.set_password, ctx.actor(), username, password, ctx.settings.web.min_password_length,
-            must_change=True)
+    ctx.run(users.set_password, ctx.actor(), username, password, ctx.settings.web.min_password_length, must_change=True)
     click.echo(f"temporary password for {username} (shown once): {password}")

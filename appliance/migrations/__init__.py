@@ -4,6 +4,7 @@ Each module `mNNNN_name.py` has `STATEMENTS`, a list of SQL strings in a portabl
 `{serial}` for an auto-incrementing primary key, and optionally `apply(db)` for data changes.
 Applied migrations are never edited: a change to the schema is a new module.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -10,6 +10,7 @@ those pairs) always lands on the same side. Only one plate per real image is lab
 tells the loss not to punish confident detections away from the label (they are often real,
 unlabelled plates).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ N_FOLDS = 3
 DEV_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "plates-dev"
 DEV_FOLDERS = {"us": "openalpr-us/scenes", "eu": "openalpr-eu/scenes", "br": "openalpr-br/scenes"}
 SHARD_SIZE = 250
-N_CH = 14   # target channels: heat, reg weight, offset(2), log size(2), corners(8)
+N_CH = 14  # target channels: heat, reg weight, offset(2), log size(2), corners(8)
 
 
 def train_dir() -> Path:
@@ -52,8 +53,8 @@ def fold_of(plate: str) -> int:
 
 @dataclass
 class Sample:
-    image: np.ndarray          # letterboxed IN_H x IN_W x 3 uint8
-    corners: np.ndarray        # (n, 4, 2) float32 in input px
+    image: np.ndarray  # letterboxed IN_H x IN_W x 3 uint8
+    corners: np.ndarray  # (n, 4, 2) float32 in input px
     is_real: bool = False
 
 
@@ -82,8 +83,8 @@ def real_samples(region: str, holdout: bool) -> list[Sample]:
 # ------------------------------------------------------------------------------------------
 # rendered shards
 
-def render_shard(index: int, n: int = SHARD_SIZE) -> dict:
 
+def render_shard(index: int, n: int = SHARD_SIZE) -> dict:
     rng = np.random.default_rng(10_000 + index)
     jpgs, corners, owner = [], [], []
     for i in range(n):
@@ -94,9 +95,11 @@ def render_shard(index: int, n: int = SHARD_SIZE) -> dict:
         for p in sc.plates:
             corners.append(p.corners * lb.scale)
             owner.append(i)
-    return {"jpgs": np.array(jpgs, dtype=object),
-            "corners": np.array(corners, np.float32).reshape(-1, 4, 2),
-            "owner": np.array(owner, np.int32)}
+    return {
+        "jpgs": np.array(jpgs, dtype=object),
+        "corners": np.array(corners, np.float32).reshape(-1, 4, 2),
+        "owner": np.array(owner, np.int32),
+    }
 
 
 def shard_path(index: int) -> Path:
@@ -114,8 +117,7 @@ def render_shards(indices: range) -> None:
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **d)
         tmp.rename(path)
-        print(f"shard {i}: {len(d['jpgs'])} scenes, {len(d['corners'])} plates, {time.time() - t:.0f}s",
-              flush=True)
+        print(f"shard {i}: {len(d['jpgs'])} scenes, {len(d['corners'])} plates, {time.time() - t:.0f}s", flush=True)
 
 
 def load_shards() -> list[Sample]:
@@ -143,6 +145,7 @@ def decoded(s: Sample) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # augmentation and targets
 
+
 def augment(rng: np.random.Generator, s: Sample, out_w: int, out_h: int) -> tuple[np.ndarray, np.ndarray]:
     """Random scale and crop of one letterboxed sample to (out_h, out_w); returns image, corners."""
     img = decoded(s)
@@ -162,8 +165,14 @@ def augment(rng: np.random.Generator, s: Sample, out_w: int, out_h: int) -> tupl
         cy = rng.uniform(0, IN_H * scale)
     tx, ty = out_w / 2 - cx, out_h / 2 - cy
     M = np.array([[scale, 0, tx], [0, scale, ty]], np.float32)
-    out = cv2.warpAffine(img, M, (out_w, out_h), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    out = cv2.warpAffine(
+        img,
+        M,
+        (out_w, out_h),
+        flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(PAD_VALUE,) * 3,
+    )
     if len(corners):
         corners = corners * scale + np.array([tx, ty], np.float32)
     if s.is_real:
@@ -192,7 +201,7 @@ def targets(corners: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
             continue
         cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
         if not (0 <= cx < gw and 0 <= cy < gh):
-            continue   # centre outside the crop: not a target (its pixels stay unpenalised below)
+            continue  # centre outside the crop: not a target (its pixels stay unpenalised below)
         sx = max(0.6, bw / STRIDE * 0.09)
         sy = max(0.6, bh / STRIDE * 0.09)
         ix, iy = int(cx), int(cy)
@@ -211,8 +220,15 @@ def targets(corners: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     return t
 
 
-def batches(rng: np.random.Generator, synth: list[Sample], real: list[Sample], batch: int,
-            out_w: int, out_h: int, real_frac: float = 0.25):
+def batches(
+    rng: np.random.Generator,
+    synth: list[Sample],
+    real: list[Sample],
+    batch: int,
+    out_w: int,
+    out_h: int,
+    real_frac: float = 0.25,
+):
     """Endless (images float32 0..1, targets, is_real) batches."""
     while True:
         xs, ts, flags = [], [], []

@@ -8,6 +8,7 @@ The held-out fold of each region (see det_data.fold_of) is never trained on; the
 here hold symlinks to those images plus a labels.csv, so `waypost eval /tmp/waypost-holdout/us`
 reports exactly the held-out figures. Runs with the runtime venv (no TensorFlow).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ from recognizer.training import det_data
 
 def holdout_rows(region: str, holdout: bool = True) -> list[dict]:
     folder = det_data.dev_root() / det_data.DEV_FOLDERS[region]
-    return [r for r in det_data.read_labels(folder)
-            if (det_data.fold_of(r["plate"]) == det_data.HOLDOUT_FOLD) == holdout]
+    return [
+        r for r in det_data.read_labels(folder) if (det_data.fold_of(r["plate"]) == det_data.HOLDOUT_FOLD) == holdout
+    ]
 
 
 def write_folder(region: str, out: Path, holdout: bool = True) -> Path:
@@ -70,14 +72,20 @@ def detector_figures(det: PlateDetector, region: str, holdout: bool = True, verb
         hits += best >= 0.3
         n_dets.append(len(dets))
         if verbose and best < 0.5:
-            print(f"  {region} {r['file']} truth {truth} best IoU {best:.2f} dets "
-                  f"{[(d.box, round(d.score, 2)) for d in dets[:4]]}")
-    return {"region": region, "fold": "holdout" if holdout else "train", "n": len(rows),
-            "detection_recall": round(hits / max(len(rows), 1), 4),
-            "iou_median": round(float(np.median(ious)), 3) if ious else None,
-            "iou_ge_0.5": round(float(np.mean(np.array(ious) >= 0.5)), 4) if ious else None,
-            "dets_per_frame": round(float(np.mean(n_dets)), 2) if n_dets else None,
-            "ms_median": round(float(np.median(ms)), 2) if ms else None}
+            print(
+                f"  {region} {r['file']} truth {truth} best IoU {best:.2f} dets "
+                f"{[(d.box, round(d.score, 2)) for d in dets[:4]]}"
+            )
+    return {
+        "region": region,
+        "fold": "holdout" if holdout else "train",
+        "n": len(rows),
+        "detection_recall": round(hits / max(len(rows), 1), 4),
+        "iou_median": round(float(np.median(ious)), 3) if ious else None,
+        "iou_ge_0.5": round(float(np.mean(np.array(ious) >= 0.5)), 4) if ious else None,
+        "dets_per_frame": round(float(np.mean(n_dets)), 2) if n_dets else None,
+        "ms_median": round(float(np.median(ms)), 2) if ms else None,
+    }
 
 
 def main():

@@ -12,6 +12,7 @@ Model: depthwise-separable backbone down to stride 32, a small FPN back to strid
 head (see recognizer/detector.py for the layout). Trained on 256x160 crops, exported fully
 convolutional at 512x288, float32 (both ai-edge-litert and tflite-runtime 2.14 load it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,10 @@ def build_model(h: int | None = None, w: int | None = None, batch_size: int | No
     inp = keras.Input((h, w, 3), batch_size=batch_size)
     x = _cbr(inp, 12, 2)
     x = _cbr(x, 16, 2)
-    c4 = _cbr(x, 24)                                    # stride 4
-    c8 = _sep(_cbr(c4, 32, 2), 32)                      # stride 8
-    c16 = _sep(_sep(_sep(c8, 64, 2), 64), 64)           # stride 16
-    c32 = _sep(_sep(c16, 96, 2), 96)                    # stride 32
+    c4 = _cbr(x, 24)  # stride 4
+    c8 = _sep(_cbr(c4, 32, 2), 32)  # stride 8
+    c16 = _sep(_sep(_sep(c8, 64, 2), 64), 64)  # stride 16
+    c32 = _sep(_sep(c16, 96, 2), 96)  # stride 32
     p = _lat(c32, 48)
     p = layers.Add()([_lat(c16, 48), layers.UpSampling2D(2)(p)])
     p = _sep(p, 48)
@@ -69,8 +70,7 @@ def build_model(h: int | None = None, w: int | None = None, batch_size: int | No
     p = _sep(p, 32)
     p = layers.Add()([_lat(c4, 32), layers.UpSampling2D(2)(_lat(p, 32))])
     p = _sep(p, 32)
-    heat = layers.Conv2D(1, 1, activation="sigmoid",
-                         bias_initializer=keras.initializers.Constant(-2.19))(_sep(p, 32))
+    heat = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(-2.19))(_sep(p, 32))
     reg = layers.Conv2D(OUT_CH - 1, 1)(_sep(p, 32))
     out = layers.Concatenate()([heat, reg])
     return keras.Model(inp, out, name="plate_centernet")
@@ -95,10 +95,11 @@ def loss_fn(pred, t, is_real):
     wsum = tf.maximum(tf.reduce_sum(w), 1e-3)
     off = tf.reduce_sum(tf.abs(pred[..., 1:3] - t[..., 2:4]), axis=-1)
     size = tf.reduce_sum(tf.abs(pred[..., 3:5] - t[..., 4:6]), axis=-1)
-    cw = w * (1 - real)     # real labels are axis-aligned boxes, not corners
+    cw = w * (1 - real)  # real labels are axis-aligned boxes, not corners
     corners = tf.reduce_sum(tf.abs(pred[..., 5:13] - t[..., 6:14]), axis=-1)
-    reg_loss = (tf.reduce_sum(off * w) + tf.reduce_sum(size * w) * 2.0) / wsum \
-        + tf.reduce_sum(corners * cw) / tf.maximum(tf.reduce_sum(cw), 1e-3) * 2.0
+    reg_loss = (tf.reduce_sum(off * w) + tf.reduce_sum(size * w) * 2.0) / wsum + tf.reduce_sum(
+        corners * cw
+    ) / tf.maximum(tf.reduce_sum(cw), 1e-3) * 2.0
     return heat_loss + reg_loss, heat_loss, reg_loss
 
 
@@ -161,9 +162,12 @@ def train(args):
             m = np.mean(hist, axis=0)
             hist = []
             el = time.time() - t0
-            print(f"step {s} loss {m[0]:.3f} heat {m[1]:.3f} reg {m[2]:.3f} "
-                  f"lr {float(opt.learning_rate.numpy()):.2e} {el / 60:.1f} min", flush=True)
-        if s - last_reload >= 400:   # pick up shards the renderer finished meanwhile
+            print(
+                f"step {s} loss {m[0]:.3f} heat {m[1]:.3f} reg {m[2]:.3f} "
+                f"lr {float(opt.learning_rate.numpy()):.2e} {el / 60:.1f} min",
+                flush=True,
+            )
+        if s - last_reload >= 400:  # pick up shards the renderer finished meanwhile
             more = det_data.load_shards()
             if len(more) > len(synth):
                 synth[:] = more

@@ -15,6 +15,7 @@ pooled over the generator's state mix, for each plate length n:
 recognizer/formats.py reads the file at runtime; tests/recognizer/test_formats.py checks that the
 shipped file is what this module computes from plates.py now, so the two cannot drift apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ OUT = Path(__file__).resolve().parents[1] / "models" / "plate_formats.json"
 _VANITY_LENGTHS = [2, 3, 4, 5, 5, 6, 6, 7, 7, 7]
 _COMMERCIAL = ["1L99999", "9L99999", "1L 99999"]
 _MOTORCYCLE = ["99L999", "1L99999", "99999L", "L9999", "9LL99", "LL999"]
-_GENERIC_SHARE = 0.1   # a listed state still draws from GENERIC_FORMATS one time in ten
+_GENERIC_SHARE = 0.1  # a listed state still draws from GENERIC_FORMATS one time in ten
 
 
 def state_weights() -> dict[str, float]:
@@ -58,7 +59,7 @@ def class_patterns(fmt: str) -> dict[str, float]:
     for c in fmt:
         if c in "91":
             opts = {"9": 1.0}
-        elif c in "LTC":          # T and C are literal letters (NY taxi plates)
+        elif c in "LTC":  # T and C are literal letters (NY taxi plates)
             opts = {"L": 1.0}
         elif c == "A":
             opts = {"L": 26 / 36, "9": 10 / 36}
@@ -78,7 +79,7 @@ def state_distribution(state: str) -> tuple[dict[str, float], dict[int, float]]:
     """(P(layout pattern, not vanity | state), P(vanity, n | state))."""
     kinds = kind_weights(state)
     layouts: dict[str, float] = defaultdict(float)
-    standard = kinds["standard"] + kinds.get("legacy", 0.0)   # legacy CA plates use the CA formats
+    standard = kinds["standard"] + kinds.get("legacy", 0.0)  # legacy CA plates use the CA formats
     if state in plates.STATE_FORMATS:
         _formats_mass(plates.STATE_FORMATS[state], standard * (1 - _GENERIC_SHARE), layouts)
         _formats_mass(plates.GENERIC_FORMATS, standard * _GENERIC_SHARE, layouts)
@@ -101,7 +102,8 @@ def _by_length(layouts: dict[str, float], vanity: dict[int, float]) -> dict[str,
         out[str(n)] = {
             "vanity": round(v / (v + total_layout), 6),
             "layouts": {p: round(q / total_layout, 6) for p, q in sorted(lay.items(), key=lambda kv: -kv[1])}
-            if total_layout else {},
+            if total_layout
+            else {},
         }
     return out
 
@@ -120,7 +122,7 @@ def build() -> dict:
             pooled_vanity[n] += weights[s] * q
     return {
         "about": "Plate-format prior derived from recognizer/plates.py by "
-                 "`python -m recognizer.training.format_table`; see recognizer/formats.py.",
+        "`python -m recognizer.training.format_table`; see recognizer/formats.py.",
         "pooled": _by_length(pooled_layouts, pooled_vanity),
         "states": states,
     }

@@ -10,6 +10,7 @@ plate is 400 x 130 mm with a blue band on top), not copied from any artwork.
 Labels are the characters only (spaces, dashes, seals and the country code in the blue band are
 not part of the plate number), uppercase A-Z and 0-9 as everywhere else.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,8 @@ EU_FORMATS = {
     "S": ["LLL 99L", "LLL 999"],
     "": ["LL 999 LL", "LLL 999", "99 LLL 99", "L 999 LLL"],
 }
-BR_FORMATS = ["LLL9L99"]          # Mercosur (since 2018)
-BR_OLD_FORMATS = ["LLL-9999", "LLL 9999"]   # grey plates still on the road
+BR_FORMATS = ["LLL9L99"]  # Mercosur (since 2018)
+BR_OLD_FORMATS = ["LLL-9999", "LLL 9999"]  # grey plates still on the road
 
 
 def render_eu_plate(rng: np.random.Generator):
@@ -48,14 +49,14 @@ def render_eu_plate(rng: np.random.Generator):
     W, H = EU_SIZE
     country = str(rng.choice(sorted(EU_FORMATS)))
     shown, label = _rand_text(rng, str(rng.choice(EU_FORMATS[country])))
-    yellow = country in ("NL",) and rng.random() < 0.5 or rng.random() < 0.08   # rear plates, older ones
+    yellow = country in ("NL",) and rng.random() < 0.5 or rng.random() < 0.08  # rear plates, older ones
     paper = (240, 200, 40) if yellow else (242, 242, 238)
     arr = _gradient((W, H), paper, tuple(int(c * rng.uniform(0.88, 1.0)) for c in paper))
     arr += rng.standard_normal((H, W, 1), dtype=np.float32) * rng.uniform(0.3, 1.5)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGBA")
     d = ImageDraw.Draw(img)
     band = 0
-    if rng.random() < 0.9:   # the blue band with the stars and the country code
+    if rng.random() < 0.9:  # the blue band with the stars and the country code
         band = int(W * rng.uniform(0.07, 0.085))
         d.rectangle([0, 0, band, H], fill=EU_BLUE)
         cx, cy, r = band / 2, H * 0.3, band * 0.3
@@ -96,8 +97,19 @@ def render_br_plate(rng: np.random.Generator):
         arr = _gradient((W, H), (grey, grey, grey + 4), (grey - 15, grey - 15, grey - 12))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGBA")
         d = ImageDraw.Draw(img)
-        city = str(rng.choice(["SP - SAO PAULO", "RJ - RIO DE JANEIRO", "MG - BELO HORIZONTE", "PR - CURITIBA",
-                               "RS - PORTO ALEGRE", "BA - SALVADOR", "SC - JOINVILLE"]))
+        city = str(
+            rng.choice(
+                [
+                    "SP - SAO PAULO",
+                    "RJ - RIO DE JANEIRO",
+                    "MG - BELO HORIZONTE",
+                    "PR - CURITIBA",
+                    "RS - PORTO ALEGRE",
+                    "BA - SALVADOR",
+                    "SC - JOINVILLE",
+                ]
+            )
+        )
         _draw_text_fit(img, (W / 2, H * 0.13), city, str(rng.choice(fonts["header"])), H * 0.15, W * 0.7, (30, 30, 30))
         top, bottom, ink = int(H * 0.24), H, (25, 25, 25)
     th = (bottom - top) * rng.uniform(0.7, 0.82)

@@ -5,6 +5,7 @@ Samples are stored already preprocessed (recognizer.ocr.preprocess, the exact ru
 uint8 arrays in shards of SHARD_SIZE under the work dir, so training reuses them across epochs
 and a resumed run does not render them again. Shard i is always rendered from seed i.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,13 +27,17 @@ MAX_LABEL = 10
 SHARD_SIZE = 1024
 # Synthetic shards numbered from here hold EU and Brazilian plates (intl_plates.py) instead of US ones.
 INTL_BASE = 50_000
-DEGRADES_PER_PLATE = 3   # rendering a plate costs more than degrading it: reuse each one
-US_STATES = ("al ak az ar ca co ct de dc fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh "
-             "nj nm ny nc nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy").split()
+DEGRADES_PER_PLATE = 3  # rendering a plate costs more than degrading it: reuse each one
+US_STATES = (
+    "al ak az ar ca co ct de dc fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh "
+    "nj nm ny nc nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy"
+).split()
 STATES = US_STATES + ["other"]
 # The shared data sits beside the checkout (../shared/data/plates-dev), as for the detector
 # (det_data.DEV_ROOT); WAYPOST_DATA_DIR points elsewhere.
-DATA = Path(os.environ.get("WAYPOST_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "plates-dev")
+DATA = Path(
+    os.environ.get("WAYPOST_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data" / "plates-dev"
+)
 HOLDOUT_PERCENT = 40
 
 
@@ -85,12 +90,19 @@ def load_real(fold: str) -> list[dict]:
     with open(crops / "labels.csv") as f:
         for row in csv.DictReader(f):
             text = normalise(row["plate"])
-            if len(text) < 2:      # five source labels are just "0" (see the data README)
+            if len(text) < 2:  # five source labels are just "0" (see the data README)
                 continue
             if holdout(text) != (fold == "holdout"):
                 continue
-            items.append({"img": _read_rgb(crops / row["file"]), "box": None, "text": text,
-                          "state": row["state"], "file": f"openalpr-us/crops/{row['file']}"})
+            items.append(
+                {
+                    "img": _read_rgb(crops / row["file"]),
+                    "box": None,
+                    "text": text,
+                    "state": row["state"],
+                    "file": f"openalpr-us/crops/{row['file']}",
+                }
+            )
     for region in ("openalpr-us", "openalpr-eu", "openalpr-br"):
         scenes = DATA / region / "scenes"
         with open(scenes / "labels.csv") as f:
@@ -102,9 +114,15 @@ def load_real(fold: str) -> list[dict]:
                 x, y, w, h = (int(float(row[k])) for k in ("x", "y", "w", "h"))
                 x0, y0 = max(0, int(x - 0.4 * w)), max(0, int(y - 0.4 * h))
                 x1, y1 = min(img.shape[1], int(x + 1.4 * w)), min(img.shape[0], int(y + 1.4 * h))
-                items.append({"img": img[y0:y1, x0:x1].copy(), "box": (x - x0, y - y0, w, h), "text": text,
-                              "state": None if region != "openalpr-us" else "",
-                              "file": f"{region}/scenes/{row['file']}"})
+                items.append(
+                    {
+                        "img": img[y0:y1, x0:x1].copy(),
+                        "box": (x - x0, y - y0, w, h),
+                        "text": text,
+                        "state": None if region != "openalpr-us" else "",
+                        "file": f"{region}/scenes/{row['file']}",
+                    }
+                )
     return items
 
 
@@ -119,11 +137,13 @@ def real_view(item, rng=None) -> np.ndarray:
     else:
         x, y, bw, bh = box
         if rng is None:
-            return img[max(0, y): y + bh, max(0, x): x + bw]
+            return img[max(0, y) : y + bh, max(0, x) : x + bw]
 
     mx0, mx1 = rng.uniform(-0.04, 0.12, 2) * bw
     my0, my1 = rng.uniform(-0.06, 0.25, 2) * bh
-    src = np.float32([[x - mx0, y - my0], [x + bw + mx1, y - my0], [x + bw + mx1, y + bh + my1], [x - mx0, y + bh + my1]])
+    src = np.float32(
+        [[x - mx0, y - my0], [x + bw + mx1, y - my0], [x + bw + mx1, y + bh + my1], [x - mx0, y + bh + my1]]
+    )
     src += rng.normal(0, 0.03, (4, 2)).astype(np.float32) * np.float32([bw, bh])
     out_w = int(np.clip(bw * (1 + mx0 / bw + mx1 / bw), 16, 400))
     out_h = int(np.clip(bh * (1 + my0 / bh + my1 / bh), 8, 300))

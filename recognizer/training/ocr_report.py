@@ -7,6 +7,7 @@ recognizer.CROP_VIEWS) through recognizer.evaluate.evaluate_crops, so the figure
 `waypost eval` gives. The fold is the deterministic plate-text hash fold of
 ocr_data.holdout().
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ def main(argv=None):
     _, rows = load_labels(crops)
     held = {r["file"] for r in rows if holdout(r["plate"])}
     out = {}
-    for name, only in (("us_crops_holdout", held), ("us_crops_trainfold", {r["file"] for r in rows} - held),
-                       ("us_crops_all", None)):
+    for name, only in (
+        ("us_crops_holdout", held),
+        ("us_crops_trainfold", {r["file"] for r in rows} - held),
+        ("us_crops_all", None),
+    ):
         res = evaluate_crops(crops, ocr, only=only)
         if args.errors and name == "us_crops_holdout":
             for r in res["rows"]:

@@ -7,6 +7,7 @@ shards, the checkpoint (weights, optimizer state, step) and the exported candida
 resumes from the checkpoint and re-uses the shards. Only the final .tflite and its .json are
 copied into recognizer/models/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,16 +56,16 @@ def build_model(batch=None):
 
     x_in = keras.Input((INPUT_H, INPUT_W, 1), batch_size=batch, name="image")
     x = cbr(x_in, 32)
-    x = layers.MaxPool2D(2)(x)                 # 20x64
+    x = layers.MaxPool2D(2)(x)  # 20x64
     x = cbr(x, 48)
-    x = layers.MaxPool2D(2)(x)                 # 10x32
+    x = layers.MaxPool2D(2)(x)  # 10x32
     x = cbr(x, 80)
     x = cbr(x, 80)
-    x = layers.MaxPool2D((2, 1))(x)            # 5x32
+    x = layers.MaxPool2D((2, 1))(x)  # 5x32
     x = cbr(x, 112)
-    x = layers.MaxPool2D((2, 1))(x)            # 2x32
-    x = cbr(x, 160, k=(x.shape[1], 1), padding="valid")   # collapse height: one 160-d column per 4 px
-    for _ in range(2):                         # sequence context along the plate (conv-only)
+    x = layers.MaxPool2D((2, 1))(x)  # 2x32
+    x = cbr(x, 160, k=(x.shape[1], 1), padding="valid")  # collapse height: one 160-d column per 4 px
+    for _ in range(2):  # sequence context along the plate (conv-only)
         y = cbr(x, 160, k=(1, 3))
         x = layers.Add()([x, y])
     chars = layers.Conv2D(NUM_CLASSES, 1, name="chars_conv")(x)
@@ -81,10 +82,12 @@ class ShardPool:
         self.dir, self.kind = directory, kind
         self.loaded: set[str] = set()
         self.shards: list[dict] = []
-        self.index: list[int] = []     # each loaded shard's number (its seed)
+        self.index: list[int] = []  # each loaded shard's number (its seed)
 
     def refresh(self):
-        new = sorted(p for p in self.dir.glob(f"{self.kind}_*.npz") if p.name not in self.loaded and ".tmp" not in p.name)
+        new = sorted(
+            p for p in self.dir.glob(f"{self.kind}_*.npz") if p.name not in self.loaded and ".tmp" not in p.name
+        )
         for p in new:
             try:
                 shard = ocr_data.load_shard(p)
@@ -119,7 +122,7 @@ def _augment_batch(rng, x):
         out[i] = np.roll(np.roll(x[i], dx, axis=1), dy, axis=0)
     gamma = rng.uniform(0.7, 1.4, (b, 1, 1)).astype(np.float32)
     out = np.power(np.clip(out, 1e-4, 1), gamma)
-    inv = rng.random(b) < 0.04   # polarity flips: light-on-dark plates exist
+    inv = rng.random(b) < 0.04  # polarity flips: light-on-dark plates exist
     out[inv] = 1.0 - out[inv]
     return out[..., None]
 
@@ -156,10 +159,12 @@ def train(args):
     jobs += [("synth", i, str(shard_dir)) for i in range(args.synth_shards)]
     jobs += [("synth", ocr_data.INTL_BASE + i, str(shard_dir)) for i in range(args.intl_shards)]
     # interleave so real data arrives early; --synth-from renders the newest shards first
-    jobs.sort(key=lambda j: (j[0] == "synth" and j[1] < args.synth_from, j[1] % ocr_data.INTL_BASE // 4, j[0] != "real"))
+    jobs.sort(
+        key=lambda j: (j[0] == "synth" and j[1] < args.synth_from, j[1] % ocr_data.INTL_BASE // 4, j[0] != "real")
+    )
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(args.workers, initializer=ocr_data._nice_worker)
-    pending = pool.imap_unordered(ocr_data.write_shard, jobs)
+    _pending = pool.imap_unordered(ocr_data.write_shard, jobs)  # the workers fill the shard directory
 
     synth, real = ShardPool(shard_dir, "synth"), ShardPool(shard_dir, "real")
     while synth.refresh() < 2 or real.refresh() < 1:
@@ -203,8 +208,14 @@ def train(args):
         opt.learning_rate.assign(lr)
         with tf.GradientTape() as tape:
             chars, state = model(x, training=True)
-            ctc = tf.nn.ctc_loss(labels=y, logits=chars, label_length=n,
-                                 logit_length=tf.fill([tf.shape(x)[0]], T), logits_time_major=False, blank_index=0)
+            ctc = tf.nn.ctc_loss(
+                labels=y,
+                logits=chars,
+                label_length=n,
+                logit_length=tf.fill([tf.shape(x)[0]], T),
+                logits_time_major=False,
+                blank_index=0,
+            )
             ctc = tf.reduce_mean(ctc)
             known = tf.cast(s >= 0, tf.float32)
             sce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(s, 0), logits=state)
@@ -232,10 +243,10 @@ def train(args):
         if step % 50 == 0:
             synth.refresh()
             real.refresh()
-            fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE)     # the new shards loaded so far
+            fresh = synth.fresh(args.synth_from, ocr_data.INTL_BASE)  # the new shards loaded so far
         n_synth = args.batch - n_real
         tuning = args.finetune_from and step >= args.finetune_from
-        if tuning and len(fresh) >= 4:   # the fine-tuning phase draws half its synthetic plates from the new shards
+        if tuning and len(fresh) >= 4:  # the fine-tuning phase draws half its synthetic plates from the new shards
             a = synth.sample(rng, n_synth // 2, fresh)
             a2 = synth.sample(rng, n_synth - n_synth // 2)
             a = {k: np.concatenate([a[k], a2[k]]) for k in a}
@@ -246,21 +257,27 @@ def train(args):
         y = np.concatenate([a["y"], b["y"]])
         n = np.concatenate([a["n"], b["n"]])
         s = np.concatenate([a["s"], b["s"]])
-        ctc, sl = train_step(tf.constant(x), tf.constant(y), tf.constant(n), tf.constant(s), tf.constant(lr_at(step), tf.float32))
+        ctc, sl = train_step(
+            tf.constant(x), tf.constant(y), tf.constant(n), tf.constant(s), tf.constant(lr_at(step), tf.float32)
+        )
         losses.append((float(ctc), float(sl)))
         step += 1
         seen += len(x)
         if step % 100 == 0:
-            lc = np.mean([l[0] for l in losses[-100:]])
-            ls = np.mean([l[1] for l in losses[-100:]])
-            log(f"step {step} ctc {lc:.3f} state {ls:.3f} lr {lr_at(step):.2e} "
-                f"{seen / (time.time() - t0):.0f} samples/s shards synth {len(synth.loaded)} real {len(real.loaded)}")
+            lc = np.mean([loss[0] for loss in losses[-100:]])
+            ls = np.mean([loss[1] for loss in losses[-100:]])
+            log(
+                f"step {step} ctc {lc:.3f} state {ls:.3f} lr {lr_at(step):.2e} "
+                f"{seen / (time.time() - t0):.0f} samples/s shards synth {len(synth.loaded)} real {len(real.loaded)}"
+            )
         if step % args.save_every == 0 or step == args.steps:
             save()
         if step % args.eval_every == 0 or step == args.steps:
             us = [it for it in holdout if it["file"].startswith("openalpr-us/crops")]
-            log(f"step {step} holdout exact (keras greedy): us-crops {_eval_keras(model, us):.3f} "
-                f"all-holdout {_eval_keras(model, holdout):.3f} (n={len(us)}/{len(holdout)})")
+            log(
+                f"step {step} holdout exact (keras greedy): us-crops {_eval_keras(model, us):.3f} "
+                f"all-holdout {_eval_keras(model, holdout):.3f} (n={len(us)}/{len(holdout)})"
+            )
     save()
     pool.terminate()
     return model
@@ -301,13 +318,21 @@ def export(args):
     conv.inference_output_type = tf.int8
     (out / "ocr_int8.tflite").write_bytes(conv.convert())
     meta = {
-        "alphabet": ALPHABET, "blank": 0, "input_height": INPUT_H, "input_width": INPUT_W,
-        "states": STATES, "train_step": step,
-        "preprocess": f"gray (BT.601), resize to {INPUT_W}x{INPUT_H} (INTER_AREA when shrinking), stretch 2nd-98th percentile to [0,1]",
+        "alphabet": ALPHABET,
+        "blank": 0,
+        "input_height": INPUT_H,
+        "input_width": INPUT_W,
+        "states": STATES,
+        "train_step": step,
+        "preprocess": f"gray (BT.601), resize to {INPUT_W}x{INPUT_H} (INTER_AREA when shrinking), "
+        "stretch 2nd-98th percentile to [0,1]",
     }
     for name in ("ocr_fp32", "ocr_int8"):
         (out / f"{name}.json").write_text(json.dumps(meta, indent=1))
-    log(f"exported step {step}: fp32 {(out / 'ocr_fp32.tflite').stat().st_size} B, int8 {(out / 'ocr_int8.tflite').stat().st_size} B")
+    log(
+        f"exported step {step}: fp32 {(out / 'ocr_fp32.tflite').stat().st_size} B, "
+        f"int8 {(out / 'ocr_int8.tflite').stat().st_size} B"
+    )
 
     # Check both with the runtime code (ai_edge_litert here) on the held-out fold.
 
@@ -336,14 +361,26 @@ def main(argv=None):
     ap.add_argument("--real-frac", type=float, default=0.25, help="share of each batch from real train-fold crops")
     ap.add_argument("--state-weight", type=float, default=0.1)
     ap.add_argument("--synth-shards", type=int, default=160, help=f"synthetic shards of {ocr_data.SHARD_SIZE}")
-    ap.add_argument("--intl-shards", type=int, default=0,
-                    help="synthetic EU/Brazilian plate shards (intl_plates.py), numbered from INTL_BASE")
+    ap.add_argument(
+        "--intl-shards",
+        type=int,
+        default=0,
+        help="synthetic EU/Brazilian plate shards (intl_plates.py), numbered from INTL_BASE",
+    )
     ap.add_argument("--real-shards", type=int, default=20, help="augmented real-crop shards")
-    ap.add_argument("--synth-from", type=int, default=0,
-                    help="render synthetic shards from this index first; in a fine-tuning phase, half of "
-                         "each batch's synthetic plates come from these new shards")
-    ap.add_argument("--finetune-from", type=int, default=0,
-                    help="the step where a fine-tuning phase begins (the first phase's cosine ends there)")
+    ap.add_argument(
+        "--synth-from",
+        type=int,
+        default=0,
+        help="render synthetic shards from this index first; in a fine-tuning phase, half of "
+        "each batch's synthetic plates come from these new shards",
+    )
+    ap.add_argument(
+        "--finetune-from",
+        type=int,
+        default=0,
+        help="the step where a fine-tuning phase begins (the first phase's cosine ends there)",
+    )
     ap.add_argument("--finetune-lr", type=float, default=4e-4, help="peak learning rate of the fine-tuning phase")
     ap.add_argument("--workers", type=int, default=1, help="renderer processes")
     ap.add_argument("--threads", type=int, default=1, help="TF intra-op threads")
@@ -351,7 +388,9 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--variant", choices=["auto", "int8", "fp32"], default="auto")
-    ap.add_argument("--no-install", dest="install", action="store_false", help="export but keep recognizer/models as is")
+    ap.add_argument(
+        "--no-install", dest="install", action="store_false", help="export but keep recognizer/models as is"
+    )
     ap.add_argument("--no-export", dest="export", action="store_false", help="train only (a first phase)")
     args = ap.parse_args(argv)
     if not args.export_only:

@@ -12,6 +12,7 @@ PIL/numpy/OpenCV only, no TensorFlow: the detector training imports this in work
 
     python -m recognizer.training.scenes --out /tmp/scenes.png   # contact sheet to look at
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ except Exception:  # pragma: no cover - fallback path
 
 @dataclass(eq=False)
 class ScenePlate:
-    corners: np.ndarray          # (4, 2) float32, frame px, clockwise from top-left
+    corners: np.ndarray  # (4, 2) float32, frame px, clockwise from top-left
     text: str
     state: str | None = None
 
@@ -42,7 +43,7 @@ class ScenePlate:
 
 @dataclass
 class Scene:
-    image: np.ndarray            # HxWx3 uint8 RGB
+    image: np.ndarray  # HxWx3 uint8 RGB
     plates: list[ScenePlate] = field(default_factory=list)
     conditions: dict = field(default_factory=dict)
 
@@ -91,6 +92,7 @@ def _plate(rng: np.random.Generator, **plate_args) -> tuple[np.ndarray, str, str
 # --------------------------------------------------------------------------------------------
 # small drawing helpers
 
+
 def _noise_texture(rng, h, w, scale, amp):
     """Low-frequency noise: a small random field upsampled (cheap stand-in for Perlin)."""
     sh, sw = max(2, h // scale), max(2, w // scale)
@@ -111,22 +113,76 @@ def _rand_color(rng, lo=0, hi=255):
 
 
 _CAR_COLORS = [
-    (235, 235, 235), (200, 200, 205), (150, 150, 155), (90, 90, 95), (25, 25, 28), (15, 15, 20),
-    (140, 20, 20), (30, 50, 120), (20, 70, 40), (180, 170, 150), (90, 60, 40), (200, 180, 60),
+    (235, 235, 235),
+    (200, 200, 205),
+    (150, 150, 155),
+    (90, 90, 95),
+    (25, 25, 28),
+    (15, 15, 20),
+    (140, 20, 20),
+    (30, 50, 120),
+    (20, 70, 40),
+    (180, 170, 150),
+    (90, 60, 40),
+    (200, 180, 60),
 ]
 
 _SIGN_WORDS = [
-    "STOP", "ONE WAY", "NO PARKING", "SPEED LIMIT 25", "EXIT", "YIELD", "BUS ONLY", "MAIN ST",
-    "5TH AVE", "ELM ST", "OAK AVE", "NO U TURN", "SCHOOL", "PED XING", "LOADING ZONE", "TOW AWAY",
-    "RIGHT LANE", "KEEP RIGHT", "DO NOT ENTER", "PARK", "ENTRANCE", "VISITOR", "2HR PARKING",
+    "STOP",
+    "ONE WAY",
+    "NO PARKING",
+    "SPEED LIMIT 25",
+    "EXIT",
+    "YIELD",
+    "BUS ONLY",
+    "MAIN ST",
+    "5TH AVE",
+    "ELM ST",
+    "OAK AVE",
+    "NO U TURN",
+    "SCHOOL",
+    "PED XING",
+    "LOADING ZONE",
+    "TOW AWAY",
+    "RIGHT LANE",
+    "KEEP RIGHT",
+    "DO NOT ENTER",
+    "PARK",
+    "ENTRANCE",
+    "VISITOR",
+    "2HR PARKING",
 ]
 _STICKER_WORDS = [
-    "HONOR STUDENT", "COEXIST", "I BRAKE 4 DONUTS", "26.2", "BABY ON BOARD", "GO BEARS",
-    "SURF CITY", "OBX", "USMC", "NRA", "SAVE THE BAY", "MY KID ROCKS", "ZERO EMISSION", "HYBRID",
-    "STUDENT DRIVER", "4X4", "TOYOTA", "FORD", "HONDA", "CHEVROLET", "DEALER", "ACME MOTORS",
+    "HONOR STUDENT",
+    "COEXIST",
+    "I BRAKE 4 DONUTS",
+    "26.2",
+    "BABY ON BOARD",
+    "GO BEARS",
+    "SURF CITY",
+    "OBX",
+    "USMC",
+    "NRA",
+    "SAVE THE BAY",
+    "MY KID ROCKS",
+    "ZERO EMISSION",
+    "HYBRID",
+    "STUDENT DRIVER",
+    "4X4",
+    "TOYOTA",
+    "FORD",
+    "HONDA",
+    "CHEVROLET",
+    "DEALER",
+    "ACME MOTORS",
 ]
-_FONTS = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_TRIPLEX,
-          cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_PLAIN]
+_FONTS = [
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+]
 
 
 def _random_text(rng, words, plate_like=0.3):
@@ -169,6 +225,7 @@ def _label_rect(img, rng, x, y, w, h, words, plate_like=0.3):
 # --------------------------------------------------------------------------------------------
 # background
 
+
 def _background(rng, h, w, night):
     img = np.zeros((h, w, 3), np.float32)
     horizon = int(h * rng.uniform(-0.2, 0.55))  # negative: camera looks down at the road only
@@ -184,8 +241,12 @@ def _background(rng, h, w, night):
     base = rng.uniform(60, 190)
     tint = rng.normal(0, 6, 3)
     g = max(horizon, 0)
-    ground = base + tint + _noise_texture(rng, h - g, w, 40, 12)[..., None] \
+    ground = (
+        base
+        + tint
+        + _noise_texture(rng, h - g, w, 40, 12)[..., None]
         + _gauss(rng, (h - g, w), rng.uniform(2, 10))[..., None]
+    )
     img[g:] = ground
     # grass strips
     for _ in range(int(rng.integers(0, 3))):
@@ -193,7 +254,7 @@ def _background(rng, h, w, night):
         hh = int(rng.uniform(0.05, 0.3) * h)
         col = np.array([rng.uniform(40, 90), rng.uniform(90, 150), rng.uniform(30, 70)], np.float32)
         patch = col + _noise_texture(rng, min(hh, h - y0), w, 6, 25)[..., None]
-        img[y0:y0 + patch.shape[0]] = patch
+        img[y0 : y0 + patch.shape[0]] = patch
     # buildings and trees along the horizon
     if horizon > 10:
         x = int(rng.uniform(-50, 0))
@@ -219,8 +280,13 @@ def _background(rng, h, w, night):
             r = rng.uniform(0.03, 0.12) * w
             for _ in range(12):
                 col = (int(rng.uniform(20, 70)), int(rng.uniform(60, 130)), int(rng.uniform(20, 60)))
-                cv2.circle(img, (int(cx + rng.normal(0, r / 2)), int(cy + rng.normal(0, r / 2))),
-                           int(r * rng.uniform(0.3, 0.7)), col, -1)
+                cv2.circle(
+                    img,
+                    (int(cx + rng.normal(0, r / 2)), int(cy + rng.normal(0, r / 2))),
+                    int(r * rng.uniform(0.3, 0.7)),
+                    col,
+                    -1,
+                )
     # lane markings, parking lines, cracks, speed bumps
     for _ in range(int(rng.integers(0, 5))):
         col = (235, 235, 230) if rng.random() < 0.6 else (220, 190, 40)
@@ -249,8 +315,9 @@ def _signs(img, rng, horizon):
         x = rng.uniform(0, w - sw)
         y = rng.uniform(0, max(1, h * 0.7 - sh))
         pole = (int(x + sw / 2), int(y + sh))
-        cv2.line(img, pole, (pole[0], int(min(h, y + sh + rng.uniform(0.1, 0.5) * h))), (90, 90, 90),
-                 max(2, int(sw / 20)))
+        cv2.line(
+            img, pole, (pole[0], int(min(h, y + sh + rng.uniform(0.1, 0.5) * h))), (90, 90, 90), max(2, int(sw / 20))
+        )
         _label_rect(img, rng, x, y, sw, sh, _SIGN_WORDS)
 
 
@@ -258,20 +325,22 @@ def _timestamp(img, rng):
     """Camera overlay text, as in many real fixed-camera frames."""
     h, w = img.shape[:2]
     s = rng.uniform(0.012, 0.03) * h
-    text = f"20{rng.integers(10, 27)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d} " \
-           f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}"
+    text = (
+        f"20{rng.integers(10, 27)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d} "
+        f"{rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}"
+    )
     if rng.random() < 0.4:
         text = f"CAM{rng.integers(1, 99)} " + text
     y = int(s * 1.6) if rng.random() < 0.7 else int(h - s * 0.6)
     x = int(rng.uniform(2, w * 0.5))
     if rng.random() < 0.6:
         cv2.rectangle(img, (0, y - int(s * 1.5)), (w, y + int(s * 0.5)), (20, 20, 20), -1)
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, s / 22, (235, 235, 235),
-                max(1, int(s / 10)), cv2.LINE_AA)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, s / 22, (235, 235, 235), max(1, int(s / 10)), cv2.LINE_AA)
 
 
 # --------------------------------------------------------------------------------------------
 # vehicles
+
 
 def _homography(rng, cx, cy, scale, yaw_max=0.45, roll_max=0.08, pitch_max=0.25):
     """Vehicle-local (unit = plate width, origin = plate centre) to frame px, with a mild
@@ -282,9 +351,9 @@ def _homography(rng, cx, cy, scale, yaw_max=0.45, roll_max=0.08, pitch_max=0.25)
     c, s = math.cos(roll), math.sin(roll)
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float64)
     # keystone: horizontal foreshortening plus a perspective term that makes one side taller
-    persp = np.array([[math.cos(yaw), 0, 0],
-                      [0, math.cos(pitch), 0],
-                      [math.sin(yaw) * 0.12, rng.normal(0, 0.02), 1]], np.float64)
+    persp = np.array(
+        [[math.cos(yaw), 0, 0], [0, math.cos(pitch), 0], [math.sin(yaw) * 0.12, rng.normal(0, 0.02), 1]], np.float64
+    )
     shear = np.array([[1, rng.normal(0, 0.05), 0], [rng.normal(0, 0.04), 1, 0], [0, 0, 1]])
     place = np.array([[scale, 0, cx], [0, scale, cy], [0, 0, 1]], np.float64)
     return place @ rot @ shear @ persp
@@ -318,8 +387,9 @@ def _warp_into(img, src, dst_corners, alpha=1.0):
     size = (x1c - x0c, y1c - y0c)
     # area-average first when shrinking a lot, so small plates alias like a real camera
     a = src[..., 3].astype(np.float32) / 255.0 if src.shape[2] == 4 else np.ones((sh, sw), np.float32)
-    warped = cv2.warpPerspective(src[..., :3].astype(np.float32), M, size, flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpPerspective(
+        src[..., :3].astype(np.float32), M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     mask = cv2.warpPerspective(a, M, size, flags=cv2.INTER_LINEAR)[..., None]
     roi = img[y0c:y1c, x0c:x1c]
     roi[:] = roi * (1 - mask * alpha) + warped * mask * alpha
@@ -333,7 +403,7 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
     body = tuple(float(v) for v in np.clip(body + rng.normal(0, 12, 3), 0, 255))
     dark = tuple(v * 0.35 for v in body)
     hw = rng.uniform(2.6, 3.2) if kind != "truck" else rng.uniform(3.0, 3.6)  # half width, plate widths
-    py = rng.uniform(0.6, 1.6)          # plate centre to bottom of bumper
+    py = rng.uniform(0.6, 1.6)  # plate centre to bottom of bumper
     top = -rng.uniform(2.6, 3.6) if kind != "truck" else -rng.uniform(3.5, 5.0)
     bumper_y = rng.uniform(0.0, 0.5)
     # wheels and shadow
@@ -352,9 +422,16 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
                 yy = top + (waist - top) * (0.15 + 0.25 * i)
                 corners = _apply(H, _rect(-hw * 0.8, yy, hw * 0.8, yy + (waist - top) * 0.18))
                 bb = corners.min(0), corners.max(0)
-                _put_text_fit(img, _random_text(rng, _STICKER_WORDS + _SIGN_WORDS, 0.5),
-                              bb[0][0], bb[0][1], bb[1][0] - bb[0][0], bb[1][1] - bb[0][1],
-                              _rand_color(rng), rng)
+                _put_text_fit(
+                    img,
+                    _random_text(rng, _STICKER_WORDS + _SIGN_WORDS, 0.5),
+                    bb[0][0],
+                    bb[0][1],
+                    bb[1][0] - bb[0][0],
+                    bb[1][1] - bb[0][1],
+                    _rand_color(rng),
+                    rng,
+                )
     else:
         cab = [(-hw * 0.85, waist), (-hw * 0.62, top), (hw * 0.62, top), (hw * 0.85, waist)]
         _poly(img, H, cab, body)
@@ -362,8 +439,12 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
         win = [(-hw * 0.75, waist - 0.1), (-hw * 0.56, top + 0.2), (hw * 0.56, top + 0.2), (hw * 0.75, waist - 0.1)]
         _poly(img, H, win, glass)
         if rng.random() < 0.4:  # reflections on the glass
-            _poly(img, H, [(-hw * 0.3, waist - 0.1), (-hw * 0.1, top + 0.2), (hw * 0.05, top + 0.2),
-                           (-hw * 0.15, waist - 0.1)], tuple(min(255, v + 60) for v in glass))
+            _poly(
+                img,
+                H,
+                [(-hw * 0.3, waist - 0.1), (-hw * 0.1, top + 0.2), (hw * 0.05, top + 0.2), (-hw * 0.15, waist - 0.1)],
+                tuple(min(255, v + 60) for v in glass),
+            )
     # bumper band
     _poly(img, H, _rect(-hw * 1.01, bumper_y, hw * 1.01, py), dark if rng.random() < 0.5 else body)
     _poly(img, H, _rect(-hw * 1.01, bumper_y - 0.04, hw * 1.01, bumper_y + 0.02), dark)
@@ -383,8 +464,16 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
     _poly(img, H, _rect(hw - 0.05 - lw, ly, hw - 0.05, ly + lh), lc)
     if rng.random() < 0.5:  # badge
         c = _apply(H, [(0, ly + lh / 2)])[0]
-        cv2.ellipse(img, (int(c[0]), int(c[1])), (max(1, int(plate_w * 0.12)), max(1, int(plate_w * 0.07))),
-                    0, 0, 360, (200, 200, 205), -1)
+        cv2.ellipse(
+            img,
+            (int(c[0]), int(c[1])),
+            (max(1, int(plate_w * 0.12)), max(1, int(plate_w * 0.07))),
+            0,
+            0,
+            360,
+            (200, 200, 205),
+            -1,
+        )
     if rng.random() < 0.35:  # bumper sticker: a small lettered rectangle near the plate
         sx = rng.choice([-1, 1]) * rng.uniform(0.9, hw - 0.8)
         sw_, sh_ = rng.uniform(0.5, 1.3), rng.uniform(0.18, 0.45)
@@ -394,26 +483,42 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
     if rng.random() < 0.25:  # dealer / model lettering on the trunk
         corners = _apply(H, _rect(rng.uniform(0.6, 1.4), ly + lh + 0.05, rng.uniform(1.6, 2.4), ly + lh + 0.3))
         bb = corners.min(0), corners.max(0)
-        _put_text_fit(img, _random_text(rng, _STICKER_WORDS, 0.5), bb[0][0], bb[0][1],
-                      bb[1][0] - bb[0][0], bb[1][1] - bb[0][1], (210, 210, 215), rng)
+        _put_text_fit(
+            img,
+            _random_text(rng, _STICKER_WORDS, 0.5),
+            bb[0][0],
+            bb[0][1],
+            bb[1][0] - bb[0][0],
+            bb[1][1] - bb[0][1],
+            (210, 210, 215),
+            rng,
+        )
 
     plate = None
     if has_plate:
         pimg, text, state = _plate(rng, **(plate_args or {}))
         ph, pw = pimg.shape[:2]
-        aspect = ph / pw                 # plate height in plate widths
+        aspect = ph / pw  # plate height in plate widths
         # recess and frame around the plate
         m = rng.uniform(0.04, 0.12)
-        _poly(img, H, _rect(-0.5 - m, -aspect / 2 - m, 0.5 + m, aspect / 2 + m),
-              (15, 15, 15) if rng.random() < 0.6 else tuple(v * 0.6 for v in body))
+        _poly(
+            img,
+            H,
+            _rect(-0.5 - m, -aspect / 2 - m, 0.5 + m, aspect / 2 + m),
+            (15, 15, 15) if rng.random() < 0.6 else tuple(v * 0.6 for v in body),
+        )
         local = np.array(_rect(-0.5, -aspect / 2, 0.5, aspect / 2))
         corners = _apply(H, local).astype(np.float32)
         _warp_into(img, pimg, corners)
         if rng.random() < 0.3:  # plate frame with dealer text at the bottom edge
             fcol = (20, 20, 20) if rng.random() < 0.6 else (190, 190, 190)
             fr = rng.uniform(0.02, 0.05)
-            for seg in ([(-0.5, -aspect / 2), (0.5, -aspect / 2 + fr)], [(-0.5, aspect / 2 - fr * 2.5), (0.5, aspect / 2)],
-                        [(-0.5, -aspect / 2), (-0.5 + fr, aspect / 2)], [(0.5 - fr, -aspect / 2), (0.5, aspect / 2)]):
+            for seg in (
+                [(-0.5, -aspect / 2), (0.5, -aspect / 2 + fr)],
+                [(-0.5, aspect / 2 - fr * 2.5), (0.5, aspect / 2)],
+                [(-0.5, -aspect / 2), (-0.5 + fr, aspect / 2)],
+                [(0.5 - fr, -aspect / 2), (0.5, aspect / 2)],
+            ):
                 _poly(img, H, _rect(seg[0][0], seg[0][1], seg[1][0], seg[1][1]), fcol)
         if plate_mask is not None:
             cv2.fillPoly(plate_mask, [np.round(corners).astype(np.int32)], 1.0)
@@ -430,6 +535,7 @@ def _vehicle(img, rng, plate_cx, plate_cy, plate_w, has_plate, front, kind, plat
 
 # --------------------------------------------------------------------------------------------
 # degradations
+
 
 def _motion_blur(img, rng, length):
     k = np.zeros((length, length), np.float32)
@@ -448,13 +554,17 @@ def _degrade(img, rng, plate_mask, headlights, cond):
     elif light == "dusk":
         img = img * rng.uniform(0.3, 0.6) * np.array([1.0, 0.9, 0.8], np.float32)
     elif light in ("night", "ir"):
-        lit = plate_mask[..., None] * rng.uniform(0.6, 1.0) if light == "ir" else plate_mask[..., None] * rng.uniform(0.1, 0.5)
+        lit = (
+            plate_mask[..., None] * rng.uniform(0.6, 1.0)
+            if light == "ir"
+            else plate_mask[..., None] * rng.uniform(0.1, 0.5)
+        )
         img = img * (rng.uniform(0.08, 0.3) + lit)
         if light == "ir":
             g = img @ np.array([0.3, 0.5, 0.2], np.float32)
             img = np.repeat(g[..., None], 3, axis=2)
     if light in ("night", "dusk", "ir") or rng.random() < 0.1:  # headlight glare
-        for (x, y, r) in headlights:
+        for x, y, r in headlights:
             if rng.random() < 0.7:
                 x0, x1 = int(max(0, x - 3 * r)), int(min(w, x + 3 * r))
                 y0, y1 = int(max(0, y - 3 * r)), int(min(h, y + 3 * r))
@@ -504,13 +614,29 @@ def _degrade(img, rng, plate_mask, headlights, cond):
 
 # --------------------------------------------------------------------------------------------
 
-_SIZES = [(1280, 720), (1280, 720), (1280, 720), (1024, 640), (1280, 960), (800, 600), (720, 480),
-          (960, 540), (1280, 1280), (640, 480), (1920, 1080)]
+_SIZES = [
+    (1280, 720),
+    (1280, 720),
+    (1280, 720),
+    (1024, 640),
+    (1280, 960),
+    (800, 600),
+    (720, 480),
+    (960, 540),
+    (1280, 1280),
+    (640, 480),
+    (1920, 1080),
+]
 
 
-def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
-                 n_plates: int | None = None, degrade: bool = True,
-                 plate_px: tuple[float, float] | None = None, plate_args: dict | None = None) -> Scene:
+def render_scene(
+    rng: np.random.Generator,
+    size: tuple[int, int] | None = None,
+    n_plates: int | None = None,
+    degrade: bool = True,
+    plate_px: tuple[float, float] | None = None,
+    plate_args: dict | None = None,
+) -> Scene:
     """One synthetic frame. `size` is (width, height); plates are 1-3 (sometimes 0) unless given;
     `plate_px` bounds the plate widths in px (default: 60 px up to about a quarter of the width);
     `plate_args` go to plates.render_plate (e.g. state="ca", kind="standard")."""
@@ -531,16 +657,19 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] | None = None,
         u = rng.random()
         if plate_px is not None:
             pw = rng.uniform(*plate_px)
-        elif u < 0.9:    # 60 px up to ~25-30% of the frame width, log-uniform
+        elif u < 0.9:  # 60 px up to ~25-30% of the frame width, log-uniform
             pw = math.exp(rng.uniform(math.log(max(45, 0.035 * w)), math.log(0.3 * w)))
-        else:          # close-ups
+        else:  # close-ups
             pw = rng.uniform(0.3, 0.55) * w
         widths.append(pw)
     widths.sort()
     remaining_plates = n_plates
     for i, pw in enumerate(widths):
-        has_plate = remaining_plates > 0 and (n_vehicles - i) <= remaining_plates or \
-            (remaining_plates > 0 and rng.random() < 0.7)
+        has_plate = (
+            remaining_plates > 0
+            and (n_vehicles - i) <= remaining_plates
+            or (remaining_plates > 0 and rng.random() < 0.7)
+        )
         for _attempt in range(10):
             cx = rng.uniform(0.6 * pw, w - 0.6 * pw)
             lo, hi = max(horizon, 0.5 * pw) + 0.3 * pw, h - 0.4 * pw
@@ -584,7 +713,7 @@ def _overlap(a, b):
 def _plate_pixels(img, plate: ScenePlate) -> np.ndarray:
     x0, y0 = np.floor(plate.corners.min(axis=0)).astype(int)
     x1, y1 = np.ceil(plate.corners.max(axis=0)).astype(int)
-    return img[max(y0, 0):y1, max(x0, 0):x1].copy()
+    return img[max(y0, 0) : y1, max(x0, 0) : x1].copy()
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> float:
@@ -594,12 +723,17 @@ def _changed(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _inside(corners, w, h, margin=1):
-    return bool((corners[:, 0] >= margin).all() and (corners[:, 0] <= w - margin).all()
-                and (corners[:, 1] >= margin).all() and (corners[:, 1] <= h - margin).all())
+    return bool(
+        (corners[:, 0] >= margin).all()
+        and (corners[:, 0] <= w - margin).all()
+        and (corners[:, 1] >= margin).all()
+        and (corners[:, 1] <= h - margin).all()
+    )
 
 
-def contact_sheet(scenes: list[Scene], path: str, cols: int = 4, cell: tuple[int, int] = (480, 270),
-                  boxes: bool = True) -> None:
+def contact_sheet(
+    scenes: list[Scene], path: str, cols: int = 4, cell: tuple[int, int] = (480, 270), boxes: bool = True
+) -> None:
     """Tile scenes (letterboxed into cells) with their plate quads drawn in green."""
     cw, ch = cell
     rows = math.ceil(len(scenes) / cols)
@@ -612,7 +746,7 @@ def contact_sheet(scenes: list[Scene], path: str, cols: int = 4, cell: tuple[int
             for p in sc.plates:
                 cv2.polylines(im, [np.round(p.corners * s).astype(np.int32)], True, (0, 255, 0), 1)
         y0, x0 = (i // cols) * ch, (i % cols) * cw
-        sheet[y0:y0 + im.shape[0], x0:x0 + im.shape[1]] = im
+        sheet[y0 : y0 + im.shape[0], x0 : x0 + im.shape[1]] = im
     cv2.imwrite(path, sheet[..., ::-1])
 
 

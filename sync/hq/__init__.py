@@ -12,6 +12,7 @@ PostgreSQL), filled by the batches the posts push and headquarters pulls.
 This package's names below are what the web layer, the CLI and the tests use; the modules use
 each other directly.
 """
+
 from __future__ import annotations
 
 from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Outcome, Refused, ingest
@@ -35,8 +36,31 @@ from sync.hq.posts import check_post_request, enroll, position, publish_hotlist,
 from sync.hq.pull import Pulled, hq_key, pull
 
 __all__ = [
-    "DEFAULT_MAX_BATCH_BYTES", "GENESIS", "MODELS", "HQAccessRecord", "HQAlert", "HQBatch", "HQError", "HQHotlist",
-    "HQImage", "HQModel", "HQPost", "HQRead", "Outcome", "Pulled", "Refused", "check_post_request", "enroll",
-    "hq_database", "hq_key", "ingest", "open_hq", "position", "publish_hotlist", "pull", "status", "verify_chain",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "GENESIS",
+    "MODELS",
+    "HQAccessRecord",
+    "HQAlert",
+    "HQBatch",
+    "HQError",
+    "HQHotlist",
+    "HQImage",
+    "HQModel",
+    "HQPost",
+    "HQRead",
+    "Outcome",
+    "Pulled",
+    "Refused",
+    "check_post_request",
+    "enroll",
+    "hq_database",
+    "hq_key",
+    "ingest",
+    "open_hq",
+    "position",
+    "publish_hotlist",
+    "pull",
+    "status",
+    "verify_chain",
     "write",
 ]

@@ -29,6 +29,7 @@ release at the post, arriving the same way; headquarters staff cannot release it
 records are the post's own (hold.place and hold.release in the post's log, copied to
 headquarters with the batch), so storing it writes none here.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -53,18 +54,16 @@ audit.register_action("hold.release", False)
 audit.register_action("hold.list", False)
 
 
-
-
-
-
 def _held(which: str) -> str:
-    return (f"(EXISTS (SELECT 1 FROM hq_legal_hold h WHERE {which} "
-            "AND (h.post_id IS NULL OR h.post_id = r.post_id) "
-            "AND r.captured_at >= h.since AND r.captured_at <= h.until "
-            "AND (r.plate LIKE h.pattern OR EXISTS (SELECT 1 FROM hq_read_text t "
-            "WHERE t.read_id = r.id AND t.text LIKE h.pattern))) "
-            "OR EXISTS (SELECT 1 FROM hq_legal_hold_read x JOIN hq_legal_hold h ON h.id = x.hold_id "
-            f"WHERE {which} AND x.post_id = r.post_id AND x.read_uuid = r.uuid))")
+    return (
+        f"(EXISTS (SELECT 1 FROM hq_legal_hold h WHERE {which} "
+        "AND (h.post_id IS NULL OR h.post_id = r.post_id) "
+        "AND r.captured_at >= h.since AND r.captured_at <= h.until "
+        "AND (r.plate LIKE h.pattern OR EXISTS (SELECT 1 FROM hq_read_text t "
+        "WHERE t.read_id = r.id AND t.text LIKE h.pattern))) "
+        "OR EXISTS (SELECT 1 FROM hq_legal_hold_read x JOIN hq_legal_hold h ON h.id = x.hold_id "
+        f"WHERE {which} AND x.post_id = r.post_id AND x.read_uuid = r.uuid))"
+    )
 
 
 # The SQL retention uses to keep held reads (r is hq_read's alias). A read is matched by its
@@ -78,9 +77,19 @@ def _stamp(value: dt.datetime, end: bool = False) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S") + (".999999" if end else "")
 
 
-def place(settings: Settings, actor: audit.Actor, *, post_id: str | None, plate: str, mode: str,
-          since: dt.datetime | None, until: dt.datetime | None, purpose_code: str | None,
-          case_number: str | None, reason: str | None) -> tuple[HQLegalHold, int]:
+def place(
+    settings: Settings,
+    actor: audit.Actor,
+    *,
+    post_id: str | None,
+    plate: str,
+    mode: str,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    purpose_code: str | None,
+    case_number: str | None,
+    reason: str | None,
+) -> tuple[HQLegalHold, int]:
     """Place a hold; returns it and how many reads headquarters holds now that it covers. The
     caller has headquarters' database and the accounts database connected."""
     purpose = check_purpose(settings, purpose_code, case_number)
@@ -90,30 +99,57 @@ def place(settings: Settings, actor: audit.Actor, *, post_id: str | None, plate:
     try:
         text = normalise(plate, mode)
     except SearchError as exc:
-        hint = " (a plate with * or ? needs --mode wildcard)" if mode == "exact" and any(c in (plate or "") for c in "*?") else ""
+        hint = (
+            " (a plate with * or ? needs --mode wildcard)"
+            if mode == "exact" and any(c in (plate or "") for c in "*?")
+            else ""
+        )
         raise HoldError(f"hold not placed: plate {plate!r}: {exc}{hint}") from exc
     if since is None or until is None:
         raise HoldError("hold not placed: a hold needs a period of capture times (from and to)")
     if since > until:
-        raise HoldError(f"hold not placed: the period ends ({until:%Y-%m-%d %H:%M}) before it starts "
-                        f"({since:%Y-%m-%d %H:%M})")
+        raise HoldError(
+            f"hold not placed: the period ends ({until:%Y-%m-%d %H:%M}) before it starts ({since:%Y-%m-%d %H:%M})"
+        )
     if until - since > dt.timedelta(days=MAX_PERIOD_DAYS):
         raise HoldError(f"hold not placed: the period is longer than {MAX_PERIOD_DAYS} days")
     post_id = (post_id or "").strip() or None
     pattern = text.replace("*", "%").replace("?", "_")
-    query = {"at": "headquarters", "post": post_id or "*", "plate": text, "mode": mode,
-             "since": _stamp(since), "until": _stamp(until, end=True)}
+    query = {
+        "at": "headquarters",
+        "post": post_id or "*",
+        "plate": text,
+        "mode": mode,
+        "since": _stamp(since),
+        "until": _stamp(until, end=True),
+    }
     with hq_write():
         if post_id is not None and HQPost.get_or_none(HQPost.id == post_id) is None:
             raise HoldError(f"hold not placed: post {post_id!r} is not enrolled here (see `waypost hq status`)")
-        hold = HQLegalHold.create(post_id=post_id, plate=text, mode=mode, pattern=pattern, since=query["since"],
-                                  until=query["until"], reason=reason, purpose_code=purpose.code,
-                                  case_number=purpose.case_number, placed_by=actor.username,
-                                  placed_org=actor.organization)
+        hold = HQLegalHold.create(
+            post_id=post_id,
+            plate=text,
+            mode=mode,
+            pattern=pattern,
+            since=query["since"],
+            until=query["until"],
+            reason=reason,
+            purpose_code=purpose.code,
+            case_number=purpose.case_number,
+            placed_by=actor.username,
+            placed_org=actor.organization,
+        )
         covered = covered_count(hold.id)
         with write():
-            audit.record("hold.place", actor, query=query, purpose=purpose, objects=[f"hq_hold:{hold.id}"],
-                         result_count=covered, details={"reason": reason})
+            audit.record(
+                "hold.place",
+                actor,
+                query=query,
+                purpose=purpose,
+                objects=[f"hq_hold:{hold.id}"],
+                result_count=covered,
+                details={"reason": reason},
+            )
     return hold, covered
 
 
@@ -124,7 +160,9 @@ def covered_count(hold_id: int) -> int:
     # the first terms let the capture-time index narrow the scan to the hold's period
     return hq_database.execute_sql(
         f"SELECT count(*) FROM hq_read r, hq_legal_hold w WHERE w.id = {p} AND r.captured_at >= w.since "
-        f"AND r.captured_at <= w.until AND {held}", (hold_id, hold_id, hold_id)).fetchone()[0]
+        f"AND r.captured_at <= w.until AND {held}",
+        (hold_id, hold_id, hold_id),
+    ).fetchone()[0]
 
 
 def release(actor: audit.Actor, hold_id: int, reason: str | None) -> HQLegalHold:
@@ -133,22 +171,31 @@ def release(actor: audit.Actor, hold_id: int, reason: str | None) -> HQLegalHold
     with hq_write():
         hold = HQLegalHold.get_or_none(HQLegalHold.id == hold_id)
         if hold is None:
-            raise HoldError(f"hold not released: there is no hold {hold_id} at headquarters "
-                            "(see `waypost hq hold list`)")
+            raise HoldError(
+                f"hold not released: there is no hold {hold_id} at headquarters (see `waypost hq hold list`)"
+            )
         if hold.origin_hold_id is not None:
-            raise HoldError(f"hold not released: hold {hold_id} was placed at post {hold.post_id} (its hold "
-                            f"{hold.origin_hold_id} there) and only that post can release it: release it there "
-                            f"(`waypost hold release {hold.origin_hold_id}`); the release reaches headquarters "
-                            "with the post's next batch")
+            raise HoldError(
+                f"hold not released: hold {hold_id} was placed at post {hold.post_id} (its hold "
+                f"{hold.origin_hold_id} there) and only that post can release it: release it there "
+                f"(`waypost hold release {hold.origin_hold_id}`); the release reaches headquarters "
+                "with the post's next batch"
+            )
         if not hold.active:
-            raise HoldError(f"hold not released: hold {hold_id} was already released on "
-                            f"{hold.released_at:%Y-%m-%d %H:%M} UTC by {hold.released_by}")
+            raise HoldError(
+                f"hold not released: hold {hold_id} was already released on "
+                f"{hold.released_at:%Y-%m-%d %H:%M} UTC by {hold.released_by}"
+            )
         hold.released_at, hold.released_by, hold.release_reason = utcnow(), actor.username, reason
         hold.save()
         with write():
-            audit.record("hold.release", actor, query={"at": "headquarters", "hold": hold.id},
-                         objects=[f"hq_hold:{hold.id}"],
-                         details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by})
+            audit.record(
+                "hold.release",
+                actor,
+                query={"at": "headquarters", "hold": hold.id},
+                objects=[f"hq_hold:{hold.id}"],
+                details={"case_number": hold.case_number, "reason": reason, "placed_by": hold.placed_by},
+            )
     return hold
 
 
@@ -158,20 +205,18 @@ def listing(actor: audit.Actor, active_only: bool = False) -> list[HQLegalHold]:
     if active_only:
         q = q.where(HQLegalHold.released_at.is_null())
     holds = list(q)
-    with write():           # committed before the caller shows anything
-        audit.record("hold.list", actor, query={"at": "headquarters", "active_only": active_only},
-                     result_count=len(holds), objects=[f"hq_hold:{h.id}" for h in holds[:1000]])
+    with write():  # committed before the caller shows anything
+        audit.record(
+            "hold.list",
+            actor,
+            query={"at": "headquarters", "active_only": active_only},
+            result_count=len(holds),
+            objects=[f"hq_hold:{h.id}" for h in holds[:1000]],
+        )
     return holds
 
 
 # --- holds placed at a post, arriving with its batches (sync/hq/ingest.py) -----------------------
-
-
-
-
-
-
-
 
 
 def store_from_post(post_id: str, events: list[tuple[str, dict]]) -> int:
@@ -183,8 +228,10 @@ def store_from_post(post_id: str, events: list[tuple[str, dict]]) -> int:
         hold = HQLegalHold.get_or_none((HQLegalHold.post_id == post_id) & (HQLegalHold.origin_hold_id == ev["id"]))
         if ev["event"] == "release":
             if hold is None:
-                raise ProtocolError("malformed", f"{where}: the release of hold {ev['id']}, which post {post_id} "
-                                                 "never sent to headquarters")
+                raise ProtocolError(
+                    "malformed",
+                    f"{where}: the release of hold {ev['id']}, which post {post_id} never sent to headquarters",
+                )
             if hold.released_at is None:
                 hold.released_at, hold.released_by = ev["released_at"], ev["released_by"]
                 hold.release_reason = ev["release_reason"]
@@ -194,13 +241,25 @@ def store_from_post(post_id: str, events: list[tuple[str, dict]]) -> int:
         if hold is not None:
             continue
         hold = HQLegalHold.create(
-            post_id=post_id, origin_hold_id=ev["id"], plate=ev["plate"], mode=ev["mode"], pattern=ev["pattern"],
-            since=_stamp(ev["since"]), until=_stamp(ev["until"], end=True), reason=ev["reason"], purpose_code=ev["purpose_code"],
-            case_number=ev["case_number"], placed_by=ev["placed_by"], placed_org=ev["placed_org"],
-            placed_at=ev["placed_at"])
+            post_id=post_id,
+            origin_hold_id=ev["id"],
+            plate=ev["plate"],
+            mode=ev["mode"],
+            pattern=ev["pattern"],
+            since=_stamp(ev["since"]),
+            until=_stamp(ev["until"], end=True),
+            reason=ev["reason"],
+            purpose_code=ev["purpose_code"],
+            case_number=ev["case_number"],
+            placed_by=ev["placed_by"],
+            placed_org=ev["placed_org"],
+            placed_at=ev["placed_at"],
+        )
         if ev["reads"]:
-            insert_rows(("hq_legal_hold_read", ("hold_id", "post_id", "read_uuid")),
-                       [(hold.id, post_id, u) for u in ev["reads"]],
-                       on_conflict="ON CONFLICT (hold_id, read_uuid) DO NOTHING")
+            insert_rows(
+                ("hq_legal_hold_read", ("hold_id", "post_id", "read_uuid")),
+                [(hold.id, post_id, u) for u in ev["reads"]],
+                on_conflict="ON CONFLICT (hold_id, read_uuid) DO NOTHING",
+            )
         changed += 1
     return changed

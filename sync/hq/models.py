@@ -4,6 +4,7 @@ schema (versioned, like the post's migrations) and the transaction every change 
 
 The database is a SQLite file by default; a URL (postgresql://...) selects PostgreSQL.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -38,25 +39,27 @@ class HQModel(Model):
         database = hq_database
         legacy_table_names = False
 
+
 class HQPost(HQModel):
     id = CharField(primary_key=True)
     name = CharField()
-    public_key = CharField()               # base64 of the raw Ed25519 key
+    public_key = CharField()  # base64 of the raw Ed25519 key
     key_id = CharField()
     enrolled_at = DateTimeField(default=utcnow)
     last_contact_at = DateTimeField(null=True)
-    last_seq = IntegerField(default=0)      # the post's outbox sequence held up to here
-    chain_seq = IntegerField(default=0)     # the post's access log held up to here
+    last_seq = IntegerField(default=0)  # the post's outbox sequence held up to here
+    chain_seq = IntegerField(default=0)  # the post's access log held up to here
     chain_hash = CharField(default=GENESIS)
-    chain_status = CharField(default="verified")   # verified | broken
+    chain_status = CharField(default="verified")  # verified | broken
     chain_problem = TextField(default="")
     first_bad_seq = IntegerField(null=True)
-    backlog = IntegerField(default=0)       # reads the post said were still waiting
-    pull_url = CharField(default="")        # the post's web address, for `waypost hq pull`
-    confirmation_id = IntegerField(default=0)   # the post's alert confirmations held up to here
+    backlog = IntegerField(default=0)  # reads the post said were still waiting
+    pull_url = CharField(default="")  # the post's web address, for `waypost hq pull`
+    confirmation_id = IntegerField(default=0)  # the post's alert confirmations held up to here
 
     class Meta:
         table_name = "hq_post"
+
 
 class HQRead(HQModel):
     id = AutoField()
@@ -71,6 +74,7 @@ class HQRead(HQModel):
     class Meta:
         table_name = "hq_read"
 
+
 class HQImage(HQModel):
     sha256 = CharField(primary_key=True)
     content_type = CharField()
@@ -81,6 +85,7 @@ class HQImage(HQModel):
 
     class Meta:
         table_name = "hq_image"
+
 
 class HQAccessRecord(HQModel):
     id = AutoField()
@@ -103,6 +108,7 @@ class HQAccessRecord(HQModel):
     class Meta:
         table_name = "hq_access_record"
 
+
 class HQAlert(HQModel):
     id = AutoField()
     post_id = CharField()
@@ -112,6 +118,7 @@ class HQAlert(HQModel):
 
     class Meta:
         table_name = "hq_alert"
+
 
 class HQBatch(HQModel):
     id = AutoField()
@@ -124,7 +131,7 @@ class HQBatch(HQModel):
     reads = IntegerField(default=0)
     records = IntegerField(default=0)
     size = IntegerField(default=0)
-    status = CharField()                    # stored | duplicate | refused
+    status = CharField()  # stored | duplicate | refused
     problem = CharField(default="")
     message = TextField(default="")
     remote_addr = CharField(default="")
@@ -133,8 +140,10 @@ class HQBatch(HQModel):
     class Meta:
         table_name = "hq_batch"
 
+
 class HQHotlist(HQModel):
     """A state list as published to the posts: the file itself, fetched by each post on contact."""
+
     name = CharField(primary_key=True)
     sha256 = CharField()
     size = IntegerField()
@@ -147,11 +156,11 @@ class HQHotlist(HQModel):
 
 class HQLegalHold(HQModel):
     id = AutoField()
-    post_id = CharField(null=True)        # None: every post
-    plate = CharField()                   # as typed, normalised
-    mode = CharField()                    # exact | wildcard
-    pattern = CharField()                 # the plate as a LIKE pattern
-    since = CharField()                   # captured-at window, UTC, as hq_read.captured_at is written
+    post_id = CharField(null=True)  # None: every post
+    plate = CharField()  # as typed, normalised
+    mode = CharField()  # exact | wildcard
+    pattern = CharField()  # the plate as a LIKE pattern
+    since = CharField()  # captured-at window, UTC, as hq_read.captured_at is written
     until = CharField()
     reason = TextField()
     purpose_code = CharField()
@@ -162,7 +171,7 @@ class HQLegalHold(HQModel):
     released_by = CharField(null=True)
     released_at = DateTimeField(null=True)
     release_reason = TextField(null=True)
-    origin_hold_id = IntegerField(null=True)    # placed at post `post_id` as its hold of this id; None: here
+    origin_hold_id = IntegerField(null=True)  # placed at post `post_id` as its hold of this id; None: here
 
     class Meta:
         table_name = "hq_legal_hold"
@@ -185,6 +194,7 @@ class HQLegalHold(HQModel):
 
 class HQLegalHoldRead(HQModel):
     """A read a post's hold froze, by its uuid (the read may not have reached headquarters yet)."""
+
     hold_id = IntegerField()
     post_id = CharField()
     read_uuid = CharField()
@@ -214,7 +224,7 @@ class HQRetentionRun(HQModel):
 
 class HQReadText(HQModel):
     read_id = BigIntegerField()
-    alt = IntegerField()                 # 0: the plate; 1..: its alternatives, best first
+    alt = IntegerField()  # 0: the plate; 1..: its alternatives, best first
     post_id = CharField()
     camera_id = CharField()
     captured_at = CharField()
@@ -238,85 +248,111 @@ class HQCamera(HQModel):
 
 MODELS = (HQPost, HQRead, HQImage, HQAccessRecord, HQAlert, HQBatch, HQHotlist)
 
-DIALECT = {"sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "bytewise": "TEXT"},
-           "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "bytewise": 'TEXT COLLATE "C"'}}
+DIALECT = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "bytewise": "TEXT"},
+    "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "bytewise": 'TEXT COLLATE "C"'},
+}
 
 # Headquarters' schema, versioned like the post's (a change is a new entry, never an edit).
 SCHEMA = [
-    (1, [
-        """CREATE TABLE hq_post (
+    (
+        1,
+        [
+            """CREATE TABLE hq_post (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, public_key TEXT NOT NULL, key_id TEXT NOT NULL,
             enrolled_at TIMESTAMP NOT NULL, last_contact_at TIMESTAMP,
             last_seq BIGINT NOT NULL DEFAULT 0, chain_seq BIGINT NOT NULL DEFAULT 0,
             chain_hash TEXT NOT NULL, chain_status TEXT NOT NULL DEFAULT 'verified',
             chain_problem TEXT NOT NULL DEFAULT '', first_bad_seq BIGINT, backlog BIGINT NOT NULL DEFAULT 0)""",
-        """CREATE TABLE hq_read (
+            """CREATE TABLE hq_read (
             id {serial}, post_id TEXT NOT NULL, uuid TEXT NOT NULL, seq BIGINT NOT NULL,
             captured_at TEXT NOT NULL, plate TEXT NOT NULL, content_hash TEXT NOT NULL, data TEXT NOT NULL)""",
-        "CREATE UNIQUE INDEX hq_read_post_uuid ON hq_read (post_id, uuid)",
-        "CREATE INDEX hq_read_post_seq ON hq_read (post_id, seq)",
-        "CREATE INDEX hq_read_plate ON hq_read (plate)",
-        """CREATE TABLE hq_image (
+            "CREATE UNIQUE INDEX hq_read_post_uuid ON hq_read (post_id, uuid)",
+            "CREATE INDEX hq_read_post_seq ON hq_read (post_id, seq)",
+            "CREATE INDEX hq_read_plate ON hq_read (plate)",
+            """CREATE TABLE hq_image (
             sha256 TEXT PRIMARY KEY, content_type TEXT NOT NULL, width INTEGER NOT NULL,
             height INTEGER NOT NULL, size INTEGER NOT NULL, data {blob} NOT NULL)""",
-        """CREATE TABLE hq_access_record (
+            """CREATE TABLE hq_access_record (
             id {serial}, post_id TEXT NOT NULL, seq BIGINT NOT NULL, at TEXT NOT NULL, username TEXT NOT NULL,
             organization TEXT NOT NULL, action TEXT NOT NULL, query TEXT NOT NULL, purpose_code TEXT NOT NULL,
             case_number TEXT NOT NULL, object_ids TEXT NOT NULL, result_count INTEGER, client_addr TEXT NOT NULL,
             details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
-        "CREATE UNIQUE INDEX hq_access_record_post_seq ON hq_access_record (post_id, seq)",
-        """CREATE TABLE hq_alert (
+            "CREATE UNIQUE INDEX hq_access_record_post_seq ON hq_access_record (post_id, seq)",
+            """CREATE TABLE hq_alert (
             id {serial}, post_id TEXT NOT NULL, alert_id BIGINT NOT NULL, read_uuid TEXT NOT NULL,
             data TEXT NOT NULL)""",
-        "CREATE UNIQUE INDEX hq_alert_post_alert ON hq_alert (post_id, alert_id)",
-        """CREATE TABLE hq_batch (
+            "CREATE UNIQUE INDEX hq_alert_post_alert ON hq_alert (post_id, alert_id)",
+            """CREATE TABLE hq_batch (
             id {serial}, batch_id TEXT NOT NULL, post_id TEXT NOT NULL, first_seq BIGINT, last_seq BIGINT,
             chain_first BIGINT, chain_last BIGINT, reads INTEGER NOT NULL DEFAULT 0,
             records INTEGER NOT NULL DEFAULT 0, size BIGINT NOT NULL DEFAULT 0, status TEXT NOT NULL,
             problem TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '',
             remote_addr TEXT NOT NULL DEFAULT '', received_at TIMESTAMP NOT NULL)""",
-        "CREATE INDEX hq_batch_batch_id ON hq_batch (batch_id)",
-        "CREATE INDEX hq_batch_post ON hq_batch (post_id, id)",
-    ]),
+            "CREATE INDEX hq_batch_batch_id ON hq_batch (batch_id)",
+            "CREATE INDEX hq_batch_post ON hq_batch (post_id, id)",
+        ],
+    ),
     (2, ["ALTER TABLE hq_post ADD COLUMN pull_url TEXT NOT NULL DEFAULT ''"]),
     (3, ["ALTER TABLE hq_post ADD COLUMN confirmation_id BIGINT NOT NULL DEFAULT 0"]),
-    (4, ["""CREATE TABLE hq_hotlist (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
-            data {blob} NOT NULL, published_at TIMESTAMP NOT NULL)"""]),
+    (
+        4,
+        [
+            """CREATE TABLE hq_hotlist (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
+            data {blob} NOT NULL, published_at TIMESTAMP NOT NULL)"""
+        ],
+    ),
     # The officers' search (sync/hq/search.py): one row per text of a read (its plate, then its
     # alternatives), filled from hq_read after ingest, never by it. Byte order (COLLATE "C" on
     # PostgreSQL) so that a plate prefix is an index range on either database.
-    (5, ["""CREATE TABLE hq_read_text (
+    (
+        5,
+        [
+            """CREATE TABLE hq_read_text (
             read_id BIGINT NOT NULL, alt INTEGER NOT NULL, post_id TEXT NOT NULL, camera_id TEXT NOT NULL,
             captured_at {bytewise} NOT NULL, text {bytewise} NOT NULL, folded {bytewise} NOT NULL,
             reversed {bytewise} NOT NULL, PRIMARY KEY (read_id, alt))""",
-         "CREATE INDEX hq_read_text_text ON hq_read_text (text, captured_at)",
-         "CREATE INDEX hq_read_text_folded ON hq_read_text (folded)",
-         "CREATE INDEX hq_read_text_reversed ON hq_read_text (reversed, captured_at)",
-         "CREATE INDEX hq_read_text_captured ON hq_read_text (captured_at, read_id)",
-         "CREATE TABLE hq_camera (post_id TEXT NOT NULL, camera_id TEXT NOT NULL, PRIMARY KEY (post_id, camera_id))",
-         "CREATE INDEX hq_alert_read ON hq_alert (post_id, read_uuid)"]),
+            "CREATE INDEX hq_read_text_text ON hq_read_text (text, captured_at)",
+            "CREATE INDEX hq_read_text_folded ON hq_read_text (folded)",
+            "CREATE INDEX hq_read_text_reversed ON hq_read_text (reversed, captured_at)",
+            "CREATE INDEX hq_read_text_captured ON hq_read_text (captured_at, read_id)",
+            "CREATE TABLE hq_camera (post_id TEXT NOT NULL, camera_id TEXT NOT NULL, PRIMARY KEY (post_id, camera_id))",
+            "CREATE INDEX hq_alert_read ON hq_alert (post_id, read_uuid)",
+        ],
+    ),
     # Retention at headquarters (sync/hq/retention.py): legal holds (sync/hq/holds.py), one row per
     # purge run, and the capture-time index the purge walks (oldest first, keyset on id).
-    (6, ["""CREATE TABLE hq_legal_hold (
+    (
+        6,
+        [
+            """CREATE TABLE hq_legal_hold (
             id {serial}, post_id TEXT, plate TEXT NOT NULL, mode TEXT NOT NULL, pattern TEXT NOT NULL,
             since TEXT NOT NULL, until TEXT NOT NULL, reason TEXT NOT NULL, purpose_code TEXT NOT NULL,
             case_number TEXT NOT NULL, placed_by TEXT NOT NULL, placed_org TEXT NOT NULL,
             placed_at TIMESTAMP NOT NULL, released_by TEXT, released_at TIMESTAMP, release_reason TEXT)""",
-         """CREATE TABLE hq_retention_run (
+            """CREATE TABLE hq_retention_run (
             id {serial}, started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, read_cutoff TEXT NOT NULL,
             hit_cutoff TEXT NOT NULL, reads BIGINT NOT NULL DEFAULT 0, hit_reads BIGINT NOT NULL DEFAULT 0,
             alerts BIGINT NOT NULL DEFAULT 0, images BIGINT NOT NULL DEFAULT 0, texts BIGINT NOT NULL DEFAULT 0,
             oldest_at TEXT, newest_at TEXT)""",
-         "CREATE INDEX hq_read_captured ON hq_read (captured_at, id)"]),
+            "CREATE INDEX hq_read_captured ON hq_read (captured_at, id)",
+        ],
+    ),
     # Legal holds placed at a post, arriving with its batches (sync/hq/holds.py): the post's id of
     # each (one copy per post and hold, however often a batch is delivered) and the reads it froze.
-    (7, ["ALTER TABLE hq_legal_hold ADD COLUMN origin_hold_id BIGINT",
-         "CREATE UNIQUE INDEX hq_legal_hold_origin ON hq_legal_hold (post_id, origin_hold_id)",
-         """CREATE TABLE hq_legal_hold_read (
+    (
+        7,
+        [
+            "ALTER TABLE hq_legal_hold ADD COLUMN origin_hold_id BIGINT",
+            "CREATE UNIQUE INDEX hq_legal_hold_origin ON hq_legal_hold (post_id, origin_hold_id)",
+            """CREATE TABLE hq_legal_hold_read (
             hold_id BIGINT NOT NULL, post_id TEXT NOT NULL, read_uuid TEXT NOT NULL,
             PRIMARY KEY (hold_id, read_uuid))""",
-         "CREATE INDEX hq_legal_hold_read_uuid ON hq_legal_hold_read (post_id, read_uuid)"]),
+            "CREATE INDEX hq_legal_hold_read_uuid ON hq_legal_hold_read (post_id, read_uuid)",
+        ],
+    ),
 ]
+
 
 class HQError(RuntimeError):
     pass
@@ -332,12 +368,22 @@ def open_hq(target: str | Path):
     else:
         path = Path(text).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = SqliteDatabase(str(path), pragmas={"journal_mode": "wal", "foreign_keys": 1, "synchronous": "FULL",
-                                                "busy_timeout": 10000, "cache_size": -16384})
+        db = SqliteDatabase(
+            str(path),
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "synchronous": "FULL",
+                "busy_timeout": 10000,
+                "cache_size": -16384,
+            },
+        )
         dialect = "sqlite"
     hq_database.initialize(db)
     with db.connection_context():
-        db.execute_sql("CREATE TABLE IF NOT EXISTS hq_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+        db.execute_sql(
+            "CREATE TABLE IF NOT EXISTS hq_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+        )
         done = {row[0] for row in db.execute_sql("SELECT version FROM hq_schema")}
         for version, statements in SCHEMA:
             if version in done:
@@ -345,8 +391,9 @@ def open_hq(target: str | Path):
             with db.atomic():
                 for sql in statements:
                     db.execute_sql(sql.format(**DIALECT[dialect]))
-                db.execute_sql(f"INSERT INTO hq_schema (version, applied_at) VALUES ({db.param}, {db.param})",
-                               (version, utcnow()))
+                db.execute_sql(
+                    f"INSERT INTO hq_schema (version, applied_at) VALUES ({db.param}, {db.param})", (version, utcnow())
+                )
     return db
 
 
@@ -374,10 +421,12 @@ def insert_rows(table_columns: tuple[str, tuple[str, ...]], rows: list[tuple], o
     names = ", ".join(columns)
     cursor = db.cursor()
     if isinstance(db, SqliteDatabase):
-        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}) {on_conflict}",
-                           rows)
+        cursor.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}) {on_conflict}", rows
+        )
     else:
         from psycopg2.extras import execute_values  # noqa: PLC0415 (optional dependency: PostgreSQL only)
+
         execute_values(cursor, f"INSERT INTO {table} ({names}) VALUES %s {on_conflict}", rows, page_size=500)
 
 

@@ -1,5 +1,6 @@
 """Headquarters' side of its posts: enrolment, what it holds of each (its position), their status
 and access-log copies, the signed GETs a post makes, and the hotlists published to them."""
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,9 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
     with write():
         post = locked_post(post_id)
         if post is None:
-            post = HQPost.create(id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key),
-                                 pull_url=pull_url or "")
+            post = HQPost.create(
+                id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key), pull_url=pull_url or ""
+            )
         else:
             # the key and name only: never the position (last_seq, chain_seq, chain_hash, ...)
             post.name, post.public_key, post.key_id = name or post.name, raw, bundle.key_id(key)
@@ -51,19 +53,31 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
             post.save(only=changed)
     return post
 
+
 def position(post: HQPost) -> dict:
     """What headquarters holds of `post`. last_read_seq and last_read_uuid name the read it holds
     under the highest outbox seq (absent while it holds none): a post restored from an older copy
     that has issued that seq again, to another read, sees it even when its access log shows
     nothing. A read, not whatever sits at last_seq, because headquarters keeps no seq for a legal
     hold event."""
-    held = {"post": post.id, "last_seq": post.last_seq, "chain_seq": post.chain_seq, "chain_hash": post.chain_hash,
-            "confirmation_id": post.confirmation_id}
-    read = (HQRead.select(HQRead.seq, HQRead.uuid).where(HQRead.post_id == post.id)
-            .order_by(HQRead.seq.desc()).limit(1).first())
+    held = {
+        "post": post.id,
+        "last_seq": post.last_seq,
+        "chain_seq": post.chain_seq,
+        "chain_hash": post.chain_hash,
+        "confirmation_id": post.confirmation_id,
+    }
+    read = (
+        HQRead.select(HQRead.seq, HQRead.uuid)
+        .where(HQRead.post_id == post.id)
+        .order_by(HQRead.seq.desc())
+        .limit(1)
+        .first()
+    )
     if read is not None:
         held.update(last_read_seq=read.seq, last_read_uuid=read.uuid)
     return held
+
 
 def publish_hotlist(name: str, data: bytes) -> HQHotlist:
     """Publish (or replace) a state list; posts fetch it on their next contact."""
@@ -75,9 +89,15 @@ def publish_hotlist(name: str, data: bytes) -> HQHotlist:
     with write():
         HQHotlist.insert(name=name, sha256=digest, size=len(data), data=data, published_at=utcnow()).on_conflict(
             conflict_target=[HQHotlist.name],
-            update={HQHotlist.sha256: digest, HQHotlist.size: len(data), HQHotlist.data: data,
-                    HQHotlist.published_at: utcnow()}).execute()
+            update={
+                HQHotlist.sha256: digest,
+                HQHotlist.size: len(data),
+                HQHotlist.data: data,
+                HQHotlist.published_at: utcnow(),
+            },
+        ).execute()
     return HQHotlist.get_by_id(name)
+
 
 def check_post_request(post_id: str, path: str, date: str, signature: str) -> str | None:
     """None when a post's GET is signed with its enrolled key within the allowed skew, else why not."""
@@ -94,21 +114,37 @@ def check_post_request(post_id: str, path: str, date: str, signature: str) -> st
         return "the signature does not verify with the post's enrolled key"
     return None
 
+
 def status() -> list[dict]:
     rows = []
     for post in HQPost.select().order_by(HQPost.id):
         reads = HQRead.select().where(HQRead.post_id == post.id).count()
-        last_refusal = (HQBatch.select().where((HQBatch.post_id == post.id) & (HQBatch.status == "refused"))
-                        .order_by(HQBatch.id.desc()).first())
-        rows.append({"post": post.id, "name": post.name, "key_id": post.key_id,
-                     "last_contact_at": post.last_contact_at, "last_seq": post.last_seq, "reads": reads,
-                     "chain_seq": post.chain_seq, "chain_status": post.chain_status,
-                     "chain_problem": post.chain_problem, "first_bad_seq": post.first_bad_seq,
-                     "backlog": post.backlog,
-                     "last_refusal": None if last_refusal is None else
-                     {"problem": last_refusal.problem, "message": last_refusal.message,
-                      "at": last_refusal.received_at}})
+        last_refusal = (
+            HQBatch.select()
+            .where((HQBatch.post_id == post.id) & (HQBatch.status == "refused"))
+            .order_by(HQBatch.id.desc())
+            .first()
+        )
+        rows.append(
+            {
+                "post": post.id,
+                "name": post.name,
+                "key_id": post.key_id,
+                "last_contact_at": post.last_contact_at,
+                "last_seq": post.last_seq,
+                "reads": reads,
+                "chain_seq": post.chain_seq,
+                "chain_status": post.chain_status,
+                "chain_problem": post.chain_problem,
+                "first_bad_seq": post.first_bad_seq,
+                "backlog": post.backlog,
+                "last_refusal": None
+                if last_refusal is None
+                else {"problem": last_refusal.problem, "message": last_refusal.message, "at": last_refusal.received_at},
+            }
+        )
     return rows
+
 
 def verify_chain(post_id: str) -> tuple[bool, int | None, str]:
     """Walk the copy of a post's access log: (ok, first bad seq, message)."""

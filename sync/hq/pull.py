@@ -1,5 +1,6 @@
 """Headquarters pulls: it asks a post for its next batch with a request signed by its own key
 (`waypost hq pull`, the nightly pull), spools the answer to a temporary file and ingests it."""
+
 from __future__ import annotations
 
 import base64
@@ -27,6 +28,7 @@ def hq_key(target: str | Path, key_dir: Path | None = None):
     where = Path(key_dir) if key_dir is not None else Path(text).expanduser().resolve().parent
     return bundle.post_key(SimpleNamespace(data_dir=where, sync=SimpleNamespace(key_file="hq_key")))
 
+
 @dataclass
 class Pulled:
     post_id: str
@@ -38,14 +40,18 @@ class Pulled:
     problem: str = ""
 
     def line(self) -> str:
-        text = (f"{self.post_id}: pulled {self.batches} batch(es), {self.reads} read(s), {self.records} access "
-                f"record(s); {self.duplicates} already held")
+        text = (
+            f"{self.post_id}: pulled {self.batches} batch(es), {self.reads} read(s), {self.records} access "
+            f"record(s); {self.duplicates} already held"
+        )
         if self.holds:
             text += f"; {self.holds} legal hold event(s) from the post"
         return text + (f"; stopped: {self.problem}" if self.problem else "")
 
-def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 120,
-         max_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> Pulled:
+
+def pull(
+    post_id: str, key, max_batches: int | None = None, timeout_s: float = 120, max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+) -> Pulled:
     """Fetch batches from one post until it has nothing more. Each batch is received into a
     temporary file and ingested from there: ingest holds the database's write lock (SQLite) or the
     post's row (PostgreSQL) from its first byte, which must not last as long as a slow link takes."""
@@ -61,9 +67,12 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             result.problem = "no pull URL enrolled for this post (waypost hq enroll --pull-url)"
             return result
         url = urllib.parse.urlsplit(post.pull_url)
-        path = url.path.rstrip("/") + "/sync/batch?" + urllib.parse.urlencode(
-            {k: v for k, v in held.items() if k != "post"})
-        date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        path = (
+            url.path.rstrip("/")
+            + "/sync/batch?"
+            + urllib.parse.urlencode({k: v for k, v in held.items() if k != "post"})
+        )
+        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         conn = cls(url.hostname, url.port, timeout=timeout_s)
@@ -83,7 +92,7 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
                 body.seek(0)
                 with hq_database.connection_context():
                     try:
-                        if received > max_bytes:    # refused and recorded as ingest refuses (raises Refused)
+                        if received > max_bytes:  # refused and recorded as ingest refuses (raises Refused)
                             refuse_oversized(received, max_bytes, post.pull_url)
                         outcome = ingest(body, length, max_bytes, remote_addr=post.pull_url)
                     except Refused as refused:
@@ -98,7 +107,7 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
         finally:
             conn.close()
         if outcome.status == "duplicate":
-            result.duplicates += 1      # the post pushed the same range meanwhile: its next batch comes next time
+            result.duplicates += 1  # the post pushed the same range meanwhile: its next batch comes next time
             return result
         else:
             result.batches += 1
@@ -107,8 +116,10 @@ def pull(post_id: str, key, max_batches: int | None = None, timeout_s: float = 1
             result.holds += outcome.holds
     return result
 
+
 class _SpoolError(Exception):
     """Headquarters could not hold a pulled batch on its own disk (not the post's fault)."""
+
 
 def _spool_file():
     """An anonymous temporary file for one pulled batch: beside a SQLite database, else in the
@@ -119,6 +130,7 @@ def _spool_file():
         return tempfile.TemporaryFile(dir=where, prefix="pull-")
     except OSError as exc:
         raise _SpoolError(f"could not make a temporary file for the batch in {where}: {exc}") from None
+
 
 def _receive(response, body, max_bytes: int, chunk: int = 64 * 1024) -> int:
     """Copy the response into `body`, stopping one byte past max_bytes. Returns the bytes copied."""

@@ -31,6 +31,7 @@ SHARED_WINDOW of the purged ones (a byte-identical JPEG captured later does not 
 retention makes the same assumption). A post sends every image with its read, so a read arriving
 later with an image purged meanwhile stores it again.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,8 +63,6 @@ HAS_ALERT = "EXISTS (SELECT 1 FROM hq_alert a WHERE a.post_id = r.post_id AND a.
 INDEXED = "EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id)"
 
 
-
-
 @dataclass
 class Result:
     dry_run: bool
@@ -86,8 +85,12 @@ class Result:
 
     def lines(self) -> list[str]:
         verb = "would purge" if self.dry_run else "purged"
-        out = [(f"{verb} {self.reads} read(s) at headquarters ({self.hit_reads} with alerts): captured before "
-                f"{self.read_cutoff} UTC (reads with alerts before {self.hit_cutoff} UTC)")]
+        out = [
+            (
+                f"{verb} {self.reads} read(s) at headquarters ({self.hit_reads} with alerts): captured before "
+                f"{self.read_cutoff} UTC (reads with alerts before {self.hit_cutoff} UTC)"
+            )
+        ]
         if self.reads:
             out.append(f"  captured from {self.oldest_at} to {self.newest_at} UTC")
         images = f"up to {self.images}" if self.dry_run else str(self.images)
@@ -98,8 +101,10 @@ class Result:
         for run in self.interrupted_runs:
             out.append(f"recorded interrupted run {run['id']}: {run['reads']} read(s) purged before it stopped")
         if not self.dry_run:
-            out.append(f"{self.batches} batch(es) in {self.seconds:.1f} s"
-                       f"{' (stopped early: the rest goes in the next run)' if self.stopped else ''}")
+            out.append(
+                f"{self.batches} batch(es) in {self.seconds:.1f} s"
+                f"{' (stopped early: the rest goes in the next run)' if self.stopped else ''}"
+            )
         return out
 
 
@@ -117,8 +122,9 @@ def cutoffs(settings: Settings, now: dt.datetime | None = None) -> tuple[str, st
 def _past(p: str) -> str:
     """Reads past their period: parameters (max cutoff, read cutoff, hit cutoff). The first term
     lets the database walk the capture-time index instead of the table."""
-    return (f"r.captured_at < {p} AND ((r.captured_at < {p} AND NOT {HAS_ALERT}) "
-            f"OR (r.captured_at < {p} AND {HAS_ALERT}))")
+    return (
+        f"r.captured_at < {p} AND ((r.captured_at < {p} AND NOT {HAS_ALERT}) OR (r.captured_at < {p} AND {HAS_ALERT}))"
+    )
 
 
 def _params(read_cut: str, hit_cut: str) -> list[str]:
@@ -156,14 +162,19 @@ def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
     result = Result(True, read_cut, hit_cut)
     where = f"{_past(p)} AND NOT {HELD_SQL}"
     args = _params(read_cut, hit_cut)
-    with db.atomic():         # one snapshot for every count (SQLite; PostgreSQL's read committed is close)
+    with db.atomic():  # one snapshot for every count (SQLite; PostgreSQL's read committed is close)
         result.reads, result.oldest_at, result.newest_at = db.execute_sql(
-            f"SELECT count(*), min(r.captured_at), max(r.captured_at) FROM hq_read r WHERE {where}", args).fetchone()
+            f"SELECT count(*), min(r.captured_at), max(r.captured_at) FROM hq_read r WHERE {where}", args
+        ).fetchone()
         result.hit_reads = _count(f"SELECT count(*) FROM hq_read r WHERE {where} AND {HAS_ALERT}", args)
-        result.alerts = _count(f"SELECT count(*) FROM hq_alert a JOIN hq_read r ON r.post_id = a.post_id "
-                               f"AND r.uuid = a.read_uuid WHERE {where}", args)
-        result.texts = _count(f"SELECT count(*) FROM hq_read_text t JOIN hq_read r ON r.id = t.read_id "
-                              f"WHERE {where}", args)
+        result.alerts = _count(
+            f"SELECT count(*) FROM hq_alert a JOIN hq_read r ON r.post_id = a.post_id "
+            f"AND r.uuid = a.read_uuid WHERE {where}",
+            args,
+        )
+        result.texts = _count(
+            f"SELECT count(*) FROM hq_read_text t JOIN hq_read r ON r.id = t.read_id WHERE {where}", args
+        )
         shas: set[str] = set()
         cursor = db.execute_sql(f"SELECT r.data FROM hq_read r WHERE {where}", args)
         while rows := cursor.fetchmany(2000):
@@ -177,20 +188,35 @@ def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
 def _record(actor: audit.Actor, run_id: int, interrupted: bool = False, stopped: bool = False) -> dict:
     """Close a run and write its one access record; in the caller's headquarters write transaction."""
     run = HQRetentionRun.get_by_id(run_id)
-    row = {"id": run.id, "started_at": run.started_at.strftime("%Y-%m-%d %H:%M:%S"), "read_cutoff": run.read_cutoff,
-           "hit_cutoff": run.hit_cutoff, "reads": run.reads, "hit_reads": run.hit_reads, "alerts": run.alerts,
-           "images": run.images, "texts": run.texts, "oldest_at": run.oldest_at, "newest_at": run.newest_at}
+    row = {
+        "id": run.id,
+        "started_at": run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "read_cutoff": run.read_cutoff,
+        "hit_cutoff": run.hit_cutoff,
+        "reads": run.reads,
+        "hit_reads": run.hit_reads,
+        "alerts": run.alerts,
+        "images": run.images,
+        "texts": run.texts,
+        "oldest_at": run.oldest_at,
+        "newest_at": run.newest_at,
+    }
     details = {k: v for k, v in row.items() if k != "id"}
     if interrupted:
         details["interrupted"] = True
     if stopped:
-        details["stopped"] = True     # the server was stopping; the rest is purged by the next run
+        details["stopped"] = True  # the server was stopping; the rest is purged by the next run
     run.finished_at = utcnow()
     run.save()
     with accounts.write():
-        audit.record("retention.purge", actor,
-                     query={"at": "headquarters", "read_cutoff": run.read_cutoff, "hit_cutoff": run.hit_cutoff},
-                     objects=[f"hq_retention_run:{run.id}"], result_count=run.reads, details=details)
+        audit.record(
+            "retention.purge",
+            actor,
+            query={"at": "headquarters", "read_cutoff": run.read_cutoff, "hit_cutoff": run.hit_cutoff},
+            objects=[f"hq_retention_run:{run.id}"],
+            result_count=run.reads,
+            details=details,
+        )
     return row
 
 
@@ -208,7 +234,8 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
             f"SELECT r.id, r.post_id, r.uuid, r.captured_at, r.data, {HAS_ALERT} FROM hq_read r "
             f"WHERE r.captured_at < {p}{keyset} AND {_past(p)} AND {INDEXED} AND NOT {HELD_SQL} "
             f"ORDER BY r.captured_at, r.id LIMIT {p}",
-            [args[0], *keyset_args, *args, batch]).fetchall()
+            [args[0], *keyset_args, *args, batch],
+        ).fetchall()
         if not rows:
             return None
         ids = [r[0] for r in rows]
@@ -219,8 +246,10 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
             by_post.setdefault(r[1], []).append(r[2])
         alerts = 0
         for post_id, uuids in by_post.items():
-            alerts += db.execute_sql(f"DELETE FROM hq_alert WHERE post_id = {p} AND read_uuid IN "
-                                     f"({', '.join([p] * len(uuids))})", [post_id, *uuids]).rowcount
+            alerts += db.execute_sql(
+                f"DELETE FROM hq_alert WHERE post_id = {p} AND read_uuid IN ({', '.join([p] * len(uuids))})",
+                [post_id, *uuids],
+            ).rowcount
         db.execute_sql(f"DELETE FROM hq_read WHERE id IN ({marks})", ids)
         shas: set[str] = set()
         for r in rows:
@@ -229,13 +258,15 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
         captured = [str(r[3]) for r in rows]
         if shas:
             lo, hi = _when(min(captured)) - SHARED_WINDOW, _when(max(captured)) + SHARED_WINDOW
-            for (data,) in db.execute_sql(f"SELECT data FROM hq_read WHERE captured_at >= {p} AND captured_at <= {p}",
-                                          [_text(lo), _text(hi)]):
+            for (data,) in db.execute_sql(
+                f"SELECT data FROM hq_read WHERE captured_at >= {p} AND captured_at <= {p}", [_text(lo), _text(hi)]
+            ):
                 shas -= _images_of(data)
             if shas:
                 gone = sorted(shas)
-                images = db.execute_sql(f"DELETE FROM hq_image WHERE sha256 IN ({', '.join([p] * len(gone))})",
-                                        gone).rowcount
+                images = db.execute_sql(
+                    f"DELETE FROM hq_image WHERE sha256 IN ({', '.join([p] * len(gone))})", gone
+                ).rowcount
         run.reads += len(rows)
         run.hit_reads += sum(bool(r[5]) for r in rows)
         run.alerts += alerts
@@ -252,15 +283,26 @@ def _sweep_texts(run: HQRetentionRun, before: str) -> None:
     db = hq_database
     p = db.param
     with hq_search._lock, hq_write():
-        swept = db.execute_sql(f"DELETE FROM hq_read_text WHERE captured_at < {p} AND NOT EXISTS "
-                               f"(SELECT 1 FROM hq_read r WHERE r.id = hq_read_text.read_id)", [before]).rowcount
+        swept = db.execute_sql(
+            f"DELETE FROM hq_read_text WHERE captured_at < {p} AND NOT EXISTS "
+            f"(SELECT 1 FROM hq_read r WHERE r.id = hq_read_text.read_id)",
+            [before],
+        ).rowcount
         if swept:
             run.texts += swept
             run.save()
 
 
-def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: dt.datetime | None = None,
-        batch: int = BATCH, progress=None, stop: threading.Event | None = None) -> Result:
+def run(
+    settings: Settings,
+    actor: audit.Actor,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    batch: int = BATCH,
+    progress=None,
+    stop: threading.Event | None = None,
+) -> Result:
     """Purge what is past retention at headquarters (see the module docstring). Needs
     headquarters' database and its accounts database connected. `progress(batches)` is called
     after each batch; a set `stop` ends the run after the current batch (recorded as stopped)."""
@@ -273,8 +315,11 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
     hq_search.catch_up(full=True)
     interrupted = []
     with hq_write():
-        for unfinished in (HQRetentionRun.select(HQRetentionRun.id).where(HQRetentionRun.finished_at.is_null())
-                           .order_by(HQRetentionRun.id)):
+        for unfinished in (
+            HQRetentionRun.select(HQRetentionRun.id)
+            .where(HQRetentionRun.finished_at.is_null())
+            .order_by(HQRetentionRun.id)
+        ):
             interrupted.append(_record(actor, unfinished.id, interrupted=True))
         current = HQRetentionRun.create(read_cutoff=read_cut, hit_cutoff=hit_cut)
     args = _params(read_cut, hit_cut)
@@ -293,18 +338,36 @@ def run(settings: Settings, actor: audit.Actor, *, dry_run: bool = False, now: d
     held, unindexed = _kept(read_cut, hit_cut)
     with hq_write():
         row = _record(actor, current.id, stopped=stopped)
-    return Result(False, read_cut, hit_cut, row["reads"], row["hit_reads"], row["alerts"], row["images"],
-                  row["texts"], row["oldest_at"], row["newest_at"], held, unindexed, batches,
-                  round(time.perf_counter() - started, 2), current.id, interrupted, stopped)
+    return Result(
+        False,
+        read_cut,
+        hit_cut,
+        row["reads"],
+        row["hit_reads"],
+        row["alerts"],
+        row["images"],
+        row["texts"],
+        row["oldest_at"],
+        row["newest_at"],
+        held,
+        unindexed,
+        batches,
+        round(time.perf_counter() - started, 2),
+        current.id,
+        interrupted,
+        stopped,
+    )
 
 
 # -- the daily run ---------------------------------------------------------------------------------
 
+
 def due(settings: Settings, now: dt.datetime | None = None) -> bool:
     """Today (in post.timezone) at retention.run_at or later, and no run started today yet: a
     headquarters that was down at run_at purges when it comes back that day (the post's rule)."""
-    return due_after(settings, lambda: hq_database.execute_sql(
-        "SELECT max(started_at) FROM hq_retention_run").fetchone()[0], now)
+    return due_after(
+        settings, lambda: hq_database.execute_sql("SELECT max(started_at) FROM hq_retention_run").fetchone()[0], now
+    )
 
 
 class Daily(threading.Thread):
@@ -329,6 +392,6 @@ class Daily(threading.Thread):
                 result = run(self.settings, system_actor(self.settings), stop=self.stop)
             log.info("headquarters retention: %s", "; ".join(result.lines()))
             return result
-        except Exception:       # a busy or unreachable database: the next look tries again
+        except Exception:  # a busy or unreachable database: the next look tries again
             log.exception("headquarters retention run failed")
             return None

@@ -22,6 +22,7 @@ so a search sees every read stored before it started (unless more than SEARCH_CA
 page then says that the newest reads are not searched yet). Nothing here writes an access record or
 checks a purpose: the web layer (web/hq/pages.py) does both before any of this data leaves.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("exact", "wildcard", "partial", "similar")
 PAGE_MAX = 100
-CHUNK = 2000            # reads indexed per transaction
+CHUNK = 2000  # reads indexed per transaction
 # PostgreSQL hands out ids before commit, so a read with a lower id can become visible after a
 # higher one was indexed (two posts' batches committing out of order): each catch-up looks again
 # at this many ids below the highest indexed, and the indexer thread looks at all of them every
@@ -68,9 +69,6 @@ SEARCH_CATCH_UP = 20_000
 # SQLite) for as long as it streams in, and the search can answer from what is indexed meanwhile
 # (the page says the newest reads are not searched yet) instead of waiting for it.
 SEARCH_WAIT_S = 0.5
-
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +99,7 @@ class Hit:
     read: HQRead
     matched: str
     on_alternative: bool
-    kind: str = "match"            # similar: same | confusable | one edit
+    kind: str = "match"  # similar: same | confusable | one edit
 
     def has_image(self, kind: str) -> bool:
         return any(im.get("kind") == kind for im in self.read.data.get("images") or [])
@@ -110,9 +108,9 @@ class Hit:
 @dataclasses.dataclass
 class Page:
     hits: list[Hit]
-    next_cursor: str | None        # pass as `cursor` for the next (older, or lower-ranked) page
-    candidates: int                # rows examined
-    behind: bool = False           # reads stored but not yet indexed (after a large sync or an upgrade)
+    next_cursor: str | None  # pass as `cursor` for the next (older, or lower-ranked) page
+    candidates: int  # rows examined
+    behind: bool = False  # reads stored but not yet indexed (after a large sync or an upgrade)
 
 
 # --- the index -------------------------------------------------------------------------------------
@@ -150,7 +148,8 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None, w
                 # instead of walking the whole index.
                 f"AND NOT EXISTS (SELECT 1 FROM hq_read_text t WHERE t.read_id = r.id AND t.read_id > {p}) "
                 f"ORDER BY r.id LIMIT {p}",
-                (cursor, cursor, chunk if limit is None else min(chunk, limit - done))).fetchall()
+                (cursor, cursor, chunk if limit is None else min(chunk, limit - done)),
+            ).fetchall()
             if not rows:
                 return done
             texts, cams = [], set()
@@ -164,12 +163,16 @@ def catch_up(chunk: int = CHUNK, full: bool = False, limit: int | None = None, w
                 with _waiting_at_most(db, wait_s), hq_write():
                     # Plain multi-row INSERTs: peewee's statement builder costs more than the database here.
                     for start in range(0, len(texts), 500):
-                        part = texts[start:start + 500]
-                        db.execute_sql(f"INSERT INTO hq_read_text ({_TEXT_COLUMNS}) VALUES "
-                                       + ", ".join([f"({', '.join([p] * 8)})"] * len(part))
-                                       + " ON CONFLICT DO NOTHING", [v for row in part for v in row])
-                    HQCamera.insert_many([{"post_id": a, "camera_id": b} for a, b in sorted(cams)]) \
-                        .on_conflict_ignore().execute()
+                        part = texts[start : start + 500]
+                        db.execute_sql(
+                            f"INSERT INTO hq_read_text ({_TEXT_COLUMNS}) VALUES "
+                            + ", ".join([f"({', '.join([p] * 8)})"] * len(part))
+                            + " ON CONFLICT DO NOTHING",
+                            [v for row in part for v in row],
+                        )
+                    HQCamera.insert_many(
+                        [{"post_id": a, "camera_id": b} for a, b in sorted(cams)]
+                    ).on_conflict_ignore().execute()
             except OperationalError as exc:
                 if wait_s is None or "locked" not in str(exc):
                     raise
@@ -199,7 +202,7 @@ def _waiting_at_most(db, wait_s: float | None):
 
 def behind() -> bool:
     """Whether headquarters holds reads above the highest one indexed (a search would miss them)."""
-    db = hq_database      # two index lookups (as one statement PostgreSQL plans a scan of hq_read)
+    db = hq_database  # two index lookups (as one statement PostgreSQL plans a scan of hq_read)
     held = db.execute_sql("SELECT coalesce(max(id), 0) FROM hq_read").fetchone()[0]
     return held > db.execute_sql("SELECT coalesce(max(read_id), 0) FROM hq_read_text").fetchone()[0]
 
@@ -220,12 +223,13 @@ class Indexer(threading.Thread):
                     catch_up(full=full)
                     if full:
                         full_at = time.monotonic() + FULL_EVERY_S
-            except Exception:       # a busy or restarting database: try again at the next tick
+            except Exception:  # a busy or restarting database: try again at the next tick
                 log.exception("indexing reads for the search")
             self.stop.wait(self.interval_s)
 
 
 # --- search ----------------------------------------------------------------------------------------
+
 
 def _filters(q: Query) -> list:
     T = HQReadText
@@ -263,9 +267,11 @@ def _pattern(q: Query) -> list:
     elif len(suffix) >= 2:
         conds += [T.reversed >= suffix, T.reversed < _bump(suffix)]
     elif not (q.since and q.until):
-        raise SearchError("a 'contains' search, or a wildcard without two known characters at its start or "
-                          "end, looks at every read: give a time range (from and to), or anchor the pattern "
-                          "(e.g. 7AB* or *123)")
+        raise SearchError(
+            "a 'contains' search, or a wildcard without two known characters at its start or "
+            "end, looks at every read: give a time range (from and to), or anchor the pattern "
+            "(e.g. 7AB* or *123)"
+        )
     return conds
 
 
@@ -291,9 +297,14 @@ def _search(q: Query, limit: int, cursor: str | None) -> Page:
     where = conds[0]
     for cond in conds[1:]:
         where &= cond
-    rows = list(T.select(T.read_id, fn.MIN(T.alt).alias("alt"), T.captured_at).where(where)
-                .group_by(T.read_id, T.captured_at).order_by(T.captured_at.desc(), T.read_id.desc())
-                .limit(limit + 1).tuples())
+    rows = list(
+        T.select(T.read_id, fn.MIN(T.alt).alias("alt"), T.captured_at)
+        .where(where)
+        .group_by(T.read_id, T.captured_at)
+        .order_by(T.captured_at.desc(), T.read_id.desc())
+        .limit(limit + 1)
+        .tuples()
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     reads = _reads([r[0] for r in rows])
@@ -306,12 +317,12 @@ def _similar(q: Query, limit: int, cursor: str | None) -> Page:
         raise SearchError(f"the page cursor {cursor[:40]!r} is not one this search made; search again")
     T = HQReadText
     folded = skeleton(q.text)
-    variants = {folded} | {folded[:i] + folded[i + 1:] for i in range(len(folded))}
+    variants = {folded} | {folded[:i] + folded[i + 1 :] for i in range(len(folded))}
     for i in range(len(folded) + 1):
         for c in SKELETON_ALPHABET:
-            variants.add(folded[:i] + c + folded[i:])              # insertion
+            variants.add(folded[:i] + c + folded[i:])  # insertion
             if i < len(folded):
-                variants.add(folded[:i] + c + folded[i + 1:])      # substitution
+                variants.add(folded[:i] + c + folded[i + 1 :])  # substitution
     where = T.folded.in_(sorted(variants))
     for cond in _filters(q):
         where &= cond
@@ -326,10 +337,10 @@ def _similar(q: Query, limit: int, cursor: str | None) -> Page:
         rank = (("same", "confusable", "one edit").index(kind), alt > 0)
         if read_id not in best or rank < best[read_id][0]:
             best[read_id] = (rank, kind, alt, captured_at)
-    ordered = sorted(best.items(), key=lambda kv: (kv[1][3], kv[0]), reverse=True)     # newest first...
-    ordered.sort(key=lambda kv: kv[1][0])                                              # ...within each rank
+    ordered = sorted(best.items(), key=lambda kv: (kv[1][3], kv[0]), reverse=True)  # newest first...
+    ordered.sort(key=lambda kv: kv[1][0])  # ...within each rank
     start = int(cursor or 0)
-    page = ordered[start:start + limit]
+    page = ordered[start : start + limit]
     reads = _reads([read_id for read_id, _ in page])
     hits = []
     for read_id, (_, kind, alt, _) in page:
@@ -352,6 +363,7 @@ def _hit(read: HQRead, alt: int) -> Hit:
 
 
 # --- one read, its images, what the form offers ---------------------------------------------------
+
 
 def read(read_id: int) -> HQRead | None:
     return HQRead.get_or_none(HQRead.id == read_id)
@@ -392,4 +404,3 @@ def cameras() -> list[tuple[str, str]]:
 
 def posts() -> dict[str, str]:
     return {p.id: p.name for p in HQPost.select(HQPost.id, HQPost.name).order_by(HQPost.id)}
-

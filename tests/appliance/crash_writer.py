@@ -4,6 +4,7 @@ Run as `python -m tests.appliance.crash_writer DATA_DIR SEED`. It starts as `way
 (migrate, recover), then stores reads forever, printing each read's uuid only after save_read()
 returned, and appending a few access records of its own between reads.
 """
+
 import sys
 
 import numpy as np
@@ -26,14 +27,25 @@ def main(data_dir: str, seed: int) -> None:
         while True:
             crop = rng.integers(0, 256, (24, 80, 3), dtype=np.uint8)
             frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-            new = NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.9, captured_at=utcnow(),
-                          char_confidences=[0.9] * 7, box=(1, 2, 80, 24))
+            new = NewRead(
+                plate_raw="7ABC123",
+                plate="7ABC123",
+                confidence=0.9,
+                captured_at=utcnow(),
+                char_confidences=[0.9] * 7,
+                box=(1, 2, 80, 24),
+            )
             read = save_read(settings, store, new, crop, frame, actor=actor if i % 2 else None)
             print(read.uuid, flush=True)
             if i % 3 == 0:
                 with db.write():
-                    audit.record("read.view", actor, purpose=audit.Purpose("AUDIT", "24-000777"),
-                                 objects=[f"read:{read.uuid}"], result_count=1)
+                    audit.record(
+                        "read.view",
+                        actor,
+                        purpose=audit.Purpose("AUDIT", "24-000777"),
+                        objects=[f"read:{read.uuid}"],
+                        result_count=1,
+                    )
             i += 1
 
 

@@ -8,6 +8,7 @@ drives the pipeline over the demo street with the shipped recognizer, hotlists t
 first pass it sees before that pass is stored, and prints the run's figures as JSON; its log goes
 to stderr. The test reads the database file afterwards.
 """
+
 import csv
 import datetime as dt
 import errno
@@ -60,15 +61,23 @@ def main(data_dir: str, how: str) -> None:
         pipe = Pipeline(settings, Recognizer(threads=1), EvidenceStore(settings))
         for index in range(int(SECONDS * FPS)):
             image, _ = street.render(index)
-            pipe.process(Frame(image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
-                               source="test"))
+            pipe.process(
+                Frame(image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index, source="test")
+            )
             if hot is None and pipe.tracks and len(pipe.tracks[0].sightings) >= 3:
                 hot = vote(pipe.tracks[0].sightings)[0]
                 with open(Path(data_dir) / "hot.csv", "w", newline="") as f:
                     writer = csv.DictWriter(f, fieldnames=["plate", "state", "reason", "entry_date", "source_ref"])
                     writer.writeheader()
-                    writer.writerow({"plate": hot, "state": "CA", "reason": "STOLEN VEHICLE",
-                                     "entry_date": "2026-11-01", "source_ref": "TEST-1"})
+                    writer.writerow(
+                        {
+                            "plate": hot,
+                            "state": "CA",
+                            "reason": "STOLEN VEHICLE",
+                            "entry_date": "2026-11-01",
+                            "source_ref": "TEST-1",
+                        }
+                    )
                 hotlist.import_csv(settings, Path(data_dir) / "hot.csv", "TEST", system_actor(settings))
         pipe.flush()
     print(json.dumps({"hot": hot, "status": pipe.status(), "t0": t0.isoformat()}), flush=True)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from appliance import alerts, audit, hotlist, store
+from appliance.audit import system_actor
+from appliance.capture import Frame
+from appliance.capture.demo import DemoStreet
+from appliance.events import EventBus
 from appliance.models import AccessRecord, Alert, Hotlist, Read, utcnow
+from appliance.pipeline import Pipeline
+from recognizer import Recognizer
+from tests.conftest import make_settings
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 OFFICER = audit.Actor("officer.lee", "Demo PD", "10.0.0.7")
@@ -16,30 +23,48 @@ PURPOSE = audit.Purpose("HIT-VERIFY", "26-004512")
 @pytest.fixture
 def lists(settings, db, tmp_path):
     path = tmp_path / "svs.csv"
-    path.write_text("plate,state,reason,entry_date,source_ref\n"
-                    "7ABC123,ca,STOLEN VEHICLE,2026-11-20,SVS-1\n"
-                    "8BOS250,ca,WANTED PERSON,2026-11-20,SVS-2\n"
-                    "4KQD771,ca,STOLEN PLATE,2026-11-20,SVS-3\n")
+    path.write_text(
+        "plate,state,reason,entry_date,source_ref\n"
+        "7ABC123,ca,STOLEN VEHICLE,2026-11-20,SVS-1\n"
+        "8BOS250,ca,WANTED PERSON,2026-11-20,SVS-2\n"
+        "4KQD771,ca,STOLEN PLATE,2026-11-20,SVS-3\n"
+    )
     hotlist.import_csv(settings, path, "SVS", ADMIN)
-    hotlist.add_custom(ADMIN, "6TR*9", "ROBBERY SUSPECT", approved_by="Capt. R. Alvarez",
-                       narrative="Case 26-004512: partial plate from a witness, grey sedan.")
+    hotlist.add_custom(
+        ADMIN,
+        "6TR*9",
+        "ROBBERY SUSPECT",
+        approved_by="Capt. R. Alvarez",
+        narrative="Case 26-004512: partial plate from a witness, grey sedan.",
+    )
 
 
 def store_read(settings, plate, confidence=0.93, alternatives=(), captured_at=None):
     raised = []
     rng = np.random.default_rng(len(plate))
-    new = store.NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=captured_at or utcnow(),
-                        alternatives=[{"text": t, "score": s} for t, s in alternatives])
-    read = store.save_read(settings, store.EvidenceStore(settings), new,
-                           rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None,
-                           on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    new = store.NewRead(
+        plate_raw=plate,
+        plate=plate,
+        confidence=confidence,
+        captured_at=captured_at or utcnow(),
+        alternatives=[{"text": t, "score": s} for t, s in alternatives],
+    )
+    read = store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        new,
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+        None,
+        on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)),
+    )
     return read, raised
 
 
 def test_exact_match(settings, lists):
     read, raised = store_read(settings, "7ABC123")
     assert [(a.entry_plate, a.match_kind, a.score, a.status) for a in raised] == [
-        ("7ABC123", "exact", 1.0, "unconfirmed")]
+        ("7ABC123", "exact", 1.0, "unconfirmed")
+    ]
     a = raised[0]
     assert a.hotlist_name == "SVS" and a.hotlist_refreshed_at is not None and a.entry_reason == "STOLEN VEHICLE"
 
@@ -50,8 +75,9 @@ def test_match_on_an_alternative_reading(settings, lists):
     assert 0.55 < raised[0].score < 0.9
 
 
-@pytest.mark.parametrize("read_as,listed", [("8B0S250", "8BOS250"), ("88OS25O", "8BOS250"), ("4KQ0771", "4KQD771"),
-                                            ("4K00771", "4KQD771")])
+@pytest.mark.parametrize(
+    "read_as,listed", [("8B0S250", "8BOS250"), ("88OS25O", "8BOS250"), ("4KQ0771", "4KQD771"), ("4K00771", "4KQD771")]
+)
 def test_confusable_characters(settings, lists, read_as, listed):
     read, raised = store_read(settings, read_as)
     assert [(a.entry_plate, a.match_kind) for a in raised] == [(listed, "confusable")]
@@ -65,14 +91,14 @@ def test_partial_custom_entry(settings, lists):
 
 def test_no_alert_for_other_plates_or_weak_evidence(settings, lists):
     assert store_read(settings, "5ZZZ000")[1] == []
-    assert store_read(settings, "7ABC124")[1] == []     # one real character off is not a confusable
+    assert store_read(settings, "7ABC124")[1] == []  # one real character off is not a confusable
     assert store_read(settings, "1XYZ111", confidence=0.9, alternatives=[("7ABC123", 0.01)])[1] == []
 
 
 def test_stale_list_produces_no_alerts(settings, lists):
     Hotlist.update(refreshed_at=utcnow() - dt.timedelta(hours=80)).where(Hotlist.name == "SVS").execute()
     assert store_read(settings, "7ABC123")[1] == []
-    assert [a.match_kind for a in store_read(settings, "6TRA119")[1]] == ["pattern"]   # custom list stays live
+    assert [a.match_kind for a in store_read(settings, "6TRA119")[1]] == ["pattern"]  # custom list stays live
 
 
 def test_removed_entry_no_longer_matches(settings, lists):
@@ -87,23 +113,37 @@ def test_confirmation_workflow_and_its_records(settings, lists):
     alerts.acknowledge(audit.Actor("dispatch.ray", "Demo PD"), alert_id, PURPOSE)
     assert Alert.get_by_id(alert_id).status == "unconfirmed"
     with pytest.raises(alerts.AlertError, match="AND verifying the entry through CLETS"):
-        alerts.confirm(OFFICER, alert_id, outcome="confirmed", visual_compared=True, clets_verified=False,
-                       note="", purpose=PURPOSE)
+        alerts.confirm(
+            OFFICER, alert_id, outcome="confirmed", visual_compared=True, clets_verified=False, note="", purpose=PURPOSE
+        )
     with pytest.raises(alerts.AlertError, match="comparing the plate's characters"):
-        alerts.confirm(OFFICER, alert_id, outcome="misread", visual_compared=False, clets_verified=False,
-                       note="", purpose=PURPOSE)
+        alerts.confirm(
+            OFFICER, alert_id, outcome="misread", visual_compared=False, clets_verified=False, note="", purpose=PURPOSE
+        )
     with pytest.raises(audit.PurposeError):
-        alerts.confirm(OFFICER, alert_id, outcome="confirmed", visual_compared=True, clets_verified=True,
-                       note="", purpose=None)
-    record = alerts.confirm(OFFICER, alert_id, outcome="confirmed", visual_compared=True, clets_verified=True,
-                            note="Stopped at 5th & Main.", purpose=PURPOSE)
+        alerts.confirm(
+            OFFICER, alert_id, outcome="confirmed", visual_compared=True, clets_verified=True, note="", purpose=None
+        )
+    record = alerts.confirm(
+        OFFICER,
+        alert_id,
+        outcome="confirmed",
+        visual_compared=True,
+        clets_verified=True,
+        note="Stopped at 5th & Main.",
+        purpose=PURPOSE,
+    )
     assert record.username == "officer.lee" and record.visual_compared and record.clets_verified
     assert Alert.get_by_id(alert_id).status == "confirmed"
-    recs = list(AccessRecord.select().where(AccessRecord.action.in_(["alert.acknowledge", "alert.confirm"]))
-                .order_by(AccessRecord.seq))
+    recs = list(
+        AccessRecord.select()
+        .where(AccessRecord.action.in_(["alert.acknowledge", "alert.confirm"]))
+        .order_by(AccessRecord.seq)
+    )
     assert [(r.action, r.username, r.purpose_code, r.case_number) for r in recs] == [
         ("alert.acknowledge", "dispatch.ray", "HIT-VERIFY", "26-004512"),
-        ("alert.confirm", "officer.lee", "HIT-VERIFY", "26-004512")]
+        ("alert.confirm", "officer.lee", "HIT-VERIFY", "26-004512"),
+    ]
     assert read.uuid in recs[1].object_ids and '"plate":"7ABC123"' in recs[1].query
     assert audit.verify().ok
 
@@ -112,10 +152,16 @@ def test_read_and_alerts_commit_together(settings, lists):
     def explode(read):
         alerts.raise_alerts(settings, read)
         raise RuntimeError("power cut")
+
     with pytest.raises(RuntimeError):
-        store.save_read(settings, store.EvidenceStore(settings),
-                        store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.9, captured_at=utcnow()),
-                        np.zeros((20, 60, 3), np.uint8), None, on_stored=explode)
+        store.save_read(
+            settings,
+            store.EvidenceStore(settings),
+            store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.9, captured_at=utcnow()),
+            np.zeros((20, 60, 3), np.uint8),
+            None,
+            on_stored=explode,
+        )
     assert Read.select().count() == 0 and Alert.select().count() == 0
 
 
@@ -123,9 +169,12 @@ def test_an_alert_sent_out_is_recorded_with_the_alert(settings, lists):
     """The command and the webhook hand the alert's plate data to someone else's system: each alert
     writes an alert.notify access record in the read's transaction, naming where it goes (not the
     webhook's path or credentials). With no outside channel, nothing is recorded."""
-    from tests.conftest import make_settings
-    noisy = make_settings(settings.data_dir, alerts__command="/usr/local/bin/page-dispatch --urgent",
-                          alerts__webhook_url="https://cad:s3cret@cad.example.gov/hooks/alpr?k=1")
+
+    noisy = make_settings(
+        settings.data_dir,
+        alerts__command="/usr/local/bin/page-dispatch --urgent",
+        alerts__webhook_url="https://cad:s3cret@cad.example.gov/hooks/alpr?k=1",
+    )
     read, raised = store_read(noisy, "7ABC123")
     [rec] = AccessRecord.select().where(AccessRecord.action == "alert.notify")
     assert rec.username == "system" and rec.purpose_code == "HIT-VERIFY" and rec.case_number == f"ALERT-{raised[0].id}"
@@ -134,12 +183,12 @@ def test_an_alert_sent_out_is_recorded_with_the_alert(settings, lists):
     assert "s3cret" not in rec.details and "hooks" not in rec.details and "--urgent" not in rec.details
     assert audit.verify().ok
 
-    store_read(settings, "8BOS250")      # no command, no webhook
+    store_read(settings, "8BOS250")  # no command, no webhook
     assert AccessRecord.select().where(AccessRecord.action == "alert.notify").count() == 1
 
 
 def test_notifier_runs_the_local_command(settings, lists, tmp_path):
-    from tests.conftest import make_settings
+
     out = tmp_path / "alert.json"
     noisy = make_settings(settings.data_dir, alerts__command=f"cat > {out}")
     read, raised = store_read(settings, "7ABC123")
@@ -152,19 +201,24 @@ def test_notifier_runs_the_local_command(settings, lists, tmp_path):
 def test_partial_custom_entry_matches_look_alike_characters(settings, lists):
     """`8DDU4*` is a witness's partial plate; the reader saw the second D as 0. As for full plates,
     the look-alike match is weaker than a plain pattern match."""
-    hotlist.add_custom(ADMIN, "8DDU4*", "ASSAULT SUSPECT", approved_by="Capt. R. Alvarez",
-                       narrative="Case 26-004513: partial plate from a witness, white van.")
+    hotlist.add_custom(
+        ADMIN,
+        "8DDU4*",
+        "ASSAULT SUSPECT",
+        approved_by="Capt. R. Alvarez",
+        narrative="Case 26-004513: partial plate from a witness, white van.",
+    )
     raised = store_read(settings, "8D0U467")[1]
     assert [(a.entry_plate, a.match_kind, a.matched_text, a.score) for a in raised] == [
-        ("8DDU4*", "pattern-confusable", "8D0U467", 0.65)]
+        ("8DDU4*", "pattern-confusable", "8D0U467", 0.65)
+    ]
     # two look-alikes score lower; a plain pattern match keeps its own kind and score
     assert [(a.match_kind, a.score) for a in store_read(settings, "BD0U467")[1]] == [("pattern-confusable", 0.6)]
     assert [(a.match_kind, a.score) for a in store_read(settings, "8DDU499")[1]] == [("pattern", 0.75)]
-    assert store_read(settings, "8D0X467")[1] == []          # X is no look-alike of U
+    assert store_read(settings, "8D0X467")[1] == []  # X is no look-alike of U
 
 
 def noisy_settings(settings, out, **extra):
-    from tests.conftest import make_settings
     return make_settings(settings.data_dir, alerts__command=f"cat >> {out}; echo >> {out}", **extra)
 
 
@@ -219,12 +273,6 @@ def test_window_zero_sends_every_alert(settings, lists, tmp_path):
 def test_pipeline_sends_one_alert_for_a_car_seen_twice(settings, db, tmp_path):
     """The demo street's car seen 1 s, gone, and seen again 2 min later: two reads, two alerts, one
     sent (command run once, one live event, one alert.notify record)."""
-    from appliance.audit import system_actor
-    from appliance.capture import Frame
-    from appliance.capture.demo import DemoStreet
-    from appliance.events import EventBus
-    from appliance.pipeline import Pipeline
-    from recognizer import Recognizer
 
     street = DemoStreet(1280, 720, 10.0, 6.0, 3)
     car, truth = street.render(84)
@@ -240,8 +288,9 @@ def test_pipeline_sends_one_alert_for_a_car_seen_twice(settings, db, tmp_path):
     for start in (t0, t0 + dt.timedelta(minutes=2)):
         for k, image in enumerate([car] * 10 + [road] * 30):
             index += 1
-            pipe.process(Frame(image=image, captured_at=start + dt.timedelta(seconds=k / 10), index=index,
-                               source="test"))
+            pipe.process(
+                Frame(image=image, captured_at=start + dt.timedelta(seconds=k / 10), index=index, source="test")
+            )
     pipe.flush()
     wait_for_notifier_threads()
     assert Read.select().count() == 2

@@ -1,4 +1,5 @@
 """The access log: what it records, what it refuses, and tampering with a real database file."""
+
 import sqlite3
 
 import pytest
@@ -16,12 +17,18 @@ PURPOSE = audit.Purpose("STOLEN-VEH", "24-001234")
 def append(n, start=0):
     for i in range(start, start + n):
         with dbmod.write():
-            audit.record("read.search", OFFICER, query={"plate": f"7ABC{i:03d}"}, purpose=PURPOSE,
-                         objects=[f"read:{i}"], result_count=i)
+            audit.record(
+                "read.search",
+                OFFICER,
+                query={"plate": f"7ABC{i:03d}"},
+                purpose=PURPOSE,
+                objects=[f"read:{i}"],
+                result_count=i,
+            )
 
 
 def test_record_holds_what_the_law_asks(db):
-    first = AccessRecord.get(AccessRecord.seq == 1)   # the configuration, recorded at start
+    first = AccessRecord.get(AccessRecord.seq == 1)  # the configuration, recorded at start
     assert first.action == "config.change" and first.prev_hash == audit.GENESIS
     append(1)
     rec = AccessRecord.get(AccessRecord.action == "read.search")
@@ -39,17 +46,20 @@ def test_data_access_needs_a_purpose(db):
     assert AccessRecord.select().where(AccessRecord.action == "read.search").count() == 0
 
 
-@pytest.mark.parametrize("code,case,message", [
-    ("", "24-1", "purpose code is required"),
-    ("FISHING", "24-001", "unknown purpose code"),
-    ("STOLEN-VEH", "", "case or incident number is required"),
-    ("STOLEN-VEH", "n/a", "not a case or incident number"),
-    ("STOLEN-VEH", "investigation", "not a case or incident number"),
-    ("STOLEN-VEH", "1234", "not a case or incident number"),
-    ("STOLEN-VEH", "0000000", "not a case or incident number"),
-    ("STOLEN-VEH", "ABC-DEF", "not a case or incident number"),
-    ("STOLEN-VEH", "24 00 12", "not a case or incident number"),
-])
+@pytest.mark.parametrize(
+    "code,case,message",
+    [
+        ("", "24-1", "purpose code is required"),
+        ("FISHING", "24-001", "unknown purpose code"),
+        ("STOLEN-VEH", "", "case or incident number is required"),
+        ("STOLEN-VEH", "n/a", "not a case or incident number"),
+        ("STOLEN-VEH", "investigation", "not a case or incident number"),
+        ("STOLEN-VEH", "1234", "not a case or incident number"),
+        ("STOLEN-VEH", "0000000", "not a case or incident number"),
+        ("STOLEN-VEH", "ABC-DEF", "not a case or incident number"),
+        ("STOLEN-VEH", "24 00 12", "not a case or incident number"),
+    ],
+)
 def test_placeholder_purposes_are_refused(settings, code, case, message):
     with pytest.raises(audit.PurposeError, match=message):
         audit.check_purpose(settings, code, case)
@@ -89,9 +99,10 @@ def test_unknown_action_is_a_programming_error(db):
 
 # --- tampering with the real file, as someone with the SD card would ---------------------------
 
+
 @pytest.fixture
 def chain(db, settings):
-    append(19)   # record 1 is the configuration recorded at start: 20 in all
+    append(19)  # record 1 is the configuration recorded at start: 20 in all
     assert audit.verify().ok
     head = audit.head()
     db.close()
@@ -114,7 +125,7 @@ def reverify(db, head=None):
 def test_tamper_modified_field(chain, db):
     conn, head = chain
     with conn:
-        conn.execute("UPDATE access_record SET query = '{\"plate\":\"6ZZZ999\"}' WHERE seq = 7")
+        conn.execute('UPDATE access_record SET query = \'{"plate":"6ZZZ999"}\' WHERE seq = 7')
     result = reverify(db)
     assert not result.ok and result.bad_seq == 7 and "modified" in result.problem
 
@@ -188,14 +199,16 @@ def test_rewritten_chain_detected_against_saved_head(chain, db):
     rows = [list(r) for r in conn.execute(f"SELECT {', '.join(audit.COLUMNS)} FROM access_record ORDER BY seq")]
     prev = audit.GENESIS
     with conn:
-        for row in rows:      # an insider rewrites the whole chain consistently
+        for row in rows:  # an insider rewrites the whole chain consistently
             if row[0] == 3:
                 row[2] = "nobody"
             row[12] = prev
             row[13] = audit._digest(tuple(row))
             prev = row[13]
-            conn.execute("UPDATE access_record SET username = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                         (row[2], row[12], row[13], row[0]))
+            conn.execute(
+                "UPDATE access_record SET username = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (row[2], row[12], row[13], row[0]),
+            )
     assert reverify(db).ok
     result = reverify(db, head)
     assert not result.ok and result.bad_seq == 20 and "rewritten" in result.problem

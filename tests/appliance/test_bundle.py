@@ -1,4 +1,5 @@
 """Signed bundles: made from a real log, checked offline, and every kind of tampering named."""
+
 import base64
 import datetime as dt
 import json
@@ -82,11 +83,13 @@ def test_changed_field_with_rehashed_chain_fails_the_signature(settings, made):
                 rec["query"] = '{"plate":"0NOT000"}'
             rec["prev_hash"] = prev
             rec["hash"] = prev = audit.digest(rec)
+
     checked = bundle.verify(edit(out, rewrite), pub(settings))
     assert not checked.ok and "last record's hash differs from the signed one" in checked.summary()
 
     def and_the_signed_end(doc):
         doc["signed"]["last_hash"] = doc["records"][-1]["hash"]
+
     checked = bundle.verify(edit(out, and_the_signed_end), pub(settings))
     assert not checked.ok and checked.problems == [checked.problems[0]]
     assert "signature does not verify" in checked.summary()
@@ -99,7 +102,7 @@ def test_removed_record_is_named(settings, made):
     assert not checked.ok and checked.bad_seq == result.first_seq + 7
     assert "missing record(s)" in checked.summary()
     out.write_bytes(original)
-    checked = bundle.verify(edit(out, lambda d: d["records"].pop()), pub(settings))     # the last one
+    checked = bundle.verify(edit(out, lambda d: d["records"].pop()), pub(settings))  # the last one
     assert not checked.ok and "16 records but its signed part says 17" in checked.summary()
 
 
@@ -110,6 +113,7 @@ def test_changed_signature_fails(settings, made):
         sig = bytearray(base64.b64decode(doc["signature"]))
         sig[10] ^= 1
         doc["signature"] = base64.b64encode(bytes(sig)).decode()
+
     checked = bundle.verify(edit(out, flip), pub(settings))
     assert not checked.ok and checked.bad_seq is None and "signature does not verify" in checked.summary()
 
@@ -127,6 +131,7 @@ def test_wrong_key_fails(settings, made):
         doc["records"][0]["hash"] = audit.digest(doc["records"][0])
         doc["records"][1]["prev_hash"] = doc["records"][0]["hash"]
         doc["signed"]["public_key"] = base64.b64encode(bundle.raw_public(forger.public_key())).decode()
+
     data = edit(out, resign)
     assert not bundle.verify(data, pub(settings)).ok
 

@@ -1,4 +1,5 @@
 """Frame sources on media generated here (no committed images), run through the real Capture."""
+
 from __future__ import annotations
 
 import csv
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from appliance.capture import Capture, CorruptFrame, Frame, SourceError, backoff_delays, create_source, demo
+from appliance.capture.picamera2 import camera_controls, lores_to_rgb, stream_sizes
 from tests.conftest import make_settings
 
 
@@ -49,8 +51,8 @@ def write_video(path, n: int = 12, size=(320, 240), fourcc="MJPG", fps=10):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     assert writer.isOpened()
     for i in range(n):
-        img = np.full((size[1], size[0], 3), 10 + i * 240 // max(n - 1, 1), np.uint8)   # 10 .. 250
-        img[:40, :40] = (0, 0, 255)                      # BGR red corner
+        img = np.full((size[1], size[0], 3), 10 + i * 240 // max(n - 1, 1), np.uint8)  # 10 .. 250
+        img[:40, :40] = (0, 0, 255)  # BGR red corner
         writer.write(img)
     writer.release()
     return path
@@ -70,7 +72,7 @@ def image_folder(tmp_path):
         r, g, b = COLOURS_RGB[i]
         cv2.imwrite(str(folder / f"img_{i:02d}.jpg"), np.full((120, 160, 3), (b, g, r), np.uint8))
     good = (folder / "img_01.jpg").read_bytes()
-    (folder / "img_01b.jpg").write_bytes(good[: len(good) // 2])        # cut short
+    (folder / "img_01b.jpg").write_bytes(good[: len(good) // 2])  # cut short
     (folder / "img_02b.txt").write_text("not an image\n")
     return folder
 
@@ -96,10 +98,10 @@ def test_folder_in_name_order_skipping_corrupt_and_non_image_files(tmp_path, ima
 
 def test_folder_source_raises_corrupt_frame_and_reads_on(tmp_path, image_folder):
     with create_source(capture_settings(tmp_path, type="folder", source=image_folder, loop="false")) as source:
-        source.read(), source.read()                  # img_00, img_01
+        source.read(), source.read()  # img_00, img_01
         with pytest.raises(CorruptFrame, match="img_01b.jpg"):
             source.read()
-        assert source.read().image[60, 80, 2] > 150   # img_02 (blue) comes next
+        assert source.read().image[60, 80, 2] > 150  # img_02 (blue) comes next
 
 
 def test_folder_loop_starts_again_with_increasing_index(tmp_path, image_folder):
@@ -115,8 +117,9 @@ def test_folder_without_any_readable_image_is_retried_not_spun(tmp_path):
     folder = tmp_path / "junk"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"\xff\xd8 not really")
-    capture = Capture(capture_settings(tmp_path, type="folder", source=folder, reconnect_max_s=1),
-                      backoff_initial_s=0.05).start()
+    capture = Capture(
+        capture_settings(tmp_path, type="folder", source=folder, reconnect_max_s=1), backoff_initial_s=0.05
+    ).start()
     wait_for(lambda: capture.status()["state"] == "reconnecting")
     capture.stop()
     assert "none of its 1 files is a readable image" in capture.status()["last_error"]
@@ -134,7 +137,7 @@ def test_video_frames_in_order_as_rgb_then_end(tmp_path):
     greys = [grey(f) for f in frames]
     assert greys == sorted(greys) and greys[-1] - greys[0] > 180
     red = frames[0].image[20, 20]
-    assert red[0] > 200 and red[2] < 60                 # BGR from OpenCV became RGB
+    assert red[0] > 200 and red[2] < 60  # BGR from OpenCV became RGB
     assert isinstance(frames[0].captured_at, datetime) and frames[0].captured_at.tzinfo is None
 
 
@@ -175,10 +178,11 @@ def test_truncated_video_loops_cleanly(tmp_path):
 
 def test_unopenable_video_is_retried_with_its_name_in_the_status(tmp_path):
     whole = write_video(tmp_path / "clip.mp4", fourcc="mp4v").read_bytes()
-    cut = tmp_path / "cut.mp4"          # mp4v keeps its index at the end: cut, it cannot be opened
+    cut = tmp_path / "cut.mp4"  # mp4v keeps its index at the end: cut, it cannot be opened
     cut.write_bytes(whole[: len(whole) // 2])
-    capture = Capture(capture_settings(tmp_path, type="video", source=cut, reconnect_max_s=1),
-                      backoff_initial_s=0.05).start()
+    capture = Capture(
+        capture_settings(tmp_path, type="video", source=cut, reconnect_max_s=1), backoff_initial_s=0.05
+    ).start()
     status = wait_for(lambda: (s := capture.status())["state"] == "reconnecting" and s)
     capture.stop()
     assert str(cut) in status["last_error"] and status["frames_delivered"] == 0
@@ -189,7 +193,7 @@ def test_backoff_doubles_with_jitter_and_is_capped():
     delays = backoff_delays(1.0, 8.0, random.Random(1))
     got = [next(delays) for _ in range(8)]
     for n, d in enumerate(got):
-        nominal = min(8.0, 2.0 ** n)
+        nominal = min(8.0, 2.0**n)
         assert 0.8 * nominal <= d <= nominal
     assert max(got) <= 8.0 and got[3] > got[1] > got[0]
 
@@ -215,8 +219,12 @@ def test_failing_stream_reconnects_with_growing_capped_backoff(tmp_path):
 def test_stream_that_drops_is_reopened(tmp_path):
     # A file played as a stream ends like a dropped connection; the capture reopens it.
     path = write_video(tmp_path / "clip.avi", n=8)
-    capture = Capture(capture_settings(tmp_path, type="stream", source=path, reconnect_max_s=1),
-                      paced=False, queue_size=100, backoff_initial_s=0.05).start()
+    capture = Capture(
+        capture_settings(tmp_path, type="stream", source=path, reconnect_max_s=1),
+        paced=False,
+        queue_size=100,
+        backoff_initial_s=0.05,
+    ).start()
     wait_for(lambda: capture.status()["frames_delivered"] >= 20)
     capture.stop()
     status = capture.status()
@@ -254,8 +262,10 @@ def test_full_queue_drops_the_oldest_frames(tmp_path):
 def test_stop_returns_promptly_while_pacing_and_while_backing_off(tmp_path):
     slow = Capture(capture_settings(tmp_path, type="demo", width=320, height=240, fps=0.2)).start()
     assert slow.get(5) is not None
-    failing = Capture(capture_settings(tmp_path, type="video", source=tmp_path / "missing.avi", reconnect_max_s=60),
-                      backoff_initial_s=30).start()
+    failing = Capture(
+        capture_settings(tmp_path, type="video", source=tmp_path / "missing.avi", reconnect_max_s=60),
+        backoff_initial_s=30,
+    ).start()
     wait_for(lambda: failing.status()["state"] == "reconnecting")
     for capture in (slow, failing):
         started = time.monotonic()
@@ -271,7 +281,7 @@ def test_paced_capture_keeps_to_fps(tmp_path):
     capture.stop()
     assert len(frames) == 10 and frames[-1].index - first.index == 10
     elapsed = (frames[-1].captured_at - first.captured_at).total_seconds()
-    assert 0.35 < elapsed < 0.9    # 10 frames at 20 fps: 0.5 s
+    assert 0.35 < elapsed < 0.9  # 10 frames at 20 fps: 0.5 s
     assert 14 < capture.status()["fps"] < 26
 
 
@@ -297,9 +307,9 @@ def test_demo_minute_of_traffic_has_plates_in_truth_including_hotlisted_ones():
             plates.add(plate)
             assert 0 <= x and 0 <= y and x + w <= 1280 and y + h <= 720
             assert 64 <= w <= 0.2 * 1280 and 1.6 <= w / h <= 2.4
-            crop = image[y:y + h, x:x + w].astype(np.float32)
+            crop = image[y : y + h, x : x + w].astype(np.float32)
             # A plate: not the empty street, and lettering on a plain ground (strong contrast).
-            assert np.abs(crop - empty[y:y + h, x:x + w]).mean() > 15
+            assert np.abs(crop - empty[y : y + h, x : x + w]).mean() > 15
             assert crop.mean(axis=2).std() > 25
     assert len(plates) >= 8
     assert len(plates & hotlisted) >= 2
@@ -349,7 +359,8 @@ def test_write_clip_with_truth_reads_back(tmp_path):
     assert saved["frames"].keys() == {str(i) for i in range(40)} and len(saved["passes"]) == len(truth["passes"])
     for p in saved["passes"]:
         assert p["first_frame"] <= p["last_frame"] and any(
-            b["plate"] == p["plate"] for b in saved["frames"][str(p["first_frame"])])
+            b["plate"] == p["plate"] for b in saved["frames"][str(p["first_frame"])]
+        )
     with create_source(capture_settings(tmp_path, type="video", source=path, loop="false")) as source:
         count = 0
         while source.read() is not None:
@@ -360,15 +371,25 @@ def test_write_clip_with_truth_reads_back(tmp_path):
 
 
 def test_picamera2_stream_sizes_controls_and_lores_conversion(tmp_path):
-    from appliance.capture.picamera2 import camera_controls, lores_to_rgb, stream_sizes
-
-    settings = capture_settings(tmp_path, type="picamera2", width=2028, height=1520, detect_width=1000,
-                                exposure_time_us=800, analogue_gain=4, fps=12.5)
+    settings = capture_settings(
+        tmp_path,
+        type="picamera2",
+        width=2028,
+        height=1520,
+        detect_width=1000,
+        exposure_time_us=800,
+        analogue_gain=4,
+        fps=12.5,
+    )
     main, lores = stream_sizes(settings)
     assert main == (2028, 1520) and lores[0] % 64 == 0 and lores[0] <= 1000
     assert abs(lores[1] / lores[0] - 1520 / 2028) < 0.01 and lores[1] % 2 == 0
-    assert camera_controls(settings) == {"FrameDurationLimits": (80000, 80000), "ExposureTime": 800,
-                                         "AnalogueGain": 4.0, "AeEnable": False}
+    assert camera_controls(settings) == {
+        "FrameDurationLimits": (80000, 80000),
+        "ExposureTime": 800,
+        "AnalogueGain": 4.0,
+        "AeEnable": False,
+    }
     auto = capture_settings(tmp_path, type="picamera2", exposure_time_us=0, analogue_gain=0)
     assert set(camera_controls(auto)) == {"FrameDurationLimits"}
 
@@ -378,13 +399,13 @@ def test_picamera2_stream_sizes_controls_and_lores_conversion(tmp_path):
     rgb[:, :48] = (200, 40, 40)
     rgb[:, 48:] = (40, 60, 210)
     yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-    y, u, v = yuv[:h], yuv[h:h + h // 4].reshape(h // 2, w // 2), yuv[h + h // 4:].reshape(h // 2, w // 2)
+    y, u, v = yuv[:h], yuv[h : h + h // 4].reshape(h // 2, w // 2), yuv[h + h // 4 :].reshape(h // 2, w // 2)
     pad = np.zeros((h * 3 // 2, stride), np.uint8)
     pad[:h, :w] = y
     for plane, row0 in ((u, h), (v, h + h // 4)):
         padded = np.zeros((h // 2, stride // 2), np.uint8)
-        padded[:, :w // 2] = plane
-        pad[row0:row0 + h // 4] = padded.reshape(h // 4, stride)
+        padded[:, : w // 2] = plane
+        pad[row0 : row0 + h // 4] = padded.reshape(h // 4, stride)
     out = lores_to_rgb(pad, w)
     assert out.shape == (h, w, 3)
     assert np.abs(out[:, 4:44].astype(int) - (200, 40, 40)).max() < 12
@@ -394,13 +415,13 @@ def test_picamera2_stream_sizes_controls_and_lores_conversion(tmp_path):
 def test_damaged_frames_inside_a_video_are_skipped_and_counted(tmp_path):
     data = bytearray(write_video(tmp_path / "clip.avi", n=20).read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 1500] = bytes(1500)      # a frame or two
+    data[middle : middle + 1500] = bytes(1500)  # a frame or two
     damaged = tmp_path / "damaged.avi"
     damaged.write_bytes(bytes(data))
     capture = Capture(capture_settings(tmp_path, type="video", source=damaged, loop="false"), paced=False).start()
     frames = drain(capture)
     capture.stop()
     greys = [grey(f) for f in frames]
-    assert 10 < len(frames) < 19 and greys == sorted(greys) and greys[-1] > 240   # read on to the last
+    assert 10 < len(frames) < 19 and greys == sorted(greys) and greys[-1] > 240  # read on to the last
     status = capture.status()
     assert status["state"] == "ended" and status["errors"] == 1 and str(damaged) in status["last_error"]

@@ -1,9 +1,11 @@
 """The `waypost` command as an operator uses it, against a real database file."""
+
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,13 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def run(tmp_path):
-    env = {"WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
-           "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": ""}
+    env = {
+        "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"),
+        "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_CONFIG": "",
+        "WAYPOST_ADMIN_PASSWORD": "",
+    }
 
     def invoke(*args, input=None, code=0, extra_env=None):
         result = CliRunner().invoke(main, list(args), env={**env, **(extra_env or {})}, input=input)
         assert result.exit_code == code, result.output
         return result.output
+
     return invoke
 
 
@@ -38,7 +45,7 @@ def test_commands_refuse_to_run_before_init(run):
 def test_init_creates_the_first_admin_once(run):
     out = run("init")
     assert "applied migration 0001_initial" in out
-    password = next(l.split(": ", 1)[1] for l in out.splitlines() if l.strip().startswith("password:"))
+    password = next(line.split(": ", 1)[1] for line in out.splitlines() if line.strip().startswith("password:"))
     assert len(password) >= 16
     again = run("init")
     assert "password" not in again and "applied migration" not in again
@@ -58,17 +65,20 @@ def test_init_names_a_data_directory_it_cannot_use(run, tmp_path):
 def test_ids_and_batch_sizes_out_of_range_are_usage_errors(run):
     run("init")
     huge = str(2**63)
-    for args in (("hold", "release", huge, "--reason", "x"), ("hotlist", "remove", huge),
-                 ("sharing", "show", huge), ("retention", "run", "--batch", "0")):
+    for args in (
+        ("hold", "release", huge, "--reason", "x"),
+        ("hotlist", "remove", huge),
+        ("sharing", "show", huge),
+        ("retention", "run", "--batch", "0"),
+    ):
         out = run(*args, code=2)
         assert "Invalid value" in out and "Traceback" not in out, args
-    out = run("hold", "place", "--read", "9" * 25, "--purpose", "CRIME-INV", "--case", "26-1", "--reason", "x",
-              code=1)
+    out = run("hold", "place", "--read", "9" * 25, "--purpose", "CRIME-INV", "--case", "26-1", "--reason", "x", code=1)
     assert f"no read '{'9' * 25}'" in out
 
 
 def test_admin_password_from_the_environment(run, tmp_path):
-    import sqlite3
+
     out = run("init", extra_env={"WAYPOST_ADMIN_PASSWORD": "a passphrase for the chief"})
     assert "password:" not in out
     con = sqlite3.connect(next((tmp_path / "data").glob("*.db")))
@@ -81,7 +91,7 @@ def test_user_lifecycle_is_recorded(run, tmp_path):
     run("init")
     out = run("user", "add", "jlee", "--role", "officer", "--name", "Jamie Lee", "--job-title", "Sergeant")
     assert "temporary password (shown once)" in out
-    run("user", "add", "jlee", "--role", "officer", code=1)                      # duplicate
+    run("user", "add", "jlee", "--role", "officer", code=1)  # duplicate
     assert "Invalid value for '--role'" in run("user", "add", "kim", "--role", "sheriff", code=2)
     bad = run("user", "add", "pat", "--role", "officer", "--password-stdin", input="short\n", code=1)
     assert "at least 12 characters" in bad
@@ -90,27 +100,27 @@ def test_user_lifecycle_is_recorded(run, tmp_path):
     bad_date = run("user", "set-training", "jlee", "--completed", "11/01/2026", "--course", "x", code=2)
     assert "YYYY-MM-DD" in bad_date
     run("user", "disable", "jlee")
-    assert " no " in [l for l in run("user", "list").splitlines() if l.startswith("jlee")][0]
+    assert " no " in [line for line in run("user", "list").splitlines() if line.startswith("jlee")][0]
     run("user", "enable", "jlee")
     assert "temporary password for jlee" in run("user", "reset-password", "jlee")
     run("user", "disable", "nobody", code=1)
     export = tmp_path / "log.jsonl"
     run("audit", "export", "--format", "jsonl", "--out", str(export))
-    actions = [json.loads(l)["action"] for l in export.read_text().splitlines()]
+    actions = [json.loads(line)["action"] for line in export.read_text().splitlines()]
     assert actions[:3] == ["config.change", "user.add", "user.add"]
     for action in ("user.training", "user.disable", "user.enable", "user.password_reset"):
         assert action in actions
-    assert all(json.loads(l)["username"].startswith(("cli:", "system")) for l in export.read_text().splitlines())
+    assert all(json.loads(line)["username"].startswith(("cli:", "system")) for line in export.read_text().splitlines())
     assert "verified" in run("audit", "verify")
 
 
 def test_configuration_changes_are_recorded(run, tmp_path):
     run("init")
     run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})
-    run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})   # unchanged: no new record
+    run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})  # unchanged: no new record
     export = tmp_path / "log.jsonl"
     run("audit", "export", "--format", "jsonl", "--out", str(export))
-    changes = [json.loads(l) for l in export.read_text().splitlines() if '"config.change"' in l]
+    changes = [json.loads(line) for line in export.read_text().splitlines() if '"config.change"' in line]
     assert len(changes) == 2
     assert json.loads(changes[1]["details"])["changed"] == ["retention.read_days"]
 
@@ -130,10 +140,21 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_waypost_run_serves_and_stops_cleanly(tmp_path):
     port = free_port()
-    env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_WEB__PORT": str(port),
-           "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"),
+        "WAYPOST_WEB__PORT": str(port),
+        "WAYPOST_CONFIG": "",
+        "WAYPOST_ADMIN_PASSWORD": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -162,7 +183,7 @@ def test_waypost_run_serves_and_stops_cleanly(tmp_path):
 
 
 def access_records(tmp_path) -> list[tuple[str, str]]:
-    import sqlite3
+
     con = sqlite3.connect(tmp_path / "data" / "waypost.db")
     try:
         return con.execute("SELECT action, details FROM access_record ORDER BY seq").fetchall()
@@ -177,13 +198,28 @@ def test_waypost_run_on_a_port_in_use_says_so_and_records_nothing(run, tmp_path)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"), "WAYPOST_WEB__PORT": str(port),
-               "WAYPOST_CONFIG": "", "WAYPOST_ADMIN_PASSWORD": "", "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
-        proc = subprocess.run([sys.executable, "-m", "appliance", "run"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        env = {
+            **os.environ,
+            "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"),
+            "WAYPOST_WEB__PORT": str(port),
+            "WAYPOST_CONFIG": "",
+            "WAYPOST_ADMIN_PASSWORD": "",
+            "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "appliance", "run"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip() == (f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
-                                   "set web.port (WAYPOST_WEB__PORT) to a free port")
+    assert proc.stderr.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port}: address already in use; "
+        "set web.port (WAYPOST_WEB__PORT) to a free port"
+    )
     assert "Traceback" not in proc.stderr and "Waypost post" not in proc.stdout
     # the changed port would have been a config.change record, the demo capture a hotlist.import
     assert access_records(tmp_path) == before
@@ -198,12 +234,21 @@ def test_hotlist_commands(run, tmp_path):
     bad.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,yesterday,S1\n")
     out = run("hotlist", "import", str(bad), "--list", "SVS", code=1)
     assert "nothing imported" in out and "bad.csv: line 2: field entry_date" in out
-    out = run("hotlist", "add", "6TR*9", "--reason", "ROBBERY", "--approved-by", "Capt. Alvarez",
-              "--narrative", "Case 26-004512, partial plate from a witness")
+    out = run(
+        "hotlist",
+        "add",
+        "6TR*9",
+        "--reason",
+        "ROBBERY",
+        "--approved-by",
+        "Capt. Alvarez",
+        "--narrative",
+        "Case 26-004512, partial plate from a witness",
+    )
     entry_id = out.split()[2]
     listing = {line.split()[0]: line for line in run("hotlist", "list").splitlines()}
     assert " 1 entry " in listing["SVS"] and listing["SVS"].endswith("fresh")
-    assert re.search(r" refreshed \d{4}-\d\d-\d\d \d\d:\d\d P[SD]T ", listing["SVS"])   # post.timezone
+    assert re.search(r" refreshed \d{4}-\d\d-\d\d \d\d:\d\d P[SD]T ", listing["SVS"])  # post.timezone
     # custom entries are added by hand: there is no source to be fresh or stale against
     assert " 1 entry " in listing["custom"] and listing["custom"].endswith("custom: not refreshed from a source")
     assert not re.search(r"\bfresh\b|STALE|None", listing["custom"])
@@ -216,12 +261,13 @@ def test_sync_status_says_first_when_sync_is_off(run):
     lines = run("sync", "status").splitlines()
     assert lines[0].startswith("sync is off on this post") and "reads waiting are kept" in lines[0]
     assert lines[1].startswith("reads waiting: 0")
-    lines = run("sync", "status", "--offline", extra_env={"WAYPOST_SYNC__HQ_URL": "https://hq.example.org"}).splitlines()
+    lines = run(
+        "sync", "status", "--offline", extra_env={"WAYPOST_SYNC__HQ_URL": "https://hq.example.org"}
+    ).splitlines()
     assert lines[0].startswith("reads waiting: 0") and not any("sync is off" in line for line in lines)
 
 
 def test_user_list_shows_the_last_sign_in_in_the_post_time_zone(run, tmp_path):
-    import sqlite3
     run("init")
     run("user", "add", "jlee", "--role", "officer")
     con = sqlite3.connect(tmp_path / "data" / "waypost.db")
@@ -230,7 +276,9 @@ def test_user_list_shows_the_last_sign_in_in_the_post_time_zone(run, tmp_path):
         con.execute("UPDATE user SET last_login_at = '2026-07-01 16:53:00' WHERE username = 'jlee'")
     con.close()
     rows = {line.split()[0]: line for line in run("user", "list").splitlines()}
-    assert rows["admin"].endswith("2026-11-29 08:53 PST")           # America/Los_Angeles, the default
+    assert rows["admin"].endswith("2026-11-29 08:53 PST")  # America/Los_Angeles, the default
     assert rows["jlee"].endswith("2026-07-01 09:53 PDT")
-    rows = {line.split()[0]: line for line in run("user", "list", extra_env={"WAYPOST_POST__TIMEZONE": "UTC"}).splitlines()}
+    rows = {
+        line.split()[0]: line for line in run("user", "list", extra_env={"WAYPOST_POST__TIMEZONE": "UTC"}).splitlines()
+    }
     assert rows["admin"].endswith("2026-11-29 16:53 UTC")

@@ -22,19 +22,22 @@ def test_defaults_work_out_of_the_box():
 def test_file_and_environment_overrides(tmp_path):
     f = tmp_path / "waypost.toml"
     f.write_text('[web]\nport = 9000\n[post]\nid = "post-7"\n[retention]\nread_days = 30\n')
-    s = config.load(f, environ={"WAYPOST_WEB__PORT": "9100", "WAYPOST_SYNC__INCLUDE_FRAMES": "false",
-                                "WAYPOST_WEB__HOST": "0.0.0.0"})
-    assert s.web.port == 9100          # environment wins over the file
-    assert s.post.id == "post-7"       # file wins over the default
+    s = config.load(
+        f,
+        environ={"WAYPOST_WEB__PORT": "9100", "WAYPOST_SYNC__INCLUDE_FRAMES": "false", "WAYPOST_WEB__HOST": "0.0.0.0"},
+    )
+    assert s.web.port == 9100  # environment wins over the file
+    assert s.post.id == "post-7"  # file wins over the default
     assert s.retention.read_days == 30
     assert s.sync.include_frames is False
-    assert s.web.host == "0.0.0.0"     # not TOML, so taken as a plain string
+    assert s.web.host == "0.0.0.0"  # not TOML, so taken as a plain string
 
 
 def test_every_problem_is_listed_with_its_key_path(tmp_path):
     f = tmp_path / "bad.toml"
-    f.write_text('[web]\nport = 70000\nthreads = "many"\ncolour = "blue"\n[retention]\nread_days = 0\n'
-                 '[nonsense]\nx = 1\n')
+    f.write_text(
+        '[web]\nport = 70000\nthreads = "many"\ncolour = "blue"\n[retention]\nread_days = 0\n[nonsense]\nx = 1\n'
+    )
     with pytest.raises(config.ConfigError) as err:
         config.load(f, environ={"WAYPOST_CAPTURE__TYPE": "webcam", "WAYPOST_BOGUS__KEY": "1"})
     paths = [p for p, _ in err.value.problems]
@@ -43,7 +46,7 @@ def test_every_problem_is_listed_with_its_key_path(tmp_path):
     assert "web.colour" in paths
     assert "retention.read_days" in paths
     assert "nonsense" in paths
-    assert "capture.type (environment variable WAYPOST_CAPTURE__TYPE)" in paths   # named where it was set
+    assert "capture.type (environment variable WAYPOST_CAPTURE__TYPE)" in paths  # named where it was set
     assert "WAYPOST_BOGUS__KEY" in paths
     messages = dict(err.value.problems)
     assert messages["web.colour"] == "unknown key"
@@ -51,16 +54,29 @@ def test_every_problem_is_listed_with_its_key_path(tmp_path):
 
 
 def test_text_keys_from_the_environment_are_taken_as_text():
-    settings = config.load(None, environ={"WAYPOST_POST__ID": "12", "WAYPOST_POST__NAME": "nan",
-                                          "WAYPOST_POST__CAMERA_ID": "1", "WAYPOST_WEB__PORT": "8081"})
+    settings = config.load(
+        None,
+        environ={
+            "WAYPOST_POST__ID": "12",
+            "WAYPOST_POST__NAME": "nan",
+            "WAYPOST_POST__CAMERA_ID": "1",
+            "WAYPOST_WEB__PORT": "8081",
+        },
+    )
     assert (settings.post.id, settings.post.name, settings.post.camera_id) == ("12", "nan", "1")
-    assert settings.web.port == 8081      # numbers, booleans and lists are still read as TOML
+    assert settings.web.port == 8081  # numbers, booleans and lists are still read as TOML
 
 
 def test_cross_field_and_custom_checks():
     with pytest.raises(config.ConfigError) as err:
-        config.load(None, environ={"WAYPOST_SYNC__ENABLED": "true", "WAYPOST_POST__TIMEZONE": "Mars/Olympus",
-                                   "WAYPOST_AUDIT__CASE_NUMBER_PATTERN": "([unclosed"})
+        config.load(
+            None,
+            environ={
+                "WAYPOST_SYNC__ENABLED": "true",
+                "WAYPOST_POST__TIMEZONE": "Mars/Olympus",
+                "WAYPOST_AUDIT__CASE_NUMBER_PATTERN": "([unclosed",
+            },
+        )
     text = str(err.value)
     assert "hq_url" in text and "Mars/Olympus" in text and "regular expression" in text
 

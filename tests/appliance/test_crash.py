@@ -1,5 +1,6 @@
 """Kill a storing process with SIGKILL at random points, many times, and check after each restart
 that nothing is lost, half-written or orphaned."""
+
 import os
 import random
 import signal
@@ -21,15 +22,20 @@ KILLS = int(os.environ.get("WAYPOST_CRASH_KILLS", "50"))
 
 
 def start_writer(data_dir: Path, seed: int, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), str(seed)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.appliance.crash_writer", str(data_dir), str(seed)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
     """Start the writer, SIGKILL it after delay_s, return the uuids it reported as saved."""
     proc = start_writer(data_dir, seed)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(l.strip() for l in proc.stdout), daemon=True)
+    reader = threading.Thread(target=lambda: lines.extend(line.strip() for line in proc.stdout), daemon=True)
     reader.start()
     time.sleep(delay_s)
     proc.send_signal(signal.SIGKILL)
@@ -37,7 +43,7 @@ def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
     reader.join(timeout=10)
     err = proc.stderr.read()
     assert "Traceback" not in err, err
-    return [l for l in lines if l]
+    return [line for line in lines if line]
 
 
 def first_write_s(data_dir: Path) -> float:
@@ -77,7 +83,7 @@ def test_sigkill_at_random_points_loses_and_leaves_nothing(tmp_path):
             assert not missing, f"kill {kill}: reads reported saved are gone: {sorted(missing)[:3]}"
             evidence = store.EvidenceStore(settings)
             for ev in Evidence.select().join(Read).where(Read.uuid.in_(list(saved))):
-                evidence.read_bytes(ev.sha256)   # exists and matches its hash
+                evidence.read_bytes(ev.sha256)  # exists and matches its hash
             problems = store.check(settings, evidence)
             assert not problems, f"kill {kill}: {problems[:5]}"
             reads_seen = len(present)

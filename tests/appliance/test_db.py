@@ -1,11 +1,13 @@
 import sqlite3
+import threading
 import types
 
 import pytest
+from peewee import IntegrityError
 
 from appliance import db as dbmod
 from appliance import migrations
-from appliance.models import ALL
+from appliance.models import ALL, Evidence
 
 
 def test_pragmas_on_a_real_file(db, settings):
@@ -29,8 +31,9 @@ def test_every_foreign_key_column_leads_an_index(db):
     """A parent row's delete (ON DELETE SET NULL / CASCADE, or the check that nothing refers to it)
     looks the child rows up by the foreign key column: without an index it scans the child table
     once per deleted row (a hotlist import replacing 50,000 entries scanned the alerts 50,000 times)."""
-    tables = [r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                           "AND name NOT LIKE 'sqlite_%'")]
+    tables = [
+        r[0] for r in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    ]
     missing = []
     for table in tables:
         leading = set()
@@ -80,9 +83,6 @@ def test_a_failing_migration_is_rolled_back_and_named(db, settings, monkeypatch)
 
 
 def test_foreign_keys_are_enforced(db):
-    from peewee import IntegrityError
-
-    from appliance.models import Evidence
     with pytest.raises(IntegrityError):
         Evidence.create(read=999, kind="crop", sha256="0" * 64, bytes=1, width=1, height=1)
 
@@ -90,7 +90,7 @@ def test_foreign_keys_are_enforced(db):
 def test_opening_the_same_database_again_leaves_open_transactions_alone(db, settings):
     """The service's threads start before the web app binds the database: binding it again must
     not swap the database object under a thread that is inside a write transaction."""
-    import threading
+
     db.execute_sql("CREATE TABLE probe (x INTEGER)")
     inside, rebound = threading.Event(), threading.Event()
     errors = []
@@ -112,7 +112,7 @@ def test_opening_the_same_database_again_leaves_open_transactions_alone(db, sett
     rebound.set()
     thread.join(10)
     assert errors == []
-    with dbmod.write():          # the writer's lock is gone: its transaction was committed
+    with dbmod.write():  # the writer's lock is gone: its transaction was committed
         db.execute_sql("INSERT INTO probe VALUES (3)")
     plain = sqlite3.connect(settings.db_path)
     assert [r[0] for r in plain.execute("SELECT x FROM probe ORDER BY x")] == [1, 2, 3]

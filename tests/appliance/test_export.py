@@ -1,4 +1,6 @@
 """Evidence ZIPs: a real export verifies offline, and each kind of tampering is named."""
+
+import datetime as dt
 import hashlib
 import json
 import zipfile
@@ -6,10 +8,10 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from appliance import audit, export, sharing
+from appliance import audit, export, holds, search, sharing
 from appliance.cli import main
 from appliance.models import AccessRecord
-from tests.appliance.test_sharing import ADMIN, OFFICER, PURPOSE, new_request, stored  # noqa: F401 (fixture)
+from tests.appliance.test_sharing import ADMIN, OFFICER, PURPOSE, T0, new_request, stored  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -48,6 +50,7 @@ def edit_manifest(fn):
         manifest = json.loads(data)
         fn(manifest)
         return json.dumps(manifest).encode()
+
     return change
 
 
@@ -61,7 +64,12 @@ def test_an_export_verifies_and_holds_what_it_says(evidence, stored):  # noqa: F
     assert "2 read(s), 4 image(s), 8 file(s)" in report.facts[0]
     with zipfile.ZipFile(evidence) as zf:
         assert sorted(n for n in zf.namelist() if not n.startswith("images/")) == [
-            "STATEMENT.txt", "access_record.json", "manifest.json", "reads.csv", "reads.json"]
+            "STATEMENT.txt",
+            "access_record.json",
+            "manifest.json",
+            "reads.csv",
+            "reads.json",
+        ]
         rows = json.loads(zf.read("reads.json"))
         assert {r["uuid"] for r in rows} == {stored[0].uuid, stored[1].uuid}
         alt = next(r for r in rows if r["uuid"] == stored[0].uuid)
@@ -77,17 +85,31 @@ def test_an_export_verifies_and_holds_what_it_says(evidence, stored):  # noqa: F
         assert rec["hash"] == stored_rec.hash and rec["prev_hash"] == stored_rec.prev_hash
         assert rec["action"] == "sharing.export"
         statement = zf.read("STATEMENT.txt").decode()
-        for words in ("admin.chen", "Fresno Police Department", "Det. Maria Ortiz", "FPD case 26-00417",
-                      rec["hash"], "waypost evidence verify", "1798.90.55", "2023-DLE-06", "CRIME-INV"):
+        for words in (
+            "admin.chen",
+            "Fresno Police Department",
+            "Det. Maria Ortiz",
+            "FPD case 26-00417",
+            rec["hash"],
+            "waypost evidence verify",
+            "1798.90.55",
+            "2023-DLE-06",
+            "CRIME-INV",
+        ):
             assert words in statement, words
 
 
 def test_a_changed_image_byte_is_named(evidence, tmp_path):
     image = first_image(evidence)
-    bad = rewrite(evidence, tmp_path / "bad.zip",
-                  lambda n, d: d[:100] + bytes([d[100] ^ 1]) + d[101:] if n == image else d)
+    bad = rewrite(
+        evidence, tmp_path / "bad.zip", lambda n, d: d[:100] + bytes([d[100] ^ 1]) + d[101:] if n == image else d
+    )
     report = export.verify(bad)
-    assert not report.ok and report.problem.startswith(f"{image}: sha256 ") and "does not match the manifest" in report.problem
+    assert (
+        not report.ok
+        and report.problem.startswith(f"{image}: sha256 ")
+        and "does not match the manifest" in report.problem
+    )
 
 
 def test_a_byte_flipped_inside_the_zip_file_is_caught(evidence, tmp_path):
@@ -105,8 +127,9 @@ def test_a_byte_flipped_inside_the_zip_file_is_caught(evidence, tmp_path):
 
 
 def test_a_changed_csv_is_named(evidence, tmp_path):
-    bad = rewrite(evidence, tmp_path / "bad.zip",
-                  lambda n, d: d.replace(b"7ABC123", b"7ABC124", 1) if n == "reads.csv" else d)
+    bad = rewrite(
+        evidence, tmp_path / "bad.zip", lambda n, d: d.replace(b"7ABC123", b"7ABC124", 1) if n == "reads.csv" else d
+    )
     report = export.verify(bad)
     assert not report.ok and report.problem.startswith("reads.csv: sha256 ")
 
@@ -127,6 +150,7 @@ def test_an_extra_file_is_named(evidence, tmp_path):
 def test_an_edited_manifest_is_named(evidence, tmp_path):
     def change(manifest):
         manifest["files"]["reads.json"]["sha256"] = "0" * 64
+
     report = export.verify(rewrite(evidence, tmp_path / "bad.zip", edit_manifest(change)))
     assert not report.ok and report.problem.startswith("reads.json: sha256 ") and ("0" * 64) in report.problem
 
@@ -143,6 +167,7 @@ def test_a_changed_csv_with_a_matching_manifest_fails_on_the_access_record(evide
     def fix(manifest):
         manifest["files"]["reads.csv"] = {"sha256": sha(forged), "bytes": len(forged)}
         manifest["files"]["reads.json"] = {"sha256": sha(forged_json), "bytes": len(forged_json)}
+
     bad = rewrite(evidence, tmp_path / "a.zip", change)
     bad = rewrite(bad, tmp_path / "b.zip", edit_manifest(fix))
     report = export.verify(bad)
@@ -160,8 +185,11 @@ def test_an_edited_access_record_fails_its_own_hash(evidence, tmp_path):
     bad = rewrite(evidence, tmp_path / "a.zip", change)
     with zipfile.ZipFile(bad) as zf:
         new = zf.read("access_record.json")
-    bad = rewrite(bad, tmp_path / "b.zip", edit_manifest(
-        lambda m: m["files"].__setitem__("access_record.json", {"sha256": sha(new), "bytes": len(new)})))
+    bad = rewrite(
+        bad,
+        tmp_path / "b.zip",
+        edit_manifest(lambda m: m["files"].__setitem__("access_record.json", {"sha256": sha(new), "bytes": len(new)})),
+    )
     report = export.verify(bad)
     assert not report.ok and "does not match its own hash" in report.problem
 
@@ -175,6 +203,7 @@ def test_an_image_renamed_to_another_hash_is_named(evidence, tmp_path):
 
     def fix(manifest):
         manifest["files"][other] = manifest["files"].pop(image)
+
     report = export.verify(rewrite(bad, tmp_path / "b.zip", edit_manifest(fix)))
     assert not report.ok and report.problem == f"{other}: its content's sha256 is {sha(data)}, not its name"
 
@@ -201,11 +230,34 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
     runner = CliRunner()
-    base = ["sharing", "request", "--agency", "Kern County Sheriff's Office", "--state", "CA",
-            "--requester", "Sgt. Lee Park", "--title", "Sergeant", "--contact", "lpark@kern.example",
-            "--intended-purpose", "Stolen truck recovered near the post", "--authority", "KCSO 26-1102",
-            "--plate", "7ABC123", "--from", "2026-03-01", "--to", "2026-03-04", "--purpose", "STOLEN-VEH",
-            "--case", "2026-000777"]
+    base = [
+        "sharing",
+        "request",
+        "--agency",
+        "Kern County Sheriff's Office",
+        "--state",
+        "CA",
+        "--requester",
+        "Sgt. Lee Park",
+        "--title",
+        "Sergeant",
+        "--contact",
+        "lpark@kern.example",
+        "--intended-purpose",
+        "Stolen truck recovered near the post",
+        "--authority",
+        "KCSO 26-1102",
+        "--plate",
+        "7ABC123",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-04",
+        "--purpose",
+        "STOLEN-VEH",
+        "--case",
+        "2026-000777",
+    ]
     refused = runner.invoke(main, base + ["--agency-type", "federal"])
     assert refused.exit_code == 1 and "federal agency" in refused.output and "1798.90.55" in refused.output
     made = runner.invoke(main, base + ["--agency-type", "ca-county-sheriff"])
@@ -222,35 +274,51 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
     assert "approved by cli:" in shown.output and "Export:" in shown.output
     listed = runner.invoke(main, ["sharing", "list", "--status", "approved"])
     assert "Kern County Sheriff's Office" in listed.output
-    assert [r.action for r in AccessRecord.select().where(AccessRecord.action.startswith("sharing."))
-            .order_by(AccessRecord.seq)] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export",
-                                         "sharing.view", "sharing.list"]    # show and list are recorded
+    assert [
+        r.action
+        for r in AccessRecord.select().where(AccessRecord.action.startswith("sharing.")).order_by(AccessRecord.seq)
+    ] == [
+        "sharing.refuse",
+        "sharing.request",
+        "sharing.approve",
+        "sharing.export",
+        "sharing.view",
+        "sharing.list",
+    ]  # show and list are recorded
     assert audit.verify().ok
 
 
 def test_an_export_for_a_legal_hold_verifies_and_a_released_hold_is_refused(settings, db, stored, tmp_path):  # noqa: F811
-    import datetime as dt
 
-    from appliance import holds, search
-    from tests.appliance.test_sharing import T0
-    hold = holds.place_on_query(settings, OFFICER, search.Query("7ABC123", "exact", since=T0 - dt.timedelta(hours=1),
-                                                                until=T0 + dt.timedelta(hours=1)),
-                                "CRIME-INV", "2026-004400", "Robbery suspect vehicle, court case pending")
+    hold = holds.place_on_query(
+        settings,
+        OFFICER,
+        search.Query("7ABC123", "exact", since=T0 - dt.timedelta(hours=1), until=T0 + dt.timedelta(hours=1)),
+        "CRIME-INV",
+        "2026-004400",
+        "Robbery suspect vehicle, court case pending",
+    )
     summary = export.for_hold(settings, ADMIN, hold.id, tmp_path / "hold.zip")
     assert summary.read_count == 2 and export.verify(summary.path).ok
     [rec] = AccessRecord.select().where(AccessRecord.action == "hold.export")
-    assert (rec.username, rec.purpose_code, rec.case_number, rec.result_count) == ("admin.chen", "CRIME-INV",
-                                                                                   "2026-004400", 2)
+    assert (rec.username, rec.purpose_code, rec.case_number, rec.result_count) == (
+        "admin.chen",
+        "CRIME-INV",
+        "2026-004400",
+        2,
+    )
     with zipfile.ZipFile(summary.path) as zf:
         assert "Robbery suspect vehicle" in zf.read("STATEMENT.txt").decode()
     env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
-    made = CliRunner().invoke(main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "b.zip")],
-                              env=env)
+    made = CliRunner().invoke(
+        main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "b.zip")], env=env
+    )
     assert made.exit_code == 0 and export.verify(tmp_path / "b.zip").ok, made.output
     holds.release(ADMIN, hold.id, "Case closed by the district attorney")
     with pytest.raises(holds.HoldError, match="only an active hold"):
         export.for_hold(settings, ADMIN, hold.id, tmp_path / "late.zip")
     assert not (tmp_path / "late.zip").exists()
-    result = CliRunner().invoke(main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "c.zip")],
-                                env=env)
+    result = CliRunner().invoke(
+        main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "c.zip")], env=env
+    )
     assert result.exit_code == 1 and "only an active hold" in result.output

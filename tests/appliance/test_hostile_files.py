@@ -1,6 +1,7 @@
 """Damaged files handed to the offline checkers: an evidence ZIP whose reads files are not UTF-8 or
 hold a row that is not a read, and an audit bundle with a lone surrogate escape. Each is reported
 as a problem naming the file and line (or the record), never as a traceback."""
+
 import json
 import zipfile
 
@@ -28,18 +29,23 @@ def replaced(src, dst, name, change):
             manifest["files"][name] = {"sha256": sha(new), "bytes": len(new)}
             return json.dumps(manifest).encode()
         return data
+
     return rewrite(src, dst, swap)
 
 
-@pytest.mark.parametrize("member,line_end,old,new", [
-    (export.READS_CSV, b"\r\n", b",", b",\xe9t\xe9"),       # a Latin-1 byte in the first read's row
-    (export.READS_JSON, b"\n", b'"', b'"\xff'),
-])
+@pytest.mark.parametrize(
+    "member,line_end,old,new",
+    [
+        (export.READS_CSV, b"\r\n", b",", b",\xe9t\xe9"),  # a Latin-1 byte in the first read's row
+        (export.READS_JSON, b"\n", b'"', b'"\xff'),
+    ],
+)
 def test_a_reads_file_that_is_not_utf8_is_named_by_line(evidence, tmp_path, member, line_end, old, new):  # noqa: F811
     def damage(data):
         lines = data.split(line_end)
         lines[1] = lines[1].replace(old, new, 1)
         return line_end.join(lines)
+
     report = export.verify(replaced(evidence, tmp_path / "bad.zip", member, damage))
     assert not report.ok
     assert report.problem.startswith(f"{member} line 2: not UTF-8 text"), report.problem
@@ -50,6 +56,7 @@ def test_a_reads_json_row_that_is_not_an_object_is_named(evidence, tmp_path):  #
         lines = data.split(b"\n")
         lines[1] = b"[1, 2]"
         return b"\n".join(lines)
+
     bad = replaced(evidence, tmp_path / "bad.zip", export.READS_JSON, as_list)
     report = export.verify(bad)
     assert not report.ok
@@ -62,12 +69,13 @@ def test_a_lone_surrogate_in_a_bundle_record_is_a_mismatch_naming_the_record(set
     out, result = made
     seq = result.first_seq + 4
     data = edit(out, lambda d: d["records"][4].update(username="\ud800"))
-    assert b'"\\ud800"' in data            # the file holds the JSON escape, as a hostile editor would write it
+    assert b'"\\ud800"' in data  # the file holds the JSON escape, as a hostile editor would write it
     checked = bundle.verify(data, pub(settings))
     assert not checked.ok and checked.bad_seq == seq
     assert f"record {seq}: contents do not match" in checked.summary()
-    run = CliRunner().invoke(main, ["audit", "verify", "--bundle", str(out),
-                                    "--public-key", str(bundle.public_key_file(settings))])
+    run = CliRunner().invoke(
+        main, ["audit", "verify", "--bundle", str(out), "--public-key", str(bundle.public_key_file(settings))]
+    )
     assert run.exit_code == 1 and f"BROKEN at record {seq}" in run.output, run.output
 
 
@@ -77,4 +85,4 @@ def test_a_lone_surrogate_in_a_bundles_signed_part_is_named(settings, made):  # 
     checked = bundle.verify(data, pub(settings))
     assert not checked.ok
     assert any("signed part holds a lone UTF-16 surrogate" in p for p in checked.problems), checked.problems
-    checked.summary().encode("utf-8")       # printable as it is
+    checked.summary().encode("utf-8")  # printable as it is

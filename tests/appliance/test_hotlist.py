@@ -5,6 +5,7 @@ import pytest
 
 from appliance import audit, hotlist
 from appliance.models import AccessRecord, Hotlist, HotlistEntry, utcnow
+from tests.conftest import make_settings
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 HEADER = "plate,state,reason,entry_date,source_ref\n"
@@ -33,12 +34,16 @@ def test_import_replaces_the_list_in_one_go(settings, db, tmp_path):
 def test_malformed_lines_are_named_and_nothing_is_imported(settings, db, tmp_path):
     good = write_csv(tmp_path, "7ABC123,ca,STOLEN VEHICLE,2026-11-20,SVS-1\n")
     hotlist.import_csv(settings, good, "SVS", ADMIN)
-    bad = write_csv(tmp_path, "6DEF456,ca,STOLEN,2026-11-20,A\n"
-                              "7AB$123,ca,STOLEN,2026-11-20,B\n"
-                              "8GHI789,california,STOLEN,2026-11-20,C\n"
-                              "9JKL012,ca,,2026-11-20,D\n"
-                              "1MNO345,ca,STOLEN,20/11/2026,E\n"
-                              "2PQR678,ca,STOLEN,2026-11-20,F,extra\n", "bad.csv")
+    bad = write_csv(
+        tmp_path,
+        "6DEF456,ca,STOLEN,2026-11-20,A\n"
+        "7AB$123,ca,STOLEN,2026-11-20,B\n"
+        "8GHI789,california,STOLEN,2026-11-20,C\n"
+        "9JKL012,ca,,2026-11-20,D\n"
+        "1MNO345,ca,STOLEN,20/11/2026,E\n"
+        "2PQR678,ca,STOLEN,2026-11-20,F,extra\n",
+        "bad.csv",
+    )
     with pytest.raises(hotlist.HotlistError) as err:
         hotlist.import_csv(settings, bad, "SVS", ADMIN)
     text = str(err.value)
@@ -47,7 +52,7 @@ def test_malformed_lines_are_named_and_nothing_is_imported(settings, db, tmp_pat
     assert "bad.csv: line 5: field reason: empty" in text
     assert "bad.csv: line 6: field entry_date: '20/11/2026'" in text
     assert "bad.csv: line 7: 6 fields, the header has 5" in text
-    assert [e.plate for e in HotlistEntry.select()] == ["7ABC123"]       # the old list stands
+    assert [e.plate for e in HotlistEntry.select()] == ["7ABC123"]  # the old list stands
     assert Hotlist.get(Hotlist.name == "SVS").source == "svs.csv"
 
 
@@ -55,19 +60,25 @@ def test_line_numbers_count_blank_lines_and_only_real_line_ends(settings, db, tm
     # Exports from records systems carry blank lines, CRLF line ends, and the odd form feed or
     # U+2028 inside a field: the line named must be the one an editor shows.
     path = tmp_path / "gaps.csv"
-    path.write_bytes((HEADER + "7ABC123,ca,STOLEN,2026-11-20,A\r\n\r\n\n"
-                      "6DEF456,ca,STOLEN \u2028VEHICLE,2026-11-20,B\f\n\n"
-                      "8XYZ99$,ca,WANTED,2026-11-20,C\n").encode())
+    path.write_bytes(
+        (
+            HEADER + "7ABC123,ca,STOLEN,2026-11-20,A\r\n\r\n\n"
+            "6DEF456,ca,STOLEN \u2028VEHICLE,2026-11-20,B\f\n\n"
+            "8XYZ99$,ca,WANTED,2026-11-20,C\n"
+        ).encode()
+    )
     with pytest.raises(hotlist.HotlistError) as err:
         hotlist.import_csv(settings, path, "SVS", ADMIN)
-    assert str(err.value) == f"{path}: line 7: field plate: '8XYZ99$' is not a plate " \
-                             "(1-8 letters and digits; spaces and dashes are ignored)"
+    assert (
+        str(err.value) == f"{path}: line 7: field plate: '8XYZ99$' is not a plate "
+        "(1-8 letters and digits; spaces and dashes are ignored)"
+    )
 
 
 def test_header_mapping_and_missing_columns(tmp_path, db):
-    from tests.conftest import make_settings
-    settings = make_settings(tmp_path / "d", hotlist__plate_column="LIC", hotlist__reason_column="CATEGORY",
-                             hotlist__date_format="%m/%d/%Y")
+    settings = make_settings(
+        tmp_path / "d", hotlist__plate_column="LIC", hotlist__reason_column="CATEGORY", hotlist__date_format="%m/%d/%Y"
+    )
     path = write_csv(tmp_path, "7ABC123,STOLEN,11/20/2026\n", header="LIC,CATEGORY,entry_date\n")
     assert hotlist.import_csv(settings, path, "NCIC", ADMIN).entries == 1
     assert HotlistEntry.get().entry_date == dt.date(2026, 11, 20)
@@ -102,8 +113,13 @@ def test_custom_entries_need_approval_and_narrative(settings, db):
         hotlist.add_custom(ADMIN, "7A*", "ROBBERY", approved_by="", narrative="short")
     text = str(err.value)
     assert "approving commander" in text and "narrative" in text and "at least 3 known characters" in text
-    entry = hotlist.add_custom(ADMIN, "7AB?12*", "ARMED ROBBERY", approved_by="Capt. R. Alvarez",
-                               narrative="Case 26-004512: witness saw partial plate on getaway sedan.")
+    entry = hotlist.add_custom(
+        ADMIN,
+        "7AB?12*",
+        "ARMED ROBBERY",
+        approved_by="Capt. R. Alvarez",
+        narrative="Case 26-004512: witness saw partial plate on getaway sedan.",
+    )
     assert entry.pattern and entry.plate == "7AB?12*"
     removed = hotlist.remove_entry(audit.Actor("officer.lee", "Demo PD"), entry.id, "vehicle recovered")
     assert removed.removed_by == "officer.lee" and removed.removed_at is not None

@@ -1,5 +1,6 @@
 """The whole pipeline on the demo street with the shipped models: one read per vehicle pass,
 alerts for the hotlisted vehicles and for no others."""
+
 import datetime as dt
 
 import pytest
@@ -34,8 +35,11 @@ def run_street(settings, recognizer, seconds, seed=3, vehicles_per_min=20.0):
         for plate, _ in truth:
             first, _ = passes.get(plate, (index, index))
             passes[plate] = (first, index)
-        pipe.process(Frame(image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
-                           source="test", truth=truth))
+        pipe.process(
+            Frame(
+                image=image, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index, source="test", truth=truth
+            )
+        )
     pipe.flush()
     still_coming = {v.plate for v in street.vehicles_at((frames - 1) / FPS)}
     return pipe, passes, still_coming
@@ -58,7 +62,8 @@ def test_one_read_per_pass_and_alerts_only_for_hotlisted(settings, db, recognize
     assert len(passes) >= 5, "the street should have shown several vehicles"
     read_right = [p for p in passes if p in plates]
     # every vehicle gives one read; nearly all of them read exactly
-    detail = f"reads {sorted((r.plate, round(r.confidence, 2), r.first_seen_at.second) for r in reads)} passes {sorted(passes.items())}"
+    seen = sorted((r.plate, round(r.confidence, 2), r.first_seen_at.second) for r in reads)
+    detail = f"reads {seen} passes {sorted(passes.items())}"
     assert len(reads) == len(passes), detail
     assert len(read_right) >= 0.8 * len(passes), (sorted(plates), sorted(passes))
     assert all(plates.count(p) == 1 for p in read_right)
@@ -78,7 +83,10 @@ def test_an_empty_road_costs_almost_nothing(settings, db, recognizer):
     pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
     t0 = dt.datetime(2026, 11, 22, 8, 0, 0)
     for index in range(50):
-        pipe.process(Frame(image=street.background, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index,
-                           source="test"))
-    assert pipe.stats.frames == 50 and pipe.stats.frames_read == 1   # only the first frame, to have a reference
+        pipe.process(
+            Frame(
+                image=street.background, captured_at=t0 + dt.timedelta(seconds=index / FPS), index=index, source="test"
+            )
+        )
+    assert pipe.stats.frames == 50 and pipe.stats.frames_read == 1  # only the first frame, to have a reference
     assert Read.select().count() == 0

@@ -1,5 +1,6 @@
 """The pipeline when storing fails: a full evidence disk and a database locked by another writer.
 Neither may lose a vehicle pass."""
+
 import dataclasses
 import datetime as dt
 import json
@@ -35,8 +36,9 @@ def recognizer():
 
 def frame_at(street, index, seconds_later=0.0):
     image, _ = street.render(index)
-    return Frame(image=image, captured_at=T0 + dt.timedelta(seconds=index / FPS + seconds_later), index=index,
-                 source="test")
+    return Frame(
+        image=image, captured_at=T0 + dt.timedelta(seconds=index / FPS + seconds_later), index=index, source="test"
+    )
 
 
 def drive_until(pipe, street, tracks: int) -> int:
@@ -75,8 +77,9 @@ def locking_settings(tmp_path):
 
 
 def later(frame: Frame, seconds: float = 0.1) -> Frame:
-    return dataclasses.replace(frame, captured_at=frame.captured_at + dt.timedelta(seconds=seconds),
-                               index=frame.index + 1)
+    return dataclasses.replace(
+        frame, captured_at=frame.captured_at + dt.timedelta(seconds=seconds), index=frame.index + 1
+    )
 
 
 def test_a_pass_refused_by_a_locked_database_is_stored_on_the_next_frame(locking_settings, recognizer, caplog):
@@ -107,10 +110,9 @@ def test_a_pass_refused_by_a_locked_database_is_stored_on_the_next_frame(locking
         assert check(settings, EvidenceStore(settings)) == []
 
 
-def test_passes_past_the_bound_are_dropped_with_their_plates_logged(locking_settings, recognizer, caplog,
-                                                                    monkeypatch):
+def test_passes_past_the_bound_are_dropped_with_their_plates_logged(locking_settings, recognizer, caplog, monkeypatch):
     settings = locking_settings
-    monkeypatch.setattr(pipeline_mod, "MAX_UNSTORED", 1)     # the bound, small enough to reach with two passes
+    monkeypatch.setattr(pipeline_mod, "MAX_UNSTORED", 1)  # the bound, small enough to reach with two passes
     street = DemoStreet(1280, 720, FPS, 20.0, 3)
     with dbmod.connection():
         pipe = Pipeline(settings, recognizer, EvidenceStore(settings))
@@ -154,7 +156,7 @@ def test_an_evidence_directory_refusing_writes_loses_no_pass(locking_settings, r
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "cannot write evidence file" in errors[0], errors
 
-        staging.unlink()                          # the disk is mended: the street's next vehicles
+        staging.unlink()  # the disk is mended: the street's next vehicles
         start = index + 2
         for i in range(start, start + 600):
             pipe.process(frame_at(street, i))
@@ -172,9 +174,20 @@ def namespaces_can_mount() -> str | None:
     """Why a tmpfs cannot be mounted in a new user and mount namespace here, or None."""
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return "unshare(1) or mount(8) is not installed"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                            "mount -t tmpfs -o size=64k waypost-probe /mnt"],
-                           check=False, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=64k waypost-probe /mnt",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
 
 
@@ -188,10 +201,31 @@ def test_a_full_evidence_disk_stores_reads_without_images_and_still_alerts(tmp_p
     bootstrap(settings, create_admin=False)
     settings.evidence_path.mkdir(parents=True, exist_ok=True)
     # the tmpfs exists only in the child's mount namespace: it goes when the child does
-    script = 'mount -t tmpfs -o size=1m,nr_inodes=64 waypost-full "$1" && exec "$2" -m tests.appliance.full_disk_post "$3" "$4"'
-    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-                           str(settings.evidence_path), sys.executable, str(data_dir), how],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    script = (
+        'mount -t tmpfs -o size=1m,nr_inodes=64 waypost-full "$1" '
+        '&& exec "$2" -m tests.appliance.full_disk_post "$3" "$4"'
+    )
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(settings.evidence_path),
+            sys.executable,
+            str(data_dir),
+            how,
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     run = json.loads(proc.stdout.strip().splitlines()[-1])

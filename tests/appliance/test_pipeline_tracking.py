@@ -2,6 +2,7 @@
 frame are two passes, passes time out by the monotonic clock when frames carry it (an NTP step of
 the wall clock neither holds a pass open nor splits one), and a stalled source still ends its
 last pass, stores it and raises its alert."""
+
 import datetime as dt
 import threading
 import time
@@ -19,7 +20,7 @@ from appliance.store import EvidenceStore
 from recognizer import Recognizer
 
 T0 = dt.datetime(2026, 11, 22, 8, 0, 0)
-M0 = 1000.0     # an arbitrary monotonic clock reading
+M0 = 1000.0  # an arbitrary monotonic clock reading
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,8 @@ def scene():
     street = DemoStreet(1280, 720, 10.0, 6.0, 3)
     a, truth_a = street.render(84)
     b, truth_b = street.render(189)
-    run = [street.render(i)[0] for i in range(74, 94)]     # car A moving through the view
-    return {"a": a, "b": b, "road": street.background.copy(), "truth_a": truth_a[0], "truth_b": truth_b[0],
-            "run": run}
+    run = [street.render(i)[0] for i in range(74, 94)]  # car A moving through the view
+    return {"a": a, "b": b, "road": street.background.copy(), "truth_a": truth_a[0], "truth_b": truth_b[0], "run": run}
 
 
 @pytest.fixture
@@ -54,8 +54,13 @@ class Feed:
 
     def frame(self, image, step_s: float = 0.1) -> Frame:
         self.index += 1
-        f = Frame(image=image, captured_at=self.at, index=self.index, source="test",
-                  mono=self.mono if self.with_mono else None)
+        f = Frame(
+            image=image,
+            captured_at=self.at,
+            index=self.index,
+            source="test",
+            mono=self.mono if self.with_mono else None,
+        )
         self.at += dt.timedelta(seconds=step_s)
         self.mono += step_s
         return f
@@ -69,13 +74,13 @@ def test_two_plates_in_one_frame_are_two_passes(pipe, recognizer, scene):
     # the car behind, its plate seen over the lead car's roof 2.5 plate heights above the lead's plate
     (x, y, _, h), (bx, by, bw, bh) = scene["truth_a"][1], scene["truth_b"][1]
     image, m = scene["a"].copy(), 12
-    patch = scene["b"][by - m:by + bh + m, bx - m:bx + bw + m]
+    patch = scene["b"][by - m : by + bh + m, bx - m : bx + bw + m]
     ny, nx = int(y - 2.5 * h), x + 5
-    image[ny - m:ny - m + patch.shape[0], nx - m:nx - m + patch.shape[1]] = patch
+    image[ny - m : ny - m + patch.shape[0], nx - m : nx - m + patch.shape[1]] = patch
     plate_a, plate_b = scene["truth_a"][0], scene["truth_b"][0]
-    assert sorted(r.text for r in recognizer.read(image)) == sorted([plate_a, plate_b])   # the scene holds
+    assert sorted(r.text for r in recognizer.read(image)) == sorted([plate_a, plate_b])  # the scene holds
     feed = Feed()
-    for k in range(10):
+    for _ in range(10):
         pipe.process(feed.frame(image))
         assert len(pipe.tracks) == 2, [[s.text for s in t.sightings] for t in pipe.tracks]
     assert sorted({s.text for s in t.sightings} == {t.sightings[0].text} for t in pipe.tracks) == [True, True]
@@ -88,11 +93,11 @@ def test_a_wall_clock_step_back_neither_holds_a_pass_open_nor_merges_the_next_ca
     feed = Feed()
     for _ in range(10):
         pipe.process(feed.frame(scene["a"]))
-    feed.at -= dt.timedelta(minutes=5)          # NTP steps the wall clock back; the monotonic clock goes on
-    for _ in range(40):                          # 4 s of empty road, past the 1.5 s pass timeout
+    feed.at -= dt.timedelta(minutes=5)  # NTP steps the wall clock back; the monotonic clock goes on
+    for _ in range(40):  # 4 s of empty road, past the 1.5 s pass timeout
         pipe.process(feed.frame(scene["road"]))
     assert [r[0] for r in reads()] == [scene["truth_a"][0]] and pipe.tracks == []
-    for _ in range(10):                          # the next car, in the same spot
+    for _ in range(10):  # the next car, in the same spot
         pipe.process(feed.frame(scene["b"]))
     pipe.flush()
     assert sorted(r[0] for r in reads()) == sorted([scene["truth_a"][0], scene["truth_b"][0]])
@@ -162,8 +167,9 @@ class StallingSource(FrameSource):
             self.closed.wait()
             return None
         self.sent += 1
-        return Frame(image=self.image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(),
-                     source=self.name)
+        return Frame(
+            image=self.image, captured_at=utcnow(), mono=time.monotonic(), index=self._next_index(), source=self.name
+        )
 
     def close(self) -> None:
         self.closed.set()
@@ -181,7 +187,7 @@ def test_the_service_loop_ends_the_last_pass_of_a_stalled_source(settings, db, p
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not list(Read.select()):
             time.sleep(0.1)
-        assert source.sent == 10 and not service.capture.finished     # the source is stalled, not ended
+        assert source.sent == 10 and not service.capture.finished  # the source is stalled, not ended
         assert [r.plate for r in Read.select()] == [scene["truth_a"][0]]
         assert [a.entry_plate for a in Alert.select()] == [scene["truth_a"][0]]
     finally:

@@ -1,4 +1,5 @@
 """The pipeline's own logic on hand-made sightings: voting, direction, association, motion."""
+
 import datetime as dt
 
 import numpy as np
@@ -10,8 +11,13 @@ T0 = dt.datetime(2026, 11, 22, 8, 0, 0)
 
 
 def sighting(text, conf, box=(100, 100, 80, 40), alts=(), t=0.0):
-    read = PlateRead(text=text, confidence=conf, char_confidences=(conf,) * len(text),
-                     alternatives=tuple(Alternative(a, s) for a, s in alts), box=box)
+    read = PlateRead(
+        text=text,
+        confidence=conf,
+        char_confidences=(conf,) * len(text),
+        alternatives=tuple(Alternative(a, s) for a, s in alts),
+        box=box,
+    )
     return Sighting(T0 + dt.timedelta(seconds=t), box, text, conf, read, None)
 
 
@@ -19,7 +25,7 @@ def test_vote_takes_the_reading_with_most_evidence():
     ss = [sighting("7ABC123", 0.9), sighting("7ABC123", 0.8), sighting("7A8C123", 0.95), sighting("7ABC123", 0.7)]
     text, conf, alts = vote(ss)
     assert text == "7ABC123"
-    assert 0.6 < conf < 0.9            # disagreement costs confidence
+    assert 0.6 < conf < 0.9  # disagreement costs confidence
     assert alts[0]["text"] == "7A8C123"
 
 
@@ -54,9 +60,9 @@ def test_one_edit():
 def test_motion_gate(settings):
     gate = MotionGate(settings)
     road = np.full((360, 640, 3), 90, np.uint8)
-    assert gate.moving(road)            # first frame: nothing to compare with
+    assert gate.moving(road)  # first frame: nothing to compare with
     noisy = road.copy()
-    noisy[::7, ::5] += 3                # sensor noise
+    noisy[::7, ::5] += 3  # sensor noise
     assert not gate.moving(noisy)
     car = noisy.copy()
     car[150:260, 200:380] = 200
@@ -69,7 +75,7 @@ def test_a_long_pass_holds_few_frames_and_keeps_the_winners_best():
     track = Track(1)
     frames = []
     for i in range(300):
-        text = "7ABC123" if i % 3 else f"7ABC1{i % 50:02d}"          # noise: 50 different misreads
+        text = "7ABC123" if i % 3 else f"7ABC1{i % 50:02d}"  # noise: 50 different misreads
         conf = 0.6 + 0.3 * ((i * 37) % 100) / 100
         s = sighting(text, conf, box=(100 + i, 100, 80 + i // 10, 40), t=i / 20)
         s.frame = object()

@@ -1,4 +1,5 @@
 """The quarterly audit and the annual report counted on a hand-made access log with known answers."""
+
 import datetime as dt
 import json
 import sqlite3
@@ -22,11 +23,26 @@ def put(records):
         seq, prev = audit.head()
         rows = []
         for i, (at, who, action, query, code, case, count) in enumerate(records):
-            rows.append((seq + 1 + i, audit.stamp(at), who, AGENCY, action, audit.canonical(query), code, case,
-                         "[]", count, "10.0.0.9", "{}"))
+            rows.append(
+                (
+                    seq + 1 + i,
+                    audit.stamp(at),
+                    who,
+                    AGENCY,
+                    action,
+                    audit.canonical(query),
+                    code,
+                    case,
+                    "[]",
+                    count,
+                    "10.0.0.9",
+                    "{}",
+                )
+            )
         dbmod.database.cursor().executemany(
             f"INSERT INTO access_record ({', '.join(audit.COLUMNS)}) VALUES ({', '.join('?' * 14)})",
-            list(audit.sealed(rows, prev)))
+            list(audit.sealed(rows, prev)),
+        )
 
 
 # 2025-Q1 in Los Angeles is 2025-01-01T08:00Z .. 2025-04-01T07:00Z (PST, then PDT from 9 March).
@@ -81,7 +97,7 @@ def test_quarter_boundaries_are_local():
 
 def test_quarterly_counts(settings, log):
     r = reports.quarterly(settings, "2025-Q1")
-    assert r.records == 18          # 17 mid-quarter + the 1 April 06:59Z edge record
+    assert r.records == 18  # 17 mid-quarter + the 1 April 06:59Z edge record
     users = {u.username: u for u in r.users}
     assert set(users) == {"alice", "bob", "carol", "system", "mallory", "edge"}
     a, b = users["alice"], users["bob"]
@@ -95,7 +111,11 @@ def test_quarterly_counts(settings, log):
     assert purposes == {"STOLEN-VEH": (3, 2, 2), "WANTED": (2, 1, 1), "CRIME-INV": (2, 2, 1)}
     sections = {s.title: s for s in r.sections}
     hot = sections["Hotlist changes"]
-    assert hot.total == 3 and dict(hot.counts) == {"hotlist.entry_add": 1, "hotlist.entry_remove": 1, "hotlist.import": 1}
+    assert hot.total == 3 and dict(hot.counts) == {
+        "hotlist.entry_add": 1,
+        "hotlist.entry_remove": 1,
+        "hotlist.import": 1,
+    }
     assert [x["action"] for x in hot.records] == ["hotlist.entry_add", "hotlist.entry_remove", "hotlist.import"]
     assert dict(sections["Data sharing"].counts) == {"sharing.approve": 1, "sharing.request": 1}
     assert sections["Legal holds"].total == 1 and sections["Purges and retention"].total == 1
@@ -113,8 +133,12 @@ def test_quarterly_lists_are_limited_but_counts_are_not(settings, log):
 
 
 def test_a_stepped_clock_is_counted_by_time_and_noted(settings, log):
-    put([(dt.datetime(2025, 5, 5), "late", "auth.login", {}, "", "", None),      # Q2, between Q1 records
-         (at(20), "alice", "read.search", {"plate": "9ZZZ000"}, "WANTED", "25-000202", 0)])
+    put(
+        [
+            (dt.datetime(2025, 5, 5), "late", "auth.login", {}, "", "", None),  # Q2, between Q1 records
+            (at(20), "alice", "read.search", {"plate": "9ZZZ000"}, "WANTED", "25-000202", 0),
+        ]
+    )
     r = reports.quarterly(settings, "2025-Q1")
     assert r.records == 19 and "late" not in {u.username for u in r.users}
     assert r.notes and "outside the quarter" in r.notes[0]
@@ -133,24 +157,41 @@ def test_quarterly_shows_a_broken_chain(settings, log):
 
 
 def _read(captured_at, status=None):
-    read = Read.create(uuid=str(uuid.uuid4()), post_id="post-1", camera_id="cam-1", captured_at=captured_at,
-                       plate_raw="7ABC123", plate="7ABC123", confidence=0.9)
+    read = Read.create(
+        uuid=str(uuid.uuid4()),
+        post_id="post-1",
+        camera_id="cam-1",
+        captured_at=captured_at,
+        plate_raw="7ABC123",
+        plate="7ABC123",
+        confidence=0.9,
+    )
     if status:
-        Alert.create(read=read, hotlist_name="SVS", entry_plate="7ABC123", entry_state="CA", entry_reason="stolen",
-                     entry_source_ref="x", matched_text="7ABC123", match_kind="exact", score=1.0, status=status,
-                     created_at=captured_at)
+        Alert.create(
+            read=read,
+            hotlist_name="SVS",
+            entry_plate="7ABC123",
+            entry_state="CA",
+            entry_reason="stolen",
+            entry_source_ref="x",
+            matched_text="7ABC123",
+            match_kind="exact",
+            score=1.0,
+            status=status,
+            created_at=captured_at,
+        )
     return read
 
 
 def test_annual_counts(settings, log):
     with dbmod.write():
-        _read(dt.datetime(2025, 1, 1, 7, 0))                    # 2024 in Los Angeles
-        _read(dt.datetime(2025, 1, 1, 9, 0), "confirmed")       # January
+        _read(dt.datetime(2025, 1, 1, 7, 0))  # 2024 in Los Angeles
+        _read(dt.datetime(2025, 1, 1, 9, 0), "confirmed")  # January
         _read(dt.datetime(2025, 1, 20, 9, 0), "misread")
         _read(dt.datetime(2025, 3, 3, 9, 0))
         _read(dt.datetime(2025, 12, 31, 23, 0), "unconfirmed")  # December
-        _read(dt.datetime(2026, 1, 1, 7, 30))                   # still 31 December in Los Angeles
-        _read(dt.datetime(2026, 1, 1, 8, 0), "confirmed")       # 2026
+        _read(dt.datetime(2026, 1, 1, 7, 30))  # still 31 December in Los Angeles
+        _read(dt.datetime(2026, 1, 1, 8, 0), "confirmed")  # 2026
     r = reports.annual(settings, "2025")
     months = dict(r.reads_by_month)
     assert list(months) == ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -184,9 +225,11 @@ def test_cli_report_text_names_the_last_day_and_the_log_once(settings, log, monk
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
     dbmod.database.close()
-    for args, period in ((["quarterly", "2026-Q3"], "(2026-07-01 to 2026-09-30, "),
-                         (["quarterly", "2025-Q4"], "(2025-10-01 to 2025-12-31, "),
-                         (["annual", "2025"], "(2025-01-01 to 2025-12-31, ")):
+    for args, period in (
+        (["quarterly", "2026-Q3"], "(2026-07-01 to 2026-09-30, "),
+        (["quarterly", "2025-Q4"], "(2025-10-01 to 2025-12-31, "),
+        (["annual", "2025"], "(2025-01-01 to 2025-12-31, "),
+    ):
         out = CliRunner().invoke(main, ["report", *args])
         assert out.exit_code == 0, out.output
         first, second = out.output.splitlines()[:2]

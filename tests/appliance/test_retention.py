@@ -1,15 +1,22 @@
 """Retention on a real database file and real image files: what goes, what stays, and the record."""
+
+import base64
 import datetime as dt
 import json
+import threading
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance import audit, holds, retention, search, store
+from appliance import audit, bundle, holds, retention, search, store
 from appliance import db as dbmod
+from appliance.bootstrap import bootstrap
+from appliance.cli import main
 from appliance.hotlist import skeleton
 from appliance.models import AccessRecord, Alert, AlertConfirmation, Evidence, Outbox, Read, utcnow
+from appliance.service import PostService
 from tests.conftest import make_settings
 
 NOW = utcnow()
@@ -25,17 +32,35 @@ def images(seed):
 def add_read(settings, plate, days_old, seed, crop=None, frame=None, alerts=0, alternatives=("8ABC123",)):
     if crop is None and frame is None:
         crop, frame = images(seed)
-    new = store.NewRead(plate_raw=plate, plate=plate, confidence=0.9,
-                        captured_at=NOW - dt.timedelta(days=days_old, minutes=seed),
-                        alternatives=[{"text": a, "score": 0.1} for a in alternatives])
+    new = store.NewRead(
+        plate_raw=plate,
+        plate=plate,
+        confidence=0.9,
+        captured_at=NOW - dt.timedelta(days=days_old, minutes=seed),
+        alternatives=[{"text": a, "score": 0.1} for a in alternatives],
+    )
     read = store.save_read(settings, store.EvidenceStore(settings), new, crop, frame)
     with dbmod.write():
         for _ in range(alerts):
-            alert = Alert.create(read=read, hotlist_name="SVS", entry_plate=plate, entry_state="CA",
-                                 entry_reason="stolen", entry_source_ref="", matched_text=plate, match_kind="exact",
-                                 score=1.0)
-            AlertConfirmation.create(alert=alert, username="officer.lee", organization="PD", visual_compared=True,
-                                     clets_verified=True, outcome="confirmed")
+            alert = Alert.create(
+                read=read,
+                hotlist_name="SVS",
+                entry_plate=plate,
+                entry_state="CA",
+                entry_reason="stolen",
+                entry_source_ref="",
+                matched_text=plate,
+                match_kind="exact",
+                score=1.0,
+            )
+            AlertConfirmation.create(
+                alert=alert,
+                username="officer.lee",
+                organization="PD",
+                visual_compared=True,
+                clets_verified=True,
+                outcome="confirmed",
+            )
     return read
 
 
@@ -93,7 +118,7 @@ def test_purge_removes_rows_index_entries_files_and_writes_one_record(settings, 
 
 
 def test_hit_reads_have_their_own_period(settings, db):
-    hit_60 = add_read(settings, "5LMN432", 60, 1, alerts=1)      # past read_days (30), within hit_read_days (90)
+    hit_60 = add_read(settings, "5LMN432", 60, 1, alerts=1)  # past read_days (30), within hit_read_days (90)
     plain_60 = add_read(settings, "5LMN433", 60, 2)
     retention.run(settings, ACTOR)
     assert Read.get_or_none(Read.id == hit_60.id) is not None
@@ -103,7 +128,7 @@ def test_hit_reads_have_their_own_period(settings, db):
 def test_a_file_shared_with_a_read_that_stays_is_kept(settings, db):
     crop, _ = images(9)
     old = add_read(settings, "7ABC123", 40, 1, crop=crop)
-    young = add_read(settings, "7ABC123", 2, 2, crop=crop)       # the same bytes: the same file
+    young = add_read(settings, "7ABC123", 2, 2, crop=crop)  # the same bytes: the same file
     [shared] = files_of(settings, old)
     assert files_of(settings, young) == [shared]
     result = retention.run(settings, ACTOR)
@@ -137,9 +162,20 @@ def test_dry_run_deletes_nothing_and_records_nothing(settings, db):
 
     plan = retention.run(settings, ACTOR, dry_run=True)
 
-    assert (plan.reads, plan.hit_reads, plan.evidence_rows, plan.files, plan.outbox_rows, plan.alerts) == (4, 1, 8, 8, 4, 1)
-    assert before == (Read.select().count(), Evidence.select().count(), Outbox.select().count(),
-                      AccessRecord.select().count())
+    assert (plan.reads, plan.hit_reads, plan.evidence_rows, plan.files, plan.outbox_rows, plan.alerts) == (
+        4,
+        1,
+        8,
+        8,
+        4,
+        1,
+    )
+    assert before == (
+        Read.select().count(),
+        Evidence.select().count(),
+        Outbox.select().count(),
+        AccessRecord.select().count(),
+    )
     assert all(p.exists() for p in paths) and all(indexed(r.id) for r in reads)
     assert "would purge 4 read(s)" in plan.lines()[0]
     # and the real run does what the dry run said
@@ -148,11 +184,7 @@ def test_dry_run_deletes_nothing_and_records_nothing(settings, db):
 
 
 def _pull_key() -> str:
-    import base64
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from appliance import bundle
     return base64.b64encode(bundle.raw_public(Ed25519PrivateKey.generate().public_key())).decode()
 
 
@@ -161,9 +193,12 @@ def test_reads_headquarters_has_not_received_are_kept_while_it_will_fetch_them(t
     """Pushing (sync on) or pulled from (README 'pull instead of push': no sync.hq_url, so
     sync.enabled stays off, but sync.hq_public_key is set): what headquarters has not received yet
     is kept past the retention period, unless retention.purge_unsent allows it."""
-    from appliance.bootstrap import bootstrap
-    sync = ({"sync__enabled": "true", "sync__hq_url": "https://hq.example.org"} if how == "push"
-            else {"sync__hq_public_key": _pull_key()})
+
+    sync = (
+        {"sync__enabled": "true", "sync__hq_url": "https://hq.example.org"}
+        if how == "push"
+        else {"sync__hq_public_key": _pull_key()}
+    )
     settings = make_settings(tmp_path / how, retention__read_days=30, **sync)
     assert settings.sync.enabled == (how == "push")
     bootstrap(settings, create_admin=False)
@@ -182,7 +217,7 @@ def test_reads_headquarters_has_not_received_are_kept_while_it_will_fetch_them(t
 
 def test_with_neither_push_nor_pull_unsent_reads_are_purged(tmp_path):
     """Nothing will ever fetch them."""
-    from appliance.bootstrap import bootstrap
+
     alone = make_settings(tmp_path / "alone", retention__read_days=30)
     bootstrap(alone, create_admin=False)
     with dbmod.connection():
@@ -200,6 +235,7 @@ def test_batches_and_an_interrupted_run_is_recorded_by_the_next(settings, db, mo
         calls.append(n)
         if n == 2:
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         retention.run(settings, ACTOR, batch=2, progress=crash_after_second)
     assert Read.select().count() == 3 and purge_records() == []
@@ -216,7 +252,7 @@ def test_batches_and_an_interrupted_run_is_recorded_by_the_next(settings, db, mo
 def test_files_noted_but_not_unlinked_before_a_crash_are_removed_by_the_next_run(settings, db, monkeypatch):
     old = add_read(settings, "7ABC123", 40, 1)
     paths = files_of(settings, old)
-    monkeypatch.setattr(retention, "_settle_files", lambda store: 0)    # the process dies after each commit
+    monkeypatch.setattr(retention, "_settle_files", lambda store: 0)  # the process dies after each commit
     with pytest.raises(KeyboardInterrupt):
         retention.run(settings, ACTOR, progress=lambda n: (_ for _ in ()).throw(KeyboardInterrupt))
     assert all(p.exists() for p in paths)
@@ -243,10 +279,13 @@ def test_daily_run_is_due_once_a_day_after_run_at_local_time(settings, db):
 
 
 def test_cli_dry_run_and_run(settings, db, monkeypatch, tmp_path):
-    from appliance.cli import main
+
     old = add_read(settings, "7ABC123", 40, 1)
-    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
-           "WAYPOST_RETENTION__READ_DAYS": "30"}
+    env = {
+        "WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir),
+        "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_RETENTION__READ_DAYS": "30",
+    }
     runner = CliRunner()
     out = runner.invoke(main, ["retention", "run", "--dry-run"], env=env)
     assert out.exit_code == 0, out.output
@@ -263,7 +302,7 @@ def test_cli_dry_run_and_run(settings, db, monkeypatch, tmp_path):
 def test_cli_batches_are_capped_like_the_daily_run():
     """`--batch` is the most reads in one transaction (the pace sizes each); by hand as in the
     service's daily run, the cap is retention.BATCH unless lowered (README: at most 10,000)."""
-    from appliance.cli import main
+
     out = CliRunner().invoke(main, ["retention", "run", "--help"])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
@@ -271,17 +310,13 @@ def test_cli_batches_are_capped_like_the_daily_run():
 
 
 def test_the_service_runs_the_purge_once_a_day_and_stops_between_batches(tmp_path):
-    import threading
-
-    from appliance.bootstrap import bootstrap
-    from appliance.service import PostService
     settings = make_settings(tmp_path / "svc", retention__read_days=30, retention__run_at="00:00")
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
         reads = [add_read(settings, f"3GHJ{100 + i}", 40, i) for i in range(3)]
     service = PostService(settings, with_capture=False)
     service._daily_retention()
-    service._daily_retention()          # the same day: not again
+    service._daily_retention()  # the same day: not again
     with dbmod.connection():
         assert Read.select().count() == 0
         [rec] = purge_records()

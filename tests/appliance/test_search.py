@@ -1,11 +1,14 @@
 """Plate search on a real SQLite file: reads stored through save_read, found through the index."""
+
 import datetime as dt
 import json
+import sqlite3
 
 import pytest
 
 from appliance import db as dbmod
 from appliance import search
+from appliance.bench import data as bench_data
 from appliance.models import Read
 from appliance.search import Query, SearchError
 from appliance.store import EvidenceStore, NewRead, save_read
@@ -14,23 +17,31 @@ T0 = dt.datetime(2026, 11, 1, 8, 0, 0)
 
 
 def store(settings, plate, minutes=0, alts=(), confidence=0.9, camera=None):
-    new = NewRead(plate_raw=plate, plate=plate, confidence=confidence, captured_at=T0 + dt.timedelta(minutes=minutes),
-                  alternatives=[{"text": a, "score": 0.1} for a in alts], camera_id=camera)
+    new = NewRead(
+        plate_raw=plate,
+        plate=plate,
+        confidence=confidence,
+        captured_at=T0 + dt.timedelta(minutes=minutes),
+        alternatives=[{"text": a, "score": 0.1} for a in alts],
+        camera_id=camera,
+    )
     return save_read(settings, EvidenceStore(settings), new, None, None)
 
 
 @pytest.fixture
 def reads(settings, db):
     made = {}
-    for i, (plate, alts) in enumerate([
-        ("7ABC123", ["7A8C123"]),
-        ("7ABC128", []),
-        ("5LMN432", ["5LMN482", "SLMN432"]),
-        ("8XYZ999", []),
-        ("7ABD123", []),
-        ("ABC12", []),
-        ("4TRK001", ["4TRK00I"]),
-    ]):
+    for i, (plate, alts) in enumerate(
+        [
+            ("7ABC123", ["7A8C123"]),
+            ("7ABC128", []),
+            ("5LMN432", ["5LMN482", "SLMN432"]),
+            ("8XYZ999", []),
+            ("7ABD123", []),
+            ("ABC12", []),
+            ("4TRK001", ["4TRK00I"]),
+        ]
+    ):
         made[plate] = store(settings, plate, minutes=i, alts=alts)
     return made
 
@@ -43,8 +54,8 @@ def test_exact_finds_the_plate_and_alternatives_newest_first(reads):
     assert plates(search.search(Query("7ABC123"))) == ["7ABC123"]
     alt = search.search(Query("7A8C123"))
     assert plates(alt) == ["7ABC123"] and alt.hits[0].on_alternative and alt.hits[0].matched == "7A8C123"
-    assert plates(search.search(Query("7abc-123"))) == ["7ABC123"]       # typed with case and a dash
-    assert plates(search.search(Query("7ABC12"))) == []                   # exact is exact
+    assert plates(search.search(Query("7abc-123"))) == ["7ABC123"]  # typed with case and a dash
+    assert plates(search.search(Query("7ABC12"))) == []  # exact is exact
 
 
 def test_exact_is_not_fooled_by_the_folded_index(reads):
@@ -57,7 +68,7 @@ def test_wildcard_and_partial(reads):
     assert plates(search.search(Query("7AB*", "wildcard"))) == ["7ABD123", "7ABC128", "7ABC123"]
     assert plates(search.search(Query("7ABC12?", "wildcard"))) == ["7ABC128", "7ABC123"]
     assert plates(search.search(Query("*LMN4*", "wildcard"))) == ["5LMN432"]
-    assert plates(search.search(Query("TRK00I", "partial"))) == ["4TRK001"]          # found on its alternative
+    assert plates(search.search(Query("TRK00I", "partial"))) == ["4TRK001"]  # found on its alternative
     assert plates(search.search(Query("BC12", "partial"))) == ["ABC12", "7ABC128", "7ABC123"]
 
 
@@ -69,7 +80,7 @@ def test_pattern_without_three_known_characters_needs_a_time_range(reads):
 
 
 def test_similar_ranks_same_then_confusable_then_one_edit(settings, reads):
-    store(settings, "7ABC1Z3", minutes=30)          # Z for 2: confusable only
+    store(settings, "7ABC1Z3", minutes=30)  # Z for 2: confusable only
     page = search.search(Query("7A8C123", "similar"))
     kinds = [(h.read.plate, h.kind) for h in page.hits]
     # the read whose alternative is 7A8C123 ranks first as "same" (on an alternative)
@@ -78,7 +89,7 @@ def test_similar_ranks_same_then_confusable_then_one_edit(settings, reads):
     assert set(kinds[2:]) == {("7ABC128", "one edit"), ("7ABD123", "one edit")}
     assert "8XYZ999" not in [p for p, _ in kinds] and "ABC12" not in [p for p, _ in kinds]
     short = search.search(Query("ABC1", "similar"))
-    assert plates(short) == ["ABC12"]           # one insertion away, found without a full trigram
+    assert plates(short) == ["ABC12"]  # one insertion away, found without a full trigram
 
 
 def test_filters(settings, reads):
@@ -102,10 +113,16 @@ def test_pages_continue_where_the_last_ended(settings, db):
     assert plates(last) == ["6PAG000"] and last.next_before is None
 
 
-@pytest.mark.parametrize("text, mode, message", [
-    ("", "exact", "1 to 10"), ("7ABC123!", "exact", "1 to 10"), ("***", "wildcard", "known character"),
-    ("ABC", "similar", "at least 4"), ("7ABC", "fuzzy", "unknown search mode"),
-])
+@pytest.mark.parametrize(
+    "text, mode, message",
+    [
+        ("", "exact", "1 to 10"),
+        ("7ABC123!", "exact", "1 to 10"),
+        ("***", "wildcard", "known character"),
+        ("ABC", "similar", "at least 4"),
+        ("7ABC", "fuzzy", "unknown search mode"),
+    ],
+)
 def test_bad_queries_say_what_is_wrong(db, text, mode, message):
     with pytest.raises(SearchError, match=message):
         search.search(Query(text, mode))
@@ -138,7 +155,7 @@ def test_unindex_removes_a_read_from_the_index(settings, reads):
 def test_benchmark_fill_indexes_like_save_read(settings, db):
     """The search benchmark's synthetic reads are found by their plates and alternatives, so its
     figures measure the same index the post uses."""
-    from appliance.bench import data as bench_data
+
     bench_data.fill(settings, 3000, batch=1000)
     assert Read.select().count() == 3000
     for read in Read.select().where(Read.id % 97 == 0):
@@ -154,7 +171,7 @@ def test_similar_finds_a_change_where_only_one_trigram_stays_intact(settings, db
     store(settings, "106BYB")
     store(settings, "106BYY9", minutes=1)
     assert plates(search.search(Query("106XYB", "similar"))) == ["106BYB"]
-    assert plates(search.search(Query("16BYB", "similar"))) == ["106BYB"]          # a dropped character
+    assert plates(search.search(Query("16BYB", "similar"))) == ["106BYB"]  # a dropped character
 
 
 @pytest.mark.parametrize("mode,text", [("exact", "7ABC123"), ("similar", "7ABC123")])
@@ -164,7 +181,7 @@ def test_a_read_purged_between_choosing_and_reading_the_page_is_not_a_crash(sett
     delete a chosen read between the two statements (a paced retention batch commits every half
     second): the two must read one snapshot. Here a real second connection deletes the read the
     moment the page's rows are asked for (sqlite3's statement trace on the search's connection)."""
-    import sqlite3
+
     target = reads["7ABC123"].id
     other = sqlite3.connect(settings.db_path, isolation_level=None, timeout=10)
     other.execute("PRAGMA foreign_keys = ON")
@@ -174,12 +191,13 @@ def test_a_read_purged_between_choosing_and_reading_the_page_is_not_a_crash(sett
         if sql.startswith(f"SELECT {search._READ_COLUMNS} FROM read r WHERE r.id IN"):
             other.execute("DELETE FROM read WHERE id = ?", (target,))
             conn.set_trace_callback(None)
+
     conn.set_trace_callback(on_statement)
     try:
         page = search.search(Query(text, mode))
     finally:
         conn.set_trace_callback(None)
         other.close()
-    assert target in {h.read.id for h in page.hits}       # the snapshot it was chosen in
-    assert all(h.read.uuid for h in page.hits)            # whole rows
-    assert Read.get_or_none(Read.id == target) is None    # and the delete did commit
+    assert target in {h.read.id for h in page.hits}  # the snapshot it was chosen in
+    assert all(h.read.uuid for h in page.hits)  # whole rows
+    assert Read.get_or_none(Read.id == target) is None  # and the delete did commit

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,11 +11,21 @@ from tests.conftest import make_settings
 
 
 def new_read(**kw):
-    base = dict(plate_raw="7ABC 123", plate="7ABC123", confidence=0.91, captured_at=utcnow(),
-                char_confidences=[0.9, 0.95, 0.9, 0.92, 0.88, 0.97, 0.9],
-                alternatives=[{"text": "7A8C123", "score": 0.05}, {"text": "7ABC12", "score": 0.02},
-                              {"text": "TABC123", "score": 0.01}], box=(310, 420, 120, 60), region="ca",
-                region_confidence=0.8)
+    base = dict(
+        plate_raw="7ABC 123",
+        plate="7ABC123",
+        confidence=0.91,
+        captured_at=utcnow(),
+        char_confidences=[0.9, 0.95, 0.9, 0.92, 0.88, 0.97, 0.9],
+        alternatives=[
+            {"text": "7A8C123", "score": 0.05},
+            {"text": "7ABC12", "score": 0.02},
+            {"text": "TABC123", "score": 0.01},
+        ],
+        box=(310, 420, 120, 60),
+        region="ca",
+        region_confidence=0.8,
+    )
     base.update(kw)
     return store.NewRead(**base)
 
@@ -114,8 +125,8 @@ def test_recover_settles_what_a_crash_left(settings, evidence):
     blob = store.encode_jpeg(images(5)[0], 90, "crop")
     assert evidence.stage(blob) is not None
     (evidence.tmp / f"{'e' * 64}.9.ffff.part").write_bytes(b"\xff\xd8")
-    assert evidence.read_bytes(kept_sha)      # still served from tmp before recovery
-    assert store.check(settings, evidence)    # problems before recovery
+    assert evidence.read_bytes(kept_sha)  # still served from tmp before recovery
+    assert store.check(settings, evidence)  # problems before recovery
     assert evidence.recover() == {"rolled_forward": 1, "removed": 2}
     assert final.exists() and not evidence.path_for(blob.sha256).exists()
     assert store.check(settings, evidence) == []
@@ -136,13 +147,14 @@ def test_damaged_evidence_file_is_reported(settings, evidence):
 
 def test_low_disk_between_half_and_all_of_the_floor_still_takes_crops(tmp_path, db):
     """room() says "crop" there, so the pipeline hands over a crop without its frame: it must be stored."""
-    import shutil
+
     free_mb = shutil.disk_usage(tmp_path).free // 2**20
     settings = make_settings(tmp_path / "data", storage__min_free_mb=int(free_mb * 1.5))
     evidence = store.EvidenceStore(settings)
     assert evidence.room() == "crop"
     crop, _ = images()
-    read = store.save_read(settings, evidence, new_read(evidence_note="context frame not stored: low disk space"),
-                           crop, None)
+    read = store.save_read(
+        settings, evidence, new_read(evidence_note="context frame not stored: low disk space"), crop, None
+    )
     assert [e.kind for e in Evidence.select().where(Evidence.read == read.id)] == ["crop"]
     assert store.check(settings, evidence) == []

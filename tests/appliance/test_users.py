@@ -1,4 +1,5 @@
 """Accounts: what ends an account's sessions (the session version) and what leaves them alone."""
+
 import datetime as dt
 
 import pytest
@@ -11,8 +12,15 @@ PASSWORD = "correct horse battery staple"
 
 
 def _account(settings, username="officer.lee", role="officer"):
-    return users.add(system_actor(settings), username=username, display_name=username, organization="PD",
-                     role=role, password=PASSWORD, must_change_password=False)
+    return users.add(
+        system_actor(settings),
+        username=username,
+        display_name=username,
+        organization="PD",
+        role=role,
+        password=PASSWORD,
+        must_change_password=False,
+    )
 
 
 def _version(username="officer.lee") -> int:
@@ -23,7 +31,7 @@ def test_a_new_account_starts_at_version_zero_and_its_session_is_current(setting
     user = _account(settings)
     assert user.session_version == 0 == _version()
     assert users.session_current(User.get_by_id(user.id), 0)
-    assert not users.session_current(User.get_by_id(user.id), None)      # a session from before migration 9
+    assert not users.session_current(User.get_by_id(user.id), None)  # a session from before migration 9
     assert not users.session_current(None, 0)
 
 
@@ -33,14 +41,20 @@ def test_sign_out_password_and_deactivation_raise_the_version(settings, db):
     _account(settings, "admin.chen", "admin")
     users.sign_out(users.actor_for(user, "10.0.0.9"), user.id)
     assert _version() == 1
-    users.set_password(users.actor_for(user, "10.0.0.9"), "officer.lee", "a different pass phrase", 12,
-                       must_change=False, action="auth.password_change")
+    users.set_password(
+        users.actor_for(user, "10.0.0.9"),
+        "officer.lee",
+        "a different pass phrase",
+        12,
+        must_change=False,
+        action="auth.password_change",
+    )
     assert _version() == 2
     users.reset_password(admin, "officer.lee", 12)
     assert _version() == 3
     users.set_active(admin, "officer.lee", False)
     assert _version() == 4
-    assert not users.session_current(User.get_by_id(user.id), 4)           # inactive: no session at all
+    assert not users.session_current(User.get_by_id(user.id), 4)  # inactive: no session at all
     # Reactivation and training leave the version (and other accounts') alone.
     users.set_active(admin, "officer.lee", True)
     users.set_training(admin, "officer.lee", dt.date(2026, 1, 5), "ALPR 101", None)

@@ -7,6 +7,7 @@ It needs no root, so it is the converge a developer's machine runs, and the only
 on SQLite (with its backup and restore); test_real_converge.py applies the playbooks to real Debian
 roots with the system tasks on.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -14,6 +15,7 @@ import grp
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,8 +28,9 @@ ANSIBLE_DIR = ROOT / "deploy" / "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOKS = ("site.yml", "post.yml", "hq.yml")
 
-pytestmark = pytest.mark.skipif(not (BIN / "ansible-playbook").exists(),
-                                reason="ansible-core is not installed in this venv (requirements-dev.txt)")
+pytestmark = pytest.mark.skipif(
+    not (BIN / "ansible-playbook").exists(), reason="ansible-core is not installed in this venv (requirements-dev.txt)"
+)
 
 
 def _env(**extra) -> dict:
@@ -53,8 +56,10 @@ def test_ansible_lint_production_profile(tmp_path):
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_playbook_syntax(playbook, tmp_path):
-    result = _run([str(BIN / "ansible-playbook"), "-i", "inventories/example/hosts.yml", "--syntax-check", playbook],
-                  _env(tmp=tmp_path))
+    result = _run(
+        [str(BIN / "ansible-playbook"), "-i", "inventories/example/hosts.yml", "--syntax-check", playbook],
+        _env(tmp=tmp_path),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -63,21 +68,43 @@ def test_post_refuses_a_journal_that_outlives_the_reads(tmp_path, read_days, ok)
     """The post's log lines name plates: the journal's MaxRetentionSec (common role's default) may
     not exceed the reads' retention period, or the post role stops before changing anything."""
     play = tmp_path / "check.yml"
-    play.write_text(json.dumps([{
-        "hosts": "localhost", "gather_facts": False,
-        "vars_files": [str(ANSIBLE_DIR / "roles/common/defaults/main.yml")],
-        "vars": {"post_retention": {"read_days": read_days}},
-        # the task file alone: including the role would pull in its dependency, the common role,
-        # and apply it to this machine
-        "tasks": [{"ansible.builtin.include_tasks": str(ANSIBLE_DIR / "roles/post/tasks/check.yml")},
-                  {"ansible.builtin.debug": {"msg": "checked"}}]}]))
-    result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                   "-e", "ansible_python_interpreter=" + sys.executable, str(play)], _env(tmp=tmp_path))
+    play.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "vars_files": [str(ANSIBLE_DIR / "roles/common/defaults/main.yml")],
+                    "vars": {"post_retention": {"read_days": read_days}},
+                    # the task file alone: including the role would pull in its dependency, the common role,
+                    # and apply it to this machine
+                    "tasks": [
+                        {"ansible.builtin.include_tasks": str(ANSIBLE_DIR / "roles/post/tasks/check.yml")},
+                        {"ansible.builtin.debug": {"msg": "checked"}},
+                    ],
+                }
+            ]
+        )
+    )
+    result = _run(
+        [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            "ansible_python_interpreter=" + sys.executable,
+            str(play),
+        ],
+        _env(tmp=tmp_path),
+    )
     if ok:
         assert result.returncode == 0 and "msg: checked" in result.stdout, result.stdout + result.stderr
     else:
-        assert result.returncode != 0 and "journal would keep plates past the retention period" in result.stdout, \
+        assert result.returncode != 0 and "journal would keep plates past the retention period" in result.stdout, (
             result.stdout + result.stderr
+        )
 
 
 def _recap(output: str) -> dict:
@@ -89,16 +116,30 @@ def _recap(output: str) -> dict:
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("converge")
-    version = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-    env = _env(tmp=scratch, WAYPOST_TEST_ROOT=str(scratch), WAYPOST_TEST_USER=getpass.getuser(),
-               WAYPOST_TEST_GROUP=grp.getgrgid(os.getgid()).gr_name, WAYPOST_TEST_REPO=str(ROOT),
-               WAYPOST_TEST_VERSION=version)
+    version = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env = _env(
+        tmp=scratch,
+        WAYPOST_TEST_ROOT=str(scratch),
+        WAYPOST_TEST_USER=getpass.getuser(),
+        WAYPOST_TEST_GROUP=grp.getgrgid(os.getgid()).gr_name,
+        WAYPOST_TEST_REPO=str(ROOT),
+        WAYPOST_TEST_VERSION=version,
+    )
     for name in list(env):
-        if name.startswith("WAYPOST_") and "__" in name:   # config overrides would leak into `config check`
+        if name.startswith("WAYPOST_") and "__" in name:  # config overrides would leak into `config check`
             del env[name]
-    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3",
-           "-e", "ansible_become=false", str(ROOT / "tests" / "deploy" / "converge.yml")]
+    cmd = [
+        str(BIN / "ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "-e",
+        "ansible_become=false",
+        str(ROOT / "tests" / "deploy" / "converge.yml"),
+    ]
     runs = []
     for _ in range(2):
         result = _run(cmd, env)
@@ -116,15 +157,26 @@ def test_converge_twice_second_run_changes_nothing(converged):
 
 def test_post_units_installed_enabled_and_hardened(converged):
     etc = converged["root"] / "post/etc/systemd/system"
-    for unit in ("waypost.service", "waypost-retention.service", "waypost-retention.timer",
-                 "waypost-sync-push.service", "waypost-sync-push.timer"):
+    for unit in (
+        "waypost.service",
+        "waypost-retention.service",
+        "waypost-retention.timer",
+        "waypost-sync-push.service",
+        "waypost-sync-push.timer",
+    ):
         assert (etc / unit).is_file(), unit
     assert os.readlink(etc / "multi-user.target.wants/waypost.service") == "/etc/systemd/system/waypost.service"
     assert (etc / "timers.target.wants/waypost-retention.timer").is_symlink()
     assert (etc / "timers.target.wants/waypost-sync-push.timer").is_symlink()
     service = (etc / "waypost.service").read_text()
-    for line in ("Restart=on-failure", "NoNewPrivileges=true", "ProtectSystem=strict", "PrivateTmp=true",
-                 "ProtectHome=true", f"ReadWritePaths={converged['root']}/post/var/lib/waypost"):
+    for line in (
+        "Restart=on-failure",
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "PrivateTmp=true",
+        "ProtectHome=true",
+        f"ReadWritePaths={converged['root']}/post/var/lib/waypost",
+    ):
         assert line in service
     assert "WatchdogSec" not in service.replace("no WatchdogSec", "")
     assert "retention run" in (etc / "waypost-retention.service").read_text()
@@ -144,10 +196,11 @@ def test_post_app_installed_config_validates_and_key_kept(converged):
     assert (root / f"opt/waypost/venv/.waypost-installed-{converged['version']}").exists()
     # venv made with --system-site-packages (picamera2 from apt on the Pi)
     assert "include-system-site-packages = true" in (root / "opt/waypost/venv/pyvenv.cfg").read_text()
-    keygen = subprocess.run([str(waypost), "--config", str(config), "sync", "keygen"], capture_output=True,
-                            text=True, env=env)
+    keygen = subprocess.run(
+        [str(waypost), "--config", str(config), "sync", "keygen"], capture_output=True, text=True, env=env
+    )
     assert keygen.returncode == 0, keygen.stderr
-    assert (root / "var/lib/waypost/post_key").read_bytes() == converged["key"]   # made once, kept
+    assert (root / "var/lib/waypost/post_key").read_bytes() == converged["key"]  # made once, kept
 
 
 def test_firewall_ssh_and_tls(converged):
@@ -183,12 +236,22 @@ def test_hq_config_sign_in_behind_tls_and_first_admin_env(converged):
     root = converged["root"] / "hq"
     config = root / "etc/waypost/waypost.toml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
-    check = subprocess.run([str(root / "opt/waypost/venv/bin/waypost"), "config", "check", str(config)], check=False,
-                           capture_output=True, text=True, env=env)
+    check = subprocess.run(
+        [str(root / "opt/waypost/venv/bin/waypost"), "config", "check", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert check.returncode == 0 and "configuration OK" in check.stdout, check.stdout + check.stderr
     text = config.read_text()
-    for line in ("secure_cookies = true", "trusted_proxy = true", 'name = "Test headquarters"',
-                 'agency = "Test Police Department"', 'db_file = "waypost.db"'):
+    for line in (
+        "secure_cookies = true",
+        "trusted_proxy = true",
+        'name = "Test headquarters"',
+        'agency = "Test Police Department"',
+        'db_file = "waypost.db"',
+    ):
         assert line in text, line
     hq_env = root / "etc/waypost/hq.env"
     assert oct(hq_env.stat().st_mode & 0o777) == "0o600"
@@ -215,23 +278,31 @@ def test_hq_enrolled_post_and_backup_restore(converged):
     password = _hq_env(root)["WAYPOST_ADMIN_PASSWORD"]
 
     def run(*args, check=True, **extra):
-        result = subprocess.run([str(a) for a in args], check=False, capture_output=True, text=True, env={**env, **extra})
+        result = subprocess.run(
+            [str(a) for a in args], check=False, capture_output=True, text=True, env={**env, **extra}
+        )
         assert not check or result.returncode == 0, result.stdout + result.stderr
         return result
 
     def accounts_state():
         """(access records, hash of the last one, whether admin signs in with the vault password)"""
-        out = run(python, "-c", "import sys; from appliance import config, db, users\n"
-                  "s = config.load(sys.argv[1]); db.open_database(s)\n"
-                  "with db.connection():\n"
-                  "    n, last = db.open_database(s).execute_sql("
-                  "'SELECT count(*), (SELECT hash FROM access_record ORDER BY seq DESC LIMIT 1) FROM access_record')"
-                  ".fetchone()\n"
-                  "    print(n, last, users.check_password(users.get('admin'), sys.argv[2]))", config, password)
+        out = run(
+            python,
+            "-c",
+            "import sys; from appliance import config, db, users\n"
+            "s = config.load(sys.argv[1]); db.open_database(s)\n"
+            "with db.connection():\n"
+            "    n, last = db.open_database(s).execute_sql("
+            "'SELECT count(*), (SELECT hash FROM access_record ORDER BY seq DESC LIMIT 1) FROM access_record')"
+            ".fetchone()\n"
+            "    print(n, last, users.check_password(users.get('admin'), sys.argv[2]))",
+            config,
+            password,
+        )
         return out.stdout.split()
 
     init = run(waypost, "--config", config, "init", WAYPOST_ADMIN_PASSWORD=password)
-    assert "password:" not in init.stdout          # given, so not printed
+    assert "password:" not in init.stdout  # given, so not printed
     before = accounts_state()
     assert int(before[0]) > 0 and before[2] == "True", before
     status = run(waypost, "hq", "status", "--json", "--database", database)
@@ -246,7 +317,7 @@ def test_hq_enrolled_post_and_backup_restore(converged):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     restore = run(root / "usr/local/sbin/waypost-hq-restore", made[0])
     assert f"restored {made[1]}" in restore.stdout
-    assert "access log verified" in restore.stdout          # the restore checks the chain itself
+    assert "access log verified" in restore.stdout  # the restore checks the chain itself
     status = run(waypost, "hq", "status", "--json", "--database", database)
     assert "post-test" in status.stdout
     assert accounts_state() == before
@@ -263,17 +334,21 @@ def test_hq_enrolled_post_and_backup_restore(converged):
     # Retention: the newest hq_backup_keep (2) of each kind stay.
     newer = []
     for _ in range(3):
-        time.sleep(1.1)                            # one stamp per second
+        time.sleep(1.1)  # one stamp per second
         newer += _backups(run(root / "usr/local/sbin/waypost-hq-backup").stdout)
     assert sorted(p.name for p in backup_dir.iterdir()) == sorted(p.name for p in newer[2:])
 
     # A pair whose access log was altered is restored (it is what there is) but the restore says
     # so and fails, instead of leaving the check to the technician.
-    import sqlite3
+
     kept = newer[2:]
     pair_accounts = next(p for p in kept if p.name.startswith("accounts-"))
-    pair_reads = next(p for p in kept if p.name.startswith("hq-") and p.name.split("-", 1)[1].split(".")[0]
-                      == pair_accounts.name.split("-", 1)[1].split(".")[0])
+    pair_reads = next(
+        p
+        for p in kept
+        if p.name.startswith("hq-")
+        and p.name.split("-", 1)[1].split(".")[0] == pair_accounts.name.split("-", 1)[1].split(".")[0]
+    )
     con = sqlite3.connect(pair_accounts)
     con.execute("UPDATE access_record SET username = 'someone.else' WHERE seq = 1")
     con.commit()

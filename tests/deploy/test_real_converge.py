@@ -16,6 +16,7 @@ the roots in $WAYPOST_CONVERGE_WORK (default /var/tmp/waypost-converge), removed
 WAYPOST_CONVERGE_KEEP=1. Every mount is undone in a finally, and a root is deleted only when nothing
 is mounted under it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,11 @@ def _debian_mirror() -> str | None:
         for stanza in re.split(r"\n\s*\n", sources.read_text()):
             fields = dict(re.findall(r"^(\w[\w-]*):\s*(.+)$", stanza, re.MULTILINE))
             suites = fields.get("Suites", "").split()
-            if ("deb" in fields.get("Types", "").split() and "main" in fields.get("Components", "").split()
-                    and any(not s.endswith("-security") for s in suites)):
+            if (
+                "deb" in fields.get("Types", "").split()
+                and "main" in fields.get("Components", "").split()
+                and any(not s.endswith("-security") for s in suites)
+            ):
                 return fields["URIs"].split()[0]
     listing = Path("/etc/apt/sources.list")
     if listing.exists():
@@ -89,26 +93,35 @@ if WHY_NOT and os.environ.get("CI") == "true":
     raise RuntimeError(f"CI must run the real converge, but: {WHY_NOT}")
 # The module fixture (base, roots, two runs: some 6 minutes on a busy 2-core machine, more on a
 # first run that fills the caches) counts against its first test's timeout.
-pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""), pytest.mark.slow,
-              pytest.mark.timeout(2400)]
+pytestmark = [
+    pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
+    pytest.mark.slow,
+    pytest.mark.timeout(2400),
+]
 
 
 def _run(argv, timeout=900, check=True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in argv], check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
+    result = subprocess.run(
+        [str(a) for a in argv], check=False, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
 def in_root(root: Path, *argv, user: str | None = None, check=True) -> subprocess.CompletedProcess:
     """Run a command inside a root with a clean environment (as over SSH), as root or as `user`."""
     runas = ["runuser", "-u", user, "--"] if user else []
-    return _run(["chroot", root, "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "LANG=C.UTF-8", "HOME=/root",
-                 *runas, *argv], check=check)
+    return _run(
+        ["chroot", root, "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "LANG=C.UTF-8", "HOME=/root", *runas, *argv],
+        check=check,
+    )
 
 
 # --- the cached base ----------------------------------------------------------------------------
+
 
 def _mounts_under(path: Path) -> list[str]:
     prefix = str(path).rstrip("/") + "/"
@@ -171,8 +184,18 @@ def base_tarball() -> Path:
         _remove_root(build)
         (CACHE / "debs").mkdir(exist_ok=True)
         try:
-            _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                  f"--cache-dir={CACHE / 'debs'}", SUITE, build, _debian_mirror()], timeout=1800)
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    f"--cache-dir={CACHE / 'debs'}",
+                    SUITE,
+                    build,
+                    _debian_mirror(),
+                ],
+                timeout=1800,
+            )
             for deb in (build / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
             _run(["tar", "--numeric-owner", "--xattrs", "-C", build, "-cf", f"{tarball}.tmp", "."], timeout=600)
@@ -195,8 +218,24 @@ def wheelhouse() -> Path:
         if not stamp.exists():
             wheels.mkdir(exist_ok=True)
             # --isolated: PyPI only, not this machine's own pip configuration (local indexes, caps)
-            _run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--only-binary=:all:",
-                  "--cert", "/etc/ssl/certs/ca-certificates.crt", "-r", requirements, "-d", wheels], timeout=1200)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--isolated",
+                    "--quiet",
+                    "--only-binary=:all:",
+                    "--cert",
+                    "/etc/ssl/certs/ca-certificates.crt",
+                    "-r",
+                    requirements,
+                    "-d",
+                    wheels,
+                ],
+                timeout=1200,
+            )
             for old in wheels.glob(".requirements-*"):
                 old.unlink()
             stamp.touch()
@@ -204,6 +243,7 @@ def wheelhouse() -> Path:
 
 
 # --- one throwaway root ---------------------------------------------------------------------------
+
 
 def make_root(tarball: Path, path: Path) -> Path:
     path.mkdir(parents=True)
@@ -220,7 +260,9 @@ def make_root(tarball: Path, path: Path) -> Path:
     if host_ca.exists():
         shutil.copyfile(host_ca, path / "usr/local/share/ca-certificates/build-host.crt")
         in_root(path, "update-ca-certificates")
-    (path / "etc/pip.conf").write_text(f"[global]\ncert = /etc/ssl/certs/ca-certificates.crt\nfind-links = {WHEELS_IN_ROOT}\n")
+    (path / "etc/pip.conf").write_text(
+        f"[global]\ncert = /etc/ssl/certs/ca-certificates.crt\nfind-links = {WHEELS_IN_ROOT}\n"
+    )
     # The repository is bind-mounted; git refuses a repository owned by another user without this.
     (path / "root/.gitconfig").write_text(f"[safe]\n\tdirectory = {GIT_IN_ROOT}\n")
     return path
@@ -230,8 +272,11 @@ def make_root(tarball: Path, path: Path) -> Path:
 def mounted(root: Path, git_dir: Path, wheels: Path):
     """/proc, /dev, a private /dev/shm, apt's .deb cache, the wheelhouse and (read-only) the
     repository's git directory, always unmounted on the way out."""
-    binds = [(CACHE / "apt-archives", "var/cache/apt/archives"), (wheels, WHEELS_IN_ROOT.lstrip("/")),
-             (git_dir, GIT_IN_ROOT.lstrip("/"))]
+    binds = [
+        (CACHE / "apt-archives", "var/cache/apt/archives"),
+        (wheels, WHEELS_IN_ROOT.lstrip("/")),
+        (git_dir, GIT_IN_ROOT.lstrip("/")),
+    ]
     try:
         (root / "proc").mkdir(exist_ok=True)
         _run(["mount", "-t", "proc", "proc", root / "proc"])
@@ -249,10 +294,13 @@ def mounted(root: Path, git_dir: Path, wheels: Path):
 
 # --- the converge --------------------------------------------------------------------------------
 
+
 def _recap(output: str) -> dict:
     recap = {}
     for host in HOSTS:
-        match = re.search(rf"^{host}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.MULTILINE)
+        match = re.search(
+            rf"^{host}\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.MULTILINE
+        )
         assert match, f"no recap for {host}:\n{output[-3000:]}"
         recap[host] = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups())))
     return recap
@@ -260,43 +308,60 @@ def _recap(output: str) -> dict:
 
 def _inventory(roots: dict, version: str) -> dict:
     post_key = roots["post-ci"] / "var/lib/waypost/post_key.pub"
-    return {"all": {
-        "vars": {
-            "ansible_connection": "chroot",
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "common_apply_system": True,
-            "common_init_running": False,
-            "post_repo_url": f"file://{GIT_IN_ROOT}",
-            "post_version": version,
-            "hq_repo_url": f"file://{GIT_IN_ROOT}",
-            "hq_version": version,
-        },
-        "children": {
-            "posts": {"hosts": {"post-ci": {
-                "ansible_host": str(roots["post-ci"]),
-                "post_name": "CI post",
-                "post_camera_packages": False,       # python3-picamera2 is in Raspberry Pi OS only
-                "post_capture": {"type": "demo"},
-                "post_sync_enabled": True,
-                "post_hq_url": "https://hq-ci:8443",
-                "common_user_groups": ["video"],
-                "common_firewall_tcp_ports": [443],
-            }}},
-            "hq": {"hosts": {"hq-ci": {
-                "ansible_host": str(roots["hq-ci"]),
-                "hq_database": "postgresql",
-                "common_firewall_tcp_ports": [8443],
-                "hq_posts": [{"id": "post-ci", "name": "CI post", "pull_url": "https://post-ci",
-                              "public_key": f"{{{{ lookup('ansible.builtin.file', '{post_key}') }}}}"}],
-            }}},
-        }}}
+    return {
+        "all": {
+            "vars": {
+                "ansible_connection": "chroot",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "common_apply_system": True,
+                "common_init_running": False,
+                "post_repo_url": f"file://{GIT_IN_ROOT}",
+                "post_version": version,
+                "hq_repo_url": f"file://{GIT_IN_ROOT}",
+                "hq_version": version,
+            },
+            "children": {
+                "posts": {
+                    "hosts": {
+                        "post-ci": {
+                            "ansible_host": str(roots["post-ci"]),
+                            "post_name": "CI post",
+                            "post_camera_packages": False,  # python3-picamera2 is in Raspberry Pi OS only
+                            "post_capture": {"type": "demo"},
+                            "post_sync_enabled": True,
+                            "post_hq_url": "https://hq-ci:8443",
+                            "common_user_groups": ["video"],
+                            "common_firewall_tcp_ports": [443],
+                        }
+                    }
+                },
+                "hq": {
+                    "hosts": {
+                        "hq-ci": {
+                            "ansible_host": str(roots["hq-ci"]),
+                            "hq_database": "postgresql",
+                            "common_firewall_tcp_ports": [8443],
+                            "hq_posts": [
+                                {
+                                    "id": "post-ci",
+                                    "name": "CI post",
+                                    "pull_url": "https://post-ci",
+                                    "public_key": f"{{{{ lookup('ansible.builtin.file', '{post_key}') }}}}",
+                                }
+                            ],
+                        }
+                    }
+                },
+            },
+        }
+    }
 
 
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
     WORK.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
-    for stale in WORK.glob("run-*"):         # left by a run that was killed: unmount, then delete
+    for stale in WORK.glob("run-*"):  # left by a run that was killed: unmount, then delete
         pid = stale.name.removeprefix("run-")
         if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
             _remove_root(stale)
@@ -306,9 +371,15 @@ def converged(tmp_path_factory):
     version = _run(["git", "rev-parse", "HEAD"], cwd=ROOT).stdout.strip()
     git_dir = Path(_run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=ROOT).stdout.strip())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAYPOST_", "ANSIBLE_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
-               ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"), ANSIBLE_CONNECTION_PLUGINS=str(HERE / "connection_plugins"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(scratch / "ansible-local"), ANSIBLE_HOME=str(scratch / "ansible-home"))
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"),
+        ANSIBLE_CONNECTION_PLUGINS=str(HERE / "connection_plugins"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCAL_TEMP=str(scratch / "ansible-local"),
+        ANSIBLE_HOME=str(scratch / "ansible-home"),
+    )
     inventory = scratch / "inventory.json"
     cmd = [BIN / "ansible-playbook", "-i", inventory, HERE / "real_converge.yml"]
     runs, durations = [], []
@@ -332,8 +403,11 @@ def converged(tmp_path_factory):
                     (scratch / f"run-{attempt + 1}.log").write_text(result.stdout + result.stderr)
                     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
                     runs.append(_recap(result.stdout))
-                print(f"\nreal converge: roots ready in {prepared_s:.1f} s, runs {durations} s, recaps {runs}, "
-                      f"load {os.getloadavg()}", file=sys.stderr)
+                print(
+                    f"\nreal converge: roots ready in {prepared_s:.1f} s, runs {durations} s, recaps {runs}, "
+                    f"load {os.getloadavg()}",
+                    file=sys.stderr,
+                )
                 yield {"roots": roots, "runs": runs, "durations": durations, "version": version}
         finally:
             if os.environ.get("WAYPOST_CONVERGE_KEEP") != "1":
@@ -347,10 +421,13 @@ def test_converge_twice_second_run_changes_nothing(converged):
         assert second[host]["changed"] == 0, (host, second)
 
 
-@pytest.mark.parametrize("host,units", [
-    ("post-ci", ("waypost.service", "waypost-retention.timer", "waypost-sync-push.timer")),
-    ("hq-ci", ("waypost-hq.service", "waypost-hq-pull.timer", "waypost-hq-backup.timer", "postgresql.service")),
-])
+@pytest.mark.parametrize(
+    "host,units",
+    [
+        ("post-ci", ("waypost.service", "waypost-retention.timer", "waypost-sync-push.timer")),
+        ("hq-ci", ("waypost-hq.service", "waypost-hq-pull.timer", "waypost-hq-backup.timer", "postgresql.service")),
+    ],
+)
 def test_units_installed_and_enabled(converged, host, units):
     root = converged["roots"][host]
     base = ("ssh.service", "nftables.service", "chrony.service", "unattended-upgrades.service", "nginx.service")
@@ -368,7 +445,9 @@ def test_installed_app_runs_and_config_validates(converged, host):
     root = converged["roots"][host]
     version = in_root(root, "/opt/waypost/venv/bin/waypost", "--version", user="waypost")
     assert version.stdout.strip() == "waypost, version 0.1.0"
-    check = in_root(root, "/opt/waypost/venv/bin/waypost", "config", "check", "/etc/waypost/waypost.toml", user="waypost")
+    check = in_root(
+        root, "/opt/waypost/venv/bin/waypost", "config", "check", "/etc/waypost/waypost.toml", user="waypost"
+    )
     assert "configuration OK" in check.stdout
     assert (root / f"opt/waypost/venv/.waypost-installed-{converged['version']}").exists()
     account = in_root(root, "getent", "passwd", "waypost").stdout.strip().split(":")
@@ -411,8 +490,9 @@ def _postgresql(root: Path):
 def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
     root = converged["roots"]["hq-ci"]
     waypost = "/opt/waypost/venv/bin/waypost"
-    assert (root / "var/lib/waypost/enrolled/post-ci.pub").read_text() == \
-        (converged["roots"]["post-ci"] / "var/lib/waypost/post_key.pub").read_text().strip() + "\n"
+    assert (root / "var/lib/waypost/enrolled/post-ci.pub").read_text() == (
+        converged["roots"]["post-ci"] / "var/lib/waypost/post_key.pub"
+    ).read_text().strip() + "\n"
     config = "/etc/waypost/waypost.toml"
     # The accounts database as the first `waypost hq serve` makes it (the same bootstrap as init).
     in_root(root, waypost, "--config", config, "init", user="waypost")
@@ -422,21 +502,22 @@ def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
         status = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost")
         assert "post-ci" in json.dumps(json.loads(status.stdout))
         backup = in_root(root, "/usr/local/sbin/waypost-hq-backup", user="waypost").stdout
-        made, made_accounts = [line.split("backup: ", 1)[1] for line in backup.splitlines()
-                               if line.startswith("backup: ")]
+        made, made_accounts = [
+            line.split("backup: ", 1)[1] for line in backup.splitlines() if line.startswith("backup: ")
+        ]
         assert made.endswith(".dump") and made_accounts.endswith(".sqlite"), backup
         accounts.unlink()
         in_root(root, "runuser", "-u", "postgres", "--", "dropdb", "waypost")
         in_root(root, "runuser", "-u", "postgres", "--", "createdb", "--owner=waypost", "waypost")
-        empty = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost",
-                        user="waypost", check=False)
+        empty = in_root(
+            root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost", check=False
+        )
         assert "post-ci" not in empty.stdout
         restored = in_root(root, "/usr/local/sbin/waypost-hq-restore", made)
-        assert "access log verified" in restored.stdout, restored.stdout    # checked by the restore itself
+        assert "access log verified" in restored.stdout, restored.stdout  # checked by the restore itself
         status = in_root(root, waypost, "hq", "status", "--json", "--database", "postgresql:///waypost", user="waypost")
         assert "post-ci" in status.stdout
     # Back, owned by the service account, its access log intact up to the same record.
     assert accounts.stat().st_uid == int(in_root(root, "id", "-u", "waypost").stdout)
     in_root(root, waypost, "--config", config, "audit", "verify", user="waypost")
     assert in_root(root, waypost, "--config", config, "audit", "head", user="waypost").stdout == records
-

@@ -1,4 +1,5 @@
 """`waypost eval` / `waypost recognize` (the click commands in recognizer.cli), on folders the test renders."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,14 @@ def scenes_dir(tmp_path_factory):
     rng = np.random.default_rng(21)
     rows = []
     while len(rows) < 4:
-        sc = render_scene(rng, size=(1280, 720), n_plates=1, degrade=False, plate_px=(110, 220),
-                          plate_args={"state": "ca", "kind": "standard"})
+        sc = render_scene(
+            rng,
+            size=(1280, 720),
+            n_plates=1,
+            degrade=False,
+            plate_px=(110, 220),
+            plate_args={"state": "ca", "kind": "standard"},
+        )
         if len(sc.plates) != 1:
             continue
         name = f"scene{len(rows)}.jpg"
@@ -110,6 +117,10 @@ def test_recognize_prints_reads_and_names_bad_files(scenes_dir, tmp_path):
 
 
 def test_python_m_recognizer_eval_runs(scenes_dir):
-    proc = subprocess.run([sys.executable, "-m", "recognizer", "eval", str(scenes_dir), "--limit", "2"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recognizer", "eval", str(scenes_dir), "--limit", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert last_json(proc.stdout)["n"] == 2

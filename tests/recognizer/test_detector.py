@@ -1,4 +1,5 @@
 """The shipped plate detector, run for real on scenes the project renders at test time."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,9 +81,14 @@ def test_corners_lie_on_the_plate(detector):
     assert err < 0.2 * sc.plates[0].box[2], f"corner error {err:.1f} px"
 
 
-@pytest.mark.parametrize("frame", [np.zeros((720, 1280, 3), np.uint8),
-                                   np.full((480, 640, 3), 200, np.uint8),
-                                   np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((720, 1280, 3), np.uint8),
+        np.full((480, 640, 3), 200, np.uint8),
+        np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8),
+    ],
+)
 def test_blank_or_noise_frame_gives_no_detection(detector, frame):
     assert detector.detect(frame) == []
 
@@ -99,15 +105,15 @@ def test_letterbox_and_decode_map_back_to_frame_pixels():
     x, lb = letterbox(frame, 512, 288)
     assert x.shape == (288, 512, 3) and lb.scale == pytest.approx(0.4)
     out = np.zeros((72, 128, 13), np.float32)
-    out[20, 30, 0] = 0.9                       # a peak at cell (30, 20)
-    out[20, 30, 1:3] = 0.5                     # centre at (30.5, 20.5) cells = (122, 82) input px
+    out[20, 30, 0] = 0.9  # a peak at cell (30, 20)
+    out[20, 30, 1:3] = 0.5  # centre at (30.5, 20.5) cells = (122, 82) input px
     out[20, 30, 3:5] = np.log([32 / 16, 16 / 16])
     out[20, 30, 5:13] = [-0.5, -0.5, 0.5, -0.5, 0.5, 0.5, -0.5, 0.5]
-    (score, box, corners), = decode(out)
+    ((score, box, corners),) = decode(out)
     assert score == pytest.approx(0.9)
     np.testing.assert_allclose(box, [106, 74, 138, 90], atol=1e-4)
     np.testing.assert_allclose(corners, [[106, 74], [138, 74], [138, 90], [106, 90]], atol=1e-4)
-    out[10, 10, 0] = 0.2                       # below the threshold: not a plate
+    out[10, 10, 0] = 0.2  # below the threshold: not a plate
     assert len(decode(out)) == 1
 
 

@@ -1,4 +1,5 @@
 """The plate-format prior: derived from the synthetic generator's formats, shipped as a table."""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,15 @@ def test_each_length_is_a_distribution():
                 assert all(len(p) == int(n) for p in entry["layouts"])
 
 
-@pytest.mark.parametrize("likely, unlikely", [
-    ("1ABC234", "IABC234"),   # California: a digit, three letters, three digits
-    ("824BOJ", "824B0J"),     # 999LLL is many states' serial; 999L9L is nobody's
-    ("OIT643", "0IT643"),
-    ("471NZO", "471NZ0"),
-])
+@pytest.mark.parametrize(
+    "likely, unlikely",
+    [
+        ("1ABC234", "IABC234"),  # California: a digit, three letters, three digits
+        ("824BOJ", "824B0J"),  # 999LLL is many states' serial; 999L9L is nobody's
+        ("OIT643", "0IT643"),
+        ("471NZO", "471NZ0"),
+    ],
+)
 def test_pooled_prior_prefers_serial_formats(likely, unlikely):
     p = format_prior()
     assert p.probability(likely) > 3 * p.probability(unlikely)
@@ -53,10 +57,10 @@ def test_pooled_prior_prefers_serial_formats(likely, unlikely):
 
 def test_prior_is_soft_and_says_nothing_where_it_knows_nothing():
     p = format_prior()
-    assert p.probability("IABC234") > 0                              # vanity plates exist
-    assert p.probability("C0NNMAN") == p.probability("CONNMAN")      # no layout either way: neutral
+    assert p.probability("IABC234") > 0  # vanity plates exist
+    assert p.probability("C0NNMAN") == p.probability("CONNMAN")  # no layout either way: neutral
     assert p.probability("AB") is not None and p.log_weights(["AB", "A8"]) == [0.0, 0.0]
-    assert p.log_weights(["ABCDEFGHIJ"]) == [0.0]                    # no plate of that length rendered
+    assert p.log_weights(["ABCDEFGHIJ"]) == [0.0]  # no plate of that length rendered
     assert p.probability("") is None
 
 
@@ -65,7 +69,7 @@ def test_a_state_table_reweighs_the_layouts():
     # pooled, California's 9LLL999 outweighs New York's LLL9999; New York's own table says otherwise
     assert p.probability("7ABC123") > p.probability("ABC1234")
     assert p.probability("ABC1234", "ny", 1.0) > 10 * p.probability("7ABC123", "ny", 1.0)
-    assert p.probability("ABC1234", "zz", 1.0) == p.probability("ABC1234")   # unknown state: pooled
+    assert p.probability("ABC1234", "zz", 1.0) == p.probability("ABC1234")  # unknown state: pooled
 
 
 def test_a_missing_table_gives_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
 """The shipped OCR model, read through the runtime with real TFLite inference (no mocks)."""
+
 from __future__ import annotations
 
 import itertools
@@ -76,12 +77,15 @@ def test_gray_and_rgb_input_read_alike(ocr):
     assert ocr.read(gray).text == ocr.read(img).text
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("plate.png", "numpy uint8 array"),
-    (np.zeros((40, 120, 3), np.float32), "uint8"),
-    (np.zeros((3, 3), np.uint8), "too small"),
-    (np.zeros((40, 120, 3, 2), np.uint8), "shape"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("plate.png", "numpy uint8 array"),
+        (np.zeros((40, 120, 3), np.float32), "uint8"),
+        (np.zeros((3, 3), np.uint8), "too small"),
+        (np.zeros((40, 120, 3, 2), np.uint8), "shape"),
+    ],
+)
 def test_garbage_in_gives_a_clear_error(ocr, bad, message):
     with pytest.raises(CropError, match=message):
         ocr.read(bad)
@@ -108,7 +112,9 @@ def test_model_files_are_small_and_consistent():
     assert meta["blank"] == 0
 
 
-@pytest.mark.skipif("tflite_runtime" not in available_runtimes(), reason="tflite_runtime not installed (Python >= 3.12)")
+@pytest.mark.skipif(
+    "tflite_runtime" not in available_runtimes(), reason="tflite_runtime not installed (Python >= 3.12)"
+)
 def test_both_runtimes_give_the_same_reads():
     a = PlateOCR(runtime="ai_edge_litert")
     b = PlateOCR(runtime="tflite_runtime")
@@ -124,10 +130,12 @@ def test_both_runtimes_give_the_same_reads():
 
 
 def test_importing_the_runtime_does_not_import_tensorflow():
-    code = ("import sys, recognizer, recognizer.ocr, recognizer.evaluate, recognizer.formats;"
-            "from recognizer.ocr import PlateOCR; PlateOCR();"
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported';"
-            "assert 'keras' not in sys.modules, 'keras imported'")
+    code = (
+        "import sys, recognizer, recognizer.ocr, recognizer.evaluate, recognizer.formats;"
+        "from recognizer.ocr import PlateOCR; PlateOCR();"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported';"
+        "assert 'keras' not in sys.modules, 'keras imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -174,40 +182,46 @@ def ocr_plain():
     return PlateOCR(threads=1, prior_weight=0)
 
 
-@pytest.mark.parametrize("ocr_lean, ambiguous, expected", [
-    ("824B0J", {4: {"0": 0.5, "O": 0.4}}, "824BOJ"),      # O among letters: 999LLL
-    ("471NZ0", {5: {"0": 0.55, "O": 0.35}}, "471NZO"),
-    ("0IT643", {0: {"0": 0.5, "O": 0.4}}, "OIT643"),
-    ("IABC234", {0: {"I": 0.5, "1": 0.4}}, "1ABC234"),    # California: a digit leads
-    ("7ABC1Z3", {5: {"Z": 0.5, "2": 0.4}}, "7ABC123"),
-])
+@pytest.mark.parametrize(
+    "ocr_lean, ambiguous, expected",
+    [
+        ("824B0J", {4: {"0": 0.5, "O": 0.4}}, "824BOJ"),  # O among letters: 999LLL
+        ("471NZ0", {5: {"0": 0.55, "O": 0.35}}, "471NZO"),
+        ("0IT643", {0: {"0": 0.5, "O": 0.4}}, "OIT643"),
+        ("IABC234", {0: {"I": 0.5, "1": 0.4}}, "1ABC234"),  # California: a digit leads
+        ("7ABC1Z3", {5: {"Z": 0.5, "2": 0.4}}, "7ABC123"),
+    ],
+)
 def test_format_prior_decides_where_the_ocr_is_unsure(ocr, ocr_plain, ocr_lean, ambiguous, expected):
     logits = _logits(_spell(ocr_lean, ambiguous))
-    assert ocr_plain.decode(logits).text == ocr_lean          # the OCR alone leans the wrong way
+    assert ocr_plain.decode(logits).text == ocr_lean  # the OCR alone leans the wrong way
     read = ocr.decode(logits)
     assert read.text == expected
-    assert ocr_lean in [a.text for a in read.alternatives]    # the OCR's own reading stays findable
+    assert ocr_lean in [a.text for a in read.alternatives]  # the OCR's own reading stays findable
     assert len(read.alternatives) >= 3
     assert [a.score for a in read.alternatives] == sorted((a.score for a in read.alternatives), reverse=True)
     assert 0.0 < read.confidence <= 1.0 and len(read.char_confidences) == len(read.text)
 
 
-@pytest.mark.parametrize("text, ambiguous", [
-    ("1ABC234", {0: {"1": 0.5, "I": 0.4}}),                # a California plate is not "IABC234"
-    ("5SOB120", {2: {"O": 0.5, "0": 0.4}, 0: {"5": 0.5, "S": 0.4}}),
-    ("824B0J", {4: {"0": 0.98, "O": 0.0002}}),            # the OCR is sure: the prior is soft
-    ("C0NNMAN", {1: {"0": 0.5, "O": 0.4}}),                # vanity: no layout either way, OCR decides
-    ("CONNMAN", {1: {"O": 0.5, "0": 0.4}}),
-])
+@pytest.mark.parametrize(
+    "text, ambiguous",
+    [
+        ("1ABC234", {0: {"1": 0.5, "I": 0.4}}),  # a California plate is not "IABC234"
+        ("5SOB120", {2: {"O": 0.5, "0": 0.4}, 0: {"5": 0.5, "S": 0.4}}),
+        ("824B0J", {4: {"0": 0.98, "O": 0.0002}}),  # the OCR is sure: the prior is soft
+        ("C0NNMAN", {1: {"0": 0.5, "O": 0.4}}),  # vanity: no layout either way, OCR decides
+        ("CONNMAN", {1: {"O": 0.5, "0": 0.4}}),
+    ],
+)
 def test_format_prior_leaves_good_reads_alone(ocr, text, ambiguous):
     assert ocr.decode(_logits(_spell(text, ambiguous))).text == text
 
 
 def test_a_confident_state_brings_its_own_formats(ocr):
     logits = _logits(_spell("5XN9714", {0: {"5": 0.8, "S": 0.15}}))
-    assert ocr.decode(logits).text == "5XN9714"           # pooled: 9LL9999 is a generic layout too
+    assert ocr.decode(logits).text == "5XN9714"  # pooled: 9LL9999 is a generic layout too
     state = np.full(len(ocr.states), -5.0, np.float32)
-    state[ocr.states.index("ny")] = 5.0                   # the state head is sure it is New York
+    state[ocr.states.index("ny")] = 5.0  # the state head is sure it is New York
     read = ocr.decode(logits, state)
     assert (read.region, read.text) == ("ny", "SXN9714")  # New York serials are LLL9999
 
@@ -227,7 +241,7 @@ def test_ctc_scores_sum_every_alignment():
     """Brute force over every path of a 4-column output over blank, A and B."""
     rng = np.random.default_rng(0)
     p = np.zeros((4, 37))
-    p[:, [0, 11, 12]] = rng.dirichlet([1, 1, 1], size=4)   # blank, A, B
+    p[:, [0, 11, 12]] = rng.dirichlet([1, 1, 1], size=4)  # blank, A, B
     expected = {}
     for path in itertools.product([0, 11, 12], repeat=4):
         collapsed = [k for i, k in enumerate(path) if k and (i == 0 or k != path[i - 1])]
@@ -241,8 +255,8 @@ def test_the_prior_moves_mass_only_within_a_length():
     texts = ["ABC", "A8C", "ABCD", "A8CD"]
     ocr_p = np.array([0.4, 0.1, 0.3, 0.05])
     scores = _reweigh_per_length(texts, ocr_p, np.array([1.0, 9.0, 1.0, 100.0]), n_base=3)
-    assert scores[:2].sum() == pytest.approx(0.5)          # length 3 keeps the OCR's 0.5
-    assert scores[2:].sum() == pytest.approx(0.3)          # length 4: the base reading's mass only
+    assert scores[:2].sum() == pytest.approx(0.5)  # length 3 keeps the OCR's 0.5
+    assert scores[2:].sum() == pytest.approx(0.3)  # length 4: the base reading's mass only
     assert scores[1] > scores[0] and scores[3] > scores[2]
 
 
@@ -258,7 +272,10 @@ def test_char_error_rate():
 
 def test_labels_kind_is_detected_by_header(tmp_path):
     (tmp_path / "labels.csv").write_text("file,x,y,w,h,plate\na.jpg,1,2,30,15,7abc123\n")
-    assert load_labels(tmp_path) == ("scenes", [{"file": "a.jpg", "x": 1, "y": 2, "w": 30, "h": 15, "plate": "7ABC123"}])
+    assert load_labels(tmp_path) == (
+        "scenes",
+        [{"file": "a.jpg", "x": 1, "y": 2, "w": 30, "h": 15, "plate": "7ABC123"}],
+    )
     (tmp_path / "labels.csv").write_text("file,state,plate\na.png,ca,7ABC123\n")
     assert load_labels(tmp_path)[0] == "crops"
     (tmp_path / "labels.csv").write_text("name,text\na.png,7ABC123\n")
@@ -278,18 +295,23 @@ def test_evaluate_crops_on_rendered_folder(ocr, tmp_path):
     assert res["kind"] == "crops" and res["n"] == 6 and res["errors"] == 1
     rows = res["rows"]
     assert res["exact_match"] == pytest.approx(sum(r["read"] == r["truth"] for r in rows) / 6, abs=1e-4)
-    assert res["exact_match"] >= 3 / 6      # the five rendered plates are clean and front-on
+    assert res["exact_match"] >= 3 / 6  # the five rendered plates are clean and front-on
     assert [r["error"] != "" for r in rows] == [False] * 5 + [True]
     assert res["ms_median"] is not None and res["ms_median"] < 50
 
 
 # --- reading several views of one plate together ------------------------------------------------
 
+
 def test_one_view_reads_exactly_as_the_plain_decoder(ocr):
     for img, _, _ in rendered_plates(4, seed=31):
         chars, state = ocr.logits(img)
         single, views = ocr.decode(chars, state), ocr.decode_views([chars], [state])
-        assert (single.text, single.confidence, single.alternatives) == (views.text, views.confidence, views.alternatives)
+        assert (single.text, single.confidence, single.alternatives) == (
+            views.text,
+            views.confidence,
+            views.alternatives,
+        )
 
 
 def test_a_view_that_cuts_a_character_off_is_outvoted(ocr):
@@ -300,7 +322,7 @@ def test_a_view_that_cuts_a_character_off_is_outvoted(ocr):
     cut = np.ascontiguousarray(img[:, : int(w * 0.80)])
     assert ocr.read(img).text == text
     assert ocr.read(cut).text != text
-    fused = ocr.read_views([cut, img, crop_views(img, 2)[1]])     # the cut view first: it is the reference
+    fused = ocr.read_views([cut, img, crop_views(img, 2)[1]])  # the cut view first: it is the reference
     assert fused.text == text
     assert len(fused.char_confidences) == len(text) and len(fused.alternatives) >= 3
 
@@ -310,10 +332,10 @@ def test_crop_views_pad_and_trim_and_skip_what_is_too_small():
     same, padded, trimmed = crop_views(crop, 3)
     assert same is crop
     assert padded.shape == (40 + 2 * round(40 * PAD_VIEW[1]), 100 + 2 * round(100 * PAD_VIEW[0]))
-    assert (padded[0, 0], padded[-1, -1]) == (crop[0, 0], crop[-1, -1])      # edge pixels, not black
+    assert (padded[0, 0], padded[-1, -1]) == (crop[0, 0], crop[-1, -1])  # edge pixels, not black
     assert trimmed.shape == (40 - 2 * round(40 * TRIM_VIEW[1]), 100 - 2 * round(100 * TRIM_VIEW[0]))
     assert crop_views(np.zeros((20, 60, 3), np.uint8), 2)[1].shape[2] == 3
-    assert len(crop_views(np.zeros((4, 9), np.uint8), 3)) == 1               # nothing to pad or trim
+    assert len(crop_views(np.zeros((4, 9), np.uint8), 3)) == 1  # nothing to pad or trim
     assert len(crop_views(np.zeros((4, 60), np.uint8), 3)) == 3
     assert len(crop_views(np.zeros((4, 9), np.uint8), 1)) == 1
 

@@ -1,4 +1,5 @@
 """Recognizer = shipped detector + shipped OCR, on frames rendered at test time (no mocks)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,9 +13,10 @@ from recognizer import ImageError, Recognizer, load_image, plate_crop
 from recognizer.detector import Detection
 from recognizer.plates import render_plate
 from recognizer.runtime import available_runtimes
+from recognizer.training.intl_plates import render_eu_plate
 from recognizer.training.scenes import render_scene
 
-CA_STANDARD = {"state": "ca", "kind": "standard"}   # the post's everyday plate
+CA_STANDARD = {"state": "ca", "kind": "standard"}  # the post's everyday plate
 
 
 def _iou(a, b):
@@ -29,8 +31,7 @@ def clean_scenes(n, seed, plate_px=(110, 220)):
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:
-        sc = render_scene(rng, size=(1280, 720), n_plates=1, degrade=False, plate_px=plate_px,
-                          plate_args=CA_STANDARD)
+        sc = render_scene(rng, size=(1280, 720), n_plates=1, degrade=False, plate_px=plate_px, plate_args=CA_STANDARD)
         if len(sc.plates) == 1:
             out.append(sc)
     return out
@@ -78,12 +79,13 @@ def test_read_crop_reads_a_plate_without_detection(rec):
 def test_crop_is_rectified_and_keeps_a_margin():
     frame = np.zeros((300, 400, 3), np.uint8)
     frame[100:150, 100:200] = 255
-    det = Detection(box=(100, 100, 100, 50), score=0.9,
-                    corners=((100.0, 100.0), (200.0, 100.0), (200.0, 150.0), (100.0, 150.0)))
+    det = Detection(
+        box=(100, 100, 100, 50), score=0.9, corners=((100.0, 100.0), (200.0, 100.0), (200.0, 150.0), (100.0, 150.0))
+    )
     crop = plate_crop(frame, det)
     assert 100 < crop.shape[1] < 130 and 50 < crop.shape[0] < 70
     assert crop[crop.shape[0] // 2, crop.shape[1] // 2].min() == 255
-    assert crop[1, 1].max() == 0    # the margin is the surroundings, not plate
+    assert crop[1, 1].max() == 0  # the margin is the surroundings, not plate
 
 
 def test_read_file_and_bytes(rec, tmp_path):
@@ -95,11 +97,14 @@ def test_read_file_and_bytes(rec, tmp_path):
     assert by_path == by_bytes and sc.plates[0].text in by_path
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "no data"),
-    (b"this is not an image at all", "not a supported image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cannot decode"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no data"),
+        (b"this is not an image at all", "not a supported image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cannot decode"),
+    ],
+)
 def test_corrupt_bytes_give_image_error(content, message):
     with pytest.raises(ImageError, match=message):
         load_image(content)
@@ -139,15 +144,16 @@ def test_both_runtimes_read_the_same():
 
 
 def test_importing_the_recognizer_does_not_import_tensorflow():
-    code = ("import sys, numpy as np; import recognizer; from recognizer import Recognizer;"
-            "Recognizer().read(np.zeros((64, 64, 3), np.uint8));"
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    code = (
+        "import sys, numpy as np; import recognizer; from recognizer import Recognizer;"
+        "Recognizer().read(np.zeros((64, 64, 3), np.uint8));"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _long_plate_frames(n, seed):
     """A rendered EU plate (520 x 110 mm) pasted on a plain frame: (frame, text, plate box x, y, w, h)."""
-    from recognizer.training.intl_plates import render_eu_plate
 
     rng = np.random.default_rng(seed)
     out = []
@@ -174,7 +180,7 @@ def test_a_box_that_cuts_a_long_plate_short_is_widened(rec):
         [read] = rec.read(frame, detections=[narrow])
         cut_short += cut != text
         whole += read.text == text
-        assert read.box == narrow.box   # the read still points at the detection
+        assert read.box == narrow.box  # the read still points at the detection
     assert cut_short >= 6, f"the narrow boxes cut only {cut_short} of 10 plates short"
     assert whole >= 8, f"{whole} of 10 long plates read whole"
 

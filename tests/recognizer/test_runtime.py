@@ -1,4 +1,5 @@
 """The TFLite loader shim: clear errors for missing files, unknown runtimes, and bad models."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """A post (real SQLite file, real evidence files) and a headquarters served by waitress on
 127.0.0.1 over its own SQLite file."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,12 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import psycopg2
 import pytest
 
 from appliance import audit, bundle, store
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
-from appliance.models import utcnow
+from appliance.models import Read, utcnow
 from sync import hq
 from tests.conftest import make_settings
 from web.hq import create_hq_app
@@ -41,7 +43,7 @@ class HQServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "HQServer":
+    def start(self) -> HQServer:
         self.server = WebServer(create_hq_app(str(self.path), self.max_batch_bytes), "127.0.0.1", self.port).start()
         return self
 
@@ -74,15 +76,25 @@ def pg_server():
     os.chmod(data, 0o700)
     port = free_port()
     _as_postgres([PGBIN / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"])
-    _as_postgres([PGBIN / "pg_ctl", "-D", data, "-o", f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off", "-l", data / "server.log", "-w", "start"])
+    _as_postgres(
+        [
+            PGBIN / "pg_ctl",
+            "-D",
+            data,
+            "-o",
+            f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-l",
+            data / "server.log",
+            "-w",
+            "start",
+        ]
+    )
     yield port
     _as_postgres([PGBIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"])
     shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_sql(port, sql, database="postgres"):
-    import psycopg2
     conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname=database)
     conn.autocommit = True
     try:
@@ -177,15 +189,20 @@ def add_reads(settings, n, seed=0, actor=True):
     for i in range(n):
         crop = rng.integers(0, 256, (30, 80, 3), dtype=np.uint8)
         frame = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
-        new = store.NewRead(plate_raw=f"7ABC{seed:02d}{i}", plate=f"7ABC{seed:02d}{i}", confidence=0.9,
-                            captured_at=utcnow(), alternatives=[{"text": "7A8C123", "score": 0.05}])
+        new = store.NewRead(
+            plate_raw=f"7ABC{seed:02d}{i}",
+            plate=f"7ABC{seed:02d}{i}",
+            confidence=0.9,
+            captured_at=utcnow(),
+            alternatives=[{"text": "7A8C123", "score": 0.05}],
+        )
         reads.append(store.save_read(settings, evidence, new, crop, frame, actor=who))
     return reads
 
 
 def post_reads() -> dict[str, str]:
     """uuid -> content hash of every read on the post, computed as headquarters computes it."""
-    from appliance.models import Read
+
     return {r.uuid: r.plate for r in Read.select()}
 
 

@@ -1,6 +1,7 @@
 """A headquarters (the sync API alone) that dies between storing a batch and answering for it, as
 a power cut would: `python -m tests.sync.fault_hq DATABASE PORT`. Test-only: the production
 server has no such hook."""
+
 from __future__ import annotations
 
 import os

@@ -1,17 +1,22 @@
 """Faults with real processes: headquarters killed (SIGKILL) between storing a batch and answering
 for it; a batch build interrupted on the post."""
+
 from __future__ import annotations
 
+import fcntl
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from appliance import bundle
+from appliance import audit, bundle
+from appliance.bench import data as bench_data
 from appliance.models import Outbox
 from sync import hq, post
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
@@ -35,7 +40,7 @@ def start_hq(settings, hq_path, port, fault=None) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
+                raise AssertionError(proc.stdout.read().decode()) from None
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("headquarters did not start")
@@ -78,14 +83,14 @@ def test_an_interrupted_build_is_discarded_and_made_again(settings, db, hq_serve
     spool = settings.data_dir / "sync"
     spool.mkdir(parents=True, exist_ok=True)
     (spool / "unacked.batch.part").write_bytes(b"\x1f\x8b half a batch")
-    (spool / "unacked.batch").write_bytes(b"not even gzip")     # a torn rename cannot happen, but a bad disk can
+    (spool / "unacked.batch").write_bytes(b"not even gzip")  # a torn rename cannot happen, but a bad disk can
     result = post.push(settings)
     assert result.reads == 2 and not (spool / "unacked.batch.part").exists()
     assert hq_reads(settings.post.id) == post_reads()
 
 
 def test_two_pushes_at_once_are_refused_rather_than_interleaved(settings, db, hq_server):
-    import fcntl
+
     add_reads(settings, 1)
     spool = settings.data_dir / "sync"
     spool.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,7 @@ class CuttingProxy:
     """Forwards one connection to headquarters and cuts it after `limit` bytes of the request."""
 
     def __init__(self, target_port, limit):
-        import threading
+
         self.limit = limit
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -120,7 +125,7 @@ class CuttingProxy:
                 break
             upstream.sendall(data)
             sent += len(data)
-        upstream.close()            # cut in the middle of the upload, both ways
+        upstream.close()  # cut in the middle of the upload, both ways
         client.close()
         self.sock.close()
 
@@ -128,7 +133,9 @@ class CuttingProxy:
 def test_a_connection_cut_in_the_middle_of_an_upload(settings, db, hq_server):
     add_reads(settings, 2)
     proxy = CuttingProxy(hq_server.port, limit=6000)
-    cut = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_url": f"http://127.0.0.1:{proxy.port}"})})
+    cut = settings.model_copy(
+        update={"sync": settings.sync.model_copy(update={"hq_url": f"http://127.0.0.1:{proxy.port}"})}
+    )
     # the position request goes through the real address; the batch through the cutting proxy
     path = settings.data_dir / "sync-test.batch"
     with open(path, "wb") as f:
@@ -145,17 +152,17 @@ def test_a_connection_cut_in_the_middle_of_an_upload(settings, db, hq_server):
 
 
 def test_batches_out_of_order_and_twice(settings, db, hq_server):
-    import io
-
-    from appliance import audit
-    add_reads(settings, 4)          # batch_max_reads 2: two batches
+    add_reads(settings, 4)  # batch_max_reads 2: two batches
     key = bundle.post_key(settings)
     first_buf, second_buf = io.BytesIO(), io.BytesIO()
     h1 = post.build_batch(settings, key, post.Position(0, 0, audit.GENESIS), first_buf)
     # the second batch as the post would build it once the first is held
     records = list(audit.export_rows())
-    h2 = post.build_batch(settings, key, post.Position(h1["last_seq"], len(records), records[-1]["hash"]), second_buf)
-    send = lambda body: post._request(settings, "POST", "/hq/v1/batches", body=body, length=len(body))
+    post.build_batch(settings, key, post.Position(h1["last_seq"], len(records), records[-1]["hash"]), second_buf)
+
+    def send(body):
+        return post._request(settings, "POST", "/hq/v1/batches", body=body, length=len(body))
+
     status, answer = send(second_buf.getvalue())
     assert (status, answer["problem"]) == (409, "gap")
     assert send(first_buf.getvalue())[1]["status"] == "stored"
@@ -172,21 +179,31 @@ def test_batches_out_of_order_and_twice(settings, db, hq_server):
 def test_the_post_killed_while_building_a_batch(settings, db, hq_server):
     """`waypost sync push` SIGKILLed while it writes its batch file: nothing is marked, the next
     push makes the batch again, headquarters ends up with exactly the post's reads."""
-    from appliance.bench import data as bench_data
+
     bench_data.fill(settings, 3000)
     spool = settings.data_dir / "sync"
-    env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir), WAYPOST_STORAGE__MIN_FREE_MB="0",
-               WAYPOST_SYNC__HQ_URL=settings.sync.hq_url, WAYPOST_SYNC__BATCH_MAX_READS="3000", WAYPOST_CONFIG="")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "sync", "push"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        WAYPOST_STORAGE__DATA_DIR=str(settings.data_dir),
+        WAYPOST_STORAGE__MIN_FREE_MB="0",
+        WAYPOST_SYNC__HQ_URL=settings.sync.hq_url,
+        WAYPOST_SYNC__BATCH_MAX_READS="3000",
+        WAYPOST_CONFIG="",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "sync", "push"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not (spool / "unacked.batch.part").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 3000
-    if (spool / "unacked.batch.part").exists():      # caught while building (on a loaded machine it may
-        assert not (spool / "unacked.batch").exists()    # have got as far as sending: also recoverable)
+    if (spool / "unacked.batch.part").exists():  # caught while building (on a loaded machine it may
+        assert not (spool / "unacked.batch").exists()  # have got as far as sending: also recoverable)
         assert hq_reads(settings.post.id) == {}
     big = settings.model_copy(update={"sync": settings.sync.model_copy(update={"batch_max_reads": 3000})})
     result = post.push(big)

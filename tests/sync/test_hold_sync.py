@@ -1,6 +1,7 @@
 """Legal holds placed at a post reach headquarters with its batches, on SQLite and on the private
 PostgreSQL: a real post pushes (or headquarters pulls) real signed batches over HTTP on 127.0.0.1;
 headquarters' retention and `waypost hq hold ...` run through click with its own configuration."""
+
 from __future__ import annotations
 
 import base64
@@ -8,22 +9,27 @@ import datetime as dt
 import io
 
 import pytest
+from click.testing import CliRunner
 
-from appliance import audit, bundle, holds, search
+from appliance import audit, bundle, holds, search, store
 from appliance import db as dbmod
-from appliance.models import Outbox, utcnow
+from appliance.cli import main
+from appliance.db import write
+from appliance.models import Outbox, Read, utcnow
 from sync import hq, post, protocol
 from sync.hq.models import HQLegalHold, HQLegalHoldRead
-from tests.sync import test_cli, test_hq_retention
+from tests.sync import test_cli
 from tests.sync.conftest import _public, restore, snapshot
-from tests.sync.test_hq_retention import aged_reads, held_uuids, hq_cli, on_post, push
+from tests.sync.hq import test_retention as test_hq_retention
+from tests.sync.hq.test_retention import aged_reads, held_uuids, hq_cli, on_post, push
+from web import create_app
 from web.server import WebServer
 
 OFFICER = audit.Actor("officer.lee", "Demo Police Department", "10.0.0.9")
 ADMIN = audit.Actor("admin.ray", "Demo Police Department", "10.0.0.2")
 REASON = "Vehicle seen leaving the Main St robbery"
 
-hq_env = test_hq_retention.hq_env         # headquarters' configuration and accounts database (a fixture)
+hq_env = test_hq_retention.hq_env  # headquarters' configuration and accounts database (a fixture)
 
 
 def place_query(settings, plate, mode="exact"):
@@ -59,7 +65,7 @@ def retention(env, target) -> str:
 
 
 def test_a_post_hold_survives_hq_retention_until_released_at_the_post(settings, db, hq_server, hq_target, hq_env):
-    reads = aged_reads(settings, [400, 400, 400], seed=11)      # plates 7ABC110, 7ABC111, 7ABC112
+    reads = aged_reads(settings, [400, 400, 400], seed=11)  # plates 7ABC110, 7ABC111, 7ABC112
     by_plate = place_query(settings, reads[0].plate)
     one_read = place_read(settings, reads[2])
     pushed = push(settings)
@@ -69,7 +75,13 @@ def test_a_post_hold_survives_hq_retention_until_released_at_the_post(settings, 
     assert set(at_hq) == {by_plate.id, one_read.id}
     copy = at_hq[by_plate.id]
     assert (copy.plate, copy.mode, copy.case_number, copy.purpose_code, copy.reason, copy.placed_by) == (
-        reads[0].plate, "exact", "26-004512", "CRIME-INV", REASON, "officer.lee")
+        reads[0].plate,
+        "exact",
+        "26-004512",
+        "CRIME-INV",
+        REASON,
+        "officer.lee",
+    )
     assert copy.active and copy.origin == f"post {settings.post.id}"
     with hq.hq_database.connection_context():
         frozen = {(r.hold_id, r.read_uuid) for r in HQLegalHoldRead.select()}
@@ -86,8 +98,10 @@ def test_a_post_hold_survives_hq_retention_until_released_at_the_post(settings, 
     # headquarters cannot release a post's hold
     refused = hq_cli(hq_env, hq_target, "hold", "release", str(copy.id), "--reason", "Case closed at headquarters")
     assert refused.exit_code != 0
-    assert (f"hold {copy.id} was placed at post {settings.post.id} (its hold {by_plate.id} there) and only that "
-            "post can release it") in refused.output, refused.output
+    assert (
+        f"hold {copy.id} was placed at post {settings.post.id} (its hold {by_plate.id} there) and only that "
+        "post can release it"
+    ) in refused.output, refused.output
     assert hq_holds_of(settings.post.id)[by_plate.id].active
 
     # released at the post: the next batch carries the release, and the next run purges the read
@@ -106,7 +120,7 @@ def test_a_post_hold_survives_hq_retention_until_released_at_the_post(settings, 
 
 def test_a_hold_placed_offline_arrives_when_headquarters_is_back(settings, db, hq_server, hq_target, hq_env):
     reads = aged_reads(settings, [400, 400, 400], seed=12)
-    assert push(settings).reads == 3           # the reads reach headquarters before any hold
+    assert push(settings).reads == 3  # the reads reach headquarters before any hold
     hq_server.stop()
     kept = place_query(settings, reads[1].plate)
     brief = place_query(settings, reads[2].plate)
@@ -118,7 +132,7 @@ def test_a_hold_placed_offline_arrives_when_headquarters_is_back(settings, db, h
     assert "reads waiting: 0, legal hold events waiting: 3" in status.output, status.output
     hq_server.start()
     pushed = push(settings)
-    assert (pushed.reads, pushed.holds) == (0, 3)    # two placings and a release, in the order they happened
+    assert (pushed.reads, pushed.holds) == (0, 3)  # two placings and a release, in the order they happened
     at_hq = hq_holds_of(settings.post.id)
     assert at_hq[kept.id].active and not at_hq[brief.id].active
     on_post(settings)
@@ -133,7 +147,7 @@ def test_a_restored_headquarters_gets_the_holds_it_lost_again(settings, db, hq_s
     reads = aged_reads(settings, [400, 400], seed=18)
     assert push(settings).reads == 2
     hq_server.stop()
-    backup = snapshot(hq_target)                  # before the hold reached headquarters
+    backup = snapshot(hq_target)  # before the hold reached headquarters
     hq_server.start()
     hold = place_query(settings, reads[0].plate)
     assert push(settings).holds == 1
@@ -148,20 +162,39 @@ def test_a_restored_headquarters_gets_the_holds_it_lost_again(settings, db, hq_s
     assert "purged 1 read(s)" in out and held_uuids() == {reads[0].uuid}, out
 
 
-def test_holds_placed_with_the_post_cli_and_a_similar_search_keep_their_frozen_reads(settings, db, hq_server,
-                                                                                     hq_target, hq_env):
+def test_holds_placed_with_the_post_cli_and_a_similar_search_keep_their_frozen_reads(
+    settings, db, hq_server, hq_target, hq_env
+):
     """`waypost hold place` on the post; a "similar" search is no plate pattern: headquarters keeps
     the reads it froze by their uuids (7ABC191 is similar to 7ABC190, not equal to it)."""
-    from click.testing import CliRunner
 
-    from appliance.cli import main
-    reads = aged_reads(settings, [400, 400, 400], seed=19)     # 7ABC190, 7ABC191, 7ABC192
+    reads = aged_reads(settings, [400, 400, 400], seed=19)  # 7ABC190, 7ABC191, 7ABC192
     on_post(settings)
-    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0",
-           "WAYPOST_SYNC__HQ_URL": settings.sync.hq_url}
+    env = {
+        "WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir),
+        "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_SYNC__HQ_URL": settings.sync.hq_url,
+    }
     window = ["--from", f"{utcnow() - dt.timedelta(days=500):%Y-%m-%d}", "--to", f"{utcnow():%Y-%m-%d}"]
-    out = CliRunner().invoke(main, ["hold", "place", "--plate", "7ABC190", "--mode", "similar", *window,
-                                    "--purpose", "CRIME-INV", "--case", "26-004512", "--reason", REASON], env=env)
+    out = CliRunner().invoke(
+        main,
+        [
+            "hold",
+            "place",
+            "--plate",
+            "7ABC190",
+            "--mode",
+            "similar",
+            *window,
+            "--purpose",
+            "CRIME-INV",
+            "--case",
+            "26-004512",
+            "--reason",
+            REASON,
+        ],
+        env=env,
+    )
     assert out.exit_code == 0 and "headquarters gets it with the next sync batch" in out.output, out.output
     on_post(settings)
     with dbmod.connection():
@@ -233,9 +266,13 @@ BAD_HOLDS = [
     (lambda line: line["hold"].update(since="last week"), "hold field 'since' must be an ISO date"),
     (lambda line: line["hold"].update(reads="all of them"), "hold field 'reads' must be a list of read uuids"),
     (lambda line: line["hold"].pop("case_number"), "hold field 'case_number' must be a non-empty string"),
-    (lambda line: line.update(event="release", hold={"id": 99, "released_at": "2026-11-01T10:00:00",
-                                                     "released_by": "admin", "release_reason": "closed"}),
-     "the release of hold 99, which post"),
+    (
+        lambda line: line.update(
+            event="release",
+            hold={"id": 99, "released_at": "2026-11-01T10:00:00", "released_by": "admin", "release_reason": "closed"},
+        ),
+        "the release of hold 99, which post",
+    ),
 ]
 
 
@@ -266,7 +303,7 @@ def pull_key(settings, db, hq_target):
     key = hq.hq_key(hq_target, key_dir=settings.data_dir.parent / "hq-key")
     raw = base64.b64encode(bundle.raw_public(key.public_key())).decode()
     on = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_public_key": raw})})
-    from web import create_app
+
     server = WebServer(create_app(on), "127.0.0.1", 0).start()
     with hq.hq_database.connection_context():
         hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=f"http://127.0.0.1:{server.port}")
@@ -307,7 +344,7 @@ def test_holds_placed_before_this_version_are_queued_by_the_migration(settings, 
         events = [(o.kind, int(o.object_id)) for o in Outbox.select().where(Outbox.kind != "read").order_by(Outbox.seq)]
     assert events == [("hold.place", kept.id), ("hold.place", gone.id), ("hold.release", gone.id)]
     pushed = push(settings)
-    assert (pushed.reads, pushed.holds) == (3, 3), pushed.lines()     # two placings and a release
+    assert (pushed.reads, pushed.holds) == (3, 3), pushed.lines()  # two placings and a release
     at_hq = hq_holds_of(settings.post.id)
     assert at_hq[kept.id].active and not at_hq[gone.id].active
     out = retention(hq_env, hq_target)
@@ -327,8 +364,21 @@ def test_headquarters_schema_6_is_migrated_with_its_holds(settings, db, hq_targe
         hq.hq_database.execute_sql(
             "INSERT INTO hq_legal_hold (post_id, plate, mode, pattern, since, until, reason, purpose_code, "
             f"case_number, placed_by, placed_org, placed_at) VALUES ({', '.join([p] * 12)})",
-            (settings.post.id, "7ABC999", "exact", "7ABC999", "2026-01-01T00:00:00", "2026-02-01T23:59:59.999999",
-             "Vehicle in the Main St burglary", "STOLEN-VEH", "24-001234", "cli:root", "HQ", utcnow()))
+            (
+                settings.post.id,
+                "7ABC999",
+                "exact",
+                "7ABC999",
+                "2026-01-01T00:00:00",
+                "2026-02-01T23:59:59.999999",
+                "Vehicle in the Main St burglary",
+                "STOLEN-VEH",
+                "24-001234",
+                "cli:root",
+                "HQ",
+                utcnow(),
+            ),
+        )
     monkeypatch.undo()
     hq.open_hq(hq_target)
     with hq.hq_database.connection_context():
@@ -339,15 +389,14 @@ def test_headquarters_schema_6_is_migrated_with_its_holds(settings, db, hq_targe
     assert released.exit_code == 0, released.output
 
 
-def test_a_hold_on_a_read_whose_plate_no_search_takes_still_reaches_headquarters(settings, db, hq_server,
-                                                                                  hq_target, hq_env):
+def test_a_hold_on_a_read_whose_plate_no_search_takes_still_reaches_headquarters(
+    settings, db, hq_server, hq_target, hq_env
+):
     """A stored read's plate is any run of A-Z and 0-9 (the recognizer sets no longest), while a
     search takes 1 to 10 characters. A hold on such a read is held by its uuid: its batch must be
     stored, not refused (a refused hold line is sent again and refused again: the post's sync
     would stop there for good)."""
-    from appliance import store
-    from appliance.db import write
-    from appliance.models import Read
+
     on_post(settings)
     with dbmod.connection():
         new = store.NewRead(plate_raw="7ABC1234567", plate="7ABC1234567", confidence=0.6, captured_at=utcnow())

@@ -1,5 +1,6 @@
 """Hotlists flow from headquarters to the posts: fetched on each contact when new or changed,
 only by enrolled posts (signed requests)."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from appliance.cli import main
 from appliance.models import AccessRecord, Hotlist, HotlistEntry
 from sync import hq, post
+from tests.sync.conftest import add_reads
 
 HEADER = "plate,state,reason,entry_date,source_ref\n"
 
@@ -22,11 +24,14 @@ def test_a_push_fetches_new_and_changed_lists(settings, db, hq_server, hq_target
     assert [e.plate for e in HotlistEntry.select()] == ["7ABC123"]
     assert Hotlist.get(Hotlist.name == "SVS").refreshed_at is not None
     imports = AccessRecord.select().where(AccessRecord.action == "hotlist.import").count()
-    assert not [n for n in post.push(settings).notes if n.startswith("hotlist")]     # unchanged: not again
+    assert not [n for n in post.push(settings).notes if n.startswith("hotlist")]  # unchanged: not again
     csv = tmp_path / "svs.csv"
     csv.write_text(HEADER + "8XYZ999,ca,WANTED,2026-11-21,SVS-2\n5LMN432,ca,AMBER,2026-11-21,SVS-3\n")
-    out = CliRunner().invoke(main, ["hq", "hotlist", "add", "SVS", str(csv), "--database", hq_target],
-                             env={"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_CONFIG": ""})
+    out = CliRunner().invoke(
+        main,
+        ["hq", "hotlist", "add", "SVS", str(csv), "--database", hq_target],
+        env={"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_CONFIG": ""},
+    )
     assert out.exit_code == 0, out.output
     assert "hotlist SVS: 2 entries from headquarters" in post.push(settings).notes
     assert sorted(e.plate for e in HotlistEntry.select()) == ["5LMN432", "8XYZ999"]
@@ -34,7 +39,6 @@ def test_a_push_fetches_new_and_changed_lists(settings, db, hq_server, hq_target
 
 
 def test_a_bad_list_is_reported_and_the_push_still_delivers(settings, db, hq_server):
-    from tests.sync.conftest import add_reads
     with hq.hq_database.connection_context():
         hq.publish_hotlist("SVS", b"no,plate,column\n1,2,3\n")
     add_reads(settings, 1)
@@ -54,4 +58,4 @@ def test_only_enrolled_posts_signing_their_requests_may_read(settings, db, hq_se
         urllib.request.urlopen(hq_server.url + "/hq/v1/posts/post-99/hotlists")
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
-    assert post.fetch_position(settings).last_seq == 0     # signed: answered
+    assert post.fetch_position(settings).last_seq == 0  # signed: answered

@@ -1,6 +1,7 @@
 """A post whose database was copied back from an older copy (README 'Rolling back', what it warns
 against): headquarters holds more of the post than the post has. The post refuses to sync, marks
 nothing sent, sends nothing, and says so; headquarters' copy and chain status stay as they were."""
+
 from __future__ import annotations
 
 import shutil
@@ -13,8 +14,8 @@ from appliance import audit
 from appliance.models import Outbox, database
 from sync import hq, post
 from tests.sync.conftest import add_reads, hq_reads
+from tests.sync.hq.test_pull import pull_env  # noqa: F401  (fixture)
 from tests.sync.test_cli import run
-from tests.sync.test_pull import pull_env  # noqa: F401  (fixture)
 
 
 def _copy(settings) -> Path:
@@ -129,11 +130,10 @@ def _restored_without_records(settings, new: int):
     return reads, _marks(), held
 
 
-def test_a_restored_post_whose_log_shows_nothing_is_told_by_the_read_at_headquarters_position(
-        settings, db, hq_server):
-    new, marks, held = _restored_without_records(settings, 6)       # seqs 3..8, past headquarters' 6
+def test_a_restored_post_whose_log_shows_nothing_is_told_by_the_read_at_headquarters_position(settings, db, hq_server):
+    new, marks, held = _restored_without_records(settings, 6)  # seqs 3..8, past headquarters' 6
     hq_before, refusals_before = _hq_state(settings.post.id)
-    assert hq_before[1:3] == audit.head()           # the log tells nothing apart
+    assert hq_before[1:3] == audit.head()  # the log tells nothing apart
 
     # without the read at headquarters' position, seqs 3..6 would be marked sent (and purged in
     # time) while headquarters holds other reads under them
@@ -145,7 +145,7 @@ def test_a_restored_post_whose_log_shows_nothing_is_told_by_the_read_at_headquar
     message = str(exc.value)
     assert "restored from an older copy" in message and "Rolling back" in message
     assert f"read {pos.last_read_uuid} under outbox seq 6" in message and ours in message
-    assert _marks() == marks and [s for s, sent in marks.items() if sent] == [1, 2]   # sent before the copy
+    assert _marks() == marks and [s for s, sent in marks.items() if sent] == [1, 2]  # sent before the copy
     assert hq_reads(settings.post.id) == held and not any(r.uuid in held for r in new)
     assert _hq_state(settings.post.id) == (hq_before, refusals_before)
 

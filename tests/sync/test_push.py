@@ -1,6 +1,7 @@
 """Push over real HTTP to a real headquarters: exactly once, duplicates acknowledged, bad batches
 refused with the problem named and nothing stored, a rewritten access log reported, a restored
 headquarters caught up."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,19 +10,24 @@ import io
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance import audit, bundle
-from appliance.models import Evidence, Outbox, Read
+from appliance import alerts, audit, bundle
+from appliance.db import write
+from appliance.models import Alert, Evidence, Outbox, Read, utcnow
 from sync import hq, post
-from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads, restore, snapshot
+from tests.sync.conftest import HQServer, _public, add_reads, hq_reads, post_reads, restore, snapshot
 
 
 def hq_counts(post_id):
     with hq.hq_database.connection_context():
         p = hq.HQPost.get_by_id(post_id)
-        return {"reads": hq.HQRead.select().where(hq.HQRead.post_id == post_id).count(),
-                "images": hq.HQImage.select().count(),
-                "records": hq.HQAccessRecord.select().where(hq.HQAccessRecord.post_id == post_id).count(),
-                "last_seq": p.last_seq, "chain_seq": p.chain_seq, "chain_hash": p.chain_hash}
+        return {
+            "reads": hq.HQRead.select().where(hq.HQRead.post_id == post_id).count(),
+            "images": hq.HQImage.select().count(),
+            "records": hq.HQAccessRecord.select().where(hq.HQAccessRecord.post_id == post_id).count(),
+            "last_seq": p.last_seq,
+            "chain_seq": p.chain_seq,
+            "chain_hash": p.chain_hash,
+        }
 
 
 def batch_log():
@@ -33,10 +39,14 @@ def assert_hq_holds_the_post(settings):
     """Same reads by id, same images by content, every access record, the chain verifying."""
     assert hq_reads(settings.post.id) == post_reads()
     with hq.hq_database.connection_context():
-        held = {r.uuid: sorted(im["sha256"] for im in r.data["images"])
-                for r in hq.HQRead.select().where(hq.HQRead.post_id == settings.post.id)}
+        held = {
+            r.uuid: sorted(im["sha256"] for im in r.data["images"])
+            for r in hq.HQRead.select().where(hq.HQRead.post_id == settings.post.id)
+        }
         ok, bad, message = hq.verify_chain(settings.post.id)
-        records = {r.seq: r.hash for r in hq.HQAccessRecord.select().where(hq.HQAccessRecord.post_id == settings.post.id)}
+        records = {
+            r.seq: r.hash for r in hq.HQAccessRecord.select().where(hq.HQAccessRecord.post_id == settings.post.id)
+        }
     on_post = {}
     for ev in Evidence.select(Evidence, Read).join(Read):
         on_post.setdefault(ev.read.uuid, []).append(ev.sha256)
@@ -48,7 +58,7 @@ def assert_hq_holds_the_post(settings):
 def test_push_delivers_reads_images_and_records_exactly_once(settings, db, hq_server):
     add_reads(settings, 5)
     result = post.push(settings)
-    assert (result.batches, result.reads, result.duplicates) == (3, 5, 0)    # batch_max_reads is 2
+    assert (result.batches, result.reads, result.duplicates) == (3, 5, 0)  # batch_max_reads is 2
     assert_hq_holds_the_post(settings)
     assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 0
     counts = hq_counts(settings.post.id)
@@ -63,7 +73,9 @@ def test_push_delivers_reads_images_and_records_exactly_once(settings, db, hq_se
 
 def _built(settings, pos=None, key=None):
     buf = io.BytesIO()
-    header = post.build_batch(settings, key or bundle.post_key(settings), pos or post.Position(0, 0, audit.GENESIS), buf)
+    header = post.build_batch(
+        settings, key or bundle.post_key(settings), pos or post.Position(0, 0, audit.GENESIS), buf
+    )
     return header, buf.getvalue()
 
 
@@ -112,8 +124,10 @@ def _bad_batch(kind, settings):
         sealed = list(audit.sealed([tuple(r[c] for c in audit.COLUMNS[:12]) for r in rows], audit.GENESIS))
         with db_write():
             for row in sealed:
-                audit.database.execute_sql("UPDATE access_record SET username = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                                           (row[2], row[12], row[13], row[0]))
+                audit.database.execute_sql(
+                    "UPDATE access_record SET username = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                    (row[2], row[12], row[13], row[0]),
+                )
         return _built(settings, held)[1]
     if kind == "malformed":
         return _gzip(b'{"t":"header","format":"waypost-batch/1"}\nnot json\n')
@@ -129,15 +143,25 @@ def _bad_batch(kind, settings):
 
 
 def db_write():
-    from appliance.db import write
+
     return write()
 
 
-@pytest.mark.parametrize("kind,status", [
-    ("bad_signature", 403), ("unknown_post", 404), ("gap", 409), ("overlap", 409), ("broken_chain", 409),
-    ("malformed", 400), ("oversized", 413), ("replay", 409)])
+@pytest.mark.parametrize(
+    "kind,status",
+    [
+        ("bad_signature", 403),
+        ("unknown_post", 404),
+        ("gap", 409),
+        ("overlap", 409),
+        ("broken_chain", 409),
+        ("malformed", 400),
+        ("oversized", 413),
+        ("replay", 409),
+    ],
+)
 def test_bad_batches_are_refused_naming_the_problem_and_change_nothing(settings, db, hq_target, hq_port, kind, status):
-    from tests.sync.conftest import _public
+
     server = HQServer(hq_target, hq_port, max_batch_bytes=1024 * 1024).start()
     try:
         with hq.hq_database.connection_context():
@@ -164,9 +188,11 @@ def test_a_rewritten_access_log_is_reported_at_headquarters_after_the_next_sync(
     sealed = list(audit.sealed([tuple(r[c] for c in audit.COLUMNS[:12]) for r in rows[1:]], rows[0]["hash"]))
     with db_write():
         for row in sealed:
-            audit.database.execute_sql("UPDATE access_record SET details = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                                       (row[11], row[12], row[13], row[0]))
-    assert audit.verify().ok          # consistent on the post: only headquarters' copy shows it
+            audit.database.execute_sql(
+                "UPDATE access_record SET details = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (row[11], row[12], row[13], row[0]),
+            )
+    assert audit.verify().ok  # consistent on the post: only headquarters' copy shows it
     add_reads(settings, 1, seed=1)
     before = hq_counts(settings.post.id)
     with pytest.raises(post.Refused) as refused:
@@ -215,14 +241,20 @@ def test_backoff_is_capped_with_jitter():
 
 
 def test_an_alert_confirmed_after_its_read_was_sent_reaches_headquarters(settings, db, hq_server):
-    from appliance import alerts
-    from appliance.db import write
-    from appliance.models import Alert, utcnow
     read = add_reads(settings, 1)[0]
     with write():
-        alert = Alert.create(read=read, hotlist_name="SVS", entry_plate=read.plate, entry_state="CA",
-                             entry_reason="stolen", entry_source_ref="", matched_text=read.plate, match_kind="exact",
-                             score=1.0, created_at=utcnow())
+        alert = Alert.create(
+            read=read,
+            hotlist_name="SVS",
+            entry_plate=read.plate,
+            entry_state="CA",
+            entry_reason="stolen",
+            entry_source_ref="",
+            matched_text=read.plate,
+            match_kind="exact",
+            score=1.0,
+            created_at=utcnow(),
+        )
     post.push(settings)
 
     def held_alert():
@@ -231,12 +263,19 @@ def test_an_alert_confirmed_after_its_read_was_sent_reaches_headquarters(setting
 
     assert held_alert()["status"] == "unconfirmed" and held_alert()["read_uuid"] == read.uuid
     officer = audit.Actor("officer.one", settings.post.agency, "local")
-    alerts.confirm(officer, alert.id, outcome="confirmed", visual_compared=True, clets_verified=True, note="",
-                   purpose=audit.Purpose(settings.purpose_codes()[0], "2026-00123"))
+    alerts.confirm(
+        officer,
+        alert.id,
+        outcome="confirmed",
+        visual_compared=True,
+        clets_verified=True,
+        note="",
+        purpose=audit.Purpose(settings.purpose_codes()[0], "2026-00123"),
+    )
     assert post.push(settings).batches == 1
     data = held_alert()
     assert data["status"] == "confirmed" and [c["username"] for c in data["confirmations"]] == ["officer.one"]
-    assert post.push(settings).batches == 0          # nothing more to say
+    assert post.push(settings).batches == 0  # nothing more to say
     assert_hq_holds_the_post(settings)
 
 
@@ -255,7 +294,7 @@ def test_a_batch_says_where_headquarters_will_stand_once_it_is_stored(settings, 
         assert status == 200 and answer["status"] == "stored"
         pos = post.Position.of(answer["position"])
         assert header["next"] == pos
-    assert pos.last_seq == 3 and pos.chain_seq == header["chain"]["last_seq"] > 0     # batches of 2 reads, then 1
+    assert pos.last_seq == 3 and pos.chain_seq == header["chain"]["last_seq"] > 0  # batches of 2 reads, then 1
 
 
 def test_a_batch_built_ahead_is_used_only_from_the_position_it_was_built_for(settings, db):
@@ -266,7 +305,7 @@ def test_a_batch_built_ahead_is_used_only_from_the_position_it_was_built_for(set
     first = post.build_batch(settings, key, post.Position(0, 0, audit.GENESIS), io.BytesIO())
     unacked, ahead_part = spool / "unacked.batch", spool / "next.batch.part"
 
-    elsewhere = post.Position(0, 0, audit.GENESIS)          # headquarters answered otherwise
+    elsewhere = post.Position(0, 0, audit.GENESIS)  # headquarters answered otherwise
     assert post._Ahead(settings, key, first["next"], ahead_part).take(elsewhere, unacked) is None
     assert not ahead_part.exists() and not unacked.exists()
 

@@ -1,4 +1,5 @@
 """The post's background pusher, started by the service when sync.enabled."""
+
 from __future__ import annotations
 
 import threading
@@ -10,8 +11,12 @@ from tests.sync.conftest import add_reads, hq_reads, post_reads
 
 
 def _enabled(settings):
-    return settings.model_copy(update={"sync": settings.sync.model_copy(update={"enabled": True}),
-                                       "web": settings.web.model_copy(update={"port": 0})})
+    return settings.model_copy(
+        update={
+            "sync": settings.sync.model_copy(update={"enabled": True}),
+            "web": settings.web.model_copy(update={"port": 0}),
+        }
+    )
 
 
 def wait_for(check, timeout_s=15):
@@ -37,8 +42,9 @@ def test_the_service_pushes_in_the_background_when_enabled(settings, db, hq_serv
 
 def test_the_service_starts_no_pusher_when_disabled(settings, db):
     db.close()
-    service = PostService(settings.model_copy(update={"web": settings.web.model_copy(update={"port": 0})}),
-                          with_capture=False).start()
+    service = PostService(
+        settings.model_copy(update={"web": settings.web.model_copy(update={"port": 0})}), with_capture=False
+    ).start()
     try:
         assert service.pusher is None and "sync" not in [t.name for t in service._threads]
     finally:

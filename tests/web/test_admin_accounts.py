@@ -1,10 +1,12 @@
 """Accounts, training and the account review through the real app: each change an access record
 under the administrator's name, one-time passwords shown once, and the guards that keep an agency
 from locking itself out."""
+
 import datetime as dt
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from appliance import users
 from appliance.audit import system_actor, verify
@@ -41,10 +43,24 @@ def post(client, page_url, url, **data):
     return client.post(url, data={"csrf_token": token, **data})
 
 
-def create(client, username="officer.park", display_name="Dana Park", job_title="Patrol Officer",
-           organization="Demo Police Department", role="officer"):
-    return post(client, "/admin/accounts/new", "/admin/accounts/new", username=username, display_name=display_name,
-                job_title=job_title, organization=organization, role=role)
+def create(
+    client,
+    username="officer.park",
+    display_name="Dana Park",
+    job_title="Patrol Officer",
+    organization="Demo Police Department",
+    role="officer",
+):
+    return post(
+        client,
+        "/admin/accounts/new",
+        "/admin/accounts/new",
+        username=username,
+        display_name=display_name,
+        job_title=job_title,
+        organization=organization,
+        role=role,
+    )
 
 
 def one_time_password(html: str) -> str:
@@ -55,7 +71,7 @@ def one_time_password(html: str) -> str:
 
 def test_an_administrator_creates_an_account_that_must_change_its_one_time_password(app, settings, admin):
     form = admin.get("/admin/accounts/new").get_data(as_text=True)
-    assert 'value="Demo Police Department"' in form            # the post's agency is the default organization
+    assert 'value="Demo Police Department"' in form  # the post's agency is the default organization
     resp = create(admin)
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "Shown once" in html
@@ -64,9 +80,17 @@ def test_an_administrator_creates_an_account_that_must_change_its_one_time_passw
 
     made = user("officer.park")
     assert (made.display_name, made.job_title, made.role, made.must_change_password) == (
-        "Dana Park", "Patrol Officer", "officer", True)
+        "Dana Park",
+        "Patrol Officer",
+        "officer",
+        True,
+    )
     [rec] = records("user.add", "admin.ito")
-    assert rec.username == "admin.ito" and f'"user:{made.id}"' in rec.object_ids and '"job_title":"Patrol Officer"' in rec.details
+    assert (
+        rec.username == "admin.ito"
+        and f'"user:{made.id}"' in rec.object_ids
+        and '"job_title":"Patrol Officer"' in rec.details
+    )
     assert password not in rec.details
     # shown once: not on the list, the account page, nor carried in the session to the next page
     for url in ("/admin/accounts", f"/admin/accounts/{made.id}"):
@@ -75,10 +99,17 @@ def test_an_administrator_creates_an_account_that_must_change_its_one_time_passw
     newcomer = app.test_client()
     resp = sign_in(newcomer, "officer.park", password)
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/auth/password")
-    assert newcomer.get("/").headers["Location"].endswith("/auth/password")     # nothing else until it is changed
+    assert newcomer.get("/").headers["Location"].endswith("/auth/password")  # nothing else until it is changed
     page = newcomer.get("/auth/password").get_data(as_text=True)
-    resp = newcomer.post("/auth/password", data={"current": password, "new": "harbor kestrel 1987",
-                                                "confirm": "harbor kestrel 1987", "csrf_token": csrf(page)})
+    resp = newcomer.post(
+        "/auth/password",
+        data={
+            "current": password,
+            "new": "harbor kestrel 1987",
+            "confirm": "harbor kestrel 1987",
+            "csrf_token": csrf(page),
+        },
+    )
     assert resp.status_code == 302 and not user("officer.park").must_change_password
 
 
@@ -86,25 +117,29 @@ def test_account_creation_refuses_bad_input_and_duplicates_with_the_reason(admin
     resp = create(admin, username="Bad Name!")
     assert resp.status_code == 400 and "must be 2-40 lower-case letters" in resp.get_data(as_text=True)
     assert create(admin, username="officer.park").status_code == 200
-    resp = create(admin, username="OFFICER.PARK")           # names are folded to lower case, so this is the same one
+    resp = create(admin, username="OFFICER.PARK")  # names are folded to lower case, so this is the same one
     assert resp.status_code == 400 and "already exists" in resp.get_data(as_text=True)
     resp = create(admin, username="x.y", role="sheriff")
     assert resp.status_code == 400 and "Not a valid choice" in resp.get_data(as_text=True)
     resp = create(admin, username="x.z", job_title="")
     assert resp.status_code == 400
     assert [u.username for u in User.select().order_by(User.id)] == ["admin.ito", "officer.park"]
-    assert len(records("user.add")) == 2                    # the fixture's admin and officer.park
+    assert len(records("user.add")) == 2  # the fixture's admin and officer.park
 
 
 def test_training_is_recorded_checked_and_opens_plate_data(admin, account):
     officer = account("officer.lee", "officer")
     page = f"/admin/accounts/{officer.id}"
     url = f"/admin/accounts/{officer.id}/training"
-    bad = [({"completed_on": (TODAY + dt.timedelta(days=2)).isoformat(), "course": "POST ALPR 101"}, "in the future"),
-           ({"completed_on": TODAY.isoformat(), "course": "POST ALPR 101", "expires_on": TODAY.isoformat()},
-            "expiry date must be after the completion date"),
-           ({"completed_on": TODAY.isoformat(), "course": "  "}, "course"),
-           ({"completed_on": "11/02/2026", "course": "POST ALPR 101"}, "Not a valid date")]
+    bad = [
+        ({"completed_on": (TODAY + dt.timedelta(days=2)).isoformat(), "course": "POST ALPR 101"}, "in the future"),
+        (
+            {"completed_on": TODAY.isoformat(), "course": "POST ALPR 101", "expires_on": TODAY.isoformat()},
+            "expiry date must be after the completion date",
+        ),
+        ({"completed_on": TODAY.isoformat(), "course": "  "}, "course"),
+        ({"completed_on": "11/02/2026", "course": "POST ALPR 101"}, "Not a valid date"),
+    ]
     for data, message in bad:
         resp = post(admin, page, url, **data)
         assert resp.status_code == 400 and message in resp.get_data(as_text=True), data
@@ -115,7 +150,10 @@ def test_training_is_recorded_checked_and_opens_plate_data(admin, account):
     assert resp.status_code == 302
     trained = user("officer.lee")
     assert (trained.training_completed_on, trained.training_expires_on, trained.training_course) == (
-        done, done.replace(year=done.year + 1), "POST ALPR 101")          # default expiry: one year, as the CLI
+        done,
+        done.replace(year=done.year + 1),
+        "POST ALPR 101",
+    )  # default expiry: one year, as the CLI
     assert allowed(trained, "reads.search")
     [rec] = records("user.training")
     assert rec.username == "admin.ito" and '"course":"POST ALPR 101"' in rec.details
@@ -146,7 +184,7 @@ def test_password_reset_shows_a_new_one_time_password_and_unlocks(app, settings,
     officer = account("officer.lee", "officer")
     officer.locked_until = utcnow() + dt.timedelta(minutes=20)
     officer.save()
-    assert sign_in(app.test_client(), "officer.lee").status_code == 401        # locked
+    assert sign_in(app.test_client(), "officer.lee").status_code == 401  # locked
     resp = post(admin, f"/admin/accounts/{officer.id}", f"/admin/accounts/{officer.id}/password")
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "Password reset" in html and "unlocked" in html
@@ -155,7 +193,7 @@ def test_password_reset_shows_a_new_one_time_password_and_unlocks(app, settings,
     assert reset.locked_until is None and reset.must_change_password
     [rec] = records("user.password_reset")
     assert rec.username == "admin.ito" and f'"user:{officer.id}"' in rec.object_ids
-    assert sign_in(app.test_client(), "officer.lee").status_code == 401        # the old password is gone
+    assert sign_in(app.test_client(), "officer.lee").status_code == 401  # the old password is gone
     client = app.test_client()
     assert sign_in(client, "officer.lee", password).headers["Location"].endswith("/auth/password")
 
@@ -182,7 +220,7 @@ def test_the_last_active_administrator_stays(settings, account):
         users.set_active(system_actor(settings), "admin.one", False)
     assert user("admin.one").active
     users.set_active(system_actor(settings), "admin.two", True)
-    users.set_active(system_actor(settings), "admin.one", False)       # now another one remains
+    users.set_active(system_actor(settings), "admin.one", False)  # now another one remains
     assert [r.details for r in records("user.disable")] == ['{"username":"admin.two"}', '{"username":"admin.one"}']
 
 
@@ -190,19 +228,31 @@ def test_the_last_active_administrator_stays(settings, account):
 def test_accounts_pages_are_refused_to_everyone_but_administrators(app, settings, account, role):
     target = account("admin.ito", "admin")
     account("someone", role)
-    users.set_training(system_actor(settings), "someone", TODAY - dt.timedelta(days=1), "POST ALPR 101",
-                       TODAY + dt.timedelta(days=300))
+    users.set_training(
+        system_actor(settings), "someone", TODAY - dt.timedelta(days=1), "POST ALPR 101", TODAY + dt.timedelta(days=300)
+    )
     client = app.test_client()
     sign_in(client, "someone")
     token = csrf(client.get("/auth/password").get_data(as_text=True))
     for url in ("/admin/accounts", "/admin/accounts/new", "/admin/accounts/review", f"/admin/accounts/{target.id}"):
         assert client.get(url).status_code == 403, url
     for action in ("deactivate", "password", "training"):
-        resp = client.post(f"/admin/accounts/{target.id}/{action}",
-                           data={"csrf_token": token, "completed_on": TODAY.isoformat(), "course": "x"})
+        resp = client.post(
+            f"/admin/accounts/{target.id}/{action}",
+            data={"csrf_token": token, "completed_on": TODAY.isoformat(), "course": "x"},
+        )
         assert resp.status_code == 403, action
-    resp = client.post("/admin/accounts/new", data={"csrf_token": token, "username": "mole", "display_name": "M",
-                                                    "job_title": "x", "organization": "x", "role": "admin"})
+    resp = client.post(
+        "/admin/accounts/new",
+        data={
+            "csrf_token": token,
+            "username": "mole",
+            "display_name": "M",
+            "job_title": "x",
+            "organization": "x",
+            "role": "admin",
+        },
+    )
     assert resp.status_code == 403
     assert user("admin.ito").active and not User.select().where(User.username == "mole").exists()
     assert records("user.review") == [] and records("user.disable") == []
@@ -211,8 +261,13 @@ def test_accounts_pages_are_refused_to_everyone_but_administrators(app, settings
 def test_posts_without_the_csrf_token_are_refused(admin, account):
     officer = account("officer.lee", "officer")
     assert admin.post(f"/admin/accounts/{officer.id}/deactivate", data={"back": "account"}).status_code == 400
-    assert admin.post("/admin/accounts/new", data={"username": "x.y", "display_name": "X", "job_title": "x",
-                                                   "organization": "x", "role": "admin"}).status_code == 400
+    assert (
+        admin.post(
+            "/admin/accounts/new",
+            data={"username": "x.y", "display_name": "X", "job_title": "x", "organization": "x", "role": "admin"},
+        ).status_code
+        == 400
+    )
     assert user("officer.lee").active and records("user.disable") == []
 
 
@@ -230,13 +285,25 @@ def review_names(html: str, key: str) -> set[str]:
 
 def test_the_review_lists_unused_untrained_and_administrator_accounts(settings, admin, account):
     trained = (TODAY - dt.timedelta(days=200), "POST ALPR 101", TODAY + dt.timedelta(days=165))
-    for name, role in [("stale.signin", "officer"), ("never.old", "officer"), ("never.new", "officer"),
-                       ("recent", "officer"), ("expired", "dispatcher"), ("gone", "officer"), ("admin.two", "admin")]:
+    for name, role in [
+        ("stale.signin", "officer"),
+        ("never.old", "officer"),
+        ("never.new", "officer"),
+        ("recent", "officer"),
+        ("expired", "dispatcher"),
+        ("gone", "officer"),
+        ("admin.two", "admin"),
+    ]:
         account(name, role)
         if name != "never.new":
             users.set_training(system_actor(settings), name, *trained)
-    users.set_training(system_actor(settings), "expired", TODAY - dt.timedelta(days=400), "POST ALPR 101",
-                       TODAY - dt.timedelta(days=35))
+    users.set_training(
+        system_actor(settings),
+        "expired",
+        TODAY - dt.timedelta(days=400),
+        "POST ALPR 101",
+        TODAY - dt.timedelta(days=35),
+    )
     users.set_training(system_actor(settings), "admin.ito", *trained)
     _age("stale.signin", last_login_days=91, created_days=400)
     _age("never.old", created_days=120)
@@ -245,7 +312,7 @@ def test_the_review_lists_unused_untrained_and_administrator_accounts(settings, 
     _age("expired", last_login_days=2, created_days=400)
     _age("gone", last_login_days=200, created_days=400)
     _age("admin.two", last_login_days=3, created_days=400)
-    users.set_active(system_actor(settings), "gone", False)          # already deactivated: nothing to review
+    users.set_active(system_actor(settings), "gone", False)  # already deactivated: nothing to review
 
     html = admin.get("/admin/accounts/review").get_data(as_text=True)
     assert review_names(html, "stale") == {"stale.signin", "never.old"}
@@ -263,7 +330,7 @@ def test_the_review_lists_unused_untrained_and_administrator_accounts(settings, 
     assert '"reason":"account review"' in rec.details
     html = admin.get("/admin/accounts/review").get_data(as_text=True)
     assert review_names(html, "stale") == {"never.old"}
-    assert len(records("user.review")) == 3     # each look at the review is recorded (the POST's page was one)
+    assert len(records("user.review")) == 3  # each look at the review is recorded (the POST's page was one)
     assert verify().ok
 
 
@@ -280,15 +347,12 @@ def test_hostile_names_are_shown_as_text(app, admin, account):
     for html in pages:
         assert hostile not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[1]
-    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in pages[-1]      # job titles are on the public policy
-
-
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in pages[-1]  # job titles are on the public policy
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
 def test_browser_an_administrator_creates_an_account_and_records_its_training(live_server, account, page, artifacts):
-    from playwright.sync_api import expect
     account("admin.chen", "admin")
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(live_server + "/auth/login")
@@ -361,7 +425,7 @@ def test_an_untrained_administrator_is_sent_to_record_their_own_training(app, ac
     assert re.search(rf'<a href="/admin/accounts/{me.id}" id="record-own-training">Record your training</a>', page)
     assert "Ask the administrator" not in page
     assert "<li>Accounts and training records</li>" in page and "<li>accounts.manage</li>" not in page
-    assert client.get(f"/admin/accounts/{me.id}").status_code == 200     # the link works for them
+    assert client.get(f"/admin/accounts/{me.id}").status_code == 200  # the link works for them
 
     account("officer.new", "officer")
     other = app.test_client()
@@ -373,11 +437,11 @@ def test_an_untrained_administrator_is_sent_to_record_their_own_training(app, ac
 
 def test_a_new_account_starts_on_no_role_and_needs_one(admin):
     form = admin.get("/admin/accounts/new").get_data(as_text=True)
-    select = form[form.index('<select id="role"'):form.index("</select>")]
+    select = form[form.index('<select id="role"') : form.index("</select>")]
     first = re.search(r"<option[^>]*>[^<]*</option>", select).group(0)
     assert 'value=""' in first and "— choose a role —" in first
-    assert "selected" not in select                             # so the browser shows the first, empty one
-    assert "required" in select[:select.index(">")]
+    assert "selected" not in select  # so the browser shows the first, empty one
+    assert "required" in select[: select.index(">")]
     # The username rule sits under the username, before the next field.
     assert form.index('id="username"') < form.index('id="username-rule"') < form.index('for="display_name"')
     added = len(records("user.add"))

@@ -1,16 +1,21 @@
 """Alerts in the web UI: who sees what, the unconfirmed warning, acknowledgement, confirmation,
 images through the logged route, and the live stream."""
+
 import datetime as dt
 import json
 import re
 import threading
 import urllib.request
+from http.cookiejar import CookieJar
 
 import numpy as np
 import pytest
 
 from appliance import alerts, audit, hotlist, store
 from appliance.models import AccessRecord, Alert, AlertConfirmation, utcnow
+from appliance.service import PostService
+from tests.appliance.test_cli import free_port
+from tests.conftest import make_settings
 from tests.web.conftest import csrf, sign_in
 
 ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
@@ -19,14 +24,20 @@ ADMIN = audit.Actor("admin.chen", "Demo PD", "10.0.0.2")
 @pytest.fixture
 def alert(settings, db, tmp_path):
     path = tmp_path / "svs.csv"
-    path.write_text('plate,state,reason,entry_date,source_ref\n7ABC123,ca,<script>alert("x")</script> STOLEN,2026-11-20,S1\n')
+    path.write_text(
+        'plate,state,reason,entry_date,source_ref\n7ABC123,ca,<script>alert("x")</script> STOLEN,2026-11-20,S1\n'
+    )
     hotlist.import_csv(settings, path, "SVS", ADMIN)
     raised = []
     rng = np.random.default_rng(0)
-    store.save_read(settings, store.EvidenceStore(settings),
-                    store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.91, captured_at=utcnow()),
-                    rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (200, 300, 3), dtype=np.uint8),
-                    on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.91, captured_at=utcnow()),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+        rng.integers(0, 255, (200, 300, 3), dtype=np.uint8),
+        on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)),
+    )
     return raised[0]
 
 
@@ -52,7 +63,7 @@ def test_officer_sees_the_alert_with_the_warning_and_images(client, alert, train
 
 
 def test_untrained_and_unauthorised_accounts_get_no_plate_data(client, alert, account, trained):
-    account("officer.new", "officer")                  # no training recorded
+    account("officer.new", "officer")  # no training recorded
     sign_in(client, "officer.new")
     resp = client.get(f"/alerts/{alert.id}")
     assert resp.status_code == 403 and "training" in resp.get_data(as_text=True)
@@ -74,8 +85,10 @@ def test_dispatcher_acknowledges_but_cannot_confirm(client, alert, trained):
     assert resp.status_code == 302
     a = Alert.get_by_id(alert.id)
     assert a.acknowledged_by == "dispatch.ray" and a.status == "unconfirmed"
-    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": csrf(page), "outcome": "confirmed",
-                                                            "visual_compared": "y", "clets_verified": "y"})
+    resp = client.post(
+        f"/alerts/{alert.id}/confirm",
+        data={"csrf_token": csrf(page), "outcome": "confirmed", "visual_compared": "y", "clets_verified": "y"},
+    )
     assert resp.status_code == 403 and Alert.get_by_id(alert.id).status == "unconfirmed"
 
 
@@ -83,18 +96,37 @@ def test_officer_confirms_only_after_both_checks(client, alert, trained):
     trained("officer.lee", "officer")
     sign_in(client, "officer.lee")
     token = csrf(client.get(f"/alerts/{alert.id}").get_data(as_text=True))
-    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
-                                                            "visual_compared": "y"}, follow_redirects=True)
+    resp = client.post(
+        f"/alerts/{alert.id}/confirm",
+        data={"csrf_token": token, "outcome": "confirmed", "visual_compared": "y"},
+        follow_redirects=True,
+    )
     assert "AND verifying the entry through CLETS" in resp.get_data(as_text=True)
     assert Alert.get_by_id(alert.id).status == "unconfirmed"
-    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
-                                                            "visual_compared": "y", "clets_verified": "y",
-                                                            "case_number": "n/a"}, follow_redirects=True)
+    resp = client.post(
+        f"/alerts/{alert.id}/confirm",
+        data={
+            "csrf_token": token,
+            "outcome": "confirmed",
+            "visual_compared": "y",
+            "clets_verified": "y",
+            "case_number": "n/a",
+        },
+        follow_redirects=True,
+    )
     assert "not a case or incident number" in resp.get_data(as_text=True)
-    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": token, "outcome": "confirmed",
-                                                            "visual_compared": "y", "clets_verified": "y",
-                                                            "case_number": "26-004512", "note": "Stopped at 5th"},
-                       follow_redirects=True)
+    resp = client.post(
+        f"/alerts/{alert.id}/confirm",
+        data={
+            "csrf_token": token,
+            "outcome": "confirmed",
+            "visual_compared": "y",
+            "clets_verified": "y",
+            "case_number": "26-004512",
+            "note": "Stopped at 5th",
+        },
+        follow_redirects=True,
+    )
     assert "Recorded: Confirmed" in resp.get_data(as_text=True)
     assert Alert.get_by_id(alert.id).status == "confirmed"
     rec = records("alert.confirm")[-1]
@@ -105,15 +137,12 @@ def test_officer_confirms_only_after_both_checks(client, alert, trained):
 
 
 def test_live_stream_delivers_new_alerts_and_records_them(settings, db, alert, trained, tmp_path):
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
     trained("officer.lee", "officer")
     live = make_settings(settings.data_dir, web__port=free_port())
     service = PostService(live, with_capture=False).start()
     try:
         base = f"http://127.0.0.1:{live.web.port}"
-        from http.cookiejar import CookieJar
+
         jar = CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         page = opener.open(base + "/auth/login").read().decode()
@@ -123,12 +152,26 @@ def test_live_stream_delivers_new_alerts_and_records_them(settings, db, alert, t
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         assert stream.readline().startswith(b"retry:")
         stream.readline()
-        threading.Timer(0.5, lambda: service.bus.publish("alert", {
-            "id": alert.id, "read_id": alert.read_id, "plate": "7ABC123", "entry_plate": "7ABC123",
-            "reason": "STOLEN", "hotlist": "SVS", "score": 1.0, "match_kind": "exact", "status": "unconfirmed"})).start()
+        threading.Timer(
+            0.5,
+            lambda: service.bus.publish(
+                "alert",
+                {
+                    "id": alert.id,
+                    "read_id": alert.read_id,
+                    "plate": "7ABC123",
+                    "entry_plate": "7ABC123",
+                    "reason": "STOLEN",
+                    "hotlist": "SVS",
+                    "score": 1.0,
+                    "match_kind": "exact",
+                    "status": "unconfirmed",
+                },
+            ),
+        ).start()
         lines = [stream.readline() for _ in range(3)]
         assert lines[1] == b"event: alert\n"
-        assert json.loads(lines[2][len(b"data: "):])["entry_plate"] == "7ABC123"
+        assert json.loads(lines[2][len(b"data: ") :])["entry_plate"] == "7ABC123"
         stream.close()
     finally:
         service.stop()
@@ -141,10 +184,21 @@ def alert_on(settings, tmp_path, region, region_confidence=None, listed_state="c
     path.write_text(f"plate,state,reason,entry_date,source_ref\n8DEF456,{listed_state},STOLEN,2026-11-20,S2\n")
     hotlist.import_csv(settings, path, "SVS", ADMIN)
     raised = []
-    store.save_read(settings, store.EvidenceStore(settings),
-                    store.NewRead(plate_raw="8DEF456", plate="8DEF456", confidence=0.9, captured_at=utcnow(),
-                                  region=region, region_confidence=region_confidence),
-                    None, None, on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        store.NewRead(
+            plate_raw="8DEF456",
+            plate="8DEF456",
+            confidence=0.9,
+            captured_at=utcnow(),
+            region=region,
+            region_confidence=region_confidence,
+        ),
+        None,
+        None,
+        on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)),
+    )
     return raised[0]
 
 
@@ -152,27 +206,33 @@ def test_the_outcome_starts_empty_and_an_empty_outcome_records_nothing(client, a
     trained("officer.lee", "officer")
     sign_in(client, "officer.lee")
     page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
-    select = page[page.index('<select id="outcome"'):]
-    select = select[:select.index("</select>")]
+    select = page[page.index('<select id="outcome"') :]
+    select = select[: select.index("</select>")]
     assert re.search(r'<option value="">— choose the outcome —</option>', select) and "selected" not in select
-    assert "required" in select[:select.index(">")]
-    resp = client.post(f"/alerts/{alert.id}/confirm", data={"csrf_token": csrf(page), "outcome": "",
-                                                            "visual_compared": "y", "clets_verified": "y"},
-                       follow_redirects=True)
+    assert "required" in select[: select.index(">")]
+    resp = client.post(
+        f"/alerts/{alert.id}/confirm",
+        data={"csrf_token": csrf(page), "outcome": "", "visual_compared": "y", "clets_verified": "y"},
+        follow_redirects=True,
+    )
     assert resp.status_code == 200
     assert "Outcome: choose the outcome of your verification; nothing was recorded." in resp.get_data(as_text=True)
     assert Alert.get_by_id(alert.id).status == "unconfirmed" and AlertConfirmation.select().count() == 0
     assert records("alert.confirm") == []
-    assert client.post(f"/alerts/{alert.id}/confirm", data={"outcome": ""}).status_code == 400    # no CSRF token
+    assert client.post(f"/alerts/{alert.id}/confirm", data={"outcome": ""}).status_code == 400  # no CSRF token
 
 
-@pytest.mark.parametrize("region, confidence, shown, differs", [
-    ("tx", 0.62, "TX (confidence 0.62)", True),
-    ("ca", 0.88, "CA (confidence 0.88)", False),
-    (None, None, "not told by the reader", False),
-])
-def test_the_alert_shows_the_state_read_beside_the_listed_one(client, settings, db, tmp_path, trained,
-                                                              region, confidence, shown, differs):
+@pytest.mark.parametrize(
+    "region, confidence, shown, differs",
+    [
+        ("tx", 0.62, "TX (confidence 0.62)", True),
+        ("ca", 0.88, "CA (confidence 0.88)", False),
+        (None, None, "not told by the reader", False),
+    ],
+)
+def test_the_alert_shows_the_state_read_beside_the_listed_one(
+    client, settings, db, tmp_path, trained, region, confidence, shown, differs
+):
     raised = alert_on(settings, tmp_path, region, confidence)
     trained("officer.lee", "officer")
     sign_in(client, "officer.lee")
@@ -180,7 +240,10 @@ def test_the_alert_shows_the_state_read_beside_the_listed_one(client, settings, 
     assert re.search(r"8DEF456 CA</dd>\s*<dt>State read</dt><dd id=\"read-state\">" + re.escape(shown), page)
     assert ('id="state-differs"' in page) is differs
     if differs:
-        assert "the list has\n      CA, the reader guessed TX" in page and "check\n      the plate's state through CLETS" in page
+        assert (
+            "the list has\n      CA, the reader guessed TX" in page
+            and "check\n      the plate's state through CLETS" in page
+        )
 
 
 def test_alert_search_and_live_name_the_camera_alike(client, settings, alert, trained):
@@ -189,23 +252,41 @@ def test_alert_search_and_live_name_the_camera_alike(client, settings, alert, tr
     page = client.get(f"/alerts/{alert.id}").get_data(as_text=True)
     assert "camera Camera 1</dd>" in page and "cam-1" not in page
     live = client.get("/live")
-    client.post("/live/purpose", data={"purpose": "STOLEN-VEH", "case_number": "26-004512",
-                                       "csrf_token": csrf(live.get_data(as_text=True))})
+    client.post(
+        "/live/purpose",
+        data={"purpose": "STOLEN-VEH", "case_number": "26-004512", "csrf_token": csrf(live.get_data(as_text=True))},
+    )
     assert '<td data-label="Camera">Camera 1</td>' in client.get("/live").get_data(as_text=True)
     form = client.get("/reads/search").get_data(as_text=True)
-    results = client.post("/reads/search", data={
-        "plate": "7ABC123", "mode": "exact", "purpose": "STOLEN-VEH", "case_number": "26-004512",
-        "csrf_token": csrf(form)}).get_data(as_text=True)
+    results = client.post(
+        "/reads/search",
+        data={
+            "plate": "7ABC123",
+            "mode": "exact",
+            "purpose": "STOLEN-VEH",
+            "case_number": "26-004512",
+            "csrf_token": csrf(form),
+        },
+    ).get_data(as_text=True)
     assert "7ABC123" in results and "<td>Camera 1</td>" in results and "<td>cam-1</td>" not in results
 
 
 def test_a_repeat_says_so_and_links_the_alert_sent(client, alert, settings, trained):
     """The same car read again 2 min later: its alert is listed, unconfirmed, as a repeat of the first."""
     raised = []
-    store.save_read(settings, store.EvidenceStore(settings),
-                    store.NewRead(plate_raw="7ABC123", plate="7ABC123", confidence=0.9,
-                                  captured_at=alert.read.captured_at + dt.timedelta(minutes=2)),
-                    None, None, on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        store.NewRead(
+            plate_raw="7ABC123",
+            plate="7ABC123",
+            confidence=0.9,
+            captured_at=alert.read.captured_at + dt.timedelta(minutes=2),
+        ),
+        None,
+        None,
+        on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)),
+    )
     [again] = raised
     assert again.repeat_of_id == alert.id
     trained("officer.lee", "officer")

@@ -1,5 +1,6 @@
 """The access log pages through the real app: filters, keyset pages, verification after tampering
 with the real file, exports and reports; each view an access record; everyone else refused."""
+
 import csv
 import datetime as dt
 import io
@@ -22,8 +23,10 @@ def auditor(trained, db):
 
 
 def views():
-    return [json.loads(r.query) for r in AccessRecord.select().where(AccessRecord.action == "audit.view")
-            .order_by(AccessRecord.seq)]
+    return [
+        json.loads(r.query)
+        for r in AccessRecord.select().where(AccessRecord.action == "audit.view").order_by(AccessRecord.seq)
+    ]
 
 
 def shown(html):
@@ -47,22 +50,29 @@ def test_log_newest_first_and_recorded(client, auditor):
     assert resp.status_code == 200
     html = resp.get_data(as_text=True)
     got = shown(html)
-    assert got == sorted(got, reverse=True) and got[0] == audit.head()[0] - 1   # its own record comes after
+    assert got == sorted(got, reverse=True) and got[0] == audit.head()[0] - 1  # its own record comes after
     assert "8XYZ999" in html
     assert views() == [{}]
 
 
-@pytest.mark.parametrize("fields,where", [
-    ({"username": "bob"}, AccessRecord.username == "bob"),
-    ({"action": "read.search"}, AccessRecord.action == "read.search"),
-    ({"action": "hotlist.*"}, AccessRecord.action.startswith("hotlist.")),
-    ({"query": "3ccc"}, AccessRecord.query.contains("3CCC")),
-    ({"purpose": "WANTED"}, AccessRecord.purpose_code == "WANTED"),
-    ({"since": "2025-02-10T12:00", "until": "2025-02-10T15:00"},              # typed in Los Angeles (PST)
-     (AccessRecord.at >= "2025-02-10T20:00") & (AccessRecord.at < "2025-02-10T23:01")),     # all of 15:00
-    ({"username": "alice", "purpose": "STOLEN-VEH"},
-     (AccessRecord.username == "alice") & (AccessRecord.purpose_code == "STOLEN-VEH")),
-])
+@pytest.mark.parametrize(
+    "fields,where",
+    [
+        ({"username": "bob"}, AccessRecord.username == "bob"),
+        ({"action": "read.search"}, AccessRecord.action == "read.search"),
+        ({"action": "hotlist.*"}, AccessRecord.action.startswith("hotlist.")),
+        ({"query": "3ccc"}, AccessRecord.query.contains("3CCC")),
+        ({"purpose": "WANTED"}, AccessRecord.purpose_code == "WANTED"),
+        (
+            {"since": "2025-02-10T12:00", "until": "2025-02-10T15:00"},  # typed in Los Angeles (PST)
+            (AccessRecord.at >= "2025-02-10T20:00") & (AccessRecord.at < "2025-02-10T23:01"),
+        ),  # all of 15:00
+        (
+            {"username": "alice", "purpose": "STOLEN-VEH"},
+            (AccessRecord.username == "alice") & (AccessRecord.purpose_code == "STOLEN-VEH"),
+        ),
+    ],
+)
 def test_filters_return_the_right_records_and_are_recorded(client, auditor, fields, where):
     sign_in(client, "auditor.kim")
     expected = seqs(where)
@@ -78,7 +88,7 @@ def test_filters_return_the_right_records_and_are_recorded(client, auditor, fiel
 
 def test_keyset_pages(client, auditor):
     with dbmod.write():
-        for i in range(60):
+        for _ in range(60):
             audit.record("auth.logout", audit.Actor("pager", "Demo Police Department"))
     sign_in(client, "auditor.kim")
     first = filter_log(client, username="pager").get_data(as_text=True)
@@ -98,7 +108,7 @@ def test_bad_filter_is_refused_without_records(client, auditor):
     sign_in(client, "auditor.kim")
     resp = filter_log(client, since="2025-02-11T00:00", until="2025-02-10T00:00")
     assert resp.status_code == 400 and "before" in resp.get_data(as_text=True)
-    assert views() == [{}]      # only the GET that fetched the form
+    assert views() == [{}]  # only the GET that fetched the form
 
 
 @pytest.mark.parametrize("role", ["officer", "dispatcher", "technician"])
@@ -106,9 +116,16 @@ def test_others_are_refused(client, account, db, role):
     account("someone", role)
     sign_in(client, "someone")
     token = csrf(client.get("/auth/password").get_data(as_text=True))
-    for method, url in [("get", "/audit/"), ("post", "/audit/"), ("post", "/audit/verify"), ("get", "/audit/export"),
-                        ("post", "/audit/export"), ("get", "/audit/reports"),
-                        ("get", "/audit/reports/quarterly/2025-Q1"), ("get", "/audit/reports/annual/2025")]:
+    for method, url in [
+        ("get", "/audit/"),
+        ("post", "/audit/"),
+        ("post", "/audit/verify"),
+        ("get", "/audit/export"),
+        ("post", "/audit/export"),
+        ("get", "/audit/reports"),
+        ("get", "/audit/reports/quarterly/2025-Q1"),
+        ("get", "/audit/reports/annual/2025"),
+    ]:
         resp = getattr(client, method)(url, data={"csrf_token": token} if method == "post" else None)
         assert resp.status_code == 403, (role, url)
     assert views() == [] and AccessRecord.select().where(AccessRecord.action.startswith("audit.")).count() == 0
@@ -193,7 +210,7 @@ def test_bundle_export_verifies_with_the_post_key(client, auditor, settings):
     checked = bundle.verify(resp.get_data(), key)
     assert checked.ok and checked.count == 17
     assert json.loads(AccessRecord.get(AccessRecord.action == "audit.export").details)["format"] == "bundle"
-    assert not list(settings.data_dir.glob("waypost-export-*"))      # the temporary file is gone
+    assert not list(settings.data_dir.glob("waypost-export-*"))  # the temporary file is gone
 
 
 def test_export_refuses_a_backwards_period(client, auditor):
@@ -211,7 +228,7 @@ def test_quarterly_report_page_renders_for_an_auditor(client, auditor):
     assert re.search(r'id="total-searches">6<', html) and re.search(r'id="total-empty">3', html)
     assert 'id="user-alice"' in html and 'id="purpose-CRIME-INV"' in html and 'id="chain-ok"' in html
     assert html.count("<svg") == 2 and "<rect" in html
-    assert "style=" not in html and "<script>" not in html.replace('<script src=', '')
+    assert "style=" not in html and "<script>" not in html.replace("<script src=", "")
     assert "reports.css" in html
     printable = client.get("/audit/reports/quarterly/2025-Q1?print=1").get_data(as_text=True)
     assert 'id="total-searches">6<' in printable and "<nav" not in printable and "<svg" in printable
@@ -231,4 +248,8 @@ def test_annual_report_and_index(client, auditor, settings):
     assert resp.status_code == 200 and 'id="total-sharing">2<' in html and html.count("<svg") == 3
     assert 'id="total-reads">2<' in html and 'id="total-misreads">1 (100.0% of hits)' in html
     assert client.get("/audit/reports/quarterly/2025-Q9").status_code == 404
-    assert client.get("/audit/reports/go?kind=annual&period=2025").headers["Location"].endswith("/audit/reports/annual/2025")
+    assert (
+        client.get("/audit/reports/go?kind=annual&period=2025")
+        .headers["Location"]
+        .endswith("/audit/reports/annual/2025")
+    )

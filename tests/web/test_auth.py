@@ -22,7 +22,7 @@ def test_sign_in_and_out_are_recorded(client, account):
     assert resp.status_code == 302 and resp.headers["Location"] == "/"
     page = client.get("/").get_data(as_text=True)
     assert "Welcome, Officer.Lee" in page
-    assert "training-required" in page     # an officer without training is told why
+    assert "training-required" in page  # an officer without training is told why
     resp = client.post("/auth/logout", data={"csrf_token": csrf(page)})
     assert resp.status_code == 302
     assert client.get("/").status_code == 302
@@ -45,7 +45,7 @@ def test_lockout_after_five_failures_for_thirty_minutes(client, account):
     account()
     for _ in range(5):
         resp = sign_in(client, "officer.lee", "not the password")
-    assert users.REFUSED in resp.get_data(as_text=True)    # the same answer as for an unknown name
+    assert users.REFUSED in resp.get_data(as_text=True)  # the same answer as for an unknown name
     user = User.get(User.username == "officer.lee")
     assert dt.timedelta(minutes=29) < user.locked_until - utcnow() <= dt.timedelta(minutes=30)
     resp = sign_in(client, "officer.lee")  # right password, still locked
@@ -69,11 +69,19 @@ def test_first_sign_in_forces_a_password_change(client, account):
     assert resp.headers["Location"] == "/auth/password"
     assert client.get("/").headers["Location"] == "/auth/password"
     page = client.get("/auth/password").get_data(as_text=True)
-    short = client.post("/auth/password", data={"current": PASSWORD, "new": "short", "confirm": "short",
-                                                 "csrf_token": csrf(page)})
+    short = client.post(
+        "/auth/password", data={"current": PASSWORD, "new": "short", "confirm": "short", "csrf_token": csrf(page)}
+    )
     assert "at least 12 characters" in short.get_data(as_text=True)
-    resp = client.post("/auth/password", data={"current": PASSWORD, "new": "a much better passphrase",
-                                                "confirm": "a much better passphrase", "csrf_token": csrf(page)})
+    resp = client.post(
+        "/auth/password",
+        data={
+            "current": PASSWORD,
+            "new": "a much better passphrase",
+            "confirm": "a much better passphrase",
+            "csrf_token": csrf(page),
+        },
+    )
     assert resp.status_code == 302 and resp.headers["Location"] == "/"
     assert client.get("/").status_code == 200
     assert "auth.password_change" in actions()

@@ -1,7 +1,18 @@
 """The sign-in journey in a real browser (Debian's chromium driven by Playwright)."""
-import pytest
 
-from appliance import users
+import datetime as dt
+
+import pytest
+from playwright.sync_api import expect
+
+from appliance import audit, users
+from appliance import db as dbmod
+from appliance.audit import system_actor
+from appliance.bootstrap import bootstrap
+from appliance.models import AccessRecord, Read
+from appliance.service import PostService
+from tests.appliance.test_cli import free_port
+from tests.conftest import make_settings
 from tests.web.conftest import CHROMIUM, PASSWORD
 
 pytestmark = [
@@ -33,7 +44,6 @@ def test_first_sign_in_change_password_and_sign_out(live_server, account, page, 
     assert page.locator("#training-required").is_visible()
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
 
-    from playwright.sync_api import expect
     page.click("text=Sign out")
     page.wait_for_url("**/auth/login")
     expect(page.locator("main")).to_contain_text("You are signed out.")
@@ -45,26 +55,32 @@ def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path,
     """The whole officer journey against a running post with the demo street and the shipped
     models: sign in, state a purpose, see a hotlist alert arrive live, run a purpose-bound
     wildcard search, open a read with its images. Every step leaves its access record."""
-    import datetime as dt
 
-    from appliance import audit, users
-    from appliance import db as dbmod
-    from appliance.audit import system_actor
-    from appliance.bootstrap import bootstrap
-    from appliance.models import AccessRecord, Read
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
-
-    settings = make_settings(tmp_path / "post", web__port=free_port(), capture__type="demo",
-                             capture__demo_vehicles_per_min=30, recognizer__threads=1)
+    settings = make_settings(
+        tmp_path / "post",
+        web__port=free_port(),
+        capture__type="demo",
+        capture__demo_vehicles_per_min=30,
+        recognizer__threads=1,
+    )
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
-        users.add(system_actor(settings), username="officer.diaz", display_name="Officer Diaz",
-                  organization=settings.post.agency, role="officer", password=PASSWORD,
-                  must_change_password=False)
-        users.set_training(system_actor(settings), "officer.diaz", completed_on=dt.date.today() - dt.timedelta(days=5),
-                           expires_on=dt.date.today() + dt.timedelta(days=360), course="POST ALPR 101")
+        users.add(
+            system_actor(settings),
+            username="officer.diaz",
+            display_name="Officer Diaz",
+            organization=settings.post.agency,
+            role="officer",
+            password=PASSWORD,
+            must_change_password=False,
+        )
+        users.set_training(
+            system_actor(settings),
+            "officer.diaz",
+            completed_on=dt.date.today() - dt.timedelta(days=5),
+            expires_on=dt.date.today() + dt.timedelta(days=360),
+            course="POST ALPR 101",
+        )
     service = PostService(settings).start()
     base = f"http://127.0.0.1:{settings.web.port}"
     try:
@@ -92,7 +108,7 @@ def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path,
         page.wait_for_url("**/reads/search")
         page.fill("#plate", plate[:3] + "*")
         page.select_option("#mode", "wildcard")
-        assert page.input_value("#case_number") == "26-017734"          # the stated purpose carries over
+        assert page.input_value("#case_number") == "26-017734"  # the stated purpose carries over
         page.click("#search")
         page.locator("#result-table tbody tr").first.wait_for()
         assert plate in page.locator("#result-table").inner_text()
@@ -102,7 +118,7 @@ def test_officer_watches_a_demo_alert_arrive_searches_and_opens_a_read(tmp_path,
         assert page.locator("h1 .plate").inner_text() == plate
         crop = page.locator("#crop")
         crop.wait_for()
-        from playwright.sync_api import expect
+
         expect(crop).to_have_js_property("complete", True)
         assert crop.evaluate("img => img.naturalWidth") > 0
         page.screenshot(path=str(artifacts / "3-read-detail.png"), full_page=True)

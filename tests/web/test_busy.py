@@ -6,6 +6,7 @@ A search writes its access record in the transaction that reads, so it needs the
 waits for it (busy timeout); if it still cannot have it the officer gets 503 "busy, try again"
 with Retry-After, nothing is shown and nothing is recorded. The waits are printed (pytest -s),
 not asserted against a clock."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,16 +24,18 @@ from http.cookiejar import CookieJar
 
 import pytest
 
-from appliance import audit, bundle, hotlist, users
+from appliance import audit, bundle, hotlist, retention, users
 from appliance import db as dbmod
 from appliance.audit import system_actor
+from appliance.bench import data as bench_data
 from appliance.bootstrap import bootstrap
-from appliance.models import AccessRecord
+from appliance.models import AccessRecord, Hotlist, HotlistEntry
 from sync import hq, post
 from sync.hq import search as hq_search
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
 from tests.web.conftest import PASSWORD, csrf
+from web import create_app
 from web.hq import create_hq_app
 from web.server import WebServer
 
@@ -54,8 +57,9 @@ class Held:
     """The write lock of a database file, held by another process until release()."""
 
     def __init__(self, path):
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout.readline().strip() == "held"
 
     def release(self) -> None:
@@ -86,7 +90,9 @@ class Browser:
 
     def sign_in(self, username: str) -> None:
         _, _, page = self.request("/auth/login")
-        status, _, _ = self.request("/auth/login", {"username": username, "password": PASSWORD, "csrf_token": csrf(page)})
+        status, _, _ = self.request(
+            "/auth/login", {"username": username, "password": PASSWORD, "csrf_token": csrf(page)}
+        )
         assert status == 200
 
     def form(self, path: str) -> str:
@@ -108,8 +114,15 @@ def _records(settings, action: str) -> list[AccessRecord]:
 def _trained_officer(settings, username="officer.lee") -> None:
     actor = system_actor(settings)
     with dbmod.connection():
-        users.add(actor, username=username, display_name=username, organization="PD", role="officer",
-                  password=PASSWORD, must_change_password=False)
+        users.add(
+            actor,
+            username=username,
+            display_name=username,
+            organization="PD",
+            role="officer",
+            password=PASSWORD,
+            must_change_password=False,
+        )
         users.set_training(actor, username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
 
 
@@ -120,6 +133,7 @@ def _serve(app):
 
 # --- the post -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def post_site(tmp_path):
     """The post's app served over HTTP with three reads, an officer signed in at the search form.
@@ -129,7 +143,7 @@ def post_site(tmp_path):
     with dbmod.connection():
         add_reads(settings, 3, actor=False)
     _trained_officer(settings)
-    from web import create_app
+
     server, base = _serve(create_app(settings))
     browser = Browser(base)
     browser.sign_in("officer.lee")
@@ -148,13 +162,15 @@ def test_a_search_held_out_by_a_long_write_is_told_to_try_again(post_site):
     settings, browser = post_site
     with Held(settings.db_path):
         status, headers, page, waited = _post_search(browser)
-    print(f"\npost search against a held write lock: HTTP {status} after {waited:.2f} s "
-          f"(busy timeout {settings.storage.busy_timeout_ms} ms)")
+    print(
+        f"\npost search against a held write lock: HTTP {status} after {waited:.2f} s "
+        f"(busy timeout {settings.storage.busy_timeout_ms} ms)"
+    )
     assert status == 503, page[:2000]
     assert int(headers["Retry-After"]) > 0
     assert "busy" in page and "try again" in page
-    assert "7ABC00" not in page                 # no data without its access record...
-    assert _records(settings, "read.search") == []      # ...and no record of a search that did not run
+    assert "7ABC00" not in page  # no data without its access record...
+    assert _records(settings, "read.search") == []  # ...and no record of a search that did not run
     status, _, page, waited = _post_search(browser)
     print(f"the same search after the write committed: HTTP {status} after {waited:.2f} s")
     assert status == 200 and "7ABC00" in page
@@ -164,23 +180,25 @@ def test_a_search_held_out_by_a_long_write_is_told_to_try_again(post_site):
 
 
 def test_a_search_waits_for_a_write_shorter_than_the_busy_timeout(tmp_path):
-    settings = make_settings(tmp_path / "data")           # the shipped busy timeout
+    settings = make_settings(tmp_path / "data")  # the shipped busy timeout
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
         add_reads(settings, 3, actor=False)
     _trained_officer(settings)
-    from web import create_app
+
     server, base = _serve(create_app(settings))
     try:
         browser = Browser(base)
         browser.sign_in("officer.lee")
         held = Held(settings.db_path)
-        threading.Timer(0.5, held.release).start()     # a write a tenth of the busy timeout long
+        threading.Timer(0.5, held.release).start()  # a write a tenth of the busy timeout long
         status, _, page, waited = _post_search(browser)
     finally:
         server.stop()
-    print(f"\npost search behind a 0.5 s write: HTTP {status} after {waited:.2f} s "
-          f"(busy timeout {settings.storage.busy_timeout_ms} ms)")
+    print(
+        f"\npost search behind a 0.5 s write: HTTP {status} after {waited:.2f} s "
+        f"(busy timeout {settings.storage.busy_timeout_ms} ms)"
+    )
     assert status == 200 and "7ABC00" in page
     assert len(_records(settings, "read.search")) == 1
 
@@ -190,15 +208,17 @@ def _hotlist_csv(path, n: int, seed: int = 1):
     with path.open("w") as f:
         f.write("plate,state,reason,entry_date,source_ref\n")
         for i in range(n):
-            f.write(f"{rng.randrange(1, 10)}{''.join(rng.choices('ABCDEFGHJKLMNPRSTUVWXYZ', k=3))}"
-                    f"{rng.randrange(1000):03d},ca,STOLEN VEHICLE,2026-11-20,SVS-{i}\n")
+            f.write(
+                f"{rng.randrange(1, 10)}{''.join(rng.choices('ABCDEFGHJKLMNPRSTUVWXYZ', k=3))}"
+                f"{rng.randrange(1000):03d},ca,STOLEN VEHICLE,2026-11-20,SVS-{i}\n"
+            )
     return path
 
 
 def _search_while(settings, job) -> list[tuple[int, float]]:
     """Run `job` (a long write) in a thread while a signed-in officer searches over HTTP, one search
     after another until it ends. Returns each search's (status, seconds waited)."""
-    from web import create_app
+
     server, base = _serve(create_app(settings))
     answers, done = [], threading.Event()
 
@@ -208,6 +228,7 @@ def _search_while(settings, job) -> list[tuple[int, float]]:
                 job()
         finally:
             done.set()
+
     try:
         browser = Browser(base)
         browser.sign_in("officer.lee")
@@ -236,15 +257,16 @@ def test_searches_go_on_during_a_large_hotlist_import(tmp_path):
     t0 = time.perf_counter()
     answers = _search_while(settings, lambda: hotlist.import_csv(settings, second, "SVS", actor))
     took = time.perf_counter() - t0
-    print(f"\nhotlist import of 60,000 entries took {took:.1f} s; {len(answers)} searches meanwhile, "
-          f"statuses {sorted({s for s, _ in answers})}, longest {max(w for _, w in answers):.2f} s")
+    print(
+        f"\nhotlist import of 60,000 entries took {took:.1f} s; {len(answers)} searches meanwhile, "
+        f"statuses {sorted({s for s, _ in answers})}, longest {max(w for _, w in answers):.2f} s"
+    )
     assert answers and all(status == 200 for status, _ in answers), answers
     assert len(_records(settings, "read.search")) == len(answers)
     with dbmod.connection():
-        from appliance.models import Hotlist, HotlistEntry
         [svs] = [h for h in Hotlist.select() if h.name == "SVS"]
         assert svs.source == "b.csv" and svs.entry_count == 60_000
-        assert HotlistEntry.select().count() == 60_000         # the old list is gone, all of it
+        assert HotlistEntry.select().count() == 60_000  # the old list is gone, all of it
         assert audit.verify().ok
 
 
@@ -252,26 +274,28 @@ def test_searches_go_on_during_a_retention_purge(tmp_path):
     """A purge of about 20,000 reads while an officer searches: every search is answered, each
     waiting at most about one batch (the purge's batches are paced and leave the lock free
     between them)."""
-    from appliance import retention
-    from appliance.bench import data as bench_data
+
     settings = make_settings(tmp_path / "data", storage__busy_timeout_ms=3000, retention__read_days=183)
     bootstrap(settings, create_admin=False)
     with dbmod.connection():
         bench_data.fill(settings, 40_000)
-        add_reads(settings, 3, actor=False)           # today's: kept, and what the officer finds
+        add_reads(settings, 3, actor=False)  # today's: kept, and what the officer finds
     _trained_officer(settings)
     result = {}
     answers = _search_while(settings, lambda: result.update(run=retention.run(settings, system_actor(settings))))
     run = result["run"]
-    print(f"\nretention purge of {run.reads:,} reads in {run.batches} batches took {run.seconds:.1f} s; "
-          f"{len(answers)} searches meanwhile, statuses {sorted({s for s, _ in answers})}, "
-          f"longest {max(w for _, w in answers):.2f} s")
+    print(
+        f"\nretention purge of {run.reads:,} reads in {run.batches} batches took {run.seconds:.1f} s; "
+        f"{len(answers)} searches meanwhile, statuses {sorted({s for s, _ in answers})}, "
+        f"longest {max(w for _, w in answers):.2f} s"
+    )
     assert run.reads > 15_000 and answers
     assert all(status == 200 for status, _ in answers), answers
     assert len(_records(settings, "read.search")) == len(answers)
 
 
 # --- headquarters -----------------------------------------------------------------------------------
+
 
 @contextmanager
 def _hq_and_post(tmp_path):
@@ -293,19 +317,20 @@ def _hq_and_post(tmp_path):
 
 @pytest.fixture
 def hq_site(tmp_path):
-    """Headquarters on SQLite with a post's five reads (three indexed for the search), its pages served over HTTP, an officer
-    signed in. Yields (hq database path, accounts settings, browser)."""
+    """Headquarters on SQLite with a post's five reads (three indexed for the search), its pages served
+    over HTTP, an officer signed in. Yields (hq database path, accounts settings, browser)."""
     with _hq_and_post(tmp_path) as (target, s):
         with dbmod.connection():
             add_reads(s, 3, actor=False)
             assert post.push(s).reads == 3
         with hq.hq_database.connection_context():
             hq_search.catch_up()
-        with dbmod.connection():            # stored, not yet indexed: the indexer thread's next tick
+        with dbmod.connection():  # stored, not yet indexed: the indexer thread's next tick
             add_reads(s, 2, seed=1, actor=False)
             assert post.push(s).reads == 2
-    settings = make_settings(tmp_path / "hq-data", post__id="hq", post__name="Headquarters",
-                             storage__busy_timeout_ms=300)
+    settings = make_settings(
+        tmp_path / "hq-data", post__id="hq", post__name="Headquarters", storage__busy_timeout_ms=300
+    )
     bootstrap(settings, create_admin=False)
     _trained_officer(settings)
     server, base = _serve(create_hq_app(str(target), settings=settings))
@@ -337,7 +362,7 @@ def test_hq_search_answers_while_a_batch_is_being_stored(hq_site):
     assert 'id="index-behind"' in page and "7ABC01" not in page
     [rec] = _records(settings, "read.search")
     assert rec.result_count == 3
-    status, _, page, _ = _hq_search(browser)        # the batch committed: indexed now, found
+    status, _, page, _ = _hq_search(browser)  # the batch committed: indexed now, found
     assert status == 200 and {"7ABC010", "7ABC011"} <= set(re.findall(r"7ABC01\d", page))
     assert 'id="index-behind"' not in page
 
@@ -368,7 +393,7 @@ def test_a_batch_pushed_while_headquarters_is_held_is_told_busy_in_json_and_sent
             message = str(refused.value)
             print(f"\npush while headquarters is held: {message}")
             assert "503" in message and "busy with another write; nothing was stored" in message
-            assert "<" not in message                       # no HTML quoted
+            assert "<" not in message  # no HTML quoted
             with hq.hq_database.connection_context():
                 assert hq.HQRead.select().count() == 0
             assert post.push(s).reads == 2

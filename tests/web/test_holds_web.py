@@ -1,5 +1,6 @@
 """Legal holds through the real app: placed from the read page, listed, opened, released only by
 an administrator, every step an access record."""
+
 import datetime as dt
 import json
 import re
@@ -14,8 +15,11 @@ from appliance.store import EvidenceStore, NewRead, save_read
 from tests.web.conftest import csrf, sign_in
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, 0)
-TRAINING = {"completed_on": dt.date.today() - dt.timedelta(days=10),
-            "expires_on": dt.date.today() + dt.timedelta(days=300), "course": "POST ALPR 101"}
+TRAINING = {
+    "completed_on": dt.date.today() - dt.timedelta(days=10),
+    "expires_on": dt.date.today() + dt.timedelta(days=300),
+    "course": "POST ALPR 101",
+}
 
 
 @pytest.fixture
@@ -24,8 +28,9 @@ def stored(settings, db):
     out = {}
     for i, plate in enumerate(["7ABC123", "7ABC128", "5LMN432"]):
         new = NewRead(plate_raw=plate, plate=plate, confidence=0.9, captured_at=T0 + dt.timedelta(minutes=i))
-        out[plate] = save_read(settings, EvidenceStore(settings), new,
-                               rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None)
+        out[plate] = save_read(
+            settings, EvidenceStore(settings), new, rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None
+        )
     return out
 
 
@@ -42,16 +47,20 @@ def records(action):
 
 def state_purpose(client, read_id, case="2026-004512"):
     page = client.get(f"/reads/{read_id}")
-    return client.post(f"/reads/{read_id}", data={"purpose": "CRIME-INV", "case_number": case,
-                                                  "csrf_token": csrf(page.get_data(as_text=True))})
+    return client.post(
+        f"/reads/{read_id}",
+        data={"purpose": "CRIME-INV", "case_number": case, "csrf_token": csrf(page.get_data(as_text=True))},
+    )
 
 
 def place_from_read_page(client, read_id, case="2026-004512", reason="Vehicle seen leaving a robbery"):
     page = client.get(f"/reads/{read_id}").get_data(as_text=True)
     assert 'id="hold-form"' in page
-    form = page[page.index('id="hold-form"'):]
-    return client.post(f"/holds/read/{read_id}", data={"purpose": "CRIME-INV", "case_number": case, "reason": reason,
-                                                       "csrf_token": csrf(form)})
+    form = page[page.index('id="hold-form"') :]
+    return client.post(
+        f"/holds/read/{read_id}",
+        data={"purpose": "CRIME-INV", "case_number": case, "reason": reason, "csrf_token": csrf(form)},
+    )
 
 
 def test_an_officer_places_a_hold_from_the_read_page(app, people, stored):
@@ -87,8 +96,15 @@ def test_those_who_may_not_hold_get_no_form_and_a_refusal(app, settings, people,
     client = app.test_client()
     sign_in(client, "dispatch.kim")
     token = csrf(client.get("/auth/password").get_data(as_text=True))
-    resp = client.post(f"/holds/read/{read.id}", data={"purpose": "CRIME-INV", "case_number": "2026-004512",
-                                                       "reason": "Vehicle seen leaving a robbery", "csrf_token": token})
+    resp = client.post(
+        f"/holds/read/{read.id}",
+        data={
+            "purpose": "CRIME-INV",
+            "case_number": "2026-004512",
+            "reason": "Vehicle seen leaving a robbery",
+            "csrf_token": token,
+        },
+    )
     assert resp.status_code == 403
     assert client.get("/holds/").status_code == 403
     assert holds.LegalHold.select().count() == 0
@@ -96,19 +112,23 @@ def test_those_who_may_not_hold_get_no_form_and_a_refusal(app, settings, people,
 
 def test_release_is_refused_to_officers_and_allowed_to_administrators(app, settings, people, stored):
     read = stored["7ABC123"]
-    hold = holds.place_on_read(settings, system_actor(settings), read.id, "CRIME-INV", "2026-004512",
-                               "Vehicle seen leaving a robbery")
+    hold = holds.place_on_read(
+        settings, system_actor(settings), read.id, "CRIME-INV", "2026-004512", "Vehicle seen leaving a robbery"
+    )
     officer = app.test_client()
     sign_in(officer, "officer.lee")
-    page = officer.get(f"/holds/{hold.id}")                  # a purpose first: the hold lists plates
+    page = officer.get(f"/holds/{hold.id}")  # a purpose first: the hold lists plates
     assert 'id="purpose-form"' in page.get_data(as_text=True) and records("hold.view") == []
-    officer.post(f"/holds/{hold.id}", data={"purpose": "CRIME-INV", "case_number": "2026-004512",
-                                            "csrf_token": csrf(page.get_data(as_text=True))})
+    officer.post(
+        f"/holds/{hold.id}",
+        data={"purpose": "CRIME-INV", "case_number": "2026-004512", "csrf_token": csrf(page.get_data(as_text=True))},
+    )
     html = officer.get(f"/holds/{hold.id}").get_data(as_text=True)
     assert "7ABC123" in html and 'id="release-form"' not in html
     assert len(records("hold.view")) == 1
-    resp = officer.post(f"/holds/{hold.id}/release", data={"reason": "Case closed, no charges filed",
-                                                          "csrf_token": csrf(html)})
+    resp = officer.post(
+        f"/holds/{hold.id}/release", data={"reason": "Case closed, no charges filed", "csrf_token": csrf(html)}
+    )
     assert resp.status_code == 403
     assert holds.LegalHold.get_by_id(hold.id).active and records("hold.release") == []
 
@@ -117,8 +137,9 @@ def test_release_is_refused_to_officers_and_allowed_to_administrators(app, setti
     state_purpose(admin, read.id)
     html = admin.get(f"/holds/{hold.id}").get_data(as_text=True)
     assert 'id="release-form"' in html
-    resp = admin.post(f"/holds/{hold.id}/release", data={"reason": "Case closed, no charges filed",
-                                                        "csrf_token": csrf(html)})
+    resp = admin.post(
+        f"/holds/{hold.id}/release", data={"reason": "Case closed, no charges filed", "csrf_token": csrf(html)}
+    )
     assert resp.status_code == 302
     released = holds.LegalHold.get_by_id(hold.id)
     assert not released.active and released.released_by == "admin.ray"
@@ -133,23 +154,38 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
     client = app.test_client()
     sign_in(client, "officer.lee")
     page = client.get("/holds/new").get_data(as_text=True)
-    resp = client.post("/holds/new", data={
-        "plate": "7ABC*", "mode": "wildcard", "since": "2026-11-20T01:00", "until": "2026-11-20T02:00",    # PST
-        "purpose": "STOLEN-VEH", "case_number": "2026-000417", "reason": "Reads of a stolen vehicle",
-        "csrf_token": csrf(page)})
+    resp = client.post(
+        "/holds/new",
+        data={
+            "plate": "7ABC*",
+            "mode": "wildcard",
+            "since": "2026-11-20T01:00",
+            "until": "2026-11-20T02:00",  # PST
+            "purpose": "STOLEN-VEH",
+            "case_number": "2026-000417",
+            "reason": "Reads of a stolen vehicle",
+            "csrf_token": csrf(page),
+        },
+    )
     assert resp.status_code == 302, resp.get_data(as_text=True)
     [hold] = holds.LegalHold.select()
     assert hold.read_count == 2
     ids = sorted(r.read_id for r in holds.HoldRead.select())
     assert ids == sorted([stored["7ABC123"].id, stored["7ABC128"].id])
-    later = save_read(settings, EvidenceStore(settings),
-                      NewRead(plate_raw="7ABC129", plate="7ABC129", confidence=0.9,
-                              captured_at=T0 + dt.timedelta(minutes=5)), None, None)
+    later = save_read(
+        settings,
+        EvidenceStore(settings),
+        NewRead(plate_raw="7ABC129", plate="7ABC129", confidence=0.9, captured_at=T0 + dt.timedelta(minutes=5)),
+        None,
+        None,
+    )
     assert sorted(r.read_id for r in holds.HoldRead.select()) == ids and holds.active_holds_on(later.id) == []
-    html = client.get(resp.headers["Location"]).get_data(as_text=True)     # purpose remembered from the form
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)  # purpose remembered from the form
     assert re.findall(r'class="plate" href="/reads/\d+">(\w+)<', html) == ["7ABC128", "7ABC123"]
-    assert "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in html     # the window: to the end of the minute typed
-    listing = client.get("/holds/").get_data(as_text=True)                  # the list speaks local time too
+    assert (
+        "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in html
+    )  # the window: to the end of the minute typed
+    listing = client.get("/holds/").get_data(as_text=True)  # the list speaks local time too
     assert "2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in listing and "T09:00:00" not in listing
     [rec] = records("hold.place")
     assert rec.result_count == 2 and (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "2026-000417")
@@ -159,7 +195,15 @@ def test_a_query_hold_without_a_period_is_refused_with_the_reason(app, people, s
     client = app.test_client()
     sign_in(client, "officer.lee")
     page = client.get("/holds/new").get_data(as_text=True)
-    resp = client.post("/holds/new", data={"plate": "7ABC*", "mode": "wildcard", "purpose": "STOLEN-VEH",
-                                           "case_number": "2026-000417", "reason": "Reads of a stolen vehicle",
-                                           "csrf_token": csrf(page)})
+    resp = client.post(
+        "/holds/new",
+        data={
+            "plate": "7ABC*",
+            "mode": "wildcard",
+            "purpose": "STOLEN-VEH",
+            "case_number": "2026-000417",
+            "reason": "Reads of a stolen vehicle",
+            "csrf_token": csrf(page),
+        },
+    )
     assert resp.status_code == 400 and holds.LegalHold.select().count() == 0

@@ -1,10 +1,12 @@
 """The live view: no reads before a stated purpose, every listing and streamed read recorded with
 it, dispatchers kept out, hostile text escaped, the status strip and the site-wide warning banner,
 and where each role lands after sign-in."""
+
 import datetime as dt
 import json
 import re
 import threading
+import time
 import urllib.request
 from http.cookiejar import CookieJar
 from urllib.parse import urlencode
@@ -12,9 +14,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from flask import url_for
+from playwright.sync_api import expect, sync_playwright
 
 from appliance import alerts, audit, hotlist, store
 from appliance.models import AccessRecord, Hotlist, Read, utcnow
+from appliance.service import PostService
+from tests.appliance.test_cli import free_port
+from tests.conftest import make_settings
 from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 from web.clock import localtime
 
@@ -24,11 +31,21 @@ HOSTILE = '<script>alert("x")</script>'
 
 def save(settings, plate, *, camera_id=None, direction="north", on_stored=None, confidence=0.93, captured_at=None):
     rng = np.random.default_rng(len(plate))
-    return store.save_read(settings, store.EvidenceStore(settings),
-                           store.NewRead(plate_raw=plate, plate=plate, confidence=confidence,
-                                         captured_at=captured_at or utcnow(),
-                                         direction=direction, camera_id=camera_id),
-                           rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None, on_stored=on_stored)
+    return store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        store.NewRead(
+            plate_raw=plate,
+            plate=plate,
+            confidence=confidence,
+            captured_at=captured_at or utcnow(),
+            direction=direction,
+            camera_id=camera_id,
+        ),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+        None,
+        on_stored=on_stored,
+    )
 
 
 def import_list(settings, tmp_path, reason="STOLEN", name="SVS"):
@@ -70,7 +87,6 @@ def test_reads_are_listed_only_after_a_purpose_and_the_listing_is_recorded(clien
     app = client.application
     if "reads.detail" in app.view_functions:
         with app.test_request_context():
-            from flask import url_for
             assert f'href="{url_for("reads.detail", read_id=read.id)}"' in page
     [rec] = records("read.live")
     # The four statutory fields: date/time, the data used to query, the username, the purpose.
@@ -104,7 +120,7 @@ def test_each_role_starts_where_its_work_is(client, trained, account):
         assert 'id="nav-search"' in nav
     client.post("/auth/logout", data={"csrf_token": csrf(nav)})
 
-    account("officer.new", "officer")            # untrained: stays on the start page, which says why
+    account("officer.new", "officer")  # untrained: stays on the start page, which says why
     sign_in(client, "officer.new")
     home = client.get("/")
     assert home.status_code == 200 and "training-required" in home.get_data(as_text=True)
@@ -123,7 +139,7 @@ def test_hostile_text_is_escaped_on_the_live_view(client, settings, trained, tmp
     page = client.get("/live").get_data(as_text=True)
     assert HOSTILE not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
-    assert page.count("&lt;script&gt;") >= 3        # the read, the alert's read, the alert's reason
+    assert page.count("&lt;script&gt;") >= 3  # the read, the alert's read, the alert's reason
     # The strict CSP allows no inline code: every script comes from a file, no style attributes.
     assert not re.search(r"<script(?![^>]*\bsrc=)", page) and " style=" not in page
 
@@ -134,12 +150,12 @@ def test_open_alerts_carry_the_verification_rule(client, settings, trained, tmp_
     trained("officer.lee", "officer")
     sign_in(client, "officer.lee")
     page = client.get("/live").get_data(as_text=True)
-    panel = page[page.index('id="open-alerts"'):page.index('id="no-open-alerts"')]
+    panel = page[page.index('id="open-alerts"') : page.index('id="no-open-alerts"')]
     assert "7ABC123" in panel and "UNCONFIRMED" in panel
     assert "confirm through CLETS and compare the characters with the image before any action" in panel
     rec = records("alert.view", via="live view")[-1]
     assert rec.username == "officer.lee" and rec.purpose_code == "HIT-VERIFY" and rec.result_count == 1
-    assert records("read.live") == []               # alerts shown, but no reads without a purpose
+    assert records("read.live") == []  # alerts shown, but no reads without a purpose
 
 
 def test_stale_hotlist_shows_the_banner_and_the_status_strip(client, settings, trained, account, tmp_path):
@@ -150,8 +166,8 @@ def test_stale_hotlist_shows_the_banner_and_the_status_strip(client, settings, t
 
     old = utcnow() - dt.timedelta(hours=settings.hotlist.stale_after_hours + 1)
     Hotlist.update(refreshed_at=old).where(Hotlist.name == "SVS").execute()
-    page = client.get("/").get_data(as_text=True)       # a page without plate data shows it too
-    banner = page[page.index('id="site-warnings"'):page.index("<main>")]
+    page = client.get("/").get_data(as_text=True)  # a page without plate data shows it too
+    banner = page[page.index('id="site-warnings"') : page.index("<main>")]
     assert "Hotlist SVS is stale" in banner and old.strftime("%Y-%m-%d %H:%M") in banner
     assert "do not rely on it" in banner
 
@@ -160,15 +176,17 @@ def test_stale_hotlist_shows_the_banner_and_the_status_strip(client, settings, t
     trained("officer.lee", "officer")
     sign_in(client, "officer.lee")
     strip = client.get("/live").get_data(as_text=True)
-    strip = strip[strip.index('id="hotlist-status"'):strip.index('id="disk-state"')]
+    strip = strip[strip.index('id="hotlist-status"') : strip.index('id="disk-state"')]
     assert 'class="state bad"' in strip and "SVS:" in strip and "STALE" in strip
 
 
 def _sign_in_over_http(base):
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     page = opener.open(base + "/auth/login").read().decode()
-    opener.open(base + "/auth/login", data=urlencode(
-        {"username": "officer.lee", "password": PASSWORD, "csrf_token": csrf(page)}).encode()).read()
+    opener.open(
+        base + "/auth/login",
+        data=urlencode({"username": "officer.lee", "password": PASSWORD, "csrf_token": csrf(page)}).encode(),
+    ).read()
     return opener
 
 
@@ -187,9 +205,6 @@ def _next_event(stream) -> tuple[str, dict]:
 
 
 def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, trained, tmp_path):
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
     trained("officer.lee", "officer")
     read = save(settings, "6DEF789", direction="eastbound")
     live = make_settings(settings.data_dir, web__port=free_port())
@@ -197,12 +212,26 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
     try:
         base = f"http://127.0.0.1:{live.web.port}"
         opener = _sign_in_over_http(base)
-        read_event = {"id": read.id, "uuid": read.uuid, "plate": read.plate, "confidence": read.confidence,
-                      "low_confidence": False, "captured_at": read.captured_at.isoformat() + "Z",
-                      "direction": "eastbound"}
-        alert_event = {"id": 99, "read_id": read.id, "plate": "6DEF789", "entry_plate": "6DEF789",
-                       "reason": HOSTILE, "hotlist": "SVS", "score": 1.0, "match_kind": "exact",
-                       "status": "unconfirmed"}
+        read_event = {
+            "id": read.id,
+            "uuid": read.uuid,
+            "plate": read.plate,
+            "confidence": read.confidence,
+            "low_confidence": False,
+            "captured_at": read.captured_at.isoformat() + "Z",
+            "direction": "eastbound",
+        }
+        alert_event = {
+            "id": 99,
+            "read_id": read.id,
+            "plate": "6DEF789",
+            "entry_plate": "6DEF789",
+            "reason": HOSTILE,
+            "hotlist": "SVS",
+            "score": 1.0,
+            "match_kind": "exact",
+            "status": "unconfirmed",
+        }
 
         # Without a stated purpose the read is not sent; the alert (its own purpose) is.
         stream = opener.open(base + "/live/stream", timeout=20)
@@ -212,6 +241,7 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
         def publish_both():
             service.bus.publish("read", read_event)
             service.bus.publish("alert", alert_event)
+
         threading.Timer(0.5, publish_both).start()
         kind, data = _next_event(stream)
         assert kind == "alert" and data["url"] == "/alerts/99" and data["reason"] == HOSTILE
@@ -219,14 +249,18 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
         assert records("read.live") == []
 
         page = opener.open(base + "/live").read().decode()
-        opener.open(base + "/live/purpose", data=urlencode(
-            {"purpose": "CRIME-INV", "case_number": "26-000777", "csrf_token": csrf(page)}).encode()).read()
+        opener.open(
+            base + "/live/purpose",
+            data=urlencode({"purpose": "CRIME-INV", "case_number": "26-000777", "csrf_token": csrf(page)}).encode(),
+        ).read()
         stream = opener.open(base + "/live/stream", timeout=20)
         stream.readline()
         threading.Timer(0.5, lambda: service.bus.publish("read", read_event)).start()
         kind, data = _next_event(stream)
         assert kind == "read" and data["plate"] == "6DEF789" and data["direction"] == "eastbound"
-        assert data["camera"] and data["captured_at"] == localtime(read.captured_at, tz=ZoneInfo(settings.post.timezone))
+        assert data["camera"] and data["captured_at"] == localtime(
+            read.captured_at, tz=ZoneInfo(settings.post.timezone)
+        )
         stream.close()
     finally:
         service.stop()
@@ -238,20 +272,12 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
     assert audit.verify().ok
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
 def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, tmp_path):
     """A read arrives live in the page, the theme toggle sticks, nothing breaks the CSP, and the
     phone layout has no sideways scrolling. Screenshots are kept in the test's tmp_path."""
-    import re
 
-    from playwright.sync_api import expect, sync_playwright
-
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
     trained("officer.lee", "officer")
     save(settings, "4GHJ321", direction="northbound", confidence=0.42)
     live = make_settings(settings.data_dir, web__port=free_port())
@@ -260,8 +286,9 @@ def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, t
     errors = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            )
             context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="dark")
             page = context.new_page()
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
@@ -305,19 +332,14 @@ def test_live_view_in_a_browser_on_a_laptop_and_a_phone(settings, db, trained, t
 def test_streams_left_by_their_browsers_free_their_threads(settings, db, trained):
     """Reloading the live view many times must not use up the server's worker threads: each
     abandoned stream notices its browser left and ends within a second."""
-    import time
-    import urllib.request
 
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
     trained("officer.lee", "officer")
     live = make_settings(settings.data_dir, web__port=free_port(), web__threads=3)
     service = PostService(live, with_capture=False).start()
     try:
         base = f"http://127.0.0.1:{live.web.port}"
         opener = _sign_in_over_http(base)
-        for path in ["/live/stream", "/alerts/stream"] * 4:          # more streams than threads
+        for path in ["/live/stream", "/alerts/stream"] * 4:  # more streams than threads
             stream = opener.open(base + path, timeout=10)
             assert stream.readline().startswith(b"retry:")
             stream.close()
@@ -332,11 +354,7 @@ def test_streams_left_by_their_browsers_free_their_threads(settings, db, trained
 def test_reads_arriving_out_of_order_are_listed_newest_first(settings, db, trained):
     """Reads of one pass can reach the stream in another order than they were captured; the page
     keeps the table newest first by capture time, as the server lists it, and names the camera."""
-    from playwright.sync_api import expect, sync_playwright
 
-    from appliance.service import PostService
-    from tests.appliance.test_cli import free_port
-    from tests.conftest import make_settings
     trained("officer.lee", "officer")
     now = utcnow()
     save(settings, "1AAA111", captured_at=now - dt.timedelta(seconds=30))
@@ -346,8 +364,9 @@ def test_reads_arriving_out_of_order_are_listed_newest_first(settings, db, train
     base = f"http://127.0.0.1:{live.web.port}"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            )
             page = browser.new_page()
             page.goto(base + "/auth/login")
             page.fill("#username", "officer.lee")
@@ -360,17 +379,21 @@ def test_reads_arriving_out_of_order_are_listed_newest_first(settings, db, train
             expect(page.locator("#live-view")).to_have_attribute("data-state", re.compile("^Live"))
 
             def plates():
-                return page.eval_on_selector_all("#latest-reads tbody tr td:first-child", "c => c.map(x => x.innerText)")
+                return page.eval_on_selector_all(
+                    "#latest-reads tbody tr td:first-child", "c => c.map(x => x.innerText)"
+                )
+
             assert plates() == ["2BBB222", "1AAA111"]
             newest = save(live, "5NEW555", captured_at=now - dt.timedelta(seconds=1))
             between = save(live, "4MID444", captured_at=now - dt.timedelta(seconds=10))
             older = save(live, "3OLD333", captured_at=now - dt.timedelta(seconds=25))
-            for read in (between, newest, older):       # published out of capture order
+            for read in (between, newest, older):  # published out of capture order
                 service.bus.publish("read", {"id": read.id, "uuid": read.uuid, "plate": read.plate})
             expect(page.locator("#latest-reads tbody tr.new")).to_have_count(3, timeout=10_000)
             assert plates() == ["5NEW555", "4MID444", "2BBB222", "3OLD333", "1AAA111"]
-            cameras = page.eval_on_selector_all("#latest-reads tbody td[data-label=Camera]",
-                                                "c => c.map(x => x.innerText)")
+            cameras = page.eval_on_selector_all(
+                "#latest-reads tbody td[data-label=Camera]", "c => c.map(x => x.innerText)"
+            )
             assert set(cameras) == {"Camera 1"}
             browser.close()
     finally:

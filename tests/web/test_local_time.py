@@ -4,6 +4,7 @@ Reads are stored at known UTC instants (real SQLite file, the real app); the pag
 in America/Los_Angeles (the post's default) with the zone's abbreviation, and the search forms take
 local times, also on the days the clocks change (2026-03-08 and 2026-11-01 in Los Angeles).
 """
+
 import base64
 import datetime as dt
 import json
@@ -31,14 +32,14 @@ LA = ZoneInfo("America/Los_Angeles")
 PURPOSE = {"purpose": "STOLEN-VEH", "case_number": "2026-004512"}
 
 # UTC instant -> what the page must show in Los Angeles
-WINTER = dt.datetime(2026, 11, 29, 14, 14, 3)          # 06:14:03 PST
-FALL_BACK_PDT = dt.datetime(2026, 11, 1, 8, 30)         # 01:30 PDT, the first 01:30 of the day
-FALL_BACK_PST = dt.datetime(2026, 11, 1, 9, 30)         # 01:30 PST, the second one
-FALL_BACK_LATER = dt.datetime(2026, 11, 1, 10, 30)      # 02:30 PST
-FALL_BACK_EARLIER = dt.datetime(2026, 11, 1, 7, 50)     # 00:50 PDT
-SPRING_BEFORE = dt.datetime(2026, 3, 8, 9, 30)          # 01:30 PST
-SPRING_AFTER = dt.datetime(2026, 3, 8, 10, 30)          # 03:30 PDT
-SPRING_EARLIER = dt.datetime(2026, 3, 8, 8, 30)         # 00:30 PST
+WINTER = dt.datetime(2026, 11, 29, 14, 14, 3)  # 06:14:03 PST
+FALL_BACK_PDT = dt.datetime(2026, 11, 1, 8, 30)  # 01:30 PDT, the first 01:30 of the day
+FALL_BACK_PST = dt.datetime(2026, 11, 1, 9, 30)  # 01:30 PST, the second one
+FALL_BACK_LATER = dt.datetime(2026, 11, 1, 10, 30)  # 02:30 PST
+FALL_BACK_EARLIER = dt.datetime(2026, 11, 1, 7, 50)  # 00:50 PDT
+SPRING_BEFORE = dt.datetime(2026, 3, 8, 9, 30)  # 01:30 PST
+SPRING_AFTER = dt.datetime(2026, 3, 8, 10, 30)  # 03:30 PDT
+SPRING_EARLIER = dt.datetime(2026, 3, 8, 8, 30)  # 00:30 PST
 
 
 @pytest.fixture
@@ -46,14 +47,34 @@ def stored(settings, db):
     """One read per instant above, each with its own plate (7ABC1nn), crop and frame."""
     rng = np.random.default_rng(5)
     reads = {}
-    for i, at in enumerate([WINTER, FALL_BACK_PDT, FALL_BACK_PST, FALL_BACK_LATER, FALL_BACK_EARLIER,
-                            SPRING_BEFORE, SPRING_AFTER, SPRING_EARLIER]):
+    for i, at in enumerate(
+        [
+            WINTER,
+            FALL_BACK_PDT,
+            FALL_BACK_PST,
+            FALL_BACK_LATER,
+            FALL_BACK_EARLIER,
+            SPRING_BEFORE,
+            SPRING_AFTER,
+            SPRING_EARLIER,
+        ]
+    ):
         plate = f"7ABC1{i:02d}"
-        new = NewRead(plate_raw=plate, plate=plate, confidence=0.9, captured_at=at,
-                      first_seen_at=at - dt.timedelta(seconds=2), last_seen_at=at + dt.timedelta(seconds=1))
-        reads[at] = save_read(settings, EvidenceStore(settings), new,
-                              rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
-                              rng.integers(0, 255, (180, 320, 3), dtype=np.uint8))
+        new = NewRead(
+            plate_raw=plate,
+            plate=plate,
+            confidence=0.9,
+            captured_at=at,
+            first_seen_at=at - dt.timedelta(seconds=2),
+            last_seen_at=at + dt.timedelta(seconds=1),
+        )
+        reads[at] = save_read(
+            settings,
+            EvidenceStore(settings),
+            new,
+            rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+            rng.integers(0, 255, (180, 320, 3), dtype=np.uint8),
+        )
     return reads
 
 
@@ -85,24 +106,30 @@ def plates(stored, *instants) -> set[str]:
 
 # --- the filter and the conversion -------------------------------------------------------------------
 
+
 def test_localtime_shows_one_instant_with_its_zone_from_every_stored_form():
-    for value in (WINTER, "2026-11-29T14:14:03.000000Z", "2026-11-29T14:14:03", "2026-11-29 14:14:03",
-                  WINTER.replace(tzinfo=dt.UTC)):
+    for value in (
+        WINTER,
+        "2026-11-29T14:14:03.000000Z",
+        "2026-11-29T14:14:03",
+        "2026-11-29 14:14:03",
+        WINTER.replace(tzinfo=dt.UTC),
+    ):
         assert clock.localtime(value, tz=LA) == "2026-11-29 06:14:03 PST", value
     assert clock.localtime(WINTER, "minutes", tz=LA) == "2026-11-29 06:14 PST"
-    assert clock.localtime(dt.datetime(2026, 11, 29, 5, 0), "date", tz=LA) == "2026-11-28"    # still the 28th there
+    assert clock.localtime(dt.datetime(2026, 11, 29, 5, 0), "date", tz=LA) == "2026-11-28"  # still the 28th there
     assert clock.localtime(WINTER, "time", tz=LA) == "06:14:03 PST"
     # The repeated hour: the same wall time twice, told apart by the zone's abbreviation.
     assert clock.localtime(FALL_BACK_PDT, tz=LA) == "2026-11-01 01:30:00 PDT"
     assert clock.localtime(FALL_BACK_PST, tz=LA) == "2026-11-01 01:30:00 PST"
     assert clock.localtime(None, tz=LA) == ""
-    assert clock.localtime("tampered", tz=LA) == "tampered"             # shown as stored, never a failed page
+    assert clock.localtime("tampered", tz=LA) == "tampered"  # shown as stored, never a failed page
     with pytest.raises(ValueError, match="not one of"):
         clock.localtime(WINTER, "weekday", tz=LA)
 
 
-
 # --- the post's pages --------------------------------------------------------------------------------
+
 
 def test_results_and_the_read_show_local_time_with_the_zone(client, officer, stored):
     sign_in(client, "officer.lee")
@@ -110,12 +137,12 @@ def test_results_and_the_read_show_local_time_with_the_zone(client, officer, sto
     assert "From (America/Los_Angeles)" in form and "To (America/Los_Angeles)" in form and "(UTC)" not in form
     assert "Times are shown in America/Los_Angeles" in form
     html = search(client, plate=stored[WINTER].plate, mode="exact").get_data(as_text=True)
-    row = html[html.index('id="result-table"'):]
+    row = html[html.index('id="result-table"') :]
     assert "2026-11-29 06:14:03 PST" in row
     assert "14:14:03" not in html and "UTC" not in row
     detail = client.get(f"/reads/{stored[WINTER].id}").get_data(as_text=True)
-    seen = detail[detail.index("<dt>Seen</dt>"):]
-    seen = seen[:seen.index("</dd>")]
+    seen = detail[detail.index("<dt>Seen</dt>") :]
+    seen = seen[: seen.index("</dd>")]
     assert "2026-11-29 06:14:03 PST" in seen and "06:14:01 PST" in seen and "06:14:04 PST" in seen
     assert "14:14" not in detail and "UTC" not in seen
 
@@ -145,14 +172,17 @@ def test_a_window_over_the_repeated_hour_covers_both_and_is_recorded_unambiguous
     assert q["zone"] == "America/Los_Angeles"
     # From 02:00 (after the change) the two 01:30s and the 00:50 are outside, 02:30 PST inside.
     assert found(search(client, since="2026-11-01T02:00", until="2026-11-01T03:00")) == plates(stored, FALL_BACK_LATER)
-    assert found(search(client, since="2026-11-01T00:00", until="2026-11-01T00:59")) == plates(stored, FALL_BACK_EARLIER)
+    assert found(search(client, since="2026-11-01T00:00", until="2026-11-01T00:59")) == plates(
+        stored, FALL_BACK_EARLIER
+    )
 
 
 def test_a_window_over_the_skipped_hour_and_a_time_that_never_happened(client, officer, stored):
     sign_in(client, "officer.lee")
     # 01:00 PST to 04:00 PDT on 2026-03-08 is two hours of real time: 09:00-11:00 UTC.
     assert found(search(client, since="2026-03-08T01:00", until="2026-03-08T04:00")) == plates(
-        stored, SPRING_BEFORE, SPRING_AFTER)
+        stored, SPRING_BEFORE, SPRING_AFTER
+    )
     q = last_search_query()
     assert (q["since"], q["until"]) == ("2026-03-08T09:00:00Z", "2026-03-08T11:00:59Z")
     assert (q["since_local"], q["until_local"]) == ("2026-03-08T01:00:00-08:00", "2026-03-08T04:00:59-07:00")
@@ -168,27 +198,45 @@ def test_a_window_over_the_skipped_hour_and_a_time_that_never_happened(client, o
 
 # --- headquarters ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def hq_app(tmp_path):
     """Headquarters in New York (its own configuration's zone) over a SQLite file holding two reads
     of post-a, stored as batches store them (ISO strings, UTC), and a trained officer."""
-    settings = make_settings(tmp_path / "hq-data", post__id="hq", post__name="Headquarters",
-                             post__timezone="America/New_York")
+    settings = make_settings(
+        tmp_path / "hq-data", post__id="hq", post__name="Headquarters", post__timezone="America/New_York"
+    )
     bootstrap(settings, create_admin=False)
     app = create_hq_app(str(tmp_path / "hq" / "hq.sqlite"), settings=settings)
     app.config["TESTING"] = True
     with hq.hq_database.connection_context():
         key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         hq.enroll("post-a", "Main St", base64.b64encode(key))
-        for read_id, plate, at in ((1, "7XYZ101", "2026-11-29T14:14:03.250000"),     # 09:14:03 EST
-                                   (2, "7XYZ102", "2026-11-29T16:40:00.000000")):    # 11:40:00 EST
-            hq.HQRead.insert(id=read_id, post_id="post-a", uuid=f"u{read_id}", seq=read_id, captured_at=at,
-                             plate=plate, content_hash="0" * 64,
-                             data={"camera_id": "cam-a", "plate": plate, "confidence": 0.9}).execute()
+        for read_id, plate, at in (
+            (1, "7XYZ101", "2026-11-29T14:14:03.250000"),  # 09:14:03 EST
+            (2, "7XYZ102", "2026-11-29T16:40:00.000000"),
+        ):  # 11:40:00 EST
+            hq.HQRead.insert(
+                id=read_id,
+                post_id="post-a",
+                uuid=f"u{read_id}",
+                seq=read_id,
+                captured_at=at,
+                plate=plate,
+                content_hash="0" * 64,
+                data={"camera_id": "cam-a", "plate": plate, "confidence": 0.9},
+            ).execute()
     with dbmod.connection():
         actor = system_actor(settings)
-        users.add(actor, username="officer.lee", display_name="Lee", organization="PD", role="officer",
-                  password=PASSWORD, must_change_password=False)
+        users.add(
+            actor,
+            username="officer.lee",
+            display_name="Lee",
+            organization="PD",
+            role="officer",
+            password=PASSWORD,
+            must_change_password=False,
+        )
         users.set_training(actor, "officer.lee", dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
     yield app, settings
     if not hq.hq_database.is_closed():
@@ -201,8 +249,14 @@ def test_headquarters_shows_and_takes_its_own_zone(hq_app):
     sign_in(client, "officer.lee")
     form = client.get("/hq/reads/search").get_data(as_text=True)
     assert "From (America/New_York)" in form and "Times are shown in America/New_York" in form
-    data = {"plate": "7XYZ1*", "mode": "wildcard", "csrf_token": csrf(form), **PURPOSE,
-            "since": "2026-11-29T09:00", "until": "2026-11-29T10:00"}
+    data = {
+        "plate": "7XYZ1*",
+        "mode": "wildcard",
+        "csrf_token": csrf(form),
+        **PURPOSE,
+        "since": "2026-11-29T09:00",
+        "until": "2026-11-29T10:00",
+    }
     resp = client.post("/hq/reads/search", data=data)
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200, html[-600:]
@@ -225,12 +279,12 @@ def test_the_access_log_shows_each_record_to_the_second_with_its_zone(client, of
     trained("auditor.kim", "auditor")
     sign_in(auditor, "auditor.kim")
     log = auditor.get("/audit/").get_data(as_text=True)
-    row = log[log.index(f'-{rec.seq}"><td>{rec.seq}</td>'):]
-    row = row[:row.index("</tr>")]
+    row = log[log.index(f'-{rec.seq}"><td>{rec.seq}</td>') :]
+    row = row[: row.index("</tr>")]
     shown = clock.localtime(rec.at, tz=LA)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d P[SD]T", shown)
     assert f'<td class="nowrap">{shown}</td>' in row
-    assert "2026-11-01T08:00:00Z" in row and "2026-11-01T01:45:59-08:00" in row    # the query as recorded
+    assert "2026-11-01T08:00:00Z" in row and "2026-11-01T01:45:59-08:00" in row  # the query as recorded
 
 
 def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, settings, officer, trained, stored):
@@ -245,5 +299,5 @@ def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, sett
     resp = auditor.post("/audit/verify", data={"csrf_token": token})
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and f"BROKEN at record {target}" in html
-    bad = html[html.index(f'id="bad-{target}"'):]
-    assert '<td class="nowrap">yesterday at noon</td>' in bad[:bad.index("</tr>")]
+    bad = html[html.index(f'id="bad-{target}"') :]
+    assert '<td class="nowrap">yesterday at noon</td>' in bad[: bad.index("</tr>")]

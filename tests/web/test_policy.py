@@ -1,5 +1,6 @@
 """The public usage and privacy policy: no sign-in, no access record, generated from the
 configuration, with live totals and no plate data."""
+
 import datetime as dt
 import re
 
@@ -12,20 +13,30 @@ from appliance.db import write
 from appliance.models import AccessRecord, database, utcnow
 from appliance.roles import ROLES
 from appliance.store import EvidenceStore, NewRead, save_read
+from tests.appliance.test_sharing import new_request
 from tests.conftest import make_settings
 from web import policy
 
 ADMIN = audit.Actor("admin.chen", "Harbor City Police Department", "10.0.0.2")
 PURPOSE = audit.Purpose("PARK-SCOFF", "26-000981")
-PURPOSES = ('[{code = "PARK-SCOFF", label = "Towing of vehicles with five or more unpaid citations"}, '
-            '{code = "WANTED", label = "Wanted person or warrant"}]')
+PURPOSES = (
+    '[{code = "PARK-SCOFF", label = "Towing of vehicles with five or more unpaid citations"}, '
+    '{code = "WANTED", label = "Wanted person or warrant"}]'
+)
 
 
 @pytest.fixture
 def settings(tmp_path):
-    return make_settings(tmp_path / "data", post__agency="Harbor City Police Department", post__name="Pier Road",
-                         audit__purposes=PURPOSES, retention__read_days=400, retention__hit_read_days=730,
-                         retention__audit_days=2555, hotlist__stale_after_hours=48)
+    return make_settings(
+        tmp_path / "data",
+        post__agency="Harbor City Police Department",
+        post__name="Pier Road",
+        audit__purposes=PURPOSES,
+        retention__read_days=400,
+        retention__hit_read_days=730,
+        retention__audit_days=2555,
+        hotlist__stale_after_hours=48,
+    )
 
 
 def figure(html: str, key: str) -> str:
@@ -36,9 +47,14 @@ def figure(html: str, key: str) -> str:
 
 def store(settings, plate, captured_at, on_stored=None):
     rng = np.random.default_rng(7)
-    return save_read(settings, EvidenceStore(settings), NewRead(plate_raw=plate, plate=plate, confidence=0.9,
-                                                                captured_at=captured_at),
-                     rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), None, on_stored=on_stored)
+    return save_read(
+        settings,
+        EvidenceStore(settings),
+        NewRead(plate_raw=plate, plate=plate, confidence=0.9, captured_at=captured_at),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+        None,
+        on_stored=on_stored,
+    )
 
 
 def test_the_policy_renders_without_a_session_and_writes_no_access_record(app):
@@ -48,8 +64,8 @@ def test_the_policy_renders_without_a_session_and_writes_no_access_record(app):
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "usage and privacy policy" in html
     assert AccessRecord.select().count() == before
-    assert not resp.headers.getlist("Set-Cookie")            # nothing about the visitor is kept
-    assert 'href="/policy"' in client.get("/auth/login").get_data(as_text=True)    # linked from sign-in
+    assert not resp.headers.getlist("Set-Cookie")  # nothing about the visitor is kept
+    assert 'href="/policy"' in client.get("/auth/login").get_data(as_text=True)  # linked from sign-in
 
 
 def test_the_policy_states_what_the_configuration_enforces(app, account):
@@ -57,8 +73,10 @@ def test_the_policy_states_what_the_configuration_enforces(app, account):
     html = app.test_client().get("/policy").get_data(as_text=True)
     # (A) purposes, exactly the configured ones
     assert re.findall(r"<tr><td><code>([^<]+)</code></td><td>([^<]+)</td></tr>", html) == [
-        ("PARK-SCOFF", "Towing of vehicles with five or more unpaid citations"), ("WANTED", "Wanted person or warrant")]
-    assert "STOLEN-VEH" not in html                          # a default that this agency did not configure
+        ("PARK-SCOFF", "Towing of vehicles with five or more unpaid citations"),
+        ("WANTED", "Wanted person or warrant"),
+    ]
+    assert "STOLEN-VEH" not in html  # a default that this agency did not configure
     # (B) every role, its permissions, the job titles holding it, and that training is required
     for key, role in ROLES.items():
         assert f'id="role-{key}"' in html and role["label"] in html
@@ -81,7 +99,12 @@ def test_the_figures_are_live_totals_without_plate_data(app, settings, tmp_path)
     client = app.test_client()
     html = client.get("/policy").get_data(as_text=True)
     assert [figure(html, k) for k in ("reads", "oldest", "hits", "searches-30d", "sharing")] == [
-        "0", "none", "0", "0", "0"]
+        "0",
+        "none",
+        "0",
+        "0",
+        "0",
+    ]
 
     oldest = utcnow() - dt.timedelta(days=20)
     store(settings, "7ABC123", oldest)
@@ -96,11 +119,12 @@ def test_the_figures_are_live_totals_without_plate_data(app, settings, tmp_path)
     sharing.decide(settings, ADMIN, approved.id, True, "Case nexus shown in the request")
     denied = sharing.create(settings, ADMIN, _request(), PURPOSE)
     sharing.decide(settings, ADMIN, denied.id, False, "No case number given")
-    sharing.create(settings, ADMIN, _request(), PURPOSE)                  # still pending
+    sharing.create(settings, ADMIN, _request(), PURPOSE)  # still pending
     old = sharing.create(settings, ADMIN, _request(), PURPOSE)
     sharing.decide(settings, ADMIN, old.id, True, "Approved two years ago")
-    database.execute_sql("UPDATE sharing_request SET decided_at = ? WHERE id = ?",
-                         (utcnow() - dt.timedelta(days=730), old.id))
+    database.execute_sql(
+        "UPDATE sharing_request SET decided_at = ? WHERE id = ?", (utcnow() - dt.timedelta(days=730), old.id)
+    )
 
     before = AccessRecord.select().count()
     html = client.get("/policy").get_data(as_text=True)
@@ -114,15 +138,15 @@ def test_the_figures_are_live_totals_without_plate_data(app, settings, tmp_path)
 
 
 def _request():
-    from tests.appliance.test_sharing import new_request
     return new_request()
 
 
 def test_searches_are_counted_per_calendar_month(db):
     with write():
         for _ in range(2):
-            audit.record("read.search", ADMIN, query={"plate": "7ABC*"}, purpose=audit.Purpose("WANTED", "26-1"),
-                         result_count=0)
+            audit.record(
+                "read.search", ADMIN, query={"plate": "7ABC*"}, purpose=audit.Purpose("WANTED", "26-1"), result_count=0
+            )
         audit.record("auth.login", ADMIN)
     now = utcnow()
     this_month = policy.figures(now)
@@ -144,8 +168,10 @@ def test_no_sharing_table_counts_zero(tmp_path):
         assert policy._sharing_granted(since) == 0
         scratch.execute_sql("DROP TABLE sharing_request")
         scratch.execute_sql("CREATE TABLE sharing_request (id INTEGER PRIMARY KEY, status TEXT, created_at TIMESTAMP)")
-        scratch.execute_sql("INSERT INTO sharing_request (status, created_at) VALUES ('approved', ?), ('denied', ?),"
-                            " ('approved', ?)", (utcnow(), utcnow(), utcnow() - dt.timedelta(days=400)))
+        scratch.execute_sql(
+            "INSERT INTO sharing_request (status, created_at) VALUES ('approved', ?), ('denied', ?), ('approved', ?)",
+            (utcnow(), utcnow(), utcnow() - dt.timedelta(days=400)),
+        )
         assert policy._sharing_granted(since) == 1
     finally:
         scratch.close()

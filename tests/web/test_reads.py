@@ -1,10 +1,14 @@
 """Search, read detail and images through the real app: purpose first, one access record each."""
+
 import datetime as dt
 import re
+import sqlite3
+import threading
 
 import numpy as np
 import pytest
 
+from appliance import audit as audit_mod
 from appliance import users
 from appliance.audit import system_actor
 from appliance.models import AccessRecord
@@ -21,9 +25,16 @@ def stored(settings, db):
     for i, (plate, alts) in enumerate([("7ABC123", ["7A8C123"]), ("7ABC128", []), ("5LMN432", [])]):
         crop = rng.integers(0, 255, (40, 120, 3), dtype=np.uint8)
         frame = rng.integers(0, 255, (180, 320, 3), dtype=np.uint8)
-        new = NewRead(plate_raw=plate, plate=plate, confidence=0.91 - i * 0.1,
-                      captured_at=T0 + dt.timedelta(minutes=i), alternatives=[{"text": a, "score": 0.2} for a in alts],
-                      first_seen_at=T0, last_seen_at=T0 + dt.timedelta(seconds=2), direction="toward")
+        new = NewRead(
+            plate_raw=plate,
+            plate=plate,
+            confidence=0.91 - i * 0.1,
+            captured_at=T0 + dt.timedelta(minutes=i),
+            alternatives=[{"text": a, "score": 0.2} for a in alts],
+            first_seen_at=T0,
+            last_seen_at=T0 + dt.timedelta(seconds=2),
+            direction="toward",
+        )
         reads[plate] = save_read(settings, EvidenceStore(settings), new, crop, frame)
     return reads
 
@@ -31,8 +42,13 @@ def stored(settings, db):
 @pytest.fixture
 def officer(settings, account):
     user = account("officer.lee", "officer")
-    users.set_training(system_actor(settings), "officer.lee", completed_on=dt.date.today() - dt.timedelta(days=10),
-                       expires_on=dt.date.today() + dt.timedelta(days=300), course="POST ALPR 101")
+    users.set_training(
+        system_actor(settings),
+        "officer.lee",
+        completed_on=dt.date.today() - dt.timedelta(days=10),
+        expires_on=dt.date.today() + dt.timedelta(days=300),
+        course="POST ALPR 101",
+    )
     return user
 
 
@@ -42,16 +58,26 @@ def records(action):
 
 def search(client, purpose="STOLEN-VEH", case="2026-004512", **fields):
     page = client.get("/reads/search")
-    data = {"plate": "7ABC*", "mode": "wildcard", "purpose": purpose, "case_number": case,
-            "csrf_token": csrf(page.get_data(as_text=True))}
+    data = {
+        "plate": "7ABC*",
+        "mode": "wildcard",
+        "purpose": purpose,
+        "case_number": case,
+        "csrf_token": csrf(page.get_data(as_text=True)),
+    }
     data.update(fields)
     return client.post("/reads/search", data=data)
 
 
 def test_search_needs_a_real_purpose_and_shows_nothing_without_one(client, officer, stored):
     sign_in(client, "officer.lee")
-    for purpose, case in [("", "2026-004512"), ("STOLEN-VEH", ""), ("STOLEN-VEH", "N/A"), ("STOLEN-VEH", "123"),
-                          ("NOSUCH", "2026-004512")]:
+    for purpose, case in [
+        ("", "2026-004512"),
+        ("STOLEN-VEH", ""),
+        ("STOLEN-VEH", "N/A"),
+        ("STOLEN-VEH", "123"),
+        ("NOSUCH", "2026-004512"),
+    ]:
         resp = search(client, purpose=purpose, case=case)
         html = resp.get_data(as_text=True)
         assert resp.status_code == 400, (purpose, case)
@@ -65,7 +91,9 @@ def test_wildcard_search_lists_reads_and_records_the_four_statutory_fields(clien
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200
     assert re.findall(r'class="plate" href="/reads/(\d+)">(\w+)<', html) == [
-        (str(stored["7ABC128"].id), "7ABC128"), (str(stored["7ABC123"].id), "7ABC123")]
+        (str(stored["7ABC128"].id), "7ABC128"),
+        (str(stored["7ABC123"].id), "7ABC123"),
+    ]
     [rec] = records("read.search")
     assert rec.username == "officer.lee" and rec.at is not None
     assert '"plate":"7ABC*"' in rec.query and '"mode":"wildcard"' in rec.query
@@ -100,8 +128,9 @@ def test_read_detail_asks_for_a_purpose_then_records_the_view(client, officer, s
     assert "7ABC123" not in first.get_data(as_text=True)
     assert client.get(f"/reads/{read.id}/image/crop").status_code == 428
     token = csrf(first.get_data(as_text=True))
-    stated = client.post(f"/reads/{read.id}", data={"purpose": "CRIME-INV", "case_number": "SO-26-1187",
-                                                    "csrf_token": token})
+    stated = client.post(
+        f"/reads/{read.id}", data={"purpose": "CRIME-INV", "case_number": "SO-26-1187", "csrf_token": token}
+    )
     assert stated.status_code == 302
     page = client.get(f"/reads/{read.id}")
     html = page.get_data(as_text=True)
@@ -118,7 +147,7 @@ def test_read_detail_asks_for_a_purpose_then_records_the_view(client, officer, s
 def test_an_auditor_finds_every_view_of_a_plate_by_the_plate(client, officer, stored):
     """Opening a read or its image names the plate in the record's query (with the read's uuid),
     so the access log's "data queried" filter finds who looked at a plate, not only who searched."""
-    from appliance import audit as audit_mod
+
     sign_in(client, "officer.lee")
     search(client)
     read = stored["7ABC128"]
@@ -126,8 +155,11 @@ def test_an_auditor_finds_every_view_of_a_plate_by_the_plate(client, officer, st
     assert client.get(f"/reads/{read.id}/image/crop").status_code == 200
     found = audit_mod.browse(audit_mod.Filter(query="7ABC128")).records
     assert {"read.view", "evidence.view"} <= {r["action"] for r in found}
-    assert not [r for r in audit_mod.browse(audit_mod.Filter(query="5LMN432")).records
-                if r["action"] in ("read.view", "evidence.view")]
+    assert not [
+        r
+        for r in audit_mod.browse(audit_mod.Filter(query="5LMN432")).records
+        if r["action"] in ("read.view", "evidence.view")
+    ]
 
 
 def test_purpose_from_a_search_carries_to_the_results(client, officer, stored):
@@ -142,8 +174,7 @@ def test_purpose_from_a_search_carries_to_the_results(client, officer, stored):
 def test_an_image_purged_while_its_view_waits_for_the_lock_is_not_sent(client, officer, stored, settings):
     """The image is looked up and read in the transaction that records its view: a purge that
     commits while the view waits for the write lock leaves nothing to send, and nothing recorded."""
-    import sqlite3
-    import threading
+
     sign_in(client, "officer.lee")
     search(client)
     read = stored["7ABC128"]
@@ -154,7 +185,7 @@ def test_an_image_purged_while_its_view_waits_for_the_lock_is_not_sent(client, o
     view = threading.Thread(target=lambda: answer.update(r=client.get(f"/reads/{read.id}/image/frame")))
     view.start()
     view.join(0.5)
-    assert view.is_alive()                 # waiting for the lock (busy timeout 5 s)
+    assert view.is_alive()  # waiting for the lock (busy timeout 5 s)
     purge.execute("COMMIT")
     purge.close()
     view.join(10)
@@ -177,7 +208,7 @@ def test_refused_without_the_role_or_current_training(client, settings, account,
     assert client.get("/reads/search").status_code == 403
     assert client.get(f"/reads/{stored['7ABC123'].id}").status_code == 403
     client.post("/auth/logout", data={"csrf_token": csrf(client.get("/").get_data(as_text=True))})
-    account("officer.new", "officer")            # no training recorded
+    account("officer.new", "officer")  # no training recorded
     sign_in(client, "officer.new")
     resp = client.get("/reads/search")
     assert resp.status_code == 403 and "training" in resp.get_data(as_text=True).lower()

@@ -3,19 +3,24 @@
 A route must declare who may reach it (web.access: @public, @signed_in or @requires(permission));
 one that declares nothing fails here, so a new page cannot ship open by accident.
 """
+
 import datetime as dt
+import re
 
 import pytest
 
 from appliance import users
 from appliance.audit import system_actor
 from appliance.models import User
-from appliance.roles import ROLES, allowed
+from appliance.roles import PLATE_DATA, ROLES, allowed
 from tests.web.conftest import csrf, sign_in
 
 SAMPLE_ARGS = {"int": 1, "default": "crop"}
-TRAINED = {"completed_on": dt.date.today() - dt.timedelta(days=30), "expires_on": dt.date.today() + dt.timedelta(days=335),
-           "course": "POST ALPR 101"}
+TRAINED = {
+    "completed_on": dt.date.today() - dt.timedelta(days=30),
+    "expires_on": dt.date.today() + dt.timedelta(days=335),
+    "course": "POST ALPR 101",
+}
 
 
 def routes(app):
@@ -27,7 +32,8 @@ def routes(app):
         view = app.view_functions[rule.endpoint]
         assert hasattr(view, "permission"), (
             f"route {rule.rule} ({rule.endpoint}) declares no permission: decorate it with @public, "
-            "@signed_in or @requires(...) from web.access")
+            "@signed_in or @requires(...) from web.access"
+        )
         values = {}
         for arg in rule.arguments:
             converter = type(rule._converters[arg]).__name__.lower()
@@ -41,8 +47,11 @@ def routes(app):
 def principals():
     """Every role with current training, and the accounts that must be kept out of plate data."""
     kinds = [(role, role, True, True) for role in ROLES]
-    kinds += [("untrained officer", "officer", False, True), ("inactive officer", "officer", True, False),
-              ("anonymous", None, None, None)]
+    kinds += [
+        ("untrained officer", "officer", False, True),
+        ("inactive officer", "officer", True, False),
+        ("anonymous", None, None, None),
+    ]
     return kinds
 
 
@@ -70,7 +79,7 @@ def test_every_route_answers_as_the_permission_table_says(app, settings, account
     checked = {"refused": 0, "reached": 0}
     for endpoint, method, url, permission in routes(app):
         if endpoint == "auth.logout":
-            continue            # it signs the account out; its own tests cover it
+            continue  # it signs the account out; its own tests cover it
         resp = client.open(url, method=method, data={"csrf_token": token} if method == "POST" else None)
         where = f"{label}: {method} {url} ({endpoint}, needs {permission!r}) answered {resp.status_code}"
         if permission is None:
@@ -95,6 +104,7 @@ def test_a_route_without_a_declared_permission_fails_the_walk(app):
     @app.get("/undeclared")
     def undeclared():
         return "open to all"
+
     with pytest.raises(AssertionError, match="declares no permission"):
         routes(app)
 
@@ -103,9 +113,10 @@ def test_pages_of_plate_data_declare_a_plate_data_permission(app):
     """Reads, alerts, the live view and the access log (its records hold the plates searched) show
     plates: their routes must need a permission that is only granted with current training
     (appliance.roles.PLATE_DATA), never just a sign-in."""
-    from appliance.roles import PLATE_DATA
-    plate_routes = [(url, perm) for _, _, url, perm in routes(app)
-                    if url.startswith(("/reads", "/alerts", "/live", "/audit"))]
+
+    plate_routes = [
+        (url, perm) for _, _, url, perm in routes(app) if url.startswith(("/reads", "/alerts", "/live", "/audit"))
+    ]
     assert len(plate_routes) >= 8
     for url, perm in plate_routes:
         assert perm in PLATE_DATA, f"{url} shows plate data but needs {perm!r}"
@@ -128,7 +139,7 @@ def test_administrators_see_the_roles_table_from_the_code(app, settings, account
     for role in ROLES.values():
         assert role["label"] in html
     # the dispatcher's column says yes exactly for its two permissions
-    import re
+
     rows = re.findall(r'<tr><th scope="row">.*?\((\w+\.\w+)\).*?</th>(.*?)</tr>', html, re.S)
     dispatcher_col = list(ROLES).index("dispatcher")
     granted = {perm for perm, cells in rows if re.findall(r'class="(yes|no)"', cells)[dispatcher_col] == "yes"}

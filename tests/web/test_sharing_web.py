@@ -1,9 +1,12 @@
 """Sharing requests through the real app: the recipient rule, review, and the export download."""
+
 import datetime as dt
 import json
+import zipfile
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from appliance import export, sharing, users
 from appliance.audit import system_actor
@@ -12,8 +15,11 @@ from appliance.store import EvidenceStore, NewRead, save_read
 from tests.web.conftest import CHROMIUM, PASSWORD, csrf, sign_in
 
 T0 = dt.datetime(2026, 5, 11, 8, 15)
-TRAINED = dict(completed_on=dt.date.today() - dt.timedelta(days=10),
-               expires_on=dt.date.today() + dt.timedelta(days=300), course="POST ALPR 101")
+TRAINED = dict(
+    completed_on=dt.date.today() - dt.timedelta(days=10),
+    expires_on=dt.date.today() + dt.timedelta(days=300),
+    course="POST ALPR 101",
+)
 
 
 @pytest.fixture
@@ -21,10 +27,21 @@ def stored(settings, db):
     rng = np.random.default_rng(11)
     out = []
     for i, plate in enumerate(["8XYZ456", "8XYZ456", "4QRS111"]):
-        out.append(save_read(settings, EvidenceStore(settings), NewRead(
-            plate_raw=plate, plate=plate, confidence=0.88, captured_at=T0 + dt.timedelta(minutes=i),
-            alternatives=[{"text": "8XY2456", "score": 0.2}]),
-            rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)))
+        out.append(
+            save_read(
+                settings,
+                EvidenceStore(settings),
+                NewRead(
+                    plate_raw=plate,
+                    plate=plate,
+                    confidence=0.88,
+                    captured_at=T0 + dt.timedelta(minutes=i),
+                    alternatives=[{"text": "8XY2456", "score": 0.2}],
+                ),
+                rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+                rng.integers(0, 255, (120, 200, 3), dtype=np.uint8),
+            )
+        )
     return out
 
 
@@ -47,11 +64,22 @@ def records(prefix="sharing.", viewing=False):
 
 
 def form_data(**changes):
-    data = {"agency_name": "San Jose Police Department", "agency_type": "ca-city-police", "agency_state": "CA",
-            "requester_name": "Det. Ana Silva", "requester_title": "Detective", "requester_contact": "asilva@sjpd.example",
-            "intended_purpose": "Identify the vehicle in a hit-and-run on May 11", "legal_authority": "SJPD 26-88123",
-            "plate": "8XYZ456", "match_mode": "exact", "period_start_at": "2026-05-10T00:00",
-            "period_end_at": "2026-05-12T00:00", "purpose": "CRIME-INV", "case_number": "2026-005511"}
+    data = {
+        "agency_name": "San Jose Police Department",
+        "agency_type": "ca-city-police",
+        "agency_state": "CA",
+        "requester_name": "Det. Ana Silva",
+        "requester_title": "Detective",
+        "requester_contact": "asilva@sjpd.example",
+        "intended_purpose": "Identify the vehicle in a hit-and-run on May 11",
+        "legal_authority": "SJPD 26-88123",
+        "plate": "8XYZ456",
+        "match_mode": "exact",
+        "period_start_at": "2026-05-10T00:00",
+        "period_end_at": "2026-05-12T00:00",
+        "purpose": "CRIME-INV",
+        "case_number": "2026-005511",
+    }
     data.update(changes)
     return data
 
@@ -71,12 +99,15 @@ def export_zip(client, request_id):
     return client.post(f"/sharing/{request_id}/export", data={"csrf_token": token})
 
 
-@pytest.mark.parametrize("agency_type, state, words", [
-    ("out-of-state", "NV", "another state"),
-    ("federal", "DC", "federal agency"),
-    ("private", "CA", "private entity"),
-    ("ca-city-police", "AZ", "in AZ, not California"),
-])
+@pytest.mark.parametrize(
+    "agency_type, state, words",
+    [
+        ("out-of-state", "NV", "another state"),
+        ("federal", "DC", "federal agency"),
+        ("private", "CA", "private entity"),
+        ("ca-city-police", "AZ", "in AZ, not California"),
+    ],
+)
 def test_non_california_public_recipients_are_refused_on_the_page(client, people, agency_type, state, words):
     sign_in(client, "officer.lee")
     resp = post_request(client, agency_type=agency_type, agency_state=state)
@@ -94,13 +125,22 @@ def test_an_officer_records_a_request_with_the_statutory_fields(client, people):
     [req] = sharing.SharingRequest.select()
     assert resp.headers["Location"].endswith(f"/sharing/{req.id}")
     assert (req.status, req.agency_name, req.requester_name, req.created_by) == (
-        "pending", "San Jose Police Department", "Det. Ana Silva", "officer.lee")
+        "pending",
+        "San Jose Police Department",
+        "Det. Ana Silva",
+        "officer.lee",
+    )
     # The period is typed in the post's zone (Los Angeles, PDT in May) and kept in UTC.
-    assert (req.period_start_at, req.period_end_at) == (dt.datetime(2026, 5, 10, 7, 0),
-                                                            dt.datetime(2026, 5, 12, 7, 0, 59, 999999))
+    assert (req.period_start_at, req.period_end_at) == (
+        dt.datetime(2026, 5, 10, 7, 0),
+        dt.datetime(2026, 5, 12, 7, 0, 59, 999999),
+    )
     [rec] = records()
     assert rec.action == "sharing.request" and rec.at and rec.username == "officer.lee"
-    assert json.loads(rec.query)["plate"] == "8XYZ456" and (rec.purpose_code, rec.case_number) == ("CRIME-INV", "2026-005511")
+    assert json.loads(rec.query)["plate"] == "8XYZ456" and (rec.purpose_code, rec.case_number) == (
+        "CRIME-INV",
+        "2026-005511",
+    )
     page = client.get(f"/sharing/{req.id}").get_data(as_text=True)
     assert "San Jose Police Department" in page and 'id="approve"' not in page and 'id="export"' not in page
     assert "San Jose Police Department" in client.get("/sharing/").get_data(as_text=True)
@@ -122,8 +162,12 @@ def test_officers_cannot_decide_or_export_and_dispatchers_see_nothing(client, pe
     post_request(client)
     [req] = sharing.SharingRequest.select()
     token = csrf(client.get(f"/sharing/{req.id}").get_data(as_text=True))
-    assert client.post(f"/sharing/{req.id}/decide", data={"decision": "approve", "note": "ok then",
-                                                          "csrf_token": token}).status_code == 403
+    assert (
+        client.post(
+            f"/sharing/{req.id}/decide", data={"decision": "approve", "note": "ok then", "csrf_token": token}
+        ).status_code
+        == 403
+    )
     assert client.post(f"/sharing/{req.id}/export", data={"csrf_token": token}).status_code == 403
     other = client.application.test_client()
     sign_in(other, "dispatch.kim")
@@ -183,9 +227,11 @@ def test_admin_approves_and_downloads_an_export_that_verifies(client, people, st
     # nothing of the export stays on the post's disk
     assert list((settings.data_dir / "exports").iterdir()) == []
     actions = [(r.action, r.username, r.purpose_code, r.case_number) for r in records()]
-    assert actions == [("sharing.request", "officer.lee", "CRIME-INV", "2026-005511"),
-                       ("sharing.approve", "admin.chen", "CRIME-INV", "2026-005511"),
-                       ("sharing.export", "admin.chen", "CRIME-INV", "2026-005511")]
+    assert actions == [
+        ("sharing.request", "officer.lee", "CRIME-INV", "2026-005511"),
+        ("sharing.approve", "admin.chen", "CRIME-INV", "2026-005511"),
+        ("sharing.export", "admin.chen", "CRIME-INV", "2026-005511"),
+    ]
     assert all(r.at and r.organization and json.loads(r.query)["plate"] == "8XYZ456" for r in records())
     page = admin.get(f"/sharing/{req.id}").get_data(as_text=True)
     assert 'id="exports"' in page and "admin.chen" in page
@@ -194,7 +240,7 @@ def test_admin_approves_and_downloads_an_export_that_verifies(client, people, st
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
 def test_browser_admin_records_approves_and_downloads(live_server, people, stored, page, artifacts, tmp_path):
-    from playwright.sync_api import expect
+
     page.goto(live_server + "/auth/login")
     page.fill("#username", "admin.chen")
     page.fill("#password", PASSWORD)
@@ -235,8 +281,6 @@ def test_browser_admin_records_approves_and_downloads(live_server, people, store
     assert [r.action for r in records()] == ["sharing.refuse", "sharing.request", "sharing.approve", "sharing.export"]
 
 
-
-
 def new_records(after: int) -> list[AccessRecord]:
     return list(AccessRecord.select().where(AccessRecord.seq > after).order_by(AccessRecord.seq))
 
@@ -254,7 +298,11 @@ def test_the_list_and_a_request_page_each_write_one_access_record(client, people
     assert page.status_code == 200 and "8XYZ456" in page.get_data(as_text=True)
     [rec] = new_records(before)
     assert (rec.action, rec.username, json.loads(rec.query), rec.result_count) == (
-        "sharing.list", "officer.lee", {"status": "all"}, 1)
+        "sharing.list",
+        "officer.lee",
+        {"status": "all"},
+        1,
+    )
     before = last_seq()
     assert client.get("/sharing/?status=approved").status_code == 200
     [rec] = new_records(before)
@@ -264,10 +312,14 @@ def test_the_list_and_a_request_page_each_write_one_access_record(client, people
     assert 'id="plate-only-note"' in page
     [rec] = new_records(before)
     assert (rec.action, rec.username, json.loads(rec.query), rec.client_addr) == (
-        "sharing.view", "officer.lee", {"sharing_request": req.id}, "127.0.0.1")
+        "sharing.view",
+        "officer.lee",
+        {"sharing_request": req.id},
+        "127.0.0.1",
+    )
     before = last_seq()
     assert client.get("/sharing/999").status_code == 404 and client.get("/sharing/?status=x").status_code == 404
-    assert new_records(before) == []                     # nothing shown, nothing recorded
+    assert new_records(before) == []  # nothing shown, nothing recorded
     other = client.application.test_client()
     sign_in(other, "dispatch.kim")
     before = last_seq()
@@ -275,14 +327,21 @@ def test_the_list_and_a_request_page_each_write_one_access_record(client, people
     assert [r.action for r in new_records(before)] == []
 
 
-def test_the_export_leaves_out_a_read_with_the_plate_only_as_an_alternative(client, people, stored, settings,
-                                                                              tmp_path):
-    import zipfile
+def test_the_export_leaves_out_a_read_with_the_plate_only_as_an_alternative(client, people, stored, settings, tmp_path):
     rng = np.random.default_rng(12)
-    lookalike = save_read(settings, EvidenceStore(settings), NewRead(
-        plate_raw="9DEF000", plate="9DEF000", confidence=0.93, captured_at=T0 + dt.timedelta(minutes=7),
-        alternatives=[{"text": "8XYZ456", "score": 0.04}]),
-        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8), rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))
+    lookalike = save_read(
+        settings,
+        EvidenceStore(settings),
+        NewRead(
+            plate_raw="9DEF000",
+            plate="9DEF000",
+            confidence=0.93,
+            captured_at=T0 + dt.timedelta(minutes=7),
+            alternatives=[{"text": "8XYZ456", "score": 0.04}],
+        ),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8),
+        rng.integers(0, 255, (120, 200, 3), dtype=np.uint8),
+    )
     sign_in(client, "admin.chen")
     post_request(client)
     [req] = sharing.SharingRequest.select()
@@ -298,5 +357,7 @@ def test_the_export_leaves_out_a_read_with_the_plate_only_as_an_alternative(clie
     [rec] = records("sharing.export")
     assert rec.result_count == 2 and f"read:{lookalike.uuid}" not in json.loads(rec.object_ids)
     page = client.get(f"/sharing/{req.id}").get_data(as_text=True)
-    assert "<td>2</td>" in page       # the export's read count on the request page
-    assert 'id="plate-only-note"' in page and 'id="plate-only-note"' in client.get("/sharing/new").get_data(as_text=True)
+    assert "<td>2</td>" in page  # the export's read count on the request page
+    assert 'id="plate-only-note"' in page and 'id="plate-only-note"' in client.get("/sharing/new").get_data(
+        as_text=True
+    )

@@ -9,6 +9,7 @@
 Without settings the app is the API alone: tests that run a post in the same process use it, as
 the accounts database of the post and of headquarters would otherwise share one binding.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +23,12 @@ from web.access import public
 from web.hq import api, pages
 
 
-def create_hq_app(database: str, max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYTES,
-                  settings: Settings | None = None, after_store: Callable[[], None] | None = None) -> Flask:
+def create_hq_app(
+    database: str,
+    max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYTES,
+    settings: Settings | None = None,
+    after_store: Callable[[], None] | None = None,
+) -> Flask:
     """`database`: headquarters' SQLite file or postgresql:// URL. `settings`: the configuration
     whose data_dir holds the accounts database (made by `waypost init` or `waypost hq serve`).
     `after_store` runs between storing a batch and answering for it (a fault test's power cut)."""

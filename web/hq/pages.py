@@ -9,6 +9,7 @@ different databases, so a view cannot read and record in one transaction: it rea
 the access record, and only then returns anything; if the record cannot be written the request
 fails and nothing is shown.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,15 +55,22 @@ class SearchForm(purposes.PurposeForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.post.choices = [SelectChoice("", "All posts")] + [
-            SelectChoice(pid, f"{name} ({pid})") for pid, name in hq_search.posts().items()]
+            SelectChoice(pid, f"{name} ({pid})") for pid, name in hq_search.posts().items()
+        ]
         self.camera.choices = [SelectChoice("", "All cameras")] + [
-            SelectChoice(f"{pid}/{cam}", f"{cam} at {pid}") for pid, cam in hq_search.cameras()]
+            SelectChoice(f"{pid}/{cam}", f"{cam} at {pid}") for pid, cam in hq_search.cameras()
+        ]
 
     def query(self) -> hq_search.Query:
         post_id, _, camera = (self.camera.data or "").partition("/")
-        return hq_search.Query(text=self.plate.data or "", mode=self.mode.data,
-                               post_id=self.post.data or (post_id if camera else None) or None,
-                               camera_id=camera or None, since=self.since.utc, until=self.until.utc)
+        return hq_search.Query(
+            text=self.plate.data or "",
+            mode=self.mode.data,
+            post_id=self.post.data or (post_id if camera else None) or None,
+            camera_id=camera or None,
+            since=self.since.utc,
+            until=self.until.utc,
+        )
 
 
 class VerifyForm(FlaskForm):
@@ -71,11 +79,16 @@ class VerifyForm(FlaskForm):
 
 # --- posts -----------------------------------------------------------------------------------------
 
+
 def _posts() -> list[dict]:
     rows = hq.status()
     for row in rows:
-        latest = (hq.HQBatch.select(hq.HQBatch.status, hq.HQBatch.problem, hq.HQBatch.message)
-                  .where(hq.HQBatch.post_id == row["post"]).order_by(hq.HQBatch.id.desc()).first())
+        latest = (
+            hq.HQBatch.select(hq.HQBatch.status, hq.HQBatch.problem, hq.HQBatch.message)
+            .where(hq.HQBatch.post_id == row["post"])
+            .order_by(hq.HQBatch.id.desc())
+            .first()
+        )
         if row["chain_status"] == "broken":
             row["chain"] = "broken"
         elif latest is not None and latest.status == "refused" and latest.problem == "gap":
@@ -112,10 +125,19 @@ def verify():
         abort(400)
     ok, bad_seq, message = hq.verify_chain(form.post.data)
     with write():
-        audit.record("audit.verify", actor(), query={"post": form.post.data, "at": "headquarters"},
-                     details={"ok": ok, "bad_seq": bad_seq, "problem": "" if ok else message})
-    return render_template("hq/posts.html", posts=_posts(), since=_since, form=VerifyForm(),
-                           checked={"post": form.post.data, "ok": ok, "bad_seq": bad_seq, "message": message})
+        audit.record(
+            "audit.verify",
+            actor(),
+            query={"post": form.post.data, "at": "headquarters"},
+            details={"ok": ok, "bad_seq": bad_seq, "problem": "" if ok else message},
+        )
+    return render_template(
+        "hq/posts.html",
+        posts=_posts(),
+        since=_since,
+        form=VerifyForm(),
+        checked={"post": form.post.data, "ok": ok, "bad_seq": bad_seq, "message": message},
+    )
 
 
 @bp.app_context_processor
@@ -123,16 +145,20 @@ def _banner():
     def site_warnings() -> list[str]:
         """A post whose access log headquarters found broken is named on every page."""
         try:
-            return [f"Post {p.name} ({p.id}): its access log is BROKEN at record {p.first_bad_seq}. "
-                    "Tell the ALPR administrator." for p in
-                    hq.HQPost.select().where(hq.HQPost.chain_status == "broken").order_by(hq.HQPost.id)]
-        except Exception:   # the banner must never take a page down with it
+            return [
+                f"Post {p.name} ({p.id}): its access log is BROKEN at record {p.first_bad_seq}. "
+                "Tell the ALPR administrator."
+                for p in hq.HQPost.select().where(hq.HQPost.chain_status == "broken").order_by(hq.HQPost.id)
+            ]
+        except Exception:  # the banner must never take a page down with it
             current_app.logger.exception("post status for the warning banner")
             return ["Headquarters' database could not be read."]
+
     return {"site_warnings": site_warnings}
 
 
 # --- search ----------------------------------------------------------------------------------------
+
 
 @bp.get("/reads/search")
 @requires("reads.search")
@@ -152,17 +178,25 @@ def search_results():
     except hq_search.SearchError as exc:
         form.plate.errors = [str(exc)[0].upper() + str(exc)[1:] + "."]
         return render_template("hq/search.html", form=form, page=None), 400
-    with write():               # committed before the page is rendered: no record, no results
-        audit.record("read.search", actor(), query=recorded(query, form), purpose=stated,
-                     objects=[f"read:{h.read.post_id}/{h.read.uuid}" for h in page.hits],
-                     result_count=len(page.hits), details={"cursor": form.cursor.data} if form.cursor.data else None)
+    with write():  # committed before the page is rendered: no record, no results
+        audit.record(
+            "read.search",
+            actor(),
+            query=recorded(query, form),
+            purpose=stated,
+            objects=[f"read:{h.read.post_id}/{h.read.uuid}" for h in page.hits],
+            result_count=len(page.hits),
+            details={"cursor": form.cursor.data} if form.cursor.data else None,
+        )
     purposes.remember(stated)
     alerts = hq_search.alerts_for([h.read for h in page.hits])
-    return render_template("hq/search.html", form=form, page=page, query=query, alerts=alerts,
-                           post_names=hq_search.posts())
+    return render_template(
+        "hq/search.html", form=form, page=page, query=query, alerts=alerts, post_names=hq_search.posts()
+    )
 
 
 # --- one read and its images ------------------------------------------------------------------------
+
 
 @bp.route("/reads/<int:read_id>", methods=["GET", "POST"])
 @requires("reads.view")
@@ -173,27 +207,43 @@ def read(read_id: int):
         if form.validate_on_submit() and (stated := form.checked()) is not None:
             purposes.remember(stated)
             return redirect(url_for("hq.read", read_id=read_id))
-        return render_template("shared/purpose_required.html", form=form, what="this read",
-                               action=url_for("hq.read", read_id=read_id)), 400
-    if stated is None:          # allowed, but not before saying why: the form, and no data
-        return render_template("shared/purpose_required.html", form=purposes.PurposeForm(), what="this read",
-                               action=url_for("hq.read", read_id=read_id))
+        return render_template(
+            "shared/purpose_required.html", form=form, what="this read", action=url_for("hq.read", read_id=read_id)
+        ), 400
+    if stated is None:  # allowed, but not before saying why: the form, and no data
+        return render_template(
+            "shared/purpose_required.html",
+            form=purposes.PurposeForm(),
+            what="this read",
+            action=url_for("hq.read", read_id=read_id),
+        )
     row = hq_search.read(read_id) or abort(404)
     with write():
-        audit.record("read.view", actor(), query={"read": row.uuid, "plate": row.plate, "post": row.post_id,
-                                                  "at": "headquarters"},
-                     purpose=stated, objects=[f"read:{row.post_id}/{row.uuid}"], result_count=1)
+        audit.record(
+            "read.view",
+            actor(),
+            query={"read": row.uuid, "plate": row.plate, "post": row.post_id, "at": "headquarters"},
+            purpose=stated,
+            objects=[f"read:{row.post_id}/{row.uuid}"],
+            result_count=1,
+        )
     kinds = {im.get("kind") for im in row.data.get("images") or []}
-    return render_template("hq/read.html", read=row, data=row.data, kinds=kinds, purpose=stated,
-                           post_name=hq_search.posts().get(row.post_id, row.post_id),
-                           alerts=hq_search.alerts_for([row]).get((row.post_id, row.uuid), []))
+    return render_template(
+        "hq/read.html",
+        read=row,
+        data=row.data,
+        kinds=kinds,
+        purpose=stated,
+        post_name=hq_search.posts().get(row.post_id, row.post_id),
+        alerts=hq_search.alerts_for([row]).get((row.post_id, row.uuid), []),
+    )
 
 
 @bp.get("/reads/<int:read_id>/image/<kind>")
 @requires("reads.view")
 def image(read_id: int, kind: str):
     stated = purposes.current()
-    if stated is None:          # 428: allowed, but a purpose must be stated first (403 means "not you")
+    if stated is None:  # 428: allowed, but a purpose must be stated first (403 means "not you")
         abort(428, "state a purpose (search, or open the read) before viewing its images")
     if kind not in ("crop", "frame"):
         abort(404)
@@ -207,10 +257,15 @@ def image(read_id: int, kind: str):
         abort(404)
     meta, data = found
     with write():
-        audit.record("evidence.view", actor(), query={"read": row.uuid, "plate": row.plate, "post": row.post_id,
-                                                  "at": "headquarters"},
-                     purpose=stated, objects=[f"read:{row.post_id}/{row.uuid}", f"evidence:{meta['sha256']}"],
-                     result_count=1, details={"kind": kind})
+        audit.record(
+            "evidence.view",
+            actor(),
+            query={"read": row.uuid, "plate": row.plate, "post": row.post_id, "at": "headquarters"},
+            purpose=stated,
+            objects=[f"read:{row.post_id}/{row.uuid}", f"evidence:{meta['sha256']}"],
+            result_count=1,
+            details={"kind": kind},
+        )
     resp = Response(data, mimetype=meta.get("content_type") or "image/jpeg")
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -7,6 +7,7 @@ host reached over SSH: every command runs as `chroot ROOT /bin/sh -c CMD` with a
 the root's own `cat`, and modules are piped (pipelining), so `become` (sudo inside the root) works
 for an unprivileged become_user too. It must run as root on the controller.
 """
+
 from __future__ import annotations
 
 DOCUMENTATION = """
@@ -37,8 +38,15 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.connection import ConnectionBase
 
 # The environment every command starts with inside the root (what sshd would give root).
-ROOT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-            "HOME=/root", "LOGNAME=root", "USER=root", "SHELL=/bin/sh", "DEBIAN_FRONTEND=noninteractive"]
+ROOT_ENV = [
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+    "HOME=/root",
+    "LOGNAME=root",
+    "USER=root",
+    "SHELL=/bin/sh",
+    "DEBIAN_FRONTEND=noninteractive",
+]
 
 
 class Connection(ConnectionBase):

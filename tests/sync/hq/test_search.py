@@ -2,13 +2,25 @@
 search across posts. Two real posts push real batches (over HTTP, to headquarters on 127.0.0.1)
 into headquarters' database (a SQLite file, or the private PostgreSQL); headquarters then serves
 its pages from create_hq_app with its own accounts database, as `waypost hq serve` does."""
+
 from __future__ import annotations
 
 import datetime as dt
+import http.cookiejar
+import os
+import re
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import expect
 
 from appliance import audit, bundle, users
 from appliance import db as dbmod
@@ -27,8 +39,14 @@ PURPOSE = {"purpose": "STOLEN-VEH", "case_number": "24-001234"}
 
 
 def _post(tmp_path, post_id, name, camera, hq_port):
-    settings = make_settings(tmp_path / post_id, post__id=post_id, post__name=name, post__camera_id=camera,
-                             sync__hq_url=f"http://127.0.0.1:{hq_port}", sync__batch_max_reads=5)
+    settings = make_settings(
+        tmp_path / post_id,
+        post__id=post_id,
+        post__name=name,
+        post__camera_id=camera,
+        sync__hq_url=f"http://127.0.0.1:{hq_port}",
+        sync__batch_max_reads=5,
+    )
     bootstrap(settings, create_admin=False)
     bundle.post_key(settings)
     return settings
@@ -42,7 +60,10 @@ def hq_site(tmp_path, hq_target):
     api = HQServer(hq_target, port).start()
     posts = {}
     try:
-        for post_id, name, camera, seed, n in (("post-a", "Main St", "cam-a", 1, 3), ("post-b", "Harbor Rd", "cam-b", 2, 2)):
+        for post_id, name, camera, seed, n in (
+            ("post-a", "Main St", "cam-a", 1, 3),
+            ("post-b", "Harbor Rd", "cam-b", 2, 2),
+        ):
             s = _post(tmp_path, post_id, name, camera, port)
             with hq.hq_database.connection_context():
                 hq.enroll(post_id, name, bundle.public_key_file(s).read_bytes())
@@ -59,11 +80,22 @@ def hq_site(tmp_path, hq_target):
     app.config["TESTING"] = True
     with dbmod.connection():
         actor = system_actor(settings)
-        for username, role, trained in (("officer.lee", "officer", True), ("officer.new", "officer", False),
-                                        ("disp.kay", "dispatcher", True), ("admin.ray", "admin", True),
-                                        ("tech.sam", "technician", False)):
-            users.add(actor, username=username, display_name=username, organization="PD", role=role,
-                      password=PASSWORD, must_change_password=False)
+        for username, role, trained in (
+            ("officer.lee", "officer", True),
+            ("officer.new", "officer", False),
+            ("disp.kay", "dispatcher", True),
+            ("admin.ray", "admin", True),
+            ("tech.sam", "technician", False),
+        ):
+            users.add(
+                actor,
+                username=username,
+                display_name=username,
+                organization="PD",
+                role=role,
+                password=PASSWORD,
+                must_change_password=False,
+            )
             if trained:
                 users.set_training(actor, username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
     yield app, settings, posts
@@ -118,8 +150,10 @@ def test_a_search_without_a_purpose_is_refused_and_shows_nothing(hq_site):
     sign_in(client, "officer.lee")
     page_ = client.get("/hq/reads/search")
     for purpose in ({"purpose": "", "case_number": ""}, {"purpose": "STOLEN-VEH", "case_number": "N/A"}):
-        resp = client.post("/hq/reads/search", data={"plate": "7ABC010", "mode": "exact", **purpose,
-                                                     "csrf_token": csrf(page_.get_data(as_text=True))})
+        resp = client.post(
+            "/hq/reads/search",
+            data={"plate": "7ABC010", "mode": "exact", **purpose, "csrf_token": csrf(page_.get_data(as_text=True))},
+        )
         assert resp.status_code == 400
         assert "result-table" not in resp.get_data(as_text=True)
     assert _records(settings, "read.search") == []
@@ -163,7 +197,7 @@ def test_a_search_across_posts_is_recorded_with_its_query_and_purpose_and_the_ch
     [view] = _records(settings, "read.view")
     [image] = _records(settings, "evidence.view")
     assert view.case_number == image.case_number == "24-001234" and '"post":"post-b"' in view.query
-    plate = _plate_of(read_id)      # named in both records, so the log's plate filter finds the views
+    plate = _plate_of(read_id)  # named in both records, so the log's plate filter finds the views
     assert f'"plate":"{plate}"' in view.query and f'"plate":"{plate}"' in image.query
     with dbmod.connection():
         result = audit.verify()
@@ -182,12 +216,12 @@ def test_search_modes_filters_and_pages(hq_site):
 
     def plates(resp):
         assert resp.status_code == 200, resp.get_data(as_text=True)[-800:]
-        import re
+
         return re.findall(r'<a class="plate" href="/hq/reads/\d+">(\w+)</a>', resp.get_data(as_text=True))
 
     assert plates(_search(client, "7ABC010")) == ["7ABC010"]
-    assert plates(_search(client, "7abc-010")) == ["7ABC010"]                 # typed as people type it
-    assert plates(_search(client, "7ABC01*", "wildcard")) == ["7ABC012", "7ABC011", "7ABC010"]   # newest first
+    assert plates(_search(client, "7abc-010")) == ["7ABC010"]  # typed as people type it
+    assert plates(_search(client, "7ABC01*", "wildcard")) == ["7ABC012", "7ABC011", "7ABC010"]  # newest first
     assert sorted(plates(_search(client, "*020", "wildcard"))) == ["7ABC020"]
     assert plates(_search(client, "7ABC0?1", "wildcard")) == ["7ABC021", "7ABC011"]
     # Similar: 7A8C010 folds to the same skeleton as 7ABC010 (8/B); 7ABC01 is one deletion away from each.
@@ -196,9 +230,11 @@ def test_search_modes_filters_and_pages(hq_site):
     # Contains needs a time range (it cannot use an index); with one it works.
     refused = _search(client, "BC0", "partial")
     assert refused.status_code == 400 and "time range" in refused.get_data(as_text=True)
-    now = dt.datetime.now(ZoneInfo(settings.post.timezone))     # the form takes headquarters' local time
-    window = {"since": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
-              "until": (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")}
+    now = dt.datetime.now(ZoneInfo(settings.post.timezone))  # the form takes headquarters' local time
+    window = {
+        "since": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+        "until": (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
     assert len(plates(_search(client, "BC0", "partial", **window))) == 5
     before = {"since": "2020-01-01T00:00", "until": "2020-01-02T00:00"}
     assert plates(_search(client, "7A8C123", **before)) == []
@@ -222,16 +258,18 @@ def test_posts_page_needs_a_status_role_and_shows_the_chain(hq_site):
     sign_in(client, "officer.lee")
     assert client.get("/hq").status_code == 403
     client = app.test_client()
-    sign_in(client, "tech.sam")                 # health.view, no plate data: needs no ALPR training
+    sign_in(client, "tech.sam")  # health.view, no plate data: needs no ALPR training
     body = client.get("/hq").get_data(as_text=True)
     assert "Main St" in body and "Harbor Rd" in body and body.count(">verified</span>") == 2
     assert "7ABC" not in body
     # A tampered copy at headquarters is found by "Verify log now", naming the first bad record.
     with hq.hq_database.connection_context():
         hq.HQAccessRecord.update(query='{"plate":"XXX"}').where(
-            (hq.HQAccessRecord.post_id == "post-a") & (hq.HQAccessRecord.seq == 2)).execute()
+            (hq.HQAccessRecord.post_id == "post-a") & (hq.HQAccessRecord.seq == 2)
+        ).execute()
         hq.HQPost.update(chain_status="broken", first_bad_seq=2, chain_problem="test").where(
-            hq.HQPost.id == "post-a").execute()
+            hq.HQPost.id == "post-a"
+        ).execute()
     page_ = client.get("/hq").get_data(as_text=True)
     assert ">broken</span> first bad record 2" in page_ and "access log is BROKEN at record 2" in page_
     resp = client.post("/hq/verify", data={"post": "post-a", "csrf_token": csrf(page_)})
@@ -250,7 +288,9 @@ def test_posts_without_csrf_token_are_refused(hq_site):
     assert client.post(f"/hq/reads/{_read_id('post-a')}", data=PURPOSE).status_code == 400
     assert _records(settings, "read.search") == []
     # The login form too.
-    assert app.test_client().post("/auth/login", data={"username": "officer.lee", "password": PASSWORD}).status_code == 400
+    assert (
+        app.test_client().post("/auth/login", data={"username": "officer.lee", "password": PASSWORD}).status_code == 400
+    )
 
 
 def test_no_access_record_no_data(hq_site):
@@ -260,14 +300,17 @@ def test_no_access_record_no_data(hq_site):
     sign_in(client, "officer.lee")
     page_ = client.get("/hq/reads/search").get_data(as_text=True)
     con = sqlite3.connect(settings.db_path)
-    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON access_record WHEN NEW.action = 'read.search' "
-                "BEGIN SELECT RAISE(ABORT, 'log unavailable'); END")
+    con.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON access_record WHEN NEW.action = 'read.search' "
+        "BEGIN SELECT RAISE(ABORT, 'log unavailable'); END"
+    )
     con.commit()
     con.close()
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.testing = False
-    resp = client.post("/hq/reads/search", data={"plate": "7A8C123", "mode": "exact", **PURPOSE,
-                                                 "csrf_token": csrf(page_)})
+    resp = client.post(
+        "/hq/reads/search", data={"plate": "7A8C123", "mode": "exact", **PURPOSE, "csrf_token": csrf(page_)}
+    )
     assert resp.status_code == 500 and "7ABC010" not in resp.get_data(as_text=True)
 
 
@@ -289,10 +332,10 @@ def test_search_page_in_a_browser(hq_site, page, artifacts):  # noqa: F811
         page.click("#search")
         page.wait_for_selector("#result-table")
         assert page.locator("#result-table tbody tr").count() == 5
-        from playwright.sync_api import expect
+
         thumbs = page.locator("img.thumb")
         assert thumbs.count() == 5
-        for i in range(5):                      # lazy images: each loads once scrolled into view
+        for i in range(5):  # lazy images: each loads once scrolled into view
             thumbs.nth(i).scroll_into_view_if_needed()
             expect(thumbs.nth(i)).to_have_js_property("complete", True)
             assert thumbs.nth(i).evaluate("img => img.naturalWidth") > 0
@@ -307,22 +350,22 @@ def test_search_page_in_a_browser(hq_site, page, artifacts):  # noqa: F811
 def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
     """`waypost hq serve` in a real process: its own accounts database in data_dir, the first
     administrator from WAYPOST_ADMIN_PASSWORD, sign-in required for the pages, the API signed."""
-    import http.cookiejar
-    import os
-    import re
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+
     port = free_port()
     data = tmp_path / "hq-data"
-    env = dict(os.environ, WAYPOST_STORAGE__DATA_DIR=str(data), WAYPOST_STORAGE__MIN_FREE_MB="0",
-               WAYPOST_ADMIN_PASSWORD=PASSWORD, WAYPOST_CONFIG="")
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "hq", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        WAYPOST_STORAGE__DATA_DIR=str(data),
+        WAYPOST_STORAGE__MIN_FREE_MB="0",
+        WAYPOST_ADMIN_PASSWORD=PASSWORD,
+        WAYPOST_CONFIG="",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "hq", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -336,10 +379,10 @@ def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
         base = f"http://127.0.0.1:{port}"
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         landed = opener.open(f"{base}/hq")
-        assert landed.url.startswith(f"{base}/auth/login")                  # redirected to sign in
+        assert landed.url.startswith(f"{base}/auth/login")  # redirected to sign in
         with pytest.raises(urllib.error.HTTPError) as refused:
             opener.open(f"{base}/hq/v1/posts/post-a/position")
-        assert refused.value.code == 404                                      # signed API: unknown post
+        assert refused.value.code == 404  # signed API: unknown post
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', landed.read().decode()).group(1)
         form = urllib.parse.urlencode({"username": "admin", "password": PASSWORD, "csrf_token": token}).encode()
         change = opener.open(f"{base}/auth/login?next=/hq", data=form)
@@ -348,7 +391,7 @@ def test_hq_serve_makes_its_accounts_database_and_first_admin(tmp_path):
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', change.read().decode()).group(1)
         new = "a new passphrase only the chief knows"
         form = urllib.parse.urlencode({"current": PASSWORD, "new": new, "confirm": new, "csrf_token": token}).encode()
-        posts_page = opener.open(f"{base}/auth/password", data=form)      # changed: home is the posts page
+        posts_page = opener.open(f"{base}/auth/password", data=form)  # changed: home is the posts page
         assert posts_page.url == f"{base}/hq" and "No post is enrolled yet" in posts_page.read().decode()
     finally:
         proc.terminate()
@@ -367,17 +410,24 @@ def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_tar
     hq.open_hq(hq_target)
 
     def add(read_id, plate):
-        hq.HQRead.insert(id=read_id, post_id="post-a", uuid=f"u{read_id}", seq=read_id,
-                         captured_at=f"2026-11-0{read_id % 9 + 1}T10:00:00", plate=plate, content_hash="0" * 64,
-                         data={"camera_id": "cam-a", "alternatives": [{"text": "7XYZ999", "score": 0.1}]}).execute()
+        hq.HQRead.insert(
+            id=read_id,
+            post_id="post-a",
+            uuid=f"u{read_id}",
+            seq=read_id,
+            captured_at=f"2026-11-0{read_id % 9 + 1}T10:00:00",
+            plate=plate,
+            content_hash="0" * 64,
+            data={"camera_id": "cam-a", "alternatives": [{"text": "7XYZ999", "score": 0.1}]},
+        ).execute()
 
     with hq.hq_database.connection_context():
         add(10, "7ABC111")
         assert hq_search.catch_up() == 1
-        add(5, "7ABC555")                                   # committed late, with a lower id (captured later)
+        add(5, "7ABC555")  # committed late, with a lower id (captured later)
         hq_search.catch_up(full=True)
         assert [h.read.plate for h in hq_search.search(hq_search.Query("7XYZ999")).hits] == ["7ABC555", "7ABC111"]
-        assert hq_search.catch_up(full=True) == 0          # nothing twice
+        assert hq_search.catch_up(full=True) == 0  # nothing twice
         # More waiting than a search indexes itself: it answers from the index and says so.
         add(11, "7ABC777")
         add(12, "7ABC888")
@@ -388,7 +438,7 @@ def test_the_index_finds_reads_that_became_visible_out_of_order(tmp_path, hq_tar
         page_ = hq_search.search(hq_search.Query("7XYZ999"))
         assert not page_.behind and len(page_.hits) == 4
         rows = hq.models.HQReadText.select().where(hq.models.HQReadText.read_id == 5).count()
-    assert rows == 2                                         # the plate and its alternative
+    assert rows == 2  # the plate and its alternative
     hq.hq_database.close()
 
 
@@ -399,7 +449,7 @@ def test_the_administrator_sees_headquarters_access_log_and_accounts(hq_site):
     assert _search(officer, "7ABC010").status_code == 200
     admin = app.test_client()
     sign_in(admin, "admin.ray")
-    assert admin.get("/").headers["Location"].endswith("/hq/reads/search")     # the admin's place of work here
+    assert admin.get("/").headers["Location"].endswith("/hq/reads/search")  # the admin's place of work here
     log = admin.get("/audit/").get_data(as_text=True)
     assert "officer.lee" in log and "read.search" in log and "24-001234" in log
     accounts = admin.get("/admin/accounts").get_data(as_text=True)

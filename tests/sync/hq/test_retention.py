@@ -1,6 +1,7 @@
 """Retention and legal holds at headquarters, on SQLite and on the private PostgreSQL: a real post
 pushes real batches over HTTP to headquarters on 127.0.0.1; `waypost hq hold ...` and `waypost hq
 retention` run through click with headquarters' own configuration and accounts database."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,11 +9,12 @@ import json
 import logging
 import threading
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from peewee import SqliteDatabase
 
-from appliance import audit, config
+from appliance import audit, config, store
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
 from appliance.cli import main
@@ -28,8 +30,14 @@ PURPOSE = ["--purpose", "STOLEN-VEH", "--case", "24-001234"]
 
 
 def _hq_env(root, **overrides) -> dict:
-    env = {"WAYPOST_STORAGE__DATA_DIR": str(root), "WAYPOST_STORAGE__MIN_FREE_MB": "0", "WAYPOST_POST__ID": "hq",
-           "WAYPOST_RETENTION__READ_DAYS": "30", "WAYPOST_RETENTION__HIT_READ_DAYS": "90", "WAYPOST_CONFIG": ""}
+    env = {
+        "WAYPOST_STORAGE__DATA_DIR": str(root),
+        "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_POST__ID": "hq",
+        "WAYPOST_RETENTION__READ_DAYS": "30",
+        "WAYPOST_RETENTION__HIT_READ_DAYS": "90",
+        "WAYPOST_CONFIG": "",
+    }
     env.update({f"WAYPOST_{k.upper()}": str(v) for k, v in overrides.items()})
     return env
 
@@ -39,15 +47,24 @@ def hq_env(tmp_path, settings, db):
     """Headquarters' configuration (its data_dir holds its accounts database and access log)."""
     env = _hq_env(tmp_path / "hq-data")
     bootstrap(config.load(None, environ=env), create_admin=False)
-    dbmod.open_database(settings)          # the post's database is the one bound between steps
+    dbmod.open_database(settings)  # the post's database is the one bound between steps
     return env
 
 
 def hq_cli(env, target, *args):
     """`waypost hq ARGS --database TARGET` as headquarters' operator runs it."""
     group, *rest = args
-    result = CliRunner().invoke(main, ["hq", *([group, rest[0]] if group == "hold" else [group]),
-                                       "--database", target, *(rest[1:] if group == "hold" else rest)], env=env)
+    result = CliRunner().invoke(
+        main,
+        [
+            "hq",
+            *([group, rest[0]] if group == "hold" else [group]),
+            "--database",
+            target,
+            *(rest[1:] if group == "hold" else rest),
+        ],
+        env=env,
+    )
     return result
 
 
@@ -77,9 +94,18 @@ def aged_reads(settings, days: list[int], seed: int, alert_on: tuple[int, ...] =
             for i, (read, ago) in enumerate(zip(reads, days)):
                 Read.update(captured_at=utcnow() - dt.timedelta(days=ago)).where(Read.id == read.id).execute()
                 if i in alert_on:
-                    Alert.create(read=read, hotlist_name="SVS", entry_plate=read.plate, entry_state="CA",
-                                 entry_reason="stolen", entry_source_ref="", matched_text=read.plate,
-                                 match_kind="exact", score=1.0, created_at=utcnow())
+                    Alert.create(
+                        read=read,
+                        hotlist_name="SVS",
+                        entry_plate=read.plate,
+                        entry_state="CA",
+                        entry_reason="stolen",
+                        entry_source_ref="",
+                        matched_text=read.plate,
+                        match_kind="exact",
+                        score=1.0,
+                        created_at=utcnow(),
+                    )
         return [Read.get_by_id(r.id) for r in reads]
 
 
@@ -96,9 +122,20 @@ def held_uuids() -> set[str]:
 
 def counts() -> dict:
     with hq.hq_database.connection_context():
-        return {m._meta.table_name: m.select().count() for m in
-                (hq.HQRead, hq.HQImage, hq.HQAlert, hq.HQAccessRecord, hq.HQBatch, hq.HQPost,
-                 hq.models.HQReadText, hq.models.HQRetentionRun, HQLegalHold)}
+        return {
+            m._meta.table_name: m.select().count()
+            for m in (
+                hq.HQRead,
+                hq.HQImage,
+                hq.HQAlert,
+                hq.HQAccessRecord,
+                hq.HQBatch,
+                hq.HQPost,
+                hq.models.HQReadText,
+                hq.models.HQRetentionRun,
+                HQLegalHold,
+            )
+        }
 
 
 def found(plate: str) -> int:
@@ -172,20 +209,64 @@ def test_old_reads_go_recent_and_hit_reads_stay_and_the_post_resumes(settings, d
 
 
 def test_held_reads_stay_until_released(settings, db, hq_server, hq_target, hq_env):
-    reads = aged_reads(settings, [400, 400, 400, 400], seed=3)    # plates 7ABC030..7ABC033
+    reads = aged_reads(settings, [400, 400, 400, 400], seed=3)  # plates 7ABC030..7ABC033
     assert push(settings).reads == 4
-    window = ["--from", (utcnow() - dt.timedelta(days=500)).strftime("%Y-%m-%d"),
-              "--to", utcnow().strftime("%Y-%m-%dT%H:%M")]
-    exact = hq_cli(hq_env, hq_target, "hold", "place", "--post", settings.post.id, "--plate", "7ABC030",
-                   *window, *PURPOSE, "--reason", "Vehicle in the Main St burglary")
+    window = [
+        "--from",
+        (utcnow() - dt.timedelta(days=500)).strftime("%Y-%m-%d"),
+        "--to",
+        utcnow().strftime("%Y-%m-%dT%H:%M"),
+    ]
+    exact = hq_cli(
+        hq_env,
+        hq_target,
+        "hold",
+        "place",
+        "--post",
+        settings.post.id,
+        "--plate",
+        "7ABC030",
+        *window,
+        *PURPOSE,
+        "--reason",
+        "Vehicle in the Main St burglary",
+    )
     assert exact.exit_code == 0, exact.output
     assert "hold 1 placed under case 24-001234" in exact.output and "covers 1 read(s)" in exact.output
-    wildcard = hq_cli(hq_env, hq_target, "hold", "place", "--all-posts", "--plate", "*C032", "--mode", "wildcard",
-                      *window, *PURPOSE, "--reason", "Suspect vehicle, partial plate from a witness")
+    wildcard = hq_cli(
+        hq_env,
+        hq_target,
+        "hold",
+        "place",
+        "--all-posts",
+        "--plate",
+        "*C032",
+        "--mode",
+        "wildcard",
+        *window,
+        *PURPOSE,
+        "--reason",
+        "Suspect vehicle, partial plate from a witness",
+    )
     assert wildcard.exit_code == 0 and "covers 1 read(s)" in wildcard.output, wildcard.output
     # a hold whose period ends before the reads were captured holds nothing
-    early = hq_cli(hq_env, hq_target, "hold", "place", "--post", settings.post.id, "--plate", "7ABC031",
-                   "--from", "2020-01-01", "--to", "2020-02-01", *PURPOSE, "--reason", "An older case, same plate")
+    early = hq_cli(
+        hq_env,
+        hq_target,
+        "hold",
+        "place",
+        "--post",
+        settings.post.id,
+        "--plate",
+        "7ABC031",
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2020-02-01",
+        *PURPOSE,
+        "--reason",
+        "An older case, same plate",
+    )
     assert early.exit_code == 0 and "covers 0 read(s)" in early.output, early.output
 
     out = hq_cli(hq_env, hq_target, "retention")
@@ -193,18 +274,33 @@ def test_held_reads_stay_until_released(settings, db, hq_server, hq_target, hq_e
     assert held_uuids() == {reads[0].uuid, reads[2].uuid}
 
     # a hold on an alternative reading (every read here has 7A8C123 as one) holds by it
-    alt = hq_cli(hq_env, hq_target, "hold", "place", "--all-posts", "--plate", "7A8C123", *window, *PURPOSE,
-                 "--reason", "The OCR's second reading matches the stolen car")
+    alt = hq_cli(
+        hq_env,
+        hq_target,
+        "hold",
+        "place",
+        "--all-posts",
+        "--plate",
+        "7A8C123",
+        *window,
+        *PURPOSE,
+        "--reason",
+        "The OCR's second reading matches the stolen car",
+    )
     assert alt.exit_code == 0 and "covers 2 read(s)" in alt.output, alt.output
     for hold_id in (1, 2):
-        released = hq_cli(hq_env, hq_target, "hold", "release", str(hold_id), "--reason", "Case closed, no charges filed")
+        released = hq_cli(
+            hq_env, hq_target, "hold", "release", str(hold_id), "--reason", "Case closed, no charges filed"
+        )
         assert released.exit_code == 0 and f"hold {hold_id} (case 24-001234) released" in released.output
     assert "purged 0 read(s)" in hq_cli(hq_env, hq_target, "retention").output
     assert held_uuids() == {reads[0].uuid, reads[2].uuid}
     listed = hq_cli(hq_env, hq_target, "hold", "list", "--active")
     assert listed.exit_code == 0 and "7A8C123" in listed.output and "7ABC030" not in listed.output, listed.output
-    assert hq_cli(hq_env, hq_target, "hold", "release", "4", "--reason", "The OCR reading was wrong after all") \
-        .exit_code == 0
+    assert (
+        hq_cli(hq_env, hq_target, "hold", "release", "4", "--reason", "The OCR reading was wrong after all").exit_code
+        == 0
+    )
     out = hq_cli(hq_env, hq_target, "retention")
     assert "purged 2 read(s)" in out.output and held_uuids() == set()
 
@@ -215,7 +311,7 @@ def test_held_reads_stay_until_released(settings, db, hq_server, hq_target, hq_e
     everything = hq_cli(hq_env, hq_target, "hold", "list")
     states = {line.split()[0]: "ACTIVE" in line for line in everything.output.splitlines()}
     assert states == {"1": False, "2": False, "3": True, "4": False}, everything.output
-    assert "captured 2020-01-01T00:00:00 to 2020-02-01T23:59:59.999999 UTC" in everything.output   # a date: all of it
+    assert "captured 2020-01-01T00:00:00 to 2020-02-01T23:59:59.999999 UTC" in everything.output  # a date: all of it
     placed, released_, listings = (hq_records(hq_env, a) for a in ("hold.place", "hold.release", "hold.list"))
     assert len(placed) == 4 and len(released_) == 3 and len(listings) == 2
     assert placed[1].purpose_code == "STOLEN-VEH" and placed[1].case_number == "24-001234"
@@ -234,30 +330,39 @@ def test_a_purge_in_batches_takes_every_read(settings, db, hq_server, hq_target,
     assert record.result_count == 5 and f'"oldest_at":"{reads[0].captured_at.isoformat()}"' in record.details
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--post", "post-1", "--plate", "7ABC030", "--reason", "short"], "a reason of at least 10 characters"),
-    (["--post", "post-1", "--plate", "7ABC030", "--reason", ""], "a reason of at least 10 characters"),
-    (["--post", "post-1", "--plate", "7ABC030", "--from", "2026-03-01", "--to", "2026-02-01"],
-     "the period ends (2026-02-01 23:59) before it starts (2026-03-01 00:00)"),
-    (["--all-posts", "--plate", "**", "--mode", "wildcard"], "needs at least one known character"),
-    (["--all-posts", "--plate", "7AB%", "--mode", "wildcard"], "a wildcard plate uses letters, digits, *"),
-    (["--all-posts", "--plate", "7AB*"], "needs --mode wildcard"),
-    (["--post", "post-9", "--plate", "7ABC030"], "post 'post-9' is not enrolled here"),
-    (["--all-posts", "--plate", "7ABC030", "--case", "N/A"], "is not a case or incident number"),
-    (["--all-posts", "--plate", "7ABC030", "--from", "last week"], "'last week' is not a date or time"),
-    (["--post", "post-1", "--all-posts", "--plate", "7ABC030"], "give either --post ID or --all-posts"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--post", "post-1", "--plate", "7ABC030", "--reason", "short"], "a reason of at least 10 characters"),
+        (["--post", "post-1", "--plate", "7ABC030", "--reason", ""], "a reason of at least 10 characters"),
+        (
+            ["--post", "post-1", "--plate", "7ABC030", "--from", "2026-03-01", "--to", "2026-02-01"],
+            "the period ends (2026-02-01 23:59) before it starts (2026-03-01 00:00)",
+        ),
+        (["--all-posts", "--plate", "**", "--mode", "wildcard"], "needs at least one known character"),
+        (["--all-posts", "--plate", "7AB%", "--mode", "wildcard"], "a wildcard plate uses letters, digits, *"),
+        (["--all-posts", "--plate", "7AB*"], "needs --mode wildcard"),
+        (["--post", "post-9", "--plate", "7ABC030"], "post 'post-9' is not enrolled here"),
+        (["--all-posts", "--plate", "7ABC030", "--case", "N/A"], "is not a case or incident number"),
+        (["--all-posts", "--plate", "7ABC030", "--from", "last week"], "'last week' is not a date or time"),
+        (["--post", "post-1", "--all-posts", "--plate", "7ABC030"], "give either --post ID or --all-posts"),
+    ],
+)
 def test_a_bad_hold_is_refused_with_what_is_wrong(settings, db, hq_server, hq_target, hq_env, args, message):
-    defaults = {"--from": "2026-01-01", "--to": "2026-02-01", "--purpose": "STOLEN-VEH", "--case": "24-001234",
-                "--reason": "Vehicle in the Main St burglary"}
+    defaults = {
+        "--from": "2026-01-01",
+        "--to": "2026-02-01",
+        "--purpose": "STOLEN-VEH",
+        "--case": "24-001234",
+        "--reason": "Vehicle in the Main St burglary",
+    }
     extra = [x for k, v in defaults.items() if k not in args for x in (k, v)]
     out = hq_cli(hq_env, hq_target, "hold", "place", *args, *extra)
     assert out.exit_code != 0 and message in out.output, out.output
     assert counts()["hq_legal_hold"] == 0 and hq_records(hq_env, "hold.place") == []
 
 
-def test_the_daily_run_purges_once_a_day_and_survives_a_failure(settings, db, hq_server, hq_target, hq_env,
-                                                                  caplog):
+def test_the_daily_run_purges_once_a_day_and_survives_a_failure(settings, db, hq_server, hq_target, hq_env, caplog):
     aged_reads(settings, [400, 1], seed=5)
     assert push(settings).reads == 2
     hq_settings = config.load(None, environ=dict(hq_env, WAYPOST_RETENTION__RUN_AT="00:00"))
@@ -277,9 +382,11 @@ def test_the_daily_run_purges_once_a_day_and_survives_a_failure(settings, db, hq
     (record,) = hq_records(hq_env, "retention.purge")
     assert record.username == "system" and record.result_count == 1
     with hq.hq_database.connection_context():
-        assert not hq_retention.due(hq_settings)        # today's run is done
-        later = hq_settings.model_copy(update={"retention": hq_settings.retention.model_copy(update={"run_at": "23:59"})})
-        assert not hq_retention.due(later, now=dt.datetime(2026, 1, 1, 12, 0))   # 04:00 in Los Angeles
+        assert not hq_retention.due(hq_settings)  # today's run is done
+        later = hq_settings.model_copy(
+            update={"retention": hq_settings.retention.model_copy(update={"run_at": "23:59"})}
+        )
+        assert not hq_retention.due(later, now=dt.datetime(2026, 1, 1, 12, 0))  # 04:00 in Los Angeles
     # a database that cannot be opened: logged, and the thread's next look tries again
     if "://" not in hq_target:
         hq.hq_database.initialize(SqliteDatabase(str(hq_env["WAYPOST_STORAGE__DATA_DIR"]) + "/no/such/dir/hq.sqlite"))
@@ -290,9 +397,7 @@ def test_the_daily_run_purges_once_a_day_and_survives_a_failure(settings, db, hq
 
 def test_a_frame_shared_with_a_held_read_stays(settings, db, hq_server, hq_target, hq_env):
     """Two plates in one picture: their reads share the frame image; the held one keeps it."""
-    import numpy as np
 
-    from appliance import store
     on_post(settings)
     evidence = store.EvidenceStore(settings)
     rng = np.random.default_rng(6)
@@ -306,8 +411,22 @@ def test_a_frame_shared_with_a_held_read_stays(settings, db, hq_server, hq_targe
     with hq.hq_database.connection_context():
         images = {r.plate: {im["kind"]: im["sha256"] for im in r.data["images"]} for r in hq.HQRead.select()}
     assert images["8XYZ111"]["frame"] == images["8XYZ222"]["frame"] and counts()["hq_image"] == 3
-    placed = hq_cli(hq_env, hq_target, "hold", "place", "--all-posts", "--plate", "8XYZ222", "--from", "2020-01-01",
-                    "--to", f"{utcnow():%Y-%m-%d}", *PURPOSE, "--reason", "Passenger car in the same picture")
+    placed = hq_cli(
+        hq_env,
+        hq_target,
+        "hold",
+        "place",
+        "--all-posts",
+        "--plate",
+        "8XYZ222",
+        "--from",
+        "2020-01-01",
+        "--to",
+        f"{utcnow():%Y-%m-%d}",
+        *PURPOSE,
+        "--reason",
+        "Passenger car in the same picture",
+    )
     assert placed.exit_code == 0, placed.output
     out = hq_cli(hq_env, hq_target, "retention")
     assert "purged 1 read(s)" in out.output and "1 image(s)" in out.output, out.output

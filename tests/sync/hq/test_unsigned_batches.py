@@ -1,6 +1,7 @@
 """What headquarters gives away to, and spends on, a batch nobody has shown to come from the post:
 its position goes only to a batch whose signature verified (the post asks with a signed GET), and
 the access records of a batch are inserted as they are read, never all held in memory first."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,17 +29,27 @@ def _post_batch(url, body: bytes) -> tuple[int, dict]:
 
 
 def _header(settings, **over):
-    return dict({"t": "header", "format": protocol.FORMAT, "post": settings.post.id, "batch": "b-1",
-                 "first_seq": 1, "last_seq": 0, "chain": {"first_seq": 1, "last_seq": 0, "prev_hash": audit.GENESIS}},
-                **over)
+    return dict(
+        {
+            "t": "header",
+            "format": protocol.FORMAT,
+            "post": settings.post.id,
+            "batch": "b-1",
+            "first_seq": 1,
+            "last_seq": 0,
+            "chain": {"first_seq": 1, "last_seq": 0, "prev_hash": audit.GENESIS},
+        },
+        **over,
+    )
 
 
 def test_a_refusal_names_the_position_only_to_a_batch_signed_by_the_post(settings, db, hq_server):
     add_reads(settings, 2)
     post.push(settings)
     # unsigned, refused at the header (a gap): nothing about the post
-    status, answer = _post_batch(hq_server.url, gzip.compress(json.dumps(_header(
-        settings, first_seq=999, last_seq=999)).encode() + b"\n"))
+    status, answer = _post_batch(
+        hq_server.url, gzip.compress(json.dumps(_header(settings, first_seq=999, last_seq=999)).encode() + b"\n")
+    )
     assert (status, answer["problem"], answer["position"]) == (409, "gap", None)
     # signed with another key, refused at the signature: nothing either
     add_reads(settings, 1, seed=5)
@@ -50,11 +61,30 @@ def test_a_refusal_names_the_position_only_to_a_batch_signed_by_the_post(setting
     pos = post.fetch_position(settings)
     buf = io.BytesIO()
     w = protocol.Writer(buf)
-    w.line(_header(settings, batch="b-2", first_seq=pos.last_seq + 1, last_seq=pos.last_seq,
-                   chain={"first_seq": pos.chain_seq + 1, "last_seq": pos.chain_seq + 1, "prev_hash": pos.chain_hash}))
-    record = {"seq": pos.chain_seq + 1, "at": "2026-01-01T00:00:00Z", "username": "u", "organization": "o",
-              "action": "a", "query": "q", "purpose_code": "p", "case_number": "c", "object_ids": "[]",
-              "result_count": None, "client_addr": "", "details": "{}", "prev_hash": "f" * 64}
+    w.line(
+        _header(
+            settings,
+            batch="b-2",
+            first_seq=pos.last_seq + 1,
+            last_seq=pos.last_seq,
+            chain={"first_seq": pos.chain_seq + 1, "last_seq": pos.chain_seq + 1, "prev_hash": pos.chain_hash},
+        )
+    )
+    record = {
+        "seq": pos.chain_seq + 1,
+        "at": "2026-01-01T00:00:00Z",
+        "username": "u",
+        "organization": "o",
+        "action": "a",
+        "query": "q",
+        "purpose_code": "p",
+        "case_number": "c",
+        "object_ids": "[]",
+        "result_count": None,
+        "client_addr": "",
+        "details": "{}",
+        "prev_hash": "f" * 64,
+    }
     record["hash"] = audit.digest(record)
     w.line({"t": "access", "record": record})
     w.finish(bundle.post_key(settings))
@@ -88,9 +118,19 @@ def test_access_records_of_a_refused_batch_are_not_all_held_in_memory(settings, 
     buf = io.BytesIO()
     w = protocol.Writer(buf)
     w.line(_header(settings, chain={"first_seq": 1, "last_seq": n, "prev_hash": audit.GENESIS}))
-    rec = {"at": "2026-01-01T00:00:00Z", "username": "u", "organization": "o", "action": "a", "query": "q",
-           "purpose_code": "p", "case_number": "c", "object_ids": "[]", "result_count": None, "client_addr": "",
-           "details": "{}"}
+    rec = {
+        "at": "2026-01-01T00:00:00Z",
+        "username": "u",
+        "organization": "o",
+        "action": "a",
+        "query": "q",
+        "purpose_code": "p",
+        "case_number": "c",
+        "object_ids": "[]",
+        "result_count": None,
+        "client_addr": "",
+        "details": "{}",
+    }
     prev = audit.GENESIS
     for i in range(n):
         record = dict(rec, seq=i + 1, prev_hash=prev)

@@ -1,4 +1,5 @@
 """Headquarters pulls from the post's /sync/batch over real HTTP, with requests signed by its key."""
+
 from __future__ import annotations
 
 import base64
@@ -16,6 +17,7 @@ from appliance.cli import main
 from appliance.models import Outbox
 from sync import hq, protocol
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
+from web import create_app
 from web.server import WebServer
 
 
@@ -27,7 +29,7 @@ def serving_post(settings, hq_path):
     key = hq.hq_key(hq_path)
     raw = base64.b64encode(bundle.raw_public(key.public_key())).decode()
     on = settings.model_copy(update={"sync": settings.sync.model_copy(update={"hq_public_key": raw})})
-    from web import create_app
+
     server = WebServer(create_app(on), "127.0.0.1", 0).start()
     try:
         yield on, server.port, key
@@ -47,7 +49,7 @@ def pull_env(settings, db, hq_path):
 
 def test_pull_fetches_everything_once_and_the_post_marks_it_sent(settings, db, pull_env):
     on, url, key = pull_env
-    add_reads(settings, 5)                         # batch_max_reads is 2
+    add_reads(settings, 5)  # batch_max_reads is 2
     result = hq.pull(settings.post.id, key)
     assert (result.batches, result.reads, result.problem) == (3, 5, "")
     assert hq_reads(settings.post.id) == post_reads()
@@ -68,7 +70,7 @@ def _get(url, headers=None):
 
 
 def _signed(settings, key, path, date=None):
-    date = date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    date = date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     sig = base64.b64encode(key.sign(protocol.pull_message(settings.post.id, path, date))).decode()
     return {"X-Waypost-Date": date, "X-Waypost-Signature": sig}
 
@@ -79,14 +81,14 @@ def test_pull_requests_must_be_signed_by_headquarters_recently(settings, db, pul
     path = f"/sync/batch?last_seq=0&chain_seq=0&chain_hash={'0' * 64}"
     assert _get(url + path)[0] == 401
     assert _get(url + path, _signed(settings, Ed25519PrivateKey.generate(), path))[0] == 401
-    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     status, body = _get(url + path, _signed(settings, key, path, old))
     assert status == 401 and b"from this post's clock" in body
-    other = "/sync/batch?last_seq=0&chain_seq=0&chain_hash=" + "1" * 64     # signed for another position
+    other = "/sync/batch?last_seq=0&chain_seq=0&chain_hash=" + "1" * 64  # signed for another position
     assert _get(url + other, _signed(settings, key, path))[0] == 401
     status, body = _get(url + path, _signed(settings, key, path))
     assert status == 200 and body[:2] == b"\x1f\x8b"
-    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 1     # nothing marked before an ack
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 1  # nothing marked before an ack
 
 
 def test_pull_is_off_without_a_configured_key(settings, db, live_server):

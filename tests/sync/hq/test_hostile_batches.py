@@ -1,6 +1,7 @@
 """Hostile batches posted over HTTP to a real headquarters (SQLite and PostgreSQL): numbers too large
 for the database and lone surrogate escapes are refused as malformed, naming the field or line, with
 a JSON answer (never a 500 page) and a row in the batch log."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,12 +13,19 @@ import pytest
 from appliance import audit
 from sync import hq, protocol
 
-HUGE = 10 ** 30
+HUGE = 10**30
 
 
 def header(settings, **changes):
-    h = {"t": "header", "format": protocol.FORMAT, "post": settings.post.id, "batch": "hostile-1",
-         "first_seq": 1, "last_seq": 0, "chain": {"first_seq": 1, "last_seq": 0, "prev_hash": audit.GENESIS}}
+    h = {
+        "t": "header",
+        "format": protocol.FORMAT,
+        "post": settings.post.id,
+        "batch": "hostile-1",
+        "first_seq": 1,
+        "last_seq": 0,
+        "chain": {"first_seq": 1, "last_seq": 0, "prev_hash": audit.GENESIS},
+    }
     h.update(changes)
     return h
 
@@ -31,8 +39,12 @@ def body(*lines) -> bytes:
 def send(server, data: bytes):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        conn.request("POST", "/hq/v1/batches", body=data,
-                     headers={"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(len(data))})
+        conn.request(
+            "POST",
+            "/hq/v1/batches",
+            body=data,
+            headers={"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(len(data))},
+        )
         response = conn.getresponse()
         raw = response.read()
         kind = response.getheader("Content-Type", "")
@@ -44,8 +56,10 @@ def send(server, data: bytes):
 
 def logged():
     with hq.hq_database.connection_context():
-        return [(b.status, b.problem, b.post_id, b.batch_id, b.first_seq, b.message)
-                for b in hq.HQBatch.select().order_by(hq.HQBatch.id)]
+        return [
+            (b.status, b.problem, b.post_id, b.batch_id, b.first_seq, b.message)
+            for b in hq.HQBatch.select().order_by(hq.HQBatch.id)
+        ]
 
 
 def assert_refused_malformed(server, data, *named):
@@ -60,13 +74,16 @@ def assert_refused_malformed(server, data, *named):
     return row
 
 
-@pytest.mark.parametrize("field,changes", [
-    ("first_seq", {"first_seq": HUGE, "last_seq": HUGE}),
-    ("last_seq", {"last_seq": HUGE}),
-    ("chain", {"chain": {"first_seq": HUGE, "last_seq": HUGE, "prev_hash": audit.GENESIS}}),
-    ("confirmations", {"confirmations": {"after": 0, "upto": HUGE}}),
-    ("backlog", {"backlog": HUGE}),
-])
+@pytest.mark.parametrize(
+    "field,changes",
+    [
+        ("first_seq", {"first_seq": HUGE, "last_seq": HUGE}),
+        ("last_seq", {"last_seq": HUGE}),
+        ("chain", {"chain": {"first_seq": HUGE, "last_seq": HUGE, "prev_hash": audit.GENESIS}}),
+        ("confirmations", {"confirmations": {"after": 0, "upto": HUGE}}),
+        ("backlog", {"backlog": HUGE}),
+    ],
+)
 def test_a_header_number_beyond_bigint_is_refused_naming_the_field(settings, hq_server, field, changes):
     row = assert_refused_malformed(hq_server, body(header(settings, **changes)), f"header field '{field}'")
     # the log still names the post and the batch; the numbers it cannot hold are left empty
@@ -90,23 +107,38 @@ def _record(**changes):
 
 
 def _read(**image):
-    im = {"kind": "crop", "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-          "content_type": "image/jpeg", "bytes": 0, "data": "", "width": 80, "height": 30}
+    im = {
+        "kind": "crop",
+        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "content_type": "image/jpeg",
+        "bytes": 0,
+        "data": "",
+        "width": 80,
+        "height": 30,
+    }
     im.update(image)
-    return {"t": "read", "seq": 1, "read": {"uuid": "u1", "captured_at": "2025-01-01T00:00:00Z", "plate": "7ABC123"},
-            "images": [im], "alerts": []}
+    return {
+        "t": "read",
+        "seq": 1,
+        "read": {"uuid": "u1", "captured_at": "2025-01-01T00:00:00Z", "plate": "7ABC123"},
+        "images": [im],
+        "alerts": [],
+    }
 
 
-@pytest.mark.parametrize("lines,named", [
-    ([_record(result_count=HUGE)], ["line 2 (access record)", "result_count"]),
-    ([_record(result_count=2 ** 31)], ["line 2 (access record)", "result_count"]),    # INTEGER on PostgreSQL
-    ([_record(username=["not", "text"])], ["line 2 (access record)", "'username' must be text"]),
-    ([_record(seq=True)], ["line 2 (access record)", "seq True"]),
-    ("read", ["line 2 (read)", "image width"]),
-    ("read-text", ["line 2 (read)", "image height"]),
-    ("alert", ["line 2 (read)", "alert needs an id"]),
-    ("confirmation", ["line 2 (confirmation)", "alert with its id"]),
-])
+@pytest.mark.parametrize(
+    "lines,named",
+    [
+        ([_record(result_count=HUGE)], ["line 2 (access record)", "result_count"]),
+        ([_record(result_count=2**31)], ["line 2 (access record)", "result_count"]),  # INTEGER on PostgreSQL
+        ([_record(username=["not", "text"])], ["line 2 (access record)", "'username' must be text"]),
+        ([_record(seq=True)], ["line 2 (access record)", "seq True"]),
+        ("read", ["line 2 (read)", "image width"]),
+        ("read-text", ["line 2 (read)", "image height"]),
+        ("alert", ["line 2 (read)", "alert needs an id"]),
+        ("confirmation", ["line 2 (confirmation)", "alert with its id"]),
+    ],
+)
 def test_a_line_number_out_of_range_is_refused_naming_the_line(settings, hq_server, lines, named):
     chain = {"first_seq": 1, "last_seq": 1, "prev_hash": audit.GENESIS}
     if lines == "read":
@@ -128,8 +160,9 @@ def test_a_lone_surrogate_in_an_access_record_is_refused_naming_the_line(setting
     line = protocol.canonical_line(_record()).replace(b'"username":""', b'"username":"\\ud800"')
     assert b"\\ud800" in line
     chain = {"first_seq": 1, "last_seq": 1, "prev_hash": audit.GENESIS}
-    assert_refused_malformed(hq_server, body(header(settings, chain=chain), line),
-                             "line 2 holds a lone UTF-16 surrogate escape")
+    assert_refused_malformed(
+        hq_server, body(header(settings, chain=chain), line), "line 2 holds a lone UTF-16 surrogate escape"
+    )
 
 
 def test_a_lone_surrogate_in_the_header_is_refused_and_logged(settings, hq_server):

@@ -1,6 +1,7 @@
 """A pull over a slow link does not hold headquarters' database for the transfer: the batch is
 received into a temporary file first and ingested from there. The link is a real TCP relay on
 127.0.0.1 that hands the post's answer on in small pieces, and can stop half-way until told."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ import pytest
 from appliance.models import Outbox
 from sync import hq
 from tests.sync.conftest import _public, add_reads, hq_reads, post_reads
-from tests.sync.test_pull import serving_post
+from tests.sync.hq.test_pull import serving_post
 
 
 class SlowLink:
@@ -22,11 +23,10 @@ class SlowLink:
     between pieces. With `pause_after`, the first connection stops after that many bytes of the
     answer (setting `paused`) until `resume` is set."""
 
-    def __init__(self, upstream_port: int, chunk: int = 1024, delay_s: float = 0.005,
-                 pause_after: int | None = None):
+    def __init__(self, upstream_port: int, chunk: int = 1024, delay_s: float = 0.005, pause_after: int | None = None):
         self.upstream_port, self.chunk, self.delay_s, self.pause_after = upstream_port, chunk, delay_s, pause_after
         self.paused, self.resume = threading.Event(), threading.Event()
-        self.relayed = 0                      # answer bytes handed on, all connections
+        self.relayed = 0  # answer bytes handed on, all connections
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -148,7 +148,7 @@ def _pull_in_thread(post_id, key, **kw):
 
 def test_a_slow_pull_leaves_headquarters_writable_while_the_batch_travels(settings, db, post_url, hq_path):
     port, key = post_url
-    add_reads(settings, 4)                        # two batches of two reads
+    add_reads(settings, 4)  # two batches of two reads
     link = SlowLink(port, pause_after=4096)
     _enroll_through(settings, link)
     watch = LockWatch(hq_path)
@@ -168,16 +168,18 @@ def test_a_slow_pull_leaves_headquarters_writable_while_the_batch_travels(settin
             pytest.fail(f"headquarters' database was write-locked while the batch was still in transit: {exc}")
         finally:
             con.close()
-        time.sleep(0.5)                           # the link stays stalled a while, as a slow one does
+        time.sleep(0.5)  # the link stays stalled a while, as a slow one does
         link.resume.set()
         thread.join(60)
     finally:
         longest = watch.stop()
         link.close()
     took = time.monotonic() - started
-    print(f"\npull over the slow link: {took:.2f} s for {link.relayed} bytes in {link.connections} connection(s); "
-          f"BEGIN IMMEDIATE mid-transfer waited {waited * 1000:.1f} ms; longest write-lock hold seen "
-          f"{longest * 1000:.0f} ms ({watch.refused} refused probes)")
+    print(
+        f"\npull over the slow link: {took:.2f} s for {link.relayed} bytes in {link.connections} connection(s); "
+        f"BEGIN IMMEDIATE mid-transfer waited {waited * 1000:.1f} ms; longest write-lock hold seen "
+        f"{longest * 1000:.0f} ms ({watch.refused} refused probes)"
+    )
     result = out["result"]
     assert (result.batches, result.reads, result.problem) == (2, 4, "")
     assert hq_reads(settings.post.id) == post_reads()
@@ -219,7 +221,7 @@ def test_an_oversized_pulled_batch_is_refused_and_leaves_no_temporary_file(setti
         assert (row.status, row.problem, row.post_id) == ("refused", "oversized", "")
         assert row.size > 4096 and link.url in row.remote_addr
         assert hq.HQRead.select().count() == 0
-    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 2      # nothing marked sent
+    assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 2  # nothing marked sent
     assert {p.name for p in hq_dir.iterdir() if not p.name.startswith(hq_path.name)} == before_files
     assert _deleted_files_open() <= before_open
     # within the limit, the same post is pulled in full afterwards

@@ -1,6 +1,7 @@
 """Headquarters' post row under concurrent writers (PostgreSQL, real connections): re-enrolling a
 post (as the hq role does on every run) while a batch of that post is being stored must not write
 back the position it read before the batch committed."""
+
 from __future__ import annotations
 
 import io
@@ -8,6 +9,7 @@ import os
 import threading
 import time
 
+import psycopg2
 import pytest
 
 from appliance import bundle
@@ -24,13 +26,12 @@ def _wait(condition, what, timeout_s=30.0):
 
 
 def _probe(target):
-    import psycopg2
     return psycopg2.connect(target)
 
 
 def _row_locked(conn, post_id) -> bool:
     """Whether another transaction holds the post's row (FOR UPDATE NOWAIT from a third connection)."""
-    import psycopg2
+
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM hq_post WHERE id = %s FOR UPDATE NOWAIT", (post_id,))
@@ -43,8 +44,9 @@ def _row_locked(conn, post_id) -> bool:
 
 def _someone_waits_on_a_lock(conn) -> bool:
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
         waiting = cur.fetchone()[0]
     conn.rollback()
     return waiting > 0
@@ -71,7 +73,7 @@ def test_enroll_while_a_batch_is_being_stored_keeps_the_batchs_position(settings
         try:
             with os.fdopen(read_end, "rb", buffering=0) as stream, hq.hq_database.connection_context():
                 outcome["o"] = hq.ingest(stream, len(data))
-        except Exception as exc:       # reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     def enroll():
@@ -85,12 +87,12 @@ def test_enroll_while_a_batch_is_being_stored_keeps_the_batchs_position(settings
     storing = threading.Thread(target=ingest)
     enrolling = threading.Thread(target=enroll)
     try:
-        os.write(write_end, data[:len(data) // 2])
+        os.write(write_end, data[: len(data) // 2])
         storing.start()
         _wait(lambda: _row_locked(probe, settings.post.id), "the ingest holds the post's row")
         enrolling.start()
         _wait(lambda: _someone_waits_on_a_lock(probe), "the enrolment waits for the ingest")
-        os.write(write_end, data[len(data) // 2:])
+        os.write(write_end, data[len(data) // 2 :])
     finally:
         os.close(write_end)
         storing.join(60)
