@@ -26,7 +26,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@echo "mypy: not yet clean (see pyproject.toml [tool.mypy])"
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)

@@ -208,7 +208,7 @@ def _sent_alert_within_window(settings: Settings, read: Read, m: Match) -> Alert
 
 def is_sent(alert: Alert) -> bool:
     """Whether an alert is sent out (notifier, live list): every alert but a repeat."""
-    return alert.repeat_of_id is None
+    return alert.repeat_of_id is None  # type: ignore[attr-defined]  # peewee adds repeat_of_id
 
 
 def notify_recipients(settings: Settings) -> list[str]:

@@ -224,7 +224,7 @@ def record(
     if not database.in_transaction():
         raise AuditError("audit.record() must be called inside the transaction of the action it records")
     prev_seq, prev_hash = head()
-    row = (
+    row: tuple = (
         prev_seq + 1,
         _now(),
         _plain(actor.username),
@@ -423,10 +423,11 @@ def sealed(rows, prev_hash: str):
     """Chain rows of the first 12 columns (seq .. details, already cleaned and canonical) in order,
     yielding full rows with prev_hash and hash. For bulk fills of scratch databases (benchmarks,
     tests); the product appends with record()."""
+    prev: str | None = prev_hash  # None after a row that cannot be sealed (a control character in it)
     for row in rows:
-        row = tuple(row[:12]) + (prev_hash,)
-        prev_hash = _digest(row)
-        yield row + (prev_hash,)
+        row = tuple(row[:12]) + (prev,)
+        prev = _digest(row)
+        yield row + (prev,)
 
 
 def stamp(moment: dt.datetime) -> str:

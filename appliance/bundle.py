@@ -143,7 +143,8 @@ class Made:
 
 
 def _period_range(start: dt.datetime | None, end: dt.datetime | None, upto: int) -> tuple[int | None, int | None]:
-    clauses, params = ["seq <= ?"], [upto]
+    clauses: list[str] = ["seq <= ?"]
+    params: list[int | str] = [upto]
     if start:
         clauses.append("at >= ?")
         params.append(audit.stamp(start))
@@ -189,11 +190,11 @@ def write_bundle(
                 )
                 while rows := cursor.fetchmany(5000):
                     for row in rows:
-                        rec = dict(zip(audit.COLUMNS, row))
+                        entry = dict(zip(audit.COLUMNS, row))
                         if prev_hash is None:
-                            prev_hash = rec["prev_hash"]
-                        f.write(("," if count else "\n") + json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
-                        last_hash = rec["hash"]
+                            prev_hash = entry["prev_hash"]
+                        f.write(("," if count else "\n") + json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+                        last_hash = entry["hash"]
                         count += 1
             if prev_hash is None:  # an empty period: the link is the last record before it
                 row = database.execute_sql(

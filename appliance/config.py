@@ -371,7 +371,9 @@ def _env_overrides(environ) -> tuple[dict, list[tuple[str, str]]]:
 
 def _is_text(section: str, key: str) -> bool:
     """Whether the key holds text (a str, or a str or nothing): its environment value is taken as is."""
-    field = Settings.model_fields[section].annotation.model_fields.get(key)
+    model = Settings.model_fields[section].annotation
+    assert model is not None  # every section of Settings is annotated with its model class
+    field = model.model_fields.get(key)
     return field is not None and field.annotation in (str, str | None)
 
 
@@ -441,6 +443,7 @@ def load(path: str | Path | None = None, environ=None) -> Settings:
         settings = None
     if problems:
         raise ConfigError(problems, source)
+    assert settings is not None  # a ValidationError always carries at least one error, so problems is not empty
     return settings
 
 
@@ -449,6 +452,7 @@ def describe() -> list[tuple[str, str, str, str]]:
     rows = []
     for section, sfield in Settings.model_fields.items():
         model = sfield.annotation
+        assert model is not None  # every section of Settings is annotated with its model class
         for key, field in model.model_fields.items():
             ann = field.annotation
             type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")

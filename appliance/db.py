@@ -50,7 +50,7 @@ def open_database(settings: Settings) -> SqliteDatabase:
     if (
         isinstance(current, SqliteDatabase)
         and current.database == str(settings.db_path)
-        and dict(current._pragmas) == pragmas(settings)
+        and dict(current._pragmas) == pragmas(settings)  # type: ignore[attr-defined]  # peewee keeps the pragmas in _pragmas
     ):
         return current
     db = SqliteDatabase(str(settings.db_path), pragmas=pragmas(settings))
@@ -149,7 +149,7 @@ def migrate(settings: Settings, dialect: str = "sqlite") -> list[str]:
     """Apply pending migrations, each in its own transaction, after backing up a non-empty DB.
     Returns what was done, one line per step."""
     db = database.obj or open_database(settings)
-    done = []
+    done: list[str] = []
     with connection():
         todo = pending(db)
         if not todo:

@@ -108,7 +108,7 @@ class Reason:
     objects: list[str]
     subject: str
     statement: list[str]
-    still_allowed: Callable[[], None] = lambda: None
+    still_allowed: Callable[[], object] = lambda: None  # what it returns is not used
     recorded: Callable[[object, Summary], None] = lambda record, summary: None
 
 
@@ -232,7 +232,7 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
                 for batch in _batches(reads, _BATCH):
                     ids = [r.id for r in batch]
                     evidence = {
-                        (e.read_id, e.kind): e.sha256
+                        (e.read_id, e.kind): e.sha256  # type: ignore[attr-defined]  # peewee adds read_id
                         for e in Evidence.select(Evidence.read, Evidence.kind, Evidence.sha256).where(
                             Evidence.read.in_(ids)
                         )
@@ -334,6 +334,7 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
 
 def statement(settings: Settings, actor: audit.Actor, reason: Reason, summary: Summary) -> str:
     rec = summary.record
+    assert rec is not None  # the statement is written once the export is recorded
     lines = [
         "WAYPOST EVIDENCE EXPORT: VERIFICATION STATEMENT",
         "",

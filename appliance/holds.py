@@ -199,7 +199,7 @@ def place_on_query(
     with write():
         # a read purged between the snapshot and now is no longer there to hold
         ids = {f[0] for f in found}
-        present = set()
+        present: set[int] = set()
         listed = sorted(ids)
         for i in range(0, len(listed), 5000):
             chunk = listed[i : i + 5000]

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,6 +26,10 @@ from appliance import alerts, store
 from appliance.config import Settings
 from appliance.models import Read, utcnow
 from recognizer.similarity import box_iou, edits_within_one
+
+if TYPE_CHECKING:  # for the annotations of Sighting only: the import graph stays as it is
+    from appliance.capture import Frame
+    from recognizer import PlateRead
 
 log = logging.getLogger("waypost.pipeline")
 
@@ -46,8 +51,8 @@ class Sighting:
     box: tuple[int, int, int, int]
     text: str
     confidence: float
-    read: object  # recognizer.PlateRead
-    frame: object  # appliance.capture.Frame
+    read: PlateRead
+    frame: Frame | None  # let go of (None) once another sighting of the pass holds the better evidence
     mono: float | None = None  # the frame's monotonic stamp (live capture), for pass timeouts
 
 
@@ -360,6 +365,7 @@ class Pipeline:
     # -- storing a pass --
     def _evidence_images(self, s: Sighting):
         """The plate crop (with a margin) and the context frame, from the evidence-resolution frame."""
+        assert s.frame is not None  # a sighting from Track.evidence_for(): it holds its frame
         image, scale = s.frame.evidence, s.frame.evidence_scale
         x, y, w, h = (v * scale for v in s.box)
         mx, my = int(w * 0.15), int(h * 0.25)
@@ -391,7 +397,7 @@ class Pipeline:
             alternatives=alternatives,
             region=reading.read.region,
             region_confidence=reading.read.region_confidence,
-            box=tuple(int(v) for v in best.box),
+            box=(int(best.box[0]), int(best.box[1]), int(best.box[2]), int(best.box[3])),
             corners=[list(map(float, c)) for c in best.read.corners] if best.read.corners else None,
             first_seen_at=track.sightings[0].at,
             last_seen_at=track.sightings[-1].at,

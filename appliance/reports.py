@@ -299,7 +299,7 @@ def quarterly(settings, label: str, *, verify_chain: bool = True, limit: int = L
     chain = audit.verify() if verify_chain else audit.VerifyResult(True, notes=["not verified"])
     total = sum(n for _, n in by_action)
     notes = []
-    if sl.lo is not None and (sl.hi - sl.lo + 1) != total:
+    if sl.lo is not None and sl.hi is not None and (sl.hi - sl.lo + 1) != total:  # min(seq), max(seq): both or neither
         notes.append(
             f"{sl.hi - sl.lo + 1 - total} record(s) between seq {sl.lo} and {sl.hi} carry times outside "
             "the quarter (the post's clock was stepped); they are counted in the period of their time"

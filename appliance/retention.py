@@ -42,6 +42,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import overload
 from zoneinfo import ZoneInfo
 
 from appliance import audit, search
@@ -143,7 +144,11 @@ def _keep_unsent(settings: Settings) -> bool:
     return syncs and not settings.retention.purge_unsent
 
 
-def _stamp(value) -> str | None:
+@overload
+def _stamp(value: dt.datetime | str) -> str: ...
+@overload
+def _stamp(value: None) -> None: ...
+def _stamp(value: dt.datetime | str | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -279,7 +284,9 @@ def _settle_files(store: EvidenceStore) -> int:
                     f"SELECT DISTINCT sha256 FROM evidence WHERE sha256 IN ({_marks(len(shas))})", shas
                 )
             }
-            dirs, per_run, root = set(), {}, str(store.root)
+            dirs: set[str] = set()
+            per_run: dict[int, int] = {}
+            root = str(store.root)
             for sha, run_id in rows:
                 if sha in still:
                     continue
@@ -338,7 +345,9 @@ def _purge_batch(root: str, run_id: int, where: str, params: list, after: tuple 
         for read_id, _, plate, alternatives, _, _ in rows:
             search.unindex_read(read_id, plate, json.loads(alternatives or "[]"))
         marks = _marks(len(ids))
-        shas = {r[0] for r in database.execute_sql(f"SELECT sha256 FROM evidence WHERE read_id IN ({marks})", ids)}
+        referenced = {
+            r[0] for r in database.execute_sql(f"SELECT sha256 FROM evidence WHERE read_id IN ({marks})", ids)
+        }
         n_evidence = database.execute_sql(f"SELECT count(*) FROM evidence WHERE read_id IN ({marks})", ids).fetchone()[
             0
         ]
@@ -347,7 +356,7 @@ def _purge_batch(root: str, run_id: int, where: str, params: list, after: tuple 
             f"DELETE FROM outbox WHERE kind = 'read' AND object_id IN ({marks})", uuids
         ).rowcount
         database.execute_sql(f"DELETE FROM read WHERE id IN ({marks})", ids)  # cascades evidence, alerts
-        shas = sorted(s for s in shas if os.path.exists(_file(root, s)))  # only files there are to delete
+        shas = sorted(s for s in referenced if os.path.exists(_file(root, s)))  # only files there are to delete
         if shas:
             still = {
                 r[0]

@@ -65,7 +65,7 @@ class Query:
 
     def as_record(self) -> dict:
         """The query as stored in the access record (the data used to query)."""
-        out = {"plate": self.text, "mode": self.mode}
+        out: dict[str, str | float | bool] = {"plate": self.text, "mode": self.mode}
         if self.since:
             out["since"] = self.since.isoformat(timespec="seconds") + "Z"
         if self.until:
@@ -192,7 +192,8 @@ def candidate_queries(q: Query) -> list[str] | None:
 
 
 def _filters(q: Query) -> tuple[str, list]:
-    where, args = [], []
+    where: list[str] = []
+    args: list[dt.datetime | str | float] = []
     if q.since:
         where.append("r.captured_at >= ?")
         args.append(q.since)

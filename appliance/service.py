@@ -13,6 +13,7 @@ import signal
 import socket
 import tempfile
 import threading
+from datetime import datetime
 from pathlib import Path
 
 from appliance import audit, db, hotlist, retention
@@ -49,13 +50,13 @@ class PostService:
         self.stop_event = stop or threading.Event()
         self.bus = EventBus()
         self.with_capture = with_capture
-        self.capture = None
-        self.pipeline = None
+        self.capture: Capture | None = None
+        self.pipeline: Pipeline | None = None
         self.recognizer_error: str | None = None
         self.web: WebServer | None = None
         self._threads: list[threading.Thread] = []
-        self.pusher = None
-        self.started_at = None
+        self.pusher: Pusher | None = None
+        self.started_at: datetime | None = None
         self._sock = sock  # the web port, bound by the caller (`waypost run`) or by start()
         self._start_recorded = False
 
@@ -107,6 +108,7 @@ class PostService:
         log.info("stopped")
 
     def _record_stop(self) -> None:
+        assert self.started_at is not None  # the stop is recorded only after start() recorded the start
         uptime_s = round((utcnow() - self.started_at).total_seconds())
         try:
             with db.connection(), db.write():
@@ -157,6 +159,7 @@ class PostService:
         log.info("demo hotlist loaded: %d entries", result.entries)
 
     def _run_pipeline(self) -> None:
+        assert self.capture is not None and self.pipeline is not None  # started by _start_capture() after both
         with db.connection():
             while not self.stop_event.is_set():
                 frame = self.capture.get(timeout=0.5)

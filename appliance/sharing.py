@@ -312,7 +312,7 @@ def view(actor: audit.Actor, request_id: int) -> tuple[SharingRequest, list[Shar
     transaction. An unknown id raises SharingError and records nothing."""
     with write():
         req = get(request_id)
-        exports = list(req.exports.order_by(SharingExport.id))
+        exports = list(req.exports.order_by(SharingExport.id))  # type: ignore[attr-defined]  # peewee adds the backref exports
         audit.record(
             "sharing.view",
             actor,

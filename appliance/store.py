@@ -304,7 +304,7 @@ def check(settings: Settings, store: EvidenceStore) -> list[str]:
     for ev in Evidence.select(Evidence.sha256, Evidence.read):
         referenced.add(ev.sha256)
         if not store.path_for(ev.sha256).exists():
-            problems.append(f"read id {ev.read_id}: evidence file {ev.sha256} is missing")
+            problems.append(f"read id {ev.read_id}: evidence file {ev.sha256} is missing")  # type: ignore[attr-defined]  # peewee adds read_id
     for path in store.iter_files():
         if path.stem not in referenced:
             problems.append(f"orphan evidence file {path.name} (no read references it)")

@@ -354,6 +354,7 @@ def _wrong_password(settings, user: User, actor: audit.Actor, reason: str, now: 
         "auth.login_failed", actor, objects=target, details={"reason": reason + ("; account locked" if locked else "")}
     )
     if locked:
+        assert user.locked_until is not None  # set above when locked
         audit.record(
             "auth.lockout",
             actor,
@@ -398,6 +399,7 @@ def authenticate(settings, username: str, password: str, client_addr: str) -> Us
             audit.record("auth.login", actor, objects=target)
     if refusal:
         raise SignInRefused(refusal)
+    assert user is not None  # no account is refused above
     return user
 
 

@@ -73,7 +73,7 @@ def plate_crop(
             iw, ih = pw * scale, ph * scale
             mx, my = iw * margin_x, ih * margin_y
             out_w, out_h = int(round(iw + 2 * mx)), int(round(ih + 2 * my))
-            dst = np.float32([[mx, my], [mx + iw, my], [mx + iw, my + ih], [mx, my + ih]])
+            dst = np.array([[mx, my], [mx + iw, my], [mx + iw, my + ih], [mx, my + ih]], np.float32)
             M = cv2.getPerspectiveTransform(c, dst)
             return cv2.warpPerspective(
                 frame, M, (max(out_w, 8), max(out_h, 4)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

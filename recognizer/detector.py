@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -102,7 +103,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _nms(dets, iou: float = 0.4):
-    keep = []
+    keep: list[tuple[Any, ...]] = []
     for d in sorted(dets, key=lambda d: -d[0]):
         if all(_iou(d[1], k[1]) < iou for k in keep):
             keep.append(d)

@@ -20,6 +20,7 @@ def load_image(source: str | Path | bytes | bytearray | memoryview, name: str | 
     truncated or not an image. EXIF orientation is applied, as a phone or camera would show it.
     """
 
+    fp: io.BytesIO | Path
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or f"<{len(source)} bytes>"
         if len(source) == 0:
@@ -34,8 +35,8 @@ def load_image(source: str | Path | bytes | bytearray | memoryview, name: str | 
     try:
         with Image.open(fp) as im:
             im.load()  # decodes now, so a truncated file fails here and not later
-            im = ImageOps.exif_transpose(im)
-            arr = np.asarray(im.convert("RGB"))
+            upright = ImageOps.exif_transpose(im)
+            arr = np.asarray(upright.convert("RGB"))
     except UnidentifiedImageError as exc:
         raise ImageError(f"cannot decode image {label}: not a supported image format ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:

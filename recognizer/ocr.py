@@ -133,7 +133,8 @@ def beam_decode(probs: np.ndarray, beam: int = 6, prune: float = 0.01, topk: int
     # Per column, the expanded symbols and their probabilities as plain Python numbers (fast loop).
     top_p = np.take_along_axis(probs, top, axis=1)
     columns = [[(k, p) for k, p in zip(ks, ps) if p > prune] for ks, ps in zip(top.tolist(), top_p.tolist())]
-    beams = {(): (1.0, 0.0)}  # prefix -> (p ending in blank, p ending in non-blank)
+    # prefix -> (p ending in blank, p ending in non-blank)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}
     for cands in columns:
         if len(cands) == 1 and cands[0][0] == BLANK:
             pbl = cands[0][1]
@@ -239,11 +240,11 @@ def ctc_scores(probs: np.ndarray, texts: list[str]) -> np.ndarray:
     alpha[:, :, 0] = p[:, 0, BLANK][:, None]
     if S > 1:
         alpha[:, :, 1] = p[:, 0][:, lab[:, 1]]
-    for t in range(1, p.shape[1]):
+    for col in range(1, p.shape[1]):
         nxt = alpha.copy()
         nxt[:, :, 1:] += alpha[:, :, :-1]
         nxt[:, :, 2:] += np.where(skip[:, 2:], alpha[:, :, :-2], 0.0)
-        alpha = nxt * p[:, t][:, lab]
+        alpha = nxt * p[:, col][:, lab]
     ends = np.array([2 * len(t) for t in texts])
     rows = np.arange(n)
     out = alpha[:, rows, ends] + np.where(ends > 0, alpha[:, rows, np.maximum(ends - 1, 0)], 0.0)
@@ -370,7 +371,7 @@ class PlateOCR:
         ocr_p = ctc_scores(views[0], texts) if len(views) == 1 else ctc_scores(np.stack(views), texts).mean(axis=0)
         scores = ocr_p
         if self.prior is not None and ocr_p.sum() > 0:
-            state_weight = region_conf if (region_conf or 0.0) >= STATE_CONFIDENT else 0.0
+            state_weight = region_conf if region_conf is not None and region_conf >= STATE_CONFIDENT else 0.0
             lift = np.exp(self.prior_weight * np.array(self.prior.log_weights(texts, region, state_weight)))
             scores = _reweigh_per_length(texts, ocr_p, lift, n_base)
         order = np.argsort(-scores, kind="stable")

@@ -701,7 +701,7 @@ def _dirt(rng, img: Image.Image, max_strength: float) -> Image.Image:
     """Dirt and wear: blotchy brown over the paint, up to max_strength where it is thickest."""
     W, H = img.size
     a = np.asarray(img).astype(np.float32)
-    noise = Image.fromarray((rng.random((H // 8, W // 8)) * 255).astype(np.uint8)).resize((W, H), Image.BICUBIC)
+    noise = Image.fromarray((rng.random((H // 8, W // 8)) * 255).astype(np.uint8)).resize((W, H), Image.BICUBIC)  # type: ignore[attr-defined]  # Pillow's stubs declare only Image.Resampling.BICUBIC
     n = np.asarray(noise, np.float32)[..., None] / 255.0
     strength = rng.uniform(0.1, max_strength)
     dirt = np.array([90, 75, 55], np.float32)
@@ -749,17 +749,17 @@ def degrade_crop(
         cut = -rng.uniform(0.04, 0.09) * pw
         mx0, mx1 = (cut, mx1) if rng.random() < 0.5 else (mx0, cut)
     cw, ch = int(pw + mx0 + mx1), int(ph + my0 + my1)
-    src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
+    src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     # Perspective: each corner moves a little, plus an overall rotation and shear.
-    jitter = rng.normal(0, 0.035, (4, 2)) * np.float32([pw, ph])
+    jitter = rng.normal(0, 0.035, (4, 2)) * np.array([pw, ph], np.float32)
     ang = math.radians(rng.normal(0, 4))
     shear = rng.normal(0, 0.08)
     dst = src.copy()
     dst[:, 0] += dst[:, 1] * shear - (ph * shear) / 2
     c, s = math.cos(ang), math.sin(ang)
-    ctr = np.float32([pw / 2, ph / 2])
-    dst = (dst - ctr) @ np.float32([[c, s], [-s, c]]) + ctr
-    dst += jitter + np.float32([mx0, my0])
+    ctr = np.array([pw / 2, ph / 2], np.float32)
+    dst = (dst - ctr) @ np.array([[c, s], [-s, c]], np.float32) + ctr
+    dst += jitter + np.array([mx0, my0], np.float32)
     # Final resolution (plates from 60 px wide upwards). Warp straight to twice that size and
     # area-downsample at the end, so small plates alias the way a real sensor makes them.
     target_w = float(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class Model:
 
     path: Path
     runtime: str
-    interpreter: object
+    interpreter: Any  # the Interpreter of whichever TFLite runtime is installed
 
     def __post_init__(self):
         self.inputs = self.interpreter.get_input_details()

@@ -29,6 +29,7 @@ import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 from appliance import audit, bundle, db, holds, hotlist
 from appliance.audit import system_actor
@@ -120,6 +121,31 @@ class PushResult:
 # --- talking to headquarters -------------------------------------------------------------------
 
 
+@overload
+def _request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body=None,
+    length: int | None = None,
+    timeout_s: float = 120,
+    raw: Literal[False] = False,
+) -> tuple[int, dict]: ...
+
+
+@overload
+def _request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body=None,
+    length: int | None = None,
+    timeout_s: float = 120,
+    *,
+    raw: Literal[True],
+) -> tuple[int, dict | bytes]: ...
+
+
 def _request(
     settings: Settings,
     method: str,
@@ -195,7 +221,7 @@ def fetch_hotlists(settings: Settings) -> list[str]:
         status, data = _request(
             settings, "GET", f"/hq/v1/posts/{quoted}/hotlists/{urllib.parse.quote(name)}", timeout_s=300, raw=True
         )
-        if status != 200 or hashlib.sha256(data).hexdigest() != sha:
+        if status != 200 or not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != sha:
             lines.append(
                 f"hotlist {name}: not fetched (headquarters answered {status} or the file did not match its sha256)"
             )
@@ -343,7 +369,7 @@ def _alert_dict(alert: dict) -> dict:
     """An alert as headquarters keeps it: its fields, its read's uuid and every confirmation."""
     read_uuid = Read.select(Read.uuid).where(Read.id == alert["read"]).scalar()
     confirmations = [
-        _plain_dict(c, skip=("alert",))
+        _plain_dict(c, skip=("alert",))  # type: ignore[arg-type]  # peewee stubs: .dicts() yields dicts
         for c in AlertConfirmation.select()
         .where(AlertConfirmation.alert == alert["id"])
         .order_by(AlertConfirmation.id)
@@ -409,8 +435,9 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
     for start in range(0, len(rows), READ_CHUNK):
         chunk = rows[start : start + READ_CHUNK]
         # plain rows (the same values a model's __data__ holds) rather than model instances
-        by_uuid = {
-            r["uuid"]: r for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk if c[1] == "read"])).dicts()
+        by_uuid: dict[str, dict] = {
+            r["uuid"]: r  # type: ignore[index, misc]  # peewee stubs: .dicts() yields dicts
+            for r in Read.select().where(Read.uuid.in_([c[2] for c in chunk if c[1] == "read"])).dicts()
         }
         ids = [r["id"] for r in by_uuid.values()]
         evidence: dict[int, list] = {}
@@ -428,10 +455,10 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
             .order_by(Evidence.kind)
             .tuples()
         ):
-            evidence.setdefault(ev[0], []).append(ev)
+            evidence.setdefault(ev[0], []).append(ev)  # type: ignore[index]  # peewee stubs: .tuples() yields tuples
         alerts: dict[int, list] = {}
         for alert in Alert.select().where(Alert.read.in_(ids)).dicts():
-            alerts.setdefault(alert["read"], []).append(_alert_dict(alert))
+            alerts.setdefault(alert["read"], []).append(_alert_dict(alert))  # type: ignore[index, arg-type]  # peewee stubs: .dicts() yields dicts
         for seq, kind, object_id in chunk:
             if kind in (holds.PLACED, holds.RELEASED):
                 # in outbox order with the reads: a hold's release never overtakes its placing
@@ -490,7 +517,7 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
         ).fetchall()
         for (alert_id,) in confirmed:
             alert = Alert.select().where(Alert.id == alert_id).dicts().get()
-            yield {"t": "confirmation", "alert": _alert_dict(alert)}
+            yield {"t": "confirmation", "alert": _alert_dict(alert)}  # type: ignore[arg-type]  # peewee stubs: .dicts() yields dicts
     if chain_last > pos.chain_seq:
         cursor = database.execute_sql(
             f"SELECT {', '.join(audit.COLUMNS)} FROM access_record WHERE seq > ? AND seq <= ? ORDER BY seq",
@@ -539,7 +566,7 @@ def build_batch(settings: Settings, key, pos: Position, fileobj, max_reads: int 
 class _Chunks:
     """A file object for Writer that hands what it was given to a generator in pieces."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -776,7 +803,7 @@ class Pusher:
                 with db.connection():
                     self.last_result = push(self.settings, stop=self.stop)
                 self.failures, self.last_error = 0, None
-                wait = self.settings.sync.push_interval_s
+                wait: float = self.settings.sync.push_interval_s
             except Exception as exc:  # never let the worker die: the next attempt may succeed
                 self.failures += 1
                 self.last_error = str(exc)

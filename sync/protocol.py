@@ -39,6 +39,7 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 
@@ -240,7 +241,7 @@ def header_fields(header: dict) -> dict:
     return header
 
 
-def is_int(value) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

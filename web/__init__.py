@@ -59,7 +59,7 @@ def base_app(settings: Settings, service=None) -> Flask:
         WAYPOST_ZONE=zone_of(settings),  # pages show times in it; everything is stored in UTC
     )
     if settings.web.trusted_proxy:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]  # Flask's documented middleware pattern
     db.open_database(settings)
     csrf.init_app(app)
 
@@ -73,7 +73,11 @@ def base_app(settings: Settings, service=None) -> Flask:
         # A session signed in under an older session version (signed out, password changed or reset,
         # deactivated) is refused even though its cookie is still validly signed.
         user = User.get_or_none(User.id == int(user_id))
-        return AccountUser(user) if users.session_current(user, session.get(SESSION_VERSION)) else None
+        return (
+            AccountUser(user)
+            if user is not None and users.session_current(user, session.get(SESSION_VERSION))
+            else None
+        )
 
     @app.before_request
     def _open_db():

@@ -47,7 +47,7 @@ PERMISSION_LABELS = {
 BACK = {"account": "admin.account", "review": "admin.review", "accounts": "admin.accounts"}
 
 
-def sentence(message: str) -> str:
+def sentence(message: str | Exception) -> str:
     message = str(message)
     return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 

@@ -52,7 +52,7 @@ class ConfirmForm(FlaskForm):
 
 def repeats_of(shown: list[Alert]) -> dict[int, tuple[int, int]]:
     """alert id -> (the alert it repeats, minutes between their reads), for the repeats shown."""
-    wanted = {a.repeat_of_id for a in shown if a.repeat_of_id is not None}
+    wanted = {a.repeat_of_id for a in shown if a.repeat_of_id is not None}  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
     if not wanted:
         return {}
     seen_at = {
@@ -60,9 +60,9 @@ def repeats_of(shown: list[Alert]) -> dict[int, tuple[int, int]]:
         for row in Alert.select(Alert.id, Read.captured_at).join(Read).where(Alert.id.in_(list(wanted)))
     }
     return {
-        a.id: (a.repeat_of_id, round(abs((a.read.captured_at - seen_at[a.repeat_of_id]).total_seconds()) / 60))
+        a.id: (a.repeat_of_id, round(abs((a.read.captured_at - seen_at[a.repeat_of_id]).total_seconds()) / 60))  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
         for a in shown
-        if a.repeat_of_id in seen_at
+        if a.repeat_of_id in seen_at  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
     }
 
 

@@ -236,11 +236,13 @@ def _report_page(kind: str, label: str):
     with write():
         reports.record_viewed(actor(), report, "web")
     if kind == "quarterly":
+        assert isinstance(report, reports.Quarterly)  # made for kind above
         charts = {
             "users": [(u.username, u.data_accesses) for u in report.users[:25]],
             "purposes": [(p["code"], p["accesses"]) for p in report.purposes],
         }
     else:
+        assert isinstance(report, reports.Annual)  # made for kind above
         charts = {"purposes": [(p["code"], p["accesses"]) for p in report.queries_by_purpose]}
     template = "audit/print.html" if request.args.get("print") == "1" else "audit/report.html"
     return render_template(

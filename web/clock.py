@@ -84,7 +84,9 @@ class LocalDateTimeField(DateTimeLocalField):
             return None
         if not self.latest:
             return with_offset(self.data, self.zone)
-        return self.utc.replace(tzinfo=dt.UTC).astimezone(self.zone).isoformat(timespec="seconds")
+        at = self.utc
+        assert at is not None  # self.data is not None
+        return at.replace(tzinfo=dt.UTC).astimezone(self.zone).isoformat(timespec="seconds")
 
 
 def window_record(since: LocalDateTimeField, until: LocalDateTimeField) -> dict:

@@ -39,7 +39,7 @@ def stream(permission: str, render: Callable[[dict], str | None]) -> Response:
     user_id = current_user.user.id
     session_version = session.get(SESSION_VERSION)
     idle_s = g.settings.web.session_idle_minutes * 60
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # werkzeug LocalProxy
     gone = request.environ.get("waitress.client_disconnected", lambda: False)
 
     def still_allowed() -> bool:
@@ -78,7 +78,7 @@ def stream(permission: str, render: Callable[[dict], str | None]) -> Response:
             bus.unsubscribe(q)
             app.logger.debug("event stream of %s closed", who.username)
 
-    resp = Response(events(), mimetype="text/event-stream")
+    resp = Response(events(), mimetype="text/event-stream")  # type: ignore[call-arg]  # Flask's stubs: a stream_with_context function takes one argument
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

@@ -9,6 +9,7 @@ a read or a name. Each figure is one indexed query, so a busy post answers it ch
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flask import Blueprint, g, render_template
@@ -109,7 +110,9 @@ def figures(now: dt.datetime | None = None) -> Figures:
 def _job_titles() -> dict[str, list[str]]:
     """The job titles of the active accounts holding each role (titles only, never names)."""
     titles: dict[str, set[str]] = {}
-    for role, title in User.select(User.role, User.job_title).where(User.active == True).tuples():  # noqa: E712
+    query = User.select(User.role, User.job_title).where(User.active == True).tuples()  # noqa: E712
+    rows: Iterable[tuple[str, str]] = query  # type: ignore[assignment]  # peewee stubs: .tuples() yields tuples
+    for role, title in rows:
         if title.strip():
             titles.setdefault(role, set()).add(title.strip())
     return {role: sorted(found, key=str.lower) for role, found in titles.items()}

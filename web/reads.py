@@ -186,14 +186,14 @@ def image(read_id: int, kind: str):
 def _alerted(ids: set[int]) -> set[int]:
     if not ids:
         return set()
-    return {a.read_id for a in Alert.select(Alert.read).where(Alert.read.in_(list(ids)))}
+    return {a.read_id for a in Alert.select(Alert.read).where(Alert.read.in_(list(ids)))}  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
 
 
 def _with_crop(ids: set[int]) -> set[int]:
     if not ids:
         return set()
     return {
-        e.read_id
+        e.read_id  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
         for e in Evidence.select(Evidence.read).where(Evidence.read.in_(list(ids)) & (Evidence.kind == "crop"))
     }
 

@@ -15,9 +15,9 @@ listing() and view(), in the transaction of the lookup.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
@@ -198,7 +198,7 @@ def export(request_id: int):
     folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
     name = f"waypost-evidence-request-{req.id}-{sharing.utcnow():%Y%m%dT%H%M%SZ}.zip"
     try:
-        summary = sharing.export(g.settings, actor(), req.id, os.path.join(folder, name))
+        summary = sharing.export(g.settings, actor(), req.id, Path(folder) / name)
         # The open file outlives its name: nothing of the export stays on the post's disk.
         handle = open(summary.path, "rb")
     except (sharing.SharingError, audit.PurposeError) as exc:

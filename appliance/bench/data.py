@@ -108,7 +108,7 @@ def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_0
         for k in range(n):
             rid = base_id + k
             plate = regulars[int(rng.integers(0, len(regulars)))] if rng.random() < 0.2 else random_plate(rng)
-            alts = []
+            alts: list[dict[str, str | float]] = []
             for _ in range(int(rng.integers(1, 4))):
                 alt = misread(plate, rng)
                 if alt != plate and alt not in [a["text"] for a in alts]:

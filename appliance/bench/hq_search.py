@@ -6,6 +6,7 @@ import datetime as dt
 import random
 import statistics
 import time
+from typing import Any
 
 from sync.hq.models import HQError, HQRead, hq_database, open_hq
 from sync.hq.models import write as hq_write
@@ -74,7 +75,7 @@ def run(target: str, count: int, repeat: int = 5, seed: int = 7) -> dict:
             "contains_one_day": Query(known[2:5], "partial", since=day, until=day + dt.timedelta(days=1)),
             "similar": Query(known, "similar"),
         }
-        figures = {
+        figures: dict[str, Any] = {
             "database": "postgresql" if "://" in target else "sqlite",
             "reads": count,
             "fill_s": round(filled_s, 1),

@@ -55,7 +55,7 @@ def _set_up_sample(settings: config.Settings, cutoff: dt.datetime, sample: int, 
     kept_ids = sorted({int(i) for i in rng.integers(cut_id + 1, hi + 1, max(sample // 10, 1))})
     shared = list(zip(purged_ids[: sample // 50], kept_ids[: sample // 50]))
     n = 0
-    files = {"purged": [], "kept": [], "shared": []}
+    files: dict[str, list[tuple[int, Path]]] = {"purged": [], "kept": [], "shared": []}
     with db.write():
         for group, ids in (("purged", purged_ids), ("kept", kept_ids)):
             for rid in ids:

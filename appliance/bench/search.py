@@ -27,7 +27,7 @@ def search_at_scale(
         n_reads = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
         max_id = database.execute_sql("SELECT max(id) FROM read").fetchone()[0]
         rng = np.random.default_rng(seed)
-        samples = []
+        samples: list[str] = []
         while len(samples) < queries:
             row = database.execute_sql(
                 "SELECT plate FROM read WHERE id = ?", [int(rng.integers(1, max_id + 1))]

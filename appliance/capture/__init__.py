@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -152,12 +153,12 @@ class _LatestQueue:
     and latency never builds up."""
 
     def __init__(self, size: int):
-        self._items: collections.deque = collections.deque()
+        self._items: collections.deque[Frame] = collections.deque()
         self._size = size
         self._cond = threading.Condition()
         self.closed = False
 
-    def put(self, item, block: bool = False) -> bool:
+    def put(self, item: Frame, block: bool = False) -> bool:
         """Add an item; returns True when an older item was dropped to make room. With block=True
         it waits for room instead (nothing is dropped) until the queue is closed."""
         with self._cond:
@@ -170,7 +171,7 @@ class _LatestQueue:
             self._cond.notify()
             return dropped
 
-    def get(self, timeout: float | None) -> object | None:
+    def get(self, timeout: float | None) -> Frame | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._items and not self.closed:
@@ -220,7 +221,7 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._delivered_at: collections.deque = collections.deque(maxlen=21)  # for the measured fps
-        self._status = {
+        self._status: dict[str, Any] = {
             "state": "starting",
             "type": self.source.type,
             "source": self.source.name,

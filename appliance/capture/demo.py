@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -62,7 +63,8 @@ HOTLIST_EVERY = 5
 def _plate_pool() -> list[tuple[str, str, str]]:
     """(shown text, normalised plate, state) for the fixed sequence of demo plates."""
     rng = np.random.default_rng(_PLATE_SEED)
-    out, seen = [], set()
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
     while len(out) < POOL_SIZE:
         state = "ca" if rng.random() < 0.75 else str(rng.choice(_OUT_OF_STATE))
         shown = ""
@@ -393,7 +395,7 @@ class DemoStreet:
         vy = int(self.vy)
         # Sky, brighter and hazier toward the horizon.
         ys = np.linspace(0, 1, max(vy, 1), dtype=np.float32)[:, None]
-        img[:vy] = (np.float32([118, 160, 210]) * (1 - ys) + np.float32(HAZE) * ys)[:, None, :]
+        img[:vy] = (np.array([118, 160, 210], np.float32) * (1 - ys) + np.array(HAZE, np.float32) * ys)[:, None, :]
         # Ground beyond the street: pavement everywhere, then road, kerbs and buildings on top.
         img[vy:] = (150, 148, 142)
         far = 600.0
@@ -535,8 +537,9 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     rng = np.random.default_rng([seed, 3, v.k])
     kd = v.kind
     colours, weights = zip(*_BODY_COLOURS)
-    body = np.array(colours[int(rng.choice(len(colours), p=np.array(weights) / sum(weights)))], np.float64)
-    body = tuple(int(c) for c in np.clip(body + rng.normal(0, 6, 3), 0, 255))
+    base = np.array(colours[int(rng.choice(len(colours), p=np.array(weights) / sum(weights)))], np.float64)
+    rgb = np.clip(base + rng.normal(0, 6, 3), 0, 255)
+    body = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
     s = px_per_m
     half = kd.width / 2 + 0.15  # room for the mirrors
     cw, ch = int(math.ceil(2 * half * s)), int(math.ceil((kd.roof + 0.02) * s))
@@ -717,7 +720,8 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
     # The face is anchored at its bottom centre; the truth box is the drawn plate rectangle.
     plate_rect = (-(cw / 2 - px) / s, (ch - py) / s, -(cw / 2 - px - pw_px) / s, (ch - py - ph_px) / s)
 
-    rgbas, scales = [img], [s]
+    rgbas: list[np.ndarray] = [img]
+    scales = [s]
     while min(rgbas[-1].shape[:2]) > 24:
         rgbas.append(cv2.pyrDown(rgbas[-1]))
         scales.append(scales[-1] * rgbas[-1].shape[1] / rgbas[-2].shape[1])
@@ -733,7 +737,7 @@ def _draw_sprite(v: Vehicle, seed: int, px_per_m: float) -> _Sprite:
 class DemoSource(FrameSource):
     type = "demo"
 
-    def __init__(self, settings):
+    def __init__(self, settings) -> None:
         super().__init__(settings)
         self.street: DemoStreet | None = None
 
@@ -748,6 +752,7 @@ class DemoSource(FrameSource):
 
     def read(self) -> Frame:
         index = self._next_index()
+        assert self.street is not None  # made by open(), which a source runs before it reads
         image, truth = self.street.render(index)
         return Frame(
             image=image, captured_at=utcnow(), mono=time.monotonic(), index=index, source=self.name, truth=truth
@@ -777,11 +782,13 @@ def write_clip(
         raise ValueError(f"write_clip: {path} must end in .avi (MJPG) or .mp4 (mp4v)")
     path.parent.mkdir(parents=True, exist_ok=True)
     street = DemoStreet(width, height, fps, vehicles_per_min, seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))  # type: ignore[attr-defined]  # OpenCV's stubs declare only VideoWriter.fourcc
     if not writer.isOpened():
         raise RuntimeError(f"write_clip: OpenCV cannot write {fourcc} to {path}")
     hot = {e["plate"] for e in DEMO_HOTLIST}
-    frames, passes = {}, {}
+    frames: dict[int, list[dict[str, Any]]] = {}
+    passes: dict[int, dict[str, Any]] = {}
+    truth: list[tuple[str, tuple[int, int, int, int]]]
     try:
         for index in range(int(round(seconds * fps))):
             if empty:
@@ -866,8 +873,8 @@ def main(argv=None) -> None:
             cv2.imwrite(str(out / f"demo_{i:05d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         print(f"wrote frames to {out}")
     if args.clip:
-        truth = write_clip(args.clip, args.seconds, args.fps, w, h, args.seed, args.vehicles_per_min, args.empty)
-        print(f"wrote {args.clip}: {len(truth['frames'])} frames, {len(truth['passes'])} passes")
+        written = write_clip(args.clip, args.seconds, args.fps, w, h, args.seed, args.vehicles_per_min, args.empty)
+        print(f"wrote {args.clip}: {len(written['frames'])} frames, {len(written['passes'])} passes")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from appliance.models import utcnow
 class FolderSource(FrameSource):
     type = "folder"
 
-    def __init__(self, settings):
+    def __init__(self, settings) -> None:
         super().__init__(settings)
         self._files: list[Path] = []
         self._next = 0

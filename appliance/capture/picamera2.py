@@ -47,7 +47,7 @@ def lores_to_rgb(yuv420: np.ndarray, width: int) -> np.ndarray:
 
 def camera_controls(settings) -> dict:
     frame_us = int(1_000_000 / settings.fps)
-    controls = {"FrameDurationLimits": (frame_us, frame_us)}
+    controls: dict[str, tuple[int, int] | int | float | bool] = {"FrameDurationLimits": (frame_us, frame_us)}
     if settings.exposure_time_us > 0:
         controls["ExposureTime"] = int(settings.exposure_time_us)
     if settings.analogue_gain > 0:

@@ -11,13 +11,14 @@ import importlib
 import pkgutil
 import re
 from dataclasses import dataclass
+from types import ModuleType
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    module: object
+    module: ModuleType
 
 
 def discover() -> list[Migration]:

@@ -25,7 +25,7 @@ import numpy as np
 try:  # the OCR's plate renderer; optional so this module works on its own
     from recognizer import plates as _plates
 except Exception:  # pragma: no cover - fallback path
-    _plates = None
+    _plates = None  # type: ignore[assignment]  # optional import: None stands for the missing renderer
 
 
 @dataclass(eq=False)
@@ -650,7 +650,9 @@ def render_scene(
         n_plates = int(rng.choice([0, 1, 1, 1, 1, 2, 2, 3]))
     n_vehicles = n_plates + int(rng.random() < 0.3)
     plate_mask = np.zeros((h, w), np.float32)
-    plates, boxes, headlights = [], [], []
+    plates: list[ScenePlate] = []
+    boxes: list[tuple[float, float, float, float]] = []
+    headlights = []
     # far (small) first, so nearer vehicles are drawn over them
     widths = []
     for _ in range(n_vehicles):
@@ -695,7 +697,7 @@ def render_scene(
             headlights.append((x, y, pw * rng.uniform(0.3, 1.0)))
     if rng.random() < 0.5:
         _timestamp(img, rng)
-    cond = {}
+    cond: dict[str, object] = {}
     if degrade:
         out = _degrade(img, rng, plate_mask, headlights if True else [], cond)
     else:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from peewee import Field
+
 from appliance import audit, bundle
 from appliance.models import utcnow
 from sync import protocol
@@ -75,7 +77,7 @@ class Refused(Exception):
 class _Batch:
     """What one ingest learns as it goes, for the batch log."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.header: dict = {}
         self.post: HQPost | None = None
         self.reads = 0
@@ -107,7 +109,7 @@ def ingest(
 
 def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | None):
     header = seen.header
-    chain = header.get("chain") if isinstance(header.get("chain"), dict) else {}
+    chain = header["chain"] if isinstance(header.get("chain"), dict) else {}
     with write():
         HQBatch.create(
             batch_id=_text(header.get("batch", ""), 100),
@@ -127,7 +129,7 @@ def _refuse(exc: ProtocolError, seen: _Batch, remote_addr: str, length: int | No
             post = locked_post(seen.post.id)
         if post is not None:
             post.last_contact_at = utcnow()
-            changed = [HQPost.last_contact_at]
+            changed: list[Field] = [HQPost.last_contact_at]
             if exc.problem == "broken_chain" and post.chain_status != "broken":
                 post.chain_status, post.chain_problem, post.first_bad_seq = "broken", exc.message, seen.first_bad_seq
                 changed += [HQPost.chain_status, HQPost.chain_problem, HQPost.first_bad_seq]
@@ -171,7 +173,10 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
     deferred: ProtocolError | None = None  # a content fault, raised once the signature is known good
     next_seq, want_record = first, chain["first_seq"]
     prev_hash = post.chain_hash if mode == "new" else chain["prev_hash"]
-    read_rows, images, alerts, records = [], {}, [], []
+    read_rows: list[dict] = []
+    images: dict[str, tuple[dict, bytes]] = {}  # by sha256
+    alerts: list[dict] = []
+    records: list[dict] = []
     hold_events: list[tuple[str, dict]] = []  # applied once the whole batch is read and its signature checked
     pending_bytes = 0  # image bytes held for the next insert (memory stays bounded)
     for item in items:
@@ -245,10 +250,10 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch) -> Outcome:
                         f"access record {rec['seq']}: its hash does not match its fields (altered on the post)",
                     )
                 elif mode == "held":
-                    held = HQAccessRecord.get_or_none(
+                    held_record = HQAccessRecord.get_or_none(
                         (HQAccessRecord.post_id == post.id) & (HQAccessRecord.seq == rec["seq"])
                     )
-                    if held is None or held.hash != rec["hash"]:
+                    if held_record is None or held_record.hash != rec["hash"]:
                         seen.first_bad_seq = rec["seq"]
                         deferred = ProtocolError(
                             "broken_chain",

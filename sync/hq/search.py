@@ -33,10 +33,12 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 
 from peewee import (
     SQL,
+    ColumnBase,
     NodeList,
     OperationalError,
     SqliteDatabase,
@@ -258,10 +260,12 @@ def _pattern(q: Query) -> list:
         like, prefix, suffix = f"%{q.text}%", "", ""
     else:
         like = q.text.replace("*", "%").replace("?", "_")
-        prefix = re.match(r"[A-Z0-9]*", q.text).group(0)
-        suffix = re.search(r"[A-Z0-9]*$", q.text).group(0)[::-1]
+        head, tail = re.match(r"[A-Z0-9]*", q.text), re.search(r"[A-Z0-9]*$", q.text)
+        assert head is not None and tail is not None  # a starred pattern matches everywhere, if only ""
+        prefix = head.group(0)
+        suffix = tail.group(0)[::-1]
     # LIKE spelled out: peewee turns its LIKE operator into GLOB on SQLite.
-    conds = [NodeList((T.text, SQL("LIKE"), like))]
+    conds: list[ColumnBase] = [NodeList((T.text, SQL("LIKE"), like))]
     if len(prefix) >= 2 and len(prefix) >= len(suffix):
         conds += [T.text >= prefix, T.text < _bump(prefix)]
     elif len(suffix) >= 2:
@@ -297,7 +301,7 @@ def _search(q: Query, limit: int, cursor: str | None) -> Page:
     where = conds[0]
     for cond in conds[1:]:
         where &= cond
-    rows = list(
+    query = (
         T.select(T.read_id, fn.MIN(T.alt).alias("alt"), T.captured_at)
         .where(where)
         .group_by(T.read_id, T.captured_at)
@@ -305,6 +309,7 @@ def _search(q: Query, limit: int, cursor: str | None) -> Page:
         .limit(limit + 1)
         .tuples()
     )
+    rows: list[tuple] = list(query)  # type: ignore[arg-type]  # peewee stubs: .tuples() yields tuples
     more = len(rows) > limit
     rows = rows[:limit]
     reads = _reads([r[0] for r in rows])
@@ -328,7 +333,9 @@ def _similar(q: Query, limit: int, cursor: str | None) -> Page:
         where &= cond
     best: dict[int, tuple] = {}
     rows = 0
-    for read_id, alt, text, captured_at in T.select(T.read_id, T.alt, T.text, T.captured_at).where(where).tuples():
+    query = T.select(T.read_id, T.alt, T.text, T.captured_at).where(where).tuples()
+    found: Iterable[tuple] = query  # type: ignore[assignment]  # peewee stubs: .tuples() yields tuples
+    for read_id, alt, text, captured_at in found:
         rows += 1
         d = edits_within_one(folded, skeleton(text))
         if d is None:

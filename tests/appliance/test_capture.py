@@ -24,7 +24,7 @@ def capture_settings(tmp_path, **capture):
 
 
 def drain(capture: Capture, limit: int = 1000, timeout: float = 5.0) -> list[Frame]:
-    frames = []
+    frames: list[Frame] = []
     while len(frames) < limit:
         frame = capture.get(timeout)
         if frame is None:
@@ -48,7 +48,7 @@ COLOURS_RGB = [(220, 30, 30), (30, 200, 40), (40, 50, 210), (230, 230, 40), (200
 
 
 def write_video(path, n: int = 12, size=(320, 240), fourcc="MJPG", fps=10):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)  # type: ignore[attr-defined]  # OpenCV's stubs declare only VideoWriter.fourcc
     assert writer.isOpened()
     for i in range(n):
         img = np.full((size[1], size[0], 3), 10 + i * 240 // max(n - 1, 1), np.uint8)  # 10 .. 250

@@ -34,14 +34,16 @@ def start_writer(data_dir: Path, seed: int, stderr=subprocess.PIPE) -> subproces
 def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
     """Start the writer, SIGKILL it after delay_s, return the uuids it reported as saved."""
     proc = start_writer(data_dir, seed)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both piped: stdout=PIPE, stderr=PIPE by default
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(line.strip() for line in proc.stdout), daemon=True)
+    reader = threading.Thread(target=lambda: lines.extend(line.strip() for line in stdout), daemon=True)
     reader.start()
     time.sleep(delay_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     reader.join(timeout=10)
-    err = proc.stderr.read()
+    err = stderr.read()
     assert "Traceback" not in err, err
     return [line for line in lines if line]
 
@@ -49,6 +51,7 @@ def run_and_kill(data_dir: Path, seed: int, delay_s: float) -> list[str]:
 def first_write_s(data_dir: Path) -> float:
     """How long the writer takes, on this machine now, from its start to its first saved read."""
     proc = start_writer(data_dir, 0, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None  # piped: stdout=PIPE
     t0 = time.monotonic()
     try:
         proc.stdout.readline()
@@ -59,7 +62,7 @@ def first_write_s(data_dir: Path) -> float:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_leaves_nothing(tmp_path):
+def test_sigkill_at_random_points_loses_and_leaves_nothing(tmp_path) -> None:
     data_dir = tmp_path / "post"
     settings = make_settings(data_dir)
     rng = random.Random(20261122)

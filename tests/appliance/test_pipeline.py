@@ -22,7 +22,9 @@ def recognizer():
     return Recognizer(threads=1)
 
 
-def run_street(settings, recognizer, seconds, seed=3, vehicles_per_min=20.0):
+def run_street(
+    settings, recognizer, seconds: float, seed: int = 3, vehicles_per_min: float = 20.0
+) -> tuple[Pipeline, dict[str, tuple[int, int]], set[str]]:
     """Runs the pipeline over the demo street. Returns the pipeline, the passes (plate -> first and
     last frame in the street's truth) and the plates of the vehicles still on the road at the end."""
     street = DemoStreet(1280, 720, FPS, vehicles_per_min, seed)

@@ -5,6 +5,7 @@ import datetime as dt
 import getpass
 import json
 import zipfile
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ PURPOSE = audit.Purpose("CRIME-INV", "2026-001234")
 
 
 def new_request(**changes) -> sharing.NewRequest:
-    fields = dict(
+    fields: dict[str, Any] = dict(
         agency_name="Fresno Police Department",
         agency_type="ca-city-police",
         agency_state="CA",

@@ -33,6 +33,7 @@ def start_hq(settings, hq_path, port, fault=None) -> subprocess.Popen:
         assert fault is None, fault
         command = [sys.executable, "-m", "appliance", "hq", "serve", "--database", str(hq_path), "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None  # stdout=PIPE
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -52,7 +52,7 @@ def release(settings, hold):
         return holds.release(ADMIN, hold.id, "Case closed, no charges filed")
 
 
-def hq_holds_of(post_id) -> dict[int, HQLegalHold]:
+def hq_holds_of(post_id) -> dict[int | None, HQLegalHold]:
     """The post's holds as headquarters holds them, by their id at the post."""
     with hq.hq_database.connection_context():
         return {h.origin_hold_id: h for h in HQLegalHold.select().where(HQLegalHold.post_id == post_id)}
@@ -213,6 +213,7 @@ def _built(settings) -> tuple[dict, bytes]:
     with dbmod.connection():
         buf = io.BytesIO()
         header = post.build_batch(settings, bundle.post_key(settings), post.fetch_position(settings), buf)
+    assert header is not None  # the tests build a batch only when something waits
     return header, buf.getvalue()
 
 
@@ -249,6 +250,7 @@ def _with_bad_hold(settings, change) -> tuple[str, bytes]:
     key = bundle.post_key(settings)
     with dbmod.connection():
         plan = post.plan_batch(settings, key, post.fetch_position(settings))
+        assert plan is not None  # a hold waits
         lines = list(post._lines(settings, plan, {"reads": 0, "chain_hash": plan.pos.chain_hash}))
     (line,) = [obj for obj in lines if obj["t"] == "hold"][:1]
     change(line)

@@ -201,6 +201,7 @@ def _next_event(stream) -> tuple[str, dict]:
         elif line.startswith(b"data: "):
             data = json.loads(line[6:])
         elif line == b"\n" and kind:
+            assert data is not None, f"event {kind} without data"
             return kind, data
 
 

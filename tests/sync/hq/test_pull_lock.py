@@ -139,7 +139,7 @@ def _enroll_through(settings, link: SlowLink) -> None:
         hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=link.url)
 
 
-def _pull_in_thread(post_id, key, **kw):
+def _pull_in_thread(post_id: str, key, **kw) -> tuple[threading.Thread, dict]:
     out: dict = {}
     thread = threading.Thread(target=lambda: out.setdefault("result", hq.pull(post_id, key, **kw)), daemon=True)
     thread.start()
