@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import urllib.parse
 
 from cryptography.exceptions import InvalidSignature
 
@@ -30,8 +31,10 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
     post_id = post_id.strip()
     if not post_id:
         raise HQError("a post id is required")
-    if pull_url and not re.match(r"^https?://[^\s/]+", pull_url):
-        raise HQError(f"pull URL {pull_url!r} is not an http(s) URL")
+    if pull_url:
+        problem = pull_url_problem(pull_url)
+        if problem:
+            raise HQError(problem)
     try:
         key = bundle.load_public_key(public_key_text, f"the public key for post {post_id}")
     except bundle.BundleError as exc:
@@ -52,6 +55,22 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
                 changed.append(HQPost.pull_url)
             post.save(only=changed)
     return post
+
+
+def pull_url_problem(url: str) -> str | None:
+    """Why headquarters could not pull from `url` (the post's web address), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        return f"pull URL {url!r}: {exc} (the port must be a number, e.g. http://post-1:8080)"
+    if parts.scheme not in ("http", "https") or re.search(r"\s", url):
+        return f"pull URL {url!r} is not an http(s) URL (e.g. https://post-1.example:8443)"
+    if not parts.hostname:
+        return f"pull URL {url!r} names no host (e.g. http://post-1:8080)"
+    if parts.query or parts.fragment:
+        return f"pull URL {url!r} has a query or fragment: give the post's base address only"
+    return None
 
 
 def position(post: HQPost) -> dict:

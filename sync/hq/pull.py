@@ -16,7 +16,7 @@ from appliance import bundle
 from sync import protocol
 from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Refused, ingest, refuse_oversized
 from sync.hq.models import HQError, HQPost, SqliteDatabase, hq_database
-from sync.hq.posts import position
+from sync.hq.posts import position, pull_url_problem
 
 
 def hq_key(target: str | Path, key_dir: Path | None = None):
@@ -66,6 +66,10 @@ def pull(
         if not post.pull_url:
             result.problem = "no pull URL enrolled for this post (waypost hq enroll --pull-url)"
             return result
+        bad_url = pull_url_problem(post.pull_url)
+        if bad_url:  # enrolled before the URL was checked: enrol it again with a good one
+            result.problem = f"{bad_url}; enrol the post again with --pull-url"
+            return result
         url = urllib.parse.urlsplit(post.pull_url)
         path = (
             url.path.rstrip("/")
@@ -75,9 +79,8 @@ def pull(
         date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        # BUG (reported, not fixed): a pull URL without a host ("http://:8080" passes enroll's check) gives
-        # hostname None, and the connection raises TypeError instead of a problem being reported.
-        conn = cls(url.hostname, url.port, timeout=timeout_s)  # type: ignore[arg-type]  # hostname may be None
+        assert url.hostname  # pull_url_problem() refused a URL without one
+        conn = cls(url.hostname, url.port, timeout=timeout_s)
         try:
             conn.request("GET", path, headers={"X-Waypost-Date": date, "X-Waypost-Signature": signature})
             response = conn.getresponse()

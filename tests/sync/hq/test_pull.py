@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -107,3 +108,35 @@ def test_hq_pull_command(settings, db, pull_env, hq_path):
     assert usage.exit_code != 0 and "--post ID or --all" in usage.output
     shown = CliRunner().invoke(main, ["hq", "keygen", "--database", str(hq_path)], env=env)
     assert base64.b64encode(bundle.raw_public(key.public_key())).decode() in shown.output
+
+
+@pytest.mark.parametrize(
+    "url,why",
+    [
+        ("http://:8080", "names no host"),
+        ("http://post-1:port", "port"),
+        ("ftp://post-1", "http(s)"),
+        ("http://post-1:8080/?x=1", "query"),
+    ],
+)
+def test_enrolment_refuses_a_pull_url_it_could_not_connect_to(settings, hq_path, url, why):
+    hq.open_hq(hq_path)
+    with hq.hq_database.connection_context():
+        with pytest.raises(hq.HQError, match=re.escape(why)):
+            hq.enroll(settings.post.id, "Test post", _public(settings), pull_url=url)
+        assert hq.HQPost.get_or_none(hq.HQPost.id == settings.post.id) is None
+
+
+def test_a_bad_pull_url_on_file_is_reported_and_the_other_posts_are_pulled(settings, db, pull_env, hq_path):
+    """A URL enrolled before it was checked (a host-less one made the pull raise TypeError, ending
+    `hq pull --all` at that post): the post is reported, the others still pulled."""
+    on, url, key = pull_env
+    add_reads(settings, 2)
+    with hq.hq_database.connection_context():
+        hq.HQPost.create(id="post-0", name="Old post", public_key="x", key_id="x", pull_url="http://:8080")
+    env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_CONFIG": ""}
+    out = CliRunner().invoke(main, ["hq", "pull", "--all", "--database", str(hq_path)], env=env)
+    assert out.exit_code == 1, out.output
+    assert "post-0: pulled 0 batch(es)" in out.output and "names no host" in out.output, out.output
+    assert f"{settings.post.id}: pulled 1 batch(es), 2 read(s)" in out.output, out.output
+    assert hq_reads(settings.post.id) == post_reads()
