@@ -239,6 +239,7 @@ DEFAULT_PURPOSES = (
     Purpose(code="CRIME-INV", label="Investigation of a specific crime (case number required)"),
     Purpose(code="HIT-VERIFY", label="Verifying a hotlist hit"),
     Purpose(code="AUDIT", label="Audit of system use"),
+    Purpose(code="SHARING", label="Reviewing or fulfilling another agency's written data-sharing request"),
     Purpose(code="COURT", label="Court order or subpoena"),
 )
 

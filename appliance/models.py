@@ -182,6 +182,9 @@ class Hotlist(BaseModel):
     entry_count = IntegerField(default=0)
     stale_recorded_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
+    retired_at = DateTimeField(null=True)  # retired lists raise no alerts; their alerts stay
+    retired_by = CharField(null=True)
+    retired_reason = CharField(null=True)
 
     class Meta:
         table_name = "hotlist"
@@ -204,6 +207,14 @@ class HotlistEntry(BaseModel):
     removed_at = DateTimeField(null=True)
     removed_by = CharField(null=True)
     removed_reason = CharField(null=True)
+    plate_type = CharField(default="")  # NCIC LIT (PC passenger car, ...)
+    plate_year = CharField(default="")  # NCIC LIY
+    vehicle_make = CharField(default="")  # NCIC MKE
+    ori = CharField(default="")  # the entering agency's ORI
+    review_on = DateField(null=True)  # custom entries: alerts stop after this day unless renewed
+    renewed_at = DateTimeField(null=True)
+    renewed_by = CharField(null=True)
+    renew_reason = CharField(null=True)
 
     class Meta:
         table_name = "hotlist_entry"
@@ -221,7 +232,8 @@ class Alert(BaseModel):
     entry_plate = CharField()
     entry_state = CharField()
     entry_reason = CharField()
-    entry_source_ref = CharField()
+    entry_source_ref = CharField()  # the entry's NIC (NCIC number) for a state list
+    entry_ori = CharField(default="")
     matched_text = CharField()
     match_kind = CharField()  # exact | alternative | confusable | pattern
     score = FloatField()
@@ -246,6 +258,7 @@ class AlertConfirmation(BaseModel):
     clets_verified = BooleanField()
     outcome = CharField()
     note = TextField(default="")
+    change_reason = TextField(default="")  # why an earlier outcome was changed ("" for the first)
 
     class Meta:
         table_name = "alert_confirmation"

@@ -101,6 +101,7 @@ class SharingRequest(BaseModel):
     agency_name = CharField()
     agency_type = CharField()
     agency_state = CharField()
+    agency_ori = CharField(default="")  # NCIC originating agency identifier, 9 characters
     requester_name = CharField()
     requester_title = CharField()
     requester_contact = CharField()
@@ -119,6 +120,7 @@ class SharingRequest(BaseModel):
     decided_by = CharField(null=True)
     decided_at = DateTimeField(null=True)
     decision_note = TextField(null=True)
+    assurance = TextField(default="")  # the recipient's written assurance: no onward sharing
 
     class Meta:
         table_name = "sharing_request"
