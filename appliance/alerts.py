@@ -3,14 +3,18 @@
 A hit is an unverified lead (Green v. City and County of San Francisco: a misread 3 for 7). An
 alert is UNCONFIRMED until a person records that they compared the plate's characters with the
 image and verified the entry through the state system (CLETS). Dispatchers acknowledge; officers
-confirm.
+confirm. An outcome is recorded only with the check that tells it (what the image shows: the visual
+comparison; what CLETS shows: the CLETS check); changing it needs a reason, and every outcome
+stays on file, in order.
 
 Scores: a match on the read text is 1.0; on one of the OCR's alternative readings, 0.55 plus up to
 0.35 by how close the alternative's score is to the read's; on OCR-confusable characters
 (0/O/D/Q, 1/I/L, 8/B, 5/S, 2/Z, 6/G), 0.9 less 0.1 per substituted character; a partial custom
 entry (`*`, `?`), 0.75, and on confusable characters of such an entry ("pattern-confusable"),
 0.7 less 0.05 per substituted character. Alerts are raised from `alerts.min_score` up; the score is
-shown with the alert so a person knows how strong the lead is.
+shown with the alert so a person knows how strong the lead is. A read raises at most one alert per
+list, for its best match (a pass that matches two entries of one list is one lead, not two).
+Retired lists, stale state lists and custom entries past their review date raise none.
 
 Repeats: one car is often read twice within minutes (a pass split by a short dropout, a car
 circling the block). An alert for the same entry (list and listed plate) whose read is within
@@ -38,7 +42,7 @@ from appliance import audit
 from appliance.audit import system_actor
 from appliance.config import Settings
 from appliance.db import write
-from appliance.hotlist import is_stale, skeleton
+from appliance.hotlist import is_stale, local_today, past_review, skeleton
 from appliance.models import Alert, AlertConfirmation, Hotlist, HotlistEntry, Read, utcnow
 
 log = logging.getLogger("waypost.alerts")
@@ -59,6 +63,30 @@ OUTCOMES = {
     "not_wanted": "No longer wanted (CLETS shows the entry cleared)",
     "other": "Other (explain in the note)",
 }
+
+# The two checks as the confirmation form labels its boxes (web/alerts.py uses these labels), so
+# a refusal names the box to tick.
+CHECKS = {
+    "visual_compared": "I compared every character of the plate in the image with the listed plate",
+    "clets_verified": "I checked the entry's current status through CLETS",
+}
+
+# An outcome states what the image shows, what CLETS shows, or both; it is recorded only with the
+# check that tells it. 'other' states neither and is explained in the note.
+OUTCOME_CHECKS: dict[str, tuple[str, ...]] = {
+    "confirmed": ("visual_compared", "clets_verified"),
+    "misread": ("visual_compared",),
+    "not_wanted": ("clets_verified",),
+    "other": (),
+}
+_UNCHECKED = {
+    "confirmed": "a hit can be confirmed only after comparing the plate's characters with the image "
+    "AND verifying the entry through CLETS",
+    "misread": "a misread is recorded after comparing the plate's characters with the image",
+    "not_wanted": "'no longer wanted' says what CLETS shows, so it is recorded only after checking the entry "
+    "through CLETS",
+}
+MIN_EXPLANATION = 5  # characters of a note for 'other' or of the reason for a changed outcome
 
 
 class AlertError(ValueError):
@@ -104,15 +132,19 @@ def _folded_pattern(pattern: str) -> re.Pattern:
 
 
 def find_matches(settings: Settings, read: Read) -> list[Match]:
-    """Best match per active entry of every fresh list, best first."""
+    """Best match per active entry of every fresh list in use (not retired), best first; a custom
+    entry past its review date is not active."""
     now = utcnow()
-    fresh = {h.id: h for h in Hotlist.select() if not is_stale(h, settings, now)}
+    fresh = {h.id: h for h in Hotlist.select() if h.retired_at is None and not is_stale(h, settings, now)}
     if not fresh:
         return []
     active = HotlistEntry.removed_at.is_null() & HotlistEntry.hotlist.in_(list(fresh))
+    today = local_today(settings, now)
     best: dict[int, Match] = {}
 
     def offer(entry, text, kind, score):
+        if past_review(entry, fresh[entry.hotlist_id], settings, today):
+            return
         if entry.id not in best or score > best[entry.id].score:
             best[entry.id] = Match(entry, fresh[entry.hotlist_id], text, kind, round(score, 3))
 
@@ -148,9 +180,14 @@ def find_matches(settings: Settings, read: Read) -> list[Match]:
 
 def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
     """Create the alerts for a stored read. Call inside the read's own transaction
-    (store.save_read(..., on_stored=...)) so a read and its alerts commit together."""
+    (store.save_read(..., on_stored=...)) so a read and its alerts commit together. One alert per
+    list: its best match."""
     out = []
+    lists: set[int] = set()
     for m in find_matches(settings, read):
+        if m.hotlist.id in lists:
+            continue
+        lists.add(m.hotlist.id)
         out.append(
             Alert.create(
                 read=read,
@@ -161,6 +198,7 @@ def raise_alerts(settings: Settings, read: Read) -> list[Alert]:
                 entry_state=m.entry.state,
                 entry_reason=m.entry.reason,
                 entry_source_ref=m.entry.source_ref,
+                entry_ori=m.entry.ori,
                 matched_text=m.matched_text,
                 match_kind=m.kind,
                 score=m.score,
@@ -224,6 +262,16 @@ def notify_recipients(settings: Settings) -> list[str]:
     return out
 
 
+def _shout(outcome: str) -> str:
+    return outcome.replace("_", " ").upper()
+
+
+def alert_query(alert: Alert) -> dict:
+    """What a record of an alert names: the listed plate and the plate read (they differ on a match
+    on an alternative reading or on look-alike characters); the person saw both."""
+    return {"plate": alert.entry_plate, "read_plate": alert.read.plate}
+
+
 def acknowledge(actor: audit.Actor, alert_id: int, purpose: audit.Purpose) -> Alert:
     """A dispatcher has seen the alert and is relaying it; it stays unconfirmed."""
     with write():
@@ -236,7 +284,7 @@ def acknowledge(actor: audit.Actor, alert_id: int, purpose: audit.Purpose) -> Al
         audit.record(
             "alert.acknowledge",
             actor,
-            query={"plate": alert.entry_plate},
+            query=alert_query(alert),
             purpose=purpose,
             objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"],
             result_count=1,
@@ -253,24 +301,45 @@ def confirm(
     clets_verified: bool,
     note: str,
     purpose: audit.Purpose,
+    change_reason: str = "",
 ) -> AlertConfirmation:
-    """Record a person's verification of an alert. 'confirmed' needs both checks done; a
-    'misread' needs the visual comparison; 'other' needs a note."""
+    """Record a person's verification of an alert. An outcome needs the checks that tell it
+    (OUTCOME_CHECKS); 'other' needs a note. Every outcome recorded stays on file, in order: one
+    that differs from the outcome on file needs the reason for the change; the same outcome again
+    (a second person's check) does not."""
     if outcome not in OUTCOMES:
         raise AlertError(f"outcome must be one of {', '.join(OUTCOMES)}")
-    if outcome == "confirmed" and not (visual_compared and clets_verified):
-        raise AlertError(
-            "a hit can be confirmed only after comparing the plate's characters with the image "
-            "AND verifying the entry through CLETS"
-        )
-    if outcome == "misread" and not visual_compared:
-        raise AlertError("a misread is recorded after comparing the plate's characters with the image")
-    if outcome == "other" and len(note.strip()) < 5:
+    ticked = {"visual_compared": visual_compared, "clets_verified": clets_verified}
+    unticked = [check for check in OUTCOME_CHECKS[outcome] if not ticked[check]]
+    if unticked:
+        boxes = " and ".join(f'the box "{CHECKS[check]}"' for check in unticked)
+        raise AlertError(f"{_UNCHECKED[outcome]}: tick {boxes} once done, then record again; nothing was recorded")
+    if outcome == "other" and len(note.strip()) < MIN_EXPLANATION:
         raise AlertError("explain the outcome in the note")
+    reason = change_reason.strip()
     with write():
         alert = Alert.get_or_none(Alert.id == alert_id)
         if alert is None:
             raise AlertError(f"no alert {alert_id}")
+        # read in the write transaction: two people recording at once see each other's outcome
+        on_file = (
+            AlertConfirmation.select()
+            .where(AlertConfirmation.alert == alert)
+            .order_by(AlertConfirmation.confirmed_at.desc(), AlertConfirmation.id.desc())
+            .first()
+        )
+        if on_file is None and reason:
+            raise AlertError(
+                f'alert {alert.id} has no outcome on file to change: leave "Reason for the change" empty; '
+                "nothing was recorded"
+            )
+        changed_from = on_file.outcome if on_file is not None and on_file.outcome != outcome else None
+        if changed_from is not None and len(reason) < MIN_EXPLANATION:
+            raise AlertError(
+                f"alert {alert.id} is recorded as {_shout(changed_from)} by {on_file.username}; changing it to "
+                f'{_shout(outcome)} needs the reason for the change: write why in "Reason for the change" '
+                f"(at least {MIN_EXPLANATION} characters); nothing was recorded"
+            )
         record = AlertConfirmation.create(
             alert=alert,
             username=actor.username,
@@ -279,19 +348,46 @@ def confirm(
             clets_verified=clets_verified,
             outcome=outcome,
             note=note.strip(),
+            change_reason=reason,
         )
         alert.status = outcome
         alert.save()
+        details: dict = {"outcome": outcome, "visual_compared": visual_compared, "clets_verified": clets_verified}
+        if changed_from is not None:
+            details.update(changed_from=changed_from, change_reason=reason)
         audit.record(
             "alert.confirm",
             actor,
-            query={"plate": alert.entry_plate},
+            query=alert_query(alert),
             purpose=purpose,
             objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"],
             result_count=1,
-            details={"outcome": outcome, "visual_compared": visual_compared, "clets_verified": clets_verified},
+            details=details,
         )
     return record
+
+
+def outcome_history(alert_ids: list[int]) -> dict[int, list[str]]:
+    """alert id -> the outcomes recorded for it, oldest first (alerts with none are left out)."""
+    out: dict[int, list[str]] = {}
+    if not alert_ids:
+        return out
+    rows = (
+        AlertConfirmation.select(AlertConfirmation.alert, AlertConfirmation.outcome)
+        .where(AlertConfirmation.alert.in_(list(alert_ids)))
+        .order_by(AlertConfirmation.confirmed_at, AlertConfirmation.id)
+    )
+    for row in rows:
+        out.setdefault(row.alert_id, []).append(row.outcome)  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
+    return out
+
+
+def changed_from(history: list[str]) -> str | None:
+    """The outcome an alert's current one replaced, if it was ever changed."""
+    for outcome in reversed(history):
+        if outcome != history[-1]:
+            return outcome
+    return None
 
 
 class Notifier:

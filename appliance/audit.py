@@ -48,9 +48,11 @@ ACTIONS: dict[str, bool] = {
     "system.start": False,
     "system.stop": False,  # a clean stop (SIGTERM/SIGINT); details: uptime_s
     "audit.verify": False,
-    "audit.export": False,
-    "audit.view": False,  # browsing the access log (the filter is the query)
-    "audit.report": False,  # a quarterly or annual report produced
+    # the access log holds the plates searched: browsing, exporting or reporting on it is an
+    # access with a stated purpose (AUDIT, and a reference), as a search is
+    "audit.export": True,
+    "audit.view": True,  # browsing the access log (the filter, and the plates shown, are the query)
+    "audit.report": True,  # a quarterly or annual report produced
     "read.search": True,
     "read.view": True,
     "read.live": True,
@@ -130,6 +132,30 @@ def system_actor(settings: Settings) -> Actor:
     """Who the post's unattended jobs (the service, the pipeline, retention, sync) are recorded as:
     the system of the post's agency, not a person."""
     return Actor(SYSTEM, settings.post.agency, "local")
+
+
+# The fields of a record's query that name plates: the plate queried or opened, the plates a page
+# showed (a search's results, a listing), the listed plates beside a read. A page or a command
+# that shows plates writes them there, so the record names every plate shown (1798.90.52(b)).
+PLATE_KEYS = ("plate", "plates", "listed")
+
+
+def plates_named(query) -> set[str]:
+    """The plates a record's query (its canonical JSON, or the dict) names."""
+    if isinstance(query, str):
+        try:
+            query = json.loads(query or "{}")
+        except ValueError:
+            return set()
+    if not isinstance(query, dict):
+        return set()
+    found: set[str] = set()
+    for key in PLATE_KEYS:
+        value = query.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item:
+                found.add(item)
+    return found
 
 
 @dataclass(frozen=True)

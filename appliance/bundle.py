@@ -163,6 +163,8 @@ def write_bundle(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     via: str = "cli",
+    *,
+    purpose: audit.Purpose,
 ) -> Made:
     """Write the records of [start, end) (naive UTC; None = open) as a signed bundle at `out`.
 
@@ -206,6 +208,7 @@ def write_bundle(
                 rec = audit.record(
                     "audit.export",
                     actor,
+                    purpose=purpose,
                     result_count=count,
                     query={"from": audit.stamp(start) if start else None, "to": audit.stamp(end) if end else None},
                     details={

@@ -146,12 +146,42 @@ class HotlistSettings(Section):
     stale_after_hours: int = Field(
         72, ge=1, le=720, description="A list not refreshed for this long produces no alerts (policy: 72 h)."
     )
-    plate_column: str = Field("plate", min_length=1, description="CSV column holding the plate.")
-    state_column: str = Field("state", min_length=1, description="CSV column holding the issuing state.")
+    plate_column: str = Field("plate", min_length=1, description="CSV column holding the plate (NCIC: LIC).")
+    state_column: str = Field("state", min_length=1, description="CSV column holding the issuing state (NCIC: LIS).")
     reason_column: str = Field("reason", min_length=1, description="CSV column holding the reason or category.")
-    entry_date_column: str = Field("entry_date", min_length=1, description="CSV column holding the entry date.")
-    source_ref_column: str = Field("source_ref", min_length=1, description="CSV column holding the source's reference.")
-    date_format: str = Field("%Y-%m-%d", min_length=2, description="strftime format of the entry date column.")
+    entry_date_column: str = Field(
+        "entry_date", min_length=1, description="CSV column holding the entry date (NCIC: DTE)."
+    )
+    source_ref_column: str = Field(
+        "source_ref",
+        min_length=1,
+        description="CSV column holding the source's reference (NCIC: NIC), copied to each alert; "
+        "a reference that appears twice in a file is refused.",
+    )
+    plate_type_column: str = Field(
+        "plate_type", min_length=1, description="CSV column holding the plate type (NCIC: LIT, e.g. PC)."
+    )
+    plate_year_column: str = Field(
+        "plate_year", min_length=1, description="CSV column holding the plate's expiry year (NCIC: LIY)."
+    )
+    vehicle_make_column: str = Field(
+        "vehicle_make", min_length=1, description="CSV column holding the vehicle make dispatch relays (MKE)."
+    )
+    ori_column: str = Field(
+        "ori",
+        min_length=1,
+        description="CSV column holding the entering agency's ORI (NCIC: ORI), copied to each alert beside the NIC.",
+    )
+    date_format: str = Field(
+        "%Y-%m-%d", min_length=2, description="strftime format of the entry date column (e.g. %Y%m%d for 20261120)."
+    )
+    custom_review_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description="A custom entry raises alerts for this many days after it is made or last renewed "
+        "(`waypost hotlist renew`), then none until it is renewed.",
+    )
 
 
 class AlertSettings(Section):
@@ -301,7 +331,13 @@ class RetentionSettings(Section):
         description="Reads and their images are purged after this many days unless under legal hold.",
     )
     hit_read_days: int = Field(365, ge=1, le=3650, description="Retention for reads that matched a hotlist.")
-    audit_days: int = Field(1825, ge=365, le=36500, description="Access records are kept this long (at least a year).")
+    audit_days: int = Field(
+        1825,
+        ge=365,
+        le=36500,
+        description="Access records are kept at least this long (at least a year); they are not purged yet: "
+        "deleting the oldest would break the hash chain, so each retention run reports how many are past it.",
+    )
     run_at: str = Field(
         "03:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Local time of the daily purge (HH:MM)."
     )

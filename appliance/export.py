@@ -3,6 +3,7 @@
 A ZIP holds:
 
     reads.csv            one row per read: every field, alternatives and box as JSON, image hashes
+                         (appliance/spreadsheet.py: text that would run as a formula starts with ')
     reads.json           the same reads, one JSON object per line inside a JSON array
     images/<sha256>.jpg  each plate crop and context frame, named by the sha256 of its bytes
     access_record.json   the access record written for this export (with its hash and prev_hash)
@@ -42,7 +43,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from appliance import audit
+from appliance import audit, spreadsheet
 from appliance.config import Settings
 from appliance.db import database, write
 from appliance.holds import HoldError, HoldRead, LegalHold
@@ -226,7 +227,7 @@ def build_zip(settings: Settings, actor: audit.Actor, reads: Iterable[Read], rea
                 open(staged[0], "w", newline="", encoding="utf-8") as fcsv,
                 open(staged[1], "w", encoding="utf-8") as fjson,
             ):
-                writer = csv.DictWriter(fcsv, fieldnames=FIELDS)
+                writer = spreadsheet.DictWriter(fcsv, fieldnames=FIELDS)
                 writer.writeheader()
                 fjson.write("[\n")
                 for batch in _batches(reads, _BATCH):
@@ -518,7 +519,7 @@ def _verify(path: Path) -> list[str]:
                 if other is None:
                     raise _Bad(f"{READS_JSON} has fewer reads than {READS_CSV} (ends before CSV line {n})")
                 for key in ("uuid", "plate", "captured_at", "crop_sha256", "frame_sha256"):
-                    if (row[key] or None) != other.get(key):
+                    if (row[key] or None) != spreadsheet.cell(other.get(key)):
                         raise _Bad(
                             f"{READS_CSV} line {n} and {READS_JSON} disagree on {key} "
                             f"({row[key]!r} vs {other.get(key)!r})"
@@ -582,6 +583,12 @@ def _verify(path: Path) -> list[str]:
 audit.register_action("hold.export", True)
 
 
+def _held_plates(hold_id: int) -> list[str]:
+    """The plates of the reads a hold keeps: what its export releases, named in its record."""
+    rows = Read.select(Read.plate).join(HoldRead, on=(HoldRead.read == Read.id)).where(HoldRead.hold == hold_id)
+    return sorted({r.plate for r in rows.distinct()})
+
+
 def _held_reads(hold_id: int, page: int = _BATCH):
     """The reads a hold keeps that still exist, by id in pages (memory stays bounded)."""
     after = 0
@@ -624,7 +631,7 @@ def for_hold(settings: Settings, actor: audit.Actor, hold_id: int, out: Path) ->
     reason = Reason(
         action="hold.export",
         purpose=audit.Purpose(hold.purpose_code, hold.case_number),
-        query={"hold": hold.id, **hold.query_record},
+        query={"hold": hold.id, **hold.query_record, "plates": _held_plates(hold.id)},
         objects=[f"hold:{hold.id}"],
         subject=f"legal hold {hold.id}",
         statement=lines,

@@ -36,7 +36,7 @@ MAX_PERIOD_DAYS = 3660  # a query hold's period, at most the longest retention p
 
 audit.register_action("hold.place", True)
 audit.register_action("hold.release", False)
-audit.register_action("hold.list", False)
+audit.register_action("hold.list", True)  # the list names the plates held
 audit.register_action("hold.view", True)
 
 # Outbox kinds of a hold's events (object_id is the hold's id).
@@ -113,8 +113,10 @@ def _create(
     query: dict,
     read_ids: list[int],
     uuids: list[str],
+    named: dict | None = None,
 ) -> LegalHold:
-    """Inside the caller's write transaction: the hold, its reads and its access record."""
+    """Inside the caller's write transaction: the hold, its reads and its access record (whose
+    query is the hold's, with `named` added: the plate of a held read)."""
     hold = LegalHold.create(
         kind=kind,
         case_number=purpose.case_number,
@@ -132,7 +134,7 @@ def _create(
     audit.record(
         "hold.place",
         actor,
-        query=query,
+        query={**query, **(named or {})},
         purpose=purpose,
         objects=[f"hold:{hold.id}"] + [f"read:{u}" for u in uuids[:1000]],
         result_count=len(read_ids),
@@ -157,7 +159,9 @@ def place_on_read(
         read = Read.get_or_none(Read.id == read_id)
         if read is None:
             raise HoldError(f"hold not placed: there is no read with id {read_id} (it may have been purged)")
-        return _create(actor, purpose, "read", reason, {"read": read.uuid}, [read.id], [read.uuid])
+        return _create(
+            actor, purpose, "read", reason, {"read": read.uuid}, [read.id], [read.uuid], named={"plate": read.plate}
+        )
 
 
 def matching_reads(query: search.Query) -> list[tuple[int, str]]:
@@ -239,17 +243,20 @@ def release(actor: audit.Actor, hold_id: int, reason: str) -> LegalHold:
     return hold
 
 
-def listing(actor: audit.Actor, active_only: bool = False) -> list[LegalHold]:
-    """Holds, newest first; the listing itself is recorded."""
+def listing(actor: audit.Actor, purpose: audit.Purpose, active_only: bool = False) -> list[LegalHold]:
+    """Holds, newest first; the listing itself is recorded with its purpose and the plates the
+    holds name (a hold on a search shows its plate)."""
     with write():
         q = LegalHold.select().order_by(LegalHold.id.desc())
         if active_only:
             q = q.where(LegalHold.released_at.is_null())
         holds = list(q)
+        plates = sorted({h.query_record["plate"] for h in holds if h.kind == "query" and "plate" in h.query_record})
         audit.record(
             "hold.list",
             actor,
-            query={"active_only": active_only},
+            query={"active_only": active_only, "plates": plates},
+            purpose=purpose,
             result_count=len(holds),
             objects=[f"hold:{h.id}" for h in holds[:1000]],
         )
@@ -274,7 +281,7 @@ def held_reads(
         audit.record(
             "hold.view",
             actor,
-            query={"hold": hold.id},
+            query={"hold": hold.id, "plates": sorted({r.plate for r in reads})},
             purpose=purpose,
             objects=[f"hold:{hold.id}"] + [f"read:{r.uuid}" for r in reads],
             result_count=len(reads),

@@ -435,15 +435,29 @@ def annual(settings, label: str | int, *, verify_chain: bool = True, limit: int 
     )
 
 
-def record_viewed(actor: audit.Actor, report, where: str) -> None:
-    """The access record of a report being produced (call inside write())."""
+def record_viewed(actor: audit.Actor, report, where: str, purpose: audit.Purpose) -> None:
+    """The access record of a report being produced, with its purpose and the plates the access
+    records it lists name (call inside write())."""
     audit.record(
         "audit.report",
         actor,
-        query={"report": report.period.kind, "period": report.period.label},
+        purpose=purpose,
+        query={"report": report.period.kind, "period": report.period.label, "plates": sorted(_plates_listed(report))},
         result_count=getattr(report, "records", None),
         details={"via": where},
     )
+
+
+def _plates_listed(value) -> set[str]:
+    """The plates named by the access records a report lists (each a dict with its query)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return set().union(*(_plates_listed(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, dict):
+        found = audit.plates_named(value["query"]) if isinstance(value.get("query"), str) else set()
+        return found.union(*(_plates_listed(v) for v in value.values() if isinstance(v, (list, dict))))
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_plates_listed(v) for v in value))
+    return set()
 
 
 def as_dict(report) -> dict:

@@ -7,10 +7,23 @@ public agencies only: never an out-of-state or federal agency, nor a private ent
 when a request is recorded AND again when it is approved: a form or a command that forgets the
 rule still cannot get data out.
 
+The agency type and state are what the person entering a request says, so they are not trusted
+alone: the recipient is named by its ORI too (the NCIC originating agency identifier; a California
+agency's begins with CA), and its name and ORI are checked against the list of refused recipients
+shipped beside this module (recipients_refused.toml: federal departments and their components,
+federally led task forces, national networks, other states, tribes, vendors, private bodies). A
+refusal names the entry that matched, so a wrong one can be seen and the list corrected. The
+recipient's written assurance that the data goes no further than California public agencies
+(bulletin 2023-DLE-06) is part of the request and printed in the export's statement.
+
 The policies (e.g. Cypress 464.7) ask for a written request naming the agency, the person
 requesting and the intended purpose; the ALPR administrator (or designee) reviews it and approves
 it before it is fulfilled; the approved request is retained on file. Requests live in their own
 tables (migration 0006) which retention never purges: they are the record of every disclosure.
+Two people: whoever records a request cannot approve or deny it. The reviewer sees, before
+deciding, how many reads and images the export would hold (coverage(), the export's own query).
+A request recorded before the ORI and the assurance were asked for (migration 0011) stays on file
+and can be viewed and denied, but not approved nor exported: it is recorded again with both.
 
 Every step is an access record with the request's stated purpose code and case number:
 sharing.request (recorded), sharing.approve, sharing.deny, sharing.export; a recipient refused at
@@ -28,8 +41,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
+import tomllib
+import unicodedata
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 from peewee import AutoField, CharField, DateTimeField, ForeignKeyField, IntegerField, TextField
@@ -38,7 +55,7 @@ from appliance import audit, search
 from appliance import export as exporting
 from appliance.config import Settings
 from appliance.db import write
-from appliance.models import BaseModel, Read, utcnow
+from appliance.models import BaseModel, Evidence, Read, utcnow
 
 STATUTE = "Civil Code § 1798.90.55(b)"
 BULLETIN = "California Attorney General Information Bulletin 2023-DLE-06"
@@ -54,7 +71,8 @@ AGENCY_TYPES: dict[str, str] = {
     "ca-court": "California court",
     "ca-other-public": "Other California state or local public agency",
     "out-of-state": "Agency of another state (refused)",
-    "federal": "Federal agency: FBI, DHS, ICE, CBP, DEA, ATF, ... (refused)",
+    "federal": "Federal agency or federally led task force: FBI, DHS, ICE, CBP, DEA, ATF, HIDTA, ... (refused)",
+    "tribal": "Tribal government or tribal police, Bureau of Indian Affairs (refused)",
     "private": "Private entity or person, including vendor networks (refused)",
 }
 ALLOWED_TYPES = frozenset(t for t in AGENCY_TYPES if t.startswith("ca-"))
@@ -63,21 +81,26 @@ REFUSED_TYPES = frozenset(AGENCY_TYPES) - ALLOWED_TYPES
 _WHY = {
     "out-of-state": "an agency of another state is not a California public agency",
     "federal": "a federal agency is not a California state or local public agency",
+    "tribal": "a tribal government or its police is not a California state or local public agency",
     "private": "a private entity or person is not a public agency (this includes sharing through a vendor's network)",
 }
 
 MATCH_MODES = ("exact", "wildcard")
 STATUSES = ("pending", "approved", "denied")
 MAX_PERIOD_DAYS = 366 * 5
+MIN_ASSURANCE = 20  # characters: a quoted sentence, not "yes" or "on file"
 _STATE = re.compile(r"^[A-Z]{2}$")
+_ORI = re.compile(r"^[A-Z]{2}[A-Z0-9]{7}$")
+_ORI_EXAMPLE = "CA0190000"
+REFUSED_LIST = "recipients_refused.toml"  # beside this module; package data, installed with it
 
 for _name in ("sharing.request", "sharing.approve", "sharing.deny", "sharing.export"):
     audit.register_action(_name, True)
 audit.register_action("sharing.refuse", False)
-# Viewing the file of requests discloses no read (the request's own purpose stays with its
-# sharing.* records), so these are recorded without a stated purpose, like hold.list.
-audit.register_action("sharing.list", False)
-audit.register_action("sharing.view", False)
+# The file of requests shows the plates and periods asked for: looking at it is an access with a
+# stated purpose of its own (usually SHARING), as for a search.
+audit.register_action("sharing.list", True)
+audit.register_action("sharing.view", True)
 
 
 class SharingError(ValueError):
@@ -178,22 +201,209 @@ class NewRequest:
     match_mode: str
     period_start_at: dt.datetime
     period_end_at: dt.datetime
+    agency_ori: str = ""  # required: an empty one is refused with the field named, as a bad one is
+    assurance: str = ""  # required likewise
 
 
-def refusal(agency_type: str, agency_state: str) -> str | None:
-    """Why this recipient may not receive ALPR data, or None when it may."""
+# -- the list of refused recipients -----------------------------------------------------------------
+
+# How a name is read before it is matched (recipients_refused.toml says the same to its editors).
+_INITIALS = re.compile(r"\b[a-z](?:\.[a-z])+\b\.?")  # U.S. F.B.I. I.C.E (dotted initials)
+_JOINED = (
+    (("united", "states", "of", "america"), "us"),
+    (("united", "states"), "us"),
+    (("u", "s", "a"), "us"),
+    (("u", "s"), "us"),
+)
+_ABBREVIATIONS = {
+    "usa": "us",
+    "dept": "department",
+    "natl": "national",
+    "govt": "government",
+    "fed": "federal",
+    "admin": "administration",
+}
+_DROPPED = frozenset({"the"})
+
+
+def words(text: str) -> tuple[str, ...]:
+    """A name as the list matches it: no accents, lower case, no apostrophes, "&" as "and", dotted
+    initials joined (U.S. -> us), other punctuation between words, "the" dropped, the United States
+    as "us" and a few abbreviations (Dept., Nat'l, Govt, Fed, Admin) spelled out."""
+    text = unicodedata.normalize("NFKD", text or "")
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = re.sub(r"['\u2019`]", "", text).replace("&", " and ")
+    text = _INITIALS.sub(lambda m: m.group(0).replace(".", "") + " ", text)
+    raw = re.findall(r"[a-z0-9]+", text)
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        for joined, word in _JOINED:
+            if tuple(raw[i : i + len(joined)]) == joined:
+                out.append(word)
+                i += len(joined)
+                break
+        else:
+            word = _ABBREVIATIONS.get(raw[i], raw[i])
+            if word not in _DROPPED:
+                out.append(word)
+            i += 1
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """One entry of the list of refused recipients: the body, its family, the words that name it."""
+
+    family: str
+    name: str
+    terms: tuple[tuple[str, ...], ...]
+    ori_codes: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RefusedList:
+    families: dict[str, str]  # family -> why it is refused
+    places: tuple[tuple[str, ...], ...]  # California places whose name holds a listed word
+    entries: tuple[Listed, ...]
+
+
+def _parse_list(data: dict) -> RefusedList:
+    """The list as the matcher needs it; ValueError naming the entry at fault (a defect of the package)."""
+    families = {str(k): str(v) for k, v in (data.get("families") or {}).items()}
+    places = tuple(words(p) for p in (data.get("california") or {}).get("places", []))
+    entries = []
+    for n, raw in enumerate(data.get("entry") or [], start=1):
+        where = f"{REFUSED_LIST}: entry {n} ({raw.get('name', 'no name')})"
+        if raw.get("family") not in families:
+            raise ValueError(f"{where}: family {raw.get('family')!r} is not one of [families]")
+        texts = list(raw.get("terms", []))
+        texts += [form.format(place=place) for form in raw.get("forms", []) for place in raw.get("places", [])]
+        terms = tuple(words(t) for t in texts)
+        if not terms or not all(terms):
+            raise ValueError(f"{where}: every entry needs terms, and a term needs a word")
+        codes = frozenset(raw.get("ori_codes", []))
+        if any(not re.fullmatch(r"[A-Z]{3}", c) for c in codes):
+            raise ValueError(f"{where}: an ORI code is the three capital letters after the state code")
+        entries.append(Listed(raw["family"], str(raw["name"]), terms, codes))
+    return RefusedList(families, places, tuple(entries))
+
+
+@functools.cache
+def refused_list() -> RefusedList:
+    """The list of refused recipients shipped with the package, read on first use."""
+    text = resources.files("appliance").joinpath(REFUSED_LIST).read_text(encoding="utf-8")
+    return _parse_list(tomllib.loads(text))
+
+
+def _starts(found: tuple[str, ...], term: tuple[str, ...]) -> Iterator[int]:
+    for start in range(len(found) - len(term) + 1):
+        if found[start : start + len(term)] == term:
+            yield start
+
+
+def listed_name(name: str) -> tuple[Listed, str] | None:
+    """The entry the name matches and the words that matched, or None. Of several matches the
+    longest term wins (the most specific), then the one the name says first."""
+    refused = refused_list()
+    found = words(name)
+    inside_places: set[int] = set()
+    for place in refused.places:  # "National City" is a California city, not a national body
+        for start in _starts(found, place):
+            inside_places.update(range(start, start + len(place)))
+    best: tuple[tuple[int, int, int], Listed, tuple[str, ...]] | None = None
+    for order, entry in enumerate(refused.entries):
+        for term in entry.terms:
+            for start in _starts(found, term):
+                if set(range(start, start + len(term))) <= inside_places:
+                    continue
+                key = (-len(term), start, order)
+                if best is None or key < best[0]:
+                    best = (key, entry, term)
+                break
+    return None if best is None else (best[1], " ".join(best[2]))
+
+
+# -- who may receive ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """Why a recipient is refused: the input it rests on, the kind of recipient, and for the list
+    the entry and the words (or ORI letters) that matched."""
+
+    field: str
+    family: str
+    why: str
+    entry: str | None = None
+    term: str | None = None
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Refused: {self.why}. ALPR information may be shared only with California state and local public "
+            f"agencies ({STATUTE}; {BULLETIN}: no out-of-state, federal or private recipients). "
+            "Nothing has been shared."
+        )
+
+
+def _ori_text(value: str | None) -> str:
+    return re.sub(r"[\s\-]", "", value or "").upper()
+
+
+def screen(agency_type: str, agency_state: str, agency_name: str = "", agency_ori: str = "") -> Refusal | None:
+    """Why this recipient may not receive ALPR data, or None when it may: its type, its state, its
+    ORI (a California agency's begins with CA; a federal office's carries its agency's letters) and
+    its name against the list of refused recipients. An empty ORI is not judged here (a request
+    needs one: _checked; an old request without one cannot be approved: missing_for_approval)."""
     state = (agency_state or "").strip().upper()
+    ori = _ori_text(agency_ori)
+    refused = refused_list()
+    on_list = f"on the list of refused recipients (appliance/{REFUSED_LIST})"
     if agency_type in REFUSED_TYPES:
-        why = _WHY[agency_type]
-    elif agency_type in ALLOWED_TYPES and state != "CA":
+        return Refusal("agency_type", agency_type, _WHY[agency_type])
+    if agency_type in ALLOWED_TYPES and state != "CA":
         why = f"the agency is in {state or 'an unstated state'}, not California, so it is an out-of-state agency"
-    else:
-        return None
-    return (
-        f"Refused: {why}. ALPR information may be shared only with California state and local public "
-        f"agencies ({STATUTE}; {BULLETIN}: no out-of-state, federal or private recipients). "
-        "Nothing has been shared."
-    )
+        return Refusal("agency_state", "out-of-state", why)
+    if ori and not ori.startswith("CA"):
+        why = (
+            f"the ORI {ori} begins with {ori[:2]}, not CA: a California agency's ORI begins with CA, so this "
+            "agency is not a California one"
+        )
+        return Refusal("agency_ori", "out-of-state", why)
+    for entry in refused.entries if ori else ():
+        if ori[2:5] in entry.ori_codes:
+            why = (
+                f"the ORI {ori} carries {ori[2:5]} after its state code, the letters of {entry.name} {on_list}: "
+                f"{refused.families[entry.family]}"
+            )
+            return Refusal("agency_ori", entry.family, why, entry.name, ori[2:5])
+    hit = listed_name(agency_name)
+    if hit is not None:
+        entry, term = hit
+        why = (
+            f'the agency name "{agency_name.strip()}" matches "{term}" ({entry.name}) {on_list}: '
+            f"{refused.families[entry.family]} (a California public agency refused by mistake is a defect of "
+            "that list: report it, do not rename the agency to get past it)"
+        )
+        return Refusal("agency_name", entry.family, why, entry.name, term)
+    return None
+
+
+def refusal(agency_type: str, agency_state: str, agency_name: str = "", agency_ori: str = "") -> str | None:
+    """The refusal message for this recipient (see screen()), or None when it may receive."""
+    found = screen(agency_type, agency_state, agency_name, agency_ori)
+    return found.message if found else None
+
+
+def missing_for_approval(req: SharingRequest) -> list[str]:
+    """What a request recorded before migration 0011 lacks and an approval (or export) needs."""
+    missing = []
+    if not req.agency_ori:
+        missing.append("the recipient's ORI")
+    if not req.assurance:
+        missing.append("the recipient's written assurance")
+    return missing
 
 
 def _text(value, field: str, label: str, max_len: int, min_len: int = 2) -> str:
@@ -218,6 +428,23 @@ def _recipient_state(new: NewRequest) -> str:
     return state
 
 
+def _recipient_ori(value: str | None) -> str:
+    ori = _ori_text(value)
+    if not ori:
+        raise SharingError(
+            f"the recipient's ORI is required: the NCIC originating agency identifier of the requesting agency, "
+            f"nine characters such as {_ORI_EXAMPLE} (on its letterhead or in CLETS)",
+            "agency_ori",
+        )
+    if not _ORI.fullmatch(ori):
+        raise SharingError(
+            f"the recipient's ORI {value!r} must be nine characters: two letters (the state, CA for a California "
+            f"agency) then seven letters or digits, such as {_ORI_EXAMPLE}",
+            "agency_ori",
+        )
+    return ori
+
+
 def _checked(new: NewRequest) -> NewRequest:
     """The request with its fields cleaned, or SharingError naming the first bad field."""
     out = dataclasses.replace(
@@ -233,6 +460,15 @@ def _checked(new: NewRequest) -> NewRequest:
         legal_authority=_text(
             new.legal_authority, "legal_authority", "The legal authority or the requesting agency's case number", 200, 3
         ),
+        agency_ori=_recipient_ori(new.agency_ori),
+        assurance=_text(
+            new.assurance,
+            "assurance",
+            "The recipient's written assurance that the data goes to no one but California state or local public "
+            f"agencies ({BULLETIN})",
+            2000,
+            MIN_ASSURANCE,
+        ),
     )
     if new.match_mode not in MATCH_MODES:
         raise SharingError(f"match {new.match_mode!r} must be one of {', '.join(MATCH_MODES)}", "match_mode")
@@ -240,6 +476,14 @@ def _checked(new: NewRequest) -> NewRequest:
         plate = search.normalise(new.plate, new.match_mode)
     except search.SearchError as exc:
         raise SharingError(str(exc), "plate") from None
+    if search.candidate_queries(search.Query(plate, new.match_mode)) is None:
+        # The rule of a search without a time range: a request names the plate it asks for, and
+        # a pattern with fewer known characters in a row sweeps up other vehicles' reads.
+        raise SharingError(
+            f"the plate {plate} has no three known characters in a row: a request names the plate it asks "
+            "for, so give at least three known characters in a row (such as 7AB* or *C123)",
+            "plate",
+        )
     if new.period_start_at is None or new.period_end_at is None:
         raise SharingError(
             "the period (from and to) is required: a request names the time span it asks for",
@@ -259,8 +503,11 @@ def create(settings: Settings, actor: audit.Actor, new: NewRequest, purpose: aud
     is refused (RecipientRefused) and the refusal itself is logged; other bad input raises SharingError."""
     purpose = audit.check_purpose(settings, purpose.code, purpose.case_number)
     _recipient_state(new)
-    why = refusal(new.agency_type, new.agency_state)
-    if why:
+    ori = _ori_text(new.agency_ori)
+    # A refused recipient is refused (and logged) even while its ORI is missing or mistyped: the
+    # person entering it learns that first, not after correcting the ORI.
+    found = screen(new.agency_type, new.agency_state, new.agency_name, ori if _ORI.fullmatch(ori) else "")
+    if found:
         with write():
             audit.record(
                 "sharing.refuse",
@@ -270,10 +517,13 @@ def create(settings: Settings, actor: audit.Actor, new: NewRequest, purpose: aud
                     "agency_name": (new.agency_name or "")[:120],
                     "agency_type": new.agency_type,
                     "agency_state": (new.agency_state or "")[:8],
-                    "reason": why,
+                    "agency_ori": ori[:16],
+                    "reason": found.message,
+                    "listed": found.entry,
+                    "term": found.term,
                 },
             )
-        raise RecipientRefused(why, "agency_type" if new.agency_type in REFUSED_TYPES else "agency_state")
+        raise RecipientRefused(found.message, found.field)
     new = _checked(new)
     with write():
         req = SharingRequest.create(
@@ -294,6 +544,7 @@ def create(settings: Settings, actor: audit.Actor, new: NewRequest, purpose: aud
                 "agency_name": req.agency_name,
                 "agency_type": req.agency_type,
                 "agency_state": req.agency_state,
+                "agency_ori": req.agency_ori,
                 "requester": req.requester_name,
                 "legal_authority": req.legal_authority,
             },
@@ -309,31 +560,89 @@ def get(request_id: int) -> SharingRequest:
     return req
 
 
-def view(actor: audit.Actor, request_id: int) -> tuple[SharingRequest, list[SharingExport]]:
-    """One request and its exports, newest last; the viewing is recorded (sharing.view) in the same
-    transaction. An unknown id raises SharingError and records nothing."""
+def view(
+    actor: audit.Actor, request_id: int, purpose: audit.Purpose
+) -> tuple[SharingRequest, list[SharingExport], Coverage | None]:
+    """One request, its exports (newest last) and what an export made now would hold (None for a
+    denied request: it releases nothing, so nothing is counted). The viewing is recorded
+    (sharing.view, with the counts) in the same transaction. An unknown id raises SharingError and
+    records nothing."""
     with write():
         req = get(request_id)
         exports = list(req.exports.order_by(SharingExport.id))  # type: ignore[attr-defined]  # peewee adds the backref exports
+        covers = None if req.status == "denied" else coverage(req)
+        details: dict[str, str | int] = {
+            "plate": req.plate,
+            "agency_name": req.agency_name,
+            "purpose_code": req.purpose_code,
+            "case_number": req.case_number,
+        }
+        if covers is not None:
+            details.update(reads_covered=covers.read_count, images_covered=covers.image_count)
         audit.record(
             "sharing.view",
             actor,
-            query={"sharing_request": req.id},
+            query={"sharing_request": req.id, "plate": req.plate},
+            purpose=purpose,
             result_count=1,
             objects=[f"sharing_request:{req.id}"],
-            details={
-                "plate": req.plate,
-                "agency_name": req.agency_name,
-                "purpose_code": req.purpose_code,
-                "case_number": req.case_number,
-            },
+            details=details,
         )
-    return req, exports
+    return req, exports, covers
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """What an export of a request made now would hold: its reads and their distinct images."""
+
+    read_count: int
+    image_count: int
+    problem: str = ""  # why they could not be counted (the request's query cannot be run)
+
+
+def coverage(req: SharingRequest, batch: int = 500) -> Coverage:
+    """Count the reads and images the request covers with matching_reads, the export's own query,
+    so the reviewer sees before approving what the approval releases. An image shared by two reads
+    counts once, as in the ZIP."""
+    reads = 0
+    images: set[str] = set()
+    ids: list[int] = []
+    try:
+        for read in matching_reads(req):
+            reads += 1
+            ids.append(read.id)
+            if len(ids) == batch:
+                images.update(_image_hashes(ids))
+                ids = []
+        images.update(_image_hashes(ids))
+    except search.SearchError as exc:
+        return Coverage(0, 0, f"the request's query cannot be run: {exc}")
+    return Coverage(reads, len(images))
+
+
+def _image_hashes(read_ids: list[int]) -> set[str]:
+    if not read_ids:
+        return set()
+    rows = Evidence.select(Evidence.sha256).where(Evidence.read.in_(read_ids), Evidence.kind.in_(("crop", "frame")))
+    return {e.sha256 for e in rows}
+
+
+def coverage_lines(covers: Coverage | None) -> list[str]:
+    """The coverage as `waypost sharing show` prints it (nothing for a denied request)."""
+    if covers is None:
+        return []
+    if covers.problem:
+        return [f"Covers now:        cannot be counted: {covers.problem}"]
+    return [
+        f"Covers now:        {covers.read_count} read(s) and {covers.image_count} image(s): what an export made "
+        "now would hold (counted with the export's own query)"
+    ]
 
 
 def decide(settings: Settings, actor: audit.Actor, request_id: int, approve: bool, note: str) -> SharingRequest:
-    """Approve or deny a pending request, with the reviewer's note. An approval re-checks the
-    recipient: a request that names a refused recipient can only be denied."""
+    """Approve or deny a pending request, with the reviewer's note. The person who recorded it cannot
+    decide it. An approval re-checks the recipient (type, state, ORI, the list): a request that names
+    a refused recipient, or lacks the ORI or the assurance, can only be denied."""
     note = _text(note, "note", "A note explaining the decision", 2000, 3)
     with write():
         req = get(request_id)
@@ -343,8 +652,22 @@ def decide(settings: Settings, actor: audit.Actor, request_id: int, approve: boo
                 f"on {req.decided_at:%Y-%m-%d %H:%M} UTC; a decision is final",
                 "decision",
             )
+        if actor.username == req.created_by:
+            raise SharingError(
+                f"{req.created_by} recorded sharing request {req.id}, so another person must approve or deny it: "
+                "one person records a request, a second one decides it. Ask another ALPR administrator or designee",
+                "decision",
+            )
         if approve:
-            why = refusal(req.agency_type, req.agency_state) or (
+            missing = missing_for_approval(req)
+            if missing:
+                raise SharingError(
+                    f"sharing request {req.id} was recorded without {' and '.join(missing)}, which an approval needs "
+                    f"(the ORI shows the recipient is a California agency; the assurance is required by {BULLETIN}): "
+                    "deny it with a note, and record the request again with both",
+                    "decision",
+                )
+            why = refusal(req.agency_type, req.agency_state, req.agency_name, req.agency_ori) or (
                 None if req.agency_type in AGENCY_TYPES else f"Refused: unknown agency type {req.agency_type!r}."
             )
             if why:
@@ -419,9 +742,18 @@ def _require_approved(req: SharingRequest) -> None:
             "produce an export (the ALPR administrator reviews it first). Nothing was exported.",
             "status",
         )
-    why = refusal(req.agency_type, req.agency_state)
-    if why:
-        raise RecipientRefused(why, "agency_type")
+    for field, value in (("assurance", req.assurance), ("agency_ori", req.agency_ori)):
+        if not value:
+            what = "written assurance" if field == "assurance" else "ORI"
+            raise SharingError(
+                f"sharing request {req.id} has no {what} of the recipient on file (it was recorded before one was "
+                f"required), and an export carries both ({BULLETIN}): record the request again with the ORI and "
+                "the assurance and have it approved. Nothing was exported.",
+                field,
+            )
+    found = screen(req.agency_type, req.agency_state, req.agency_name, req.agency_ori)
+    if found:
+        raise RecipientRefused(found.message, found.field)
 
 
 def statement_lines(req: SharingRequest) -> list[str]:
@@ -429,7 +761,11 @@ def statement_lines(req: SharingRequest) -> list[str]:
     return request_lines(req) + [
         f"Approved by:       {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: {req.decision_note}",
         f"Legal basis:       {STATUTE}; {BULLETIN}. The recipient was checked to be a California "
-        "state or local public agency when the request was recorded, approved and exported.",
+        "state or local public agency (its type, state, ORI and name against the list of refused recipients) "
+        "when the request was recorded, approved and exported.",
+        "Onward sharing:    not permitted. This data may be passed on only to California state or local public "
+        f"agencies, never to a federal, out-of-state or private recipient ({STATUTE}; {BULLETIN}): the recipient's "
+        "written assurance above says so.",
     ]
 
 
@@ -437,10 +773,17 @@ def request_lines(req: SharingRequest) -> list[str]:
     """The request as filed, whatever its status."""
     return [
         f"Sharing request:   {req.id}",
-        f"Recipient agency:  {req.agency_name} ({req.agency_type_label}), state {req.agency_state}",
+        f"Recipient agency:  {req.agency_name} ({req.agency_type_label}), state {req.agency_state}, "
+        f"ORI {req.agency_ori or 'not recorded'}",
         f"Requested by:      {req.requester_name}, {req.requester_title} ({req.requester_contact})",
         f"Intended purpose:  {req.intended_purpose}",
         f"Legal authority:   {req.legal_authority}",
+        "Assurance:         "
+        + (
+            f'"{req.assurance}" (the recipient\'s written assurance, {BULLETIN})'
+            if req.assurance
+            else "not recorded (the request was recorded before a written assurance was required)"
+        ),
         f"Data requested:    plate {req.plate} ({req.match_mode}), "
         f"{req.period_start_at:%Y-%m-%d %H:%M} to {req.period_end_at:%Y-%m-%d %H:%M} UTC",
         f"Recorded by:       {req.created_by} ({req.created_organization}) on {req.created_at:%Y-%m-%d %H:%M} UTC, "
@@ -448,8 +791,11 @@ def request_lines(req: SharingRequest) -> list[str]:
     ]
 
 
-def listing(actor: audit.Actor, status: str | None = None, limit: int = 200) -> list[SharingRequest]:
-    """Requests on file, newest first; the listing itself is recorded (sharing.list)."""
+def listing(
+    actor: audit.Actor, purpose: audit.Purpose, status: str | None = None, limit: int = 200
+) -> list[SharingRequest]:
+    """Requests on file, newest first; the listing itself is recorded (sharing.list), with its
+    purpose and the plates the requests name."""
     if status is not None and status not in STATUSES:
         raise SharingError(f"status {status!r} must be one of {', '.join(STATUSES)}", "status")
     with write():
@@ -460,7 +806,8 @@ def listing(actor: audit.Actor, status: str | None = None, limit: int = 200) -> 
         audit.record(
             "sharing.list",
             actor,
-            query={"status": status or "all"},
+            query={"status": status or "all", "plates": sorted({r.plate for r in found})},
+            purpose=purpose,
             result_count=len(found),
             objects=[f"sharing_request:{r.id}" for r in found],
         )

@@ -8,6 +8,7 @@ import functools
 import re
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -19,10 +20,18 @@ from appliance.roles import ROLES
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,39}$")
+# NIST SP 800-63B 5.1.1.2: a chosen password is compared with values known to be common. The file
+# says where its list comes from; it is package data (pyproject.toml), so an installed post has it.
+COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "common_passwords.txt"
 
 
 class UserError(ValueError):
-    pass
+    """A refused change, in words fit to show. `field` names the input it is about, when one is
+    (a form puts the message beside that field)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def hash_password(password: str) -> str:
@@ -73,13 +82,27 @@ def sign_out(actor: audit.Actor, user_id: int) -> None:
         audit.record("auth.logout", actor, objects=[f"user:{user.id}"])
 
 
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list, lower-case, read once per process."""
+    with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f if line.strip() and not line.startswith("#"))
+
+
 def password_problem(password: str, min_length: int, username: str = "") -> str | None:
+    """Why a new password is refused, or None. The reason never repeats the password: it is shown
+    on a page and may be flashed into the (signed, not encrypted) session cookie."""
     if len(password) < min_length:
         return f"the password must have at least {min_length} characters"
     if username and username.lower() in password.lower():
-        return "the password must not contain the username"
+        return "the password must not be the username or contain it"
     if len(set(password)) < 5:
         return "the password must use at least 5 different characters"
+    if password.lower() in common_passwords():
+        return (
+            "the password is one of the most common passwords (found in breached password lists, so "
+            "guessed first): choose another, e.g. several unrelated words"
+        )
     return None
 
 
@@ -170,15 +193,58 @@ def set_active(actor: audit.Actor, username: str, active: bool, reason: str = ""
     return user
 
 
+COURSE_MIN_LENGTH = 5
+TRAINING_VALID_YEARS = 2  # the longest a record may run before the course is taken again
+
+
+def latest_expiry(completed_on: dt.date) -> dt.date:
+    """The last day a training completed on `completed_on` may be recorded as valid."""
+    year = completed_on.year + TRAINING_VALID_YEARS
+    try:
+        return completed_on.replace(year=year)
+    except ValueError:  # 29 February, in a year without one
+        return dt.date(year, 2, 28)
+
+
+def training_problem(completed_on: dt.date, course: str, expires_on: dt.date | None) -> UserError | None:
+    """Why a training record is refused, or None. A record is what lets an account reach plate
+    data, so it must name a course someone can look up and lapse so that the course is taken again:
+    "x" or "1" as a course, or an expiry decades away, would be training in name only."""
+    if len(course) < COURSE_MIN_LENGTH:
+        return UserError(
+            f"the training course must have at least {COURSE_MIN_LENGTH} characters: give its name as in the "
+            "training record, e.g. POST ALPR 101",
+            "course",
+        )
+    if not any(c.isalpha() for c in course):
+        return UserError(
+            f"the training course {course!r} is only digits or punctuation: give its name as in the "
+            "training record, e.g. POST ALPR 101",
+            "course",
+        )
+    if completed_on > utcnow().date():
+        return UserError("the training completion date is in the future", "completed_on")
+    if expires_on is None:
+        return UserError("the training expiry date is required", "expires_on")
+    if expires_on <= completed_on:
+        return UserError("the training expiry date must be after the completion date", "expires_on")
+    if expires_on > latest_expiry(completed_on):
+        return UserError(
+            f"the training expiry date {expires_on} is more than two years after the completion date "
+            f"{completed_on}: a record runs at most two years, so give {latest_expiry(completed_on)} or earlier",
+            "expires_on",
+        )
+    return None
+
+
 def set_training(
     actor: audit.Actor, username: str, completed_on: dt.date, course: str, expires_on: dt.date | None
 ) -> User:
-    if not course.strip():
-        raise UserError("the training course is required (its name as in the training record)")
-    if expires_on is not None and expires_on <= completed_on:
-        raise UserError("the training expiry date must be after the completion date")
-    if completed_on > utcnow().date():
-        raise UserError("the training completion date is in the future")
+    """Record an account's training (`expires_on` None is refused: every record lapses)."""
+    course = course.strip()
+    problem = training_problem(completed_on, course, expires_on)
+    if problem:
+        raise problem
     with write():
         user = get(username)
         user.training_completed_on = completed_on

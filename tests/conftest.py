@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from pathlib import Path
+
 import pytest
 
-from appliance import config
+from appliance import config, users
 from appliance import db as dbmod
+from appliance.audit import system_actor
 from appliance.bootstrap import bootstrap
+from appliance.cli.context import OPERATOR_ENV, PASSWORD_FILE_ENV
+from appliance.models import User
 from web import create_app
 from web.server import WebServer
 
@@ -44,3 +51,38 @@ def live_server(app):
     server = WebServer(app, "127.0.0.1", 0).start()
     yield f"http://127.0.0.1:{server.port}"
     server.stop()
+
+
+OPERATOR_PASSWORD = "operator's own passphrase 2026"
+
+
+def operator_env(settings: config.Settings, username: str = "op.admin", role: str = "admin", trained: bool = True):
+    """The environment that names `username` as the operator of a `waypost` command (`--as`), with
+    its password in a 0600 file, as a script would run it. The account is made (active, its own
+    password, training current unless `trained` is false) in the settings' database if missing;
+    the database must exist (bootstrap or `waypost init` first)."""
+    dbmod.open_database(settings)
+    with dbmod.connection():
+        if User.get_or_none(User.username == username) is None:
+            users.add(
+                system_actor(settings),
+                username=username,
+                display_name=f"Operator {username}",
+                organization=settings.post.agency,
+                role=role,
+                password=OPERATOR_PASSWORD,
+                must_change_password=False,
+            )
+            if trained:
+                today = dt.date.today()
+                users.set_training(
+                    system_actor(settings),
+                    username,
+                    today - dt.timedelta(days=30),
+                    "ALPR policy course",
+                    today + dt.timedelta(days=335),
+                )
+    secret = Path(settings.data_dir).parent / f"{username}.password"
+    secret.write_text(OPERATOR_PASSWORD + "\n")
+    os.chmod(secret, 0o600)
+    return {OPERATOR_ENV: username, PASSWORD_FILE_ENV: str(secret)}

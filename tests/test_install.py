@@ -81,6 +81,22 @@ def test_the_wheel_holds_the_runtime_and_not_the_training_code(installed, tmp_pa
     assert found["templates"]
 
 
+def test_the_wheel_holds_the_list_of_refused_recipients(installed, tmp_path):
+    """Sharing checks every recipient against appliance/recipients_refused.toml: package data, so a
+    post installed from the wheel must have it (without it no request could be recorded)."""
+    probe = (
+        "import json; from appliance import sharing;"
+        "found = sharing.screen('ca-other-public', 'CA', 'ICE San Francisco Field Office', 'CA0380000');"
+        "print(json.dumps({'sharing': sharing.__file__, 'entries': len(sharing.refused_list().entries),"
+        " 'entry': found.entry if found else None}))"
+    )
+    out = subprocess.run([str(installed), "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert Path(found["sharing"]).is_relative_to(installed.parent.parent), found["sharing"]
+    assert found["entries"] > 20 and found["entry"] == "U.S. Immigration and Customs Enforcement (ICE), DHS"
+
+
 @pytest.mark.slow
 def test_waypost_run_with_the_demo_street_stores_reads(installed, tmp_path):
     data = tmp_path / "data"
@@ -121,3 +137,18 @@ def test_waypost_run_with_the_demo_street_stores_reads(installed, tmp_path):
     assert reads >= 2, out
     assert proc.returncode == 0, out
     assert "capture not started" not in out, out
+
+
+def test_the_wheel_carries_the_common_password_list(installed, tmp_path):
+    """appliance/users.py refuses the passwords in appliance/common_passwords.txt: an installed post
+    must have the file, or every password change would fail."""
+    probe = (
+        "import json; from appliance import users;"
+        "print(json.dumps({'file': str(users.COMMON_PASSWORDS_FILE), 'count': len(users.common_passwords()),"
+        " 'refused': users.password_problem('Password1234', 12)}))"
+    )
+    out = subprocess.run([str(installed), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path)
+    found = json.loads(out.stdout)
+    assert Path(found["file"]).is_relative_to(installed.parent.parent), found["file"]
+    assert found["count"] > 1000
+    assert "one of the most common passwords" in found["refused"]

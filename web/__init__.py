@@ -18,7 +18,7 @@ from appliance.bootstrap import secret_key
 from appliance.clock import zone_of
 from appliance.config import Settings
 from appliance.models import User
-from web import admin, alerts, audit, auth, clock, health, holds, home, live, policy, reads, sharing, sync
+from web import admin, alerts, audit, auth, clock, health, holds, home, live, policy, purpose, reads, sharing, sync
 from web.access import SESSION_VERSION, AccountUser
 
 csrf = CSRFProtect()
@@ -34,7 +34,7 @@ CSP = (
 def create_app(settings: Settings, service=None) -> Flask:
     """`service` is the running PostService (live status, events); None in tests of pages alone."""
     app = base_app(settings, service)
-    for area in (admin, alerts, auth, health, home, reads, live, holds, policy, sharing, audit, sync):
+    for area in (admin, alerts, auth, health, home, reads, live, holds, policy, purpose, sharing, audit, sync):
         app.register_blueprint(area.bp)
     return app
 

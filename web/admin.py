@@ -172,9 +172,7 @@ def training(user_id: int):
         try:
             users.set_training(actor(), user.username, completed, form.course.data.strip(), expires)
         except users.UserError as exc:
-            target = form.completed_on if "completion" in str(exc) or "future" in str(exc) else form.expires_on
-            if "course" in str(exc):
-                target = form.course
+            target = {"course": form.course, "completed_on": form.completed_on}.get(exc.field or "", form.expires_on)
             target.errors = [sentence(exc)]
         else:
             flash(

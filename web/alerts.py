@@ -3,7 +3,12 @@
 Viewing an alert shows plate data, so it is an access record like any other. Its purpose is
 fixed (HIT-VERIFY) and its reference is the alert itself: watching for and verifying hits is
 what the hotlist function is for; the confirmation adds the officer's own case or incident
-number when there is one.
+number when there is one. Every record names the plates shown: the listed plate and the plate read.
+
+Every list, card and page shows an alert as a person checks it (templates/alerts/_lead.html,
+live.js): the plate crop, the read with the reader's own confidence (in words when it is below
+`recognizer.min_confidence`: read.low_confidence, set when the read is stored) and the listed plate,
+side by side; the match score is labelled as the match's, not the read's.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from appliance import audit
 from appliance.db import connection, write
 from appliance.models import Alert, AlertConfirmation, Evidence, Read
 from appliance.roles import allowed
-from web import events, evidence
+from web import clock, events, evidence
 from web.access import actor, requires
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
@@ -37,8 +42,8 @@ class AcknowledgeForm(FlaskForm):
 
 
 class ConfirmForm(FlaskForm):
-    visual_compared = BooleanField("I compared every character of the plate in the image with the listed plate")
-    clets_verified = BooleanField("I verified the entry is still active through CLETS")
+    visual_compared = BooleanField(alerting.CHECKS["visual_compared"])
+    clets_verified = BooleanField(alerting.CHECKS["clets_verified"])
     # Starts on no outcome: a hit stays unconfirmed until a person chooses what they verified.
     outcome = SelectField(
         "Outcome",
@@ -48,6 +53,73 @@ class ConfirmForm(FlaskForm):
     )
     case_number = StringField("Case or incident number (optional)", validators=[Optional(), Length(max=40)])
     note = TextAreaField("Note", validators=[Length(max=1000)])
+    # shown once an outcome is on file; alerting.confirm() refuses a different outcome without it
+    change_reason = TextAreaField("Reason for the change", validators=[Length(max=1000)])
+
+
+def crops_of(shown: list[Alert]) -> set[int]:
+    """The ids of the shown alerts' reads that have a plate crop stored."""
+    reads = {a.read_id for a in shown}  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
+    if not reads:
+        return set()
+    rows = Evidence.select(Evidence.read).where(Evidence.read.in_(list(reads)) & (Evidence.kind == "crop"))
+    return {row.read_id for row in rows}  # type: ignore[attr-defined]  # peewee: <fk>_id attribute
+
+
+def plates_shown(shown: list[Alert]) -> dict:
+    """What a record of a list of alerts names: every listed plate and every plate read on it."""
+    return {"plates": sorted({p for a in shown for p in (a.entry_plate, a.read.plate)})}
+
+
+def outcome_label(status: str) -> str:
+    """An alert's status as the pages name it: UNCONFIRMED, CONFIRMED, NOT WANTED..."""
+    return status.replace("_", " ").upper()
+
+
+def live_card(alert: Alert, has_crop: bool) -> dict:
+    """An alert as live.js draws its card: what the lists show, read from the alert as stored
+    (the bus only says which alert is new)."""
+    read = alert.read
+    return {
+        "id": alert.id,
+        "read_id": read.id,
+        "plate": read.plate,
+        "read_confidence": read.confidence,
+        "low_confidence": read.low_confidence,
+        "crop_url": url_for("alerts.image", alert_id=alert.id, kind="crop") if has_crop else None,
+        "evidence_note": read.evidence_note,
+        "entry_plate": alert.entry_plate,
+        "entry_state": alert.entry_state.upper(),
+        "entry_ori": alert.entry_ori,
+        "entry_nic": alert.entry_source_ref,
+        "reason": alert.entry_reason,
+        "hotlist": alert.hotlist_name,
+        "match_kind": alert.match_kind,
+        "matched_text": alert.matched_text,
+        "score": alert.score,
+        "status": alert.status,
+        "created_at": clock.localtime(alert.created_at, "time"),
+        "url": url_for("alerts.detail", alert_id=alert.id),
+    }
+
+
+def streamed_alert(who: audit.Actor, alert_id: int, via: str) -> dict | None:
+    """The card of an alert sent over a stream, recorded (with the plates it shows) in the
+    transaction that reads it; None for an alert no longer stored."""
+    with connection(), write():
+        alert = Alert.get_or_none(Alert.id == alert_id)
+        if alert is None:
+            return None
+        audit.record(
+            "alert.view",
+            who,
+            query=alerting.alert_query(alert),
+            purpose=alert_purpose(alert.id),
+            objects=[f"alert:{alert.id}", f"read:{alert.read.uuid}"],
+            result_count=1,
+            details={"via": via},
+        )
+        return live_card(alert, bool(crops_of([alert])))
 
 
 def repeats_of(shown: list[Alert]) -> dict[int, tuple[int, int]]:
@@ -87,12 +159,24 @@ def index():
         audit.record(
             "alert.view",
             actor(),
+            query=plates_shown(open_alerts + recent),
             purpose=audit.Purpose("HIT-VERIFY", "ALERT-LIST"),
             objects=[f"alert:{a.id}" for a in open_alerts + recent],
             result_count=len(open_alerts) + len(recent),
         )
         repeats = repeats_of(open_alerts + recent)
-    return render_template("alerts/index.html", open_alerts=open_alerts, recent=recent, repeats=repeats)
+        crops = crops_of(open_alerts + recent)
+        history = alerting.outcome_history([a.id for a in recent])
+    changed = {a_id: alerting.changed_from(outcomes) for a_id, outcomes in history.items()}
+    return render_template(
+        "alerts/index.html",
+        open_alerts=open_alerts,
+        recent=recent,
+        repeats=repeats,
+        crops=crops,
+        changed=changed,
+        outcome_label=outcome_label,
+    )
 
 
 @bp.get("/<int:alert_id>")
@@ -104,14 +188,16 @@ def detail(alert_id: int):
         audit.record(
             "alert.view",
             actor(),
-            query={"plate": alert.entry_plate},
+            query=alerting.alert_query(alert),
             purpose=alert_purpose(alert.id),
             objects=[f"alert:{alert.id}", f"read:{read.uuid}"],
             result_count=1,
         )
         kinds = {e.kind for e in Evidence.select(Evidence.kind).where(Evidence.read == read)}
         confirmations = list(
-            AlertConfirmation.select().where(AlertConfirmation.alert == alert).order_by(AlertConfirmation.confirmed_at)
+            AlertConfirmation.select()
+            .where(AlertConfirmation.alert == alert)
+            .order_by(AlertConfirmation.confirmed_at, AlertConfirmation.id)
         )
         repeat = repeats_of([alert]).get(alert.id)
     return render_template(
@@ -120,6 +206,9 @@ def detail(alert_id: int):
         read=read,
         kinds=kinds,
         confirmations=confirmations,
+        changed_from=alerting.changed_from([c.outcome for c in confirmations]) if confirmations else None,
+        outcomes=alerting.OUTCOMES,
+        outcome_label=outcome_label,
         repeat=repeat,
         ack_form=AcknowledgeForm(),
         confirm_form=ConfirmForm(),
@@ -133,7 +222,7 @@ def detail(alert_id: int):
 def image(alert_id: int, kind: str):
     def find():
         alert = Alert.get_or_none(Alert.id == alert_id) or abort(404)
-        return alert.read, {"plate": alert.entry_plate}
+        return alert.read, alerting.alert_query(alert)
 
     return evidence.image_response(find, kind, alert_purpose(alert_id))
 
@@ -175,6 +264,7 @@ def confirm(alert_id: int):
             clets_verified=form.clets_verified.data,
             note=form.note.data or "",
             purpose=purpose,
+            change_reason=form.change_reason.data or "",
         )
     except (alerting.AlertError, audit.PurposeError) as exc:
         flash(str(exc)[0].upper() + str(exc)[1:] + ".", "error")
@@ -192,17 +282,7 @@ def stream():
     def render(event) -> str | None:
         if event["type"] != "alert":
             return None
-        data = event["data"]
-        with connection(), write():
-            audit.record(
-                "alert.view",
-                who,
-                query={"plate": data["entry_plate"]},
-                purpose=alert_purpose(data["id"]),
-                objects=[f"alert:{data['id']}"],
-                result_count=1,
-                details={"via": "live stream"},
-            )
-        return events.sse(event["id"], "alert", json.dumps(data))
+        card = streamed_alert(who, event["data"]["id"], "live stream")
+        return events.sse(event["id"], "alert", json.dumps(card)) if card else None
 
     return events.stream("alerts.view", render)

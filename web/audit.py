@@ -9,7 +9,6 @@ typed into it do not land in URLs, proxy logs or the browser history.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import os
 import tempfile
@@ -21,9 +20,10 @@ from wtforms import DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
-from appliance import audit, bundle, reports
+from appliance import audit, bundle, reports, spreadsheet
 from appliance.db import write
 from appliance.models import database
+from web import purpose as purposes
 from web.access import actor, requires
 from web.clock import LocalDateTimeField
 from web.reads import recorded
@@ -83,13 +83,18 @@ class ExportForm(FlaskForm):
 
 
 def _show(form: LogFilterForm, status: int = 200):
+    stated = purposes.current()
+    if stated is None:  # the records hold the plates searched: a purpose first, as for a search
+        return purposes.ask("the access log", suggested="AUDIT")
     flt = form.filter()
     with write():
         page = audit.browse(flt, before=form.before.data, limit=PAGE)
+        shown = sorted(set().union(*(audit.plates_named(r["query"]) for r in page.records)))
         audit.record(
             "audit.view",
             actor(),
-            query=recorded(flt, form),
+            query={**recorded(flt, form), "plates": shown},
+            purpose=stated,
             result_count=len(page.records),
             details={"before": form.before.data} if form.before.data else None,
         )
@@ -121,11 +126,15 @@ def search():
 def verify():
     if not VerifyForm().validate_on_submit():
         abort(400)
+    stated = purposes.current()
+    if stated is None:  # a broken record is shown as found, plates and all
+        return purposes.ask("the access log", suggested="AUDIT")
     result = audit.verify()
     with write():
         audit.record(
             "audit.verify",
             actor(),
+            purpose=stated,
             result_count=result.checked,
             details={
                 "ok": result.ok,
@@ -165,6 +174,9 @@ def _key_id() -> str:
 @bp.post("/export")
 @requires("audit.view")
 def export():
+    stated = purposes.current()
+    if stated is None:
+        return purposes.ask("the access log", suggested="AUDIT")
     form = ExportForm()
     if not form.validate_on_submit():
         return render_template("audit/export.html", form=form, key_id=_key_id()), 400
@@ -186,7 +198,7 @@ def export():
 
     if form.fmt.data == "bundle":
         try:
-            bundle.write_bundle(g.settings, path, actor(), start, end, via="web")
+            bundle.write_bundle(g.settings, path, actor(), start, end, via="web", purpose=stated)
         except bundle.BundleError as exc:
             form.fmt.errors = [str(exc)]
             return render_template("audit/export.html", form=form, key_id=_key_id()), 500
@@ -194,7 +206,7 @@ def export():
     upto = audit.head()[0]
     count = 0
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=audit.COLUMNS)
+        writer = spreadsheet.DictWriter(f, fieldnames=audit.COLUMNS)
         writer.writeheader()
         for row in audit.export_rows(start, end):
             if row["seq"] > upto:  # records appended while exporting belong to the next export
@@ -207,6 +219,7 @@ def export():
             actor(),
             result_count=count,
             query={"from": audit.stamp(start), "to": audit.stamp(end)},
+            purpose=stated,
             details={"format": "csv", "file": stem + ".csv", "via": "web"},
         )
     return send_file(path, mimetype="text/csv", as_attachment=True, download_name=stem + ".csv")
@@ -229,12 +242,15 @@ def reports_index():
 
 
 def _report_page(kind: str, label: str):
+    stated = purposes.current()
+    if stated is None:  # a report names the people and purposes of the period's accesses
+        return purposes.ask(f"the {kind} report {label}", suggested="AUDIT")
     try:
         report = reports.quarterly(g.settings, label) if kind == "quarterly" else reports.annual(g.settings, label)
     except reports.ReportError as exc:
         abort(404, str(exc))
     with write():
-        reports.record_viewed(actor(), report, "web")
+        reports.record_viewed(actor(), report, "web", stated)
     if kind == "quarterly":
         assert isinstance(report, reports.Quarterly)  # made for kind above
         charts = {

@@ -105,7 +105,8 @@ def password():
                     action="auth.password_change",
                 )
             except users.UserError as exc:
-                flash(str(exc).capitalize() + ".", "error")
+                message = str(exc)  # never holds the password (users.password_problem)
+                flash(message[:1].upper() + message[1:] + ".", "error")
             else:
                 # Every other session of the account has ended; this one carries on under the new version.
                 session[SESSION_VERSION] = changed.session_version

@@ -1,16 +1,26 @@
 """Legal holds in the web UI: place one on a read (from the read's page) or on a search in a
-period, list them, open one, and release one (administrators only). Each step is an access
-record, written by appliance/holds.py in the transaction of the step."""
+period, list them, open one, export its evidence, and release one (administrators only). Each step
+is an access record, written by appliance/holds.py (and appliance/export.py) in the transaction of
+the step.
+
+A hold is placed under its own purpose and case number, typed in its form. That does not change
+the purpose the session's other work is recorded under: only stating a purpose does (web/purpose.py).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
+import shutil
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, send_file, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import InputRequired, Length
 
-from appliance import holds, search
+from appliance import export, holds, search
+from appliance.models import utcnow
 from appliance.roles import allowed
 from web import purpose as purposes
 from web.access import actor, requires
@@ -39,6 +49,10 @@ class PurposeOnlyForm(purposes.PurposeForm):
     pass
 
 
+class ExportForm(FlaskForm):
+    """The button: a POST with its CSRF token (an export is an access, recorded)."""
+
+
 @bp.app_context_processor
 def _hold_panel():
     def hold_panel(read) -> dict | None:
@@ -53,7 +67,10 @@ def _hold_panel():
 @bp.get("/")
 @requires("holds.request")
 def index():
-    rows = holds.listing(actor())
+    stated = purposes.current()
+    if stated is None:  # the list names the plates held: a purpose first
+        return purposes.ask("the legal holds", suggested="AUDIT")
+    rows = holds.listing(actor(), stated)
     return render_template("holds/index.html", holds=rows)
 
 
@@ -74,7 +91,6 @@ def new():
     except holds.HoldError as exc:
         form.plate.errors = [str(exc)]
         return render_template("holds/new.html", form=form), 400
-    purposes.remember(stated)
     flash(
         f"Hold {hold.id} placed under case {hold.case_number}: {hold.read_count} read(s) kept from the purge.",
         "success",
@@ -95,7 +111,6 @@ def place_on_read(read_id: int):
     except holds.HoldError as exc:
         flash(str(exc)[0].upper() + str(exc)[1:] + ".", "error")
         return redirect(url_for("reads.detail", read_id=read_id))
-    purposes.remember(stated)
     flash(
         f"Hold {hold.id} placed under case {hold.case_number}: this read will not be purged automatically.", "success"
     )
@@ -123,8 +138,60 @@ def detail(hold_id: int):
     hold, reads = holds.held_reads(actor(), stated, hold_id)
     can_release = hold.active and allowed(current_user.user, "holds.release")
     return render_template(
-        "holds/detail.html", hold=hold, reads=reads, purpose=stated, release_form=ReleaseForm() if can_release else None
+        "holds/detail.html",
+        hold=hold,
+        reads=reads,
+        purpose=stated,
+        release_form=ReleaseForm() if can_release else None,
+        export_form=ExportForm() if hold.active else None,
+        same_case=stated.case_number == hold.case_number,
     )
+
+
+@bp.post("/<int:hold_id>/export")
+@requires("holds.request")
+def export_evidence(hold_id: int):
+    """The hold's evidence ZIP, recorded (hold.export) under the hold's own purpose and case: so an
+    officer exports it while working that case (the purpose stated for the session names the
+    hold's case number), not under another case's purpose."""
+    if not ExportForm().validate_on_submit():
+        abort(400)
+    hold = holds.LegalHold.get_or_none(holds.LegalHold.id == hold_id) or abort(404)
+    stated = purposes.current()
+    if stated is None or stated.case_number != hold.case_number:
+        flash(
+            f"Evidence not exported: state case {hold.case_number} (the hold's case) as your purpose first, "
+            "then export; the export is recorded under the hold's purpose and case.",
+            "error",
+        )
+        return redirect(url_for("holds.detail", hold_id=hold_id))
+    folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
+    name = f"waypost-evidence-hold-{hold.id}-{utcnow():%Y%m%dT%H%M%SZ}.zip"
+    try:
+        summary = export.for_hold(g.settings, actor(), hold.id, Path(folder) / name)
+        handle = open(summary.path, "rb")  # the open file outlives its name: nothing stays on disk
+    except holds.HoldError as exc:
+        flash(str(exc)[0].upper() + str(exc)[1:], "error")
+        return redirect(url_for("holds.detail", hold_id=hold_id))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    resp = send_file(
+        handle,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=name,
+        max_age=0,
+        etag=False,
+        conditional=False,
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _exports_dir() -> str:
+    path = g.settings.data_dir / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 @bp.post("/<int:hold_id>/release")

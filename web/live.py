@@ -26,7 +26,7 @@ from appliance.roles import allowed
 from web import clock, events
 from web import purpose as stated
 from web.access import actor, requires
-from web.alerts import alert_purpose
+from web.alerts import crops_of, plates_shown, streamed_alert
 
 bp = Blueprint("live", __name__, url_prefix="/live")
 
@@ -74,14 +74,24 @@ def warnings(status: dict) -> list[str]:
     out = []
     for h in status["hotlists"]:
         if h["stale"]:
+            # In the post's zone, as every time on the pages: an officer reading "05:30 UTC" at
+            # 21:30 local would misjudge how old the list is.
             when = (
-                f"last refreshed {h['refreshed_at'].replace('T', ' ').rstrip('Z')} UTC"
+                f"last refreshed {clock.localtime(h['refreshed_at'], 'minutes')}"
                 if h["refreshed_at"]
                 else "never refreshed"
             )
             out.append(
                 f"Hotlist {h['name']} is stale ({when}): do not rely on it; alerts may be missing "
                 f"or out of date until it is refreshed."
+            )
+        if h.get("past_review"):
+            n = len(h["past_review"])
+            out.append(
+                f"{n} {'entry' if n == 1 else 'entries'} of the {h['name']} hotlist "
+                f"({', '.join(str(i) for i in h['past_review'])}) "
+                f"{'passed its review date and raises' if n == 1 else 'passed their review dates and raise'} "
+                "no alerts until renewed with a reason or removed."
             )
     if status["low_disk"]:
         what = {
@@ -128,6 +138,7 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
     user = current_user.user
     purpose = stated.current()
     reads = open_alerts = None
+    crops: set[int] = set()
     sees_alerts = allowed(user, "alerts.view")
     if purpose is not None or sees_alerts:
         with write():  # the lists are read in the transaction that records them
@@ -136,7 +147,7 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
                 audit.record(
                     "read.live",
                     actor(),
-                    query={"latest_reads": LATEST_READS},
+                    query={"latest_reads": LATEST_READS, "plates": sorted({r.plate for r in reads})},
                     purpose=purpose,
                     objects=[f"read:{r.uuid}" for r in reads],
                     result_count=len(reads),
@@ -152,15 +163,18 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
                 audit.record(
                     "alert.view",
                     actor(),
+                    query=plates_shown(open_alerts),
                     purpose=ALERT_LIST_PURPOSE,
                     objects=[f"alert:{a.id}" for a in open_alerts],
                     result_count=len(open_alerts),
                     details={"via": "live view"},
                 )
+                crops = crops_of(open_alerts)
     return render_template(
         "live/index.html",
         reads=reads,
         open_alerts=open_alerts,
+        crops=crops,
         purpose=purpose,
         form=form,
         status=post_status(),
@@ -207,7 +221,7 @@ def stream():
             audit.record(
                 "read.live",
                 who,
-                query={"latest_reads": "live"},
+                query={"latest_reads": "live", "plate": read.plate},
                 purpose=purpose,
                 objects=[f"read:{read.uuid}"],
                 result_count=1,
@@ -227,20 +241,9 @@ def stream():
         }
         return events.sse(event["id"], "read", json.dumps(payload))
 
-    def alert_event(event) -> str:
-        data = event["data"]
-        with connection(), write():
-            audit.record(
-                "alert.view",
-                who,
-                query={"plate": data["entry_plate"]},
-                purpose=alert_purpose(data["id"]),
-                objects=[f"alert:{data['id']}"],
-                result_count=1,
-                details={"via": "live view stream"},
-            )
-        payload = dict(data, url=url_for("alerts.detail", alert_id=data["id"]))
-        return events.sse(event["id"], "alert", json.dumps(payload))
+    def alert_event(event) -> str | None:
+        card = streamed_alert(who, event["data"]["id"], "live view stream")
+        return events.sse(event["id"], "alert", json.dumps(card)) if card else None
 
     def render(event) -> str | None:
         if event["type"] == "read" and purpose is not None:

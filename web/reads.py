@@ -112,7 +112,7 @@ def search_results():
             audit.record(
                 "read.search",
                 actor(),
-                query=recorded(query, form),
+                query={**recorded(query, form), "plates": sorted({h.read.plate for h in page.hits})},
                 purpose=stated,
                 objects=[f"read:{h.read.uuid}" for h in page.hits],
                 result_count=len(page.hits),
@@ -154,16 +154,19 @@ def detail(read_id: int):
         )
     with write():  # what the page shows is read in the transaction that records it
         read = Read.get_or_none(Read.id == read_id) or abort(404)
+        kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
+        alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
+        shown: dict[str, str | list[str]] = {"read": read.uuid, "plate": read.plate}
+        if alerts:  # the page shows each alert's listed plate beside the read's
+            shown["listed"] = sorted({a.entry_plate for a in alerts})
         audit.record(
             "read.view",
             actor(),
-            query={"read": read.uuid, "plate": read.plate},
+            query=shown,
             purpose=stated,
             objects=[f"read:{read.uuid}"],
             result_count=1,
         )
-        kinds = {e.kind: e for e in Evidence.select().where(Evidence.read == read)}
-        alerts = list(Alert.select().where(Alert.read == read).order_by(Alert.created_at))
     return render_template(
         "reads/detail.html", read=read, kinds=kinds, alerts=alerts, purpose=stated, seen_for=_seen_for(read)
     )

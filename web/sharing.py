@@ -1,11 +1,16 @@
 """Data-sharing requests: the list, a new written request, its review and its evidence export.
 
 The web layer only collects and shows; appliance/sharing.py decides. So the recipient rule
-(California state and local public agencies only) is enforced there, and the form merely offers
-the refused kinds of agency so that choosing one gets the refusal and its reason on the page.
+(California state and local public agencies only: the type, the state, the ORI and the name against
+the list of refused recipients) is enforced there, and the form merely offers the refused kinds of
+agency so that choosing one gets the refusal and its reason on the page. The ORI and the written
+assurance are checked there too (the form does not require them itself, so that the domain's
+message, which says what is expected, is the one shown beside the field).
 
 Recording a request needs sharing.request (officers and administrators with current training);
-approving, denying and exporting need sharing.approve (the ALPR administrator). The export is a
+approving, denying and exporting need sharing.approve (the ALPR administrator), and the person who
+recorded a request cannot decide it (the page says so instead of offering the buttons; the domain
+refuses a forced POST with 409). The review shows how many reads and images the export would hold. The export is a
 POST (CSRF-protected, never triggered by a link or a prefetch) and answers 409 with the reason,
 having written nothing, for a request that is not approved.
 
@@ -38,6 +43,7 @@ FIELDS = (
     "agency_name",
     "agency_type",
     "agency_state",
+    "agency_ori",
     "requester_name",
     "requester_title",
     "requester_contact",
@@ -47,6 +53,7 @@ FIELDS = (
     "match_mode",
     "period_start_at",
     "period_end_at",
+    "assurance",
 )
 
 
@@ -54,6 +61,7 @@ class RequestForm(purposes.PurposeForm):
     agency_name = StringField("Agency name", validators=[InputRequired(), Length(max=120)])
     agency_type = SelectField("Agency type", validators=[InputRequired()])
     agency_state = StringField("Agency state", default="CA", validators=[InputRequired(), Length(max=8)])
+    agency_ori = StringField("Agency ORI (9 characters, CA...)", validators=[Length(max=16)])
     requester_name = StringField("Name of the person requesting", validators=[InputRequired(), Length(max=120)])
     requester_title = StringField("Their title or rank", validators=[InputRequired(), Length(max=120)])
     requester_contact = StringField("Their telephone or e-mail", validators=[InputRequired(), Length(max=160)])
@@ -61,6 +69,10 @@ class RequestForm(purposes.PurposeForm):
         "Intended purpose (as the request states it)", validators=[InputRequired(), Length(max=2000)]
     )
     legal_authority = StringField("Legal authority or their case number", validators=[InputRequired(), Length(max=200)])
+    assurance = TextAreaField(
+        "Their written assurance: no sharing beyond California state and local public agencies",
+        validators=[Length(max=2000)],
+    )
     plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
     match_mode = SelectField(
         "Match",
@@ -104,9 +116,11 @@ def index():
     status = request.args.get("status") or None
     if status not in (None, *sharing.STATUSES):
         abort(404)
-    return render_template(
-        "sharing/index.html", requests=sharing.listing(actor(), status), status=status, statuses=sharing.STATUSES
-    )
+    stated = purposes.current()
+    if stated is None:  # the requests name plates and periods: a purpose first
+        return purposes.ask("the data-sharing requests", suggested="SHARING")
+    requests = sharing.listing(actor(), stated, status)
+    return render_template("sharing/index.html", requests=requests, status=status, statuses=sharing.STATUSES)
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -129,17 +143,20 @@ def new():
         field.errors = list(field.errors or []) + [str(exc)[0].upper() + str(exc)[1:] + "."]
         return render_template("sharing/new.html", form=form, refused=None), 400
     flash(
-        f"Request {req.id} from {req.agency_name} recorded. It is pending until the ALPR administrator "
-        "approves or denies it.",
+        f"Request {req.id} from {req.agency_name} recorded. It is pending until another person, the ALPR "
+        "administrator or designee, approves or denies it.",
         "info",
     )
     return redirect(url_for("sharing.detail", request_id=req.id))
 
 
 def _detail(request_id: int, decision=None, problem=None, status=200):
-    """The request's page; showing it is recorded (sharing.view)."""
+    """The request's page; showing it is recorded (sharing.view), with the purpose stated for it."""
+    stated = purposes.current()
+    if stated is None:
+        return purposes.ask(f"data-sharing request {request_id}", suggested="SHARING")
     try:
-        req, exports = sharing.view(actor(), request_id)
+        req, exports, covers = sharing.view(actor(), request_id, stated)
     except sharing.SharingError:
         abort(404)
     may_decide = allowed(current_user.user, "sharing.approve")
@@ -147,7 +164,10 @@ def _detail(request_id: int, decision=None, problem=None, status=200):
         "sharing/detail.html",
         req=req,
         exports=exports,
+        covers=covers,
         may_decide=may_decide,
+        recorded_by_me=req.created_by == current_user.user.username,
+        missing=sharing.missing_for_approval(req),
         decision=decision or DecisionForm(),
         export_form=ExportForm(),
         problem=problem,

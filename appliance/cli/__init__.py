@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from appliance import config
-from appliance.cli.context import Context
+from appliance.cli.context import OPERATOR_ENV, PASSWORD_FILE_ENV, Context, unattended
 
 # command name -> (module, attribute)
 COMMANDS = {
@@ -40,17 +40,28 @@ COMMANDS = {
 }
 
 
+# The recognizer's commands read image files named on the command line and store nothing; they are
+# declared here, as recognizer/ knows nothing of who runs a command.
+UNATTENDED = {
+    "eval": "reads a labelled folder of images; stores nothing",
+    "recognize": "reads image files; stores nothing",
+}
+
+
 class _LazyGroup(click.Group):
     """The `waypost` group: each command imported from its module when it is named."""
 
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
 
     def get_command(self, ctx, cmd_name):
         if cmd_name not in COMMANDS:
-            return None
+            return super().get_command(ctx, cmd_name)
         module_name, attr = COMMANDS[cmd_name]
-        return getattr(importlib.import_module(module_name), attr)
+        command = getattr(importlib.import_module(module_name), attr)
+        if cmd_name in UNATTENDED and not hasattr(command, "permission"):
+            command = unattended(UNATTENDED[cmd_name])(command)
+        return command
 
 
 @click.group(cls=_LazyGroup)
@@ -63,8 +74,17 @@ class _LazyGroup(click.Group):
     default=None,
     help="TOML configuration file (default: $WAYPOST_CONFIG, else ./waypost.toml if present, else built-in defaults).",
 )
+@click.option(
+    "--as",
+    "operator",
+    metavar="USERNAME",
+    envvar=OPERATOR_ENV,
+    default=None,
+    help=f"The account that runs the command (${OPERATOR_ENV}); commands with plate data, hotlists, sharing, holds, "
+    f"accounts or the access log need one. Its password is asked, or read from ${PASSWORD_FILE_ENV}.",
+)
 @click.pass_context
-def main(ctx, config_path):
+def main(ctx, config_path, operator):
     """Waypost: an offline-first licence plate reader post."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(config_path or config.default_config_path())
+    ctx.obj = Context(config_path or config.default_config_path(), operator)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import sys
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from appliance import audit, bundle, db, reports
-from appliance.cli.context import parse_date, parse_period, pass_ctx
+from appliance import audit, bundle, db, reports, spreadsheet
+from appliance.cli.context import parse_date, parse_period, pass_ctx, runs_as, stated_purpose, unattended
 
 
 @click.group(name="audit")
@@ -20,6 +19,7 @@ def audit_group():
     """Verify and export the hash-chained access log."""
 
 
+@unattended("checks the chain and names a broken record by its number; shows no record")
 @audit_group.command("verify")
 @click.option(
     "--head", "head_text", default=None, help="A head saved earlier ('SEQ HASH') to detect truncation or rewriting."
@@ -69,6 +69,7 @@ def audit_verify(ctx, head_text, head_file, bundle_file, public_key):
     sys.exit(0 if result.ok else 1)
 
 
+@unattended("prints the last record number and hash")
 @audit_group.command("head")
 @pass_ctx
 def audit_head(ctx):
@@ -79,14 +80,17 @@ def audit_head(ctx):
     click.echo(f"{seq} {digest}")
 
 
+@runs_as("audit.view")
 @audit_group.command("export")
 @click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
 @click.option("--to", "end", default=None, help="Last day (YYYY-MM-DD, UTC), inclusive.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@stated_purpose("AUDIT")
 @pass_ctx
-def audit_export(ctx, start, end, fmt, out):
-    """Export access records of a period. The export itself is recorded."""
+def audit_export(ctx, start, end, fmt, out, purpose_code, case_number):
+    """Export access records of a period. The export itself is recorded, with its purpose."""
+    purpose = ctx.purpose(purpose_code, case_number)
     ctx.open()
     first = parse_date(start, "--from")
     last = parse_date(end, "--to")
@@ -98,7 +102,7 @@ def audit_export(ctx, start, end, fmt, out):
             tmp = out.with_name(out.name + ".part")
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 if fmt == "csv":
-                    writer = csv.DictWriter(f, fieldnames=audit.COLUMNS)
+                    writer = spreadsheet.DictWriter(f, fieldnames=audit.COLUMNS)
                     writer.writeheader()
                 for row in audit.export_rows(lo, hi):
                     if fmt == "csv":
@@ -112,6 +116,7 @@ def audit_export(ctx, start, end, fmt, out):
                 ctx.actor(),
                 result_count=count,
                 query={"from": start, "to": end},
+                purpose=purpose,
                 details={"format": fmt, "file": out.name},
             )
     click.echo(f"exported {count} access records to {out}")
@@ -134,19 +139,22 @@ def _verify_bundle(path: Path, public_key: Path | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@runs_as("audit.view")
 @audit_group.command("bundle")
 @click.option("--from", "start", default=None, help="First day (YYYY-MM-DD, UTC), inclusive.")
 @click.option("--to", "end", default=None, help="Last day (YYYY-MM-DD, UTC), inclusive.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@stated_purpose("AUDIT")
 @pass_ctx
-def audit_bundle(ctx, start, end, out):
+def audit_bundle(ctx, start, end, out, purpose_code, case_number):
     """Export the records of a period as a JSON bundle signed with the post's Ed25519 key, for
     `waypost audit verify --bundle FILE --public-key post_key.pub` anywhere. The export is recorded."""
     lo, hi = parse_period(start, end)
+    purpose = ctx.purpose(purpose_code, case_number)
     ctx.open()
     with db.connection():
         try:
-            made = bundle.write_bundle(ctx.settings, out, ctx.actor(), lo, hi)
+            made = bundle.write_bundle(ctx.settings, out, ctx.actor(), lo, hi, purpose=purpose)
         except bundle.BundleError as exc:
             raise click.ClickException(str(exc)) from exc
     span = f"records {made.first_seq}..{made.last_seq}" if made.count else "no records"
@@ -154,6 +162,7 @@ def audit_bundle(ctx, start, end, out):
     click.echo(f"public key: {bundle.public_key_file(ctx.settings)}")
 
 
+@unattended("prints the public key")
 @audit_group.command("key")
 @pass_ctx
 def audit_key(ctx):
@@ -171,7 +180,7 @@ def report_group():
     """The quarterly audit and the annual report (the same figures as the web pages)."""
 
 
-def _report(ctx, kind, label, fmt, out):
+def _report(ctx, kind, label, fmt, out, purpose):
     ctx.open()
     with db.connection():
         try:
@@ -181,7 +190,7 @@ def _report(ctx, kind, label, fmt, out):
         except reports.ReportError as exc:
             raise click.BadParameter(str(exc), param_hint="PERIOD") from exc
         with db.write():
-            reports.record_viewed(ctx.actor(), report, "cli")
+            reports.record_viewed(ctx.actor(), report, "cli", purpose)
     text = (
         json.dumps(reports.as_dict(report), indent=2, ensure_ascii=False) if fmt == "json" else reports.as_text(report)
     )
@@ -194,22 +203,27 @@ def _report(ctx, kind, label, fmt, out):
         sys.exit(1)
 
 
+@runs_as("audit.view")
 @report_group.command("quarterly")
 @click.argument("period", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@stated_purpose("AUDIT")
 @pass_ctx
-def report_quarterly(ctx, period, fmt, out):
+def report_quarterly(ctx, period, fmt, out, purpose_code, case_number):
     """The quarterly audit for PERIOD (YEAR-QN, e.g. 2025-Q1; default: the last full quarter).
     Exits 1 when the access log's chain is broken."""
-    _report(ctx, "quarterly", period or reports.previous_quarter(ctx.settings.post.timezone), fmt, out)
+    label = period or reports.previous_quarter(ctx.settings.post.timezone)
+    _report(ctx, "quarterly", label, fmt, out, ctx.purpose(purpose_code, case_number))
 
 
+@runs_as("audit.view")
 @report_group.command("annual")
 @click.argument("year", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@stated_purpose("AUDIT")
 @pass_ctx
-def report_annual(ctx, year, fmt, out):
+def report_annual(ctx, year, fmt, out, purpose_code, case_number):
     """The annual report to the chief for YEAR (default: last year)."""
-    _report(ctx, "annual", year or str(dt.date.today().year - 1), fmt, out)
+    _report(ctx, "annual", year or str(dt.date.today().year - 1), fmt, out, ctx.purpose(purpose_code, case_number))

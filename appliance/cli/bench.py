@@ -10,12 +10,14 @@ from pathlib import Path
 import click
 
 from appliance.bench import audit as audit_bench
+from appliance.bench import hotlist_import as hotlist_import_bench
 from appliance.bench import hq_search as hq_search_bench
 from appliance.bench import live_page as live_page_bench
 from appliance.bench import pipeline as pipeline_bench
 from appliance.bench import search as search_bench
 from appliance.bench import store as store_bench
 from appliance.bench import sync as sync_bench
+from appliance.cli.context import unattended
 from sync.hq import HQError
 
 
@@ -24,6 +26,7 @@ def bench_group():
     """Measure throughput on this machine (prints figures; changes only a scratch directory)."""
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("store")
 @click.option("-n", "count", default=2000, show_default=True, help="Reads to store.")
 @click.option(
@@ -38,6 +41,7 @@ def bench_store(count, where):
     click.echo(json.dumps(store_bench.store(count, where)))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("audit")
 @click.option("-n", "count", default=1_000_000, show_default=True, help="Access records to append.")
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
@@ -46,6 +50,7 @@ def bench_audit(count, where):
     click.echo(json.dumps(audit_bench.audit_chain(count, where)))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("report")
 @click.option("-n", "count", default=1_000_000, show_default=True, help="Access records in the scratch log.")
 @click.option(
@@ -61,6 +66,7 @@ def bench_report(count, where):
     click.echo(json.dumps(audit_bench.report(count, where)))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("pipeline")
 @click.option("--seconds", default=60.0, show_default=True, help="Length of the synthetic clip.")
 @click.option("--size", default="1920x1080", show_default=True, help="Frame size WIDTHxHEIGHT.")
@@ -74,6 +80,7 @@ def bench_pipeline(seconds, size, fps, vehicles_per_min, empty, where):
     click.echo(json.dumps(pipeline_bench.pipeline(seconds, width, height, fps, vehicles_per_min, where, empty)))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("search")
 @click.option("-n", "count", default=10_000_000, show_default=True, help="Reads in the scratch database.")
 @click.option("--queries", default=100, show_default=True, help="Searches of each kind to time.")
@@ -95,6 +102,7 @@ def bench_search(count, queries, where):
     click.echo(json.dumps(search_bench.search_at_scale(count, where, queries, progress=progress)))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("live-page")
 @click.option("--loads", default=30, show_default=True, help="Reloads to time.")
 @click.option("--no-capture", is_flag=True, help="Without the demo capture running beside the web UI.")
@@ -107,6 +115,7 @@ def bench_live_page(loads, no_capture, where):
         raise click.ClickException(str(exc)) from exc
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("sync")
 @click.option("-n", "count", default=20_000, show_default=True, help="Reads in the backlog.")
 @click.option("--batch-max-reads", default=1000, show_default=True)
@@ -157,6 +166,7 @@ def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_jso
             click.echo(json.dumps(figures) if as_json else sync_bench.line(figures))
 
 
+@unattended("a benchmark in a scratch directory")
 @bench_group.command("hq-search")
 @click.option("-n", "count", default=300_000, show_default=True, help="Synthetic reads at headquarters.")
 @click.option(
@@ -172,4 +182,23 @@ def bench_hq_search(count, hq_database, repeat):
     try:
         click.echo(json.dumps(hq_search_bench.run(target, count, repeat)))
     except HQError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@unattended("a benchmark in a scratch directory")
+@bench_group.command("hotlist-import")
+@click.option("-n", "count", default=1_000_000, show_default=True, help="Lines in the generated state extract.")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory; reuse it to skip generating the file next time.",
+)
+def bench_hotlist_import(count, where):
+    """Seconds and peak resident memory of a state list import of COUNT lines, each import in a
+    process of its own: a first import, then one that replaces it."""
+    try:
+        click.echo(json.dumps(hotlist_import_bench.run(count, where)))
+    except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,10 +1,27 @@
 """What every `waypost` command shares: the configuration and database it works on (Context),
-who it runs as, and the parsing of dates and times given on the command line."""
+who it runs as, and the parsing of dates and times given on the command line.
+
+Who it runs as. A command that shows or changes plate data, hotlists, sharing, holds, accounts or
+the access log is run by a named person, as a page is: `waypost --as USERNAME ...` (or
+WAYPOST_OPERATOR), checked like a sign-in at the web UI (the password, the lock-out, an active
+account whose role allows the command, current training for plate data), with the password asked
+on the terminal or, for a script, read from the file WAYPOST_OPERATOR_PASSWORD_FILE names (mode
+0600). The access record names that account, and the operating-system user apart from it
+(client_addr "cli:<os user>"). Each command declares it: @runs_as(permission) for those, or
+@unattended(why) for the jobs a timer or a technician runs with no person's data in them (they
+are recorded as the system); tests/appliance/test_cli_operator.py fails on a command that
+declares neither.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import getpass
+import os
+import stat
+import sys
+from pathlib import Path
 
 import click
 from peewee import OperationalError
@@ -13,12 +30,62 @@ from appliance import audit, config, db, users
 from appliance.bootstrap import bootstrap
 from appliance.clock import local_text
 from appliance.hotlist import HotlistError
+from appliance.models import User
+from appliance.roles import PLATE_DATA, ROLES, allowed, permissions
+
+OPERATOR_ENV = "WAYPOST_OPERATOR"
+PASSWORD_FILE_ENV = "WAYPOST_OPERATOR_PASSWORD_FILE"
+NO_OPERATOR = 2  # the exit status of a command that needs a named operator and was given none
+
+
+def runs_as(permission: str):
+    """Declare that a command is run by a named account holding `permission` (appliance/roles.py).
+    Put it above the @group.command(...) line."""
+
+    def declare(command: click.Command) -> click.Command:
+        command.permission = permission  # type: ignore[attr-defined]  # read by Context.actor()
+        body = command.callback
+        assert body is not None
+
+        @functools.wraps(body)
+        def signed_in_first(*args, **kwargs):
+            # who runs it is settled before the command reads or changes anything
+            click.get_current_context().find_object(Context).actor()
+            return body(*args, **kwargs)
+
+        command.callback = signed_in_first
+        command.help = (command.help or "") + (
+            f"\n\nRuns as a named account with the {permission!r} permission: waypost --as USERNAME ..."
+        )
+        return command
+
+    return declare
+
+
+def unattended(why: str):
+    """Declare that a command runs as the system, with the reason (an unattended job, or nothing a
+    person must answer for: a key, a benchmark, a check of a file). Put it above @group.command."""
+
+    def declare(command: click.Command) -> click.Command:
+        command.permission = None  # type: ignore[attr-defined]
+        command.unattended = why  # type: ignore[attr-defined]
+        command.help = (command.help or "") + f"\n\nNeeds no named account ({why}); recorded, if at all, as the system."
+        return command
+
+    return declare
+
+
+class OperatorRefused(click.ClickException):
+    """The named account may not run this command (sign-in refused, role, training)."""
 
 
 class Context:
-    def __init__(self, config_path):
+    def __init__(self, config_path, operator: str | None = None):
         self.config_path = config_path
-        self._settings = None
+        self.operator_name = (operator or "").strip().lower() or None
+        self._settings: config.Settings | None = None
+        self._operator: audit.Actor | None = None
+        self._user: User | None = None
 
     @property
     def settings(self) -> config.Settings:
@@ -51,11 +118,104 @@ class Context:
                 raise click.ClickException(str(exc)) from exc
 
     def actor(self) -> audit.Actor:
-        """Commands are run by someone with a shell on the post; record who."""
-        return audit.Actor(f"cli:{getpass.getuser()}", self.settings.post.agency, "local")
+        """Who the running command's access records name: the named operator, signed in now (once
+        per command) and checked against the command's declared permission, or the system for an
+        @unattended command."""
+        current = click.get_current_context()
+        command = current.command
+        name = " ".join(current.command_path.split()[1:])  # "hold place", without the program's name
+        if not hasattr(command, "permission"):
+            raise RuntimeError(f"`{name}` declares neither @runs_as(...) nor @unattended(...)")
+        permission = command.permission
+        if permission is None:
+            return audit.system_actor(self.settings)
+        if self._operator is None:
+            self._operator = self._sign_in(name, permission)
+        return self._operator
+
+    def purpose(self, code: str | None, case_number: str | None) -> audit.Purpose:
+        """The stated purpose, checked as the pages check it (a placeholder case like "N/A" is refused)."""
+        try:
+            return audit.check_purpose(self.settings, code, case_number)
+        except audit.PurposeError as exc:
+            raise click.BadParameter(str(exc), param_hint="--purpose/--case") from None
+
+    def _sign_in(self, command: str, permission: str) -> audit.Actor:
+        if not self.settings.db_path.exists():
+            raise click.ClickException(f"no database at {self.settings.db_path}: run `waypost init` first")
+        if not self.operator_name:
+            raise click.UsageError(
+                f"`{command}` shows or changes data a person must answer for, so it runs as a named account: "
+                f"`waypost --as USERNAME {command} ...` (or {OPERATOR_ENV}=USERNAME). The password is asked on "
+                f"the terminal, or read from the file {PASSWORD_FILE_ENV} names (mode 0600) for a script."
+            )
+        password = _operator_password(self.operator_name)
+        os_user = getpass.getuser()
+        db.open_database(self.settings)
+        with db.connection():
+            try:
+                user = users.authenticate(self.settings, self.operator_name, password, f"cli:{os_user}")
+            except users.SignInRefused as exc:
+                raise OperatorRefused(f"{self.operator_name}: {exc}") from None
+            _check_may(user, command, permission)
+        self._user = user
+        return audit.Actor(user.username, user.organization, f"cli:{os_user}")
+
+    def require(self, permission: str) -> None:
+        """A second permission a command needs for one of its forms (`evidence export --request`
+        needs sharing.approve on top of the command's own), checked on the signed-in account."""
+        self.actor()
+        name = " ".join(click.get_current_context().command_path.split()[1:])
+        with db.connection():
+            assert self._user is not None  # set by the sign-in above
+            user = User.get_by_id(self._user.id)
+            _check_may(user, name, permission)
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _operator_password(username: str) -> str:
+    named = os.environ.get(PASSWORD_FILE_ENV)
+    if named:
+        path = Path(named)
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"{PASSWORD_FILE_ENV}={named}: {exc.strerror or exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise click.ClickException(
+                f"{PASSWORD_FILE_ENV}={named} may be read by other users (mode {stat.filemode(mode)}): "
+                f"`chmod 600 {named}` first"
+            )
+        return text.rstrip("\r\n")
+    if not _terminal():
+        raise click.UsageError(
+            f"no terminal to ask {username}'s password on: set {PASSWORD_FILE_ENV} to a file (mode 0600) that holds it"
+        )
+    return getpass.getpass(f"password for {username}: ")
+
+
+def _terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _check_may(user: User, command: str, permission: str) -> None:
+    """The same rule as a page's @requires: active, the role allows it, current training for plate data."""
+    if user.must_change_password:
+        raise OperatorRefused(
+            f"{user.username} still has a one-time password: sign in at the web UI once to choose your own"
+        )
+    if allowed(user, permission):
+        return
+    role = ROLES.get(user.role, {}).get("label", user.role)
+    if permission in permissions(user.role) and permission in PLATE_DATA:
+        raise OperatorRefused(
+            f"{user.username} has no current ALPR training on record, which `{command}` needs "
+            "(the ALPR administrator records it: `waypost user set-training`)"
+        )
+    raise OperatorRefused(f"{user.username} ({role}) may not run `{command}`: it needs the {permission!r} permission")
 
 
 def local_time(value, settings: config.Settings, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
@@ -154,6 +314,35 @@ def sync_off(settings) -> bool:
 
 
 SYNC_OFF = "sync is off on this post: headquarters does not get it"
+
+
+def stated_purpose(default_code: str):
+    """--purpose and --case: the statutory purpose (Civil Code 1798.90.52) of a command that shows
+    plate data or the access log, recorded with it; `default_code` is the usual one (AUDIT,
+    SHARING), which must still be given with a reference to file the work under."""
+
+    def add(command):
+        for option in reversed(
+            (
+                click.option(
+                    "--purpose",
+                    "purpose_code",
+                    default=default_code,
+                    show_default=True,
+                    help="Purpose code (audit.purposes).",
+                ),
+                click.option(
+                    "--case",
+                    "case_number",
+                    required=True,
+                    help="Case, incident or audit reference the work is filed under (e.g. AUD-2026-Q3).",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return add
 
 
 def filed_under(command):

@@ -9,7 +9,17 @@ import click
 
 from appliance import db, holds, retention, search
 from appliance.bench import retention as purge_bench
-from appliance.cli.context import SYNC_OFF, WINDOW_HELP, filed_under, local_time, parse_when, sync_off
+from appliance.cli.context import (
+    SYNC_OFF,
+    WINDOW_HELP,
+    filed_under,
+    local_time,
+    parse_when,
+    runs_as,
+    stated_purpose,
+    sync_off,
+    unattended,
+)
 from appliance.cli.types import BATCH, MAX_ROW_ID, ROW_ID
 from appliance.models import Read
 
@@ -19,6 +29,7 @@ def hold_group():
     """Legal holds: reads kept out of the automatic purge."""
 
 
+@runs_as("holds.request")
 @hold_group.command("place")
 @click.option("--read", "read_ref", default=None, help="One read, by its id or uuid.")
 @click.option("--plate", default=None, help="Or every read a plate search finds in the period.")
@@ -60,14 +71,17 @@ def hold_place(ctx, read_ref, plate, mode, since, until, purpose_code, case_numb
     )
 
 
+@runs_as("holds.request")
 @hold_group.command("list")
 @click.option("--active", is_flag=True, help="Only holds not released.")
+@stated_purpose("AUDIT")
 @click.pass_obj
-def hold_list(ctx, active):
-    """Holds with their case, reads and state (the listing is recorded)."""
+def hold_list(ctx, active, purpose_code, case_number):
+    """Holds with their case, reads and state (the listing is recorded, with its purpose)."""
+    purpose = ctx.purpose(purpose_code, case_number)
     ctx.open()
     with db.connection():
-        rows = holds.listing(ctx.actor(), active_only=active)
+        rows = holds.listing(ctx.actor(), purpose, active_only=active)
     day = "%Y-%m-%d %Z"  # the day in post.timezone, as the pages show it
     for h in rows:
         state = "ACTIVE" if h.active else f"released {local_time(h.released_at, ctx.settings, day)} by {h.released_by}"
@@ -77,6 +91,7 @@ def hold_list(ctx, active):
         )
 
 
+@runs_as("holds.release")
 @hold_group.command("release")
 @click.argument("hold_id", type=ROW_ID)
 @click.option("--reason", required=True, help="Why the data no longer needs to be kept.")
@@ -100,6 +115,7 @@ def retention_group():
     """Purge reads past their retention period."""
 
 
+@unattended("the daily purge, which its timer runs; recorded as the system")
 @retention_group.command("run")
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; delete nothing.")
 @click.option(
@@ -112,14 +128,18 @@ def retention_group():
 @click.pass_obj
 def retention_run(ctx, dry_run, batch):
     """Purge now what the daily run would purge (reads, their images, outbox rows and alerts),
-    except reads under legal hold; one access record for the run."""
+    except reads under legal hold; one access record for the run, as the system (the daily timer
+    runs this unattended)."""
     ctx.open()
     with db.connection():
         result = retention.run(ctx.settings, ctx.actor(), dry_run=dry_run, batch=batch)
     for line in result.lines():
         click.echo(line)
+    if not dry_run:
+        click.echo("recorded as the system (an unattended job, as the daily timer runs it)")
 
 
+@unattended("a benchmark on a copy in a scratch directory")
 @retention_group.command("bench")
 @click.option(
     "--source",

@@ -12,7 +12,15 @@ import click
 import waitress
 
 from appliance import bundle, db
-from appliance.cli.context import bootstrap_or_fail, filed_under, parse_when, report_bootstrap
+from appliance.cli.context import (
+    bootstrap_or_fail,
+    filed_under,
+    parse_when,
+    report_bootstrap,
+    runs_as,
+    stated_purpose,
+    unattended,
+)
 from appliance.cli.types import ROW_ID
 from sync import hq
 from sync.hq import holds as hq_holds
@@ -52,6 +60,7 @@ def hq_group():
     configuration: `waypost user add`, `waypost user set-training`, `waypost audit verify`."""
 
 
+@unattended("the headquarters service itself")
 @hq_group.command("serve")
 @database_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -102,6 +111,7 @@ def _hq_run(ctx, database, action, *args):
             raise click.ClickException(str(exc)) from exc
 
 
+@unattended("enrols a post key")
 @hq_group.command("enroll")
 @database_option
 @click.option("--post", "post_id", required=True, help="The post's id (post.id in its config).")
@@ -123,6 +133,7 @@ def hq_enroll(ctx, database, post_id, name, public_key, pull_url):
     click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
 
 
+@unattended("makes and prints headquarters key")
 @hq_group.command("keygen")
 @database_option
 @click.pass_obj
@@ -137,6 +148,7 @@ def hq_keygen(ctx, database):
     )
 
 
+@unattended("the nightly pull its timer runs")
 @hq_group.command("pull")
 @database_option
 @click.option("--post", "post_id", default=None, help="The post to pull from.")
@@ -166,6 +178,7 @@ def hq_hotlist():
     """State lists published to the posts (each post fetches new or changed lists on contact)."""
 
 
+@runs_as("hotlists.manage")
 @hq_hotlist.command("add")
 @database_option
 @click.argument("name")
@@ -177,6 +190,7 @@ def hq_hotlist_add(ctx, database, name, path):
     click.echo(f"published hotlist {published.name}: {published.size} bytes, sha256 {published.sha256[:16]}...")
 
 
+@unattended("names and sizes of the published lists")
 @hq_hotlist.command("list")
 @database_option
 @click.pass_obj
@@ -197,6 +211,7 @@ def hq_hotlist_list(ctx, database):
         )
 
 
+@unattended("each post position and chain status, no read shown")
 @hq_group.command("status")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -241,6 +256,7 @@ def hq_hold():
     Each place, release and listing is recorded in headquarters' access log."""
 
 
+@runs_as("holds.request")
 @hq_hold.command("place")
 @database_option
 @click.option("--post", "post_id", default=None, help="The post whose reads are held.")
@@ -279,6 +295,7 @@ def hq_hold_place(ctx, database, post_id, all_posts, plate, mode, since, until, 
     )
 
 
+@runs_as("holds.release")
 @hq_hold.command("release")
 @database_option
 @click.argument("hold_id", type=ROW_ID)
@@ -295,15 +312,17 @@ def hq_hold_release(ctx, database, hold_id, reason):
     click.echo(f"hold {hold.id} (case {hold.case_number}) released")
 
 
+@runs_as("holds.request")
 @hq_hold.command("list")
 @database_option
 @click.option("--active", is_flag=True, help="Only holds not released.")
+@stated_purpose("AUDIT")
 @click.pass_obj
-def hq_hold_list(ctx, database, active):
+def hq_hold_list(ctx, database, active, purpose_code, case_number):
     """Holds with their case, what they cover and their state (the listing is recorded)."""
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
-        rows = hq_holds.listing(ctx.actor(), active_only=active)
+        rows = hq_holds.listing(ctx.actor(), ctx.purpose(purpose_code, case_number), active_only=active)
     if not rows:
         click.echo("no hold" + (" active" if active else "") + " at headquarters")
     for h in rows:
@@ -314,6 +333,7 @@ def hq_hold_list(ctx, database, active):
         )
 
 
+@runs_as("retention.manage")
 @hq_group.command("retention")
 @database_option
 @click.option("--dry-run", is_flag=True, help="Print what would be purged; change nothing.")

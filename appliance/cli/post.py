@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 
 from appliance import config, db, store
-from appliance.cli.context import bootstrap_or_fail, pass_ctx, report_bootstrap
+from appliance.cli.context import bootstrap_or_fail, pass_ctx, report_bootstrap, unattended
 from appliance.service import serve
 from web.server import ListenError, listen
 
 
+@unattended("makes the database and the first administrator, as the service does at start")
 @click.command()
 @pass_ctx
 def init(ctx):
@@ -21,6 +22,7 @@ def init(ctx):
     click.echo(f"database ready at {ctx.settings.db_path}")
 
 
+@unattended("the service itself")
 @click.command()
 @pass_ctx
 def run(ctx):
@@ -40,6 +42,7 @@ def config_group():
     """Check and document the configuration."""
 
 
+@unattended("reads a configuration file")
 @config_group.command("check")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @pass_ctx
@@ -54,6 +57,7 @@ def config_check(ctx, file):
     click.echo(f"configuration OK ({path or 'built-in defaults'})")
 
 
+@unattended("prints the configuration table")
 @config_group.command("docs")
 def config_docs():
     """Print the table of every configuration key (the README's table)."""
@@ -65,6 +69,7 @@ def db_group():
     """Database maintenance."""
 
 
+@unattended("database maintenance, no record shown")
 @db_group.command("migrate")
 @pass_ctx
 def db_migrate(ctx):
@@ -79,6 +84,7 @@ def db_migrate(ctx):
         click.echo(line)
 
 
+@unattended("integrity check, no record shown")
 @db_group.command("check")
 @pass_ctx
 def db_check(ctx):

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from appliance import audit, db, export, sharing
+from appliance.cli.context import runs_as, stated_purpose, unattended
 from appliance.cli.types import ROW_ID
 from appliance.holds import HoldError
 
@@ -38,17 +39,26 @@ def sharing_group():
     """Data-sharing requests from other California public agencies (Civil Code 1798.90.55)."""
 
 
+@unattended("prints the recipient types")
 @sharing_group.command("types")
 def sharing_types():
     """The agency types a request can name, and which are refused."""
     for key, label in sharing.AGENCY_TYPES.items():
         click.echo(f"{key:22} {label}")
+    click.echo(
+        f"Whatever the type, the agency's name and ORI are checked against the list of refused recipients "
+        f"(appliance/{sharing.REFUSED_LIST}, {len(sharing.refused_list().entries)} entries)."
+    )
 
 
+@runs_as("sharing.request")
 @sharing_group.command("request")
 @click.option("--agency", "agency_name", required=True, help="Name of the requesting agency.")
 @click.option("--agency-type", required=True, help="One of `waypost sharing types`.")
 @click.option("--state", "agency_state", required=True, help="The agency's state, two letters (CA).")
+@click.option(
+    "--ori", "agency_ori", required=True, help="The agency's ORI (NCIC originating agency identifier), e.g. CA0190000."
+)
 @click.option("--requester", "requester_name", required=True, help="Name of the person requesting.")
 @click.option("--title", "requester_title", required=True, help="Their title or rank.")
 @click.option("--contact", "requester_contact", required=True, help="Their telephone or e-mail.")
@@ -56,7 +66,17 @@ def sharing_types():
 @click.option(
     "--authority", "legal_authority", required=True, help="Legal authority or the requesting agency's case number."
 )
-@click.option("--plate", required=True, help="The plate asked for (wildcards * and ? with --match wildcard).")
+@click.option(
+    "--assurance",
+    required=True,
+    help="The agency's written assurance that the data goes to no one but California state or local public "
+    "agencies (AG bulletin 2023-DLE-06), as they wrote it.",
+)
+@click.option(
+    "--plate",
+    required=True,
+    help="The plate asked for, three known characters in a row at least (wildcards * and ? with --match wildcard).",
+)
 @click.option("--match", "match_mode", type=click.Choice(["exact", "wildcard"]), default="exact", show_default=True)
 @click.option("--from", "since", required=True, help="Start of the period (UTC).")
 @click.option("--to", "until", required=True, help="End of the period (UTC).")
@@ -64,35 +84,47 @@ def sharing_types():
 @click.option("--case", "case_number", required=True, help="Case or incident number the request is filed under.")
 @click.pass_obj
 def sharing_request(ctx, purpose_code, case_number, since, until, **fields):
-    """Record a written request (pending until the ALPR administrator decides)."""
+    """Record a written request (pending until another person, the ALPR administrator, decides)."""
     new = sharing.NewRequest(period_start_at=_when(since, "--from"), period_end_at=_when(until, "--to"), **fields)
     req = _act(ctx, sharing.create, ctx.settings, ctx.actor(), new, audit.Purpose(purpose_code, case_number))
     click.echo(f"sharing request {req.id} recorded (pending): {req.agency_name}, plate {req.plate}")
 
 
+@runs_as("sharing.request")
 @sharing_group.command("list")
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
+@stated_purpose("SHARING")
 @click.pass_obj
-def sharing_list(ctx, status):
-    """Requests on file, newest first (the listing is recorded)."""
-    for req in _act(ctx, sharing.listing, ctx.actor(), status):
+def sharing_list(ctx, status, purpose_code, case_number):
+    """Requests on file, newest first (the listing is recorded, with its purpose)."""
+    purpose = ctx.purpose(purpose_code, case_number)
+    for req in _act(ctx, sharing.listing, ctx.actor(), purpose, status):
         click.echo(
             f"{req.id:5}  {req.status:8}  {req.created_at:%Y-%m-%d}  {req.agency_name} ({req.agency_state})  "
             f"plate {req.plate}  case {req.case_number}"
         )
 
 
+@runs_as("sharing.request")
 @sharing_group.command("show")
 @click.argument("request_id", type=ROW_ID)
+@stated_purpose("SHARING")
 @click.pass_obj
-def sharing_show(ctx, request_id):
-    """One request, its decision and its exports (the viewing is recorded)."""
+def sharing_show(ctx, request_id, purpose_code, case_number):
+    """One request, what an export would hold now, its decision and its exports (the viewing is
+    recorded, with its purpose)."""
+    purpose = ctx.purpose(purpose_code, case_number)
 
     def show():
-        req, exports = sharing.view(ctx.actor(), request_id)
+        req, exports, covers = sharing.view(ctx.actor(), request_id, purpose)
         click.echo(f"Status:            {req.status}")
-        for line in sharing.request_lines(req):
+        for line in sharing.request_lines(req) + sharing.coverage_lines(covers):
             click.echo(line)
+        if req.status == "pending" and sharing.missing_for_approval(req):
+            click.echo(
+                f"Cannot be approved: recorded without {' and '.join(sharing.missing_for_approval(req))}; "
+                "deny it and record the request again with both."
+            )
         if req.decided_by:
             click.echo(
                 f"Decision:          {req.status} by {req.decided_by} on {req.decided_at:%Y-%m-%d %H:%M} UTC: "
@@ -112,21 +144,23 @@ def _decide(ctx, request_id, approve, note):
     click.echo(f"sharing request {req.id} {req.status}")
 
 
+@runs_as("sharing.approve")
 @sharing_group.command("approve")
 @click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why, and on whose authority.")
 @click.pass_obj
 def sharing_approve(ctx, request_id, note):
-    """Approve a pending request (the ALPR administrator's decision)."""
+    """Approve a pending request (the ALPR administrator's decision; not the person who recorded it)."""
     _decide(ctx, request_id, True, note)
 
 
+@runs_as("sharing.approve")
 @sharing_group.command("deny")
 @click.argument("request_id", type=ROW_ID)
 @click.option("--note", required=True, help="Why.")
 @click.pass_obj
 def sharing_deny(ctx, request_id, note):
-    """Deny a pending request."""
+    """Deny a pending request (not the person who recorded it)."""
     _decide(ctx, request_id, False, note)
 
 
@@ -135,6 +169,7 @@ def evidence_group():
     """Evidence ZIPs: make one for an approved request, check one offline."""
 
 
+@runs_as("holds.request")
 @evidence_group.command("export")
 @click.option("--request", "request_id", type=ROW_ID, default=None, help="An approved sharing request.")
 @click.option("--hold", "hold_id", type=ROW_ID, default=None, help="Or an active legal hold.")
@@ -146,7 +181,8 @@ def evidence_group():
 )
 @click.pass_obj
 def evidence_export(ctx, request_id, hold_id, out):
-    """Write the evidence ZIP of an approved sharing request (--request) or an active legal hold (--hold)."""
+    """Write the evidence ZIP of an approved sharing request (--request; needs sharing.approve too)
+    or an active legal hold (--hold)."""
     if (request_id is None) == (hold_id is None):
         raise click.UsageError("give either --request ID or --hold ID")
     kind, ref = ("request", request_id) if request_id is not None else ("hold", hold_id)
@@ -154,6 +190,7 @@ def evidence_export(ctx, request_id, hold_id, out):
     if out.exists():
         raise click.ClickException(f"{out} already exists; give another --out")
     if request_id is not None:
+        ctx.require("sharing.approve")  # a disclosure to another agency: the ALPR administrator's
         summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
     else:
         summary = _act(ctx, export.for_hold, ctx.settings, ctx.actor(), hold_id, out)
@@ -163,6 +200,7 @@ def evidence_export(ctx, request_id, hold_id, out):
     )
 
 
+@unattended("checks a ZIP file offline")
 @evidence_group.command("verify")
 @click.argument("zip_path", type=click.Path(dir_okay=False, path_type=Path))
 def evidence_verify(zip_path):

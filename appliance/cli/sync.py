@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from appliance import bundle, db
-from appliance.cli.context import sync_off
+from appliance.cli.context import sync_off, unattended
 from sync import post
 
 
@@ -14,6 +14,7 @@ def sync_group():
     """Send this post's reads, images and access records to headquarters."""
 
 
+@unattended("makes and prints the post key")
 @sync_group.command("keygen")
 @click.pass_obj
 def sync_keygen(ctx):
@@ -41,6 +42,7 @@ def _need_hq_url(s) -> None:
         )
 
 
+@unattended("the push its timer runs; recorded as the system")
 @sync_group.command("push")
 @click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Stop after this many batches.")
 @click.pass_obj
@@ -58,6 +60,7 @@ def sync_push(ctx, max_batches):
         click.echo(line)
 
 
+@unattended("counts and positions, no read shown")
 @sync_group.command("status")
 @click.option("--offline", is_flag=True, help="Do not ask headquarters for its position.")
 @click.pass_obj

@@ -8,7 +8,7 @@ import sys
 import click
 
 from appliance import db, users
-from appliance.cli.context import local_time, parse_date, pass_ctx
+from appliance.cli.context import local_time, parse_date, pass_ctx, runs_as
 from appliance.models import User
 from appliance.roles import ROLES
 
@@ -18,6 +18,7 @@ def user():
     """Manage accounts."""
 
 
+@runs_as("accounts.manage")
 @user.command("add")
 @click.argument("username")
 @click.option("--role", required=True, type=click.Choice(sorted(ROLES)), help="What the account may do.")
@@ -51,6 +52,7 @@ def user_add(ctx, username, role, display_name, organization, job_title, passwor
         click.echo(f"temporary password (shown once): {password}")
 
 
+@runs_as("accounts.manage")
 @user.command("list")
 @pass_ctx
 def user_list(ctx):
@@ -67,6 +69,7 @@ def user_list(ctx):
         click.echo(f"{u.username:<20} {u.role:<11} {'yes' if u.active else 'no':<7} {training:<24} {last}")
 
 
+@runs_as("accounts.manage")
 @user.command("disable")
 @click.argument("username")
 @pass_ctx
@@ -76,6 +79,7 @@ def user_disable(ctx, username):
     click.echo(f"disabled {username}")
 
 
+@runs_as("accounts.manage")
 @user.command("enable")
 @click.argument("username")
 @pass_ctx
@@ -85,11 +89,18 @@ def user_enable(ctx, username):
     click.echo(f"enabled {username}")
 
 
+@runs_as("accounts.manage")
 @user.command("set-training")
 @click.argument("username")
 @click.option("--completed", required=True, help="Date the ALPR training was completed (YYYY-MM-DD).")
-@click.option("--course", required=True, help="Name of the course, as in the training record.")
-@click.option("--expires", default=None, help="Date the training expires (default: one year after completion).")
+@click.option(
+    "--course",
+    required=True,
+    help="Name of the course, as in the training record (5 characters or more, not only digits).",
+)
+@click.option(
+    "--expires", default=None, help="Date the training expires (default: one year after completion; two years at most)."
+)
 @pass_ctx
 def user_set_training(ctx, username, completed, course, expires):
     """Record an account's ALPR training. Accounts without current training cannot reach plate data."""
@@ -100,10 +111,16 @@ def user_set_training(ctx, username, completed, course, expires):
             until = done.replace(year=done.year + 1)
         except ValueError:  # 29 February
             until = done + dt.timedelta(days=365)
+    course = course.strip()
+    refused = users.training_problem(done, course, until)  # a usage error naming the option, as a bad date
+    if refused:
+        option = {"course": "--course", "completed_on": "--completed"}.get(refused.field or "", "--expires")
+        raise click.BadParameter(str(refused), param_hint=option)
     ctx.run(users.set_training, ctx.actor(), username, done, course, until)
     click.echo(f"training recorded for {username}: {course}, completed {done}, expires {until}")
 
 
+@runs_as("accounts.manage")
 @user.command("reset-password")
 @click.argument("username")
 @pass_ctx

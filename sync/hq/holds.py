@@ -51,7 +51,7 @@ MODES = ("exact", "wildcard")
 # The post's action names, with the query saying "at": "headquarters" (as headquarters' search does).
 audit.register_action("hold.place", True)
 audit.register_action("hold.release", False)
-audit.register_action("hold.list", False)
+audit.register_action("hold.list", True)
 
 
 def _held(which: str) -> str:
@@ -199,8 +199,8 @@ def release(actor: audit.Actor, hold_id: int, reason: str | None) -> HQLegalHold
     return hold
 
 
-def listing(actor: audit.Actor, active_only: bool = False) -> list[HQLegalHold]:
-    """Holds, newest first; the listing itself is recorded."""
+def listing(actor: audit.Actor, purpose: audit.Purpose, active_only: bool = False) -> list[HQLegalHold]:
+    """Holds, newest first; the listing itself is recorded with its purpose and the plates shown."""
     q = HQLegalHold.select().order_by(HQLegalHold.id.desc())
     if active_only:
         q = q.where(HQLegalHold.released_at.is_null())
@@ -209,7 +209,8 @@ def listing(actor: audit.Actor, active_only: bool = False) -> list[HQLegalHold]:
         audit.record(
             "hold.list",
             actor,
-            query={"at": "headquarters", "active_only": active_only},
+            query={"at": "headquarters", "active_only": active_only, "plates": sorted({h.plate for h in holds})},
+            purpose=purpose,
             result_count=len(holds),
             objects=[f"hq_hold:{h.id}" for h in holds[:1000]],
         )

@@ -10,7 +10,7 @@ from appliance.audit import system_actor
 from appliance.capture import Frame
 from appliance.capture.demo import DemoStreet
 from appliance.events import EventBus
-from appliance.models import AccessRecord, Alert, Hotlist, Read, utcnow
+from appliance.models import AccessRecord, Alert, AlertConfirmation, Hotlist, Read, utcnow
 from appliance.pipeline import Pipeline
 from recognizer import Recognizer
 from tests.conftest import make_settings
@@ -31,6 +31,7 @@ def lists(settings, db, tmp_path):
     )
     hotlist.import_csv(settings, path, "SVS", ADMIN)
     hotlist.add_custom(
+        settings,
         ADMIN,
         "6TR*9",
         "ROBBERY SUSPECT",
@@ -202,6 +203,7 @@ def test_partial_custom_entry_matches_look_alike_characters(settings, lists):
     """`8DDU4*` is a witness's partial plate; the reader saw the second D as 0. As for full plates,
     the look-alike match is weaker than a plain pattern match."""
     hotlist.add_custom(
+        settings,
         ADMIN,
         "8DDU4*",
         "ASSAULT SUSPECT",
@@ -302,3 +304,91 @@ def test_pipeline_sends_one_alert_for_a_car_seen_twice(settings, db, tmp_path):
     while not events.empty():
         published.append(events.get_nowait())
     assert [e["data"]["id"] for e in published if e["type"] == "alert"] == [first.id]
+
+
+def confirm(alert_id, outcome, *, visual=False, clets=False, note="", reason=None, actor=OFFICER):
+    given = {} if reason is None else {"change_reason": reason}
+    return alerts.confirm(
+        actor,
+        alert_id,
+        outcome=outcome,
+        visual_compared=visual,
+        clets_verified=clets,
+        note=note,
+        purpose=PURPOSE,
+        **given,
+    )
+
+
+CLETS_BOX = 'the box "I checked the entry\'s current status through CLETS"'
+VISUAL_BOX = 'the box "I compared every character of the plate in the image with the listed plate"'
+
+
+@pytest.mark.parametrize(
+    "outcome, visual, clets, boxes",
+    [
+        ("not_wanted", False, False, [CLETS_BOX]),  # the auditor's case: neither box ticked
+        ("not_wanted", True, False, [CLETS_BOX]),
+        ("misread", False, True, [VISUAL_BOX]),
+        ("confirmed", False, False, [VISUAL_BOX, CLETS_BOX]),
+        ("confirmed", True, False, [CLETS_BOX]),
+        ("confirmed", False, True, [VISUAL_BOX]),
+    ],
+)
+def test_an_outcome_is_refused_without_the_check_that_tells_it(settings, lists, outcome, visual, clets, boxes):
+    """An outcome that says what CLETS shows needs the CLETS check; one that says what the image
+    shows, the visual comparison. The refusal names every box left unticked."""
+    [alert] = store_read(settings, "7ABC123")[1]
+    with pytest.raises(alerts.AlertError) as refused:
+        confirm(alert.id, outcome, visual=visual, clets=clets)
+    message = str(refused.value)
+    assert all(box in message for box in boxes) and "nothing was recorded" in message
+    if len(boxes) == 1:
+        assert (CLETS_BOX in message) != (VISUAL_BOX in message)
+    assert Alert.get_by_id(alert.id).status == "unconfirmed"
+    assert AccessRecord.select().where(AccessRecord.action == "alert.confirm").count() == 0
+    # with the boxes named ticked, it is recorded
+    confirm(alert.id, outcome, visual=visual or VISUAL_BOX in boxes, clets=clets or CLETS_BOX in boxes)
+    assert Alert.get_by_id(alert.id).status == outcome
+
+
+def test_a_changed_outcome_needs_a_reason_and_every_outcome_stays_on_file(settings, lists):
+    [alert] = store_read(settings, "7ABC123")[1]
+    confirm(alert.id, "confirmed", visual=True, clets=True, note="Stopped at 5th & Main.")
+    sgt = audit.Actor("sgt.diaz", "Demo PD", "10.0.0.9")
+    for reason in (None, "", "   ", "no"):
+        with pytest.raises(alerts.AlertError) as refused:
+            confirm(alert.id, "misread", visual=True, reason=reason, actor=sgt)
+        message = str(refused.value)
+        assert "CONFIRMED by officer.lee" in message and "MISREAD" in message
+        assert '"Reason for the change"' in message and "nothing was recorded" in message
+    assert Alert.get_by_id(alert.id).status == "confirmed"
+    # the same outcome again (a second officer's check) changes nothing and needs no reason
+    confirm(alert.id, "confirmed", visual=True, clets=True, actor=sgt)
+    confirm(alert.id, "misread", visual=True, note="Crop shows 7ABC128.", reason="Compared the crop again: 3 is 8.")
+    assert Alert.get_by_id(alert.id).status == "misread"
+    rows = list(AlertConfirmation.select().where(AlertConfirmation.alert == alert.id).order_by(AlertConfirmation.id))
+    assert [(r.username, r.outcome, r.change_reason) for r in rows] == [
+        ("officer.lee", "confirmed", ""),
+        ("sgt.diaz", "confirmed", ""),
+        ("officer.lee", "misread", "Compared the crop again: 3 is 8."),
+    ]
+    rec = list(AccessRecord.select().where(AccessRecord.action == "alert.confirm").order_by(AccessRecord.seq))[-1]
+    details = json.loads(rec.details)
+    assert details["changed_from"] == "confirmed" and details["change_reason"] == "Compared the crop again: 3 is 8."
+    assert alerts.outcome_history([alert.id]) == {alert.id: ["confirmed", "confirmed", "misread"]}
+    # a reason with the first outcome would be a reason for nothing: refused, not dropped
+    [other] = store_read(settings, "8BOS250")[1]
+    with pytest.raises(alerts.AlertError, match="no outcome on file to change"):
+        confirm(other.id, "confirmed", visual=True, clets=True, reason="typed by mistake")
+    assert audit.verify().ok
+
+
+def test_acknowledge_and_confirm_name_the_listed_plate_and_the_plate_read(settings, lists):
+    """Matched on an alternative reading: the page shows the read (7ABC128) and the listed plate
+    (7ABC123), so the records name both."""
+    read, [alert] = store_read(settings, "7ABC128", confidence=0.6, alternatives=[("7ABC123", 0.3)])
+    alerts.acknowledge(audit.Actor("dispatch.ray", "Demo PD"), alert.id, PURPOSE)
+    confirm(alert.id, "misread", visual=True)
+    recs = AccessRecord.select().where(AccessRecord.action.in_(["alert.acknowledge", "alert.confirm"]))
+    assert [json.loads(r.query) for r in recs] == [{"plate": "7ABC123", "read_plate": "7ABC128"}] * 2

@@ -9,6 +9,7 @@ from appliance import audit
 from appliance import db as dbmod
 from appliance.cli import main
 from appliance.models import AccessRecord
+from tests.conftest import operator_env
 
 OFFICER = audit.Actor("officer.lee", "Demo Police Department", "10.1.2.3")
 PURPOSE = audit.Purpose("STOLEN-VEH", "24-001234")
@@ -226,10 +227,16 @@ def test_cli_verify_head_and_export(chain, db, settings, tmp_path):
     assert ok.exit_code == 0, ok.output
     assert "verified: 20 records" in ok.output
     export = tmp_path / "log.csv"
-    res = runner.invoke(main, ["audit", "export", "--out", str(export)], env=env)
+    operator = operator_env(settings, "audit.kim", "auditor")  # its account and training are records 21 and 22
+    res = runner.invoke(
+        main, ["audit", "export", "--out", str(export), "--case", "AUD-2026-7"], env={**env, **operator}
+    )
     assert res.exit_code == 0, res.output
     lines = export.read_text().splitlines()
-    assert lines[0].startswith("seq,at,username") and len(lines) == 21
+    # the 20 records, the operator's account, training and sign-in, then the export's own record
+    assert lines[0].startswith("seq,at,username") and len(lines) == 1 + 20 + 3
+    [rec] = AccessRecord.select().where(AccessRecord.action == "audit.export")
+    assert (rec.username, rec.purpose_code, rec.case_number) == ("audit.kim", "AUDIT", "AUD-2026-7")
     with conn:
         conn.execute("UPDATE access_record SET case_number = 'X' WHERE seq = 4")
     bad = runner.invoke(main, ["audit", "verify", "--head-file", str(saved)], env=env)

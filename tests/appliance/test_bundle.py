@@ -14,7 +14,9 @@ from appliance import db as dbmod
 from appliance.cli import main
 from appliance.models import AccessRecord
 from tests.appliance.test_reports import LOG, put
+from tests.conftest import operator_env
 
+AUDIT_PURPOSE = audit.Purpose("AUDIT", "AUD-2025-1")
 AUDITOR = audit.Actor("auditor.kim", "Demo Police Department", "10.0.0.5")
 
 
@@ -23,7 +25,9 @@ def made(settings, db, tmp_path):
     put(LOG)
     out = tmp_path / "q1.json"
     # 2025-02-10 .. 2025-02-11 UTC holds the 17 mid-quarter records of LOG
-    result = bundle.write_bundle(settings, out, AUDITOR, dt.datetime(2025, 2, 10), dt.datetime(2025, 2, 12))
+    result = bundle.write_bundle(
+        settings, out, AUDITOR, dt.datetime(2025, 2, 10), dt.datetime(2025, 2, 12), purpose=AUDIT_PURPOSE
+    )
     return out, result
 
 
@@ -144,7 +148,9 @@ def test_not_a_bundle(settings):
 def test_empty_period_bundle_links_to_the_record_before(settings, db, tmp_path):
     put(LOG)
     out = tmp_path / "empty.json"
-    made = bundle.write_bundle(settings, out, AUDITOR, dt.datetime(2025, 3, 1), dt.datetime(2025, 3, 2))
+    made = bundle.write_bundle(
+        settings, out, AUDITOR, dt.datetime(2025, 3, 1), dt.datetime(2025, 3, 2), purpose=AUDIT_PURPOSE
+    )
     doc = json.loads(out.read_text())
     assert made.count == 0 and doc["records"] == []
     last_feb = AccessRecord.select().where(AccessRecord.at < "2025-03").order_by(AccessRecord.seq.desc()).get()
@@ -156,9 +162,14 @@ def test_cli_bundle_and_offline_verify(settings, db, tmp_path, monkeypatch):
     put(LOG)
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    for name, value in operator_env(settings, "audit.kim", "auditor").items():
+        monkeypatch.setenv(name, value)
     dbmod.database.close()
     out = tmp_path / "b.json"
-    run = CliRunner().invoke(main, ["audit", "bundle", "--from", "2025-02-10", "--to", "2025-02-11", "--out", str(out)])
+    run = CliRunner().invoke(
+        main,
+        ["audit", "bundle", "--from", "2025-02-10", "--to", "2025-02-11", "--out", str(out), "--case", "AUD-2025-2"],
+    )
     assert run.exit_code == 0, run.output
     assert "wrote 17 access records" in run.output
     key = str(bundle.public_key_file(settings))

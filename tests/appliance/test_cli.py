@@ -1,5 +1,6 @@
 """The `waypost` command as an operator uses it, against a real database file."""
 
+import getpass
 import json
 import os
 import re
@@ -16,12 +17,15 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.cli import main
+from tests.conftest import make_settings, operator_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def run(tmp_path):
+    """`waypost ARGS` against tmp_path/data; with as_=ROLE it runs as a named account of that role
+    (made on first use, trained: tests.conftest.operator_env)."""
     env = {
         "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "data"),
         "WAYPOST_STORAGE__MIN_FREE_MB": "0",
@@ -29,8 +33,9 @@ def run(tmp_path):
         "WAYPOST_ADMIN_PASSWORD": "",
     }
 
-    def invoke(*args, input=None, code=0, extra_env=None):
-        result = CliRunner().invoke(main, list(args), env={**env, **(extra_env or {})}, input=input)
+    def invoke(*args, input=None, code=0, extra_env=None, as_=None):
+        named = operator_env(make_settings(tmp_path / "data"), f"op.{as_}", as_) if as_ else {}
+        result = CliRunner().invoke(main, list(args), env={**env, **named, **(extra_env or {})}, input=input)
         assert result.exit_code == code, result.output
         return result.output
 
@@ -49,7 +54,7 @@ def test_init_creates_the_first_admin_once(run):
     assert len(password) >= 16
     again = run("init")
     assert "password" not in again and "applied migration" not in again
-    listing = run("user", "list")
+    listing = run("user", "list", as_="admin")
     assert "admin" in listing and "NOT CURRENT" in listing
 
 
@@ -73,7 +78,20 @@ def test_ids_and_batch_sizes_out_of_range_are_usage_errors(run):
     ):
         out = run(*args, code=2)
         assert "Invalid value" in out and "Traceback" not in out, args
-    out = run("hold", "place", "--read", "9" * 25, "--purpose", "CRIME-INV", "--case", "26-1", "--reason", "x", code=1)
+    out = run(
+        "hold",
+        "place",
+        "--read",
+        "9" * 25,
+        "--purpose",
+        "CRIME-INV",
+        "--case",
+        "26-1",
+        "--reason",
+        "x",
+        code=1,
+        as_="admin",
+    )
     assert f"no read '{'9' * 25}'" in out
 
 
@@ -89,28 +107,43 @@ def test_admin_password_from_the_environment(run, tmp_path):
 
 def test_user_lifecycle_is_recorded(run, tmp_path):
     run("init")
-    out = run("user", "add", "jlee", "--role", "officer", "--name", "Jamie Lee", "--job-title", "Sergeant")
+    out = run("user", "add", "jlee", "--role", "officer", "--name", "Jamie Lee", "--job-title", "Sergeant", as_="admin")
     assert "temporary password (shown once)" in out
-    run("user", "add", "jlee", "--role", "officer", code=1)  # duplicate
-    assert "Invalid value for '--role'" in run("user", "add", "kim", "--role", "sheriff", code=2)
-    bad = run("user", "add", "pat", "--role", "officer", "--password-stdin", input="short\n", code=1)
+    run("user", "add", "jlee", "--role", "officer", code=1, as_="admin")  # duplicate
+    assert "Invalid value for '--role'" in run("user", "add", "kim", "--role", "sheriff", code=2, as_="admin")
+    bad = run("user", "add", "pat", "--role", "officer", "--password-stdin", input="short\n", code=1, as_="admin")
     assert "at least 12 characters" in bad
-    run("user", "set-training", "jlee", "--completed", "2026-11-01", "--course", "ALPR policy 464")
-    assert "current (to 2027-11-01)" in run("user", "list")
-    bad_date = run("user", "set-training", "jlee", "--completed", "11/01/2026", "--course", "x", code=2)
+    run("user", "set-training", "jlee", "--completed", "2026-11-01", "--course", "ALPR policy 464", as_="admin")
+    assert "current (to 2027-11-01)" in run("user", "list", as_="admin")
+    bad_date = run("user", "set-training", "jlee", "--completed", "11/01/2026", "--course", "x", code=2, as_="admin")
     assert "YYYY-MM-DD" in bad_date
-    run("user", "disable", "jlee")
-    assert " no " in [line for line in run("user", "list").splitlines() if line.startswith("jlee")][0]
-    run("user", "enable", "jlee")
-    assert "temporary password for jlee" in run("user", "reset-password", "jlee")
-    run("user", "disable", "nobody", code=1)
+    run("user", "disable", "jlee", as_="admin")
+    assert " no " in [line for line in run("user", "list", as_="admin").splitlines() if line.startswith("jlee")][0]
+    run("user", "enable", "jlee", as_="admin")
+    assert "temporary password for jlee" in run("user", "reset-password", "jlee", as_="admin")
+    run("user", "disable", "nobody", code=1, as_="admin")
     export = tmp_path / "log.jsonl"
-    run("audit", "export", "--format", "jsonl", "--out", str(export))
-    actions = [json.loads(line)["action"] for line in export.read_text().splitlines()]
-    assert actions[:3] == ["config.change", "user.add", "user.add"]
-    for action in ("user.training", "user.disable", "user.enable", "user.password_reset"):
+    run(
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--out",
+        str(export),
+        "--purpose",
+        "AUDIT",
+        "--case",
+        "AUD-2026-4",
+        as_="admin",
+    )
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    by_operator = [r for r in records if r["username"] == "op.admin"]
+    actions = [r["action"] for r in by_operator]
+    for action in ("user.add", "user.training", "user.disable", "user.enable", "user.password_reset"):
         assert action in actions
-    assert all(json.loads(line)["username"].startswith(("cli:", "system")) for line in export.read_text().splitlines())
+    # the record names the account, and the operating-system user apart from it
+    assert {r["client_addr"] for r in by_operator} == {f"cli:{getpass.getuser()}"}
+    assert all(r["username"] in ("op.admin", "system") for r in records), {r["username"] for r in records}
     assert "verified" in run("audit", "verify")
 
 
@@ -119,7 +152,19 @@ def test_configuration_changes_are_recorded(run, tmp_path):
     run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})
     run("init", extra_env={"WAYPOST_RETENTION__READ_DAYS": "90"})  # unchanged: no new record
     export = tmp_path / "log.jsonl"
-    run("audit", "export", "--format", "jsonl", "--out", str(export))
+    run(
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--out",
+        str(export),
+        "--purpose",
+        "AUDIT",
+        "--case",
+        "AUD-1",
+        as_="admin",
+    )
     changes = [json.loads(line) for line in export.read_text().splitlines() if '"config.change"' in line]
     assert len(changes) == 2
     assert json.loads(changes[1]["details"])["changed"] == ["retention.read_days"]
@@ -229,10 +274,10 @@ def test_hotlist_commands(run, tmp_path):
     run("init")
     good = tmp_path / "svs.csv"
     good.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,2026-11-20,S1\n")
-    assert "SVS: 1 entry imported" in run("hotlist", "import", str(good), "--list", "SVS")
+    assert "SVS: 1 entry imported" in run("hotlist", "import", str(good), "--list", "SVS", as_="admin")
     bad = tmp_path / "bad.csv"
     bad.write_text("plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,yesterday,S1\n")
-    out = run("hotlist", "import", str(bad), "--list", "SVS", code=1)
+    out = run("hotlist", "import", str(bad), "--list", "SVS", code=1, as_="admin")
     assert "nothing imported" in out and "bad.csv: line 2: field entry_date" in out
     out = run(
         "hotlist",
@@ -244,16 +289,17 @@ def test_hotlist_commands(run, tmp_path):
         "Capt. Alvarez",
         "--narrative",
         "Case 26-004512, partial plate from a witness",
+        as_="admin",
     )
     entry_id = out.split()[2]
-    listing = {line.split()[0]: line for line in run("hotlist", "list").splitlines()}
+    listing = {line.split()[0]: line for line in run("hotlist", "list", as_="admin").splitlines()}
     assert " 1 entry " in listing["SVS"] and listing["SVS"].endswith("fresh")
     assert re.search(r" refreshed \d{4}-\d\d-\d\d \d\d:\d\d P[SD]T ", listing["SVS"])  # post.timezone
     # custom entries are added by hand: there is no source to be fresh or stale against
     assert " 1 entry " in listing["custom"] and listing["custom"].endswith("custom: not refreshed from a source")
     assert not re.search(r"\bfresh\b|STALE|None", listing["custom"])
-    run("hotlist", "remove", entry_id, "--reason", "suspect arrested")
-    run("hotlist", "remove", entry_id, "--reason", "again", code=1)
+    run("hotlist", "remove", entry_id, "--reason", "suspect arrested", as_="admin")
+    run("hotlist", "remove", entry_id, "--reason", "again", code=1, as_="admin")
 
 
 def test_sync_status_says_first_when_sync_is_off(run):
@@ -269,16 +315,17 @@ def test_sync_status_says_first_when_sync_is_off(run):
 
 def test_user_list_shows_the_last_sign_in_in_the_post_time_zone(run, tmp_path):
     run("init")
-    run("user", "add", "jlee", "--role", "officer")
+    run("user", "add", "jlee", "--role", "officer", as_="admin")
     con = sqlite3.connect(tmp_path / "data" / "waypost.db")
     with con:
         con.execute("UPDATE user SET last_login_at = '2026-11-29 16:53:00' WHERE username = 'admin'")
         con.execute("UPDATE user SET last_login_at = '2026-07-01 16:53:00' WHERE username = 'jlee'")
     con.close()
-    rows = {line.split()[0]: line for line in run("user", "list").splitlines()}
+    rows = {line.split()[0]: line for line in run("user", "list", as_="admin").splitlines()}
     assert rows["admin"].endswith("2026-11-29 08:53 PST")  # America/Los_Angeles, the default
     assert rows["jlee"].endswith("2026-07-01 09:53 PDT")
     rows = {
-        line.split()[0]: line for line in run("user", "list", extra_env={"WAYPOST_POST__TIMEZONE": "UTC"}).splitlines()
+        line.split()[0]: line
+        for line in run("user", "list", extra_env={"WAYPOST_POST__TIMEZONE": "UTC"}, as_="admin").splitlines()
     }
     assert rows["admin"].endswith("2026-11-29 16:53 UTC")

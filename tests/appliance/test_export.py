@@ -1,6 +1,7 @@
 """Evidence ZIPs: a real export verifies offline, and each kind of tampering is named."""
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import zipfile
@@ -12,6 +13,7 @@ from appliance import audit, export, holds, search, sharing
 from appliance.cli import main
 from appliance.models import AccessRecord
 from tests.appliance.test_sharing import ADMIN, OFFICER, PURPOSE, T0, new_request, stored  # noqa: F401 (fixture)
+from tests.conftest import operator_env
 
 
 @pytest.fixture
@@ -229,6 +231,7 @@ def test_cli_verify_exit_codes(evidence, tmp_path):
 def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    officer, admin = operator_env(settings, "op.officer", "officer"), operator_env(settings, "op.admin", "admin")
     runner = CliRunner()
     base = [
         "sharing",
@@ -237,6 +240,8 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
         "Kern County Sheriff's Office",
         "--state",
         "CA",
+        "--ori",
+        "CA0150000",
         "--requester",
         "Sgt. Lee Park",
         "--title",
@@ -247,6 +252,8 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
         "Stolen truck recovered near the post",
         "--authority",
         "KCSO 26-1102",
+        "--assurance",
+        "KCSO will not share the data outside California state and local public agencies",
         "--plate",
         "7ABC123",
         "--from",
@@ -258,21 +265,24 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
         "--case",
         "2026-000777",
     ]
-    refused = runner.invoke(main, base + ["--agency-type", "federal"])
+    refused = runner.invoke(main, base + ["--agency-type", "federal"], env=officer)
     assert refused.exit_code == 1 and "federal agency" in refused.output and "1798.90.55" in refused.output
-    made = runner.invoke(main, base + ["--agency-type", "ca-county-sheriff"])
+    made = runner.invoke(main, base + ["--agency-type", "ca-county-sheriff"], env=officer)
     assert made.exit_code == 0, made.output
     req_id = made.output.split()[2]
     out = tmp_path / "cli.zip"
-    early = runner.invoke(main, ["evidence", "export", "--request", req_id, "--out", str(out)])
+    early = runner.invoke(main, ["evidence", "export", "--request", req_id, "--out", str(out)], env=admin)
     assert early.exit_code == 1 and "pending, not approved" in early.output and not out.exists()
-    assert runner.invoke(main, ["sharing", "approve", req_id, "--note", "Approved by Lt. Ng"]).exit_code == 0
-    done = runner.invoke(main, ["evidence", "export", "--request", req_id, "--out", str(out)])
+    approved = runner.invoke(main, ["sharing", "approve", req_id, "--note", "Approved by Lt. Ng"], env=admin)
+    assert approved.exit_code == 0, approved.output
+    done = runner.invoke(main, ["evidence", "export", "--request", req_id, "--out", str(out)], env=admin)
     assert done.exit_code == 0, done.output
     assert export.verify(out).ok
-    shown = runner.invoke(main, ["sharing", "show", req_id])
-    assert "approved by cli:" in shown.output and "Export:" in shown.output
-    listed = runner.invoke(main, ["sharing", "list", "--status", "approved"])
+    statement = " ".join(zipfile.ZipFile(out).read("STATEMENT.txt").decode().split())
+    assert "ORI CA0150000" in statement and "KCSO will not share the data outside California" in statement
+    shown = runner.invoke(main, ["sharing", "show", req_id, "--case", "SHR-2026-001"], env=admin)
+    assert "approved by op.admin" in shown.output and "Export:" in shown.output
+    listed = runner.invoke(main, ["sharing", "list", "--status", "approved", "--case", "SHR-2026-001"], env=admin)
     assert "Kern County Sheriff's Office" in listed.output
     assert [
         r.action
@@ -286,6 +296,19 @@ def test_cli_request_approve_export_verify(settings, db, stored, tmp_path, monke
         "sharing.list",
     ]  # show and list are recorded
     assert audit.verify().ok
+
+
+def test_the_statement_carries_the_recipients_ori_and_written_assurance(evidence):
+    """AG bulletin 2023-DLE-06: the recipient assures no onward sharing; the ZIP says so to whoever holds it."""
+    statement = zipfile.ZipFile(evidence).read("STATEMENT.txt").decode()
+    flat = " ".join(statement.split())
+    assert "Fresno Police Department (California city police department), state CA, ORI CA0100500" in flat
+    assert (
+        'Assurance: "Fresno PD will not share the data outside California state and local public agencies '
+        "(letter of Lt. K. Moua, 2026-03-01)\" (the recipient's written assurance" in flat
+    )
+    assert "Onward sharing:" in statement and "only to California state or local public agencies" in flat
+    assert "Recorded by:       officer.lee" in statement and "Approved by:       admin.chen" in statement
 
 
 def test_an_export_for_a_legal_hold_verifies_and_a_released_hold_is_refused(settings, db, stored, tmp_path):  # noqa: F811
@@ -310,10 +333,16 @@ def test_an_export_for_a_legal_hold_verifies_and_a_released_hold_is_refused(sett
     with zipfile.ZipFile(summary.path) as zf:
         assert "Robbery suspect vehicle" in zf.read("STATEMENT.txt").decode()
     env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    env.update(operator_env(settings, "sgt.lee", "officer"))  # an officer exports a hold's evidence
     made = CliRunner().invoke(
         main, ["evidence", "export", "--hold", str(hold.id), "--out", str(tmp_path / "b.zip")], env=env
     )
     assert made.exit_code == 0 and export.verify(tmp_path / "b.zip").ok, made.output
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:  # the finding: it said "Exported by: cli:root"
+        assert (
+            f"Exported by:       sgt.lee (Demo Police Department), from cli:{getpass.getuser()}"
+            in zf.read("STATEMENT.txt").decode()
+        )
     holds.release(ADMIN, hold.id, "Case closed by the district attorney")
     with pytest.raises(holds.HoldError, match="only an active hold"):
         export.for_hold(settings, ADMIN, hold.id, tmp_path / "late.zip")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from appliance import audit, holds, search, store
 from appliance.cli import main
 from appliance.models import AccessRecord
+from tests.conftest import operator_env
 
 T0 = dt.datetime(2026, 3, 1, 12, 0)
 OFFICER = audit.Actor("officer.lee", "Demo Police Department", "10.0.0.9")
@@ -127,6 +128,7 @@ def test_cli_place_list_release(settings, db):
 
     read = add_read(settings, "7ABC123", 0)
     env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    env.update(operator_env(settings))  # the ALPR administrator runs them
     runner = CliRunner()
     out = runner.invoke(
         main,
@@ -171,7 +173,9 @@ def test_cli_place_list_release(settings, db):
         env=env,
     )
     assert out.exit_code == 1 and "not a case or incident number" in out.output
-    out = runner.invoke(main, ["hold", "list"], env={**env, "WAYPOST_POST__TIMEZONE": "America/Los_Angeles"})
+    out = runner.invoke(
+        main, ["hold", "list", "--case", "AUD-2026-11"], env={**env, "WAYPOST_POST__TIMEZONE": "America/Los_Angeles"}
+    )
     assert out.exit_code == 0 and "26-004512" in out.output and "ACTIVE" in out.output
     placed = holds.LegalHold.select().get().placed_at.replace(tzinfo=dt.UTC)
     local = placed.astimezone(ZoneInfo("America/Los_Angeles"))
@@ -213,6 +217,7 @@ def test_cli_a_bare_date_as_to_is_the_whole_day(settings, db):
     add_read(settings, "7ABC123", 0)  # 2026-03-01 12:00 UTC
     add_read(settings, "7ABC123", 24 * 60)  # the next day: outside
     env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    env.update(operator_env(settings))  # the ALPR administrator runs them
     out = CliRunner().invoke(
         main,
         [
@@ -239,6 +244,7 @@ def test_cli_a_bare_date_as_to_is_the_whole_day(settings, db):
 def test_cli_hold_window_is_utc_and_says_so(settings, db):
     add_read(settings, "7ABC123", 0)  # 2026-03-01 12:00 UTC, 04:00 PST
     env = {"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_STORAGE__MIN_FREE_MB": "0"}
+    env.update(operator_env(settings))  # the ALPR administrator runs them
     usage = CliRunner().invoke(main, ["hold", "place", "--help"], env=env, terminal_width=200).output
     assert usage.count("read as UTC, not in post.timezone") == 2, usage
     # a time with an offset is that instant: 03:00-05:00 PST is 11:00-13:00 UTC

@@ -12,6 +12,7 @@ from appliance import audit, reports
 from appliance import db as dbmod
 from appliance.cli import main
 from appliance.models import AccessRecord, Alert, Read
+from tests.conftest import operator_env
 
 AGENCY = "Demo Police Department"
 
@@ -207,30 +208,44 @@ def test_annual_counts(settings, log):
 def test_cli_reports_record_themselves(settings, log, monkeypatch):
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    for name, value in operator_env(settings, "audit.kim", "auditor").items():
+        monkeypatch.setenv(name, value)
     dbmod.database.close()
-    out = CliRunner().invoke(main, ["report", "quarterly", "2025-Q1"])
+    out = CliRunner().invoke(main, ["report", "quarterly", "2025-Q1", "--case", "AUD-2025-Q1"])
     assert out.exit_code == 0, out.output
     assert "searches: 6, without a hit: 3" in out.output and "access log verified" in out.output
-    out = CliRunner().invoke(main, ["report", "annual", "2025", "--format", "json"])
+    out = CliRunner().invoke(main, ["report", "annual", "2025", "--format", "json", "--case", "AUD-2025"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["queries_by_purpose"][0]["code"] == "STOLEN-VEH"
-    out = CliRunner().invoke(main, ["report", "quarterly", "2025-Q7"])
+    out = CliRunner().invoke(main, ["report", "quarterly", "2025-Q7", "--case", "AUD-2025-Q7"])
     assert out.exit_code == 2 and "YEAR-QN" in out.output
     dbmod.database.connect(reuse_if_open=True)
-    seen = [json.loads(r.query) for r in AccessRecord.select().where(AccessRecord.action == "audit.report")]
-    assert seen == [{"period": "2025-Q1", "report": "quarter"}, {"period": "2025", "report": "year"}]
+    reported = list(AccessRecord.select().where(AccessRecord.action == "audit.report"))
+    seen = [json.loads(r.query) for r in reported]
+    # the plates the access records it lists name (what it showed), with the report and period
+    assert [{k: v for k, v in q.items() if k != "plates"} for q in seen] == [
+        {"period": "2025-Q1", "report": "quarter"},
+        {"period": "2025", "report": "year"},
+    ]
+    assert seen[0]["plates"] == ["1AAA111", "2BBB222", "3CCC333", "8XYZ999"]
+    assert [(r.username, r.purpose_code, r.case_number) for r in reported] == [
+        ("audit.kim", "AUDIT", "AUD-2025-Q1"),
+        ("audit.kim", "AUDIT", "AUD-2025"),
+    ]
 
 
 def test_cli_report_text_names_the_last_day_and_the_log_once(settings, log, monkeypatch):
     monkeypatch.setenv("WAYPOST_STORAGE__DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("WAYPOST_STORAGE__MIN_FREE_MB", "0")
+    for name, value in operator_env(settings, "audit.kim", "auditor").items():
+        monkeypatch.setenv(name, value)
     dbmod.database.close()
     for args, period in (
         (["quarterly", "2026-Q3"], "(2026-07-01 to 2026-09-30, "),
         (["quarterly", "2025-Q4"], "(2025-10-01 to 2025-12-31, "),
         (["annual", "2025"], "(2025-01-01 to 2025-12-31, "),
     ):
-        out = CliRunner().invoke(main, ["report", *args])
+        out = CliRunner().invoke(main, ["report", *args, "--case", "AUD-2026-1"])
         assert out.exit_code == 0, out.output
         first, second = out.output.splitlines()[:2]
         assert period in first, first

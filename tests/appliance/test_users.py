@@ -57,7 +57,7 @@ def test_sign_out_password_and_deactivation_raise_the_version(settings, db):
     assert not users.session_current(User.get_by_id(user.id), 4)  # inactive: no session at all
     # Reactivation and training leave the version (and other accounts') alone.
     users.set_active(admin, "officer.lee", True)
-    users.set_training(admin, "officer.lee", dt.date(2026, 1, 5), "ALPR 101", None)
+    users.set_training(admin, "officer.lee", dt.date(2026, 1, 5), "ALPR 101", dt.date(2027, 1, 5))
     assert _version() == 4 and _version("admin.chen") == 0
     # Sign-out is still recorded once, in the chain.
     assert AccessRecord.select().where(AccessRecord.action == "auth.logout").count() == 1

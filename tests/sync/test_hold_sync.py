@@ -18,6 +18,7 @@ from appliance.db import write
 from appliance.models import Outbox, Read, utcnow
 from sync import hq, post, protocol
 from sync.hq.models import HQLegalHold, HQLegalHoldRead
+from tests.conftest import operator_env
 from tests.sync import test_cli
 from tests.sync.conftest import _public, restore, snapshot
 from tests.sync.hq import test_retention as test_hq_retention
@@ -174,6 +175,7 @@ def test_holds_placed_with_the_post_cli_and_a_similar_search_keep_their_frozen_r
         "WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir),
         "WAYPOST_STORAGE__MIN_FREE_MB": "0",
         "WAYPOST_SYNC__HQ_URL": settings.sync.hq_url,
+        **operator_env(settings, "officer.lee", "officer"),
     }
     window = ["--from", f"{utcnow() - dt.timedelta(days=500):%Y-%m-%d}", "--to", f"{utcnow():%Y-%m-%d}"]
     out = CliRunner().invoke(

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from appliance.cli import main
 from appliance.models import AccessRecord, Hotlist, HotlistEntry
 from sync import hq, post
+from tests.conftest import operator_env
 from tests.sync.conftest import add_reads
 
 HEADER = "plate,state,reason,entry_date,source_ref\n"
@@ -30,7 +31,11 @@ def test_a_push_fetches_new_and_changed_lists(settings, db, hq_server, hq_target
     out = CliRunner().invoke(
         main,
         ["hq", "hotlist", "add", "SVS", str(csv), "--database", hq_target],
-        env={"WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir), "WAYPOST_CONFIG": ""},
+        env={
+            "WAYPOST_STORAGE__DATA_DIR": str(settings.data_dir),
+            "WAYPOST_CONFIG": "",
+            **operator_env(settings, "hq.admin", "admin"),  # headquarters' administrator publishes it
+        },
     )
     assert out.exit_code == 0, out.output
     assert "hotlist SVS: 2 entries from headquarters" in post.push(settings).notes

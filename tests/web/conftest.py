@@ -32,6 +32,15 @@ def sign_in(client, username, password=PASSWORD, next_url=None):
     )
 
 
+def state_purpose(client, code: str, case_number: str, next_url: str = "/"):
+    """State the session's purpose as a person does, on the purpose form (web/purpose.py)."""
+    page = client.get("/auth/password").get_data(as_text=True)
+    return client.post(
+        f"/purpose/?next={next_url}",
+        data={"purpose": code, "case_number": case_number, "csrf_token": csrf(page)},
+    )
+
+
 def tamper_record(settings, seq: int, column: str, value) -> None:
     """Change one column of one access record behind the application's back (a plain sqlite3
     connection, the app's own one closed first), as someone with the file would."""
@@ -67,7 +76,13 @@ def trained(account):
 
     def make(username, role):
         user = account(username, role)
-        users.set_training(audit.Actor("admin", "PD"), username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        users.set_training(
+            audit.Actor("admin", "PD"),
+            username,
+            dt.date.today() - dt.timedelta(days=30),
+            "ALPR 101",
+            dt.date.today() + dt.timedelta(days=335),
+        )
         return user
 
     return make

@@ -298,3 +298,169 @@ def test_a_repeat_says_so_and_links_the_alert_sent(client, alert, settings, trai
     assert "repeat of " + link in listing
     assert f'href="/alerts/{again.id}"' in listing and listing.count("repeat of") == 1
     assert "repeat of" not in client.get(f"/alerts/{alert.id}").get_data(as_text=True)
+
+
+LOW_WORDS = "read with low confidence: compare every character"
+CLETS_BOX = "I checked the entry&#39;s current status through CLETS"
+
+
+@pytest.fixture
+def svs(settings, db, tmp_path):
+    """A state list: 7ABC123 with its NIC, 8DEF456 without one."""
+    path = tmp_path / "svs.csv"
+    path.write_text(
+        "plate,state,reason,entry_date,source_ref\n7ABC123,ca,STOLEN,2026-11-20,V123456789\n8DEF456,ca,WANTED,2026-11-20,\n"
+    )
+    hotlist.import_csv(settings, path, "SVS", ADMIN)
+
+
+def raise_alert(settings, plate, confidence, alternatives=(), crop=True):
+    raised = []
+    rng = np.random.default_rng(len(plate))
+    store.save_read(
+        settings,
+        store.EvidenceStore(settings),
+        store.NewRead(
+            plate_raw=plate,
+            plate=plate,
+            confidence=confidence,
+            captured_at=utcnow(),
+            alternatives=[{"text": t, "score": s} for t, s in alternatives],
+        ),
+        rng.integers(0, 255, (40, 120, 3), dtype=np.uint8) if crop else None,
+        None,
+        on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)),
+    )
+    return raised[0]
+
+
+def lead_of(page: str, alert_id: int) -> str:
+    """The side-by-side block (crop, read, listed plate) of one alert on a page."""
+    start = page.index(f'id="lead-{alert_id}"')
+    return " ".join(page[start : page.index("<!-- /lead -->", start)].split())
+
+
+def parts_of(lead: str) -> tuple[str, str]:
+    """The read's and the listed plate's parts of a lead, as text."""
+    read, listed = lead.index('class="read"'), lead.index('class="listed"')
+
+    def text(html: str) -> str:
+        return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+    return text(lead[read:listed]), text(lead[listed:])
+
+
+def test_the_read_confidence_crop_and_listed_plate_are_shown_side_by_side(client, settings, svs, trained):
+    """The auditor's case: a read of confidence 0.33 matched exactly, and the list said "exact 1.00"
+    with no crop. The list and the page show the crop, the read with its own confidence (and in
+    words when it is low), and the listed plate; the match score is labelled as such."""
+    low = raise_alert(settings, "7ABC123", 0.33)
+    sure = raise_alert(settings, "8DEF458", 0.91, alternatives=[("8DEF456", 0.8)], crop=False)
+    assert (low.match_kind, low.score, sure.match_kind, sure.entry_plate) == ("exact", 1.0, "alternative", "8DEF456")
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    listing = client.get("/alerts").get_data(as_text=True)
+    assert "exact 1.00" not in " ".join(listing.split())  # the match score, shown as if the read's
+    for page in (listing, client.get(f"/alerts/{low.id}").get_data(as_text=True)):
+        lead = lead_of(page, low.id)
+        crop = f'<img class="crop" src="/alerts/{low.id}/image/crop"'
+        assert lead.index(crop) < lead.index('class="read"') < lead.index('class="listed"'), lead
+        read, listed = parts_of(lead)
+        assert f"Read 7ABC123 confidence 0.33 {LOW_WORDS}" in read and "Listed 7ABC123 CA" in listed
+        assert "exact 1.00" not in " ".join(page.split()) and "exact match, score 1.00" in " ".join(page.split())
+    lead = lead_of(listing, sure.id)
+    assert "confidence 0.91" in lead and LOW_WORDS not in lead and "No plate crop stored" in lead
+    assert "Read 8DEF458 confidence 0.91" in parts_of(lead)[0] and "Listed 8DEF456 CA" in parts_of(lead)[1]
+    # what the list showed, the list's record names: the listed plates and the plates read
+    rec = records("alert.view")[0]
+    assert json.loads(rec.query) == {"plates": ["7ABC123", "8DEF456", "8DEF458"]}
+    client.get(f"/alerts/{sure.id}")
+    assert json.loads(records("alert.view")[-1].query) == {"plate": "8DEF456", "read_plate": "8DEF458"}
+    assert client.get(f"/alerts/{low.id}/image/crop").status_code == 200
+    assert json.loads(records("evidence.view")[-1].query) == {"plate": "7ABC123", "read_plate": "7ABC123"}
+    assert audit.verify().ok
+
+
+def test_an_outcome_is_refused_without_the_check_it_states_naming_the_box(client, settings, svs, trained):
+    """ "No longer wanted (CLETS shows the entry cleared)" with neither box ticked was accepted."""
+    low = raise_alert(settings, "7ABC123", 0.33)
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{low.id}").get_data(as_text=True)
+    resp = client.post(
+        f"/alerts/{low.id}/confirm", data={"csrf_token": csrf(page), "outcome": "not_wanted"}, follow_redirects=True
+    )
+    assert Alert.get_by_id(low.id).status == "unconfirmed" and records("alert.confirm") == []
+    text = resp.get_data(as_text=True)
+    assert f"tick the box &#34;{CLETS_BOX}&#34;" in text and "nothing was recorded." in text
+    assert CLETS_BOX in page  # the box the refusal names is the one on the form
+    resp = client.post(
+        f"/alerts/{low.id}/confirm",
+        data={"csrf_token": csrf(page), "outcome": "not_wanted", "clets_verified": "y"},
+        follow_redirects=True,
+    )
+    assert "Recorded: No longer wanted" in resp.get_data(as_text=True)
+    assert Alert.get_by_id(low.id).status == "not_wanted"
+
+
+def test_a_changed_outcome_needs_a_reason_and_the_page_lists_every_outcome(client, settings, svs, trained):
+    low = raise_alert(settings, "7ABC123", 0.33)
+    trained("officer.lee", "officer")
+    trained("sgt.diaz", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get(f"/alerts/{low.id}").get_data(as_text=True)
+    assert 'id="change_reason"' not in page  # nothing on file to change yet
+    both = {"csrf_token": csrf(page), "visual_compared": "y", "clets_verified": "y"}
+    client.post(f"/alerts/{low.id}/confirm", data=dict(both, outcome="confirmed", note="Stopped at 5th"))
+    client.post("/auth/logout", data={"csrf_token": csrf(page)})
+    sign_in(client, "sgt.diaz")
+    page = client.get(f"/alerts/{low.id}").get_data(as_text=True)
+    token = csrf(page)
+    refused = client.post(
+        f"/alerts/{low.id}/confirm",
+        data={"csrf_token": token, "outcome": "misread", "visual_compared": "y"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert Alert.get_by_id(low.id).status == "confirmed"
+    assert "CONFIRMED by officer.lee" in refused and "&#34;Reason for the change&#34;" in refused
+    assert 'id="change_reason"' in page
+    client.post(
+        f"/alerts/{low.id}/confirm",
+        data={
+            "csrf_token": token,
+            "outcome": "misread",
+            "visual_compared": "y",
+            "note": "Crop shows 7ABC128",
+            "change_reason": "Compared the crop again: the last 3 is an 8.",
+        },
+    )
+    assert Alert.get_by_id(low.id).status == "misread"
+    page = client.get(f"/alerts/{low.id}").get_data(as_text=True)
+    history = page[page.index('id="outcome-history"') :]
+    history = history[: history.index("</table>")]
+    rows = [" ".join(re.sub(r"<[^>]+>", " ", r).split()) for r in history.split("<tr")[2:]]
+    assert len(rows) == 2
+    assert "officer.lee" in rows[0] and "Confirmed" in rows[0] and "Stopped at 5th" in rows[0]
+    assert "visual comparison, CLETS" in rows[0]
+    assert "sgt.diaz" in rows[1] and "Misread" in rows[1] and "Crop shows 7ABC128" in rows[1]
+    assert "Compared the crop again: the last 3 is an 8." in rows[1] and "visual comparison" in rows[1]
+    assert "CLETS" not in rows[1].split("visual comparison")[1].split("Crop shows")[0]
+    listing = " ".join(client.get("/alerts").get_data(as_text=True).split())
+    recent = listing[listing.index("Recently resolved") :]
+    assert "MISREAD (changed from CONFIRMED)" in recent
+
+
+def test_the_alert_shows_the_entry_ori_and_nic_labelled_when_present(client, settings, svs, trained):
+    with_both = raise_alert(settings, "7ABC123", 0.9)
+    Alert.update(entry_ori="CA0190000").where(Alert.id == with_both.id).execute()  # raise_alerts fills it
+    without = raise_alert(settings, "8DEF456", 0.9, crop=False)
+    trained("dispatch.ray", "dispatcher")
+    sign_in(client, "dispatch.ray")
+    page = " ".join(client.get(f"/alerts/{with_both.id}").get_data(as_text=True).split())
+    assert '<dt>Entering agency (ORI)</dt><dd id="entry-ori">CA0190000</dd>' in page
+    assert '<dt>NCIC number (NIC)</dt><dd id="entry-nic">V123456789</dd>' in page
+    page = client.get(f"/alerts/{without.id}").get_data(as_text=True)
+    assert "(ORI)" not in page and "(NIC)" not in page
+    listing = client.get("/alerts").get_data(as_text=True)
+    assert "ORI CA0190000, NIC V123456789" in " ".join(lead_of(listing, with_both.id).split())
+    assert "ORI" not in lead_of(listing, without.id) and "NIC" not in lead_of(listing, without.id)

@@ -13,7 +13,17 @@ from appliance import audit, bundle, reports
 from appliance import db as dbmod
 from appliance.models import AccessRecord
 from tests.appliance.test_reports import LOG, _read, put
-from tests.web.conftest import csrf, sign_in, tamper_record
+from tests.web.conftest import csrf, state_purpose, tamper_record
+from tests.web.conftest import sign_in as sign_in_only
+
+AUDIT_PURPOSE = ("AUDIT", "AUD-2026-Q1")
+
+
+def sign_in(client, username, **kwargs):
+    """Sign in and state the purpose the access-log pages are opened for (its records hold plates)."""
+    resp = sign_in_only(client, username, **kwargs)
+    state_purpose(client, *AUDIT_PURPOSE)
+    return resp
 
 
 @pytest.fixture
@@ -34,7 +44,7 @@ def shown(html):
 
 
 def filter_log(client, **fields):
-    page = client.get("/audit/")
+    page = client.get("/auth/password")  # a token from a page that records nothing
     data = {"csrf_token": csrf(page.get_data(as_text=True))}
     data.update(fields)
     return client.post("/audit/", data=data)
@@ -52,7 +62,10 @@ def test_log_newest_first_and_recorded(client, auditor):
     got = shown(html)
     assert got == sorted(got, reverse=True) and got[0] == audit.head()[0] - 1  # its own record comes after
     assert "8XYZ999" in html
-    assert views() == [{}]
+    [view] = views()
+    assert "8XYZ999" in view["plates"] and set(view) == {"plates"}  # no filter; the plates the page shows
+    rec = AccessRecord.select().where(AccessRecord.action == "audit.view").get()
+    assert (rec.purpose_code, rec.case_number) == AUDIT_PURPOSE
 
 
 @pytest.mark.parametrize(
@@ -108,7 +121,7 @@ def test_bad_filter_is_refused_without_records(client, auditor):
     sign_in(client, "auditor.kim")
     resp = filter_log(client, since="2025-02-11T00:00", until="2025-02-10T00:00")
     assert resp.status_code == 400 and "before" in resp.get_data(as_text=True)
-    assert views() == [{}]  # only the GET that fetched the form
+    assert views() == []  # refused: nothing shown, nothing recorded
 
 
 @pytest.mark.parametrize("role", ["officer", "dispatcher", "technician"])
@@ -232,8 +245,11 @@ def test_quarterly_report_page_renders_for_an_auditor(client, auditor):
     assert "reports.css" in html
     printable = client.get("/audit/reports/quarterly/2025-Q1?print=1").get_data(as_text=True)
     assert 'id="total-searches">6<' in printable and "<nav" not in printable and "<svg" in printable
-    seen = [json.loads(r.query) for r in AccessRecord.select().where(AccessRecord.action == "audit.report")]
-    assert seen == [{"period": "2025-Q1", "report": "quarter"}] * 2
+    reported = list(AccessRecord.select().where(AccessRecord.action == "audit.report"))
+    seen = [json.loads(r.query) for r in reported]
+    listed = ["1AAA111", "2BBB222", "3CCC333", "8XYZ999"]  # the plates the records it lists name
+    assert seen == [{"period": "2025-Q1", "report": "quarter", "plates": listed}] * 2
+    assert {(r.purpose_code, r.case_number) for r in reported} == {AUDIT_PURPOSE}
 
 
 def test_annual_report_and_index(client, auditor, settings):

@@ -123,7 +123,13 @@ def _trained_officer(settings, username="officer.lee") -> None:
             password=PASSWORD,
             must_change_password=False,
         )
-        users.set_training(actor, username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        users.set_training(
+            actor,
+            username,
+            dt.date.today() - dt.timedelta(days=30),
+            "ALPR 101",
+            dt.date.today() + dt.timedelta(days=335),
+        )
 
 
 def _serve(app):
@@ -205,13 +211,18 @@ def test_a_search_waits_for_a_write_shorter_than_the_busy_timeout(tmp_path):
 
 def _hotlist_csv(path, n: int, seed: int = 1):
     rng = random.Random(seed)
+    seen: set[str] = set()  # an import refuses a plate listed twice with the same state and reason
     with path.open("w") as f:
         f.write("plate,state,reason,entry_date,source_ref\n")
         for i in range(n):
-            f.write(
-                f"{rng.randrange(1, 10)}{''.join(rng.choices('ABCDEFGHJKLMNPRSTUVWXYZ', k=3))}"
-                f"{rng.randrange(1000):03d},ca,STOLEN VEHICLE,2026-11-20,SVS-{i}\n"
-            )
+            plate = ""
+            while not plate or plate in seen:
+                plate = (
+                    f"{rng.randrange(1, 10)}{''.join(rng.choices('ABCDEFGHJKLMNPRSTUVWXYZ', k=3))}"
+                    f"{rng.randrange(1000):03d}"
+                )
+            seen.add(plate)
+            f.write(f"{plate},ca,STOLEN VEHICLE,2026-11-20,SVS-{i}\n")
     return path
 
 

@@ -8,11 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from appliance import holds, users
+from appliance import export, holds, users
 from appliance.audit import system_actor
 from appliance.models import AccessRecord
 from appliance.store import EvidenceStore, NewRead, save_read
 from tests.web.conftest import csrf, sign_in
+from tests.web.conftest import state_purpose as state_session_purpose
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, 0)
 TRAINING = {
@@ -180,7 +181,10 @@ def test_a_query_hold_from_the_form_freezes_its_set(app, settings, people, store
         None,
     )
     assert sorted(r.read_id for r in holds.HoldRead.select()) == ids and holds.active_holds_on(later.id) == []
-    html = client.get(resp.headers["Location"]).get_data(as_text=True)  # purpose remembered from the form
+    # placing the hold under its case did not change the session's purpose: none was stated yet
+    assert "Why are you opening" in client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert state_session_purpose(client, "STOLEN-VEH", "2026-000417", resp.headers["Location"]).status_code == 302
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert re.findall(r'class="plate" href="/reads/\d+">(\w+)<', html) == ["7ABC128", "7ABC123"]
     assert (
         "found from 2026-11-20 01:00:00 PST to 2026-11-20 02:00:59 PST" in html
@@ -207,3 +211,63 @@ def test_a_query_hold_without_a_period_is_refused_with_the_reason(app, people, s
         },
     )
     assert resp.status_code == 400 and holds.LegalHold.select().count() == 0
+
+
+def test_placing_a_hold_leaves_the_session_purpose_as_stated(app, people, stored):
+    """The auditor's finding: after a hold under CRIME-INV 26-004513, the officer's next read and
+    image views were recorded under it, not under the purpose the officer had stated."""
+    client = app.test_client()
+    sign_in(client, "officer.lee")
+    read, other = stored["7ABC123"], stored["5LMN432"]
+    state_session_purpose(client, "STOLEN-VEH", "26-000417")
+    assert place_from_read_page(client, read.id, case="26-004513").status_code == 302
+    assert [(r.purpose_code, r.case_number) for r in records("hold.place")] == [("CRIME-INV", "26-004513")]
+    client.get(f"/reads/{other.id}")
+    client.get(f"/reads/{other.id}/image/crop")
+    for action in ("read.view", "evidence.view"):
+        assert [(r.purpose_code, r.case_number) for r in records(action)][-1] == ("STOLEN-VEH", "26-000417"), action
+
+
+def test_the_hold_list_asks_for_a_purpose_and_records_it_with_the_plates(app, people, stored):
+    client = app.test_client()
+    sign_in(client, "officer.lee")
+    state_purpose(client, stored["7ABC123"].id)
+    page = client.get("/holds/new").get_data(as_text=True)
+    data = {"plate": "7ABC*", "mode": "wildcard", "since": "2026-11-20T01:00", "until": "2026-11-20T02:00"}
+    data.update(purpose="STOLEN-VEH", case_number="2026-000417", reason="Reads of a stolen vehicle")
+    assert client.post("/holds/new", data={**data, "csrf_token": csrf(page)}).status_code == 302
+    fresh = app.test_client()
+    sign_in(fresh, "officer.lee")
+    asked = fresh.get("/holds/").get_data(as_text=True)
+    assert "Why are you opening the legal holds" in asked and "7ABC*" not in asked
+    assert records("hold.list") == []  # nothing shown, nothing recorded
+    state_session_purpose(fresh, "AUDIT", "AUD-2026-11", "/holds/")
+    assert "7ABC*" in fresh.get("/holds/").get_data(as_text=True)
+    [rec] = records("hold.list")
+    assert (rec.purpose_code, rec.case_number) == ("AUDIT", "AUD-2026-11")
+    assert json.loads(rec.query)["plates"] == ["7ABC*"]
+
+
+def test_an_officer_exports_a_holds_evidence_under_the_holds_case(app, people, stored, tmp_path):
+    client = app.test_client()
+    sign_in(client, "officer.lee")
+    read = stored["7ABC123"]
+    state_purpose(client, read.id, case="2026-004512")
+    assert place_from_read_page(client, read.id).status_code == 302
+    [hold] = holds.LegalHold.select()
+    state_session_purpose(client, "STOLEN-VEH", "26-999999")  # another case: no export under it
+    page = client.get(f"/holds/{hold.id}").get_data(as_text=True)
+    assert 'id="export-needs-case"' in page and 'id="export-hold"' not in page
+    token = csrf(page)
+    refused = client.post(f"/holds/{hold.id}/export", data={"csrf_token": token})
+    assert refused.status_code == 302 and records("hold.export") == []
+    state_session_purpose(client, "CRIME-INV", "2026-004512")
+    page = client.get(f"/holds/{hold.id}").get_data(as_text=True)
+    resp = client.post(f"/holds/{hold.id}/export", data={"csrf_token": csrf(page)})
+    assert resp.status_code == 200 and resp.mimetype == "application/zip"
+    zipped = tmp_path / "hold.zip"
+    zipped.write_bytes(resp.get_data())
+    assert export.verify(zipped).ok
+    [rec] = records("hold.export")
+    assert (rec.username, rec.purpose_code, rec.case_number) == ("officer.lee", "CRIME-INV", "2026-004512")
+    assert read.plate in rec.query or read.uuid in rec.object_ids

@@ -18,7 +18,7 @@ from flask import url_for
 from playwright.sync_api import expect, sync_playwright
 
 from appliance import alerts, audit, hotlist, store
-from appliance.models import AccessRecord, Hotlist, Read, utcnow
+from appliance.models import AccessRecord, Alert, Hotlist, Read, utcnow
 from appliance.service import PostService
 from tests.appliance.test_cli import free_port
 from tests.conftest import make_settings
@@ -90,7 +90,10 @@ def test_reads_are_listed_only_after_a_purpose_and_the_listing_is_recorded(clien
             assert f'href="{url_for("reads.detail", read_id=read.id)}"' in page
     [rec] = records("read.live")
     # The four statutory fields: date/time, the data used to query, the username, the purpose.
-    assert rec.at.startswith(str(utcnow().year)) and json.loads(rec.query) == {"latest_reads": 25}
+    assert rec.at.startswith(str(utcnow().year)) and json.loads(rec.query) == {
+        "latest_reads": 25,
+        "plates": ["8XYZ555"],
+    }
     assert (rec.username, rec.organization) == ("officer.lee", settings.post.agency)
     assert (rec.purpose_code, rec.case_number) == ("STOLEN-VEH", "26-004512")
     assert json.loads(rec.object_ids) == [f"read:{read.uuid}"] and rec.result_count == 1
@@ -168,7 +171,7 @@ def test_stale_hotlist_shows_the_banner_and_the_status_strip(client, settings, t
     Hotlist.update(refreshed_at=old).where(Hotlist.name == "SVS").execute()
     page = client.get("/").get_data(as_text=True)  # a page without plate data shows it too
     banner = page[page.index('id="site-warnings"') : page.index("<main>")]
-    assert "Hotlist SVS is stale" in banner and old.strftime("%Y-%m-%d %H:%M") in banner
+    assert "Hotlist SVS is stale" in banner and localtime(old, "minutes", ZoneInfo(settings.post.timezone)) in banner
     assert "do not rely on it" in banner
 
     client.post("/auth/logout", data={"csrf_token": csrf(page)})
@@ -208,6 +211,9 @@ def _next_event(stream) -> tuple[str, dict]:
 def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, trained, tmp_path):
     trained("officer.lee", "officer")
     read = save(settings, "6DEF789", direction="eastbound")
+    import_list(settings, tmp_path, reason=HOSTILE)
+    raised = []
+    save(settings, "7ABC123", on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
     live = make_settings(settings.data_dir, web__port=free_port())
     service = PostService(live, with_capture=False).start()
     try:
@@ -223,10 +229,10 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
             "direction": "eastbound",
         }
         alert_event = {
-            "id": 99,
-            "read_id": read.id,
-            "plate": "6DEF789",
-            "entry_plate": "6DEF789",
+            "id": raised[0].id,
+            "read_id": raised[0].read_id,
+            "plate": "7ABC123",
+            "entry_plate": "7ABC123",
             "reason": HOSTILE,
             "hotlist": "SVS",
             "score": 1.0,
@@ -245,7 +251,7 @@ def test_stream_sends_reads_only_with_a_purpose_and_records_each(settings, db, t
 
         threading.Timer(0.5, publish_both).start()
         kind, data = _next_event(stream)
-        assert kind == "alert" and data["url"] == "/alerts/99" and data["reason"] == HOSTILE
+        assert kind == "alert" and data["url"] == f"/alerts/{raised[0].id}" and data["reason"] == HOSTILE
         stream.close()
         assert records("read.live") == []
 
@@ -399,3 +405,165 @@ def test_reads_arriving_out_of_order_are_listed_newest_first(settings, db, train
             browser.close()
     finally:
         service.stop()
+
+
+LOW_WORDS = "read with low confidence: compare every character"
+
+
+def low_alert(settings, tmp_path, plate="7ABC123", ori="CA0190000"):
+    """An exact match on a read of confidence 0.33 (the auditor's case), with its crop; the entry's
+    ORI set as raise_alerts copies it from the entry."""
+    import_list(settings, tmp_path)
+    raised = []
+    save(settings, plate, confidence=0.33, on_stored=lambda r: raised.extend(alerts.raise_alerts(settings, r)))
+    Alert.update(entry_ori=ori).where(Alert.id == raised[0].id).execute()
+    return Alert.get_by_id(raised[0].id)
+
+
+def test_the_live_card_shows_the_read_confidence_crop_and_listed_plate(client, settings, trained, tmp_path):
+    alert = low_alert(settings, tmp_path)
+    trained("officer.lee", "officer")
+    sign_in(client, "officer.lee")
+    page = client.get("/live").get_data(as_text=True)
+    assert "exact 1.00" not in " ".join(page.split())  # the match score, shown as if the read's
+    card = page[page.index(f'<li class="alert-item unconfirmed" id="alert-{alert.id}"') :]
+    card = " ".join(card[: card.index("</li>")].split())
+    assert "exact match, score 1.00" in card
+    crop = f'<img class="crop" src="/alerts/{alert.id}/image/crop"'
+    assert card.index(crop) < card.index('class="read"') < card.index('class="listed"')
+    assert re.search(r'class="read">.*7ABC123.*confidence 0\.33', card) and LOW_WORDS in card
+    assert "ORI CA0190000, NIC S1" in card
+    rec = records("alert.view", via="live view")[-1]
+    assert json.loads(rec.query) == {"plates": ["7ABC123"]}
+
+
+def test_streamed_alerts_carry_the_read_confidence_crop_and_entry_numbers(settings, db, trained, tmp_path):
+    """Both streams (the live view's and the alerts page's) send what the cards show, read from the
+    alert as stored, and record the listed plate and the plate read."""
+    trained("officer.lee", "officer")
+    alert = low_alert(settings, tmp_path)
+    live = make_settings(settings.data_dir, web__port=free_port())
+    service = PostService(live, with_capture=False).start()
+    published = {
+        "id": alert.id,
+        "read_id": alert.read_id,
+        "plate": "7ABC123",
+        "entry_plate": "7ABC123",
+        "reason": "STOLEN",
+        "hotlist": "SVS",
+        "score": 1.0,
+        "match_kind": "exact",
+        "status": "unconfirmed",
+    }
+    try:
+        opener = _sign_in_over_http(f"http://127.0.0.1:{live.web.port}")
+        for path in ("/live/stream", "/alerts/stream"):
+            stream = opener.open(f"http://127.0.0.1:{live.web.port}{path}", timeout=20)
+            assert stream.readline().startswith(b"retry:")
+            threading.Timer(0.5, lambda: service.bus.publish("alert", published)).start()
+            kind, data = _next_event(stream)
+            stream.close()
+            assert kind == "alert", path
+            assert (data["plate"], data["read_confidence"], data["low_confidence"]) == ("7ABC123", 0.33, True), path
+            assert data["crop_url"] == f"/alerts/{alert.id}/image/crop" and data["url"] == f"/alerts/{alert.id}"
+            assert (data["entry_plate"], data["entry_state"], data["entry_ori"], data["entry_nic"]) == (
+                "7ABC123",
+                "CA",
+                "CA0190000",
+                "S1",
+            )
+    finally:
+        service.stop()
+    streamed = [r for r in records("alert.view") if "stream" in r.details]
+    assert len(streamed) == 2
+    for rec in streamed:
+        assert json.loads(rec.query) == {"plate": "7ABC123", "read_plate": "7ABC123"}
+        assert json.loads(rec.object_ids) == [f"alert:{alert.id}", f"read:{alert.read.uuid}"]
+    assert audit.verify().ok
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt install chromium)")
+def test_an_alert_arriving_live_shows_its_crop_and_low_confidence_in_the_browser(settings, db, trained, tmp_path):
+    """The cards live.js draws for a streamed alert: on the live view and on the alerts page, the
+    crop (loaded through the recorded image route), the read's confidence in words, the listed plate."""
+    trained("officer.lee", "officer")
+    import_list(settings, tmp_path)
+    # every alert sent, so the same listed plate can arrive on both pages
+    live = make_settings(settings.data_dir, web__port=free_port(), alerts__repeat_window_s=0)
+    service = PostService(live, with_capture=False).start()
+    base = f"http://127.0.0.1:{live.web.port}"
+
+    def arrive(plate):
+        raised = []
+        save(live, plate, confidence=0.33, on_stored=lambda r: raised.extend(alerts.raise_alerts(live, r)))
+        a = raised[0]
+        service.bus.publish(
+            "alert",
+            {
+                "id": a.id,
+                "read_id": a.read_id,
+                "plate": plate,
+                "entry_plate": a.entry_plate,
+                "reason": "STOLEN",
+                "hotlist": "SVS",
+                "score": a.score,
+                "match_kind": a.match_kind,
+                "status": "unconfirmed",
+            },
+        )
+        return a
+
+    errors = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            )
+            page = browser.new_page()
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(base + "/auth/login")
+            page.fill("#username", "officer.lee")
+            page.fill("#password", PASSWORD)
+            page.click("main button[type=submit]")
+            page.wait_for_url(base + "/live")
+            expect(page.locator("#live-view")).to_have_attribute("data-state", re.compile("^Live"))
+
+            def check(card, alert):
+                """The lead in `card`: the crop loaded, the read in words, the listed plate, in a row."""
+                card.wait_for(timeout=10_000)
+                text = " ".join(card.inner_text().split())
+                assert LOW_WORDS in text and "confidence 0.33" in text and "7ABC123 CA" in text
+                crop = card.locator("img.crop")
+                assert crop.get_attribute("src") == f"/alerts/{alert.id}/image/crop"
+                page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=crop.element_handle())
+                left = card.evaluate(
+                    "c => ['img.crop', '.read', '.listed'].map(s => c.querySelector(s).getBoundingClientRect().left)"
+                )
+                assert left == sorted(left), left  # side by side: crop, read, listed plate
+                return text
+
+            first = arrive("7ABC123")
+            card = check(page.locator(f"#open-alerts li.new#alert-{first.id}"), first)
+            assert "exact match, score 1.00" in card and "UNCONFIRMED" in card
+            page.goto(base + "/alerts")  # the alerts page: a new alert goes on top of the page
+            expect(page.locator("#live")).to_have_attribute("data-state", "open")
+            second = arrive("7ABC123")
+            card = check(page.locator(f"#live .live-alert#alert-{second.id}"), second)
+            assert "exact match, score 1.00" in card and "UNCONFIRMED" in card
+            page.screenshot(path=str(tmp_path / "alerts-laptop.png"), full_page=True)
+            page.goto(base + f"/alerts/{second.id}")
+            check(page.locator(f"#lead-{second.id}"), second)
+            page.screenshot(path=str(tmp_path / "alert-laptop.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})
+            for path in ("/live", f"/alerts/{second.id}"):  # on a phone: no sideways scrolling
+                page.goto(base + path)
+                assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+                page.screenshot(path=str(tmp_path / f"{path.strip('/').replace('/', '-')}-phone.png"), full_page=True)
+            browser.close()
+    finally:
+        service.stop()
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    crops = [r for r in records("evidence.view") if json.loads(r.details) == {"kind": "crop"}]
+    # the live card's, the alerts page's list (the first again) and its new card's, the alert page's
+    assert f"ALERT-{second.id}" in {r.case_number for r in crops} and len(crops) >= 4
+    assert all(json.loads(r.query) == {"plate": "7ABC123", "read_plate": "7ABC123"} for r in crops)

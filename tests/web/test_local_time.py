@@ -24,7 +24,7 @@ from appliance.models import AccessRecord
 from appliance.store import EvidenceStore, NewRead, save_read
 from sync import hq
 from tests.conftest import make_settings
-from tests.web.conftest import PASSWORD, csrf, sign_in, tamper_record
+from tests.web.conftest import PASSWORD, csrf, sign_in, state_purpose, tamper_record
 from web import clock
 from web.hq import create_hq_app
 
@@ -237,7 +237,13 @@ def hq_app(tmp_path):
             password=PASSWORD,
             must_change_password=False,
         )
-        users.set_training(actor, "officer.lee", dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+        users.set_training(
+            actor,
+            "officer.lee",
+            dt.date.today() - dt.timedelta(days=30),
+            "ALPR 101",
+            dt.date.today() + dt.timedelta(days=335),
+        )
     yield app, settings
     if not hq.hq_database.is_closed():
         hq.hq_database.close()
@@ -278,6 +284,7 @@ def test_the_access_log_shows_each_record_to_the_second_with_its_zone(client, of
     auditor = client.application.test_client()
     trained("auditor.kim", "auditor")
     sign_in(auditor, "auditor.kim")
+    state_purpose(auditor, "AUDIT", "AUD-2026-11")
     log = auditor.get("/audit/").get_data(as_text=True)
     row = log[log.index(f'-{rec.seq}"><td>{rec.seq}</td>') :]
     row = row[: row.index("</tr>")]
@@ -295,6 +302,7 @@ def test_a_tampered_time_is_shown_as_found_on_the_verification_page(client, sett
     trained("auditor.kim", "auditor")
     auditor = client.application.test_client()
     sign_in(auditor, "auditor.kim")
+    state_purpose(auditor, "AUDIT", "AUD-2026-11")
     token = csrf(auditor.get("/audit/").get_data(as_text=True))
     resp = auditor.post("/audit/verify", data={"csrf_token": token})
     html = resp.get_data(as_text=True)

@@ -18,6 +18,7 @@ from tests.conftest import make_settings
 from web import policy
 
 ADMIN = audit.Actor("admin.chen", "Harbor City Police Department", "10.0.0.2")
+REVIEWER = audit.Actor("capt.ruiz", "Harbor City Police Department", "10.0.0.3")  # decides what ADMIN records
 PURPOSE = audit.Purpose("PARK-SCOFF", "26-000981")
 PURPOSES = (
     '[{code = "PARK-SCOFF", label = "Towing of vehicles with five or more unpaid citations"}, '
@@ -116,12 +117,12 @@ def test_the_figures_are_live_totals_without_plate_data(app, settings, tmp_path)
         for _ in range(3):
             audit.record("read.search", ADMIN, query={"plate": "7ABC*"}, purpose=PURPOSE, result_count=1)
     approved = sharing.create(settings, ADMIN, _request(), PURPOSE)
-    sharing.decide(settings, ADMIN, approved.id, True, "Case nexus shown in the request")
+    sharing.decide(settings, REVIEWER, approved.id, True, "Case nexus shown in the request")
     denied = sharing.create(settings, ADMIN, _request(), PURPOSE)
-    sharing.decide(settings, ADMIN, denied.id, False, "No case number given")
+    sharing.decide(settings, REVIEWER, denied.id, False, "No case number given")
     sharing.create(settings, ADMIN, _request(), PURPOSE)  # still pending
     old = sharing.create(settings, ADMIN, _request(), PURPOSE)
-    sharing.decide(settings, ADMIN, old.id, True, "Approved two years ago")
+    sharing.decide(settings, REVIEWER, old.id, True, "Approved two years ago")
     database.execute_sql(
         "UPDATE sharing_request SET decided_at = ? WHERE id = ?", (utcnow() - dt.timedelta(days=730), old.id)
     )

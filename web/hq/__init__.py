@@ -18,7 +18,7 @@ from flask import Flask, abort, redirect, url_for
 
 from appliance.config import Settings
 from sync import hq
-from web import admin, audit, auth, base_app, csrf, health, home, policy
+from web import admin, audit, auth, base_app, csrf, health, home, policy, purpose
 from web.access import public
 from web.hq import api, pages
 
@@ -36,7 +36,7 @@ def create_hq_app(
         app = Flask("waypost_hq")
     else:
         app = base_app(settings)
-        for area in (auth, admin, audit, health, home, policy, pages):
+        for area in (auth, admin, audit, health, home, policy, purpose, pages):
             app.register_blueprint(area.bp)
     hq.open_hq(database)
 

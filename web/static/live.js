@@ -16,15 +16,56 @@
     return node;
   }
 
+  // An alert as a person checks it: the plate crop, the read with the reader's own confidence and
+  // the listed plate, side by side; templates/alerts/_lead.html draws the same: keep them alike.
+  function lead(a) {
+    var box = el("div", "lead");
+    if (a.crop_url) {
+      var crop = el("img", "crop");
+      crop.src = a.crop_url;
+      crop.alt = "Plate crop of the read";
+      box.appendChild(crop);
+    } else {
+      box.appendChild(el("span", "crop none", "No plate crop stored" + (a.evidence_note ? ": " + a.evidence_note : "")));
+    }
+    var read = el("div", "read");
+    read.appendChild(el("span", "label", "Read"));
+    var plate = el("a", "plate big", a.plate);
+    plate.href = a.url;
+    read.appendChild(plate);
+    read.appendChild(el("span", "confidence", "confidence " + Number(a.read_confidence).toFixed(2)));
+    if (a.low_confidence) { read.appendChild(el("span", "low-read", "read with low confidence: compare every character")); }
+    box.appendChild(read);
+    var listed = el("div", "listed");
+    listed.appendChild(el("span", "label", "Listed"));
+    var entry = el("span");
+    entry.appendChild(el("span", "plate big", a.entry_plate));
+    entry.appendChild(document.createTextNode(a.entry_state ? " " + a.entry_state : ""));
+    listed.appendChild(entry);
+    var ids = [];
+    if (a.entry_ori) { ids.push("ORI " + a.entry_ori); }
+    if (a.entry_nic) { ids.push("NIC " + a.entry_nic); }
+    if (ids.length) { listed.appendChild(el("span", "entry-ids", ids.join(", "))); }
+    box.appendChild(listed);
+    return box;
+  }
+
+  // The match, labelled as the match's: its score is not the reader's confidence.
+  function match(a) {
+    return a.match_kind + " match" + (a.matched_text !== a.plate ? " on " + a.matched_text : "") +
+      ", score " + Number(a.score).toFixed(2);
+  }
+
   function alertsPage(live) {
     var source = new EventSource(live.dataset.stream);
     source.addEventListener("alert", function (e) {
       var a = JSON.parse(e.data);
-      var box = el("p", "flash error live-alert");
-      var link = el("a", null, "NEW ALERT (UNCONFIRMED): " + a.plate + " matches " + a.entry_plate + " on " +
-        a.hotlist + " (" + a.reason + ", " + a.match_kind + " " + Number(a.score).toFixed(2) + ")");
-      link.href = live.dataset.detail + "/" + encodeURIComponent(a.id);
+      var box = el("div", "flash error live-alert");
+      box.id = "alert-" + a.id;
+      var link = el("a", null, "NEW ALERT (UNCONFIRMED): " + a.reason + " on " + a.hotlist + ", " + match(a));
+      link.href = a.url;
       box.appendChild(link);
+      box.appendChild(lead(a));
       live.insertBefore(box, live.firstChild);
     });
     source.onerror = function () { live.dataset.state = "reconnecting"; };
@@ -82,14 +123,9 @@
       if (!alerts) { return; }
       var a = JSON.parse(e.data);
       var item = el("li", "alert-item unconfirmed new");
-      var plate = el("a", "plate big", a.plate);
-      plate.href = a.url;
-      item.appendChild(plate);
-      var what = el("span", null, "matches ");
-      what.appendChild(el("span", "plate", a.entry_plate));
-      what.appendChild(document.createTextNode(" on " + a.hotlist + " (" + a.reason + "), " + a.match_kind + " " +
-        Number(a.score).toFixed(2)));
-      item.appendChild(what);
+      item.id = "alert-" + a.id;
+      item.appendChild(lead(a));
+      item.appendChild(el("span", null, a.reason + " on " + a.hotlist + ": " + match(a) + ", " + a.created_at));
       item.appendChild(el("span", "status unconfirmed", "UNCONFIRMED"));
       item.appendChild(el("span", "must-verify",
         "Not verified: confirm through CLETS and compare the characters with the image before any action."));

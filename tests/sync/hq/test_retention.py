@@ -24,6 +24,7 @@ from sync import hq, post
 from sync.hq import retention as hq_retention
 from sync.hq import search as hq_search
 from sync.hq.models import HQLegalHold
+from tests.conftest import operator_env
 from tests.sync.conftest import add_reads
 
 PURPOSE = ["--purpose", "STOLEN-VEH", "--case", "24-001234"]
@@ -46,7 +47,9 @@ def _hq_env(root, **overrides) -> dict:
 def hq_env(tmp_path, settings, db):
     """Headquarters' configuration (its data_dir holds its accounts database and access log)."""
     env = _hq_env(tmp_path / "hq-data")
-    bootstrap(config.load(None, environ=env), create_admin=False)
+    hq_settings = config.load(None, environ=env)
+    bootstrap(hq_settings, create_admin=False)
+    env = {**env, **operator_env(hq_settings, "hq.admin", "admin")}  # headquarters' administrator runs its commands
     dbmod.open_database(settings)  # the post's database is the one bound between steps
     return env
 
@@ -54,6 +57,8 @@ def hq_env(tmp_path, settings, db):
 def hq_cli(env, target, *args):
     """`waypost hq ARGS --database TARGET` as headquarters' operator runs it."""
     group, *rest = args
+    if group == "hold" and rest[0] == "list" and "--case" not in rest:
+        rest = [*rest, "--case", "AUD-2026-11"]  # a listing shows plates: it is filed under an audit
     result = CliRunner().invoke(
         main,
         [
@@ -182,7 +187,7 @@ def test_old_reads_go_recent_and_hit_reads_stay_and_the_post_resumes(settings, d
         assert hq.verify_chain(settings.post.id)[0]
 
     (record,) = hq_records(hq_env, "retention.purge")
-    assert record.result_count == 4 and record.username.startswith("cli:")
+    assert record.result_count == 4 and record.username == "hq.admin" and record.client_addr.startswith("cli:")
     details, query = json.loads(record.details), json.loads(record.query)
     assert query["at"] == "headquarters" and query["hit_cutoff"] < query["read_cutoff"]
     assert details["reads"] == 4 and details["hit_reads"] == 1 and details["images"] == 8

@@ -31,7 +31,7 @@ from sync import hq, post
 from sync.hq import search as hq_search
 from tests.conftest import make_settings
 from tests.sync.conftest import HQServer, add_reads, free_port
-from tests.web.conftest import CHROMIUM, PASSWORD, artifacts, csrf, page, sign_in  # noqa: F401 (fixtures)
+from tests.web.conftest import CHROMIUM, PASSWORD, artifacts, csrf, page, sign_in, state_purpose  # noqa: F401 (fixtures)
 from web.hq import create_hq_app
 from web.server import WebServer
 
@@ -97,7 +97,13 @@ def hq_site(tmp_path, hq_target):
                 must_change_password=False,
             )
             if trained:
-                users.set_training(actor, username, dt.date(2026, 1, 5), "ALPR 101", dt.date(2099, 1, 1))
+                users.set_training(
+                    actor,
+                    username,
+                    dt.date.today() - dt.timedelta(days=30),
+                    "ALPR 101",
+                    dt.date.today() + dt.timedelta(days=335),
+                )
     yield app, settings, posts
     if not hq.hq_database.is_closed():
         hq.hq_database.close()
@@ -450,6 +456,8 @@ def test_the_administrator_sees_headquarters_access_log_and_accounts(hq_site):
     admin = app.test_client()
     sign_in(admin, "admin.ray")
     assert admin.get("/").headers["Location"].endswith("/hq/reads/search")  # the admin's place of work here
+    assert "Why are you opening the access log" in admin.get("/audit/").get_data(as_text=True)
+    state_purpose(admin, "AUDIT", "AUD-2026-11")  # the log holds the plates searched: a purpose first
     log = admin.get("/audit/").get_data(as_text=True)
     assert "officer.lee" in log and "read.search" in log and "24-001234" in log
     accounts = admin.get("/admin/accounts").get_data(as_text=True)
