@@ -1,3 +1,3 @@
-from appliance.cli import main
+from appliance.cli import entry
 
-main(prog_name="waypost")
+entry()

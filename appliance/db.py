@@ -3,13 +3,16 @@
 SQLite in WAL mode with foreign keys and a busy timeout, tuned for an SD card. Writers take the
 lock up front (`write()`, BEGIN IMMEDIATE) so two writers never deadlock on an upgrade.
 
-Every search takes the write lock too (its access record is written in the transaction that
-reads), so a job that writes for long (a retention purge, a hotlist import) writes in chunks
-(`Paced`) that hold the lock about CHUNK_S each, well inside the busy timeout a search waits.
+A view that records what it shows reads in the transaction that records it, so it takes the
+write lock too; a job that writes for long (a retention purge, a hotlist import) writes in chunks
+(`Paced`) that hold the lock about CHUNK_S each, well inside the busy timeout such a view waits.
+A plate search may read for seconds: it reads in a `read()` transaction instead (a snapshot; in
+WAL mode the pipeline goes on writing meanwhile), between two short writes of its access records.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -45,7 +48,10 @@ def open_database(settings: Settings) -> SqliteDatabase:
     Binding the same file with the same pragmas again keeps the database object already bound:
     threads of the running post (upkeep, sync, pipeline) may be inside a transaction on it, and
     swapping it under them would leave their transaction open on a connection nobody commits."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not settings.db_path.exists():
+        # SQLite gives its -wal and -shm files the database file's mode: made 0600, all three are
+        os.close(os.open(settings.db_path, os.O_WRONLY | os.O_CREAT, 0o600))
     current = database.obj
     if (
         isinstance(current, SqliteDatabase)
@@ -58,9 +64,47 @@ def open_database(settings: Settings) -> SqliteDatabase:
     return db
 
 
+def exposed(settings: Settings) -> list[str]:
+    """The post's data that other local users may read or enter (the data directory, the database
+    and its journal files, the evidence): each as a sentence saying how to close it. The program
+    makes them for its own account alone (appliance/cli entry, open_database); a copy made by hand,
+    or a directory made before this check existed, may not be."""
+    found = []
+    paths = [settings.data_dir, settings.db_path, *(Path(f"{settings.db_path}{end}") for end in ("-wal", "-shm"))]
+    paths.append(settings.evidence_path)
+    for path in paths:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            continue
+        if mode & 0o007:
+            fix = "700" if path.is_dir() else "600"
+            found.append(f"{path} may be read by other users (mode {mode:04o}): chmod {fix} {path}")
+    return found
+
+
 def write():
     """A write transaction that takes the database lock at once (BEGIN IMMEDIATE)."""
     return database.atomic(lock_type="IMMEDIATE")
+
+
+@contextmanager
+def read():
+    """A read transaction: one snapshot for everything read in it, and never the write lock (the
+    connection is query_only meanwhile, so a write in it fails at once instead of taking the lock).
+    Refused inside another transaction: there it would be a savepoint of that transaction, holding
+    whatever lock it holds."""
+    if database.in_transaction():
+        raise RuntimeError(
+            "db.read() was opened inside another transaction, whose write lock it would keep: "
+            "open it on its own, after that transaction commits"
+        )
+    database.execute_sql("PRAGMA query_only = 1")
+    try:
+        with database.atomic():
+            yield database
+    finally:
+        database.execute_sql("PRAGMA query_only = 0")
 
 
 # How long one chunk of a long write holds the lock, and how long at most the job leaves it free

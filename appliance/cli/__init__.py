@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -62,6 +63,14 @@ class _LazyGroup(click.Group):
         if cmd_name in UNATTENDED and not hasattr(command, "permission"):
             command = unattended(UNATTENDED[cmd_name])(command)
         return command
+
+
+def entry() -> None:
+    """The `waypost` program (and `python -m appliance`): what it writes is plate data, evidence
+    and the access log, so it makes its files for its own account alone (0600, directories 0700),
+    whatever umask the shell or the service manager started it with."""
+    os.umask(0o077)
+    main(prog_name="waypost")
 
 
 @click.group(cls=_LazyGroup)

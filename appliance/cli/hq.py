@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import json
 import os
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 import waitress
 
-from appliance import bundle, db
+from appliance import audit, bundle, db
 from appliance.cli.context import (
     bootstrap_or_fail,
     filed_under,
@@ -22,6 +23,7 @@ from appliance.cli.context import (
     unattended,
 )
 from appliance.cli.types import ROW_ID
+from appliance.db import write
 from sync import hq
 from sync.hq import holds as hq_holds
 from sync.hq import retention as hq_purge
@@ -111,26 +113,79 @@ def _hq_run(ctx, database, action, *args):
             raise click.ClickException(str(exc)) from exc
 
 
-@unattended("enrols a post key")
+_POST_OPTIONS = (
+    click.option("--post", "post_id", required=True, help="The post's id (post.id in its config)."),
+    click.option("--name", default="", help="A name for people (default: the id)."),
+    click.option(
+        "--public-key",
+        "public_key",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="The post's public key file (<key_file>.pub from `waypost sync keygen`).",
+    ),
+    click.option(
+        "--pull-url", default=None, help="The post's web address, for `waypost hq pull` (e.g. http://post-1:8080)."
+    ),
+)
+
+
+def _post_options(command):
+    for option in reversed(_POST_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _enrol(ctx, database, post_id, name, public_key, pull_url, replace_reason, **details) -> None:
+    """Enrol through hq.enroll with its access record in headquarters' log (the accounts
+    database), written inside the enrolment's transaction: no enrolment without its record."""
+    actor = ctx.actor()
+    _hq_open_both(ctx, database)
+
+    def record(action: str, post, what: dict) -> None:
+        with write():
+            audit.record(
+                action, actor, query={"post": post.id}, objects=[f"hq_post:{post.id}"], details={**what, **details}
+            )
+
+    with db.connection(), hq.hq_database.connection_context():
+        try:
+            post = hq.enroll(
+                post_id, name, public_key.read_bytes(), pull_url, replace_reason=replace_reason, record=record
+            )
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
+
+
+@runs_as("settings.manage")
 @hq_group.command("enroll")
 @database_option
-@click.option("--post", "post_id", required=True, help="The post's id (post.id in its config).")
-@click.option("--name", default="", help="A name for people (default: the id).")
-@click.option(
-    "--public-key",
-    "public_key",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The post's public key file (<key_file>.pub from `waypost sync keygen`).",
-)
-@click.option(
-    "--pull-url", default=None, help="The post's web address, for `waypost hq pull` (e.g. http://post-1:8080)."
-)
+@_post_options
+@click.option("--replace", is_flag=True, help="Replace the key of a post enrolled with another key.")
+@click.option("--reason", default=None, help="With --replace: why the post's key changed (recorded).")
 @click.pass_obj
-def hq_enroll(ctx, database, post_id, name, public_key, pull_url):
-    """Enrol a post's public key (again, to replace it)."""
-    post = _hq_run(ctx, database, hq.enroll, post_id, name, public_key.read_bytes(), pull_url)
-    click.echo(f"enrolled post {post.id} ({post.name}), key id {post.key_id}")
+def hq_enroll(ctx, database, post_id, name, public_key, pull_url, replace, reason):
+    """Enrol a post's public key. An enrolled post's key is replaced only with --replace and a
+    --reason; a key another post holds is refused. Each enrolment is in headquarters' access log."""
+    if replace and not (reason or "").strip():
+        raise click.UsageError("--replace needs --reason: why the post's key changed", ctx=click.get_current_context())
+    _enrol(ctx, database, post_id, name, public_key, pull_url, reason if replace else None)
+
+
+@unattended(
+    "run by the provisioning (Ansible) from the inventory's list of posts, which is kept and reviewed in "
+    "version control; recorded as the system, with the operating-system user"
+)
+@hq_group.command("provision")
+@database_option
+@_post_options
+@click.pass_obj
+def hq_provision(ctx, database, post_id, name, public_key, pull_url):
+    """Enrol a post as the inventory lists it (the provisioning's own command): a new post is
+    enrolled, a key the inventory changed replaces the post's key, a key another post holds is
+    refused. Recorded as the system, with the provisioning and the OS user in the record."""
+    reason = f"provisioning: the inventory's key for post {post_id} changed (group_vars/hq.yml)"
+    _enrol(ctx, database, post_id, name, public_key, pull_url, reason, via="provisioning", os_user=getpass.getuser())
 
 
 @unattended("makes and prints headquarters key")

@@ -88,11 +88,12 @@ def db_migrate(ctx):
 @db_group.command("check")
 @pass_ctx
 def db_check(ctx):
-    """SQLite integrity check plus database-versus-evidence-files consistency."""
+    """SQLite integrity check, database-versus-evidence-files consistency, and files other users
+    may read."""
     ctx.open()
     with db.connection():
         integrity = db.integrity_check()
-        problems = store.check(ctx.settings, store.EvidenceStore(ctx.settings))
+        problems = db.exposed(ctx.settings) + store.check(ctx.settings, store.EvidenceStore(ctx.settings))
     if integrity != "ok":
         problems.insert(0, f"sqlite integrity_check: {integrity}")
     for p in problems:

@@ -30,7 +30,7 @@ def sync_keygen(ctx):
     click.echo(f"public key:  {bundle.public_key_file(s)}")
     click.echo(bundle.public_pem(public).decode().rstrip())
     click.echo(
-        f"enrol it at headquarters: waypost hq enroll --post {s.post.id} --name NAME "
+        f"enrol it at headquarters: waypost --as ADMIN hq enroll --post {s.post.id} --name NAME "
         f"--public-key {bundle.public_key_file(s).name}"
     )
 

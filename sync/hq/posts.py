@@ -7,6 +7,7 @@ import base64
 import hashlib
 import re
 import urllib.parse
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
 
@@ -25,12 +26,35 @@ from sync.hq.models import (
     write,
 )
 
+# What a post's configuration allows for post.id (appliance/config.py): an id no post can have
+# could only be an impostor's, or a typing error that would never match a post's batches.
+POST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
-def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None = None) -> HQPost:
-    """Enrol a post (or replace its key). The key is PEM or base64 of the raw 32 bytes."""
+# Headquarters' access log (its accounts database): every enrolment, key replacement and change.
+for _action in ("posts.enroll", "posts.update", "posts.replace_key"):
+    audit.register_action(_action, False)
+
+
+def enroll(
+    post_id: str,
+    name: str,
+    public_key_text: bytes,
+    pull_url: str | None = None,
+    *,
+    replace_reason: str | None = None,
+    record: Callable[[str, HQPost, dict], object] | None = None,
+) -> HQPost:
+    """Enrol a post. The key is PEM or base64 of the raw 32 bytes; it is the post's identity, so
+    it is refused when another post holds it, and an enrolled post's key is replaced only with
+    `replace_reason` (the same key again only updates the name and pull URL). `record(action,
+    post, details)` runs inside the enrolment's transaction (the caller's access record: if it
+    cannot be written, nothing is enrolled)."""
     post_id = post_id.strip()
-    if not post_id:
-        raise HQError("a post id is required")
+    if not POST_ID.fullmatch(post_id):
+        raise HQError(
+            f"post id {post_id!r}: use lower-case letters, digits and dashes, at most 40, starting with a letter "
+            "or a digit (the post's own post.id)"
+        )
     if pull_url:
         problem = pull_url_problem(pull_url)
         if problem:
@@ -40,20 +64,42 @@ def enroll(post_id: str, name: str, public_key_text: bytes, pull_url: str | None
     except bundle.BundleError as exc:
         raise HQError(str(exc)) from None
     raw = base64.b64encode(bundle.raw_public(key)).decode()
+    key_id = bundle.key_id(key)
     with write():
+        holder = HQPost.select(HQPost.id).where((HQPost.public_key == raw) & (HQPost.id != post_id)).first()
+        if holder is not None:
+            raise HQError(
+                f"this key (key id {key_id}) is already enrolled for post {holder.id}: one key under two ids would "
+                f"let one post send as the other. Each post has its own key (`waypost sync keygen` on it)."
+            )
         post = locked_post(post_id)
+        details: dict = {"post": post_id, "key_id": key_id}
         if post is None:
             post = HQPost.create(
-                id=post_id, name=name or post_id, public_key=raw, key_id=bundle.key_id(key), pull_url=pull_url or ""
+                id=post_id, name=name or post_id, public_key=raw, key_id=key_id, pull_url=pull_url or ""
             )
+            action = "posts.enroll"
+            details.update(name=post.name, pull_url=post.pull_url)
         else:
-            # the key and name only: never the position (last_seq, chain_seq, chain_hash, ...)
-            post.name, post.public_key, post.key_id = name or post.name, raw, bundle.key_id(key)
+            if post.public_key != raw and not (replace_reason or "").strip():
+                raise HQError(
+                    f"post {post_id} is enrolled with key id {post.key_id}: replacing its key changes who may send as "
+                    f"{post_id}. If its key really changed, give --replace --reason saying why."
+                )
+            action = "posts.update" if post.public_key == raw else "posts.replace_key"
+            if action == "posts.replace_key":
+                details.update(old_key_id=post.key_id, reason=(replace_reason or "").strip())
+            # the key, name and address only: never the position (last_seq, chain_seq, chain_hash, ...)
+            details.update(old_name=post.name, name=name or post.name)
+            post.name, post.public_key, post.key_id = name or post.name, raw, key_id
             changed = [HQPost.name, HQPost.public_key, HQPost.key_id]
             if pull_url is not None:
+                details.update(old_pull_url=post.pull_url, pull_url=pull_url)
                 post.pull_url = pull_url
                 changed.append(HQPost.pull_url)
             post.save(only=changed)
+        if record is not None:
+            record(action, post, details)
     return post
 
 

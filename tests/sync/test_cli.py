@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from appliance import bundle
 from appliance.cli import main
+from tests.conftest import operator_env
 from tests.sync.conftest import HQServer, add_reads, hq_reads, post_reads
 
 
@@ -36,7 +37,8 @@ def test_keygen_enroll_push_and_status(settings, db, hq_path, hq_port):
     out = run(settings, "sync", "keygen")
     assert out.exit_code == 0, out.output
     key_id = bundle.key_id(bundle.post_key(settings).public_key())
-    assert key_id in out.output and "BEGIN PUBLIC KEY" in out.output and "waypost hq enroll" in out.output
+    assert key_id in out.output and "BEGIN PUBLIC KEY" in out.output and "waypost --as ADMIN hq enroll" in out.output
+    admin = operator_env(settings, "capt.ruiz", "admin")  # headquarters' administrator (one data_dir here)
     enrolled = run(
         settings,
         "hq",
@@ -49,6 +51,7 @@ def test_keygen_enroll_push_and_status(settings, db, hq_path, hq_port):
         "Main St",
         "--public-key",
         str(bundle.public_key_file(settings)),
+        env=admin,
     )
     assert enrolled.exit_code == 0 and key_id in enrolled.output, enrolled.output
     add_reads(settings, 3)
@@ -70,10 +73,13 @@ def test_keygen_enroll_push_and_status(settings, db, hq_path, hq_port):
     assert "verified" in shown.output
 
 
-def test_enroll_refuses_a_file_that_is_not_a_key(settings, tmp_path, hq_path):
+def test_enroll_refuses_a_file_that_is_not_a_key(settings, db, tmp_path, hq_path):
     bad = tmp_path / "key.pub"
     bad.write_text("hello")
-    out = run(settings, "hq", "enroll", "--database", str(hq_path), "--post", "post-1", "--public-key", str(bad))
+    admin = operator_env(settings, "capt.ruiz", "admin")
+    out = run(
+        settings, "hq", "enroll", "--database", str(hq_path), "--post", "post-1", "--public-key", str(bad), env=admin
+    )
     assert out.exit_code != 0 and "not an Ed25519 public key" in out.output
 
 
