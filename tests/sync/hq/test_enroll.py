@@ -49,7 +49,7 @@ def hq_cli(tmp_path, hq_target):
         assert result.exit_code == code, result.output
         return result.output
 
-    run.settings = settings  # type: ignore[attr-defined]
+    run.settings = settings
     return run
 
 
