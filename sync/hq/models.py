@@ -252,6 +252,16 @@ DIALECT = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "bytewise": "TEXT"},
     "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "bytewise": 'TEXT COLLATE "C"'},
 }
+# Filling hq_read_image (version 8) from the reads already held: the images each read's JSON names.
+DIALECT["sqlite"]["read_images_from_json"] = """INSERT OR IGNORE INTO hq_read_image (read_id, sha256)
+    SELECT r.id, json_extract(image.value, '$.sha256') FROM hq_read r, json_each(r.data, '$.images') image
+    WHERE image.type = 'object' AND json_type(image.value, '$.sha256') = 'text'"""
+DIALECT["postgres"]["read_images_from_json"] = """INSERT INTO hq_read_image (read_id, sha256)
+    SELECT r.id, image->>'sha256' FROM hq_read r CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(r.data::jsonb->'images') = 'array' THEN r.data::jsonb->'images' ELSE '[]'::jsonb END
+    ) image
+    WHERE jsonb_typeof(image) = 'object' AND jsonb_typeof(image->'sha256') = 'string'
+    ON CONFLICT DO NOTHING"""
 
 # Headquarters' schema, versioned like the post's (a change is a new entry, never an edit).
 SCHEMA = [
@@ -349,6 +359,18 @@ SCHEMA = [
             hold_id BIGINT NOT NULL, post_id TEXT NOT NULL, read_uuid TEXT NOT NULL,
             PRIMARY KEY (hold_id, read_uuid))""",
             "CREATE INDEX hq_legal_hold_read_uuid ON hq_legal_hold_read (post_id, read_uuid)",
+        ],
+    ),
+    # Which reads use which image (sync/hq/retention.py): an image is deleted when no remaining read
+    # names it, counted exactly, not guessed from capture times (a frozen camera or a looping source
+    # sends byte-identical crops minutes apart).
+    (
+        8,
+        [
+            """CREATE TABLE hq_read_image (
+            read_id BIGINT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (read_id, sha256))""",
+            "CREATE INDEX hq_read_image_sha256 ON hq_read_image (sha256)",
+            "{read_images_from_json}",
         ],
     ),
 ]
