@@ -265,9 +265,9 @@ def report_bootstrap(result) -> None:
         click.echo("")
 
 
-def bootstrap_or_fail(settings):
+def bootstrap_or_fail(settings, create_admin: bool = True):
     try:
-        return bootstrap(settings)
+        return bootstrap(settings, create_admin=create_admin)
     except (users.UserError, db.MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # a data directory that is a file, read-only, on a full disk...

@@ -185,6 +185,10 @@ def hq_provision(ctx, database, post_id, name, public_key, pull_url):
     enrolled, a key the inventory changed replaces the post's key, a key another post holds is
     refused. Recorded as the system, with the provisioning and the OS user in the record."""
     reason = f"provisioning: the inventory's key for post {post_id} changed (group_vars/hq.yml)"
+    # Ansible enrols before the service has ever started: make the accounts database (where the
+    # enrolment is recorded) if it is missing, but no administrator: the service's first start
+    # creates that and prints its password once, where the technician reads it.
+    report_bootstrap(bootstrap_or_fail(ctx.settings, create_admin=False))
     _enrol(ctx, database, post_id, name, public_key, pull_url, reason, via="provisioning", os_user=getpass.getuser())
 
 

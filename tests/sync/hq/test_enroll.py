@@ -16,7 +16,7 @@ from appliance import config
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
 from appliance.cli import main
-from appliance.models import AccessRecord
+from appliance.models import AccessRecord, User
 from sync import hq
 from tests.conftest import operator_env
 
@@ -126,3 +126,26 @@ def test_provisioning_enrols_from_the_inventory_as_the_system_and_says_so(hq_cli
     assert json.loads(enrolled.details)["via"] == "provisioning"
     hq_cli("provision", "--post", "post-g", "--public-key", rotated, as_=None, code=1)  # post-f's key
     assert _post(hq_target, "post-g") is None
+
+
+def test_provisioning_a_fresh_headquarters_makes_its_accounts_database_without_an_administrator(hq_target, tmp_path):
+    """Ansible enrols the inventory's posts before the service has ever started: the accounts
+    database (where the enrolment is recorded) does not exist yet. Provisioning creates it, but no
+    administrator: the service's first start creates that and prints the password once."""
+    env = {
+        "WAYPOST_STORAGE__DATA_DIR": str(tmp_path / "fresh"),
+        "WAYPOST_STORAGE__MIN_FREE_MB": "0",
+        "WAYPOST_CONFIG": "",
+    }
+    key = _key_file(tmp_path, "first")
+    result = CliRunner().invoke(
+        main, ["hq", "provision", "--database", hq_target, "--post", "post-f", "--public-key", key], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "password" not in result.output
+    settings = config.load(None, environ=env)
+    (enrolled,) = _records(settings, "posts.")
+    assert enrolled.username == "system"
+    assert _post(hq_target, "post-f") is not None
+    with dbmod.connection():
+        assert User.select().count() == 0
