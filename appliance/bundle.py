@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from appliance import audit
+from appliance import audit, untrusted_json
 from appliance.db import write
 from appliance.models import database
 
@@ -281,7 +281,7 @@ def verify(data: bytes, public_key: Ed25519PublicKey | None = None) -> Checked:
     (with `public_key` if given, else with the key the bundle names, which says only that the bundle
     is intact: compare its key_id with the post's)."""
     try:
-        doc = json.loads(data)
+        doc = untrusted_json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         return Checked(False, problems=[f"not a JSON document: {exc}"])
     if not isinstance(doc, dict) or doc.get("bundle") != FORMAT:

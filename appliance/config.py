@@ -239,7 +239,21 @@ class WebSettings(Section):
         "127.0.0.1", description="Address the web UI listens on. A post behind the TLS proxy keeps 127.0.0.1."
     )
     port: int = Field(8080, ge=1, le=65535, description="Port of the web UI.")
-    threads: int = Field(8, ge=2, le=64, description="waitress worker threads (each open live view holds one).")
+    threads: int = Field(
+        8,
+        ge=2,
+        le=64,
+        description="waitress worker threads. Each open live stream (live view, alerts page) holds one; streams "
+        "may take at most half of them, so pages and sign-in always have the rest.",
+    )
+    streams_per_account: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Live streams (live view, alerts page) one account may have open at once; one more, or one "
+        "past half of web.threads for the whole post, is answered 503 with Retry-After and the page tries "
+        "again later by itself.",
+    )
     secret_key_file: str = Field(
         "secret_key",
         min_length=1,
@@ -249,12 +263,61 @@ class WebSettings(Section):
         30, ge=1, le=480, description="A session ends after this many idle minutes (CJIS: 30)."
     )
     secure_cookies: bool = Field(False, description="Mark cookies Secure. Turn on when the UI is served over TLS.")
-    trusted_proxy: bool = Field(False, description="Trust X-Forwarded-For/Proto from a reverse proxy on this host.")
+    trusted_proxy: bool = Field(
+        False,
+        description="Trust X-Forwarded-For/Proto from a reverse proxy on this host (connecting from 127.0.0.1): "
+        "the access log and the sign-in throttle then see the client's address.",
+    )
     failed_logins_before_lockout: int = Field(
-        5, ge=1, le=20, description="Failed sign-ins before an account is locked."
+        5,
+        ge=1,
+        le=20,
+        description="Failed sign-ins in a row before an account is locked (CJIS), which also ends its sessions. "
+        "The lock refuses addresses with a failed sign-in (web.failed_login_window_minutes); as many failures "
+        "again during the lock, from other addresses, lock it for every address.",
     )
     lockout_minutes: int = Field(30, ge=1, le=1440, description="How long a locked account stays locked.")
+    failed_logins_per_address: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Failed sign-ins from one client address (any username) within "
+        "web.failed_login_window_minutes before that address is refused (HTTP 429) until the oldest of them is "
+        "older than the window. Behind web.trusted_proxy the address is the client's from X-Forwarded-For.",
+    )
+    failed_login_window_minutes: int = Field(
+        15,
+        ge=1,
+        le=1440,
+        description="How long a failed sign-in counts against its address. A locked account still signs in, with "
+        "the right password, from an address with no failed sign-in in this window.",
+    )
     min_password_length: int = Field(12, ge=8, le=128, description="Minimum password length.")
+
+
+class SearchSettings(Section):
+    time_cap_s: float = Field(
+        10.0,
+        ge=1.0,
+        le=300.0,
+        description="Longest one plate search may run; past it the search is stopped, nothing is shown and it is "
+        "recorded as refused. A search reads a snapshot, so it never holds up the pipeline's writes; the cap "
+        "bounds the web thread and the core it takes.",
+    )
+    heavy_per_user: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Heavy searches (a pattern the index narrows by fewer than two trigrams, such as 1?1?1?1 over a "
+        "time range) one account may run at once; another is refused (HTTP 429) and recorded as refused.",
+    )
+    heavy_at_once: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Heavy searches the post runs at once, all accounts together (the pipeline needs the cores "
+        "too); another is refused as busy (HTTP 503) and recorded as refused.",
+    )
 
 
 class Purpose(Section):
@@ -358,6 +421,7 @@ class Settings(Section):
     hotlist: HotlistSettings = HotlistSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    search: SearchSettings = SearchSettings()
     audit: AuditSettings = AuditSettings()
     sync: SyncSettings = SyncSettings()
     retention: RetentionSettings = RetentionSettings()

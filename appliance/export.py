@@ -32,6 +32,7 @@ in the department's access log, which the statement says how to confirm.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import datetime as dt
@@ -43,7 +44,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from appliance import audit, spreadsheet
+from appliance import audit, spreadsheet, untrusted_json
 from appliance.config import Settings
 from appliance.db import database, write
 from appliance.holds import HoldError, HoldRead, LegalHold
@@ -394,6 +395,45 @@ class _Bad(Exception):
     pass
 
 
+# What the files of an export can be, checked from the ZIP's directory before a byte is unpacked
+# (a 1.4 MB ZIP unpacked to a 1 GB manifest, read whole). The reads files have no size of their
+# own (an export holds as many reads as it holds); they are read a line at a time, to LINE_BYTES.
+MiB = 2**20
+MOST_BYTES = {MANIFEST: 64 * MiB, RECORD: MiB, STATEMENT: MiB}  # any other name: IMAGE_BYTES
+IMAGE_BYTES = 32 * MiB  # a context frame is well under 1 MiB
+LINE_BYTES = MiB  # a read's row is about 1 KB
+# Deflate shrinks an export's text files a few times at most; past MAX_RATIO a member is a ZIP
+# bomb, not an export. Members under RATIO_FROM unpack to too little to matter, whatever the ratio.
+MAX_RATIO = 100
+RATIO_FROM = MiB
+
+
+def _check_sizes(zf: zipfile.ZipFile) -> None:
+    for info in zf.infolist():
+        name, size, packed = info.filename, info.file_size, max(info.compress_size, 1)
+        most = None if name in (READS_CSV, READS_JSON) else MOST_BYTES.get(name, IMAGE_BYTES)
+        if most is not None and size > most:
+            raise _Bad(
+                f"{name}: unpacks to {size} bytes; an evidence export's is at most {most} "
+                "(not a Waypost export: refused unread)"
+            )
+        if size > RATIO_FROM and size > MAX_RATIO * packed:
+            raise _Bad(
+                f"{name}: compressed {size // packed}:1 ({packed} bytes unpack to {size}); no file of an "
+                f"evidence export shrinks more than {MAX_RATIO}:1 (a ZIP bomb: refused unread)"
+            )
+
+
+def _read_member(zf: zipfile.ZipFile, name: str) -> bytes:
+    """A member whose size _check_sizes bounded, read to that bound whatever its header said."""
+    most = MOST_BYTES.get(name, IMAGE_BYTES)
+    with zf.open(name) as f:
+        data = f.read(most + 1)
+    if len(data) > most:
+        raise _Bad(f"{name}: more than {most} bytes; an evidence export's is at most that")
+    return data
+
+
 def verify(path: Path) -> Report:
     """Check an evidence ZIP on its own; the first problem found is reported."""
     try:
@@ -415,8 +455,13 @@ def _hash_member(zf: zipfile.ZipFile, name: str) -> str:
 
 def _text_lines(raw, name: str):
     """The lines of a member as text, each decoded on its own so that bad UTF-8 is named by its line
-    (a TextIOWrapper decodes ahead, in chunks, and would raise on an earlier line's read)."""
-    for n, line in enumerate(raw, start=1):
+    (a TextIOWrapper decodes ahead, in chunks, and would raise on an earlier line's read), and each
+    read to LINE_BYTES: a line that never ends is not held whole."""
+    n = 0
+    while line := raw.readline(LINE_BYTES + 1):
+        n += 1
+        if len(line) > LINE_BYTES:
+            raise _Bad(f"{name} line {n}: longer than {LINE_BYTES} bytes, which no read's row is: not a Waypost export")
         try:
             yield line.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -437,7 +482,9 @@ def _json_rows(zf: zipfile.ZipFile, name: str):
             if text == "]":
                 return
             try:
-                row = json.loads(text[1:] if text.startswith(",") else text)
+                row = untrusted_json.loads(text[1:] if text.startswith(",") else text)
+            except untrusted_json.TooDeep as exc:
+                raise _Bad(f"{name} line {n}: {exc}") from None
             except json.JSONDecodeError as exc:
                 raise _Bad(f"{name} line {n}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
@@ -465,14 +512,15 @@ def _verify(path: Path) -> list[str]:
     except (zipfile.BadZipFile, OSError) as exc:
         raise _Bad(f"{path}: not a readable ZIP file ({exc})") from None
     with zf:
+        _check_sizes(zf)
         names = [i.filename for i in zf.infolist()]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, count in collections.Counter(names).items() if count > 1)
         if dup:
             raise _Bad(f"{dup[0]}: appears more than once in the ZIP")
         if MANIFEST not in names:
             raise _Bad(f"{MANIFEST} is missing")
         try:
-            manifest = json.loads(zf.read(MANIFEST))
+            manifest = untrusted_json.loads(_read_member(zf, MANIFEST))
             files = {n: (e["sha256"], int(e["bytes"])) for n, e in manifest["files"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _Bad(f"{MANIFEST}: not a Waypost evidence manifest ({exc})") from None
@@ -539,7 +587,7 @@ def _verify(path: Path) -> list[str]:
             raise _Bad(f"images/{sha}.jpg: no read in {READS_CSV} refers to it")
 
         try:
-            [rec] = json.loads(zf.read(RECORD))["records"]
+            [rec] = untrusted_json.loads(_read_member(zf, RECORD))["records"]
             row = tuple(rec[c] for c in audit.COLUMNS)
         except (ValueError, KeyError, TypeError) as exc:
             raise _Bad(f"{RECORD}: not one access record with the fields {', '.join(audit.COLUMNS)} ({exc})") from None
@@ -548,8 +596,8 @@ def _verify(path: Path) -> list[str]:
         if audit._digest(row) != rec["hash"]:
             raise _Bad(f"{RECORD}: record {rec['seq']} does not match its own hash (a field was changed)")
         try:
-            details = json.loads(rec["details"])
-            objects = json.loads(rec["object_ids"])
+            details = untrusted_json.loads(rec["details"])
+            objects = untrusted_json.loads(rec["object_ids"])
         except (TypeError, ValueError):
             raise _Bad(f"{RECORD}: details or object_ids are not JSON") from None
         if (

@@ -23,6 +23,14 @@ exact.
 
 `index_read()` must be called in the read's own transaction (store.save_read does), and
 `unindex_read()` before a read is deleted: the table is contentless, so it is told what to remove.
+
+A search only reads, and may read for seconds (a pattern scanning a time range): an officer's runs in
+a read transaction (db.read(), a snapshot that never holds up the pipeline's writes), between the
+two short writes that record it (web/reads.py: "read.search_asked" before it runs, then
+"read.search" naming the plates shown, or "read.search_refused" saying why nothing was). Two
+bounds keep many of them from taking the post's cores and web threads: `time_cap_s`, past which a
+search is stopped, and `Running`, how many heavy searches (see `heavy()`) run at once, per
+account and in all.
 """
 
 from __future__ import annotations
@@ -31,7 +39,15 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import peewee
+
+from appliance import audit
 from appliance.db import database
 from appliance.hotlist import skeleton
 from appliance.models import Alert, Read
@@ -46,10 +62,38 @@ PAGE_MAX = 100
 
 _PLATE = re.compile(r"^[A-Z0-9]{1,10}$")
 _PATTERN = re.compile(r"^[A-Z0-9*?]{1,12}$")
+PROGRESS_STEPS = 1000  # SQLite VM steps between two looks at the time cap (a few microseconds of work)
+
+# An officer's search is recorded before it runs and after (see the module docstring); a search
+# refused, before or while it runs, is recorded as refused, with the reason and nothing shown.
+audit.register_action("read.search_asked", True)
+audit.register_action("read.search_refused", True)
 
 
 class SearchError(ValueError):
-    """The query cannot be run as given; the message says why and what to change."""
+    """The query cannot be run as given; the message says why and what to change. `reason` is the
+    word the refused search's access record keeps."""
+
+    reason = "invalid"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class SearchStopped(SearchError):
+    """The search ran past its time cap and was stopped before it showed anything."""
+
+    reason = "time cap"
+
+
+class SearchLimited(SearchError):
+    """Too many heavy searches run already: this account's (`own`), or the post's. Try again shortly."""
+
+    def __init__(self, message: str, reason: str, retry_after_s: int, own: bool):
+        super().__init__(message, reason)
+        self.retry_after_s, self.own = retry_after_s, own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,12 +205,24 @@ def _match_expr(trigrams: set[str]) -> str:
     return " AND ".join(f'"{t}"' for t in sorted(trigrams))
 
 
-def _pattern_regex(mode: str, text: str) -> re.Pattern:
+@dataclasses.dataclass(frozen=True)
+class _Pattern:
+    whole: re.Pattern  # matches one text whole (fullmatch)
+    quoted: re.Pattern  # finds, in the alternatives as stored (JSON), a quoted text `whole` matches
+
+
+def _pattern(mode: str, text: str) -> _Pattern:
+    """A scan checks up to MAX_SCAN reads: `quoted` looks for a matching alternative in the stored
+    JSON before it is decoded (a decode per read held the GIL for most of a scan). Every text is
+    there between double quotes, as it is unless JSON escaped something in it (_accept decodes
+    those)."""
     if mode == "exact":
-        return re.compile(re.escape(text))
-    if mode == "partial":
-        return re.compile(".*" + re.escape(text) + ".*")
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text))
+        parts = [(re.escape(text), re.escape(text))]
+    elif mode == "partial":
+        parts = [(".*", '[^"]*'), (re.escape(text), re.escape(text)), (".*", '[^"]*')]
+    else:
+        parts = [(".*", '[^"]*') if c == "*" else (".", '[^"]') if c == "?" else (re.escape(c),) * 2 for c in text]
+    return _Pattern(re.compile("".join(w for w, _ in parts)), re.compile('"' + "".join(q for _, q in parts) + '"'))
 
 
 def candidate_queries(q: Query) -> list[str] | None:
@@ -186,9 +242,86 @@ def candidate_queries(q: Query) -> list[str] | None:
             variants.append(folded[:i] + folded[i + 1 :])  # deletion
             out.extend(_match_expr(_trigrams(v)) for v in variants if _trigrams(v))
         return sorted(set(out)) if out else None
-    runs = re.split(r"[*?]", q.text) if q.mode == "wildcard" else [q.text]
-    grams = set().union(*(_trigrams(skeleton(r)) for r in runs))
+    grams = _known_trigrams(q)
     return [_match_expr(grams)] if grams else None
+
+
+def _known_trigrams(q: Query) -> set[str]:
+    """The trigrams every match of an exact, wildcard or partial query holds (its runs of known
+    characters, folded)."""
+    runs = re.split(r"[*?]", q.text) if q.mode == "wildcard" else [q.text]
+    return set().union(*(_trigrams(skeleton(r)) for r in runs))
+
+
+def heavy(q: Query) -> bool:
+    """Whether the query is heavy: the index narrows it by fewer than two trigrams, so it scans a
+    time range (a pattern without three known characters in a row) or checks every read holding
+    one trigram (1?1?111). Raises SearchError, before anything is read, for a query that cannot
+    run at all (a bad plate, a scan without a time range)."""
+    q = dataclasses.replace(q, text=normalise(q.text, q.mode))
+    if q.mode == "similar":  # every position's candidates are narrowed by two trigrams or spelled out
+        return False
+    grams = _known_trigrams(q)
+    if not grams and not (q.since and q.until):
+        raise _unbounded()
+    return len(grams) < 2
+
+
+def _unbounded() -> SearchError:
+    return SearchError(
+        "this pattern has no three known characters in a row, so it would search every "
+        "read: give a time range (from and to), or more characters",
+        "too broad",
+    )
+
+
+class Running:
+    """The heavy searches running now in this process, by account, within two bounds: `per_user`
+    for one account (a second tab or a script's loop waits its turn) and `at_once` for all. A
+    search over either is refused at once rather than queued: a queue would hold a web thread
+    each, and the officer is better told to try again."""
+
+    RETRY_AFTER_S = 5
+
+    def __init__(self, per_user: int, at_once: int):
+        if per_user < 1 or at_once < 1:
+            raise ValueError(f"search bounds must be at least 1, got per_user={per_user} at_once={at_once}")
+        self.per_user, self.at_once = per_user, at_once
+        self._lock = threading.Lock()
+        self._by_user: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, username: str) -> Iterator[None]:
+        with self._lock:
+            mine = self._by_user.get(username, 0)
+            if mine >= self.per_user:
+                raise SearchLimited(
+                    f"you already have {mine} heavy search{'' if mine == 1 else 'es'} running (at most "
+                    f"{self.per_user} at once, search.heavy_per_user): wait for it to finish, or give three "
+                    "known characters in a row",
+                    "over the per-user bound",
+                    self.RETRY_AFTER_S,
+                    own=True,
+                )
+            if sum(self._by_user.values()) >= self.at_once:
+                raise SearchLimited(
+                    f"the post is busy: it runs at most {self.at_once} heavy search{'' if self.at_once == 1 else 'es'} "
+                    f"at once (search.heavy_at_once); try again in {self.RETRY_AFTER_S} seconds, or give three "
+                    "known characters in a row",
+                    "busy",
+                    self.RETRY_AFTER_S,
+                    own=False,
+                )
+            self._by_user[username] = mine + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._by_user[username] - 1
+                if left:
+                    self._by_user[username] = left
+                else:
+                    del self._by_user[username]
 
 
 def _filters(q: Query) -> tuple[str, list]:
@@ -230,31 +363,81 @@ def _similar_hit(q: Query, read: Read) -> Hit | None:
     return best
 
 
-def search(q: Query, limit: int = 25, before: int | None = None) -> Page:
-    """Newest first (similar: best first); `before` continues after the last page's oldest read."""
+def search(q: Query, limit: int = 25, before: int | None = None, time_cap_s: float | None = None) -> Page:
+    """Newest first (similar: best first); `before` continues after the last page's oldest read.
+    With `time_cap_s`, a search still running after that many seconds is stopped (SearchStopped)."""
     if not 1 <= limit <= PAGE_MAX:
         raise SearchError(f"page size must be 1 to {PAGE_MAX}")
     q = dataclasses.replace(q, text=normalise(q.text, q.mode))
     matches = candidate_queries(q)
     where, args = _filters(q)
-    regex = _pattern_regex(q.mode, q.text)
+    pattern = _pattern(q.mode, q.text)
     # The page is chosen on the texts, then its whole rows are read (_hydrated): one snapshot for
-    # both (a savepoint inside the caller's write transaction; a read transaction for a caller
-    # in autocommit, such as a sharing export, while a paced purge commits between statements).
-    with database.atomic():
+    # both (a savepoint inside the caller's transaction, such as db.read(); a read transaction
+    # for a caller in autocommit, such as a sharing export, while a paced purge commits between
+    # statements).
+    with database.atomic(), _capped(time_cap_s) as cap:  # the cap is lifted before a rollback runs
         if matches is None:
-            return _scan(q, regex, where, args, limit, before)
+            return _scan(q, pattern, where, args, limit, before, cap)
         if q.mode == "similar":
             return _similar(q, matches, where, args, limit, before)
-        return _indexed(q, matches[0], regex, where, args, limit, before)
+        return _indexed(q, matches[0], pattern, where, args, limit, before, cap)
 
 
-def _accept(q: Query, regex: re.Pattern, read: Read) -> Hit | None:
+class _Cap:
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.passed = False
+
+    def over(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.passed = True
+        return self.passed
+
+    def stopped(self) -> SearchStopped:
+        return SearchStopped(
+            f"this search ran past the {self.seconds:g} s one search may take (search.time_cap_s) and was "
+            "stopped: narrow the time range or give more known characters"
+        )
+
+
+@contextmanager
+def _capped(seconds: float | None) -> Iterator[_Cap]:
+    """The time cap, looked at between rows (_first_page) and, through SQLite's progress handler,
+    inside a statement that runs long before its next row (a filter that rejects most candidates):
+    the handler interrupts it, and the interruption is turned into SearchStopped."""
+    cap = _Cap(seconds)
+    if seconds is None:
+        yield cap
+        return
+    conn = database.connection()
+    conn.set_progress_handler(lambda: int(cap.over()), PROGRESS_STEPS)
+    try:
+        yield cap
+    except (sqlite3.OperationalError, peewee.OperationalError) as exc:
+        if cap.passed:
+            raise cap.stopped() from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, PROGRESS_STEPS)
+
+
+def _accept(q: Query, pattern: _Pattern, row: tuple) -> Hit | None:
     """Exact, wildcard and partial searches match the real texts (the folded index only
-    proposes, alternatives included); "similar" is the search that forgives confusable characters."""
-    for i, text in enumerate(_candidate_texts(q, read)):
-        if regex.fullmatch(text):
-            return Hit(read, text, i > 0, ("match", i > 0, -read.id))
+    proposes, alternatives included); "similar" is the search that forgives confusable characters.
+    `row` is (id, plate, alternatives as stored): a scan checks up to MAX_SCAN of them, so the
+    alternatives are decoded only when one of them may match, and a Read is made for a hit only
+    (a peewee model and a JSON decode per row took most of a scan's time, and the GIL with it,
+    which the pipeline's thread needs too); the page's hits are read whole after (_hydrated)."""
+    read_id, plate, stored = row
+    if pattern.whole.fullmatch(plate):
+        return Hit(Read(id=read_id, plate=plate), plate, False, ("match", False, -read_id))
+    if not q.alternatives or not stored or ("\\" not in stored and not pattern.quoted.search(stored)):
+        return None  # (a text JSON escaped, with a backslash, is decoded and checked whole)
+    for text in texts_of(plate, json.loads(stored))[1:]:
+        if pattern.whole.fullmatch(text):
+            return Hit(Read(id=read_id, plate=plate), text, True, ("match", True, -read_id))
     return None
 
 
@@ -268,11 +451,14 @@ _TEXT_OF_READ = "r.id, r.plate, r.alternatives"
 
 
 def _texts(sql: str, args: list):
-    """Candidates as (id, plate, alternatives) only: a search runs inside the write transaction
-    that records it, and decoding whole rows cost a scan ten times more (seconds of the lock for
-    a pattern scanning a month). Whole rows are read for the page's hits only (_hydrated)."""
-    for read_id, plate, alternatives in database.execute_sql(sql, args):
-        yield Read(id=read_id, plate=plate, alternatives=json.loads(alternatives or "[]"))
+    """Candidates as (id, plate, alternatives as stored) only: decoding whole rows cost a scan ten
+    times more (seconds for a pattern scanning a month). Whole rows are read for the page's hits
+    only (_hydrated)."""
+    cursor = database.execute_sql(sql, args)
+    try:
+        yield from cursor
+    finally:
+        cursor.close()
 
 
 def _hydrated(hits: list[Hit]) -> list[Hit]:
@@ -289,7 +475,7 @@ def _hydrated(hits: list[Hit]) -> list[Hit]:
     return hits
 
 
-def _indexed(q, match, regex, where, args, limit, before) -> Page:
+def _indexed(q, match, pattern, where, args, limit, before, cap: _Cap) -> Page:
     sql = (
         f"SELECT {_TEXT_OF_READ} FROM read_text t JOIN read r ON r.id = t.rowid "
         f"WHERE read_text MATCH ?"
@@ -297,38 +483,53 @@ def _indexed(q, match, regex, where, args, limit, before) -> Page:
         + (f" AND {where}" if where else "")
         + " ORDER BY t.rowid DESC"
     )
-    return _first_page(q, _texts(sql, [match] + ([before] if before else []) + args), regex, limit)
+    return _first_page(q, _texts(sql, [match] + ([before] if before else []) + args), pattern, limit, cap)
 
 
-def _scan(q, regex, where, args, limit, before) -> Page:
+def _scan(q, pattern, where, args, limit, before, cap: _Cap) -> Page:
+    """The reads of the time range, newest first. SQLite finds a range's reads by the captured_at
+    index, but must then sort all of them by id before handing back the first: for a range that
+    holds more than MAX_SCAN (a year of 10,000,000 reads) that sort took seconds and a gigabyte
+    before one read was checked. Such a range is walked by id instead, newest first, and stops
+    after MAX_SCAN of its reads; counting that far reads the index alone (tens of milliseconds)."""
     if not (q.since and q.until):
-        raise SearchError(
-            "this pattern has no three known characters in a row, so it would search every "
-            "read: give a time range (from and to), or more characters"
-        )
+        raise _unbounded()
+    in_range = database.execute_sql(
+        "SELECT count(*) FROM (SELECT 1 FROM read WHERE captured_at >= ? AND captured_at <= ? LIMIT ?)",
+        [q.since, q.until, MAX_SCAN + 1],
+    ).fetchone()[0]
     sql = (
-        f"SELECT {_TEXT_OF_READ} FROM read r WHERE {where}"
+        f"SELECT {_TEXT_OF_READ} FROM read r {'NOT INDEXED ' if in_range > MAX_SCAN else ''}WHERE {where}"
         + (" AND r.id < ?" if before else "")
         + " ORDER BY r.id DESC"
     )
-    return _first_page(q, _texts(sql, args + ([before] if before else [])), regex, limit, max_scan=MAX_SCAN)
+    return _first_page(q, _texts(sql, args + ([before] if before else [])), pattern, limit, cap, max_scan=MAX_SCAN)
 
 
-def _first_page(q: Query, reads, regex, limit, max_scan: int | None = None) -> Page:
+def _first_page(q: Query, reads, pattern, limit, cap: _Cap, max_scan: int | None = None) -> Page:
     """Check candidates newest first until a page (and one more, to know there is a next) matched."""
     hits, scanned = [], 0
-    for read in reads:
-        scanned += 1
-        if max_scan is not None and scanned > max_scan:
-            raise SearchError(
-                f"this pattern would scan more than {max_scan:,} reads in that time range: "
-                "narrow the range or give three known characters in a row"
-            )
-        hit = _accept(q, regex, read)
-        if hit is not None:
-            hits.append(hit)
-            if len(hits) > limit:
-                break
+    try:
+        for row in reads:
+            scanned += 1
+            if cap.over():
+                raise cap.stopped()
+            if max_scan is not None and scanned > max_scan:
+                raise SearchError(
+                    f"this pattern would scan more than {max_scan:,} reads in that time range: "
+                    "narrow the range or give three known characters in a row",
+                    "too broad",
+                )
+            hit = _accept(q, pattern, row)
+            if hit is not None:
+                hits.append(hit)
+                if len(hits) > limit:
+                    break
+    finally:
+        # The candidates' statement is reset now, not when a refusal's traceback lets go of it: a
+        # statement left open keeps the search's snapshot after its transaction ended, and the
+        # access record written next finds it stale ("database is locked") once a read was stored.
+        reads.close()
     page = _page(hits, limit, scanned)
     _hydrated(page.hits)
     return page

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,6 +338,33 @@ def reset_password(actor: audit.Actor, username: str, min_length: int) -> tuple[
     return set_password(actor, username, password, min_length, must_change=True), password
 
 
+audit.register_action("user.unlock", False)
+
+
+def unlock(actor: audit.Actor, username: str) -> User:
+    """End an account's lock-out and forget its failed sign-ins, keeping its password: for a lock
+    that was someone else's doing (every administrator locked out from the network). A password
+    that may have been guessed is reset instead (reset_password), which unlocks too."""
+    with write():
+        user = get(username)
+        now = utcnow()
+        locked = user.locked_until is not None and user.locked_until > now
+        if not locked and not user.failed_logins:
+            raise UserError(
+                f"{username!r} is not locked and has no failed sign-ins counted: there is nothing to unlock"
+            )
+        details: dict = {"username": username, "failed_logins": user.failed_logins}
+        if locked:
+            assert user.locked_until is not None  # checked just above
+            details["was_locked_until"] = user.locked_until.isoformat(timespec="seconds") + "Z"
+        user.failed_logins = 0
+        user.locked_until = None
+        user.updated_at = now
+        user.save()
+        audit.record("user.unlock", actor, objects=[f"user:{user.id}"], details=details)
+    return user
+
+
 # --- the account review (Barstow 466.6(d): accounts of people no longer authorized are deactivated)
 
 STALE_AFTER_DAYS = 90
@@ -397,6 +429,14 @@ class SignInRefused(Exception):
     """Why a sign-in failed, in words fit to show the person at the keyboard."""
 
 
+class AddressThrottled(SignInRefused):
+    """The client address has failed too many sign-ins lately; `retry_after_s` says when it may try again."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 # One answer for an unknown name, a wrong password and a locked account: a different answer for a
 # locked account would tell anyone that the name exists (lock it with five guesses, then look).
 REFUSED = (
@@ -405,74 +445,192 @@ REFUSED = (
 )
 
 
+class FailedSignIns:
+    """Failed sign-ins by client address, in this process's memory: the post's web server is one
+    process and its threads share one of these (web/auth.py). A restart forgets them, which gives
+    each address its allowance again and nothing more: the account lock-out is in the database.
+
+    Only the last `limit` failures of an address are kept, and at most `max_addresses` addresses
+    (the oldest forgotten first), so a flood from many addresses cannot grow it without bound."""
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.limit = limit
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        """The address's failures within the window (forgetting older ones); the caller holds the lock."""
+        times = self._failures.get(address)
+        if times is None:
+            return deque()
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+        return times
+
+    def wait_s(self, address: str) -> float:
+        """Seconds until the address may try again; 0 when it may now."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(address, now)
+            if len(times) < self.limit:
+                return 0.0
+            return times[-self.limit] + self.window_s - now
+
+    def has_failed(self, address: str) -> bool:
+        """Whether the address has a failed sign-in within the window."""
+        with self._lock:
+            return bool(self._recent(address, self._clock()))
+
+    def add(self, address: str) -> None:
+        with self._lock:
+            now = self._clock()
+            times = self._failures.get(address)
+            if times is None:
+                if len(self._failures) >= self.max_addresses:
+                    for other in list(self._failures):
+                        self._recent(other, now)
+                if len(self._failures) >= self.max_addresses:
+                    del self._failures[min(self._failures, key=lambda a: self._failures[a][-1])]
+                times = self._failures[address] = deque(maxlen=self.limit)
+            times.append(now)
+
+
+def _locked_out(user: User, now: dt.datetime, limit: int, address_failed: bool) -> bool:
+    """Whether the account's lock refuses this attempt. The lock holds for every address that has
+    failed a sign-in lately; one that has not may still try, so that nobody on the network can keep
+    the account's owner out with five guesses from their own machine. `limit` failures more during
+    the lock (someone trying from address after address) make it hold for every address."""
+    if not (user.locked_until and user.locked_until > now):
+        return False
+    return address_failed or user.failed_logins >= limit
+
+
 def _wrong_password(settings, user: User, actor: audit.Actor, reason: str, now: dt.datetime) -> bool:
     """Count a wrong password against the account, lock it at the limit, and record both. Inside the
-    caller's write transaction. Returns whether this failure locked the account."""
+    caller's write transaction. Returns whether this failure locked the account.
+
+    Locking ends the account's sessions: whoever is guessing may already hold one (a session left
+    open on a shared screen), and the owner signs in again from their own address."""
     web = settings.web
     target = [f"user:{user.id}"]
+    if user.locked_until and user.locked_until <= now:  # a lock that has run out: counting starts again
+        user.locked_until = None
+        user.failed_logins = 0
+    during_lock = user.locked_until is not None
     user.failed_logins += 1
     locked = user.failed_logins >= web.failed_logins_before_lockout
     if locked:
         user.locked_until = now + dt.timedelta(minutes=web.lockout_minutes)
-        user.failed_logins = 0
+        end_sessions(user)
+        if not during_lock:
+            user.failed_logins = 0  # failures from other addresses during the lock count from here
     user.save()
-    audit.record(
-        "auth.login_failed", actor, objects=target, details={"reason": reason + ("; account locked" if locked else "")}
-    )
+    if locked:
+        reason += "; account locked for every address" if during_lock else "; account locked"
+    audit.record("auth.login_failed", actor, objects=target, details={"reason": reason})
     if locked:
         assert user.locked_until is not None  # set above when locked
         audit.record(
             "auth.lockout",
             actor,
             objects=target,
-            details={"until": user.locked_until.isoformat(timespec="seconds") + "Z"},
+            details={
+                "until": user.locked_until.isoformat(timespec="seconds") + "Z",
+                "addresses": "every address" if during_lock else "those with a failed sign-in",
+            },
         )
     return locked
 
 
-def authenticate(settings, username: str, password: str, client_addr: str) -> User:
+def authenticate(
+    settings, username: str, password: str, client_addr: str, addresses: FailedSignIns | None = None
+) -> User:
     """Check a sign-in, apply the lock-out rule and record the outcome. Returns the account or
     raises SignInRefused. Unknown names, wrong passwords and locked accounts get the same answer
     (REFUSED) after the same work: every attempt verifies one argon2 hash, a dummy one when there
     is no account or it is locked. Only the right password of a deactivated account is told so.
-    The failure is recorded (committed) before the refusal is raised."""
+    The failure is recorded (committed) before the refusal is raised.
+
+    `addresses` is the web server's memory of failed sign-ins by address: an address past
+    web.failed_logins_per_address is refused (AddressThrottled) with an answer that depends on the
+    address alone and no password checked, and a locked account signs in from an address without
+    failures (_locked_out).
+    Without it (the CLI: each command is a process of its own, with no memory of the last one) no
+    address is throttled and a lock holds for every attempt."""
     username = (username or "").strip().lower()
     now = utcnow()
-    refusal = None
+    limit = settings.web.failed_logins_before_lockout
+    wait_s = addresses.wait_s(client_addr) if addresses is not None else 0.0
+    address_failed = addresses is None or addresses.has_failed(client_addr)
+    refusal: SignInRefused | None = None
+    failed = False
     with write():
         user = User.get_or_none(User.username == username)
         actor = audit.Actor(username or "(empty)", user.organization if user else "", client_addr)
         target = [f"user:{user.id}"] if user else []
-        if user is None:
+        if wait_s > 0:
+            # The answer depends on the address alone, so it tells nothing about the name; no hash
+            # is verified, so a flood from one address costs the post no argon2 work.
+            audit.record("auth.login_failed", actor, objects=target, details={"reason": "address throttled"})
+            minutes = math.ceil(wait_s / 60)
+            refusal = AddressThrottled(
+                f"Too many failed sign-ins from this address ({client_addr}): it may try again in {minutes} "
+                f"minute{'s' if minutes != 1 else ''}. Sign in from another device meanwhile, and tell the ALPR "
+                "administrator if the failed attempts were not yours.",
+                math.ceil(wait_s),
+            )
+        elif user is None:
             _hash_matches(_dummy_hash(), password)
             audit.record("auth.login_failed", actor, details={"reason": "unknown user"})
-            refusal = REFUSED
-        elif user.locked_until and user.locked_until > now:
+            refusal, failed = SignInRefused(REFUSED), True
+        elif _locked_out(user, now, limit, address_failed):
             _hash_matches(_dummy_hash(), password)
             audit.record("auth.login_failed", actor, objects=target, details={"reason": "locked"})
-            refusal = REFUSED
+            refusal, failed = SignInRefused(REFUSED), True
         elif not check_password(user, password):
             _wrong_password(settings, user, actor, "wrong password", now)
-            refusal = REFUSED
+            refusal, failed = SignInRefused(REFUSED), True
         elif not user.active:
             audit.record("auth.login_failed", actor, objects=target, details={"reason": "inactive"})
-            refusal = "This account is deactivated. Ask the ALPR administrator."
+            refusal = SignInRefused("This account is deactivated. Ask the ALPR administrator.")
         else:
+            details = None
+            if user.locked_until and user.locked_until > now:
+                details = {
+                    "lock": f"locked until {user.locked_until.isoformat(timespec='seconds')}Z; signed in from an "
+                    "address with no failed sign-in, which ends the lock"
+                }
             user.failed_logins = 0
             user.locked_until = None
             user.last_login_at = now
             user.save()
-            audit.record("auth.login", actor, objects=target)
+            audit.record("auth.login", actor, objects=target, details=details)
+    if failed and addresses is not None:
+        addresses.add(client_addr)
     if refusal:
-        raise SignInRefused(refusal)
+        raise refusal
     assert user is not None  # no account is refused above
     return user
 
 
-def check_current_password(settings, user_id: int, password: str, client_addr: str) -> str | None:
+def check_current_password(
+    settings, user_id: int, password: str, client_addr: str, addresses: FailedSignIns | None = None
+) -> str | None:
     """The current password asked for by a password change, held to the sign-in rules: a wrong one
-    counts towards the lock-out and is recorded as a failed sign-in, and a locked account is not
-    checked at all. Returns None when it is right, else what to tell the person."""
+    counts towards the lock-out (which ends this session too) and against the address (`addresses`,
+    as at sign-in) and is recorded as a failed sign-in, and a locked account is not checked at all.
+    Returns None when it is right, else what to tell the person."""
     now = utcnow()
     with write():
         user = User.get_by_id(user_id)
@@ -488,12 +646,15 @@ def check_current_password(settings, user_id: int, password: str, client_addr: s
             )
         if check_password(user, password):
             return None
-        if _wrong_password(settings, user, actor, "wrong current password at password change", now):
-            return (
-                f"The current password is wrong. Too many wrong passwords: the account is locked for "
-                f"{settings.web.lockout_minutes} minutes."
-            )
-        return "The current password is wrong."
+        locked = _wrong_password(settings, user, actor, "wrong current password at password change", now)
+    if addresses is not None:
+        addresses.add(client_addr)
+    if locked:
+        return (
+            f"The current password is wrong. Too many wrong passwords: the account is locked for "
+            f"{settings.web.lockout_minutes} minutes and signed out everywhere."
+        )
+    return "The current password is wrong."
 
 
 def actor_for(user: User, client_addr: str) -> audit.Actor:

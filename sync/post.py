@@ -19,6 +19,7 @@ import fcntl
 import gzip
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -155,8 +156,9 @@ def _request(
     timeout_s: float = 120,
     raw: bool = False,
 ) -> tuple[int, dict | bytes]:
-    """One request to headquarters. GETs are signed with the post's key (batches sign themselves).
-    Returns (status, JSON object) or, with raw, (status, bytes) for a 200."""
+    """One request to headquarters, signed with the post's key: a GET (post_get_message), or a
+    batch `body` (bytes, or a binary file at its start) with its X-Waypost-Push header
+    (_push_headers). Returns (status, JSON object) or, with raw, (status, bytes) for a 200."""
     url = urllib.parse.urlsplit(settings.sync.hq_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise SyncError(f"sync.hq_url {settings.sync.hq_url!r} is not an http(s) URL")
@@ -168,6 +170,7 @@ def _request(
     headers = {"Accept": "application/json"}
     if body is not None:
         headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
+        headers.update(_push_headers(settings, body, length))
     else:
         date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         signature = bundle.post_key(settings).sign(protocol.post_get_message(settings.post.id, full_path, date))
@@ -193,6 +196,39 @@ def _request(
             raise SyncError(f"headquarters answered {response.status} to {method} {path}: {answer.get('message')}")
         raise SyncError(f"headquarters answered {response.status} to {method} {path}: {data[:200]!r}")
     return response.status, answer
+
+
+def _push_headers(settings: Settings, body, length: int | None) -> dict[str, str]:
+    """The signed X-Waypost-Push header of a batch body (bytes, or a binary file at its start, left
+    there): this post, the batch and its range from the body's own header line, the body's length
+    and sha256, and this clock. Headquarters checks it before it reads the body (sync/hq/ingest.py
+    authenticate); the trailer inside the batch still proves its content."""
+    stream = io.BytesIO(body) if isinstance(body, bytes | bytearray) else body
+    start = stream.tell()
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(SEND_BLOCK_BYTES):
+        digest.update(block)
+        size += len(block)
+    stream.seek(start)
+    try:
+        with gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+            header = protocol.header_fields(json.loads(gz.readline(1 << 16)))
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, protocol.ProtocolError) as exc:
+        raise SyncError(f"the batch to send has no readable header line ({exc}); it was not sent") from None
+    finally:
+        stream.seek(start)
+    if length is not None and length != size:
+        raise SyncError(f"the batch to send is {size} bytes, not {length} as given; it was not sent")
+    push = protocol.Push(
+        settings.post.id,
+        header["batch"],
+        header["first_seq"],
+        header["last_seq"],
+        size,
+        digest.hexdigest(),
+        dt.datetime.now(dt.UTC).strftime(protocol.PUSH_DATE_FORMAT),
+    )
+    return protocol.push_headers(push, bundle.post_key(settings))
 
 
 def fetch_position(settings: Settings) -> Position:

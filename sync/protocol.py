@@ -35,14 +35,19 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import io
 import json
+import math
 import re
+import uuid as uuidlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TypeGuard
 
 from cryptography.exceptions import InvalidSignature
+from PIL import Image, UnidentifiedImageError
 
+from appliance import untrusted_json
 from appliance.audit import COLUMNS as RECORD_COLUMNS
 from appliance.search import SearchError, normalise
 
@@ -61,8 +66,11 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # problem -> HTTP status headquarters answers with. Every refusal names one of these.
 PROBLEMS = {
     "malformed": 400,
+    "unsigned": 401,  # a push without the signed X-Waypost-Push header (a post older than headquarters)
     "bad_signature": 403,
-    "unknown_post": 404,
+    # logged as such at headquarters, answered as bad_signature: whoever asks is not told which
+    # post ids are enrolled (sync/hq/ingest.py authenticate)
+    "unknown_post": 403,
     "gap": 409,
     "overlap": 409,
     "broken_chain": 409,
@@ -158,7 +166,9 @@ class Reader:
                     "malformed", f"line {self.lines} is longer than {MAX_LINE_BYTES} bytes or not terminated"
                 )
             try:
-                obj = json.loads(data)
+                obj = untrusted_json.loads(data)
+            except untrusted_json.TooDeep as exc:
+                raise ProtocolError("malformed", f"line {self.lines} holds {exc}") from None
             except ValueError as exc:
                 raise ProtocolError("malformed", f"line {self.lines} is not JSON: {exc}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
@@ -262,13 +272,45 @@ def _check_text(obj, line: int) -> None:
 
 
 def decode_image(image: dict, where: str) -> bytes:
+    """An image's bytes, checked: base64, its sha256, its declared length, and a JPEG by its bytes
+    (whatever type it declares) of the width and height it declares. Headquarters serves what it
+    stores from its own origin, so anything else (a page, a script) is refused here."""
     try:
         data = base64.b64decode(image["data"], validate=True)
     except (KeyError, TypeError, ValueError):
         raise ProtocolError("malformed", f"{where}: image data is missing or not base64") from None
     if hashlib.sha256(data).hexdigest() != image.get("sha256"):
         raise ProtocolError("malformed", f"{where}: image {image.get('kind')!r} does not match its sha256")
+    if image.get("bytes") != len(data):
+        raise ProtocolError(
+            "malformed", f"{where}: image bytes {_shown(image.get('bytes'))} is not its data's length ({len(data)})"
+        )
+    size = _jpeg_size(data)
+    if isinstance(size, str):
+        raise ProtocolError("malformed", f"{where}: image data ({image.get('kind')}) is not a JPEG: {size}")
+    for name, real in zip(("width", "height"), size):
+        if image.get(name) != real:
+            raise ProtocolError(
+                "malformed", f"{where}: image {name} {_shown(image.get(name))} is not the JPEG's ({real})"
+            )
     return data
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | str:
+    """(width, height) of a JPEG, checked as appliance/store.py's encode_jpeg checks the post's,
+    after its start and end markers; else why it is not one."""
+    if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
+        return "it does not start and end with JPEG's markers (SOI FFD8, EOI FFD9)"
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                return f"it reads as {img.format}"
+            img.verify()
+            return img.size
+    except UnidentifiedImageError:
+        return "it is not an image Pillow recognises"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"it cannot be opened as an image ({str(exc)[:100]})"
 
 
 def content_hash(read: dict, images: list[dict]) -> str:
@@ -289,33 +331,200 @@ class ReadLine:
 
 
 def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
-    """A read line: its seq in next_seq..last, the read's uuid, capture time and plate, and every
-    image's sizes and bytes. Raises ProtocolError (malformed) naming `where`."""
+    """A read line: its seq in next_seq..last, every field of the read (READ_FIELDS) and every
+    image (IMAGE_FIELDS, decode_image). Headquarters stores the read as sent and shows its fields,
+    so a field it does not know is refused too. Raises ProtocolError (malformed) naming `where`
+    and the field."""
     read, imgs, seq = item.get("read"), item.get("images", []), item.get("seq")
     if not isinstance(read, dict) or not isinstance(imgs, list) or not is_int(seq):
         raise ProtocolError("malformed", f"{where}: needs seq, read and images")
     if not next_seq <= seq <= last:
         raise ProtocolError("malformed", f"{where}: seq {seq} is outside the batch's range or out of order")
-    for name in ("uuid", "captured_at", "plate"):
-        if not isinstance(read.get(name), str) or not read[name]:
-            raise ProtocolError("malformed", f"{where}: read field {name!r} must be a non-empty string")
+    for name in READ_REQUIRED:
+        if name not in read:
+            raise ProtocolError("malformed", f"{where}: read field {name!r} is missing")
+    for name, value in read.items():
+        check = READ_FIELDS.get(name)
+        if check is None:
+            raise ProtocolError("malformed", f"{where}: read field {name[:40]!r} is not a field of a read in {FORMAT}")
+        ok, what = check
+        if not ok(value):
+            raise ProtocolError("malformed", f"{where}: read field {name!r} {what}, not {_shown(value)}")
+    box = [read.get(name) for name in BOX_FIELDS]
+    if None in box and any(v is not None for v in box):
+        empty = BOX_FIELDS[box.index(None)]
+        raise ProtocolError(
+            "malformed", f"{where}: read field {empty!r} is empty but not the rest of the box (all four or none)"
+        )
+    where = f"{where}, read {read['uuid']}"
+    kinds: set[str] = set()
     decoded = []
     for im in imgs:
         if not isinstance(im, dict):
             raise ProtocolError("malformed", f"{where}: an image is not an object")
+        for name in im:
+            if name not in IMAGE_FIELDS:
+                raise ProtocolError("malformed", f"{where}: image field {name[:40]!r} is not a field of an image")
+        kind = im.get("kind")
+        if kind not in IMAGE_KINDS:
+            raise ProtocolError("malformed", f"{where}: image kind {_shown(kind)} is neither crop nor frame")
+        if kind in kinds:
+            raise ProtocolError(
+                "malformed", f"{where}: image kind {kind!r} comes twice (a read has at most one of each)"
+            )
+        kinds.add(kind)
+        if im.get("content_type") != IMAGE_TYPE:
+            raise ProtocolError(
+                "malformed",
+                f"{where}: image content_type {_shown(im.get('content_type'))} is not {IMAGE_TYPE} "
+                "(a post stores JPEG only)",
+            )
         for name in ("width", "height"):
-            if im.get(name) is not None and not is_whole(im[name], MAX_INT32):
-                raise ProtocolError("malformed", f"{where}: image {name} must be a whole number 0..{MAX_INT32}")
-        decoded.append((im, decode_image(im, f"{where}, read {read['uuid']}")))
+            if not is_whole(im.get(name), MAX_INT32) or im[name] < 1:
+                raise ProtocolError("malformed", f"{where}: image {name} must be a whole number 1..{MAX_INT32}")
+        decoded.append((im, decode_image(im, where)))
     return ReadLine(seq, read, imgs, decoded)
 
 
 def read_alerts(item: dict, where: str) -> list[dict]:
-    """The alerts a read line carries, each with its id."""
+    """The alerts a read line carries, each with its id, and text in every field headquarters shows."""
     alerts = item.get("alerts") or []
     if not isinstance(alerts, list) or any(not isinstance(a, dict) or not is_whole(a.get("id")) for a in alerts):
         raise ProtocolError("malformed", f"{where}: an alert needs an id (a whole number 0..{MAX_INT})")
+    for alert in alerts:
+        for name in ALERT_SHOWN:
+            value = alert.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > 500):
+                raise ProtocolError(
+                    "malformed",
+                    f"{where}: alert {alert['id']} field {name!r} must be text of at most 500 characters, "
+                    f"not {_shown(value)}",
+                )
     return alerts
+
+
+# --- a read's fields, as the post writes them --------------------------------------------------------
+
+IMAGE_TYPE = "image/jpeg"
+IMAGE_KINDS = ("crop", "frame")
+IMAGE_FIELDS = frozenset({"kind", "sha256", "content_type", "width", "height", "bytes", "data"})
+BOX_FIELDS = ("box_x", "box_y", "box_w", "box_h")
+ALERT_SHOWN = ("hotlist_name", "entry_plate", "entry_reason", "match_kind", "status")  # web/templates/hq/read.html
+
+# A naive UTC datetime's isoformat() (sync/post.py): seconds always, microseconds when it has any,
+# no zone. Headquarters' search compares these as text, so no other form of the same instant.
+_POST_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?")
+# What store.save_read takes (A-Z and 0-9), at most as long as a hold line's read plate.
+_PLATE = re.compile(r"[A-Z0-9]{1,100}")
+_CAMERA = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # appliance/config.py, post.camera_id
+_REGION = re.compile(r"[A-Za-z0-9_-]{1,20}")  # the recognizer's state codes
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(value: object) -> str:
+    """A value from a batch, short enough for a refusal message and the batch log."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return repr(value[:40] if isinstance(value, str) else value)[:60]
+
+
+def _post_time(value: object) -> bool:
+    if not isinstance(value, str) or not _POST_TIME.fullmatch(value):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _uuid(value: object) -> bool:
+    try:
+        return isinstance(value, str) and str(uuidlib.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _fraction(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _coordinate(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(most: int):
+    return lambda value: isinstance(value, str) and 0 < len(value) <= most and not _CONTROL.search(value)
+
+
+def _or_none(ok):
+    return lambda value: value is None or ok(value)
+
+
+def _alternative(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"text", "score"}
+        and isinstance(value["text"], str)
+        and bool(_PLATE.fullmatch(value["text"]))
+        and _fraction(value["score"])
+    )
+
+
+_TIME = "must be a UTC time as the post writes it (YYYY-MM-DDTHH:MM:SS, then .ffffff if it has microseconds)"
+_PLATE_TEXT = "must be a plate as the post stores it (A-Z and 0-9, 1 to 100 characters)"
+
+# name -> (check, what it must be). Every column of the post's read (appliance/models.py, Read)
+# but its id; a column added there is refused here until headquarters is taught to check it.
+READ_FIELDS: dict[str, tuple] = {
+    "uuid": (_uuid, "must be the read's UUID (lower-case, hyphenated)"),
+    "post_id": (_text(100), "must be text of 1 to 100 characters"),
+    "camera_id": (
+        lambda v: isinstance(v, str) and bool(_CAMERA.fullmatch(v)),
+        "must be a camera id (a-z, 0-9 and '-', at most 40, as post.camera_id)",
+    ),
+    "captured_at": (_post_time, _TIME),
+    "first_seen_at": (_or_none(_post_time), _TIME),
+    "last_seen_at": (_or_none(_post_time), _TIME),
+    "created_at": (_or_none(_post_time), _TIME),
+    "plate_raw": (lambda v: isinstance(v, str) and bool(_PLATE.fullmatch(v)), _PLATE_TEXT),
+    "plate": (lambda v: isinstance(v, str) and bool(_PLATE.fullmatch(v)), _PLATE_TEXT),
+    "region": (
+        _or_none(lambda v: isinstance(v, str) and bool(_REGION.fullmatch(v))),
+        "must be empty or a state code (letters, digits, '_' and '-', at most 20)",
+    ),
+    "region_confidence": (_or_none(_fraction), "must be empty or a number 0..1"),
+    "confidence": (_fraction, "must be a number 0..1"),
+    "char_confidences": (
+        lambda v: isinstance(v, list) and len(v) <= 100 and all(_fraction(c) for c in v),
+        "must be a list of at most 100 numbers 0..1",
+    ),
+    "alternatives": (
+        lambda v: isinstance(v, list) and len(v) <= 50 and all(_alternative(a) for a in v),
+        "must be a list of at most 50 {text, score}: a plate (A-Z and 0-9, 1 to 100) and a number 0..1",
+    ),
+    **{
+        name: (
+            _or_none(lambda v, lo=lo: is_int(v) and lo <= v <= MAX_INT32),
+            f"must be empty or a whole number {lo}..{MAX_INT32}",
+        )
+        for name, lo in (("box_x", -MAX_INT32), ("box_y", -MAX_INT32), ("box_w", 0), ("box_h", 0))
+    },
+    "corners": (
+        _or_none(
+            lambda v: (
+                isinstance(v, list)
+                and len(v) == 4
+                and all(isinstance(c, list) and len(c) == 2 and all(_coordinate(x) for x in c) for c in v)
+            )
+        ),
+        "must be empty or four [x, y] pairs of numbers",
+    ),
+    "direction": (_or_none(_text(40)), "must be empty or text of 1 to 40 characters"),
+    "low_confidence": (lambda v: isinstance(v, bool), "must be true or false"),
+    "evidence_note": (_or_none(_text(1000)), "must be empty or text of 1 to 1000 characters"),
+}
+READ_REQUIRED = ("uuid", "captured_at", "plate", "camera_id", "confidence")
 
 
 def confirmation_line(item: dict, line: int) -> dict:
@@ -492,3 +701,114 @@ def check_date(date: str) -> str | None:
     if skew > PULL_SKEW_S:
         return f"X-Waypost-Date is {skew:.0f} s from this clock (at most {PULL_SKEW_S} s)"
     return None
+
+
+# --- a push: the post proves who sends a batch before headquarters reads a byte of it ----------------
+
+PUSH_MAGIC = b"waypost-push/1\n"
+PUSH_HEADER = "X-Waypost-Push"
+SIGNATURE_HEADER = "X-Waypost-Signature"
+MAX_PUSH_HEADER_CHARS = 2048
+PUSH_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# Deflate's Huffman-only coding (Writer) packs at most 8 characters into a byte, and a post's batch
+# is mostly base64 (about 1.3); LZ-packed batches (a post's spooled batch from before Writer used
+# Huffman-only) reach about 10 on access records. A body that unpacks further is not a post's batch
+# but a decompression bomb: headquarters stops unpacking it there (sync/hq/ingest.py).
+MAX_RATIO = 20
+MIN_UNPACKED_LIMIT = 1024 * 1024  # a small batch (a header and a few records) may unpack to this much
+
+
+def unpacked_limit(compressed: int | None, max_bytes: int) -> int:
+    """The most a body of `compressed` bytes may unpack to: MAX_RATIO times its size (at least
+    MIN_UNPACKED_LIMIT), and never more than four times the largest body headquarters takes."""
+    most = 4 * max_bytes
+    if compressed is None:
+        return most
+    return min(most, max(MIN_UNPACKED_LIMIT, MAX_RATIO * compressed))
+
+
+@dataclass(frozen=True)
+class Push:
+    """What a post's X-Waypost-Push header says of the batch body it sends: the post, the batch and
+    its outbox range (as in the batch's own header line), the body's length and sha256, and the
+    post's clock when it signed (YYYY-MM-DDTHH:MM:SSZ).
+
+    The header is canonical JSON (sorted keys, ASCII) signed as PUSH_MAGIC + its exact value, so
+    headquarters checks who sends a body, and that the body is the one signed, before it unpacks
+    or parses any of it. The time is carried, never checked: a replay is harmless (see
+    sync/hq/ingest.py authenticate) and a post whose clock is off must still sync."""
+
+    post: str
+    batch: str
+    first_seq: int
+    last_seq: int
+    length: int
+    sha256: str
+    date: str
+
+    def value(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def sent_at(self) -> dt.datetime:
+        return dt.datetime.strptime(self.date, PUSH_DATE_FORMAT).replace(tzinfo=dt.UTC)
+
+
+def push_message(value: str) -> bytes:
+    """What the post signs for a push: the exact header value headquarters receives."""
+    return PUSH_MAGIC + value.encode("ascii")
+
+
+def push_headers(push: Push, private_key) -> dict[str, str]:
+    """The request headers of a push: the claim and the post's Ed25519 signature over it."""
+    value = push.value()
+    return {PUSH_HEADER: value, SIGNATURE_HEADER: base64.b64encode(private_key.sign(push_message(value))).decode()}
+
+
+def parse_push(value: str) -> Push:
+    """The X-Waypost-Push header checked for form (its signature is headquarters' to check, with
+    the key of the post it names). Raises ProtocolError (malformed) naming the field."""
+    if len(value) > MAX_PUSH_HEADER_CHARS or not value.isascii():
+        raise ProtocolError(
+            "malformed", f"the {PUSH_HEADER} header is not ASCII of at most {MAX_PUSH_HEADER_CHARS} characters"
+        )
+    try:
+        fields = json.loads(value)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise ProtocolError("malformed", f"the {PUSH_HEADER} header is not a JSON object: {value[:60]!r}")
+    for name in ("post", "batch"):
+        text = fields.get(name)
+        # printable (no control character, no lone surrogate): the names go to the logs as they are
+        if not isinstance(text, str) or not 0 < len(text) <= 100 or not text.isprintable():
+            raise ProtocolError(
+                "malformed", f"{PUSH_HEADER} field {name!r} must be printable text of 1 to 100 characters"
+            )
+    for name in ("first_seq", "last_seq", "length"):
+        if not is_whole(fields.get(name)):
+            raise ProtocolError("malformed", f"{PUSH_HEADER} field {name!r} must be a whole number 0..{MAX_INT}")
+    if fields["first_seq"] < 1 or fields["last_seq"] < fields["first_seq"] - 1:
+        raise ProtocolError(
+            "malformed", f"{PUSH_HEADER} range [{fields['first_seq']}, {fields['last_seq']}] is not a range"
+        )
+    if not isinstance(fields.get("sha256"), str) or not _SHA256_HEX.fullmatch(fields["sha256"]):
+        raise ProtocolError("malformed", f"{PUSH_HEADER} field 'sha256' must be 64 lower-case hex digits")
+    date = fields.get("date")
+    try:
+        dt.datetime.strptime(date, PUSH_DATE_FORMAT) if isinstance(date, str) else None
+    except ValueError:
+        date = None
+    if not isinstance(date, str):
+        raise ProtocolError("malformed", f"{PUSH_HEADER} field 'date' must be YYYY-MM-DDTHH:MM:SSZ (UTC)")
+    # fields a later version may add are signed with the rest and ignored here
+    return Push(
+        fields["post"],
+        fields["batch"],
+        fields["first_seq"],
+        fields["last_seq"],
+        fields["length"],
+        fields["sha256"],
+        date,
+    )

@@ -12,12 +12,14 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 from peewee import OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from appliance import db, users
 from appliance.bootstrap import secret_key
 from appliance.clock import zone_of
 from appliance.config import Settings
 from appliance.models import User
+from sync.protocol import MAX_INT
 from web import admin, alerts, audit, auth, clock, health, holds, home, live, policy, purpose, reads, sharing, sync
 from web.access import SESSION_VERSION, AccountUser
 
@@ -29,6 +31,22 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+class BoundedIntegerConverter(IntegerConverter):
+    """<int:...> in every route of both apps (bound_ids). The ids in URLs are row ids, which SQLite
+    and PostgreSQL keep in a signed 64-bit integer (MAX_INT): a larger number is no route at all,
+    404 before any view runs, where the database driver raised OverflowError (a 500 page)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:
+        super().__init__(map, *args, **kwargs)
+        self.max = MAX_INT if self.max is None else min(self.max, MAX_INT)
+
+
+def bound_ids(app: Flask) -> None:
+    """Register the bounded <int:...> converter; before any route is added (a rule takes its
+    converter when it is added)."""
+    app.url_map.converters["int"] = BoundedIntegerConverter
 
 
 def create_app(settings: Settings, service=None) -> Flask:
@@ -43,6 +61,7 @@ def base_app(settings: Settings, service=None) -> Flask:
     """The application without its areas: sessions, sign-in, CSRF, the accounts database, headers.
     The post (create_app) and headquarters (web.hq.create_hq_app) each add their blueprints."""
     app = Flask(__name__)
+    bound_ids(app)
     app.config.update(
         SECRET_KEY=secret_key(settings),
         WAYPOST=settings,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from appliance import users
+from appliance.models import User
 from web.access import SESSION_VERSION, AccountUser, public, signed_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -44,7 +45,19 @@ def safe_next(target: str | None) -> str:
 
 
 def client_addr() -> str:
+    """The client's address; behind web.trusted_proxy the one the proxy forwarded (ProxyFix), so
+    sign-ins are throttled by the client, not the proxy."""
     return request.remote_addr or "unknown"
+
+
+def failed_sign_ins() -> users.FailedSignIns:
+    """The app's memory of failed sign-ins by address, shared by its threads. In memory: the server
+    is one process; a restart forgets it (users.FailedSignIns)."""
+    web = g.settings.web
+    return current_app.extensions.setdefault(
+        "waypost.failed_sign_ins",
+        users.FailedSignIns(web.failed_logins_per_address, web.failed_login_window_minutes * 60),
+    )
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -55,7 +68,12 @@ def login():
     form = SignInForm()
     if form.validate_on_submit():
         try:
-            user = users.authenticate(g.settings, form.username.data, form.password.data, client_addr())
+            user = users.authenticate(
+                g.settings, form.username.data, form.password.data, client_addr(), failed_sign_ins()
+            )
+        except users.AddressThrottled as refused:
+            flash(str(refused), "error")
+            return render_template("auth/login.html", form=form), 429, {"Retry-After": str(refused.retry_after_s)}
         except users.SignInRefused as refused:
             flash(str(refused), "error")
             return render_template("auth/login.html", form=form), 401
@@ -89,7 +107,13 @@ def password():
     form = PasswordForm()
     if form.validate_on_submit():
         user = current_user.user
-        wrong = users.check_current_password(g.settings, user.id, form.current.data, client_addr())
+        wrong = users.check_current_password(g.settings, user.id, form.current.data, client_addr(), failed_sign_ins())
+        if wrong and not users.session_current(User.get_by_id(user.id), session.get(SESSION_VERSION)):
+            # the wrong password locked the account, which ended its sessions, this one too
+            logout_user()
+            session.clear()
+            flash(wrong, "error")
+            return redirect(url_for("auth.login"))
         if wrong:
             flash(wrong, "error")
         elif form.new.data == form.current.data:

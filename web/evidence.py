@@ -1,6 +1,7 @@
 """Serving a read's image: looked up by the read's id and the kind, never by a name or path from
 the request, checked against its sha256, and recorded as an access (in the transaction that looks
-it up) before the bytes leave."""
+it up) before the bytes leave. Every image, at the post and at headquarters, is answered as a JPEG
+(jpeg_response), whatever type was declared when it was stored."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def image_response(find: Callable[[], tuple[Read, dict]], kind: str, purpose: au
             result_count=1,
             details={"kind": kind},
         )
+    return jpeg_response(data, f"read-{read.id}-{kind}.jpg")
+
+
+def jpeg_response(data: bytes, filename: str) -> Response:
+    """An image answered as image/jpeg, never a type stored with it: bytes from a post served from
+    this origin must not become a page or a script here. base_app's nosniff on every answer keeps a
+    browser from guessing otherwise; the disposition names a .jpg for anyone who saves it."""
     resp = Response(data, mimetype="image/jpeg")
+    resp.headers["Content-Disposition"] = f'inline; filename="{filename}"'
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -1,5 +1,6 @@
 """Search, one read, its images. Plate data: every view needs a stated purpose and writes an
-access record (who, when, the data used to query, the purpose) in the transaction that reads.
+access record (who, when, the data used to query, the purpose) in the transaction that reads;
+a search, which may read for seconds, is recorded around its read instead (recorded_search).
 
 A search is a POST (CSRF-protected; the case number never lands in a URL, a proxy log or the
 browser history). Its purpose stays with the session (web/purpose.py), so opening a result and its
@@ -10,15 +11,20 @@ database, never by a path or a name from the request.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TypeVar
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from wtforms import BooleanField, DecimalField, HiddenField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 from appliance import audit, search
+from appliance.db import read as read_only
 from appliance.db import write
 from appliance.models import Alert, Camera, Evidence, Read
+from sync.protocol import MAX_INT
 from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
@@ -35,6 +41,11 @@ MODES = [
 ]
 
 
+# The next page starts from a read id the search handed out (`before`, headquarters' cursor): one no
+# id column holds was made up, and is a form error, not an OverflowError in the database driver.
+PAGE_POSITION = "The page position is out of range: search again from the first page."
+
+
 class SearchForm(purposes.PurposeForm):
     plate = StringField("Plate", validators=[InputRequired(), Length(max=16)])
     mode = SelectField("Match", choices=MODES, default="exact")
@@ -43,7 +54,7 @@ class SearchForm(purposes.PurposeForm):
     camera = SelectField("Camera", validators=[Optional()])
     min_confidence = DecimalField("Minimum confidence", places=2, validators=[Optional(), NumberRange(0, 1)])
     alerts_only = BooleanField("Only reads with a hotlist alert")
-    before = IntegerField(validators=[Optional(), NumberRange(min=0)])
+    before = IntegerField(validators=[Optional(), NumberRange(0, MAX_INT, PAGE_POSITION)])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,6 +100,88 @@ def recorded(query, form) -> dict:
     return {**query.as_record(), **window_record(form.since, form.until)}
 
 
+P = TypeVar("P")
+
+
+def recorded_search(
+    stated: audit.Purpose,
+    asked: dict,
+    run: Callable[[], P],
+    shown: Callable[[P], tuple[list[str], list[str]]],
+    details: dict | None = None,
+    heavy: Callable[[], bool] | None = None,
+) -> P:
+    """Run a search and record it without holding the write lock while it reads. Three short
+    writes at most, each committed on its own:
+
+    1. "read.search_asked": who, when, the query `asked` and the purpose, before anything is read;
+    2. `run()`, the search, in a read transaction (WAL: the pipeline goes on storing reads);
+    3. "read.search", naming the plates and the reads the page will show (`shown(page)` gives
+       them), committed before the page is returned: no data is shown without its record.
+
+    If the process dies, or the database stays locked, between 1 and 3, the log keeps an asked
+    search with no outcome, which is true: nothing was shown. (Completing the first record
+    instead is not possible: a record is sealed by the hash of the next.) A search refused, before
+    or while it runs (a bad query, `heavy()` over a bound, past the time cap, too broad), gets a
+    "read.search_refused" record with the query, the purpose and the reason, and SearchError is
+    raised for the page to say why."""
+    who = actor()
+    first: int | None = None
+    try:
+        slot = _running().slot(who.username) if heavy is not None and heavy() else nullcontext()
+        with slot:
+            with write():
+                first = audit.record("read.search_asked", who, query=asked, purpose=stated, details=details).seq
+            page = run()
+            plates, objects = shown(page)
+            with write():
+                audit.record(
+                    "read.search",
+                    who,
+                    query={**asked, "plates": plates},
+                    purpose=stated,
+                    objects=objects,
+                    result_count=len(objects),
+                    details={**(details or {}), "asked": first},
+                )
+    except search.SearchError as exc:
+        with write():
+            audit.record(
+                "read.search_refused",
+                who,
+                query=asked,
+                purpose=stated,
+                result_count=0,
+                details={
+                    **(details or {}),
+                    "reason": exc.reason,
+                    "message": str(exc),
+                    **({"asked": first} if first is not None else {}),
+                },
+            )
+        raise
+    return page
+
+
+def _running() -> search.Running:
+    """The heavy searches running in this app (one per process: the post runs one)."""
+    settings = g.settings.search
+    return current_app.extensions.setdefault(
+        "waypost.searches", search.Running(settings.heavy_per_user, settings.heavy_at_once)
+    )
+
+
+def refused_search(exc: search.SearchError, form, template: str):
+    """The form back with why the search was refused, and nothing else: 400 for the query, 429
+    (this account's heavy searches) or 503 (the post's) with Retry-After for a bound."""
+    message = str(exc)
+    form.plate.errors = [message[0].upper() + message[1:] + "."]
+    body = render_template(template, form=form, page=None)
+    if isinstance(exc, search.SearchLimited):
+        return body, 429 if exc.own else 503, {"Retry-After": str(exc.retry_after_s)}
+    return body, 400
+
+
 class PurposeOnlyForm(purposes.PurposeForm):
     next_read = HiddenField()
 
@@ -106,21 +199,24 @@ def search_results():
     stated, query, refusal = checked_search(form, "reads/search.html")
     if refusal:
         return refusal
+    before = form.before.data
+    cap_s = g.settings.search.time_cap_s
+
+    def run() -> search.Page:
+        with read_only():
+            return search.search(query, limit=PAGE, before=before, time_cap_s=cap_s)
+
     try:
-        with write():
-            page = search.search(query, limit=PAGE, before=form.before.data)
-            audit.record(
-                "read.search",
-                actor(),
-                query={**recorded(query, form), "plates": sorted({h.read.plate for h in page.hits})},
-                purpose=stated,
-                objects=[f"read:{h.read.uuid}" for h in page.hits],
-                result_count=len(page.hits),
-                details={"before": form.before.data} if form.before.data else None,
-            )
+        page = recorded_search(
+            stated,
+            recorded(query, form),
+            run,
+            lambda page: (sorted({h.read.plate for h in page.hits}), [f"read:{h.read.uuid}" for h in page.hits]),
+            details={"before": before} if before else None,
+            heavy=lambda: search.heavy(query),
+        )
     except search.SearchError as exc:
-        form.plate.errors = [str(exc)[0].upper() + str(exc)[1:] + "."]
-        return render_template("reads/search.html", form=form, page=None), 400
+        return refused_search(exc, form, "reads/search.html")
     purposes.remember(stated)
     alerted = _alerted({h.read.id for h in page.hits})
     return render_template(

@@ -9,5 +9,6 @@ directory of its own and changes nothing else.
     live_page  the live view's load time in chromium
     retention  the daily purge while officers search
     sync       batches to headquarters over loopback, push and pull
+    forged_batch  what a forged batch costs headquarters, beside a genuine post's
     hq_search  search latency at headquarters
 """

@@ -2,7 +2,8 @@
 into a SQLite or a PostgreSQL headquarters, with the peak memory of the post and of headquarters.
 
 A scratch post is filled with `count` reads (appliance.bench.data.fill), each given its own
-5 KB plate crop file (random bytes: like a JPEG, they do not compress). For each combination,
+5 KB plate crop file (a noise JPEG made unique per read: noise, like a photo, does not compress;
+headquarters refuses an image that is not a JPEG). For each combination,
 headquarters' tables are emptied (a fresh SQLite file, or the PostgreSQL database a URL names) and
 the post's outbox is unmarked, then the whole backlog is sent:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -28,8 +30,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from appliance import bundle, config, db
-from appliance.bench.data import fill
+from appliance.bench.data import fill, jpeg_of_size, unique
 from appliance.bootstrap import bootstrap
 from appliance.memory import limit_malloc_arenas
 from appliance.store import EvidenceStore
@@ -48,19 +53,24 @@ def _fill(settings, count: int, crop_bytes: int, progress=None) -> None:
             return
         fill(settings, count, progress=progress)
         store = EvidenceStore(settings)
+        crop = jpeg_of_size(crop_bytes, np.random.default_rng(0))
+        with Image.open(io.BytesIO(crop)) as img:
+            width, height = img.size
         db.database.execute_sql("DELETE FROM evidence WHERE kind = 'frame'")
         rows = db.database.execute_sql("SELECT id FROM evidence WHERE kind = 'crop' ORDER BY id").fetchall()
         for start in range(0, len(rows), 5000):
             updates = []
             for (eid,) in rows[start : start + 5000]:
-                data = os.urandom(crop_bytes)
+                data = unique(crop, eid)
                 sha = hashlib.sha256(data).hexdigest()
                 path = store.path_for(sha)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-                updates.append((sha, len(data), eid))
+                updates.append((sha, len(data), width, height, eid))
             with db.write():
-                db.database.cursor().executemany("UPDATE evidence SET sha256 = ?, bytes = ? WHERE id = ?", updates)
+                db.database.cursor().executemany(
+                    "UPDATE evidence SET sha256 = ?, bytes = ?, width = ?, height = ? WHERE id = ?", updates
+                )
 
 
 def _serve_until_sigterm(app, port: int) -> None:

@@ -10,11 +10,13 @@ from pathlib import Path
 import click
 
 from appliance.bench import audit as audit_bench
+from appliance.bench import forged_batch as forged_batch_bench
 from appliance.bench import hotlist_import as hotlist_import_bench
 from appliance.bench import hq_search as hq_search_bench
 from appliance.bench import live_page as live_page_bench
 from appliance.bench import pipeline as pipeline_bench
 from appliance.bench import search as search_bench
+from appliance.bench import search_lock as search_lock_bench
 from appliance.bench import store as store_bench
 from appliance.bench import sync as sync_bench
 from appliance.cli.context import unattended
@@ -100,6 +102,42 @@ def bench_search(count, queries, where):
             click.echo(f"filled {done:,}/{total:,} reads in {seconds:.0f} s", err=True)
 
     click.echo(json.dumps(search_bench.search_at_scale(count, where, queries, progress=progress)))
+
+
+@unattended("a benchmark in a scratch directory")
+@bench_group.command("search-lock")
+@click.option("-n", "count", default=10_000_000, show_default=True, help="Reads in the scratch database.")
+@click.option("--seconds", default=30.0, show_default=True, help="Length of the baseline and of each phase.")
+@click.option("--searchers", default=2, show_default=True, help="Officers' search loops running at once.")
+@click.option("--pace", "pace_s", default=0.2, show_default=True, help="Seconds between two reads the pipeline stores.")
+@click.option(
+    "--phase",
+    "phases",
+    type=click.Choice(search_lock_bench.PHASES),
+    multiple=True,
+    help="Run only these phases (repeat the option; default: all).",
+)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Scratch directory; reuse it (or `bench search`'s) to skip the fill next time.",
+)
+def bench_search_lock(count, seconds, searchers, pace_s, phases, where):
+    """Milliseconds the pipeline's writes wait (save_read, and the write lock alone) while
+    officers' loops run the heaviest searches the post allows (the wildcard 1?1?1?1 over the
+    window of just under search.MAX_SCAN reads, over a year, and from one account), beside a
+    baseline without searches. The last line is JSON; the goal is a maximum of 250 ms."""
+
+    def progress(done, total, seconds):
+        if done % 500_000 < 20_000 or done == total:
+            click.echo(f"filled {done:,}/{total:,} reads in {seconds:.0f} s", err=True)
+
+    figures = search_lock_bench.run(
+        count, where, seconds, searchers, pace_s, tuple(phases) or search_lock_bench.PHASES, progress=progress
+    )
+    click.echo(json.dumps(figures))
 
 
 @unattended("a benchmark in a scratch directory")
@@ -202,3 +240,23 @@ def bench_hotlist_import(count, where):
         click.echo(json.dumps(hotlist_import_bench.run(count, where)))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@unattended("a benchmark in a scratch directory")
+@bench_group.command("forged-batch")
+@click.option("--forged", default=30, show_default=True, help="Forged pushes to send.")
+@click.option("--parallel", default=3, show_default=True, help="Forged pushes at a time.")
+@click.option("--unpacked-mb", default=250, show_default=True, help="MiB the forged batch unpacks to.")
+@click.option("--reads", default=100, show_default=True, help="Reads in each genuine batch.")
+@click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=None)
+def bench_forged_batch(forged, parallel, unpacked_mb, reads, where):
+    """What a forged batch (a bomb, signed by a random key) costs a real headquarters process:
+    its answer, headquarters' CPU and memory for it, whether it waited for the write lock, and how
+    long a genuine post's batch takes alone and while forged pushes go on. The last line is JSON."""
+    try:
+        figures = forged_batch_bench.run(where, forged, parallel, unpacked_mb, reads)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in forged_batch_bench.lines(figures):
+        click.echo(line)
+    click.echo(json.dumps(figures))

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import click
-import waitress
 
 from appliance import audit, bundle, db
 from appliance.cli.context import (
@@ -29,7 +28,7 @@ from sync.hq import holds as hq_holds
 from sync.hq import retention as hq_purge
 from sync.hq import search as hq_search
 from web.hq import create_hq_app
-from web.server import ListenError, listen
+from web.server import ListenError, WebServer, listen
 
 HQ_DB_ENV = "WAYPOST_HQ_DATABASE"
 
@@ -97,7 +96,8 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     hq_purge.Daily(s, stop).start()  # the daily purge at retention.run_at (post.timezone)
     click.echo(f"headquarters on http://{host}:{port}/ (reads in {target}; accounts and access log in {s.db_path})")
     try:
-        waitress.serve(app, sockets=[sock], threads=threads, max_request_body_size=max_batch_mb * 1024 * 1024 + 1)
+        # a body over the limit is refused unread and answered by the sync API (JSON, logged)
+        WebServer(app, host, port, threads, sock, max_request_body_size=max_batch_mb * 1024 * 1024 + 1).serve()
     finally:
         stop.set()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 
 import click
@@ -189,14 +190,38 @@ def evidence_export(ctx, request_id, hold_id, out):
     out = out or Path(f"waypost-evidence-{kind}-{ref}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.zip")
     if out.exists():
         raise click.ClickException(f"{out} already exists; give another --out")
-    if request_id is not None:
-        ctx.require("sharing.approve")  # a disclosure to another agency: the ALPR administrator's
-        summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
-    else:
-        summary = _act(ctx, export.for_hold, ctx.settings, ctx.actor(), hold_id, out)
+    _writable(out)
+    try:
+        if request_id is not None:
+            ctx.require("sharing.approve")  # a disclosure to another agency: the ALPR administrator's
+            summary = _act(ctx, sharing.export, ctx.settings, ctx.actor(), request_id, out)
+        else:
+            summary = _act(ctx, export.for_hold, ctx.settings, ctx.actor(), hold_id, out)
+    except OSError as exc:
+        # after the check above: the disk filled or the directory changed while the ZIP was written
+        raise click.ClickException(
+            f"writing {out} failed: {exc.strerror or exc}. The file was not made; if `waypost audit` shows an "
+            "export record for it, the export was recorded before the file could be finished."
+        ) from None
     click.echo(
         f"wrote {summary.path}: {summary.read_count} read(s), {summary.image_count} image(s), "
         f"{summary.bytes} bytes; access record {summary.record['seq']} {summary.record['hash']}"
+    )
+
+
+def _writable(out: Path) -> None:
+    """Refuse an --out where no file can be made, before anything is exported or recorded: its
+    directory is made if missing (as the export would) and a scratch file is created in it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            return
+    except FileExistsError as exc:  # mkdir's answer to a file where the directory should be
+        why = f"{exc.filename} is a file, not a directory"
+    except OSError as exc:
+        why = f"{exc.strerror or exc} ({exc.filename or out.parent})"
+    raise click.ClickException(
+        f"cannot write {out}: {why}. Nothing was exported; give an --out in a directory this account can write to."
     )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
 import sys
 
 import click
 
-from appliance import db, users
-from appliance.cli.context import local_time, parse_date, pass_ctx, runs_as
+from appliance import audit, db, users
+from appliance.cli.context import local_time, parse_date, pass_ctx, runs_as, unattended
 from appliance.models import User
 from appliance.roles import ROLES
 
@@ -129,3 +131,22 @@ def user_reset_password(ctx, username):
     password = users.generate_password()
     ctx.run(users.set_password, ctx.actor(), username, password, ctx.settings.web.min_password_length, must_change=True)
     click.echo(f"temporary password for {username} (shown once): {password}")
+
+
+@unattended(
+    "run by root on the post's own console (sudo -u waypost ...): the operating-system account is its "
+    "accountability, so it works when every administrator is locked out"
+)
+@user.command("unlock")
+@click.argument("username")
+@pass_ctx
+def user_unlock(ctx, username):
+    """End an account's lock-out after failed sign-ins; the password stays. For when no administrator
+    can sign in to reset it (`user reset-password`, which unlocks too). Recorded as the system, with
+    the operating-system user who ran it (the one behind sudo)."""
+    # Whoever may run this as the service account may change the database file itself: the command
+    # gives no power beyond that, only a record of who used it.
+    os_user = os.environ.get("SUDO_USER") or getpass.getuser()
+    actor = audit.Actor(audit.SYSTEM, ctx.settings.post.agency, f"cli:{os_user}")
+    ctx.run(users.unlock, actor, username)
+    click.echo(f"unlocked {username}: it signs in again with its own password")

@@ -2,7 +2,8 @@
 PostgreSQL), filled by the batches the posts push and headquarters pulls.
 
     models     the database: tables, schema versions, the write transaction
-    ingest     one batch, stored whole or refused with the problem named
+    ingest     one batch, stored whole or refused with the problem named; who sends a push, checked
+               before its body is read; the batch log's refusals, bounded
     posts      enrolment, each post's position and status, signed GETs, hotlists for the posts
     pull       headquarters asks a post for its next batch
     holds      legal holds (placed here, or at a post and sent with its batches)
@@ -15,7 +16,18 @@ each other directly.
 
 from __future__ import annotations
 
-from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Outcome, Refused, ingest
+from sync.hq.ingest import (
+    DEFAULT_MAX_BATCH_BYTES,
+    Outcome,
+    RefusalLog,
+    Refused,
+    Spooled,
+    SpoolError,
+    authenticate,
+    ingest,
+    refuse_push,
+    spool,
+)
 from sync.hq.models import (
     GENESIS,
     MODELS,
@@ -50,7 +62,11 @@ __all__ = [
     "HQRead",
     "Outcome",
     "Pulled",
+    "RefusalLog",
     "Refused",
+    "SpoolError",
+    "Spooled",
+    "authenticate",
     "check_post_request",
     "enroll",
     "hq_database",
@@ -60,6 +76,8 @@ __all__ = [
     "position",
     "publish_hotlist",
     "pull",
+    "refuse_push",
+    "spool",
     "status",
     "verify_chain",
     "write",

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
+import hashlib
+import http.client
+import io
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -20,7 +26,7 @@ from appliance import audit, bundle, store
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
 from appliance.models import Read, utcnow
-from sync import hq
+from sync import hq, protocol
 from tests.conftest import make_settings
 from web.hq import create_hq_app
 from web.server import WebServer
@@ -38,6 +44,7 @@ class HQServer:
     def __init__(self, path, port, max_batch_bytes=hq.DEFAULT_MAX_BATCH_BYTES):
         self.path, self.port, self.max_batch_bytes = path, port, max_batch_bytes
         self.server = None
+        self.post_settings = None  # the post enrolled here (hq_server): tests sign pushes with its key
 
     @property
     def url(self) -> str:
@@ -169,6 +176,7 @@ def db(settings):
 def hq_server(settings, db, hq_target, hq_port):
     """Headquarters with this post enrolled; its database stays bound for the test's assertions."""
     server = HQServer(hq_target, hq_port).start()
+    server.post_settings = settings
     with hq.hq_database.connection_context():
         hq.enroll(settings.post.id, "Test post", _public(settings))
     yield server
@@ -209,3 +217,47 @@ def post_reads() -> dict[str, str]:
 def hq_reads(post_id) -> dict[str, str]:
     with hq.hq_database.connection_context():
         return {r.uuid: r.plate for r in hq.HQRead.select().where(hq.HQRead.post_id == post_id)}
+
+
+def push_headers(settings, body: bytes, key=None, date: dt.datetime | None = None, **claim) -> dict[str, str]:
+    """The headers a post sends with a batch body (sync/post.py signs its own batches so): the
+    X-Waypost-Push claim, whose batch and range come from the body's header line where it has usable
+    ones (`claim` overrides any field), signed with the post's key or `key`, at this clock or `date`."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:
+            first = json.loads(gz.readline(1 << 16))
+    except (OSError, EOFError, ValueError):
+        first = {}
+    first = first if isinstance(first, dict) else {}
+    batch = first.get("batch")
+    fields = {
+        "post": settings.post.id,
+        "batch": batch if isinstance(batch, str) and batch.isprintable() and 0 < len(batch) <= 100 else "batch",
+        "first_seq": first["first_seq"] if protocol.is_whole(first.get("first_seq")) else 1,
+        "last_seq": first["last_seq"] if protocol.is_whole(first.get("last_seq")) else 0,
+        "length": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "date": (date or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    fields.update(claim)
+    return protocol.push_headers(protocol.Push(**fields), key or bundle.post_key(settings))
+
+
+def send_push(port: int, body: bytes, headers: dict[str, str] | None = None, timeout_s: float = 60):
+    """POST `body` to headquarters' /hq/v1/batches with `headers` (none: as a post older than the
+    signed push header sends it). Returns (status, the JSON answer); the answer must be JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request(
+            "POST",
+            "/hq/v1/batches",
+            body=body,
+            headers={"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(len(body)), **(headers or {})},
+        )
+        response = conn.getresponse()
+        raw = response.read()
+        kind = response.getheader("Content-Type", "")
+    finally:
+        conn.close()
+    assert kind.startswith("application/json"), (response.status, raw[:300])
+    return response.status, json.loads(raw)

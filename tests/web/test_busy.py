@@ -2,10 +2,11 @@
 real SQLite files, the writer in another process (a held BEGIN IMMEDIATE, as a sync batch being
 stored, a retention batch or a hotlist import holds it) or a real hotlist import in a thread.
 
-A search writes its access record in the transaction that reads, so it needs the write lock: it
-waits for it (busy timeout); if it still cannot have it the officer gets 503 "busy, try again"
-with Retry-After, nothing is shown and nothing is recorded. The waits are printed (pytest -s),
-not asserted against a clock."""
+A search reads without the write lock, but writes its access records (asked, then what it showed)
+in short transactions that need it: it waits for it (busy timeout); if it still cannot have it the
+officer gets 503 "busy, try again" with Retry-After and nothing is shown (held before the search,
+nothing is recorded either). The waits are printed (pytest -s), not asserted against a clock.
+tests/web/test_search_lock.py holds the lock while the search reads."""
 
 from __future__ import annotations
 

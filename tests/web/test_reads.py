@@ -107,11 +107,17 @@ def test_alternatives_are_searched_and_shown(client, officer, stored):
     assert "matched alternative" in html and "7ABC123" in html
 
 
-def test_a_bad_query_says_why_and_records_nothing(client, officer, stored):
+def test_a_bad_query_says_why_and_is_recorded_as_refused(client, officer, stored):
+    """Nothing is shown and no search runs, but the query was asked with a purpose: the access
+    log keeps it as refused, with why (an officer probing with refused queries is on file)."""
     sign_in(client, "officer.lee")
-    html = search(client, plate="7?B*", mode="wildcard").get_data(as_text=True)
-    assert "three known characters in a row" in html
-    assert records("read.search") == []
+    resp = search(client, plate="7?B*", mode="wildcard")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 400 and "three known characters in a row" in html and "7ABC123" not in html
+    assert records("read.search") == [] and records("read.search_asked") == []
+    [refused] = records("read.search_refused")
+    assert (refused.username, refused.purpose_code, refused.case_number) == ("officer.lee", "STOLEN-VEH", "2026-004512")
+    assert '"plate":"7?B*"' in refused.query and '"reason":"too broad"' in refused.details
 
 
 def test_hostile_input_is_escaped(client, officer, stored):

@@ -224,7 +224,7 @@ def test_unknown_names_and_locked_accounts_verify_a_hash_like_real_ones(settings
 
 
 def test_a_wrong_current_password_counts_towards_the_lockout_and_is_recorded(live_server, officer, settings):
-    opener, _ = _sign_in(live_server)
+    opener, cookie = _sign_in(live_server)
     limit = settings.web.failed_logins_before_lockout
     for attempt in range(limit):
         html = (
@@ -239,7 +239,9 @@ def test_a_wrong_current_password_counts_towards_the_lockout_and_is_recorded(liv
             .decode()
         )
         assert "The current password is wrong." in _flash(html)
-    assert "locked for" in _flash(html)
+    # The lock ended the account's sessions, this one too: the page says so on the sign-in page.
+    assert "locked for" in _flash(html) and "signed out everywhere" in _flash(html)
+    assert _refused(live_server, "/auth/password", cookie)
     failed = [
         json.loads(r.details)["reason"] for r in AccessRecord.select().where(AccessRecord.action == "auth.login_failed")
     ]
@@ -247,19 +249,7 @@ def test_a_wrong_current_password_counts_towards_the_lockout_and_is_recorded(liv
         "wrong current password at password change; account locked"
     ]
     assert AccessRecord.select().where(AccessRecord.action == "auth.lockout").count() == 1
-    # Locked: the right current password is not accepted either, and sign-in is refused.
-    html = (
-        _post(
-            opener,
-            live_server,
-            "/auth/password",
-            "/auth/password",
-            {"current": PASSWORD, "new": NEW_PASSWORD, "confirm": NEW_PASSWORD},
-        )
-        .read()
-        .decode()
-    )
-    assert "locked" in _flash(html)
+    # Locked: sign-in from this address (which failed) is refused, even with the right password.
     assert users.check_password(User.get_by_id(officer.id), PASSWORD)  # unchanged
     assert _sign_in_answer(live_server, "officer.lee", PASSWORD) == users.REFUSED
     assert audit.verify().ok

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, abort, redirect, url_for
+from flask import Flask, abort, redirect, request, url_for
 
 from appliance.config import Settings
 from sync import hq
-from web import admin, audit, auth, base_app, csrf, health, home, policy, purpose
+from web import admin, audit, auth, base_app, bound_ids, csrf, health, home, policy, purpose
 from web.access import public
 from web.hq import api, pages
+from web.server import BODY_TOO_LARGE
 
 
 def create_hq_app(
@@ -28,12 +29,15 @@ def create_hq_app(
     max_batch_bytes: int = hq.DEFAULT_MAX_BATCH_BYTES,
     settings: Settings | None = None,
     after_store: Callable[[], None] | None = None,
+    refusals: hq.RefusalLog | None = None,
 ) -> Flask:
     """`database`: headquarters' SQLite file or postgresql:// URL. `settings`: the configuration
     whose data_dir holds the accounts database (made by `waypost init` or `waypost hq serve`).
-    `after_store` runs between storing a batch and answering for it (a fault test's power cut)."""
+    `after_store` runs between storing a batch and answering for it (a fault test's power cut).
+    `refusals`: how refused batches are logged (default: folded, hq.RefusalLog())."""
     if settings is None:
         app = Flask("waypost_hq")
+        bound_ids(app)  # base_app does it for the full app
     else:
         app = base_app(settings)
         for area in (auth, admin, audit, health, home, policy, purpose, pages):
@@ -49,7 +53,13 @@ def create_hq_app(
         if not hq.hq_database.is_closed():
             hq.hq_database.close()
 
-    sync_api = api.api_blueprint(max_batch_bytes, after_store)
+    @app.before_request
+    def _body_too_large():
+        # waitress refused the body unread (web/server.py): the batch endpoint answers for it itself
+        if BODY_TOO_LARGE in request.environ and request.endpoint != "hq_api.batches":
+            abort(413)
+
+    sync_api = api.api_blueprint(max_batch_bytes, after_store, refusals or hq.RefusalLog())
     if settings is not None:
         csrf.exempt(sync_api)
     app.register_blueprint(sync_api)

@@ -4,21 +4,43 @@ batch, or a signed GET), so the API has no session and no CSRF token."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 from peewee import OperationalError
 
-from sync import hq
+from sync import hq, protocol
 from web import RETRY_AFTER_S, is_busy
 from web.access import public
+from web.server import BODY_TOO_LARGE
+
+log = logging.getLogger(__name__)
 
 
-def api_blueprint(max_batch_bytes: int, after_store: Callable[[], None] | None = None) -> Blueprint:
+def api_blueprint(
+    max_batch_bytes: int, after_store: Callable[[], None] | None = None, refusals: hq.RefusalLog | None = None
+) -> Blueprint:
     """The sync API: signed by the posts, no session. `after_store` runs between storing a batch
-    and answering for it (hq.ingest)."""
+    and answering for it (hq.ingest); `refusals` logs refused batches (hq.RefusalLog)."""
     bp = Blueprint("hq_api", __name__, url_prefix="/hq/v1")
+
+    @bp.after_request
+    def _pending_refusals(response):
+        # refusals whose row found SQLite's write lock taken (hq.RefusalLog) are written once an
+        # answer is out, if the lock is free then: nobody waits for them
+        if refusals is not None and refusals.pending():
+            response.call_on_close(_write_refusals)
+        return response
+
+    def _write_refusals() -> None:
+        assert refusals is not None
+        try:
+            with hq.hq_database.connection_context():
+                refusals.flush()
+        except Exception:  # after the answer: nobody to tell but the log; tried again after the next one
+            log.exception("writing refusals to the batch log")
 
     @bp.errorhandler(OperationalError)
     @bp.errorhandler(sqlite3.OperationalError)
@@ -43,19 +65,61 @@ def api_blueprint(max_batch_bytes: int, after_store: Callable[[], None] | None =
     @bp.post("/batches")
     @public
     def batches():
-        # The pages' 2 MiB form limit is not the batches' limit: ingest checks the size itself, so
-        # that an oversized batch gets its named, logged refusal.
+        """A push, checked in the order of what each check costs: who sends it (its signed
+        X-Waypost-Push header, before the body is read and without the write lock), its size, then
+        its body, spooled to a temporary file and hashed on the way, compared with the header, and
+        only then unpacked and stored (hq.ingest)."""
+        # The pages' 2 MiB form limit is not the batches' limit: the size is checked here, so that
+        # an oversized batch gets its named, logged refusal.
         request.max_content_length = 1 << 62
+        remote, length = request.remote_addr or "", request.content_length
         try:
-            outcome = hq.ingest(
-                request.stream,
-                request.content_length,
-                max_batch_bytes,
-                request.remote_addr or "",
-                after_store=after_store,
+            push = hq.authenticate(
+                request.headers.get(protocol.PUSH_HEADER),
+                request.headers.get(protocol.SIGNATURE_HEADER),
+                remote,
+                length,
+                refusals,
             )
+            size = length if length is not None else push.length
+            if BODY_TOO_LARGE in request.environ or size > max_batch_bytes:
+                hq.refuse_push(
+                    push,
+                    protocol.ProtocolError(
+                        "oversized",
+                        f"the batch is {size} bytes; this headquarters takes at most {max_batch_bytes} "
+                        "(`waypost hq serve --max-batch-mb`): lower sync.batch_max_reads on the post",
+                    ),
+                    remote,
+                    length,
+                    refusals,
+                )
+            with hq.spool(request.stream, push, max_batch_bytes) as body:
+                outcome = hq.ingest(
+                    body.file,
+                    body.size,
+                    max_batch_bytes,
+                    remote,
+                    after_store=after_store,
+                    pushed=body,
+                    refusals=refusals,
+                )
         except hq.Refused as refused:
             return jsonify(refused.as_json()), refused.http_status
+        except hq.SpoolError as exc:
+            log.error("a batch from %s could not be held: %s", remote, exc)
+            return (
+                jsonify(
+                    {
+                        "status": "busy",
+                        "problem": "no_space",
+                        "message": f"headquarters could not hold the batch on its disk ({exc}); nothing was "
+                        f"stored: try again in {RETRY_AFTER_S} s",
+                    }
+                ),
+                503,
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
         return jsonify(outcome.as_json())
 
     def signed_by(post_id):

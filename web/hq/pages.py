@@ -7,7 +7,8 @@ the access log of the people using headquarters live in its own accounts databas
 schema, appliance/db.py), so the same users, roles, audit and admin code run here. The two are
 different databases, so a view cannot read and record in one transaction: it reads, then commits
 the access record, and only then returns anything; if the record cannot be written the request
-fails and nothing is shown.
+fails and nothing is shown. A search is recorded as the post's is (web.reads.recorded_search):
+asked before it reads, then the plates shown, or refused and why.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import datetime as dt
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     redirect,
@@ -27,16 +27,18 @@ from flask import (
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 from appliance import audit
 from appliance.db import write
 from sync import hq
 from sync.hq import search as hq_search
+from sync.protocol import MAX_INT
+from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
 from web.clock import LocalDateTimeField
-from web.reads import MODES, checked_search, recorded
+from web.reads import MODES, PAGE_POSITION, checked_search, recorded, recorded_search, refused_search
 
 bp = Blueprint("hq", __name__, url_prefix="/hq")
 
@@ -51,6 +53,13 @@ class SearchForm(purposes.PurposeForm):
     since = LocalDateTimeField("From", validators=[Optional()])
     until = LocalDateTimeField("To", validators=[Optional()], latest=True)
     cursor = HiddenField()
+
+    def validate_cursor(self, field) -> None:
+        """The cursor ends in a read id (a similar search's is an offset): past a BIGINT it is no
+        page this search made. sync/hq/search.py refuses a cursor of any other form."""
+        number = (field.data or "").rpartition("|")[2]
+        if number.isascii() and number.isdigit() and (len(number) > 4000 or int(number) > MAX_INT):
+            raise ValidationError(PAGE_POSITION)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -173,21 +182,20 @@ def search_results():
     stated, query, refusal = checked_search(form, "hq/search.html")
     if refusal:
         return refusal
-    try:
-        page = hq_search.search(query, limit=PAGE, cursor=form.cursor.data or None)
-    except hq_search.SearchError as exc:
-        form.plate.errors = [str(exc)[0].upper() + str(exc)[1:] + "."]
-        return render_template("hq/search.html", form=form, page=None), 400
-    with write():  # committed before the page is rendered: no record, no results
-        audit.record(
-            "read.search",
-            actor(),
-            query=recorded(query, form),
-            purpose=stated,
-            objects=[f"read:{h.read.post_id}/{h.read.uuid}" for h in page.hits],
-            result_count=len(page.hits),
-            details={"cursor": form.cursor.data} if form.cursor.data else None,
+    cursor = form.cursor.data or None
+    try:  # recorded as asked, then as shown (naming the plates) or refused: no record, no results
+        page = recorded_search(
+            stated,
+            recorded(query, form),
+            lambda: hq_search.search(query, limit=PAGE, cursor=cursor),
+            lambda page: (
+                sorted({h.read.plate for h in page.hits}),
+                [f"read:{h.read.post_id}/{h.read.uuid}" for h in page.hits],
+            ),
+            details={"cursor": cursor} if cursor else None,
         )
+    except hq_search.SearchError as exc:
+        return refused_search(exc, form, "hq/search.html")
     purposes.remember(stated)
     alerts = hq_search.alerts_for([h.read for h in page.hits])
     return render_template(
@@ -266,6 +274,4 @@ def image(read_id: int, kind: str):
             result_count=1,
             details={"kind": kind},
         )
-    resp = Response(data, mimetype=meta.get("content_type") or "image/jpeg")
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return evidence.jpeg_response(data, f"read-{row.id}-{kind}.jpg")

@@ -4,14 +4,17 @@ a JSON answer (never a 500 page) and a row in the batch log."""
 
 from __future__ import annotations
 
+import base64
 import gzip
-import http.client
-import json
+import hashlib
+import io
 
 import pytest
+from PIL import Image
 
 from appliance import audit
 from sync import hq, protocol
+from tests.sync.conftest import push_headers, send_push
 
 HUGE = 10**30
 
@@ -37,21 +40,9 @@ def body(*lines) -> bytes:
 
 
 def send(server, data: bytes):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            "/hq/v1/batches",
-            body=data,
-            headers={"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(len(data))},
-        )
-        response = conn.getresponse()
-        raw = response.read()
-        kind = response.getheader("Content-Type", "")
-    finally:
-        conn.close()
-    assert kind.startswith("application/json"), (response.status, raw[:300])
-    return response.status, json.loads(raw)
+    """POST `data` with its X-Waypost-Push header signed by the post enrolled at `server`: the
+    checks of a batch's lines are reached only by a push that proved who sends it."""
+    return send_push(server.port, data, push_headers(server.post_settings, data))
 
 
 def logged():
@@ -107,12 +98,16 @@ def _record(**changes):
 
 
 def _read(**image):
+    """A read line as the post writes it (its required fields, a real 80x30 JPEG crop), but for `image`'s changes."""
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 30)).save(buf, format="JPEG")
+    data = buf.getvalue()
     im = {
         "kind": "crop",
-        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "sha256": hashlib.sha256(data).hexdigest(),
         "content_type": "image/jpeg",
-        "bytes": 0,
-        "data": "",
+        "bytes": len(data),
+        "data": base64.b64encode(data).decode(),
         "width": 80,
         "height": 30,
     }
@@ -120,7 +115,13 @@ def _read(**image):
     return {
         "t": "read",
         "seq": 1,
-        "read": {"uuid": "u1", "captured_at": "2025-01-01T00:00:00Z", "plate": "7ABC123"},
+        "read": {
+            "uuid": "5d0b2f4e-8a51-4c3e-9b8f-2f1f8c6a7d10",
+            "captured_at": "2025-01-01T00:00:00",
+            "plate": "7ABC123",
+            "camera_id": "cam-1",
+            "confidence": 0.9,
+        },
         "images": [im],
         "alerts": [],
     }

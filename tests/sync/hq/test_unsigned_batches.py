@@ -16,11 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance import audit, bundle
 from appliance.models import Outbox
 from sync import hq, post, protocol
-from tests.sync.conftest import add_reads, hq_reads, post_reads
+from tests.sync.conftest import add_reads, hq_reads, post_reads, push_headers
 
 
-def _post_batch(url, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url + "/hq/v1/batches", data=body, headers={"Content-Type": protocol.CONTENT_TYPE})
+def _post_batch(settings, url, body: bytes) -> tuple[int, dict]:
+    """POST `body` as the post pushes it: its X-Waypost-Push header signed with the post's key (the
+    body itself may be signed by anyone, or by no one)."""
+    headers = {"Content-Type": protocol.CONTENT_TYPE, **push_headers(settings, body)}
+    req = urllib.request.Request(url + "/hq/v1/batches", data=body, headers=headers)
     try:
         with urllib.request.urlopen(req) as response:
             return response.status, json.loads(response.read())
@@ -46,16 +49,19 @@ def _header(settings, **over):
 def test_a_refusal_names_the_position_only_to_a_batch_signed_by_the_post(settings, db, hq_server):
     add_reads(settings, 2)
     post.push(settings)
-    # unsigned, refused at the header (a gap): nothing about the post
+    # pushed by the post (its request header signed), but the batch unsigned and refused at its
+    # header (a gap): nothing about the post
     status, answer = _post_batch(
-        hq_server.url, gzip.compress(json.dumps(_header(settings, first_seq=999, last_seq=999)).encode() + b"\n")
+        settings,
+        hq_server.url,
+        gzip.compress(json.dumps(_header(settings, first_seq=999, last_seq=999)).encode() + b"\n"),
     )
     assert (status, answer["problem"], answer["position"]) == (409, "gap", None)
     # signed with another key, refused at the signature: nothing either
     add_reads(settings, 1, seed=5)
     buf = io.BytesIO()
     post.build_batch(settings, Ed25519PrivateKey.generate(), post.fetch_position(settings), buf)
-    status, answer = _post_batch(hq_server.url, buf.getvalue())
+    status, answer = _post_batch(settings, hq_server.url, buf.getvalue())
     assert (answer["problem"], answer["position"]) == ("bad_signature", None)
     # signed by the post, refused after the signature (a record that does not link): the position
     pos = post.fetch_position(settings)
@@ -88,7 +94,7 @@ def test_a_refusal_names_the_position_only_to_a_batch_signed_by_the_post(setting
     record["hash"] = audit.digest(record)
     w.line({"t": "access", "record": record})
     w.finish(bundle.post_key(settings))
-    status, answer = _post_batch(hq_server.url, buf.getvalue())
+    status, answer = _post_batch(settings, hq_server.url, buf.getvalue())
     assert answer["problem"] == "broken_chain", answer
     assert answer["position"]["last_seq"] == pos.last_seq and answer["position"]["chain_seq"] == pos.chain_seq
 
