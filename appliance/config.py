@@ -372,11 +372,61 @@ class SyncSettings(Section):
     batch_max_reads: int = Field(200, ge=1, le=10000, description="Most reads in one batch.")
     push_interval_s: int = Field(60, ge=5, le=86400, description="Seconds between push attempts when connected.")
     include_frames: bool = Field(True, description="Send context frames as well as plate crops.")
+    frame_lane: bool = Field(
+        True,
+        description="Send the context frames of reads without an alert in a second lane, after every read, crop, "
+        "alert (with its frame) and access record waiting: a frame is about forty crops. Headquarters lists "
+        "the frames still to come.",
+    )
+    frame_batch_kb: int = Field(
+        2048,
+        ge=64,
+        le=32768,
+        description="About how many KB of frames one batch of the second lane carries: a read stored meanwhile "
+        "waits for one such batch at most (2048 KB: under 2 s at 10 Mbit/s).",
+    )
+    max_kbps: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Most kilobits per second this post sends to headquarters (a shared or metered link); "
+        "0: as fast as the link goes.",
+    )
     hq_public_key: str = Field(
         "",
         pattern=r"^([A-Za-z0-9+/]{43}=)?$",
         description="Headquarters' public key (base64, from `waypost hq keygen`) allowed to "
         "pull batches from this post at /sync/batch; empty: pull is off.",
+    )
+    max_backoff_s: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="Longest wait between push attempts while headquarters does not answer: it is noticed "
+        "back within this long.",
+    )
+    stale_after_minutes: int = Field(
+        60,
+        ge=1,
+        le=10080,
+        description="/health says degraded (sync) when the oldest read not yet at headquarters is older than this.",
+    )
+    degraded_after_failures: int = Field(
+        3, ge=1, le=1000, description="/health says degraded (sync) after this many push attempts in a row failed."
+    )
+    late_after_minutes: int = Field(
+        60,
+        ge=1,
+        le=10080,
+        description="Headquarters: a post with no contact for longer than this is shown late (Posts page, "
+        "`waypost hq status`); raise it where posts are only pulled, e.g. nightly.",
+    )
+    clock_warn_s: int = Field(
+        120,
+        ge=1,
+        le=86400,
+        description="/health says degraded (sync), and headquarters warns, when a post's clock is off from "
+        "headquarters' by more than this.",
     )
 
     @model_validator(mode="after")

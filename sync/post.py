@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import fcntl
 import gzip
 import hashlib
@@ -26,6 +27,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -78,6 +80,9 @@ class Position:
     # does not say). Not compared: a batch built after a position depends only on the fields above
     last_read_seq: int = field(default=0, compare=False)
     last_read_uuid: str = field(default="", compare=False)
+    # the outbox seq up to which headquarters holds the frames sent in the second lane; None from a
+    # headquarters that does not say (it takes frames only with their reads: no second lane)
+    frame_seq: int | None = None
 
     @classmethod
     def of(cls, answer) -> Position:
@@ -90,6 +95,7 @@ class Position:
                 int(answer.get("confirmation_id", 0)),
                 int(answer.get("last_read_seq", 0)),
                 str(answer.get("last_read_uuid", "")),
+                None if answer.get("frame_seq") in (None, "") else int(answer["frame_seq"]),
             )
         except (KeyError, TypeError, ValueError):
             raise SyncError(f"headquarters sent no usable position: {answer!r}") from None
@@ -105,6 +111,7 @@ class PushResult:
     bytes: int = 0
     position: Position | None = None
     notes: list[str] = field(default_factory=list)
+    frames: int = 0  # frames sent in the second lane
 
     def lines(self) -> list[str]:
         pos = self.position
@@ -114,6 +121,8 @@ class PushResult:
         ]
         if self.holds:
             out.append(f"{self.holds} legal hold event(s) (placed or released here) sent with them")
+        if self.frames:
+            out.append(f"{self.frames} frame(s) of reads sent before, in the second lane")
         if pos is not None:
             out.append(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
         return out + self.notes
@@ -165,20 +174,20 @@ def _request(
     cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     # large send blocks: the body goes out in a few system calls, not one per 8 KiB (each of which
     # would wait for the GIL while the next batch is built in another thread)
-    conn = cls(url.hostname, url.port, timeout=timeout_s, blocksize=SEND_BLOCK_BYTES)
+    conn = _paced(cls, settings.sync.max_kbps)(url.hostname, url.port, timeout=timeout_s, blocksize=SEND_BLOCK_BYTES)
     full_path = url.path.rstrip("/") + path
     headers = {"Accept": "application/json"}
-    if body is not None:
-        headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
-        headers.update(_push_headers(settings, body, length))
-    else:
-        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        signature = bundle.post_key(settings).sign(protocol.post_get_message(settings.post.id, full_path, date))
-        headers.update({"X-Waypost-Date": date, "X-Waypost-Signature": base64.b64encode(signature).decode()})
     try:
+        if body is not None:
+            headers.update({"Content-Type": protocol.CONTENT_TYPE, "Content-Length": str(length)})
+            headers.update(_push_headers(settings, body, length))
+        else:
+            headers.update(_signed_get_headers(settings, conn, url.path.rstrip("/"), full_path))
+        sent = time.time()
         conn.request(method, full_path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
+        _measure_clock(settings, response.getheader("Date"), sent, time.time())
     except (OSError, http.client.HTTPException) as exc:
         raise SyncError(
             f"headquarters at {settings.sync.hq_url} did not answer {method} {path}: {type(exc).__name__}: {exc}"
@@ -196,6 +205,94 @@ def _request(
             raise SyncError(f"headquarters answered {response.status} to {method} {path}: {answer.get('message')}")
         raise SyncError(f"headquarters answered {response.status} to {method} {path}: {data[:200]!r}")
     return response.status, answer
+
+
+def _signed_get_headers(settings: Settings, conn, base: str, full_path: str) -> dict[str, str]:
+    """The headers of a signed GET: a nonce asked of headquarters on the same connection
+    (sync/protocol.py, 'signed GETs'), this post's time, and the post's signature over both with the
+    path. Raises SyncError when headquarters gives no nonce."""
+    conn.request("GET", base + "/hq/v1/challenge", headers={"Accept": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    try:
+        nonce = json.loads(data)["nonce"] if response.status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        nonce = None
+    if not isinstance(nonce, str):
+        raise SyncError(
+            f"headquarters at {settings.sync.hq_url} gave no challenge ({response.status}: {data[:200]!r}); "
+            "it may run an older Waypost than this post"
+        )
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = bundle.post_key(settings).sign(protocol.post_get_message(settings.post.id, full_path, nonce, date))
+    return {
+        protocol.NONCE_HEADER: nonce,
+        protocol.DATE_HEADER: date,
+        "X-Waypost-Signature": base64.b64encode(signature).decode(),
+    }
+
+
+# --- sync.max_kbps: a cap on what this post sends ----------------------------------------------------
+
+PACE_PIECE = 16 * 1024  # bytes written to the socket at a time under a cap
+
+
+class _Bucket:
+    """A token bucket of `rate` bytes per second, a tenth of a second deep (at least a piece): the
+    bytes this process sends to headquarters, every connection together."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.depth = max(PACE_PIECE, rate / 10)
+        self.tokens = self.depth
+        self.at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.depth, self.tokens + (now - self.at) * self.rate) - n
+            self.at = now
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+
+
+_buckets: dict[int, _Bucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def _bucket(max_kbps: int) -> _Bucket:
+    with _buckets_lock:
+        if max_kbps not in _buckets:
+            _buckets[max_kbps] = _Bucket(max_kbps * 1000 / 8)
+        return _buckets[max_kbps]
+
+
+def _paced(cls: type[http.client.HTTPConnection], max_kbps: int) -> type[http.client.HTTPConnection]:
+    """`cls`, or with sync.max_kbps set a subclass whose socket writes (the request line, its headers
+    and its body, counted before TLS adds its few percent) wait for the token bucket."""
+    if max_kbps <= 0:
+        return cls
+    bucket = _bucket(max_kbps)
+
+    class Paced(cls):  # type: ignore[valid-type, misc]  # a subclass of whichever connection class
+        def send(self, data) -> None:
+            if hasattr(data, "read"):
+                while block := data.read(self.blocksize):
+                    self.send(block)
+                return
+            if not isinstance(data, bytes | bytearray | memoryview):
+                for part in data:  # an iterable body
+                    self.send(part)
+                return
+            view = memoryview(data)
+            for start in range(0, len(view), PACE_PIECE):
+                piece = view[start : start + PACE_PIECE]
+                bucket.take(len(piece))
+                super().send(piece)
+
+    return Paced
 
 
 def _push_headers(settings: Settings, body, length: int | None) -> dict[str, str]:
@@ -338,7 +435,9 @@ def _divergence(pos: Position) -> tuple[bool, str] | None:
             "this post's database was restored from an older copy (or replaced) after it had sent "
             "more to headquarters: " + "; ".join(problems) + ". Nothing was marked sent and nothing "
             "was sent. Do not push from this post; see README 'Rolling back' for what to do "
-            "(headquarters keeps what it holds)."
+            "(headquarters keeps what it holds). If this post was re-imaged (a fresh data directory and a "
+            "new key), headquarters opens a new segment for it: `waypost hq rebase POST --public-key FILE "
+            "--reason TEXT`."
         )
     return False, (
         "this post's access log is not the one headquarters holds: "
@@ -424,6 +523,10 @@ class Plan:
     rows: list
     chain_last: int
     conf_upto: int
+    # a batch of the second lane: (seq, read uuid, sha256, content_type, width, height, bytes) of
+    # each frame it carries, and the outbox seq its frames reach (plan_frames)
+    frames: list | None = None
+    frames_upto: int = 0
 
 
 def plan_batch(settings: Settings, key, pos: Position, max_reads: int | None = None) -> Plan | None:
@@ -436,7 +539,7 @@ def plan_batch(settings: Settings, key, pos: Position, max_reads: int | None = N
     chain_last = min(records_last, pos.chain_seq + MAX_RECORDS_PER_BATCH)
     conf_upto = database.execute_sql("SELECT coalesce(max(id), 0) FROM alert_confirmation").fetchone()[0]
     if not rows and chain_last <= pos.chain_seq and conf_upto <= pos.confirmation_id:
-        return None
+        return plan_frames(settings, key, pos)  # the second lane yields to the first
     first_seq = pos.last_seq + 1
     last_seq = rows[-1][0] if rows else pos.last_seq
     # counted in the (sent_at, seq) index, not the table: a third of the time, every batch
@@ -466,7 +569,11 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
     last_seq = header["last_seq"]
     yield header
     store = EvidenceStore(settings)
+    if plan.frames is not None:
+        yield from _frame_lines(store, plan, tally)
+        return
     kinds = ("crop", "frame") if settings.sync.include_frames else ("crop",)
+    lanes = second_lane(settings, pos)
     reads = 0
     for start in range(0, len(rows), READ_CHUNK):
         chunk = rows[start : start + READ_CHUNK]
@@ -514,6 +621,20 @@ def _lines(settings: Settings, plan: Plan, tally: dict):
                 continue  # purged since (retention): the range stays contiguous without it
             images, missing = [], []
             for _read_id, kind, sha256, content_type, width, height, size in evidence.get(read["id"], []):
+                if kind == "frame" and lanes and not alerts.get(read["id"]):
+                    # named here, sent in the second lane: headquarters holds it to this sha256
+                    images.append(
+                        {
+                            "kind": kind,
+                            "sha256": sha256,
+                            "content_type": content_type,
+                            "width": width,
+                            "height": height,
+                            "bytes": size,
+                        }
+                    )
+                    tally["deferred"] = tally.get("deferred", 0) + 1
+                    continue
                 try:
                     data = store.read_bytes(sha256)
                 except StoreError as exc:
@@ -578,8 +699,106 @@ def _written(plan: Plan, tally: dict) -> dict:
             max(plan.chain_last, pos.chain_seq),
             tally["chain_hash"],
             max(plan.conf_upto, pos.confirmation_id),
+            frame_seq=_next_frame_seq(plan, tally),
         ),
     )
+
+
+# --- the second lane: frames of reads headquarters holds -----------------------------------------
+#
+# A read's frame (about 200 KB, forty times its crop) is what fills a slow link. With the second lane
+# (sync.frame_lane, and a headquarters that says where its frames stand: Position.frame_seq) a read
+# line names its frame (sha256, size) without its data, unless the read raised an alert: what an
+# officer needs first goes first. The frames follow in batches of their own, built only when the
+# first lane has nothing waiting (plan_batch), of about sync.frame_batch_kb each so that a read
+# arriving meanwhile waits for one of them at most. Headquarters keeps the read and lists its frame
+# as still to come until a frame with the named sha256 arrives. Nothing is marked on the post: where
+# the frames stand is headquarters' word (frame_seq), asked on every push like the rest.
+
+FRAME_SCAN_ROWS = 2000  # outbox rows looked at per frame batch planned
+
+
+def second_lane(settings: Settings, pos: Position) -> bool:
+    """Whether the frames of reads without an alert go in the second lane for headquarters at `pos`."""
+    return settings.sync.include_frames and settings.sync.frame_lane and pos.frame_seq is not None
+
+
+def plan_frames(settings: Settings, key, pos: Position) -> Plan | None:
+    """The next batch of the second lane after `pos`: the frames of reads headquarters holds (outbox
+    seq up to pos.last_seq) past pos.frame_seq, of reads without an alert (theirs went with them), up
+    to about sync.frame_batch_kb; None when none waits."""
+    if pos.frame_seq is None or not settings.sync.include_frames or pos.frame_seq >= pos.last_seq:
+        return None
+    budget = settings.sync.frame_batch_kb * 1024
+    rows = database.execute_sql(
+        "SELECT o.seq, r.uuid, e.sha256, e.content_type, e.width, e.height, e.bytes FROM outbox o "
+        "JOIN read r ON r.uuid = o.object_id JOIN evidence e ON e.read_id = r.id AND e.kind = 'frame' "
+        "WHERE o.kind = 'read' AND o.seq > ? AND o.seq <= ? "
+        "AND NOT EXISTS (SELECT 1 FROM alert a WHERE a.read_id = r.id) ORDER BY o.seq LIMIT ?",
+        (pos.frame_seq, pos.last_seq, FRAME_SCAN_ROWS),
+    ).fetchall()
+    if not rows:
+        return None
+    frames: list[tuple] = []
+    size = 0
+    for row in rows:
+        if frames and size + row[6] > budget:
+            break
+        frames.append(row)
+        size += row[6]
+    # every frame up to the last row looked at, or (the scan reached the end) to headquarters' reads
+    upto = frames[-1][0] if len(frames) < len(rows) or len(rows) == FRAME_SCAN_ROWS else pos.last_seq
+    header = {
+        "t": "header",
+        "format": protocol.FORMAT,
+        "post": settings.post.id,
+        "batch": str(uuidlib.uuid4()),
+        "first_seq": pos.last_seq + 1,
+        "last_seq": pos.last_seq,
+        "chain": {"first_seq": pos.chain_seq + 1, "last_seq": pos.chain_seq, "prev_hash": pos.chain_hash},
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "key_id": bundle.key_id(key.public_key()),
+        "backlog": 0,
+        "confirmations": {"after": pos.confirmation_id, "upto": pos.confirmation_id},
+        "frames": {"after": pos.frame_seq, "upto": upto},
+    }
+    return Plan(pos, header, [], pos.chain_seq, pos.confirmation_id, frames=frames, frames_upto=upto)
+
+
+def _frame_lines(store: EvidenceStore, plan: Plan, tally: dict):
+    """The frame lines of a second-lane batch. A frame file missing or damaged here is left out (its
+    read's page at headquarters keeps saying it has not come) and logged."""
+    for seq, read_uuid, sha256, content_type, width, height, size in plan.frames or []:
+        try:
+            data = store.read_bytes(sha256)
+        except StoreError as exc:
+            log.warning("frame of read %s not sent: %s", read_uuid, exc)
+            continue
+        image = {
+            "kind": "frame",
+            "sha256": sha256,
+            "content_type": content_type,
+            "width": width,
+            "height": height,
+            "bytes": size,
+            "data": base64.b64encode(data).decode(),
+        }
+        yield {"t": "frame", "seq": seq, "read": read_uuid, "image": image}
+        tally["frames"] = tally.get("frames", 0) + 1
+
+
+def _next_frame_seq(plan: Plan, tally: dict) -> int | None:
+    """headquarters' frame_seq once it has stored the planned batch (sync/hq/ingest.py): a batch of
+    frames moves it to its end; a batch of reads naming no frame to come, when none was due, to its
+    last seq."""
+    pos = plan.pos
+    if pos.frame_seq is None:
+        return None
+    if plan.frames is not None:
+        return plan.frames_upto
+    if pos.frame_seq >= pos.last_seq and not tally.get("deferred"):
+        return max(pos.frame_seq, plan.header["last_seq"])
+    return pos.frame_seq
 
 
 def write_batch(settings: Settings, key, plan: Plan, fileobj) -> dict:
@@ -668,7 +887,13 @@ def push(settings: Settings, max_batches: int | None = None, stop: threading.Eve
                 "another push is running on this post (the service's pusher or another "
                 "`waypost sync push`); try again when it has finished"
             ) from None
-        return _push(settings, spool, max_batches, stop)
+        try:
+            result = _push(settings, spool, max_batches, stop)
+        except Exception as exc:
+            _record_attempt(settings, error=str(exc))
+            raise
+        _record_attempt(settings, position=result.position)
+        return result
 
 
 def _build_file(settings: Settings, key, pos: Position, path: Path) -> dict | None:
@@ -770,6 +995,7 @@ def _push(settings: Settings, spool: Path, max_batches: int | None, stop: thread
                     result.reads += int(answer.get("reads") or 0)
                     result.records += int(answer.get("records") or 0)
                     result.holds += int(answer.get("holds") or 0)
+                    result.frames += int(answer.get("frames") or 0)
                     result.bytes += size
                 continue
             unacked.unlink(missing_ok=True)  # refused: rebuilt from the current data and position
@@ -814,11 +1040,163 @@ def local_status(settings: Settings) -> dict:
     }
 
 
+# --- what the operator is told: the post's sync state ------------------------------------------
+
+STATE_FILE = "state.json"
+_state_lock = threading.Lock()
+# the last clock offset measured per data directory (this process): (seconds, when, UTC ISO)
+_clocks: dict[Path, tuple[int, str]] = {}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_state(settings: Settings) -> dict:
+    """The post's sync state as last recorded: the last success and the last error (UTC ISO times),
+    the failed push attempts in a row, and this clock's offset from headquarters'. Recorded by every
+    push (the service's pusher and `waypost sync push`) and every pull served (web/sync.py).
+
+    A small JSON file beside the spooled batch, not a table: a failed attempt is recorded without
+    waiting for the database's write lock (the pipeline storing reads), and losing it (a power cut
+    in the middle of a rename) loses only what the next attempt records again."""
+    try:
+        state = json.loads((_spool(settings) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        state = {}
+    return state if isinstance(state, dict) else {}
+
+
+def record_state(settings: Settings, **changes) -> dict:
+    """Merge `changes` (and the last clock offset measured) into the sync state; the new state."""
+    with _state_lock:
+        state = read_state(settings)
+        state.update(changes)
+        clock = _clocks.get(settings.data_dir)
+        if clock is not None:
+            state["clock_offset_s"], state["clock_checked_at"] = clock
+        path = _spool(settings) / STATE_FILE
+        part = path.with_suffix(".part")
+        part.write_text(json.dumps(state, sort_keys=True))
+        os.replace(part, path)
+        return state
+
+
+def note_clock(settings: Settings, offset_s: int) -> None:
+    """This clock minus headquarters' (seconds), measured on an exchange; recorded with the next
+    state change."""
+    _clocks[settings.data_dir] = (offset_s, now_iso())
+
+
+def measured_clock(settings: Settings) -> int | None:
+    """The clock offset last measured by this process (seconds), or None."""
+    clock = _clocks.get(settings.data_dir)
+    return None if clock is None else clock[0]
+
+
+def _measure_clock(settings: Settings, date_header: str | None, sent: float, received: float) -> None:
+    """This clock minus headquarters', from the HTTP Date of its answer (whole seconds, truncated:
+    half a second added) against the middle of the exchange."""
+    try:
+        theirs = email.utils.parsedate_to_datetime(date_header or "").timestamp() + 0.5
+    except (TypeError, ValueError):
+        return
+    note_clock(settings, round((sent + received) / 2 - theirs))
+
+
+def _record_attempt(settings: Settings, error: str | None = None, position: Position | None = None) -> None:
+    try:
+        if error is None:
+            changes: dict = {"last_success_at": now_iso(), "failures": 0}
+            if position is not None:
+                changes["hq_chain_seq"] = position.chain_seq
+            record_state(settings, **changes)
+        else:
+            failures = int(read_state(settings).get("failures") or 0) + 1
+            record_state(settings, last_error=error[:500], last_error_at=now_iso(), failures=failures)
+    except OSError as exc:  # the attempt's own outcome matters more than its note
+        log.warning("could not record the sync state in %s: %s", _spool(settings), exc)
+
+
+def record_pull(settings: Settings) -> None:
+    """A pull served to headquarters (its signed request checked): a success of sync."""
+    try:
+        record_state(settings, last_success_at=now_iso(), last_pulled_at=now_iso(), failures=0)
+    except OSError as exc:
+        log.warning("could not record the sync state in %s: %s", _spool(settings), exc)
+
+
+def _parse_time(value) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", ""))
+    except ValueError:
+        return None
+    return when.replace(tzinfo=None)
+
+
+def clock_text(offset_s: int) -> str:
+    return f"{abs(offset_s)} s {'ahead of' if offset_s > 0 else 'behind'} headquarters'"
+
+
+def health(settings: Settings) -> dict:
+    """The `sync` section of /health (and the live view's status strip): the last success, the
+    backlog, the age of the oldest read not yet at headquarters, the last error, the clock offset,
+    and `problems` (each starting "sync:") that make the post's status degraded. Needs a database
+    connection."""
+    sync = settings.sync
+    enabled = bool(sync.enabled or sync.hq_url or sync.hq_public_key)
+    state = read_state(settings)
+    reads, oldest = database.execute_sql(
+        "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL AND kind = 'read'"
+    ).fetchone()
+    head = audit.head()[0]
+    held = state.get("hq_chain_seq")
+    records = max(0, head - int(held)) if isinstance(held, int) else head
+    oldest_at = _parse_time(oldest)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    age_min = int((now - oldest_at).total_seconds() // 60) if oldest_at is not None else None
+    failures = int(state.get("failures") or 0)
+    error, error_at = state.get("last_error"), state.get("last_error_at")
+    offset = state.get("clock_offset_s")
+    problems = []
+    if enabled:
+        since = f"; last error at {error_at} UTC: {error}" if error and failures else ""
+        if age_min is not None and age_min > sync.stale_after_minutes:
+            problems.append(
+                f"sync: the oldest read not yet at headquarters is {age_min} minutes old ({reads} read(s) waiting; "
+                f"sync.stale_after_minutes is {sync.stale_after_minutes}){since}"
+            )
+        if failures >= sync.degraded_after_failures:
+            problems.append(f"sync: {failures} push attempts in a row failed, the last at {error_at} UTC: {error}")
+        if isinstance(offset, int) and abs(offset) > sync.clock_warn_s:
+            problems.append(
+                f"sync: this post's clock is {clock_text(offset)} (more than sync.clock_warn_s, "
+                f"{sync.clock_warn_s} s): check its time source (NTP); reads are stamped with it"
+            )
+    return {
+        "enabled": enabled,
+        "last_success_at": state.get("last_success_at"),
+        "backlog": {"reads": reads, "records": records},
+        "oldest_unsent_read_at": oldest_at.strftime("%Y-%m-%dT%H:%M:%SZ") if oldest_at else None,
+        "oldest_unsent_read_minutes": age_min,
+        "failures": failures,
+        "last_error": error if failures else None,
+        "last_error_at": error_at,
+        "clock_offset_s": offset,
+        "clock_checked_at": state.get("clock_checked_at"),
+        "problems": problems,
+    }
+
+
 # --- the background worker ---------------------------------------------------------------------
 
 
-def backoff_s(failures: int, base_s: float = 5.0, cap_s: float = 900.0, rng=random.random) -> float:
-    """Capped exponential backoff with jitter (between half and all of the capped delay)."""
+def backoff_s(failures: int, base_s: float = 5.0, cap_s: float = 60.0, rng=random.random) -> float:
+    """Capped exponential backoff with jitter (between half and all of the capped delay). The cap
+    (sync.max_backoff_s) is about a minute: an attempt costs one small signed GET, and headquarters
+    back after a long outage must not go unnoticed for a quarter of an hour (issue 18)."""
     delay = min(cap_s, base_s * 2 ** max(0, failures - 1))
     return delay * (0.5 + rng() / 2)
 
@@ -843,6 +1221,6 @@ class Pusher:
             except Exception as exc:  # never let the worker die: the next attempt may succeed
                 self.failures += 1
                 self.last_error = str(exc)
-                wait = backoff_s(self.failures, cap_s=max(60.0, self.settings.sync.push_interval_s * 15))
+                wait = backoff_s(self.failures, cap_s=self.settings.sync.max_backoff_s)
                 log.warning("sync push failed (attempt %d, next in %.0f s): %s", self.failures, wait, exc)
             self.stop.wait(wait)

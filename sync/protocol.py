@@ -8,10 +8,16 @@ A batch is gzip'd JSON lines, one object per line, canonical JSON (sorted keys, 
      "chain": {"first_seq": A, "last_seq": B, "prev_hash": H},   # the access records carried;
                                              # H is the hash of record A - 1 (what HQ already holds)
      "confirmations": {"after": C, "upto": D},  # alert confirmations (by id) this batch accounts for
-     "created_at": ISO, "key_id": ..., "backlog": reads still waiting after this batch}
+     "created_at": ISO, "key_id": ..., "backlog": reads still waiting after this batch,
+     "frames": {"after": F, "upto": G}}     # optional: the frame lines carried (below)
     {"t": "read", "seq": S, "read": {...}, "images": [{kind, sha256, content_type, width, height,
                                                         bytes, data (base64)}], "alerts": [...]}
-    ...
+    ...                                      # a frame may come without its data: it follows in the
+                                             # second lane, and its sha256 here is what it must match
+    {"t": "frame", "seq": S, "read": UUID, "image": {kind: "frame", sha256, ..., data (base64)}}
+    ...                                      # the second lane (sync/post.py): frames of reads
+                                             # headquarters holds, seq in F+1..G, in seq order; a
+                                             # batch of frames carries no read (first_seq = last_seq + 1)
     {"t": "hold", "seq": S, "event": "place", "hold": {id, kind, plate, mode, since, until, case_number,
                                                        purpose_code, reason, placed_by, placed_org,
                                                        placed_at, reads: [uuid, ...]}}
@@ -38,9 +44,13 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
+import threading
+import time
 import uuid as uuidlib
 import zlib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import TypeGuard
 
@@ -75,6 +85,10 @@ PROBLEMS = {
     "overlap": 409,
     "broken_chain": 409,
     "replay": 409,
+    # a line naming another post than the batch's (issue 18): one post's reads never stored as another's
+    "wrong_post": 409,
+    # a post renamed at headquarters (`waypost hq rename`) still sending under its old id
+    "renamed": 409,
     "oversized": 413,
 }
 
@@ -248,6 +262,17 @@ def header_fields(header: dict) -> dict:
         )
     if header.get("backlog") is not None and not is_whole(header["backlog"]):
         raise ProtocolError("malformed", f"header field 'backlog' must be a whole number 0..{MAX_INT}")
+    frames = header.get("frames")
+    if frames is not None and (
+        not isinstance(frames, dict)
+        or not is_whole(frames.get("after"))
+        or not is_whole(frames.get("upto"))
+        or not frames["after"] <= frames["upto"] <= header["last_seq"]
+    ):
+        raise ProtocolError(
+            "malformed",
+            f"header field 'frames' must be {{after, upto}} with after <= upto <= last_seq, whole numbers 0..{MAX_INT}",
+        )
     return header
 
 
@@ -326,8 +351,9 @@ def content_hash(read: dict, images: list[dict]) -> str:
 class ReadLine:
     seq: int
     read: dict
-    images: list[dict]  # as sent, each with its base64 data
+    images: list[dict]  # as sent, each with its base64 data (a frame to follow without)
     decoded: list[tuple[dict, bytes]]  # each image with its bytes, checked against its sha256
+    to_follow: list[dict] | None = None  # a frame named without its data: it comes in the second lane
 
 
 def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
@@ -359,6 +385,7 @@ def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
     where = f"{where}, read {read['uuid']}"
     kinds: set[str] = set()
     decoded = []
+    to_follow: list[dict] = []
     for im in imgs:
         if not isinstance(im, dict):
             raise ProtocolError("malformed", f"{where}: an image is not an object")
@@ -382,8 +409,51 @@ def read_line(item: dict, where: str, next_seq: int, last: int) -> ReadLine:
         for name in ("width", "height"):
             if not is_whole(im.get(name), MAX_INT32) or im[name] < 1:
                 raise ProtocolError("malformed", f"{where}: image {name} must be a whole number 1..{MAX_INT32}")
+        if "data" not in im and kind == "frame":
+            to_follow.append(_named_frame(im, where))
+            continue
         decoded.append((im, decode_image(im, where)))
-    return ReadLine(seq, read, imgs, decoded)
+    return ReadLine(seq, read, imgs, decoded, to_follow)
+
+
+def _named_frame(im: dict, where: str) -> dict:
+    """A frame a read line names without its data (it follows in the second lane): its sha256 and
+    length, which the frame must match when it comes."""
+    if not isinstance(im.get("sha256"), str) or not _SHA256_HEX.fullmatch(im["sha256"]):
+        raise ProtocolError("malformed", f"{where}: a frame to follow needs its sha256 (64 lower-case hex digits)")
+    if not is_whole(im.get("bytes"), MAX_INT32) or im["bytes"] < 1:
+        raise ProtocolError("malformed", f"{where}: a frame to follow needs its bytes (a whole number 1..{MAX_INT32})")
+    return im
+
+
+@dataclass
+class FrameLine:
+    seq: int
+    read_uuid: str
+    image: dict  # as sent, with its base64 data
+    data: bytes  # checked against the image's sha256, length, width and height
+
+
+def frame_line(item: dict, where: str, next_seq: int, frames: dict) -> FrameLine:
+    """A frame line of the second lane: its seq in next_seq..frames["upto"] (seq order), the read's
+    uuid and the frame (decode_image). Whether it is the frame its read named is headquarters' to
+    judge (sync/hq/ingest.py). Raises ProtocolError (malformed) naming `where`."""
+    seq, read_uuid, image = item.get("seq"), item.get("read"), item.get("image")
+    if not is_int(seq) or not next_seq <= seq <= frames["upto"]:
+        raise ProtocolError(
+            "malformed",
+            f"{where}: seq {str(seq)[:20]} is outside the header's frames {frames['after'] + 1}..{frames['upto']} "
+            "or out of order",
+        )
+    if not isinstance(read_uuid, str) or not 0 < len(read_uuid) <= 100:
+        raise ProtocolError("malformed", f"{where}: needs the read's uuid (text of 1 to 100 characters)")
+    if not isinstance(image, dict) or image.get("kind") != "frame" or any(n not in IMAGE_FIELDS for n in image):
+        raise ProtocolError("malformed", f"{where}: needs the image, of kind frame, with the fields of an image")
+    if image.get("content_type") != IMAGE_TYPE:
+        raise ProtocolError(
+            "malformed", f"{where}: image content_type {_shown(image.get('content_type'))} is not {IMAGE_TYPE}"
+        )
+    return FrameLine(seq, read_uuid, image, decode_image(image, f"{where}, read {read_uuid[:100]}"))
 
 
 def read_alerts(item: dict, where: str) -> list[dict]:
@@ -667,40 +737,102 @@ def hold_event(item: dict, where: str) -> dict:
     }
 
 
-# --- pull: headquarters asks a post for its next batch ------------------------------------------
+# --- signed GETs: headquarters' pulls from a post, a post's GETs to headquarters ---------------
+#
+# Replay protection is a challenge, not a date window: before a signed GET the signer asks the
+# receiver for a nonce (GET /sync/challenge on the post, GET /hq/v1/challenge at headquarters: 128
+# random bits, base64url) and signs it with the path. The receiver takes each nonce it issued once,
+# within NONCE_TTL_S by its own monotonic clock, and refuses any other as a replay. Chosen over a
+# nonce the signer makes (remembered per signer with an expiry) and over a counter per signer:
+#  - no wall clock is compared anywhere, so a post whose clock is hours off (no RTC, NTP failing:
+#    the post that most needs to sync) is never refused for it; the signer's time is carried
+#    (X-Waypost-Date) only to measure its clock's offset;
+#  - nothing is persisted on either side: a receiver that restarts has forgotten the nonces it
+#    issued, so a captured request is refused after a restart as before it (the nonce is unknown),
+#    and the signer just asks for a new one; a counter would have to survive a post re-imaged or
+#    restored from an older copy, which then could not sign at all;
+#  - the store is bounded (NONCE_MOST, oldest forgotten first), so a flood of challenges costs
+#    memory once; it can only make a genuine signer ask again.
+# It costs one more round trip per GET, on the same connection. One headquarters process (waitress,
+# any number of threads) holds its nonces; several processes behind one address would each need
+# the same store.
 
-PULL_MAGIC = b"waypost-pull/1\n"
-PULL_SKEW_S = 300
+PULL_MAGIC = b"waypost-pull/2\n"
+POST_GET_MAGIC = b"waypost-post-get/2\n"
+NONCE_HEADER = "X-Waypost-Nonce"
+DATE_HEADER = "X-Waypost-Date"
+NONCE_TTL_S = 300.0
+NONCE_MOST = 10_000
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
-def pull_message(post_id: str, path_and_query: str, date: str) -> bytes:
-    """What headquarters signs (and the post checks) for GET /sync/batch: the post, the exact
-    path with its query (headquarters' position) and the time, so a request is good for one post,
-    one position and a few minutes."""
-    return PULL_MAGIC + "\n".join((post_id, path_and_query, date)).encode("utf-8")
+def new_nonce() -> str:
+    """128 random bits, base64url without padding (22 characters)."""
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
-# --- a post's requests to headquarters (position, hotlists) -------------------------------------
+def pull_message(post_id: str, path_and_query: str, nonce: str, date: str) -> bytes:
+    """What headquarters signs (and the post checks) for GET /sync/batch: the post, the exact path
+    with its query (headquarters' position), the post's nonce and headquarters' time (carried, not
+    checked), so a request is good for one post, one position and once."""
+    return PULL_MAGIC + "\n".join((post_id, path_and_query, nonce, date)).encode("utf-8")
 
-POST_GET_MAGIC = b"waypost-post-get/1\n"
 
-
-def post_get_message(post_id: str, path_and_query: str, date: str) -> bytes:
+def post_get_message(post_id: str, path_and_query: str, nonce: str, date: str) -> bytes:
     """What a post signs for a GET to headquarters (its position, the hotlists): the post, the exact
-    path and the time. Hotlists are law-enforcement data: only enrolled posts may fetch them."""
-    return POST_GET_MAGIC + "\n".join((post_id, path_and_query, date)).encode("utf-8")
+    path, headquarters' nonce and the post's time. Hotlists are law-enforcement data: only enrolled
+    posts may fetch them, and a captured request cannot fetch them again."""
+    return POST_GET_MAGIC + "\n".join((post_id, path_and_query, nonce, date)).encode("utf-8")
 
 
-def check_date(date: str) -> str | None:
-    """None when `date` (YYYY-MM-DDTHH:MM:SSZ) is within PULL_SKEW_S of this clock, else why not."""
+def signed_time(date: str) -> dt.datetime | None:
+    """The signer's time (YYYY-MM-DDTHH:MM:SSZ) as an aware datetime, or None when it is not one."""
     try:
-        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
-    skew = abs((dt.datetime.now(dt.UTC) - when).total_seconds())
-    if skew > PULL_SKEW_S:
-        return f"X-Waypost-Date is {skew:.0f} s from this clock (at most {PULL_SKEW_S} s)"
-    return None
+        return dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def offset_s(date: str) -> int | None:
+    """The signer's clock minus this one (whole seconds) from its signed time, or None. The signed
+    time is truncated to the second: half a second is added."""
+    when = signed_time(date)
+    return None if when is None else round((when - dt.datetime.now(dt.UTC)).total_seconds() + 0.5)
+
+
+class Nonces:
+    """The nonces a receiver issued and has not yet taken: each is good once, for `ttl_s` seconds
+    of this process's monotonic clock; at most `most` are held (the oldest forgotten first)."""
+
+    def __init__(self, ttl_s: float = NONCE_TTL_S, most: int = NONCE_MOST):
+        self.ttl_s, self.most = ttl_s, most
+        self._issued: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        nonce = new_nonce()
+        now = time.monotonic()
+        with self._lock:
+            self._issued[nonce] = now
+            while self._issued and (
+                len(self._issued) > self.most or now - next(iter(self._issued.values())) > self.ttl_s
+            ):
+                self._issued.popitem(last=False)
+        return nonce
+
+    def take(self, nonce: str) -> bool:
+        """True once for a nonce issued within ttl_s; False for any other (a replay, or unknown)."""
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            return False
+        with self._lock:
+            issued = self._issued.pop(nonce, None)
+        return issued is not None and time.monotonic() - issued <= self.ttl_s
+
+
+REPLAY = (
+    "the nonce of this request was not issued here or was used already (a replayed request, or one whose "
+    "challenge is more than {ttl} s old or from before a restart): ask for a new challenge and sign again"
+)
 
 
 # --- a push: the post proves who sends a batch before headquarters reads a byte of it ----------------

@@ -1,5 +1,5 @@
 """The live view: the latest reads and the open alerts, updated as the post stores them, with the
-post's status (camera, hotlist freshness, disk) beside them.
+post's status (camera, hotlist freshness, disk, sync) beside them.
 
 Seeing a read is an access to ALPR data like a search result (Civil Code 1798.90.52), so the
 reads panel stays empty until the officer has stated a purpose and case number (web.purpose), and
@@ -23,6 +23,7 @@ from appliance import hotlist as hotlists
 from appliance.db import connection, write
 from appliance.models import Alert, Camera, Read
 from appliance.roles import allowed
+from sync import post as sync_post
 from web import clock, events
 from web import purpose as stated
 from web.access import actor, requires
@@ -179,6 +180,8 @@ def _page(form: stated.PurposeForm, status_code: int = 200):
         form=form,
         status=post_status(),
         disk=disk_text(post_status()),
+        # the strip's Sync item; not in post_status: the banner on every page does not count the outbox
+        sync=sync_post.health(g.settings),
         read_url=read_url,
         live=current_app.config.get("WAYPOST_SERVICE") is not None,
     ), status_code

@@ -1,12 +1,12 @@
 """The post's pull endpoint: headquarters fetches the next batch with a request signed by its key
-(sync.hq_public_key). The query is headquarters' position; what it holds is marked sent here
+(sync.hq_public_key). Each request is signed over a nonce this post issued at /sync/challenge
+(sync/protocol.py, 'signed GETs'). The query is headquarters' position; what it holds is marked sent here
 (that is its acknowledgement of the previous batch), and the next batch is built after it and
 streamed as it is built."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import fcntl
 
 from cryptography.exceptions import InvalidSignature
@@ -24,25 +24,44 @@ def _refuse(status: int, problem: str, message: str):
     return jsonify({"status": "refused", "problem": problem, "message": message}), status
 
 
-def _check_signature(settings) -> str | None:
-    """None when the request is signed by headquarters' key within the allowed skew, else why not."""
-    date, signature = request.headers.get("X-Waypost-Date", ""), request.headers.get("X-Waypost-Signature", "")
-    if not date or not signature:
-        return "the request carries no X-Waypost-Date and X-Waypost-Signature"
-    try:
-        when = dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return f"X-Waypost-Date {date[:40]!r} is not YYYY-MM-DDTHH:MM:SSZ"
-    skew = abs((dt.datetime.now(dt.UTC) - when).total_seconds())
-    if skew > protocol.PULL_SKEW_S:
-        return f"X-Waypost-Date is {skew:.0f} s from this post's clock (at most {protocol.PULL_SKEW_S} s)"
+def _nonces() -> protocol.Nonces:
+    """The challenges this post's app issued (sync/protocol.py, 'signed GETs')."""
+    return current_app.extensions.setdefault("waypost_pull_nonces", protocol.Nonces())
+
+
+def _check_signature(settings) -> tuple[str, str] | None:
+    """None when the request is signed by headquarters' key over a nonce this post issued and has
+    not taken yet, else (problem, why not). Headquarters' signed time is never a reason to refuse:
+    its offset from this clock is recorded (sync/post.py record_state)."""
+    nonce = request.headers.get(protocol.NONCE_HEADER, "")
+    date, signature = request.headers.get(protocol.DATE_HEADER, ""), request.headers.get("X-Waypost-Signature", "")
+    if not nonce or not date or not signature:
+        return "bad_signature", (
+            f"the request carries no {protocol.NONCE_HEADER}, {protocol.DATE_HEADER} and X-Waypost-Signature "
+            "(headquarters runs an older Waypost than this post: update it)"
+        )
     key = bundle.load_public_key(settings.sync.hq_public_key.encode(), "sync.hq_public_key")
     path = request.full_path if request.query_string else request.path
     try:
-        key.verify(base64.b64decode(signature, validate=True), protocol.pull_message(settings.post.id, path, date))
+        key.verify(
+            base64.b64decode(signature, validate=True), protocol.pull_message(settings.post.id, path, nonce, date)
+        )
     except (InvalidSignature, ValueError):
-        return "the signature does not verify with sync.hq_public_key"
+        return "bad_signature", "the signature does not verify with sync.hq_public_key"
+    if not _nonces().take(nonce):
+        return "replay", protocol.REPLAY.format(ttl=int(protocol.NONCE_TTL_S))
+    offset = protocol.offset_s(date)
+    if offset is not None:
+        post.note_clock(settings, -offset)  # this clock minus headquarters'
     return None
+
+
+@bp.get("/challenge")
+@public  # a nonce for headquarters' next signed request; it tells nothing
+def challenge():
+    if not g.settings.sync.hq_public_key:
+        return _refuse(404, "pull_disabled", "pull is off on this post: set sync.hq_public_key to enable it")
+    return jsonify({"nonce": _nonces().issue()})
 
 
 @bp.get("/batch")
@@ -51,9 +70,9 @@ def batch():
     settings = g.settings
     if not settings.sync.hq_public_key:
         return _refuse(404, "pull_disabled", "pull is off on this post: set sync.hq_public_key to enable it")
-    problem = _check_signature(settings)
-    if problem:
-        return _refuse(401, "bad_signature", problem)
+    refused = _check_signature(settings)
+    if refused:
+        return _refuse(401, *refused)
     try:
         pos = post.Position.of(request.args)
     except post.SyncError:
@@ -76,6 +95,7 @@ def batch():
     except BaseException:
         lock.close()
         raise
+    post.record_pull(settings)
     if plan is None:
         lock.close()
         return Response(status=204)

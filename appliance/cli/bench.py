@@ -178,17 +178,43 @@ def bench_live_page(loads, no_capture, where):
     default=None,
     help="Scratch directory; reuse it to skip the fill next time.",
 )
+@click.option(
+    "--frame-kb",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2000),
+    help="Give each read a context frame of about this many KB, sent in the second lane (0: crops only).",
+)
+@click.option(
+    "--link-mbit",
+    default=None,
+    type=click.FloatRange(0.1, 10_000),
+    help="Send through a relay that paces each direction to this many Mbit/s (default: loopback unthrottled).",
+)
+@click.option(
+    "--until",
+    type=click.Choice(["all", "main"]),
+    default="all",
+    show_default=True,
+    help="main: stop the post once every read and crop is at headquarters (frames over a slow link take hours).",
+)
+@click.option("--max-kbps", default=0, show_default=True, type=click.IntRange(0), help="The post's sync.max_kbps.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of one line.")
-def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_json):
+def bench_sync(
+    count, batch_max_reads, mode, hq_kind, hq_database, where, frame_kb, link_mbit, until, max_kbps, as_json
+):
     """Reads per second sent over loopback to headquarters from a backlog with 5 KB crops, by push
     and by pull, into SQLite and PostgreSQL, with the peak resident memory of the post and of
-    headquarters (each in its own process) and the load average before and after each run."""
+    headquarters (each in its own process) and the load average before and after each run. With
+    --frame-kb and --link-mbit: when every read and crop, and when every frame, was at headquarters
+    over a slow link. The last line is every run's figures as JSON."""
     hq_kind = hq_kind or ("all" if hq_database else "sqlite")
     kinds = ["sqlite", "postgresql"] if hq_kind == "all" else [hq_kind]
     if "postgresql" in kinds and not (hq_database or "").startswith(("postgresql://", "postgres://")):
         raise click.UsageError("the PostgreSQL runs need --hq-database postgresql://user@host:port/database")
     modes = list(sync_bench.MODES) if mode == "all" else [mode]
     where = where or Path(tempfile.mkdtemp(prefix="waypost-bench-sync-"))  # one fill for every run
+    runs: list[dict] = []
     for one_mode in modes:
         for kind in kinds:
             try:
@@ -198,10 +224,17 @@ def bench_sync(count, batch_max_reads, mode, hq_kind, hq_database, where, as_jso
                     batch_max_reads,
                     hq_database=hq_database if kind == "postgresql" else None,
                     mode=one_mode,
+                    frame_bytes=frame_kb * 1000,
+                    link_mbit=link_mbit,
+                    until=until,
+                    max_kbps=max_kbps,
                 )
             except RuntimeError as exc:
                 raise click.ClickException(str(exc)) from exc
+            runs.append(figures)
             click.echo(json.dumps(figures) if as_json else sync_bench.line(figures))
+    if not as_json:
+        click.echo(json.dumps(runs))
 
 
 @unattended("a benchmark in a scratch directory")

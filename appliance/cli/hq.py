@@ -23,8 +23,10 @@ from appliance.cli.context import (
 )
 from appliance.cli.types import ROW_ID
 from appliance.db import write
+from appliance.memory import limit_malloc_arenas
 from sync import hq
 from sync.hq import holds as hq_holds
+from sync.hq import posts as hq_posts
 from sync.hq import retention as hq_purge
 from sync.hq import search as hq_search
 from web.hq import create_hq_app
@@ -83,6 +85,7 @@ def hq_serve(ctx, database, host, port, threads, max_batch_mb):
     whose password it prints once (or takes from WAYPOST_ADMIN_PASSWORD), as `waypost init` does.
     It purges reads past retention daily at retention.run_at (see `waypost hq retention`)."""
 
+    limit_malloc_arenas()  # before any thread starts: each waitress thread kept a batch's memory (issue 18)
     s = ctx.settings
     target = _hq_target(ctx, database)
     try:  # the port first: a port in use stops the start before anything is recorded
@@ -192,6 +195,80 @@ def hq_provision(ctx, database, post_id, name, public_key, pull_url):
     _enrol(ctx, database, post_id, name, public_key, pull_url, reason, via="provisioning", os_user=getpass.getuser())
 
 
+def _recorder(actor):
+    """record(action, post, details) for sync.hq.posts: headquarters' access log (the accounts
+    database), written inside the change's transaction: no change without its record."""
+
+    def record(action: str, post, what: dict) -> None:
+        with write():
+            audit.record(action, actor, query={"post": post.id}, objects=[f"hq_post:{post.id}"], details=what)
+
+    return record
+
+
+@runs_as("settings.manage")
+@hq_group.command("rename")
+@database_option
+@click.argument("old")
+@click.argument("new")
+@click.option("--reason", required=True, help="Why the post's id changes (recorded).")
+@click.pass_obj
+def hq_rename(ctx, database, old, new, reason):
+    """Move post OLD's whole history at headquarters to the id NEW, in one transaction: its
+    enrolment (key, position, access-log chain), reads, access records, alerts, holds, batch log,
+    cameras and search texts. Nothing is copied or sent again; OLD stays an old id of NEW, so the
+    reads the post signed under OLD still verify. Then set post.id = NEW on the post (until then
+    its pushes are refused, saying so). Recorded in headquarters' access log."""
+    if not reason.strip():
+        raise click.UsageError("--reason must say why the post's id changes", ctx=click.get_current_context())
+    actor = ctx.actor()
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        try:
+            post, moved = hq_posts.rename(old, new, reason, record=_recorder(actor))
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc)) from exc
+    counts = ", ".join(f"{n} {table.removeprefix('hq_')}" for table, n in moved.items() if n) or "no rows"
+    click.echo(f"renamed post {old} to {post.id}: moved {counts}")
+    click.echo(f"now set post.id = {post.id} on the post and restart it; it continues where it was")
+
+
+@runs_as("settings.manage")
+@hq_group.command("rebase")
+@database_option
+@click.argument("post_id", metavar="POST")
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The re-imaged post's new public key file (<key_file>.pub from `waypost sync keygen`).",
+)
+@click.option("--reason", required=True, help="Why the post has a new key and log, e.g. its SD card was replaced.")
+@click.pass_obj
+def hq_rebase(ctx, database, post_id, public_key, reason):
+    """Let a re-imaged post (a fresh data directory and a new key, the same post.id) rejoin:
+    headquarters closes the post's current copy of its chain as a segment (its key, outbox seq,
+    access log and whether it verifies) and opens a new segment for the new key, whose outbox
+    seqs and access log start again. The closed segment's reads and records stay, searchable and
+    verifiable. Recorded in headquarters' access log."""
+    if not reason.strip():
+        raise click.UsageError("--reason must say why the post has a new key and log", ctx=click.get_current_context())
+    actor = ctx.actor()
+    _hq_open_both(ctx, database)
+    with db.connection(), hq.hq_database.connection_context():
+        try:
+            post, closed = hq_posts.rebase(post_id, public_key.read_bytes(), reason, record=_recorder(actor))
+        except hq.HQError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"post {post.id}: closed segment {closed.segment} (key id {closed.key_id}, outbox seq {closed.last_seq}, "
+        f"access log up to {closed.chain_seq}, {closed.chain_status}); segment {post.segment} opened for key id "
+        f"{post.key_id}"
+    )
+    click.echo("the post's next push starts the new segment; nothing of the closed one is sent again or lost")
+
+
 @unattended("makes and prints headquarters key")
 @hq_group.command("keygen")
 @database_option
@@ -279,11 +356,13 @@ def hq_status(ctx, database, as_json):
     """Each post: last contact, what is held, backlog, access log chain status."""
     hq.open_hq(_hq_target(ctx, database))
     with hq.hq_database.connection_context():
-        rows = hq.status()
+        rows = hq.status(ctx.settings.sync.late_after_minutes, ctx.settings.sync.clock_warn_s)
         for row in rows:
             ok, bad, message = hq.verify_chain(row["post"])
             row["chain_verified"] = ok
             row["chain_message"] = message
+            row["segments"] = hq_posts.segments(row["post"])
+            row["segment"] = hq.HQPost.get_by_id(row["post"]).segment
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -299,8 +378,22 @@ def hq_status(ctx, database, as_json):
             f"{r['post']} ({r['name']}): last contact {r['last_contact_at'] or 'never'}, {r['reads']} read(s), "
             f"outbox seq {r['last_seq']}, backlog {r['backlog']}, access log up to {r['chain_seq']} {chain}"
         )
+        click.echo(f"  frames to come: {r['frames_to_come']}")  # the second lane (README 'Sync')
         if r["last_refusal"]:
             click.echo(f"  last refusal: {r['last_refusal']['problem']}: {r['last_refusal']['message']}")
+        if r["clock_offset_s"] is not None:
+            measured = f"{r['clock_checked_at']:%Y-%m-%d %H:%M} UTC" if r["clock_checked_at"] else "?"
+            click.echo(f"  clock offset: {r['clock_offset_s']:+d} s (measured {measured})")
+        for warning in r["warnings"]:
+            click.echo(f"  WARNING {warning}")
+        for seg in r["segments"]:
+            click.echo(
+                f"  segment {seg['segment']} (closed {seg['closed_at']:%Y-%m-%d %H:%M} UTC: {seg['reason']}): key id "
+                f"{seg['key_id']}, {seg['reads']} read(s), outbox seq {seg['last_seq']}, access log up to "
+                f"{seg['chain_seq']} {seg['chain_status']}"
+            )
+        if r["segments"]:
+            click.echo(f"  segment {r['segment']} (current): {r['chain_message']}")
 
 
 def _hq_open_both(ctx, database):

@@ -70,6 +70,7 @@ def sync_status(ctx, offline):
     ctx.open()
     with db.connection():
         local = post.local_status(s)
+        health = post.health(s)
     if sync_off(s):
         click.echo(
             "sync is off on this post (sync.enabled is false, no sync.hq_url, no sync.hq_public_key): "
@@ -87,12 +88,34 @@ def sync_status(ctx, offline):
     click.echo(f"access log head: record {local['chain_head']}")
     if local["unacked_batch"]:
         click.echo("a built batch waits for headquarters' answer (sent again on the next push)")
+    click.echo(f"last success: {health['last_success_at'] or 'never'}")
+    if health["oldest_unsent_read_at"]:
+        click.echo(
+            f"oldest read waiting: stored {health['oldest_unsent_read_at']} "
+            f"({health['oldest_unsent_read_minutes']} minutes ago)"
+        )
+    if health["last_error"]:
+        click.echo(
+            f"last error at {health['last_error_at']} ({health['failures']} attempt(s) in a row): "
+            f"{health['last_error']}"
+        )
+    if health["clock_offset_s"] is not None:
+        click.echo(
+            f"clock: {post.clock_text(health['clock_offset_s'])} (measured {health['clock_checked_at']})"
+            if health["clock_offset_s"]
+            else f"clock: agrees with headquarters' (measured {health['clock_checked_at']})"
+        )
+    for problem in health["problems"]:
+        click.echo(f"WARNING {problem}")
     if offline or not s.sync.hq_url:
         return
     try:
         pos = post.fetch_position(s)
     except post.SyncError as exc:
         raise click.ClickException(str(exc)) from exc
+    offset = post.measured_clock(s)
+    if offset is not None and abs(offset) > s.sync.clock_warn_s:
+        click.echo(f"WARNING this post's clock is {post.clock_text(offset)}: check its time source (NTP)")
     click.echo(f"headquarters holds outbox seq up to {pos.last_seq} and access records up to {pos.chain_seq}")
     with db.connection():
         problem = post.divergence(pos)

@@ -44,7 +44,16 @@ from sync.hq.models import (
     open_hq,
     write,
 )
-from sync.hq.posts import check_post_request, enroll, position, publish_hotlist, status, verify_chain
+from sync.hq.posts import (
+    check_post_request,
+    enroll,
+    log_refused_request,
+    note_contact,
+    position,
+    publish_hotlist,
+    status,
+    verify_chain,
+)
 from sync.hq.pull import Pulled, hq_key, pull
 
 __all__ = [
@@ -68,6 +77,8 @@ __all__ = [
     "Spooled",
     "authenticate",
     "check_post_request",
+    "log_refused_request",
+    "note_contact",
     "enroll",
     "hq_database",
     "hq_key",

@@ -220,13 +220,18 @@ def listing(actor: audit.Actor, purpose: audit.Purpose, active_only: bool = Fals
 # --- holds placed at a post, arriving with its batches (sync/hq/ingest.py) -----------------------
 
 
-def store_from_post(post_id: str, events: list[tuple[str, dict]]) -> int:
+def store_from_post(post_id: str, events: list[tuple[str, dict]], segment: int = 1) -> int:
     """Apply a batch's hold events (`(where, protocol.hold_event(...))`, in seq order), in the caller's
     ingest transaction. The same event again changes nothing (a batch delivered twice, or sent
-    again after headquarters was restored from a backup). Returns how many changed a hold."""
+    again after headquarters was restored from a backup). Returns how many changed a hold. A
+    post's hold ids start again in each segment (`waypost hq rebase`): `segment` is the batch's."""
     changed = 0
     for where, ev in events:
-        hold = HQLegalHold.get_or_none((HQLegalHold.post_id == post_id) & (HQLegalHold.origin_hold_id == ev["id"]))
+        hold = HQLegalHold.get_or_none(
+            (HQLegalHold.post_id == post_id)
+            & (HQLegalHold.segment == segment)
+            & (HQLegalHold.origin_hold_id == ev["id"])
+        )
         if ev["event"] == "release":
             if hold is None:
                 raise ProtocolError(
@@ -243,6 +248,7 @@ def store_from_post(post_id: str, events: list[tuple[str, dict]]) -> int:
             continue
         hold = HQLegalHold.create(
             post_id=post_id,
+            segment=segment,
             origin_hold_id=ev["id"],
             plate=ev["plate"],
             mode=ev["mode"],

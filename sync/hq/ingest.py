@@ -42,15 +42,17 @@ from sync.hq.models import (
     HQAlert,
     HQBatch,
     HQPost,
+    HQPostAlias,
     HQRead,
     SqliteDatabase,
     hq_database,
     insert_rows,
     integrity_errors,
+    lock_images,
     locked_post,
     write,
 )
-from sync.hq.posts import position
+from sync.hq.posts import position, renamed_request
 from sync.protocol import RECORD_COLUMNS, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class Outcome:
     # the post's clock minus headquarters' when it signed its push header (None: pulled), for the
     # posts whose clock is off (issue 18); never a reason to refuse
     clock_offset_s: int | None = None
+    frames: int = 0  # frames of the second lane stored
 
     def as_json(self) -> dict:
         return {
@@ -82,6 +85,7 @@ class Outcome:
             "reads": self.reads,
             "records": self.records,
             "holds": self.holds,
+            "frames": self.frames,
             "position": self.position,
         }
 
@@ -110,6 +114,7 @@ class _Batch:
         self.reads = 0
         self.records = 0
         self.holds = 0
+        self.frames = 0  # frames of the second lane stored
         self.signature_ok = False
         self.first_bad_seq: int | None = None
         # the sender has shown itself: a push whose header verified and whose body is the one it
@@ -234,6 +239,9 @@ def _refuse(
             if post is not None:
                 post.last_contact_at = utcnow()
                 changed: list[Field] = [HQPost.last_contact_at]
+                if seen.clock_offset_s is not None:  # the post's clock, shown at headquarters (issue 18)
+                    post.clock_offset_s, post.clock_checked_at = seen.clock_offset_s, post.last_contact_at
+                    changed += [HQPost.clock_offset_s, HQPost.clock_checked_at]
                 if exc.problem == "broken_chain" and post.chain_status != "broken":
                     post.chain_status, post.chain_problem, post.first_bad_seq = (
                         "broken",
@@ -288,6 +296,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
         )
     seen.post = post
     public_key = bundle.load_public_key(post.public_key.encode())
+    # the ids a line may name: the post's, and those it had before `waypost hq rename` (its lines
+    # signed then still say so)
+    own_ids = {post.id, *(a.old_id for a in HQPostAlias.select().where(HQPostAlias.post_id == post.id))}
     first, last, chain = header["first_seq"], header["last_seq"], header["chain"]
     confirmations = header.get("confirmations")  # checked by header_fields
     mode = _mode(post, header)
@@ -301,12 +312,30 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
     records: list[dict] = []
     hold_events: list[tuple[str, dict]] = []  # applied once the whole batch is read and its signature checked
     pending_bytes = 0  # image bytes held for the next insert (memory stays bounded)
+    frames_due: list[tuple] = []  # frames the batch's reads name, to come in the second lane
+    frames, next_frame, reads_held = header.get("frames"), 0, post.last_seq
+    if frames is not None:
+        next_frame = frames["after"] + 1
+        if frames["upto"] > reads_held:
+            raise ProtocolError(
+                "malformed",
+                f"the header's frames reach outbox seq {frames['upto']}, past the reads headquarters holds "
+                f"(up to {reads_held}): a frame comes after its read",
+            )
     for item in items:
         kind = item["t"]
         if kind == "read":
             where = f"line {reader.lines} (read)"
             line = protocol.read_line(item, where, next_seq, last)
             next_seq, read = line.seq + 1, line.read
+            if read.get("post_id", post.id) not in own_ids and deferred is None:
+                deferred = ProtocolError(
+                    "wrong_post",
+                    f"{where}: read {read['uuid']} says post_id {read['post_id']!r}, but the batch is post "
+                    f"{post.id!r}'s: a post sends only its own reads. If this post was renamed or enrolled "
+                    f"under a new id, rename it at headquarters (`waypost hq rename`) instead of enrolling "
+                    f"its key again; nothing of the batch was stored",
+                )
             if mode == "new":
                 for im, data in line.decoded:
                     images[im["sha256"]] = (im, data)
@@ -316,6 +345,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
                 read_rows.append(
                     {
                         "post_id": post.id,
+                        "segment": post.segment,
                         "uuid": read["uuid"],
                         "seq": line.seq,
                         "captured_at": read["captured_at"],
@@ -326,8 +356,15 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
                 )
                 for alert in protocol.read_alerts(item, where):
                     alerts.append(
-                        {"post_id": post.id, "alert_id": alert["id"], "read_uuid": read["uuid"], "data": alert}
+                        {
+                            "post_id": post.id,
+                            "segment": post.segment,
+                            "alert_id": alert["id"],
+                            "read_uuid": read["uuid"],
+                            "data": alert,
+                        }
                     )
+                frames_due.extend((post.id, read["uuid"], line.seq, im["sha256"]) for im in line.to_follow or [])
                 if len(read_rows) >= 500 or pending_bytes > FLUSH_BYTES:
                     _flush(read_rows, images, alerts, records)
                     pending_bytes = 0
@@ -345,11 +382,25 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
             seq, event = protocol.hold_line(item, where, next_seq, last)
             next_seq = seq + 1
             hold_events.append((where, event))
+        elif kind == "frame":
+            where = f"line {reader.lines} (frame)"
+            if frames is None:
+                raise ProtocolError("malformed", f"{where}: a frame line in a batch whose header announces no frames")
+            frame = protocol.frame_line(item, where, next_frame, frames)
+            next_frame = frame.seq + 1
+            if mode == "new" and _store_frame(post.id, frame, where):
+                seen.frames += 1
         elif kind == "confirmation":
             alert = protocol.confirmation_line(item, reader.lines)
             if mode == "new":
                 alerts.append(
-                    {"post_id": post.id, "alert_id": alert["id"], "read_uuid": alert["read_uuid"], "data": alert}
+                    {
+                        "post_id": post.id,
+                        "segment": post.segment,
+                        "alert_id": alert["id"],
+                        "read_uuid": alert["read_uuid"],
+                        "data": alert,
+                    }
                 )
         elif kind == "access":
             where = f"line {reader.lines} (access record)"
@@ -373,7 +424,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
                     )
                 elif mode == "held":
                     held_record = HQAccessRecord.get_or_none(
-                        (HQAccessRecord.post_id == post.id) & (HQAccessRecord.seq == rec["seq"])
+                        (HQAccessRecord.post_id == post.id)
+                        & (HQAccessRecord.segment == post.segment)
+                        & (HQAccessRecord.seq == rec["seq"])
                     )
                     if held_record is None or held_record.hash != rec["hash"]:
                         seen.first_bad_seq = rec["seq"]
@@ -384,7 +437,7 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
                         )
             prev_hash = rec["hash"]
             if mode == "new":
-                records.append(dict({c: rec[c] for c in RECORD_COLUMNS}, post_id=post.id))
+                records.append(dict({c: rec[c] for c in RECORD_COLUMNS}, post_id=post.id, segment=post.segment))
                 if len(records) >= RECORD_FLUSH:
                     # inserted as they come, like reads (the transaction still rolls back on a
                     # refusal): a batch's records are never all held in memory
@@ -405,13 +458,16 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
         raise deferred
     if mode == "new":
         _flush(read_rows, images, alerts, records)
-        seen.holds = holds.store_from_post(post.id, hold_events)
+        seen.holds = holds.store_from_post(post.id, hold_events, post.segment)
         post.last_seq = max(post.last_seq, last)
+        _frames_to_come(post, frames_due, frames)
         if chain["last_seq"] >= chain["first_seq"]:
             post.chain_seq, post.chain_hash = chain["last_seq"], prev_hash
         if confirmations is not None:
             post.confirmation_id = max(post.confirmation_id, confirmations["upto"])
     post.last_contact_at = utcnow()
+    if seen.clock_offset_s is not None:  # the post's clock, shown at headquarters (issue 18)
+        post.clock_offset_s, post.clock_checked_at = seen.clock_offset_s, post.last_contact_at
     if header.get("backlog") is not None:
         post.backlog = header["backlog"]
     post.save()
@@ -429,7 +485,9 @@ def _ingest(body, max_bytes: int, remote_addr: str, seen: _Batch, claim: protoco
         status=status,
         remote_addr=remote_addr,
     )
-    return Outcome(status, header["batch"], post.id, seen.reads, seen.records, position(post), seen.holds)
+    return Outcome(
+        status, header["batch"], post.id, seen.reads, seen.records, position(post), seen.holds, frames=seen.frames
+    )
 
 
 def _mode(post: HQPost, header: dict) -> str:
@@ -458,8 +516,16 @@ def _mode(post: HQPost, header: dict) -> str:
     reads_held = last <= post.last_seq
     chain_held = chain["last_seq"] <= post.chain_seq
     confirmations = header.get("confirmations") or {"after": 0, "upto": 0}
-    if reads_held and chain_held and confirmations["upto"] <= post.confirmation_id:
+    frames = header.get("frames") or {"after": 0, "upto": 0}
+    frames_held = frames["upto"] <= post.frame_seq
+    if reads_held and chain_held and confirmations["upto"] <= post.confirmation_id and frames_held:
         return "held"
+    if frames["after"] > post.frame_seq:
+        raise ProtocolError(
+            "gap",
+            f"the batch's frames start after outbox seq {frames['after']}; headquarters holds them up to "
+            f"{post.frame_seq}",
+        )
     if confirmations["after"] > post.confirmation_id:
         raise ProtocolError(
             "gap",
@@ -493,14 +559,70 @@ def _mode(post: HQPost, header: dict) -> str:
     return "new"
 
 
-READ_INSERT = ("hq_read", ("post_id", "uuid", "seq", "captured_at", "plate", "content_hash", "data"))
+READ_INSERT = ("hq_read", ("post_id", "segment", "uuid", "seq", "captured_at", "plate", "content_hash", "data"))
 
 IMAGE_INSERT = ("hq_image", ("sha256", "content_type", "width", "height", "size", "data"))
 
-RECORD_INSERT = ("hq_access_record", ("post_id", *RECORD_COLUMNS))
+RECORD_INSERT = ("hq_access_record", ("post_id", "segment", *RECORD_COLUMNS))
+
+READ_IMAGE_INSERT = ("hq_read_image", ("read_id", "sha256"))
+
+
+FRAME_DUE_INSERT = ("hq_frame_due", ("post_id", "read_uuid", "seq", "sha256"))
+
+
+def _store_frame(post_id: str, frame: protocol.FrameLine, where: str) -> bool:
+    """A frame of the second lane, stored if it is the one its read named (its sha256, size, width
+    and height); False when headquarters no longer holds the read (its retention purged it). Raises
+    ProtocolError (malformed) for any other frame: nothing of the batch is stored."""
+    row = (
+        HQRead.select(HQRead.id, HQRead.data)
+        .where((HQRead.post_id == post_id) & (HQRead.uuid == frame.read_uuid))
+        .first()
+    )
+    p = hq_database.param
+    came = (f"DELETE FROM hq_frame_due WHERE post_id = {p} AND read_uuid = {p}", (post_id, frame.read_uuid))
+    if row is None:
+        hq_database.execute_sql(*came)
+        return False
+    named = next((im for im in row.data.get("images") or [] if im.get("kind") == "frame"), None)
+    image = frame.image
+    if named is None or any(named.get(k) != image.get(k) for k in ("sha256", "bytes", "width", "height")):
+        what = "no frame" if named is None else f"frame sha256 {str(named.get('sha256'))[:16]}..."
+        raise ProtocolError(
+            "malformed",
+            f"{where}: the frame of read {frame.read_uuid} (sha256 {image['sha256'][:16]}..., {image['bytes']} bytes) "
+            f"is not the one the read's signed line named ({what}): refused, nothing of the batch stored",
+        )
+    lock_images([image["sha256"]])  # against a concurrent purge (models.lock_images)
+    insert_rows(
+        IMAGE_INSERT,
+        [(image["sha256"], protocol.IMAGE_TYPE, image["width"], image["height"], len(frame.data), frame.data)],
+        on_conflict="ON CONFLICT (sha256) DO NOTHING",
+    )
+    insert_rows(READ_IMAGE_INSERT, [(row.id, image["sha256"])], on_conflict="ON CONFLICT DO NOTHING")
+    hq_database.execute_sql(*came)
+    return True
+
+
+def _frames_to_come(post: HQPost, due: list[tuple], frames: dict | None) -> None:
+    """List the frames this batch's reads named without their data, and move post.frame_seq: to the
+    end of a batch of frames, and to post.last_seq when no frame past it is still to come."""
+    if due:
+        insert_rows(FRAME_DUE_INSERT, due, on_conflict="ON CONFLICT DO NOTHING")
+    if frames is not None:
+        post.frame_seq = max(post.frame_seq, frames["upto"])
+    p = hq_database.param
+    waiting = hq_database.execute_sql(
+        f"SELECT 1 FROM hq_frame_due WHERE post_id = {p} AND seq > {p} LIMIT 1", (post.id, post.frame_seq)
+    ).fetchone()
+    if waiting is None:
+        post.frame_seq = max(post.frame_seq, post.last_seq)
 
 
 def _flush(read_rows, images, alerts, records) -> None:
+    # the images these reads name, held against a concurrent purge until the batch commits
+    lock_images({im["sha256"] for r in read_rows for im in r["data"]["images"]} | set(images))
     if read_rows:
         try:
             insert_rows(
@@ -508,6 +630,7 @@ def _flush(read_rows, images, alerts, records) -> None:
                 [
                     (
                         r["post_id"],
+                        r["segment"],
                         r["uuid"],
                         r["seq"],
                         r["captured_at"],
@@ -520,6 +643,7 @@ def _flush(read_rows, images, alerts, records) -> None:
             )
         except integrity_errors() as exc:
             raise ProtocolError("overlap", f"a read of the batch is already held under another seq: {exc}") from None
+        _insert_read_images(read_rows)
         read_rows.clear()
     if images:
         # the same crop from another post or an earlier batch is held once
@@ -537,7 +661,10 @@ def _flush(read_rows, images, alerts, records) -> None:
         for row in alerts:
             (
                 HQAlert.insert(**row)
-                .on_conflict(conflict_target=[HQAlert.post_id, HQAlert.alert_id], update={HQAlert.data: row["data"]})
+                .on_conflict(
+                    conflict_target=[HQAlert.post_id, HQAlert.segment, HQAlert.alert_id],
+                    update={HQAlert.data: row["data"]},
+                )
                 .execute()
             )
         alerts.clear()
@@ -545,11 +672,30 @@ def _flush(read_rows, images, alerts, records) -> None:
         try:
             fields = [HQAccessRecord._meta.columns[c] for c in RECORD_COLUMNS]  # their types, as the ORM would
             insert_rows(
-                RECORD_INSERT, [(r["post_id"], *(f.db_value(r[f.column_name]) for f in fields)) for r in records]
+                RECORD_INSERT,
+                [(r["post_id"], r["segment"], *(f.db_value(r[f.column_name]) for f in fields)) for r in records],
             )
         except integrity_errors() as exc:
             raise ProtocolError("overlap", f"an access record of the batch is already held: {exc}") from None
         records.clear()
+
+
+def _insert_read_images(read_rows: list[dict]) -> None:
+    """Which image each read just inserted uses (hq_read_image), in the batch's transaction:
+    retention deletes an image only when no remaining read names it (sync/hq/retention.py)."""
+    by_uuid = {r["uuid"]: {im["sha256"] for im in r["data"]["images"]} for r in read_rows}
+    post_id = read_rows[0]["post_id"]  # a batch is one post's
+    p = hq_database.param
+    refs = [
+        (read_id, sha)
+        for read_id, uuid in hq_database.execute_sql(
+            f"SELECT id, uuid FROM hq_read WHERE post_id = {p} AND uuid IN ({', '.join([p] * len(by_uuid))})",
+            [post_id, *by_uuid],
+        )
+        for sha in sorted(by_uuid[uuid])
+    ]
+    if refs:
+        insert_rows(READ_IMAGE_INSERT, refs)
 
 
 def refuse_oversized(received: int, max_bytes: int, remote_addr: str) -> NoReturn:
@@ -611,7 +757,11 @@ def authenticate(
         push = protocol.parse_push(value)
         seen.header, seen.clock_offset_s = _claimed(push), clock_offset_s(push)
         post = HQPost.get_or_none(HQPost.id == push.post)
-        verified = _verifies(_key_of(post), signature or "", protocol.push_message(value))
+        message = protocol.push_message(value)
+        verified = _verifies(_key_of(post), signature or "", message)
+        renamed = None if post is not None else renamed_request(push.post, message, signature or "")
+        if renamed is not None:  # the post itself, still under its old id (`waypost hq rename`)
+            raise ProtocolError("renamed", renamed)
         if post is None:
             raise ProtocolError(
                 "unknown_post", f"post {push.post!r} is not enrolled here; its push was answered as a bad signature"

@@ -56,9 +56,52 @@ class HQPost(HQModel):
     backlog = IntegerField(default=0)  # reads the post said were still waiting
     pull_url = CharField(default="")  # the post's web address, for `waypost hq pull`
     confirmation_id = IntegerField(default=0)  # the post's alert confirmations held up to here
+    frame_seq = IntegerField(default=0)  # the frames sent in the second lane, up to this outbox seq
+
+    # the post's clock minus headquarters' (s), measured on its last push, signed GET or pull (schema 10)
+    clock_offset_s = IntegerField(null=True)
+    clock_checked_at = DateTimeField(null=True)
+
+    # the post's current chain copy: 1, then one more per `waypost hq rebase` (a re-imaged post's
+    # new key, log and outbox); the closed ones are in hq_post_segment
+    segment = IntegerField(default=1)
 
     class Meta:
         table_name = "hq_post"
+
+
+class HQPostAlias(HQModel):
+    """An id a post had before `waypost hq rename`: the lines it signed under it still verify."""
+
+    old_id = CharField(primary_key=True)
+    post_id = CharField()
+    renamed_at = DateTimeField(default=utcnow)
+    reason = TextField()
+
+    class Meta:
+        table_name = "hq_post_alias"
+
+
+class HQPostSegment(HQModel):
+    """A closed copy of a post's chain (`waypost hq rebase`): its key, what it held, its status."""
+
+    post_id = CharField()
+    segment = IntegerField()
+    key_id = CharField()
+    public_key = CharField()
+    last_seq = IntegerField()
+    chain_seq = IntegerField()
+    chain_hash = CharField()
+    chain_status = CharField()
+    chain_problem = TextField()
+    confirmation_id = IntegerField()
+    opened_at = DateTimeField()
+    closed_at = DateTimeField(default=utcnow)
+    reason = TextField()
+
+    class Meta:
+        table_name = "hq_post_segment"
+        primary_key = CompositeKey("post_id", "segment")
 
 
 class HQRead(HQModel):
@@ -70,6 +113,7 @@ class HQRead(HQModel):
     plate = CharField()
     content_hash = CharField()
     data = JSONField()
+    segment = IntegerField(default=1)  # of the post's chain copies (HQPost.segment)
 
     class Meta:
         table_name = "hq_read"
@@ -104,6 +148,7 @@ class HQAccessRecord(HQModel):
     details = TextField()
     prev_hash = CharField()
     hash = CharField()
+    segment = IntegerField(default=1)  # of the post's chain copies (HQPost.segment)
 
     class Meta:
         table_name = "hq_access_record"
@@ -115,6 +160,7 @@ class HQAlert(HQModel):
     alert_id = IntegerField()
     read_uuid = CharField()
     data = JSONField()
+    segment = IntegerField(default=1)  # of the post's chain copies (HQPost.segment)
 
     class Meta:
         table_name = "hq_alert"
@@ -172,6 +218,7 @@ class HQLegalHold(HQModel):
     released_at = DateTimeField(null=True)
     release_reason = TextField(null=True)
     origin_hold_id = IntegerField(null=True)  # placed at post `post_id` as its hold of this id; None: here
+    segment = IntegerField(default=1)  # of the post's chain copies, for origin_hold_id
 
     class Meta:
         table_name = "hq_legal_hold"
@@ -373,6 +420,62 @@ SCHEMA = [
             "{read_images_from_json}",
         ],
     ),
+    # Issue 18: ingest now writes hq_read_image with each read (filled again here for the reads
+    # stored since version 8, which it did not yet); renamed posts (their old ids as aliases:
+    # the lines they signed under the old id still verify); re-based posts (a re-imaged post's new
+    # key starts a new segment whose outbox seqs, access log, alert and hold ids start again, so
+    # each of those is unique per post AND segment; closed segments are kept in hq_post_segment).
+    (
+        9,
+        [
+            "{read_images_from_json}",
+            """CREATE TABLE hq_post_alias (
+            old_id TEXT PRIMARY KEY, post_id TEXT NOT NULL, renamed_at TIMESTAMP NOT NULL, reason TEXT NOT NULL)""",
+            "CREATE INDEX hq_post_alias_post ON hq_post_alias (post_id)",
+            "ALTER TABLE hq_post ADD COLUMN segment INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE hq_read ADD COLUMN segment INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE hq_access_record ADD COLUMN segment INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE hq_alert ADD COLUMN segment INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE hq_legal_hold ADD COLUMN segment INTEGER NOT NULL DEFAULT 1",
+            "DROP INDEX hq_access_record_post_seq",
+            "CREATE UNIQUE INDEX hq_access_record_post_seq ON hq_access_record (post_id, segment, seq)",
+            "DROP INDEX hq_alert_post_alert",
+            "CREATE UNIQUE INDEX hq_alert_post_alert ON hq_alert (post_id, segment, alert_id)",
+            "DROP INDEX hq_legal_hold_origin",
+            "CREATE UNIQUE INDEX hq_legal_hold_origin ON hq_legal_hold (post_id, segment, origin_hold_id)",
+            "CREATE INDEX hq_read_post_segment_seq ON hq_read (post_id, segment, seq)",
+            """CREATE TABLE hq_post_segment (
+            post_id TEXT NOT NULL, segment INTEGER NOT NULL, key_id TEXT NOT NULL, public_key TEXT NOT NULL,
+            last_seq BIGINT NOT NULL, chain_seq BIGINT NOT NULL, chain_hash TEXT NOT NULL,
+            chain_status TEXT NOT NULL, chain_problem TEXT NOT NULL, confirmation_id BIGINT NOT NULL,
+            opened_at TIMESTAMP NOT NULL, closed_at TIMESTAMP NOT NULL, reason TEXT NOT NULL,
+            PRIMARY KEY (post_id, segment))""",
+        ],
+    ),
+    # The post's clock offset from headquarters', measured on every exchange (issue 18, finding 3):
+    # signed GETs and pulls carry a nonce instead of a date window, so a post whose clock is off
+    # still syncs, and headquarters says how far off it is.
+    (
+        10,
+        [
+            "ALTER TABLE hq_post ADD COLUMN clock_offset_s INTEGER",
+            "ALTER TABLE hq_post ADD COLUMN clock_checked_at TIMESTAMP",
+        ],
+    ),
+    # Frames in a second lane (issue 18, finding 6): a read may name its frame before the frame is
+    # sent (sync/post.py). hq_frame_due lists each such frame until it comes; frame_seq is the
+    # outbox seq up to which the post has sent the frames of the reads headquarters holds.
+    (
+        11,
+        [
+            "ALTER TABLE hq_post ADD COLUMN frame_seq BIGINT NOT NULL DEFAULT 0",
+            "UPDATE hq_post SET frame_seq = last_seq",
+            """CREATE TABLE hq_frame_due (
+            post_id TEXT NOT NULL, read_uuid TEXT NOT NULL, seq BIGINT NOT NULL, sha256 TEXT NOT NULL,
+            PRIMARY KEY (post_id, read_uuid))""",
+            "CREATE INDEX hq_frame_due_seq ON hq_frame_due (post_id, seq)",
+        ],
+    ),
 ]
 
 
@@ -432,6 +535,27 @@ def locked_post(post_id: str) -> HQPost | None:
     if not isinstance(hq_database.obj, SqliteDatabase):
         query = query.for_update()
     return query.first()
+
+
+def lock_images(shas, exclusive: bool = False) -> None:
+    """PostgreSQL: lock the hq_image rows of `shas` until the transaction ends, in one order (by
+    sha256) so that two transactions never wait for each other in a circle. Ingest takes them
+    shared before it names an image it may not insert (ON CONFLICT DO NOTHING locks nothing);
+    retention takes them exclusive, then looks for remaining references in a statement of its own.
+    So a read naming an image is either committed before retention looks (and the image kept) or
+    waits until the image is gone (and inserts it again). SQLite needs none of this: one writer
+    at a time (BEGIN IMMEDIATE)."""
+    if isinstance(hq_database.obj, SqliteDatabase):
+        return
+    ordered = sorted(set(shas))
+    p = hq_database.param
+    for start in range(0, len(ordered), 500):
+        page = ordered[start : start + 500]
+        hq_database.execute_sql(
+            f"SELECT sha256 FROM hq_image WHERE sha256 IN ({', '.join([p] * len(page))}) ORDER BY sha256 "
+            f"FOR {'UPDATE' if exclusive else 'KEY SHARE'}",
+            page,
+        ).fetchall()
 
 
 def insert_rows(table_columns: tuple[str, tuple[str, ...]], rows: list[tuple], on_conflict: str = "") -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import http.client
+import json
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from appliance import bundle
 from sync import protocol
 from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Refused, ingest, refuse_oversized
 from sync.hq.models import HQError, HQPost, SqliteDatabase, hq_database
-from sync.hq.posts import position, pull_url_problem
+from sync.hq.posts import log_refused_request, note_contact, position, pull_url_problem
 
 
 def hq_key(target: str | Path, key_dir: Path | None = None):
@@ -76,18 +79,26 @@ def pull(
             + "/sync/batch?"
             + urllib.parse.urlencode({k: v for k, v in held.items() if k != "post"})
         )
-        date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, date))).decode()
         cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         assert url.hostname  # pull_url_problem() refused a URL without one
         conn = cls(url.hostname, url.port, timeout=timeout_s)
         try:
-            conn.request("GET", path, headers={"X-Waypost-Date": date, "X-Waypost-Signature": signature})
+            headers = _signed(conn, url.path.rstrip("/"), post_id, path, key)
+            if isinstance(headers, str):
+                result.problem = headers
+                return result
+            sent = time.time()
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
+            with hq_database.connection_context():
+                note_contact(post_id, _post_clock(response.getheader("Date"), sent, time.time()))
             if response.status == 204:
                 return result
             if response.status != 200:
-                result.problem = f"the post answered {response.status}: {response.read(500).decode(errors='replace')}"
+                answer = response.read(500).decode(errors="replace")
+                result.problem = f"the post answered {response.status}: {answer}"
+                with hq_database.connection_context():
+                    log_refused_request(post_id, "pull", _problem_of(answer), answer, post.pull_url)
                 return result
             content_length = response.getheader("Content-Length")
             length = int(content_length) if content_length else None
@@ -120,6 +131,48 @@ def pull(
             result.records += outcome.records
             result.holds += outcome.holds
     return result
+
+
+def _signed(conn, base: str, post_id: str, path: str, key) -> dict[str, str] | str:
+    """The headers of a pull request: a nonce asked of the post on the same connection
+    (sync/protocol.py, 'signed GETs'), headquarters' time, and its signature over both with the
+    path; or, when the post gives no nonce, why not."""
+    conn.request("GET", base + "/sync/challenge", headers={"Accept": "application/json"})
+    response = conn.getresponse()
+    data = response.read(4096)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    nonce = answer.get("nonce") if isinstance(answer, dict) and response.status == 200 else None
+    if not isinstance(nonce, str):
+        if isinstance(answer, dict) and answer.get("problem") == "pull_disabled":
+            return f"the post answered {response.status}: {answer.get('message')}"
+        return (
+            f"the post gave no challenge ({response.status}): it runs an older Waypost than headquarters; "
+            "update it (deploy/ansible/README.md, 'Updating the software')"
+        )
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = base64.b64encode(key.sign(protocol.pull_message(post_id, path, nonce, date))).decode()
+    return {protocol.NONCE_HEADER: nonce, protocol.DATE_HEADER: date, protocol.SIGNATURE_HEADER: signature}
+
+
+def _post_clock(date_header: str | None, sent: float, received: float) -> int | None:
+    """The post's clock minus headquarters', from the HTTP Date of its answer (whole seconds,
+    truncated: half a second added) against the middle of the exchange."""
+    try:
+        theirs = email.utils.parsedate_to_datetime(date_header or "").timestamp() + 0.5
+    except (TypeError, ValueError):
+        return None
+    return round(theirs - (sent + received) / 2)
+
+
+def _problem_of(answer: str) -> str:
+    try:
+        problem = json.loads(answer).get("problem")
+    except (ValueError, AttributeError):
+        problem = None
+    return problem if isinstance(problem, str) and problem else "refused"
 
 
 class _SpoolError(Exception):

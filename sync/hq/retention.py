@@ -25,17 +25,16 @@ are not indexed yet waits for the next run. Each batch holds the indexer's lock,
 of the same process (`waypost hq serve`) cannot add texts for a read being purged; index rows
 left by an indexer in another process are swept at the end of each run.
 
-Images are content-addressed and shared only by reads of one frame (two plates in one picture):
-an image goes with the last read using it, checked against the remaining reads captured within
-SHARED_WINDOW of the purged ones (a byte-identical JPEG captured later does not happen; the post's
-retention makes the same assumption). A post sends every image with its read, so a read arriving
-later with an image purged meanwhile stores it again.
+Images are content-addressed: one image may serve many reads (two plates in one picture, and a
+frozen camera or a looping source sending byte-identical crops and frames for hours). Which reads
+use which image is in hq_read_image (written by ingest with each read), so an image goes when no
+remaining read names it, counted exactly. A post sends every image with its read, so a read
+arriving later with an image purged meanwhile stores it again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -49,13 +48,12 @@ from appliance.models import utcnow
 from appliance.retention import due_after
 from sync.hq import search as hq_search
 from sync.hq.holds import HELD_SQL
-from sync.hq.models import HQRetentionRun, hq_database
+from sync.hq.models import HQRetentionRun, hq_database, lock_images
 from sync.hq.models import write as hq_write
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
-SHARED_WINDOW = dt.timedelta(seconds=60)
 
 audit.register_action("retention.purge", False)
 
@@ -144,15 +142,6 @@ def _kept(read_cut: str, hit_cut: str) -> tuple[int, int]:
     return held, unindexed
 
 
-def _images_of(data) -> set[str]:
-    data = json.loads(data) if isinstance(data, str) else (data or {})
-    return {str(im["sha256"]) for im in data.get("images") or [] if isinstance(im, dict) and im.get("sha256")}
-
-
-def _when(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(str(text).replace(" ", "T")).replace(tzinfo=None)
-
-
 def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
     """What a run would purge now, changing nothing (the dry run). Reads the search index does not
     hold yet are counted as their plate alone decides (the run indexes them first)."""
@@ -175,12 +164,10 @@ def plan(settings: Settings, now: dt.datetime | None = None) -> Result:
         result.texts = _count(
             f"SELECT count(*) FROM hq_read_text t JOIN hq_read r ON r.id = t.read_id WHERE {where}", args
         )
-        shas: set[str] = set()
-        cursor = db.execute_sql(f"SELECT r.data FROM hq_read r WHERE {where}", args)
-        while rows := cursor.fetchmany(2000):
-            for (data,) in rows:
-                shas |= _images_of(data)
-        result.images = len(shas)
+        result.images = _count(
+            f"SELECT count(DISTINCT i.sha256) FROM hq_read_image i JOIN hq_read r ON r.id = i.read_id WHERE {where}",
+            args,
+        )
         result.held_kept, _ = _kept(read_cut, hit_cut)
     return result
 
@@ -231,7 +218,7 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
             keyset = f" AND r.captured_at >= {p} AND NOT (r.captured_at = {p} AND r.id <= {p})"
             keyset_args = [after[0], after[0], after[1]]
         rows = db.execute_sql(
-            f"SELECT r.id, r.post_id, r.uuid, r.captured_at, r.data, {HAS_ALERT} FROM hq_read r "
+            f"SELECT r.id, r.post_id, r.uuid, r.captured_at, {HAS_ALERT} FROM hq_read r "
             f"WHERE r.captured_at < {p}{keyset} AND {_past(p)} AND {INDEXED} AND NOT {HELD_SQL} "
             f"ORDER BY r.captured_at, r.id LIMIT {p}",
             [args[0], *keyset_args, *args, batch],
@@ -250,25 +237,26 @@ def _purge_batch(run: HQRetentionRun, after: tuple | None, args: list[str], batc
                 f"DELETE FROM hq_alert WHERE post_id = {p} AND read_uuid IN ({', '.join([p] * len(uuids))})",
                 [post_id, *uuids],
             ).rowcount
+        # the images only these reads use: their references go first, then each image no
+        # remaining read names (counted exactly: a frozen camera sends the same bytes for hours)
+        shas = [
+            row[0]
+            for row in db.execute_sql(f"SELECT DISTINCT sha256 FROM hq_read_image WHERE read_id IN ({marks})", ids)
+        ]
+        db.execute_sql(f"DELETE FROM hq_read_image WHERE read_id IN ({marks})", ids)
         db.execute_sql(f"DELETE FROM hq_read WHERE id IN ({marks})", ids)
-        shas: set[str] = set()
-        for r in rows:
-            shas |= _images_of(r[4])
         images = 0
+        lock_images(shas, exclusive=True)  # a batch naming one of them commits first, or waits
+        for start in range(0, len(shas), 500):
+            page = shas[start : start + 500]
+            images += db.execute_sql(
+                f"DELETE FROM hq_image WHERE sha256 IN ({', '.join([p] * len(page))}) AND NOT EXISTS "
+                "(SELECT 1 FROM hq_read_image ri WHERE ri.sha256 = hq_image.sha256)",
+                page,
+            ).rowcount
         captured = [str(r[3]) for r in rows]
-        if shas:
-            lo, hi = _when(min(captured)) - SHARED_WINDOW, _when(max(captured)) + SHARED_WINDOW
-            for (data,) in db.execute_sql(
-                f"SELECT data FROM hq_read WHERE captured_at >= {p} AND captured_at <= {p}", [_text(lo), _text(hi)]
-            ):
-                shas -= _images_of(data)
-            if shas:
-                gone = sorted(shas)
-                images = db.execute_sql(
-                    f"DELETE FROM hq_image WHERE sha256 IN ({', '.join([p] * len(gone))})", gone
-                ).rowcount
         run.reads += len(rows)
-        run.hit_reads += sum(bool(r[5]) for r in rows)
+        run.hit_reads += sum(bool(r[4]) for r in rows)
         run.alerts += alerts
         run.images += images
         run.texts += texts

@@ -68,7 +68,8 @@ def assert_hq_holds_the_post(settings):
 def test_push_delivers_reads_images_and_records_exactly_once(settings, db, hq_server):
     add_reads(settings, 5)
     result = post.push(settings)
-    assert (result.batches, result.reads, result.duplicates) == (3, 5, 0)  # batch_max_reads is 2
+    # three batches of reads (batch_max_reads is 2), then one of their frames (the second lane)
+    assert (result.batches, result.reads, result.duplicates) == (4, 5, 0)
     assert_hq_holds_the_post(settings)
     assert Outbox.select().where(Outbox.sent_at.is_null()).count() == 0
     counts = hq_counts(settings.post.id)
@@ -146,7 +147,7 @@ def _bad_batch(kind, settings):
         first = _built(settings, held)
         assert _send(settings, first[1])[1]["status"] == "stored"
         add_reads(settings, 1, seed=3)
-        assert post.push(settings).batches == 1
+        assert post.push(settings).batches == 2  # the read, then its frame (the second lane)
         return first[1]
     raise AssertionError(kind)
 

@@ -127,7 +127,8 @@ def test_hostile_display_name_is_escaped(client, account):
 def test_health_over_http(live_server):
     with urllib.request.urlopen(live_server + "/health", timeout=10) as resp:
         body = json.loads(resp.read())
-    assert body == {"status": "ok", "post": "post-1"}
+    assert (body["status"], body["post"], body["problems"]) == ("ok", "post-1", [])
+    assert body["sync"]["enabled"] is False  # the sync section (issue 18): sync is off here
     # urllib follows the redirect to the sign-in page
     with urllib.request.urlopen(live_server + "/", timeout=10) as resp:
         assert resp.url.endswith("/auth/login?next=%2F")

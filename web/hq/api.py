@@ -122,24 +122,37 @@ def api_blueprint(
             )
         return jsonify(outcome.as_json())
 
+    nonces = protocol.Nonces()
+
+    @bp.get("/challenge")
+    @public
+    def challenge():
+        """A nonce for a post's next signed GET (sync/protocol.py, 'signed GETs'): it tells nothing."""
+        return jsonify({"nonce": nonces.issue()})
+
     def signed_by(post_id):
-        """None when the request is the post's own (signed GET), else a refusal to return."""
-        post = hq.HQPost.get_or_none(hq.HQPost.id == post_id)
-        if post is None:
-            return jsonify(
-                {
-                    "status": "refused",
-                    "problem": "unknown_post",
-                    "message": f"post {post_id!r} is not enrolled here: enrol it with `waypost hq enroll`",
-                }
-            ), 404
+        """None when the request is the post's own (signed GET), else a refusal to return. A refusal
+        goes to the batch log (folded by `refusals`), so `waypost hq status` and the Posts page show
+        it; an unknown post is answered 404 and logged as such."""
         path = request.full_path if request.query_string else request.path
-        problem = hq.check_post_request(
-            post_id, path, request.headers.get("X-Waypost-Date", ""), request.headers.get("X-Waypost-Signature", "")
+        date = request.headers.get(protocol.DATE_HEADER, "")
+        refused = hq.check_post_request(
+            post_id,
+            path,
+            request.headers.get(protocol.NONCE_HEADER, ""),
+            date,
+            request.headers.get(protocol.SIGNATURE_HEADER, ""),
+            nonces,
         )
-        if problem:
-            return jsonify({"status": "refused", "problem": "bad_signature", "message": problem}), 401
-        return None
+        if refused is None:
+            hq.note_contact(post_id, protocol.offset_s(date))
+            return None
+        problem, message = refused
+        hq.log_refused_request(
+            post_id, f"GET {request.path}", problem, message, request.remote_addr or "", refusals, proven=False
+        )
+        status = {"unknown_post": 404, "renamed": protocol.PROBLEMS["renamed"]}.get(problem, 401)
+        return jsonify({"status": "refused", "problem": problem, "message": message}), status
 
     @bp.get("/posts/<post_id>/position")
     @public

@@ -19,6 +19,7 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -32,6 +33,7 @@ from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from appliance import audit
 from appliance.db import write
 from sync import hq
+from sync.hq import posts as hq_posts
 from sync.hq import search as hq_search
 from sync.protocol import MAX_INT
 from web import evidence
@@ -90,7 +92,8 @@ class VerifyForm(FlaskForm):
 
 
 def _posts() -> list[dict]:
-    rows = hq.status()
+    sync = g.settings.sync
+    rows = hq.status(sync.late_after_minutes, sync.clock_warn_s)
     for row in rows:
         latest = (
             hq.HQBatch.select(hq.HQBatch.status, hq.HQBatch.problem, hq.HQBatch.message)
@@ -105,6 +108,9 @@ def _posts() -> list[dict]:
             row["gap"] = latest.message
         else:
             row["chain"] = "verified"
+        # a re-based post's closed chain copies, and the ids it had before a rename
+        row["segments"] = hq_posts.segments(row["post"])
+        row["old_ids"] = hq_posts.old_ids(row["post"])
     return rows
 
 
@@ -241,10 +247,18 @@ def read(read_id: int):
         read=row,
         data=row.data,
         kinds=kinds,
+        frame_to_come=_frame_to_come(row),
         purpose=stated,
         post_name=hq_search.posts().get(row.post_id, row.post_id),
         alerts=hq_search.alerts_for([row]).get((row.post_id, row.uuid), []),
     )
+
+
+def _frame_to_come(row) -> bool:
+    """Whether the read names a frame headquarters does not hold yet (it follows its read in the
+    post's second lane: sync/post.py)."""
+    frame = next((im for im in row.data.get("images") or [] if im.get("kind") == "frame"), None)
+    return frame is not None and not hq.HQImage.select().where(hq.HQImage.sha256 == frame.get("sha256")).exists()
 
 
 @bp.get("/reads/<int:read_id>/image/<kind>")
@@ -262,7 +276,7 @@ def image(read_id: int, kind: str):
         current_app.logger.error("%s", exc)
         abort(404)
     if found is None:
-        abort(404)
+        abort(404, "frame not yet received" if kind == "frame" and _frame_to_come(row) else None)
     meta, data = found
     with write():
         audit.record(

@@ -8,6 +8,7 @@ before these checks) is still served as a JPEG that no browser runs."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import gzip
 import hashlib
@@ -44,7 +45,8 @@ def signed_batch(settings, change) -> bytes:
     """The post's next batch (one read with its crop and frame, then its access records), its read
     line changed by `change(line)` and the whole batch signed with the post's own key."""
     key = bundle.post_key(settings)
-    plan = post.plan_batch(settings, key, post.fetch_position(settings))
+    # as to a headquarters without the second lane (frame_seq None): the frame goes with its read
+    plan = post.plan_batch(settings, key, dataclasses.replace(post.fetch_position(settings), frame_seq=None))
     assert plan is not None  # a read waits
     lines = list(post._lines(settings, plan, {"reads": 0, "chain_hash": plan.pos.chain_hash}))
     (read_line,) = [obj for obj in lines if obj["t"] == "read"]

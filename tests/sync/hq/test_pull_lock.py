@@ -181,7 +181,7 @@ def test_a_slow_pull_leaves_headquarters_writable_while_the_batch_travels(settin
         f"{longest * 1000:.0f} ms ({watch.refused} refused probes)"
     )
     result = out["result"]
-    assert (result.batches, result.reads, result.problem) == (2, 4, "")
+    assert (result.batches, result.reads, result.problem) == (3, 4, "")  # then the frames (the second lane)
     assert hq_reads(settings.post.id) == post_reads()
     with hq.hq_database.connection_context():
         assert hq.verify_chain(settings.post.id)[0]
@@ -231,5 +231,5 @@ def test_an_oversized_pulled_batch_is_refused_and_leaves_no_temporary_file(setti
         again = hq.pull(settings.post.id, key)
     finally:
         link.close()
-    assert (again.batches, again.reads, again.problem) == (1, 2, "")
+    assert (again.batches, again.reads, again.problem) == (2, 2, "")  # the reads, then their frames
     assert _deleted_files_open() <= before_open
