@@ -92,10 +92,11 @@ def fill(settings: config.Settings, count: int, seed: int = 1, batch: int = 20_0
     `count`: plates of US layouts, a fifth of them regulars seen again and again, 1-3 alternative
     readings each, two cameras, a year of timestamps. Indexed exactly as save_read indexes."""
 
-    rng = np.random.default_rng(seed)
-    regulars = [random_plate(rng) for _ in range(max(1000, count // 50))]
     database = db.database
     have = database.execute_sql("SELECT count(*) FROM read").fetchone()[0]
+    # a fill that grows an interrupted one draws another stream (the same seed would repeat its uuids)
+    rng = np.random.default_rng(seed if not have else [seed, have])
+    regulars = [random_plate(rng) for _ in range(max(1000, count // 50))]
     start_at = utcnow() - dt.timedelta(days=365)
     step = dt.timedelta(days=365) / max(count, 1)
     cols = ", ".join(["plate"] + [f"alt{i}" for i in range(1, search.ALT_COLUMNS + 1)])
