@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "WAYPOST_"
 CONFIG_ENV = "WAYPOST_CONFIG"
+# a SHA-256 fingerprint in hex, with or without the colons openssl prints; or empty
+PIN_PATTERN = r"^(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})?$"
 
 
 class ConfigError(Exception):
@@ -115,6 +117,18 @@ class CaptureSettings(Section):
     analogue_gain: float = Field(0.0, ge=0.0, le=16.0, description="picamera2 analogue gain; 0 = automatic.")
     reconnect_max_s: float = Field(
         30.0, ge=1.0, le=600.0, description="Longest wait between attempts to reopen a lost camera or stream."
+    )
+    stall_timeout_s: float = Field(
+        5.0,
+        ge=0.5,
+        le=120.0,
+        description="A wait for a frame longer than this is a camera stall: reported, reconnected.",
+    )
+    stall_restart_s: float = Field(
+        120.0,
+        ge=1.0,
+        le=3600.0,
+        description="A stall longer than this stops the systemd watchdog pings, so systemd restarts the service.",
     )
     demo_vehicles_per_min: float = Field(12.0, gt=0, le=120, description="Traffic density of the demo street.")
     demo_seed: int = Field(0, ge=0, description="Seed of the demo street (same seed, same traffic).")
@@ -398,6 +412,27 @@ class SyncSettings(Section):
         description="Headquarters' public key (base64, from `waypost hq keygen`) allowed to "
         "pull batches from this post at /sync/batch; empty: pull is off.",
     )
+    ca_file: str = Field(
+        "",
+        description="PEM file of the CA (or the self-signed certificate) that headquarters' HTTPS certificate "
+        "must be signed by, for pushes and signed GETs; empty: the system's CAs.",
+    )
+    pin_sha256: str = Field(
+        "",
+        pattern=PIN_PATTERN,
+        description="Optional SHA-256 fingerprint of headquarters' certificate (hex, colons allowed), checked "
+        "after the handshake: a replaced certificate is refused until this is changed.",
+    )
+    pull_ca_file: str = Field(
+        "",
+        description="Headquarters: PEM file of the CAs (or the posts' self-signed certificates, one after "
+        "another) that posts' HTTPS certificates must be signed by when pulling; empty: the system's CAs.",
+    )
+    pull_pin_sha256: list[str] = Field(
+        [],
+        description="Headquarters: optional SHA-256 fingerprints of the posts' certificates; with any given, "
+        "a post's certificate must have one of them when pulling.",
+    )
     max_backoff_s: int = Field(
         60,
         ge=5,
@@ -428,6 +463,14 @@ class SyncSettings(Section):
         description="/health says degraded (sync), and headquarters warns, when a post's clock is off from "
         "headquarters' by more than this.",
     )
+
+    @field_validator("pull_pin_sha256")
+    @classmethod
+    def _pins(cls, value):
+        bad = [pin for pin in value if not re.match(PIN_PATTERN, pin) or not pin]
+        if bad:
+            raise ValueError(f"not SHA-256 fingerprints (64 hex digits, colons allowed): {', '.join(bad)}")
+        return value
 
     @model_validator(mode="after")
     def _url_when_enabled(self):

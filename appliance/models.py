@@ -120,6 +120,7 @@ class Read(BaseModel):
     low_confidence = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
     evidence_note = CharField(null=True)  # why images are missing, e.g. low disk space
+    clock_synced = BooleanField(null=True)  # the clock when it was stamped; None: unknown (m0012)
 
     class Meta:
         table_name = "read"

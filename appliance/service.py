@@ -8,7 +8,7 @@ started in that order and stopped in the reverse.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import signal
 import socket
 import tempfile
@@ -16,10 +16,10 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from appliance import audit, db, hotlist, retention
+from appliance import audit, db, hotlist, retention, store
 from appliance.alerts import Notifier
 from appliance.audit import system_actor
-from appliance.capture import Capture
+from appliance.capture import Capture, FrameSource
 from appliance.capture.demo import demo_hotlist_csv
 from appliance.config import Settings
 from appliance.events import EventBus
@@ -45,8 +45,10 @@ class PostService:
         stop: threading.Event | None = None,
         with_capture: bool = True,
         sock: socket.socket | None = None,
+        source: FrameSource | None = None,
     ):
         self.settings = settings
+        self._source = source  # a replay source in place of the configured one (tests), else None
         self.stop_event = stop or threading.Event()
         self.bus = EventBus()
         self.with_capture = with_capture
@@ -142,7 +144,7 @@ class PostService:
             log.error("recognizer not loaded, capture not started: %s", self.recognizer_error)
             return
         self.pipeline = Pipeline(s, recognizer, EvidenceStore(s), bus=self.bus, notifier=Notifier(s))
-        self.capture = Capture(s).start()
+        self.capture = Capture(s, source=self._source).start()
         self._spawn("pipeline", self._run_pipeline)
 
     def _start_sync(self) -> None:
@@ -207,20 +209,70 @@ class PostService:
             log.exception("retention run failed")
 
     # -- status --
+    def watchdog_problem(self) -> str | None:
+        """Why the systemd watchdog must not be fed now, or None while the post works: the web
+        server's thread runs and, when capture is on, its threads run and a stall has not lasted
+        capture.stall_restart_s (shorter ones the capture reconnects by itself)."""
+        if self.web is None or not self.web.thread.is_alive():
+            return "the web server's thread has ended"
+        if self.capture is None:
+            return None  # capture off, or not started (recognizer or camera error): /health says why
+        if self.capture.status()["state"] == "ended":
+            return None  # a file source that ran out: nothing a restart would change
+        if not self.capture.alive:
+            return "the capture thread has ended"
+        if not any(t.name == "pipeline" and t.is_alive() for t in self._threads):
+            return "the pipeline thread has ended"
+        stalled_s = self.capture.stalled_for()
+        if stalled_s is not None and stalled_s > self.settings.capture.stall_restart_s:
+            return f"the camera has stalled for {stalled_s:.0f} s (capture.stall_restart_s)"
+        return None
+
+    def watch(self) -> None:
+        """The main loop until the stop event: tell systemd the post is ready, then feed its
+        watchdog (WATCHDOG_USEC, set by the unit's WatchdogSec) at half its period while
+        watchdog_problem() finds nothing; when it finds something the pings stop and systemd
+        restarts the service."""
+        notify("READY=1")
+        period_s = watchdog_period_s()
+        withheld: str | None = None
+        while not self.stop_event.wait(period_s or 60):
+            if period_s is None:
+                continue
+            problem = self.watchdog_problem()
+            if problem is None:
+                notify("WATCHDOG=1")
+                if withheld:
+                    log.warning("watchdog pings resumed (%s no longer)", withheld)
+            elif problem != withheld:
+                log.error("watchdog pings withheld, systemd will restart the service: %s", problem)
+            withheld = problem
+        notify("STOPPING=1")
+
     def health(self) -> dict:
         s = self.settings
-        disk = shutil.disk_usage(s.data_dir)
+        disk = store.capacity(s)
         lists = hotlist.status(s)
         capture = self.capture.status() if self.capture else {"state": "off" if not self.with_capture else "error"}
         problems = []
         if self.recognizer_error:
             problems.append(f"recognizer: {self.recognizer_error}")
-        if capture.get("state") in ("reconnecting", "error"):
+        if capture.get("stalled_since"):
+            problems.append(
+                f"camera {capture.get('source')}: stalled since {capture['stalled_since']} "
+                f"(no frame for {capture.get('stall_timeout_s')} s); reconnecting"
+            )
+        elif capture.get("state") in ("reconnecting", "error"):
             problems.append(f"camera: {capture.get('last_error')}")
         if any(h["stale"] for h in lists):
             problems.append("stale hotlists: " + ", ".join(h["name"] for h in lists if h["stale"]))
-        if disk.free < s.storage.min_free_mb * 1024 * 1024:
+        if disk["free_mb"] < s.storage.min_free_mb:
             problems.append("low disk space")
+        if disk["fills_before_retention"]:
+            problems.append(
+                f"disk full in {disk['full_in_days']:g} days at the current rate, before retention "
+                f"({disk['retention_days']} days) frees space"
+            )
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,
@@ -228,21 +280,54 @@ class PostService:
             "camera": capture,
             "recognizer": {"loaded": self.pipeline is not None, "error": self.recognizer_error},
             "pipeline": self.pipeline.status() if self.pipeline else None,
-            "disk": {"free_mb": disk.free // 2**20, "min_free_mb": s.storage.min_free_mb},
+            "disk": disk,
             "hotlists": lists,
             "live_subscribers": self.bus.subscribers,
         }
 
 
-def serve(settings: Settings, stop: threading.Event | None = None, sock: socket.socket | None = None) -> None:
+def notify(message: str) -> bool:
+    """Send one sd_notify message to systemd when it is listening ($NOTIFY_SOCKET, Type=notify).
+    The protocol is one datagram on a Unix socket; written here rather than taken from PyPI's
+    `sdnotify`, whose last release is from 2017."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify %s to %s failed: %s", message, address, exc)
+        return False
+    return True
+
+
+def watchdog_period_s() -> float | None:
+    """How often to feed systemd's watchdog: half of WATCHDOG_USEC, when it is set for this process."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
+def serve(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    sock: socket.socket | None = None,
+    source: FrameSource | None = None,
+) -> None:
     """Run the post until SIGTERM/SIGINT or `stop` is set. `sock`: the web port, already bound
-    (`web.server.listen()`)."""
+    (`web.server.listen()`); `source`: a replay source in place of the configured one (tests)."""
     limit_malloc_arenas()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    service = PostService(settings, stop, sock=sock).start()
-    stop.wait()
+    service = PostService(settings, stop, sock=sock, source=source).start()
+    service.watch()
     log.info("stopping")
     service.stop()

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from peewee import fn
 from PIL import Image, UnidentifiedImageError
 
-from appliance import audit, search
+from appliance import audit, clock, search
 from appliance.config import Settings
 from appliance.db import write
 from appliance.models import Evidence, Outbox, Read
@@ -245,6 +246,8 @@ def save_read(
     if blobs:
         store.check_room(sum(len(b.data) for b in blobs.values()))
 
+    # asked before the transaction: at most once a minute it runs chronyc (up to 3 s)
+    synced = clock.sync_watch.get().synchronised
     staged: list[Path] = []
     try:
         for blob in {b.sha256: b for b in blobs.values()}.values():
@@ -277,6 +280,7 @@ def save_read(
                 direction=new.direction,
                 low_confidence=new.confidence < settings.recognizer.min_confidence,
                 evidence_note=new.evidence_note,
+                clock_synced=synced,
             )
             for kind, blob in blobs.items():
                 Evidence.create(
@@ -319,3 +323,43 @@ def check(settings: Settings, store: EvidenceStore) -> list[str]:
     for read in no_ev:
         problems.append(f"read {read.uuid} has no plate crop")
     return problems
+
+
+RATE_WINDOW_DAYS = 7
+
+
+def capacity(settings: Settings, now: dt.datetime | None = None) -> dict:
+    """When the disk fills at the current rate: the evidence bytes stored per day over the last
+    RATE_WINDOW_DAYS days (fewer on a new post, at least one), the free space above
+    storage.min_free_mb, and whether that lasts until retention (retention.read_days) frees as
+    much as comes in. Byte counts only, no plate data. Needs a database connection."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    since = now - dt.timedelta(days=RATE_WINDOW_DAYS)
+    first = Read.select(fn.MIN(Read.created_at)).scalar()
+    recent = Evidence.select(fn.COALESCE(fn.SUM(Evidence.bytes), 0)).join(Read).where(Read.created_at >= since).scalar()
+    stored = Evidence.select(fn.COALESCE(fn.SUM(Evidence.bytes), 0)).scalar()
+    disk = shutil.disk_usage(settings.data_dir)
+    reserve = settings.storage.min_free_mb * 1024 * 1024
+    free = max(0, disk.free - reserve)
+    retention_days = settings.retention.read_days
+    out: dict = {
+        "free_mb": disk.free // 2**20,
+        "min_free_mb": settings.storage.min_free_mb,
+        "stored_mb": round(int(stored) / 2**20, 1),
+        "bytes_per_day": None,
+        "full_in_days": None,
+        "retention_days": retention_days,
+        "fills_before_retention": False,
+    }
+    if first is None or not recent:
+        return out  # nothing stored lately: no rate to go by
+    if isinstance(first, str):  # SQLite hands back text for an aggregate of a datetime column
+        first = dt.datetime.fromisoformat(first)
+    days = max(1.0, (now - max(first, since)).total_seconds() / 86400)
+    per_day = int(recent) / days
+    out["bytes_per_day"] = round(per_day)
+    out["full_in_days"] = round(free / per_day, 1)
+    # Once reads are retention_days old the purge frees a day's worth each day; until then the
+    # store grows to per_day x retention_days.
+    out["fills_before_retention"] = per_day * retention_days - int(stored) > free
+    return out

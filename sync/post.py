@@ -39,7 +39,7 @@ from appliance.audit import system_actor
 from appliance.config import Settings
 from appliance.models import Alert, AlertConfirmation, Evidence, Hotlist, Read, database, utcnow
 from appliance.store import EvidenceStore, StoreError
-from sync import protocol
+from sync import protocol, tls
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,10 @@ def _request(
     url = urllib.parse.urlsplit(settings.sync.hq_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise SyncError(f"sync.hq_url {settings.sync.hq_url!r} is not an http(s) URL")
-    cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    try:
+        cls = _hq_trust(settings).connection_for(url.scheme, settings.sync.hq_url)
+    except tls.TrustError as exc:
+        raise SyncError(str(exc)) from None
     # large send blocks: the body goes out in a few system calls, not one per 8 KiB (each of which
     # would wait for the GIL while the next batch is built in another thread)
     conn = _paced(cls, settings.sync.max_kbps)(url.hostname, url.port, timeout=timeout_s, blocksize=SEND_BLOCK_BYTES)
@@ -188,6 +191,8 @@ def _request(
         response = conn.getresponse()
         data = response.read()
         _measure_clock(settings, response.getheader("Date"), sent, time.time())
+    except tls.TrustError as exc:  # before OSError: the message says what to set, not "did not answer"
+        raise SyncError(str(exc)) from None
     except (OSError, http.client.HTTPException) as exc:
         raise SyncError(
             f"headquarters at {settings.sync.hq_url} did not answer {method} {path}: {type(exc).__name__}: {exc}"
@@ -205,6 +210,11 @@ def _request(
             raise SyncError(f"headquarters answered {response.status} to {method} {path}: {answer.get('message')}")
         raise SyncError(f"headquarters answered {response.status} to {method} {path}: {data[:200]!r}")
     return response.status, answer
+
+
+def _hq_trust(settings: Settings) -> tls.Trust:
+    pins = (settings.sync.pin_sha256,) if settings.sync.pin_sha256 else ()
+    return tls.Trust(settings.sync.ca_file, pins, "sync.ca_file", "sync.pin_sha256")
 
 
 def _signed_get_headers(settings: Settings, conn, base: str, full_path: str) -> dict[str, str]:

@@ -593,6 +593,8 @@ READ_FIELDS: dict[str, tuple] = {
     "direction": (_or_none(_text(40)), "must be empty or text of 1 to 40 characters"),
     "low_confidence": (lambda v: isinstance(v, bool), "must be true or false"),
     "evidence_note": (_or_none(_text(1000)), "must be empty or text of 1 to 1000 characters"),
+    # optional (posts before issue 19 send no such field); headquarters keeps it in the read's data
+    "clock_synced": (_or_none(lambda v: isinstance(v, bool)), "must be empty, true or false"),
 }
 READ_REQUIRED = ("uuid", "captured_at", "plate", "camera_id", "confidence")
 

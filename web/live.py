@@ -19,6 +19,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, u
 from flask_login import current_user
 
 from appliance import audit
+from appliance import clock as appliance_clock
 from appliance import hotlist as hotlists
 from appliance.db import connection, write
 from appliance.models import Alert, Camera, Read
@@ -54,20 +55,26 @@ def post_status() -> dict:
 def _post_status() -> dict:
     service = current_app.config.get("WAYPOST_SERVICE")
     settings = g.settings
+    synced = appliance_clock.sync_watch.get().as_dict()
     if service is None:
-        return {"camera": None, "hotlists": hotlists.status(settings), "disk": None, "low_disk": None}
+        return {"camera": None, "hotlists": hotlists.status(settings), "disk": None, "low_disk": None, "clock": synced}
     health = service.health()
     disk = health["disk"]
     pipeline = health.get("pipeline") or {}
     low = pipeline.get("low_disk") or (disk["free_mb"] < disk["min_free_mb"] and "floor") or None
-    return {"camera": health["camera"], "hotlists": health["hotlists"], "disk": disk, "low_disk": low}
+    return {"camera": health["camera"], "hotlists": health["hotlists"], "disk": disk, "low_disk": low, "clock": synced}
 
 
 def disk_text(status: dict) -> str:
     disk = status["disk"]
     if disk is None:
         return f"{shutil.disk_usage(g.settings.data_dir).free // 2**20} MB free"
-    return f"{disk['free_mb']} MB free (minimum {disk['min_free_mb']} MB)"
+    text = f"{disk['free_mb']} MB free (minimum {disk['min_free_mb']} MB)"
+    if disk.get("full_in_days") is not None:
+        text += f"; disk full in {disk['full_in_days']:g} days at the current rate"
+        if disk.get("fills_before_retention"):
+            text += f", before retention ({disk['retention_days']} days) frees space"
+    return text
 
 
 def warnings(status: dict) -> list[str]:
@@ -100,6 +107,11 @@ def warnings(status: dict) -> list[str]:
             "none": "reads are stored without images",
         }.get(status["low_disk"], "the post is short of space")
         out.append(f"Low disk space on the post: {what}. Tell the technician.")
+    if status.get("clock", {}).get("synchronised") is False:
+        out.append(
+            "The post's clock is not synchronised: reads are stamped with a time that may be wrong. "
+            "Tell the technician."
+        )
     return out
 
 

@@ -13,6 +13,13 @@ laptop never imports camera libraries:
 A source's `read()` returns a Frame, or None when it has ended (a file with loop=false). It raises
 `CorruptFrame` for one unreadable image or frame (the capture logs it and reads on) and
 `SourceError` when the source is lost (the capture closes it and reopens it with capped backoff).
+
+A source that stops delivering without raising (a libcamera stall blocks `capture_request()`
+forever, a stream or a disk that hangs) is a stall: the capture runs each opening of the source in
+a reader thread and watches how long the current open() or read() has been waiting. A wait longer
+than `capture.stall_timeout_s` marks the camera stalled (`stalled_since` in the status, /health
+degraded), is logged once per episode, and the source is closed (which releases a blocked read)
+and reopened with capped backoff; the first frame after it logs the recovery.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -67,6 +74,15 @@ class SourceError(Exception):
 
 class CorruptFrame(SourceError):
     """One image or frame could not be read; the source can go on with the next one."""
+
+
+class SourceStall(SourceError):
+    """The source's open() or read() waited longer than capture.stall_timeout_s."""
+
+    def __init__(self, message: str, since: datetime, since_mono: float):
+        super().__init__(message)
+        self.since = since  # naive UTC: when the wait that stalled began
+        self.since_mono = since_mono
 
 
 class FrameSource:
@@ -221,6 +237,11 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._delivered_at: collections.deque = collections.deque(maxlen=21)  # for the measured fps
+        # Each opening of the source is read by its own reader thread, numbered; a reader left
+        # behind by a stall finds its number outdated when its wait ends and delivers nothing.
+        self._generation = 0
+        self._waiting: tuple[int, float] | None = None  # (generation, monotonic start) of a source call
+        self._stall_mono: float | None = None  # when the current stall episode's wait began
         self._status: dict[str, Any] = {
             "state": "starting",
             "type": self.source.type,
@@ -233,6 +254,8 @@ class Capture:
             "last_error_at": None,
             "last_frame_at": None,
             "retry_in_s": None,
+            "stalled_since": None,
+            "stall_timeout_s": self.settings.stall_timeout_s,
         }
 
     # --- consumer side ---------------------------------------------------------------------
@@ -270,6 +293,16 @@ class Capture:
         """True when the source has ended or the capture stopped, and every frame was taken."""
         return self._queue.closed and not len(self._queue)
 
+    def stalled_for(self) -> float | None:
+        """Seconds since the current stall episode began, or None when the source is not stalled."""
+        since = self._stall_mono
+        return None if since is None else time.monotonic() - since
+
+    @property
+    def alive(self) -> bool:
+        """The capture's supervising thread runs (false before start, after the source ended or a stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def status(self) -> dict:
         with self._lock:
             out = dict(self._status)
@@ -277,7 +310,7 @@ class Capture:
         out["queue_depth"] = len(self._queue)
         recent = len(times) > 1 and time.monotonic() - times[-1] < 5.0
         out["fps"] = round((len(times) - 1) / (times[-1] - times[0]), 1) if recent and times[-1] > times[0] else 0.0
-        for key in ("last_error_at", "last_frame_at"):
+        for key in ("last_error_at", "last_frame_at", "stalled_since"):
             if out[key] is not None:
                 out[key] = out[key].isoformat() + "Z"
         return out
@@ -297,6 +330,14 @@ class Capture:
     def _deliver(self, frame: Frame) -> None:
         dropped = self._queue.put(frame, block=not (self.paced or self.source.live))
         self._delivered_since_open = True
+        if self._stall_mono is not None:
+            log.warning(
+                "capture %s: frames again after a stall of %.1f s",
+                self.source.name,
+                time.monotonic() - self._stall_mono,
+            )
+            self._stall_mono = None
+            self._set(stalled_since=None)
         with self._lock:
             self._status["frames_delivered"] += 1
             self._status["frames_dropped"] += int(dropped)
@@ -312,13 +353,15 @@ class Capture:
             while not self._stop.is_set():
                 self._delivered_since_open = False
                 try:
-                    self.source.open()
-                    ended = self._pump()
-                except Exception as exc:  # noqa: BLE001 - lost camera/stream, unreadable file: retried
+                    ended = self._watched()
+                except Exception as exc:  # noqa: BLE001 - lost camera/stream, unreadable file, stall: retried
                     self._close_source()
                     if delays is None or self._delivered_since_open:  # a source that worked again starts at 1 s
                         delays = backoff_delays(self.backoff_initial_s, self.settings.reconnect_max_s)
-                    self._wait_retry(exc, next(delays))
+                    if isinstance(exc, SourceStall):
+                        self._wait_stalled(exc, next(delays))
+                    else:
+                        self._wait_retry(exc, next(delays))
                     continue
                 self._close_source()
                 if ended:
@@ -327,6 +370,67 @@ class Capture:
                     return
         finally:
             self._queue.close()
+
+    def _watched(self) -> bool:
+        """Open the source and pump it in a reader thread while this one watches its waits. True
+        when the source ended, False when the capture stopped; raises what the reader raised, or
+        SourceStall when one open() or read() waited longer than stall_timeout_s."""
+        self._generation += 1
+        generation = self._generation
+        outcome: dict[str, Any] = {}
+
+        def reader() -> None:
+            try:
+                self._waiting = (generation, time.monotonic())
+                self.source.open()
+                if generation == self._generation:
+                    self._waiting = None
+                outcome["ended"] = self._pump(generation)
+            except BaseException as exc:  # noqa: BLE001 - handed to the supervising thread, which retries
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=reader, name=f"capture-read-{self.source.type}", daemon=True)
+        thread.start()
+        timeout = self.settings.stall_timeout_s
+        while True:
+            thread.join(min(0.25, timeout / 4))
+            if not thread.is_alive():
+                break
+            if self._stop.is_set():
+                thread.join(self.stop_timeout_s)
+                return False
+            waiting = self._waiting
+            if waiting is not None and waiting[0] == generation and time.monotonic() - waiting[1] > timeout:
+                self._generation += 1  # the reader, once its wait ends, delivers nothing more
+                since_mono = waiting[1]
+                since = utcnow() - timedelta(seconds=time.monotonic() - since_mono)
+                raise SourceStall(f"no frame for {timeout:g} s (capture.stall_timeout_s)", since, since_mono)
+        if "error" in outcome:
+            raise outcome["error"]
+        return bool(outcome.get("ended"))
+
+    def _wait_stalled(self, exc: SourceStall, delay: float) -> None:
+        """Report a stall once per episode (an episode ends with the next frame delivered), then wait."""
+        if self._stall_mono is None:
+            self._stall_mono = exc.since_mono
+            log.error(
+                "capture %s: stalled since %s: %s; closing and reopening it until frames come again",
+                self.source.name,
+                exc.since.isoformat(timespec="seconds") + "Z",
+                exc,
+            )
+            with self._lock:
+                self._status["errors"] += 1
+                self._status["last_error"] = f"stalled: {exc}"
+                self._status["last_error_at"] = utcnow()
+                self._status["stalled_since"] = exc.since
+        else:
+            log.debug("capture %s: still stalled; reopening in %.1f s", self.source.name, delay)
+        with self._lock:
+            self._status["state"] = "stalled"
+            self._status["reconnects"] += 1
+            self._status["retry_in_s"] = round(delay, 3)
+        self._stop.wait(delay)
 
     def _close_source(self) -> None:
         try:
@@ -343,8 +447,9 @@ class Capture:
             self._status["retry_in_s"] = round(delay, 3)
         self._stop.wait(delay)
 
-    def _pump(self) -> bool:
-        """Read until the source ends (True), the capture stops (False), or an error is raised."""
+    def _pump(self, generation: int) -> bool:
+        """Read until the source ends (True), the capture stops or a stall replaced this reader
+        (False), or an error is raised."""
         period = 1.0 / self.settings.fps
         due = time.monotonic()
         while not self._stop.is_set():
@@ -352,12 +457,19 @@ class Capture:
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return False
+            self._waiting = (generation, time.monotonic())
             try:
                 frame = self.source.read()
             except CorruptFrame as exc:
+                if generation != self._generation:
+                    return False
+                self._waiting = None
                 self._error(str(exc))
                 due = max(due + period, time.monotonic() - period)
                 continue
+            if generation != self._generation:
+                return False  # the supervisor gave this reader up as stalled and reopened the source
+            self._waiting = None
             if frame is None:
                 return True
             now = time.monotonic()

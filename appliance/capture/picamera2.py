@@ -12,11 +12,12 @@ OS ships): install it with apt and make the venv with --system-site-packages.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import cv2
 import numpy as np
 
-from appliance.capture import Frame, FrameSource, SourceError, register
+from appliance.capture import Frame, FrameSource, SourceError, SourceStall, register
 from appliance.models import utcnow
 
 NOT_INSTALLED = (
@@ -110,12 +111,24 @@ class PiCamera2Source(FrameSource):
 
     def read(self) -> Frame:
         try:
-            request = self._cam.capture_request()
+            # capture_request() alone waits forever when libcamera stalls: ask for the request as a
+            # job and wait for it with a bound, so the stall surfaces here as an error (the capture's
+            # supervisor would notice it too, but could only abandon the blocked thread).
+            job = self._cam.capture_request(wait=False)
+            request = self._cam.wait(job, timeout=self.settings.stall_timeout_s)
             try:
                 main = request.make_array("main")
                 lores = request.make_array("lores")
             finally:
                 request.release()
+        except TimeoutError as exc:
+            timeout = self.settings.stall_timeout_s
+            raise SourceStall(
+                f"camera {self.camera_num} delivered no frame for {timeout:g} s (capture.stall_timeout_s) "
+                f"after {self._read} frames: libcamera stalled",
+                since=utcnow() - timedelta(seconds=timeout),
+                since_mono=time.monotonic() - timeout,
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - a lost camera surfaces as whatever libcamera raises
             raise SourceError(
                 f"camera {self.camera_num} stopped delivering frames after {self._read} ({type(exc).__name__}: {exc})"

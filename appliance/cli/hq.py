@@ -298,11 +298,12 @@ def hq_pull(ctx, database, post_id, pull_all, max_batches):
     target = _hq_target(ctx, database)
     hq.open_hq(target)
     key = hq.hq_key(target, _key_dir(ctx, target))
+    trust = hq.pull_trust(ctx.settings.sync)
     with hq.hq_database.connection_context():
         ids = [post_id] if post_id else [p.id for p in hq.HQPost.select().where(hq.HQPost.pull_url != "")]
     failed = False
     for pid in ids:
-        result = hq.pull(pid, key, max_batches=max_batches)
+        result = hq.pull(pid, key, max_batches=max_batches, trust=trust)
         click.echo(result.line())
         failed = failed or bool(result.problem)
     if failed:

@@ -54,7 +54,7 @@ from sync.hq.posts import (
     status,
     verify_chain,
 )
-from sync.hq.pull import Pulled, hq_key, pull
+from sync.hq.pull import Pulled, hq_key, pull, pull_trust
 
 __all__ = [
     "DEFAULT_MAX_BATCH_BYTES",
@@ -87,6 +87,7 @@ __all__ = [
     "position",
     "publish_hotlist",
     "pull",
+    "pull_trust",
     "refuse_push",
     "spool",
     "status",

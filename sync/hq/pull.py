@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from appliance import bundle
-from sync import protocol
+from sync import protocol, tls
 from sync.hq.ingest import DEFAULT_MAX_BATCH_BYTES, Refused, ingest, refuse_oversized
 from sync.hq.models import HQError, HQPost, SqliteDatabase, hq_database
 from sync.hq.posts import log_refused_request, note_contact, position, pull_url_problem
@@ -30,6 +30,14 @@ def hq_key(target: str | Path, key_dir: Path | None = None):
         raise HQError("with a database URL, say where headquarters' key lives (key_dir)")
     where = Path(key_dir) if key_dir is not None else Path(text).expanduser().resolve().parent
     return bundle.post_key(SimpleNamespace(data_dir=where, sync=SimpleNamespace(key_file="hq_key")))
+
+
+def pull_trust(sync_settings) -> tls.Trust:
+    """How headquarters checks posts' certificates: sync.pull_ca_file and sync.pull_pin_sha256 of its
+    configuration."""
+    return tls.Trust(
+        sync_settings.pull_ca_file, tuple(sync_settings.pull_pin_sha256), "sync.pull_ca_file", "sync.pull_pin_sha256"
+    )
 
 
 @dataclass
@@ -53,12 +61,19 @@ class Pulled:
 
 
 def pull(
-    post_id: str, key, max_batches: int | None = None, timeout_s: float = 120, max_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    post_id: str,
+    key,
+    max_batches: int | None = None,
+    timeout_s: float = 120,
+    max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    trust: tls.Trust | None = None,
 ) -> Pulled:
     """Fetch batches from one post until it has nothing more. Each batch is received into a
     temporary file and ingested from there: ingest holds the database's write lock (SQLite) or the
-    post's row (PostgreSQL) from its first byte, which must not last as long as a slow link takes."""
+    post's row (PostgreSQL) from its first byte, which must not last as long as a slow link takes.
+    `trust`: how a post's HTTPS certificate is checked (pull_trust(settings)); default: the system's CAs."""
     result = Pulled(post_id)
+    trust = trust or tls.Trust(ca_setting="sync.pull_ca_file", pin_setting="sync.pull_pin_sha256")
     while max_batches is None or result.batches + result.duplicates < max_batches:
         with hq_database.connection_context():
             post = HQPost.get_or_none(HQPost.id == post_id)
@@ -79,9 +94,12 @@ def pull(
             + "/sync/batch?"
             + urllib.parse.urlencode({k: v for k, v in held.items() if k != "post"})
         )
-        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         assert url.hostname  # pull_url_problem() refused a URL without one
-        conn = cls(url.hostname, url.port, timeout=timeout_s)
+        try:
+            conn = trust.connection_for(url.scheme, post.pull_url)(url.hostname, url.port, timeout=timeout_s)
+        except tls.TrustError as exc:
+            result.problem = str(exc)
+            return result
         try:
             headers = _signed(conn, url.path.rstrip("/"), post_id, path, key)
             if isinstance(headers, str):
@@ -114,7 +132,7 @@ def pull(
                     except Refused as refused:
                         result.problem = f"{refused.problem}: {refused.message}"
                         return result
-        except _SpoolError as exc:
+        except (_SpoolError, tls.TrustError) as exc:
             result.problem = str(exc)
             return result
         except (OSError, http.client.HTTPException) as exc:

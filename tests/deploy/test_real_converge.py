@@ -20,6 +20,7 @@ is mounted under it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -33,6 +34,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -306,8 +311,52 @@ def _recap(output: str) -> dict:
     return recap
 
 
-def _inventory(roots: dict, version: str) -> dict:
+def hq_certificate(scratch: Path) -> dict:
+    """An agency CA and headquarters' certificate for hq-ci signed by it (the agency's certificate,
+    common_tls_cert), as PEM text; the posts are given the CA (post_hq_ca_cert)."""
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("CI agency CA"))
+        .issuer_name(name("CI agency CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("hq-ci"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hq-ci")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return {
+        "ca": ca.public_bytes(pem).decode(),
+        "cert": cert.public_bytes(pem).decode(),
+        "key": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+    }
+
+
+def _inventory(roots: dict, version: str, tls: dict, fresh: bool = False) -> dict:
+    """The CI inventory. `fresh`: for the check-mode run on fresh roots, where the post has no key
+    and no certificate yet for headquarters' entry (a technician's vault has them by then)."""
     post_key = roots["post-ci"] / "var/lib/waypost/post_key.pub"
+    post_cert = roots["post-ci"] / "etc/waypost/tls/server.crt"
+    public_key = "(the post's key)" if fresh else f"{{{{ lookup('ansible.builtin.file', '{post_key}') }}}}"
+    tls_cert = "" if fresh else f"{{{{ lookup('ansible.builtin.file', '{post_cert}') }}}}"
     return {
         "all": {
             "vars": {
@@ -330,6 +379,7 @@ def _inventory(roots: dict, version: str) -> dict:
                             "post_capture": {"type": "demo"},
                             "post_sync_enabled": True,
                             "post_hq_url": "https://hq-ci:8443",
+                            "post_hq_ca_cert": tls["ca"],
                             "common_user_groups": ["video"],
                             "common_firewall_tcp_ports": [443],
                         }
@@ -341,12 +391,15 @@ def _inventory(roots: dict, version: str) -> dict:
                             "ansible_host": str(roots["hq-ci"]),
                             "hq_database": "postgresql",
                             "common_firewall_tcp_ports": [8443],
+                            "common_tls_cert": tls["cert"],
+                            "common_tls_key": tls["key"],
                             "hq_posts": [
                                 {
                                     "id": "post-ci",
                                     "name": "CI post",
                                     "pull_url": "https://post-ci",
-                                    "public_key": f"{{{{ lookup('ansible.builtin.file', '{post_key}') }}}}",
+                                    "public_key": public_key,
+                                    "tls_cert": tls_cert,
                                 }
                             ],
                         }
@@ -382,7 +435,9 @@ def converged(tmp_path_factory):
     )
     inventory = scratch / "inventory.json"
     cmd = [BIN / "ansible-playbook", "-i", inventory, HERE / "real_converge.yml"]
+    tls = hq_certificate(scratch)
     runs, durations = [], []
+    check_mode = {}
     # One converge at a time on this machine: they share apt's cache (and its lock) and 2 cores.
     with open(CACHE / "converge.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -392,10 +447,21 @@ def converged(tmp_path_factory):
             wheels = wheelhouse()
             roots = {host: make_root(tarball, work / host) for host in HOSTS}
             prepared_s = time.monotonic() - started
-            inventory.write_text(json.dumps(_inventory(roots, version), indent=1))
             with contextlib.ExitStack() as stack:
                 for root in roots.values():
                     stack.enter_context(mounted(root, git_dir, wheels))
+                # What the technicians' README says to run first: check mode on the fresh hosts.
+                inventory.write_text(json.dumps(_inventory(roots, version, tls, fresh=True), indent=1))
+                began = time.monotonic()
+                result = _run([*cmd, "--check", "--diff"], env=env, cwd=ANSIBLE_DIR, timeout=1500, check=False)
+                (scratch / "check.log").write_text(result.stdout + result.stderr)
+                check_mode = {
+                    "returncode": result.returncode,
+                    "output": result.stdout[-8000:] + result.stderr[-3000:],
+                    "seconds": round(time.monotonic() - began, 1),
+                    "untouched": not (roots["post-ci"] / "opt/waypost").exists(),
+                }
+                inventory.write_text(json.dumps(_inventory(roots, version, tls), indent=1))
                 for attempt in range(2):
                     began = time.monotonic()
                     result = _run(cmd, env=env, cwd=ANSIBLE_DIR, timeout=1500, check=False)
@@ -404,11 +470,18 @@ def converged(tmp_path_factory):
                     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
                     runs.append(_recap(result.stdout))
                 print(
-                    f"\nreal converge: roots ready in {prepared_s:.1f} s, runs {durations} s, recaps {runs}, "
-                    f"load {os.getloadavg()}",
+                    f"\nreal converge: roots ready in {prepared_s:.1f} s, check mode {check_mode['seconds']} s, "
+                    f"runs {durations} s, recaps {runs}, load {os.getloadavg()}",
                     file=sys.stderr,
                 )
-                yield {"roots": roots, "runs": runs, "durations": durations, "version": version}
+                yield {
+                    "roots": roots,
+                    "runs": runs,
+                    "durations": durations,
+                    "version": version,
+                    "check_mode": check_mode,
+                    "tls": tls,
+                }
         finally:
             if os.environ.get("WAYPOST_CONVERGE_KEEP") != "1":
                 _remove_root(work)
@@ -521,3 +594,104 @@ def test_hq_postgresql_enrolled_post_backup_and_restore(converged):
     assert accounts.stat().st_uid == int(in_root(root, "id", "-u", "waypost").stdout)
     in_root(root, waypost, "--config", config, "audit", "verify", user="waypost")
     assert in_root(root, waypost, "--config", config, "audit", "head", user="waypost").stdout == records
+
+
+def test_check_mode_passes_on_fresh_hosts_and_changes_nothing(converged):
+    """`ansible-playbook --check --diff` on the fresh roots, before anything was applied (the
+    technicians' README says to run it first)."""
+    check = converged["check_mode"]
+    assert check["returncode"] == 0, check["output"]
+    for host in HOSTS:
+        assert re.search(rf"^{host}\s*:.*failed=0", check["output"], re.MULTILINE), check["output"]
+    assert check["untouched"], "check mode installed the application"
+
+
+def test_sync_trust_distributed(converged):
+    """The post trusts the CA that signed headquarters' certificate (sync.ca_file), headquarters the
+    post's self-signed certificate (sync.pull_ca_file); openssl checks each chain and host name."""
+    post, hq_root = converged["roots"]["post-ci"], converged["roots"]["hq-ci"]
+    assert (post / "etc/waypost/hq-ca.pem").read_text().strip() == converged["tls"]["ca"].strip()
+    assert 'ca_file = "/etc/waypost/hq-ca.pem"' in (post / "etc/waypost/waypost.toml").read_text()
+    assert 'pull_ca_file = "/etc/waypost/posts-ca.pem"' in (hq_root / "etc/waypost/waypost.toml").read_text()
+    post_cert = (post / "etc/waypost/tls/server.crt").read_text()
+    assert (hq_root / "etc/waypost/posts-ca.pem").read_text().strip() == post_cert.strip()
+    # the service account reads them (the tls directory itself is root's alone)
+    in_root(post, "cat", "/etc/waypost/hq-ca.pem", user="waypost")
+    in_root(hq_root, "cat", "/etc/waypost/posts-ca.pem", user="waypost")
+    (post / "tmp/hq.crt").write_text((hq_root / "etc/waypost/tls/server.crt").read_text())
+    ok = in_root(
+        post, "openssl", "verify", "-CAfile", "/etc/waypost/hq-ca.pem", "-verify_hostname", "hq-ci", "/tmp/hq.crt"
+    )
+    assert "OK" in ok.stdout
+    (hq_root / "tmp/post.crt").write_text(post_cert)
+    ok = in_root(
+        hq_root,
+        "openssl",
+        "verify",
+        "-CAfile",
+        "/etc/waypost/posts-ca.pem",
+        "-verify_hostname",
+        "post-ci",
+        "/tmp/post.crt",
+    )
+    assert "OK" in ok.stdout
+
+
+def test_post_gpio_group_and_lamp_code_imports(converged):
+    root = converged["roots"]["post-ci"]
+    assert in_root(root, "getent", "group", "gpio").stdout.startswith("gpio:")
+    assert {"video", "gpio"} <= set(in_root(root, "id", "-nG", "waypost").stdout.split())
+    assert 'GROUP="gpio"' in (root / "etc/udev/rules.d/60-waypost-gpio.rules").read_text()
+    assert "SupplementaryGroups=video gpio" in (root / "etc/systemd/system/waypost.service").read_text()
+    # the lamp code (appliance/alerts.py, Notifier._gpio) and the gpiozero it imports (python3-gpiozero,
+    # seen through the venv's system site packages)
+    imported = in_root(
+        root,
+        "/opt/waypost/venv/bin/python",
+        "-c",
+        "import appliance.alerts, gpiozero; from gpiozero import LED; print(gpiozero.__file__)",
+        user="waypost",
+    )
+    assert imported.stdout.startswith("/usr/lib/python3/dist-packages/gpiozero/"), imported.stdout
+
+
+def test_post_lgpio_imports_on_a_pi(converged):
+    root = converged["roots"]["post-ci"]
+    machine = in_root(root, "uname", "-m").stdout.strip()
+    if machine != "aarch64":
+        pytest.skip(
+            f"lgpio (gpiozero's pin driver on a Pi) is Raspberry Pi OS's python3-lgpio, installed with the camera "
+            f"packages on aarch64 only (PyPI has no aarch64 wheel); this root is {machine}"
+        )
+    in_root(root, "/opt/waypost/venv/bin/python", "-c", "import lgpio", user="waypost")
+
+
+UNITS = {
+    "post-ci": ("waypost.service", "waypost-retention.service", "waypost-sync-push.service"),
+    "hq-ci": ("waypost-hq.service", "waypost-hq-pull.service", "waypost-hq-backup.service"),
+}
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_units_hardened_exposure_ok(converged, host):
+    """`systemd-analyze security --offline=true` of each of our units in the root (its own systemd):
+    every one "OK" or better (exposure at most 4.9 of 10)."""
+    root = converged["roots"][host]
+    usage = in_root(root, "systemd-analyze", "security", "--help", check=False).stdout
+    if "--offline" not in usage:
+        pytest.skip("this systemd-analyze has no --offline (systemd 252 or newer has it)")
+    for unit in UNITS[host]:
+        text = (root / "etc/systemd/system" / unit).read_text()
+        for line in ("SystemCallFilter=@system-service", "ProtectProc=invisible", "RemoveIPC=yes"):
+            assert line in text, (unit, line)
+        report = in_root(
+            root, "systemd-analyze", "security", "--offline=true", "--no-pager", f"/etc/systemd/system/{unit}"
+        )
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", report.stdout)
+        assert match, report.stdout[-2000:]
+        print(f"{host} {unit}: exposure {match.group(1)} {match.group(2)}", file=sys.stderr)
+        assert float(match.group(1)) <= 4.9, (unit, report.stdout[-3000:])
+    if host == "post-ci":
+        service = (root / "etc/systemd/system/waypost.service").read_text()
+        for group in ("video4linux", "media", "dma_heap", "gpiochip"):
+            assert f"DeviceAllow=char-{group} rw" in service
