@@ -5,9 +5,12 @@ it up) before the bytes leave. Every image, at the post and at headquarters, is 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from flask import Response, abort, current_app, g
+from flask import Response, abort, current_app, g, send_file
 
 from appliance import audit
 from appliance.db import write
@@ -49,5 +52,29 @@ def jpeg_response(data: bytes, filename: str) -> Response:
     browser from guessing otherwise; the disposition names a .jpg for anyone who saves it."""
     resp = Response(data, mimetype="image/jpeg")
     resp.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def zip_download(name: str, make: Callable[[Path], Path]) -> Response:
+    """An evidence ZIP as a download: `make(path)` writes it (and its access record) and returns
+    the file written. The open file outlives its name: nothing of the export stays on the post's
+    disk, whether `make` succeeds or raises (its exception is the caller's to answer)."""
+    exports = g.settings.data_dir / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="export-", dir=exports))
+    try:
+        handle = open(make(folder / name), "rb")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    resp = send_file(
+        handle,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=name,
+        max_age=0,
+        etag=False,
+        conditional=False,
+    )
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -9,11 +9,7 @@ the purpose the session's other work is recorded under: only stating a purpose d
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
-from flask import Blueprint, abort, flash, g, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
@@ -22,6 +18,7 @@ from wtforms.validators import InputRequired, Length
 from appliance import export, holds, search
 from appliance.models import utcnow
 from appliance.roles import allowed
+from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
 from web.clock import LocalDateTimeField
@@ -165,33 +162,12 @@ def export_evidence(hold_id: int):
             "error",
         )
         return redirect(url_for("holds.detail", hold_id=hold_id))
-    folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
     name = f"waypost-evidence-hold-{hold.id}-{utcnow():%Y%m%dT%H%M%SZ}.zip"
     try:
-        summary = export.for_hold(g.settings, actor(), hold.id, Path(folder) / name)
-        handle = open(summary.path, "rb")  # the open file outlives its name: nothing stays on disk
+        return evidence.zip_download(name, lambda path: export.for_hold(g.settings, actor(), hold.id, path).path)
     except holds.HoldError as exc:
         flash(str(exc)[0].upper() + str(exc)[1:], "error")
         return redirect(url_for("holds.detail", hold_id=hold_id))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    resp = send_file(
-        handle,
-        mimetype="application/zip",
-        as_attachment=True,
-        download_name=name,
-        max_age=0,
-        etag=False,
-        conditional=False,
-    )
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
-def _exports_dir() -> str:
-    path = g.settings.data_dir / "exports"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
 
 
 @bp.post("/<int:hold_id>/release")

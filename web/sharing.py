@@ -20,11 +20,7 @@ listing() and view(), in the transaction of the lookup.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
@@ -33,6 +29,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from appliance import audit, sharing
 from appliance.roles import allowed
+from web import evidence
 from web import purpose as purposes
 from web.access import actor, requires
 from web.clock import LocalDateTimeField
@@ -215,30 +212,8 @@ def export(request_id: int):
             "produce an export. Nothing was exported.",
             status=409,
         )
-    folder = tempfile.mkdtemp(prefix="export-", dir=_exports_dir())
     name = f"waypost-evidence-request-{req.id}-{sharing.utcnow():%Y%m%dT%H%M%SZ}.zip"
     try:
-        summary = sharing.export(g.settings, actor(), req.id, Path(folder) / name)
-        # The open file outlives its name: nothing of the export stays on the post's disk.
-        handle = open(summary.path, "rb")
+        return evidence.zip_download(name, lambda path: sharing.export(g.settings, actor(), req.id, path).path)
     except (sharing.SharingError, audit.PurposeError) as exc:
         return _detail(request_id, problem=str(exc), status=409)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    resp = send_file(
-        handle,
-        mimetype="application/zip",
-        as_attachment=True,
-        download_name=name,
-        max_age=0,
-        etag=False,
-        conditional=False,
-    )
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
-
-
-def _exports_dir() -> str:
-    path = g.settings.data_dir / "exports"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
