@@ -258,7 +258,9 @@ def hq_rebase(ctx, database, post_id, public_key, reason):
     _hq_open_both(ctx, database)
     with db.connection(), hq.hq_database.connection_context():
         try:
-            post, closed = hq_posts.rebase(post_id, public_key.read_bytes(), reason, record=_recorder(actor))
+            post, closed, never_sent = hq_posts.rebase(
+                post_id, public_key.read_bytes(), reason, record=_recorder(actor)
+            )
         except hq.HQError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -267,6 +269,11 @@ def hq_rebase(ctx, database, post_id, public_key, reason):
         f"{post.key_id}"
     )
     click.echo("the post's next push starts the new segment; nothing of the closed one is sent again or lost")
+    if never_sent:
+        click.echo(
+            f"{never_sent} frame(s) the old post never sent will not come (they were on its wiped data directory; "
+            "their reads and crops are here)"
+        )
 
 
 @unattended("makes and prints headquarters key")

@@ -481,13 +481,14 @@ def rename(
 
 def rebase(
     post_id: str, public_key_text: bytes, reason: str, *, record: Callable[[str, HQPost, dict], object] | None = None
-) -> tuple[HQPost, HQPostSegment]:
+) -> tuple[HQPost, HQPostSegment, int]:
     """A re-imaged post (a fresh data directory, a new key, the same post.id) rejoins: the post's
     current chain copy is closed as a segment (its key, what headquarters held, whether its log
     verifies, when and why) and a new segment opens for the new key, whose outbox seqs and access
-    log start again from genesis. Nothing is deleted: the closed segment's reads and records stay,
-    searchable and verifiable. Returns the post and the closed segment. `record(action, post,
-    details)` runs in the transaction (the caller's access record)."""
+    log start again from genesis. The closed segment's reads and records stay, searchable and
+    verifiable; only the list of its frames still to come is dropped (they were on the wiped data
+    directory). Returns the post, the closed segment and how many such frames will never come.
+    `record(action, post, details)` runs in the transaction (the caller's access record)."""
     reason = (reason or "").strip()
     if not reason:
         raise HQError("a re-base needs a reason (recorded): why the post has a new key and log")
@@ -528,6 +529,11 @@ def rebase(
             closed_at=utcnow(),
             reason=reason,
         )
+        # The frames the closed segment's reads named and the post had not sent yet (the second
+        # lane waits for the reads) were on the wiped data directory: they can never come.
+        never_sent: int = hq_database.execute_sql(
+            f"DELETE FROM hq_frame_due WHERE post_id = {hq_database.param}", (post_id,)
+        ).rowcount
         post.segment += 1
         post.public_key, post.key_id = raw, key_id
         post.last_seq, post.chain_seq, post.chain_hash, post.confirmation_id = 0, 0, GENESIS, 0
@@ -565,9 +571,10 @@ def rebase(
                     "chain_hash": segment.chain_hash,
                     "chain_status": segment.chain_status,
                     "first_bad_seq": first_bad,
+                    "frames_never_sent": never_sent,
                 },
             )
-    return post, segment
+    return post, segment, never_sent
 
 
 def segments(post_id: str) -> list[dict]:

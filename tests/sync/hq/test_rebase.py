@@ -15,6 +15,7 @@ from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
 from appliance.models import AccessRecord
 from sync import hq, post
+from sync.hq import posts as hq_posts
 from sync.hq import search as hq_search
 from tests.conftest import OPERATOR_PASSWORD, make_settings
 from tests.sync.conftest import _public, add_reads
@@ -121,3 +122,36 @@ def test_a_rebase_refuses_a_key_another_post_or_the_post_already_holds(settings,
     assert "already enrolled for post post-g" in out
     with hq.hq_database.connection_context():
         assert hq.HQPost.get_by_id(settings.post.id).segment == 1
+
+
+def test_frames_the_wiped_post_never_sent_are_not_awaited_after_a_rebase(settings, db, hq_server, hq_cli):  # noqa: F811
+    """The old data directory is gone with its frames: the frames its reads named and had not sent
+    (the second lane waits for the reads) can never come. The re-base says how many, and
+    headquarters stops counting them (they were counted as "to come" for ever)."""
+    post_id = settings.post.id
+    add_reads(settings, 4)
+    dbmod.open_database(settings)
+    with dbmod.connection():
+        sent = post.push(settings, max_batches=2)  # the reads, two a batch; their frames not yet
+    assert sent.reads == 4
+    with hq.hq_database.connection_context():
+        assert hq_posts.frames_to_come(post_id) == 4
+
+    fresh = reimaged(settings)
+    key = fresh.data_dir.parent / "reimaged.pub"
+    key.write_bytes(_public(fresh))
+    out = hq_cli("rebase", post_id, "--public-key", str(key), "--reason", "SD card replaced (work order 208)")
+    assert "4 frame(s) the old post never sent will not come" in out, out
+    with hq.hq_database.connection_context():
+        assert hq_posts.frames_to_come(post_id) == 0
+    dbmod.open_database(hq_cli.settings)
+    with dbmod.connection():
+        (record,) = AccessRecord.select().where(AccessRecord.action == "posts.rebase")
+    assert json.loads(record.details)["frames_never_sent"] == 4
+
+    dbmod.open_database(fresh)
+    with dbmod.connection():
+        add_reads(fresh, 2, seed=7)
+    assert push(fresh).reads == 2  # and the new segment's frames are awaited, then come
+    with hq.hq_database.connection_context():
+        assert hq_posts.frames_to_come(post_id) == 0
