@@ -787,7 +787,7 @@ def post_get_message(post_id: str, path_and_query: str, nonce: str, date: str) -
     return POST_GET_MAGIC + "\n".join((post_id, path_and_query, nonce, date)).encode("utf-8")
 
 
-def signed_time(date: str) -> dt.datetime | None:
+def signed_time(date) -> dt.datetime | None:
     """The signer's time (YYYY-MM-DDTHH:MM:SSZ) as an aware datetime, or None when it is not one."""
     try:
         return dt.datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
@@ -885,9 +885,6 @@ class Push:
     def value(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
-    def sent_at(self) -> dt.datetime:
-        return dt.datetime.strptime(self.date, PUSH_DATE_FORMAT).replace(tzinfo=dt.UTC)
-
 
 def push_message(value: str) -> bytes:
     """What the post signs for a push: the exact header value headquarters receives."""
@@ -929,12 +926,7 @@ def parse_push(value: str) -> Push:
         )
     if not isinstance(fields.get("sha256"), str) or not _SHA256_HEX.fullmatch(fields["sha256"]):
         raise ProtocolError("malformed", f"{PUSH_HEADER} field 'sha256' must be 64 lower-case hex digits")
-    date = fields.get("date")
-    try:
-        dt.datetime.strptime(date, PUSH_DATE_FORMAT) if isinstance(date, str) else None
-    except ValueError:
-        date = None
-    if not isinstance(date, str):
+    if signed_time(fields.get("date")) is None:
         raise ProtocolError("malformed", f"{PUSH_HEADER} field 'date' must be YYYY-MM-DDTHH:MM:SSZ (UTC)")
     # fields a later version may add are signed with the rest and ignored here
     return Push(
@@ -944,5 +936,5 @@ def parse_push(value: str) -> Push:
         fields["last_seq"],
         fields["length"],
         fields["sha256"],
-        date,
+        fields["date"],
     )

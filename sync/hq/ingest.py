@@ -193,9 +193,10 @@ def _claimed(push: protocol.Push) -> dict:
     return {"post": push.post, "batch": push.batch, "first_seq": push.first_seq, "last_seq": push.last_seq}
 
 
-def clock_offset_s(push: protocol.Push) -> int:
-    """The post's clock minus headquarters' when the post signed `push` (whole seconds)."""
-    return round((push.sent_at() - dt.datetime.now(dt.UTC)).total_seconds())
+def clock_offset_s(push: protocol.Push) -> int | None:
+    """The post's clock minus headquarters' when the post signed `push` (whole seconds), measured
+    as every other exchange measures it (protocol.offset_s)."""
+    return protocol.offset_s(push.date)
 
 
 def _size_of(body) -> int | None:
