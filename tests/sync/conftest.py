@@ -25,7 +25,8 @@ import pytest
 from appliance import audit, bundle, store
 from appliance import db as dbmod
 from appliance.bootstrap import bootstrap
-from appliance.models import Read, utcnow
+from appliance.db import write
+from appliance.models import Alert, Read, utcnow
 from sync import hq, protocol
 from tests.conftest import make_settings
 from web.hq import create_hq_app
@@ -261,3 +262,20 @@ def send_push(port: int, body: bytes, headers: dict[str, str] | None = None, tim
         conn.close()
     assert kind.startswith("application/json"), (response.status, raw[:300])
     return response.status, json.loads(raw)
+
+
+def alert_on(read) -> Alert:
+    """An unconfirmed SVS alert on `read`, as the pipeline stores one (its own transaction)."""
+    with write():
+        return Alert.create(
+            read=read,
+            hotlist_name="SVS",
+            entry_plate=read.plate,
+            entry_state="CA",
+            entry_reason="stolen",
+            entry_source_ref="",
+            matched_text=read.plate,
+            match_kind="exact",
+            score=1.0,
+            created_at=utcnow(),
+        )

@@ -22,11 +22,10 @@ from appliance import db as dbmod
 from appliance.audit import system_actor
 from appliance.bench.relay import Relay
 from appliance.bootstrap import bootstrap
-from appliance.db import write
-from appliance.models import Alert, Evidence, Read, utcnow
+from appliance.models import Evidence, utcnow
 from sync import hq, post, protocol
 from tests.conftest import make_settings, operator_env
-from tests.sync.conftest import HQServer, _public, add_reads, free_port, push_headers, send_push
+from tests.sync.conftest import HQServer, _public, add_reads, alert_on, free_port, push_headers, send_push
 from tests.sync.hq import test_retention as rt
 from tests.sync.test_push import assert_hq_holds_the_post
 from tests.web.conftest import PASSWORD, sign_in, state_purpose
@@ -46,22 +45,6 @@ def held_images() -> set[str]:
 def to_come(post_id: str) -> int:
     with hq.hq_database.connection_context():
         return hq.posts.frames_to_come(post_id)
-
-
-def alert_on(read: Read) -> None:
-    with write():
-        Alert.create(
-            read=read,
-            hotlist_name="SVS",
-            entry_plate=read.plate,
-            entry_state="CA",
-            entry_reason="stolen",
-            entry_source_ref="",
-            matched_text=read.plate,
-            match_kind="exact",
-            score=1.0,
-            created_at=utcnow(),
-        )
 
 
 def test_a_read_reaches_headquarters_before_its_frame_when_both_lanes_wait(settings, db, hq_server):

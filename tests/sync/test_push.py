@@ -12,12 +12,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance import alerts, audit, bundle
 from appliance.db import write
-from appliance.models import Alert, Evidence, Outbox, Read, utcnow
+from appliance.models import Evidence, Outbox, Read
 from sync import hq, post
 from tests.sync.conftest import (
     HQServer,
     _public,
     add_reads,
+    alert_on,
     hq_reads,
     post_reads,
     push_headers,
@@ -263,19 +264,7 @@ def test_backoff_is_capped_with_jitter():
 
 def test_an_alert_confirmed_after_its_read_was_sent_reaches_headquarters(settings, db, hq_server):
     read = add_reads(settings, 1)[0]
-    with write():
-        alert = Alert.create(
-            read=read,
-            hotlist_name="SVS",
-            entry_plate=read.plate,
-            entry_state="CA",
-            entry_reason="stolen",
-            entry_source_ref="",
-            matched_text=read.plate,
-            match_kind="exact",
-            score=1.0,
-            created_at=utcnow(),
-        )
+    alert = alert_on(read)
     post.push(settings)
 
     def held_alert():
